@@ -1,0 +1,131 @@
+//! The command line. The `///` docs here are the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Zero-downtime release-directory deploys: build each release into
+/// releases/<id>, swap `current` atomically, reload, gate on health, roll
+/// back automatically, prune old releases.
+#[derive(Debug, Parser)]
+#[command(name = "shipit", version, propagate_version = true)]
+pub struct Cli {
+    /// Config file [default: $SHIPIT_CONFIG, else ./shipit.toml]
+    #[arg(long, short = 'c', global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Print only warnings, errors and results (no progress lines)
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Fetch, build, swap, reload, health-gate and prune a new release
+    Deploy(DeployArgs),
+    /// Swap back to the previous good release (or --to ID), reload, health-gate
+    Rollback(RollbackArgs),
+    /// List releases: id, age, revision, branch, status, which is current
+    Releases(ReleasesArgs),
+    /// Remove old releases, keeping current, the rollback target and any in use
+    Prune(PruneArgs),
+    /// Show the audit log, newest first
+    History(HistoryArgs),
+}
+
+/// `--wait[=DURATION]`: queue behind a running command instead of failing.
+#[derive(Debug, Args)]
+pub struct WaitArg {
+    /// If another shipit command holds the lock, wait for it (bare --wait:
+    /// lock.wait from the config, 10m by default) instead of failing at once
+    #[arg(
+        long,
+        value_name = "DURATION",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = ""
+    )]
+    pub wait: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Branch, tag or commit to deploy [default: source.branch]
+    #[arg(long = "ref", value_name = "REV")]
+    pub reference: Option<String>,
+
+    /// If the reload or health gate fails, leave the new release live
+    /// instead of rolling back
+    #[arg(long)]
+    pub no_rollback: bool,
+
+    /// Print the outcome as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub wait: WaitArg,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Release id to go to (see `shipit releases`) [default: the newest
+    /// good release older than current]
+    #[arg(long, value_name = "ID")]
+    pub to: Option<String>,
+
+    /// Print the outcome as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub wait: WaitArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ReleasesArgs {
+    #[command(subcommand)]
+    pub action: Option<ReleasesAction>,
+
+    /// Print JSON on stdout (schema in the README)
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReleasesAction {
+    /// List releases (the default)
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// How many releases to keep [default: keep_releases]
+    #[arg(long, value_name = "N")]
+    pub keep: Option<usize>,
+
+    /// Show what would be removed, remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print the plan as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub wait: WaitArg,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Show at most N events
+    #[arg(long, short = 'n', value_name = "N")]
+    pub limit: Option<usize>,
+
+    /// Print JSON on stdout (an array, newest first)
+    #[arg(long)]
+    pub json: bool,
+}

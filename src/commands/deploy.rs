@@ -1,0 +1,39 @@
+use serde_json::json;
+
+use crate::cli::DeployArgs;
+use crate::context::Ctx;
+use crate::deploy::{self, Request};
+use crate::error::Result;
+use crate::layout::Layout;
+use crate::ui;
+
+pub fn run(ctx: &Ctx, args: &DeployArgs) -> Result<()> {
+    let req = Request {
+        reference: args.reference.clone(),
+        no_rollback: args.no_rollback,
+    };
+    let wait = super::wait_for(&args.wait, &ctx.config)?;
+    deploy::preflight(ctx, &req)?;
+    let _lock = super::begin_mutation(ctx, wait)?;
+    let outcome = deploy::run(ctx, &req)?;
+    if args.json {
+        let _ = ui::out_json(&json!({
+            "release": outcome.release,
+            "previous": outcome.previous,
+            "revision": outcome.revision,
+            "branch": outcome.branch,
+            "removed": outcome.removed,
+            "duration_ms": outcome.duration.as_millis() as u64,
+        }));
+    }
+    ctx.ui.step(
+        "Deployed",
+        format!(
+            "{} ({}) in {:.1}s",
+            Layout::display(&outcome.release),
+            super::short(outcome.revision.as_deref()),
+            outcome.duration.as_secs_f64()
+        ),
+    );
+    Ok(())
+}

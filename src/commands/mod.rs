@@ -1,0 +1,73 @@
+//! One file per subcommand. Each resolves its settings, takes the lock if it
+//! mutates, calls the operation and hands the outcome to the reporter.
+
+mod deploy;
+mod history;
+mod prune;
+mod releases;
+mod rollback;
+
+use std::time::Duration;
+
+use crate::cli::{Cli, Command, WaitArg};
+use crate::config::{self, Config};
+use crate::context::Ctx;
+use crate::error::{Kind, Result};
+use crate::interrupt;
+use crate::lock::{self, Lock};
+use crate::store;
+use crate::ui::Ui;
+
+pub fn run(cli: Cli) -> Result<()> {
+    let ui = Ui::new(cli.quiet);
+    let load = || config::load(cli.config.as_deref()).map(|c| Ctx::new(c, ui));
+    match cli.command {
+        Command::Deploy(args) => deploy::run(&load()?, &args),
+        Command::Rollback(args) => rollback::run(&load()?, &args),
+        Command::Releases(args) => releases::run(&load()?, &args),
+        Command::Prune(args) => prune::run(&load()?, &args),
+        Command::History(args) => history::run(&load()?, &args),
+    }
+}
+
+/// `--wait` → how long to wait for the lock (`None`: fail at once).
+fn wait_for(arg: &WaitArg, config: &Config) -> Result<Option<Duration>> {
+    match arg.wait.as_deref() {
+        None => Ok(None),
+        Some("") => Ok(Some(config.lock.wait)),
+        Some(text) => config::parse_duration(text)
+            .map(Some)
+            .map_err(|e| e.context(format!("--wait={text} is not a duration"))),
+    }
+}
+
+/// Everything a mutating command does first: route signals to the flag,
+/// create the deploy directory's skeleton, take the lock.
+fn begin_mutation(ctx: &Ctx, wait: Option<Duration>) -> Result<Lock> {
+    interrupt::install();
+    store::ensure_dirs(&ctx.layout).map_err(|e| {
+        e.in_phase(Kind::Usage).hint(format!(
+            "deploy_to must be a directory that {} can write; check its owner and permissions",
+            crate::whoami::user()
+        ))
+    })?;
+    let command: Vec<String> = std::env::args().collect();
+    lock::acquire(&ctx.layout, wait, &command.join(" "))
+}
+
+/// Human-friendly age: `42s`, `5m`, `3h`, `12d`.
+fn age(secs: i64) -> String {
+    let secs = secs.max(0);
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86400 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86400),
+    }
+}
+
+fn short(revision: Option<&str>) -> String {
+    revision
+        .map(|r| r[..r.len().min(10)].to_string())
+        .unwrap_or_else(|| "-".into())
+}

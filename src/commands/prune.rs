@@ -1,0 +1,59 @@
+use std::time::Instant;
+
+use serde_json::json;
+
+use crate::cli::PruneArgs;
+use crate::context::Ctx;
+use crate::error::{Error, Result};
+use crate::history::{self, Event};
+use crate::layout::Layout;
+use crate::prune;
+use crate::ui;
+
+pub fn run(ctx: &Ctx, args: &PruneArgs) -> Result<()> {
+    let keep = args.keep.unwrap_or(ctx.config.keep_releases);
+    if keep == 0 {
+        return Err(Error::usage("--keep 0 would delete the live release")
+            .hint("keep at least 1; current and the rollback target are always kept"));
+    }
+    let wait = super::wait_for(&args.wait, &ctx.config)?;
+    let started = Instant::now();
+    let _lock = if args.dry_run {
+        None
+    } else {
+        Some(super::begin_mutation(ctx, wait)?)
+    };
+    let (plan, removed) = prune::run(ctx, keep, args.dry_run)?;
+    if !args.dry_run {
+        let mut event = Event::new("prune", "ok");
+        event.removed = removed.clone();
+        event.live = crate::store::read_current(&ctx.layout)?.id().cloned();
+        event.duration_ms = started.elapsed().as_millis() as u64;
+        history::append(&ctx.layout, &event)?;
+    }
+    if args.json {
+        let kept: Vec<_> = plan
+            .keep
+            .iter()
+            .map(|(id, reason)| json!({"id": id, "reason": reason}))
+            .collect();
+        let remove = if args.dry_run { &plan.remove } else { &removed };
+        let _ = ui::out_json(&json!({"dry_run": args.dry_run, "removed": remove, "kept": kept}));
+        return Ok(());
+    }
+    let verb = if args.dry_run {
+        "Would remove"
+    } else {
+        "Removed"
+    };
+    for id in &plan.remove {
+        ctx.ui.step(verb, Layout::display(id));
+    }
+    if plan.remove.is_empty() {
+        ctx.ui.step(
+            "Pruned",
+            format!("nothing to remove ({} kept)", plan.keep.len()),
+        );
+    }
+    Ok(())
+}

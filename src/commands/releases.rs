@@ -1,0 +1,89 @@
+use chrono::Utc;
+use serde_json::json;
+
+use crate::cli::ReleasesArgs;
+use crate::context::Ctx;
+use crate::error::Result;
+use crate::store::{self, Release, Status};
+use crate::ui;
+
+/// The status shown to people: `live` is whatever `current` points at,
+/// derived from the link rather than trusted from metadata.
+pub fn shown_status(release: &Release, is_current: bool) -> &'static str {
+    match (release.status(), is_current) {
+        (Status::Failed, _) => "failed",
+        (_, true) => "live",
+        (Status::Live, false) => "ready",
+        (status, false) => status.as_str(),
+    }
+}
+
+pub fn run(ctx: &Ctx, args: &ReleasesArgs) -> Result<()> {
+    let listing = store::list(&ctx.layout)?;
+    let current = store::read_current(&ctx.layout)?;
+    for name in &listing.foreign {
+        ctx.ui.warn(format!(
+            "releases/{name} is not a release; shipit ignores it"
+        ));
+    }
+    let newest_first = listing.releases.iter().rev();
+    if args.json {
+        let releases: Vec<_> = newest_first
+            .map(|r| {
+                let is_current = current.id() == Some(&r.id);
+                let m = r.meta.as_ref();
+                json!({
+                    "id": r.id,
+                    "current": is_current,
+                    "status": shown_status(r, is_current),
+                    "revision": m.and_then(|m| m.revision.clone()),
+                    "branch": m.and_then(|m| m.branch.clone()),
+                    "source": m.map(|m| m.source.clone()),
+                    "deployed_by": m.map(|m| m.deployed_by.clone()),
+                    "created_at": m.map(|m| m.created_at),
+                    "build_duration_ms": m.map(|m| m.build_duration_ms),
+                    "previous": m.and_then(|m| m.previous.clone()),
+                    "failure": m.and_then(|m| m.failure.clone()),
+                    "path": ctx.layout.release(&r.id),
+                })
+            })
+            .collect();
+        let _ = ui::out_json(&json!({
+            "current": current.id(),
+            "releases": releases,
+        }));
+        return Ok(());
+    }
+    if listing.releases.is_empty() {
+        ctx.ui.step(
+            "Releases",
+            format!("none yet in {}", ctx.layout.releases().display()),
+        );
+        return Ok(());
+    }
+    let now = Utc::now();
+    let mut text = format!(
+        "  {:<14}  {:>5}  {:<10}  {:<16}  {}\n",
+        "ID", "AGE", "REVISION", "BRANCH", "STATUS"
+    );
+    for r in newest_first {
+        let is_current = current.id() == Some(&r.id);
+        let m = r.meta.as_ref();
+        let created = m.map_or(r.id.time(), |m| m.created_at);
+        let branch = m
+            .and_then(|m| m.branch.clone())
+            .unwrap_or_else(|| "-".into());
+        let line = format!(
+            "{} {:<14}  {:>5}  {:<10}  {:<16}  {}\n",
+            if is_current { "*" } else { " " },
+            r.id.as_str(),
+            super::age((now - created).num_seconds()),
+            super::short(m.and_then(|m| m.revision.as_deref())),
+            branch,
+            shown_status(r, is_current),
+        );
+        text.push_str(&if is_current { ctx.ui.bold(&line) } else { line });
+    }
+    let _ = ui::out(&text);
+    Ok(())
+}

@@ -1,0 +1,34 @@
+use serde_json::json;
+
+use crate::cli::RollbackArgs;
+use crate::context::Ctx;
+use crate::error::Result;
+use crate::layout::{Layout, ReleaseId};
+use crate::rollback;
+use crate::ui;
+
+pub fn run(ctx: &Ctx, args: &RollbackArgs) -> Result<()> {
+    // An id is checked before anything else: `--to ../../etc` never gets
+    // near a path, and a bad one changes nothing (not even the lock file).
+    let to = args.to.as_deref().map(ReleaseId::parse).transpose()?;
+    let wait = super::wait_for(&args.wait, &ctx.config)?;
+    rollback::choose(ctx, to.as_ref())?;
+    let _lock = super::begin_mutation(ctx, wait)?;
+    let outcome = rollback::run(ctx, to.as_ref())?;
+    if args.json {
+        let _ = ui::out_json(&json!({
+            "from": outcome.from,
+            "to": outcome.to,
+            "duration_ms": outcome.duration.as_millis() as u64,
+        }));
+    }
+    ctx.ui.step(
+        "Rolled back",
+        format!(
+            "to {} in {:.2}s",
+            Layout::display(&outcome.to),
+            outcome.duration.as_secs_f64()
+        ),
+    );
+    Ok(())
+}

@@ -1,0 +1,564 @@
+//! `shipit.toml`: its schema, its defaults, and loading it.
+//!
+//! A typo in a deploy config must never be silently ignored (a misspelled
+//! `reload` would skip the reload and serve old code), so unknown keys are
+//! errors that name the key and the nearest valid one. Validation happens
+//! here, before any command touches the disk, so bad config changes nothing.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::error::{Error, Result};
+
+pub const DEFAULT_FILE: &str = "shipit.toml";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Absolute after loading (relative paths resolve against the file).
+    pub deploy_to: PathBuf,
+    #[serde(default = "default_keep")]
+    pub keep_releases: usize,
+    #[serde(default)]
+    pub shared: Vec<String>,
+    pub source: SourceConfig,
+    #[serde(default)]
+    pub hooks: HooksConfig,
+    pub health: Option<HealthConfig>,
+    #[serde(default)]
+    pub lock: LockConfig,
+    /// Where the config was read from (set by [`load`]).
+    #[serde(skip)]
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub git: Option<String>,
+    pub path: Option<PathBuf>,
+    #[serde(default = "default_branch")]
+    pub branch: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksConfig {
+    #[serde(default)]
+    pub build: Vec<String>,
+    pub reload: Option<String>,
+    #[serde(default = "default_build_timeout", deserialize_with = "duration")]
+    pub build_timeout: Duration,
+    #[serde(default = "default_reload_timeout", deserialize_with = "duration")]
+    pub reload_timeout: Duration,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        HooksConfig {
+            build: Vec::new(),
+            reload: None,
+            build_timeout: default_build_timeout(),
+            reload_timeout: default_reload_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    pub url: String,
+    #[serde(default = "default_health_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    #[serde(default = "default_interval", deserialize_with = "duration")]
+    pub interval: Duration,
+    #[serde(default = "default_successes")]
+    pub successes: u32,
+    #[serde(default = "default_status")]
+    pub expect_status: u16,
+    pub expect_body: Option<String>,
+    #[serde(default = "default_request_timeout", deserialize_with = "duration")]
+    pub request_timeout: Duration,
+    #[serde(default, deserialize_with = "duration")]
+    pub initial_delay: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockConfig {
+    /// How long `--wait` (without a value) and push-to-deploy wait.
+    #[serde(default = "default_lock_wait", deserialize_with = "duration")]
+    pub wait: Duration,
+}
+
+impl Default for LockConfig {
+    fn default() -> Self {
+        LockConfig {
+            wait: default_lock_wait(),
+        }
+    }
+}
+
+fn default_keep() -> usize {
+    5
+}
+fn default_branch() -> String {
+    "main".into()
+}
+fn default_build_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_reload_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_health_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_interval() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_successes() -> u32 {
+    2
+}
+fn default_status() -> u16 {
+    200
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_lock_wait() -> Duration {
+    Duration::from_secs(600)
+}
+
+/// Every valid key, by table. [`check_keys`] uses it to name the nearest
+/// valid key; a unit test keeps it in step with the structs above.
+const SCHEMA: &[(&str, &[&str])] = &[
+    (
+        "",
+        &[
+            "deploy_to",
+            "keep_releases",
+            "shared",
+            "source",
+            "hooks",
+            "health",
+            "lock",
+        ],
+    ),
+    ("source", &["git", "path", "branch"]),
+    (
+        "hooks",
+        &["build", "reload", "build_timeout", "reload_timeout"],
+    ),
+    (
+        "health",
+        &[
+            "url",
+            "timeout",
+            "interval",
+            "successes",
+            "expect_status",
+            "expect_body",
+            "request_timeout",
+            "initial_delay",
+        ],
+    ),
+    ("lock", &["wait"]),
+];
+
+/// Parse a duration such as `30s`, `500ms`, `2m` or `1h 30m`.
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        Error::usage(format!("{text:?} is not a duration"))
+            .cause(e)
+            .hint("write durations like \"30s\", \"500ms\", \"2m\" or \"1h 30m\"")
+    })
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not a duration ({e}); write durations like \"30s\", \"500ms\" or \"2m\""
+        ))
+    })
+}
+
+/// Where the config comes from: `--config`, else `$SHIPIT_CONFIG`, else
+/// `./shipit.toml`.
+pub fn locate(flag: Option<&Path>) -> PathBuf {
+    if let Some(path) = flag {
+        return path.to_path_buf();
+    }
+    match std::env::var_os("SHIPIT_CONFIG") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(DEFAULT_FILE),
+    }
+}
+
+pub fn load(flag: Option<&Path>) -> Result<Config> {
+    let file = locate(flag);
+    let text = match std::fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(
+                Error::usage(format!("no config file at {}", file.display())).hint(
+                    "run `shipit init` to write one, or pass --config PATH (or set SHIPIT_CONFIG)",
+                ),
+            );
+        }
+        Err(e) => {
+            return Err(Error::usage(format!("could not read config {}", file.display())).cause(e));
+        }
+    };
+    let file = std::path::absolute(&file).unwrap_or(file);
+    parse(&text, &file)
+}
+
+/// Parse and validate config text as if it were read from `file`.
+pub fn parse(text: &str, file: &Path) -> Result<Config> {
+    let bad =
+        |message: String| Error::usage(format!("invalid config {}", file.display())).cause(message);
+    let table: toml::Table = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+    check_keys(&table, file)?;
+    let mut config: Config = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+    config.file = file.to_path_buf();
+    let base = file.parent().unwrap_or(Path::new("."));
+    config.resolve_paths(base);
+    config.validate()?;
+    Ok(config)
+}
+
+fn check_keys(table: &toml::Table, file: &Path) -> Result<()> {
+    let schema: BTreeMap<&str, &[&str]> = SCHEMA.iter().copied().collect();
+    let mut tables = vec![(String::new(), table)];
+    while let Some((name, table)) = tables.pop() {
+        let valid = schema[name.as_str()];
+        let qualify = |key: &str| {
+            if name.is_empty() {
+                key.to_string()
+            } else {
+                format!("{name}.{key}")
+            }
+        };
+        for (key, value) in table {
+            let full = qualify(key);
+            if !valid.contains(&key.as_str()) {
+                let nearest = valid
+                    .iter()
+                    .min_by_key(|k| strsim::levenshtein(k, key))
+                    .map(|k| qualify(k))
+                    .unwrap_or_default();
+                return Err(
+                    Error::usage(format!("unknown key `{full}` in {}", file.display())).hint(
+                        format!(
+                            "did you mean `{nearest}`? (`shipit init` writes a config that documents every key)"
+                        ),
+                    ),
+                );
+            }
+            if let Some(sub) = value.as_table()
+                && schema.contains_key(full.as_str())
+            {
+                tables.push((full, sub));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Does `source.git` name a remote (URL or scp-like `host:path`) rather than
+/// a local path?
+fn is_remote(git: &str) -> bool {
+    git.contains("://") || (git.contains(':') && !git.starts_with('/') && !git.starts_with('.'))
+}
+
+impl Config {
+    fn resolve_paths(&mut self, base: &Path) {
+        let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+        self.deploy_to = clean(&base.join(&self.deploy_to));
+        if let Some(path) = &self.source.path {
+            self.source.path = Some(clean(&base.join(path)));
+        }
+        if let Some(git) = &self.source.git
+            && !is_remote(git)
+        {
+            self.source.git = Some(clean(&base.join(git)).display().to_string());
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let file = self.file.display();
+        let err = |msg: String, hint: &str| Error::usage(msg).hint(hint.to_string());
+        if self.deploy_to.as_os_str().is_empty() || self.deploy_to == Path::new("/") {
+            return Err(err(
+                format!(
+                    "deploy_to = {:?} in {file} is not a deploy directory",
+                    self.deploy_to
+                ),
+                "set deploy_to to a directory of its own, e.g. \"/srv/myapp\"",
+            ));
+        }
+        if self.deploy_to.exists() && !self.deploy_to.is_dir() {
+            return Err(err(
+                format!(
+                    "deploy_to {} exists and is not a directory",
+                    self.deploy_to.display()
+                ),
+                "point deploy_to at a directory (it is created on the first deploy), or move that file away",
+            ));
+        }
+        if self.keep_releases == 0 {
+            return Err(err(
+                format!("keep_releases = 0 in {file} would delete the live release"),
+                "set keep_releases to 1 or more (5 is a good default)",
+            ));
+        }
+        match (&self.source.git, &self.source.path) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    format!("[source] in {file} sets both git and path"),
+                    "keep one: git = \"<repo>\" to deploy a branch, or path = \"<dir>\" to ship a directory",
+                ));
+            }
+            (None, None) => {
+                return Err(err(
+                    format!("[source] in {file} sets neither git nor path"),
+                    "add git = \"<repo path or URL>\" or path = \"<dir>\"",
+                ));
+            }
+            (Some(git), None) if git.trim().is_empty() => {
+                return Err(err(
+                    format!("source.git in {file} is empty"),
+                    "set it to a repository path or URL",
+                ));
+            }
+            _ => {}
+        }
+        crate::source::check_ref(&self.source.branch)
+            .map_err(|e| e.context(format!("source.branch in {file} is not usable")))?;
+        for entry in &self.shared {
+            shared_entry(entry)
+                .map_err(|e| e.context(format!("bad entry in shared = [...] in {file}")))?;
+        }
+        for (name, d) in [
+            ("hooks.build_timeout", self.hooks.build_timeout),
+            ("hooks.reload_timeout", self.hooks.reload_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(err(
+                    format!("{name} in {file} is zero"),
+                    "give hooks time to run, e.g. \"10m\"",
+                ));
+            }
+        }
+        if let Some(health) = &self.health {
+            health.validate(&self.file)?;
+        }
+        Ok(())
+    }
+
+    /// Shared entries as (relative path, is_directory).
+    pub fn shared_paths(&self) -> Vec<(PathBuf, bool)> {
+        self.shared
+            .iter()
+            .map(|e| shared_entry(e).expect("validated at load"))
+            .collect()
+    }
+}
+
+impl HealthConfig {
+    fn validate(&self, file: &Path) -> Result<()> {
+        let file = file.display();
+        let url = self.url.trim();
+        let rest = url.strip_prefix("http://");
+        let host_ok = rest.is_some_and(|r| {
+            let host = r.split(['/', '?', '#']).next().unwrap_or("");
+            !host.is_empty() && !host.contains(char::is_whitespace)
+        });
+        if !host_ok {
+            return Err(Error::usage(format!(
+                "health.url = {:?} in {file} is not an http:// URL",
+                self.url
+            ))
+            .hint("probe the app directly, e.g. \"http://127.0.0.1:3000/healthz\" (https is not supported for the gate)"));
+        }
+        if self.successes == 0 {
+            return Err(Error::usage(format!(
+                "health.successes = 0 in {file} would pass without a probe"
+            ))
+            .hint("require at least 1 passing probe (2 is the default)"));
+        }
+        if !(100..=599).contains(&self.expect_status) {
+            return Err(Error::usage(format!(
+                "health.expect_status = {} in {file} is not an HTTP status",
+                self.expect_status
+            ))
+            .hint("use a status between 100 and 599, e.g. 200"));
+        }
+        if self.timeout.is_zero() || self.interval.is_zero() || self.request_timeout.is_zero() {
+            return Err(Error::usage(format!(
+                "health.timeout, health.interval and health.request_timeout in {file} must be more than zero"
+            ))
+            .hint("e.g. timeout = \"30s\", interval = \"500ms\", request_timeout = \"2s\""));
+        }
+        Ok(())
+    }
+}
+
+/// Validate one `shared` entry: a relative path inside the release, without
+/// `..`; a trailing slash marks a directory.
+fn shared_entry(entry: &str) -> Result<(PathBuf, bool)> {
+    let is_dir = entry.ends_with('/');
+    let path = PathBuf::from(entry.trim_end_matches('/'));
+    let only_normal = path.components().all(|c| matches!(c, Component::Normal(_)));
+    if entry.trim().is_empty() || !only_normal || path.as_os_str().is_empty() {
+        return Err(Error::usage(format!("{entry:?} is not a path inside the release"))
+            .hint("list paths relative to the release, like \".env\" or \"storage/\" (no leading /, no ..)"));
+    }
+    Ok((path, is_dir))
+}
+
+/// Lexically normalise `.` and `..` (the path may not exist yet).
+fn clean(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Config> {
+        parse(text, Path::new("/etc/app/shipit.toml"))
+    }
+
+    const MIN: &str = "deploy_to = \"/srv/app\"\n[source]\ngit = \"/srv/git/app.git\"\n";
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse_str(MIN).unwrap();
+        assert_eq!(c.keep_releases, 5);
+        assert_eq!(c.source.branch, "main");
+        assert_eq!(c.hooks.build_timeout, Duration::from_secs(600));
+        assert!(c.health.is_none());
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_file() {
+        let c = parse_str("deploy_to = \"../deploy\"\n[source]\ngit = \"./repo.git\"\n").unwrap();
+        assert_eq!(c.deploy_to, PathBuf::from("/etc/deploy"));
+        assert_eq!(c.source.git.as_deref(), Some("/etc/app/repo.git"));
+        let c = parse_str("deploy_to = \"d\"\n[source]\ngit = \"git@host:app.git\"\n").unwrap();
+        assert_eq!(c.source.git.as_deref(), Some("git@host:app.git"));
+    }
+
+    #[test]
+    fn unknown_keys_name_the_nearest_valid_one() {
+        let e = parse_str(&format!("keep_release = 3\n{MIN}")).unwrap_err();
+        assert!(e.message.contains("`keep_release`"), "{e}");
+        assert!(
+            e.hint.as_deref().unwrap().contains("`keep_releases`"),
+            "{e}"
+        );
+        let e = parse_str(&format!("{MIN}[hooks]\nrelaod = \"x\"\n")).unwrap_err();
+        assert!(e.message.contains("`hooks.relaod`"), "{e}");
+        assert!(e.hint.as_deref().unwrap().contains("`hooks.reload`"), "{e}");
+    }
+
+    #[test]
+    fn schema_lists_every_field() {
+        let all = r#"
+            deploy_to = "/srv/app"
+            keep_releases = 3
+            shared = [".env"]
+            [source]
+            git = "/r"
+            branch = "main"
+            [hooks]
+            build = []
+            reload = "true"
+            build_timeout = "1m"
+            reload_timeout = "1m"
+            [health]
+            url = "http://127.0.0.1:1/"
+            timeout = "1s"
+            interval = "1s"
+            successes = 1
+            expect_status = 200
+            expect_body = "x"
+            request_timeout = "1s"
+            initial_delay = "1s"
+            [lock]
+            wait = "1s"
+        "#;
+        parse_str(all).unwrap();
+        let table: toml::Table = toml::from_str(all).unwrap();
+        let mut counted = table.len();
+        for (_, v) in &table {
+            if let Some(t) = v.as_table() {
+                counted += t.len();
+            }
+        }
+        let in_schema: usize = SCHEMA.iter().map(|(_, keys)| keys.len()).sum();
+        // `source.path` is the one key the document above cannot also set.
+        assert_eq!(counted + 1, in_schema);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let cases = [
+            ("keep_releases = 0\n", "keep_releases = 0"),
+            ("[hooks]\nbuild_timeout = \"soon\"\n", "\"soon\""),
+            ("[health]\nurl = \"ftp://x\"\n", "ftp://x"),
+            ("[health]\nurl = \"http://\"\n", "http://"),
+            ("shared = [\"../etc\"]\n", "../etc"),
+            ("shared = [\"/etc/passwd\"]\n", "/etc/passwd"),
+        ];
+        for (extra, needle) in cases {
+            let text = if extra.starts_with('[') {
+                format!("{MIN}{extra}")
+            } else {
+                format!("{extra}{MIN}")
+            };
+            let e = parse_str(&text).unwrap_err();
+            assert!(e.to_string().contains(needle), "{needle}: {e}");
+        }
+    }
+
+    #[test]
+    fn source_must_be_exactly_one() {
+        let e = parse_str("deploy_to = \"/a\"\n[source]\nbranch = \"main\"\n").unwrap_err();
+        assert!(e.message.contains("neither"), "{e}");
+        let e =
+            parse_str("deploy_to = \"/a\"\n[source]\ngit = \"/r\"\npath = \"/p\"\n").unwrap_err();
+        assert!(e.message.contains("both"), "{e}");
+    }
+
+    #[test]
+    fn branch_with_leading_dash_is_refused() {
+        let e =
+            parse_str("deploy_to = \"/a\"\n[source]\ngit = \"/r\"\nbranch = \"--upload-pack=x\"\n")
+                .unwrap_err();
+        assert!(e.to_string().contains("--upload-pack=x"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("fast").is_err());
+    }
+}

@@ -1,0 +1,482 @@
+//! The deploy sequence: fetch → stage → build → publish → swap → reload →
+//! gate → (swap back) → prune.
+//!
+//! Everything before the swap happens in `.shipit/staging/<id>`, invisible
+//! to listings; a failure or an interrupt there deletes the staging directory
+//! and leaves `current` and `releases/` exactly as they were. The release
+//! enters `releases/` by one rename that cannot replace anything, and goes
+//! live by the atomic swap. After the swap, a failed reload or gate swaps back
+//! to what was live before (or, on a first deploy, removes `current` again),
+//! so the outcome is always one whole release live, never half of one.
+//! Callers hold the deploy lock for the whole sequence.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use crate::activate::{self, Live};
+use crate::context::Ctx;
+use crate::error::{Error, IoContext, Kind, Result};
+use crate::history::{self, Event};
+use crate::hooks::{self, Hook};
+use crate::interrupt;
+use crate::layout::{Layout, ReleaseId};
+use crate::prune;
+use crate::source::{self, Resolved};
+use crate::store::{self, Metadata, Status};
+use crate::swap;
+use crate::whoami;
+
+pub struct Request {
+    pub reference: Option<String>,
+    pub no_rollback: bool,
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub release: ReleaseId,
+    pub previous: Option<ReleaseId>,
+    pub revision: Option<String>,
+    pub branch: Option<String>,
+    pub removed: Vec<ReleaseId>,
+    pub duration: Duration,
+}
+
+/// Checks that need nothing on disk: run them before creating anything.
+pub fn preflight(ctx: &Ctx, req: &Request) -> Result<()> {
+    if let Some(reference) = &req.reference {
+        source::check_ref(reference)?;
+    }
+    for (rel, is_dir) in ctx.config.shared_paths() {
+        let path = ctx.layout.shared().join(&rel);
+        if is_dir {
+            if path.exists() && !path.is_dir() {
+                return Err(Error::new(
+                    Kind::BeforeSwap,
+                    format!("shared directory {} is not a directory", path.display()),
+                )
+                .hint(
+                    "entries ending in / are directories; move that file away or drop the slash",
+                ));
+            }
+        } else if !path.is_file() {
+            let what = if path.exists() {
+                "is not a file"
+            } else {
+                "is missing"
+            };
+            return Err(Error::new(
+                Kind::BeforeSwap,
+                format!("shared file {} {what}", path.display()),
+            )
+            .hint(format!(
+                "create it (shared files hold what outlives a release, like secrets), \
+                 or remove {:?} from `shared` in {}",
+                rel.display().to_string(),
+                ctx.config.file.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub fn run(ctx: &Ctx, req: &Request) -> Result<Outcome> {
+    let started = Instant::now();
+    let layout = &ctx.layout;
+    let listing = store::list(layout)?;
+    listing.require_no_foreign(layout)?;
+    let current = store::require_sane_current(layout)?;
+    let previous = current.id().cloned();
+    for leftover in store::clear_leftovers(layout)? {
+        ctx.ui.step(
+            "Cleaning",
+            format!("removed leftover {}", leftover.display()),
+        );
+    }
+
+    let mut event = Event::new("deploy", "ok");
+    event.previous = previous.clone();
+    let record = |mut event: Event, error: Option<&Error>, live: Option<ReleaseId>| {
+        event.duration_ms = started.elapsed().as_millis() as u64;
+        event.live = live;
+        if let Some(e) = error {
+            event.outcome = e.kind.name().into();
+            event.message = Some(e.to_string().lines().next().unwrap_or("").to_string());
+        }
+        if let Err(e) = history::append(layout, &event) {
+            ctx.ui.warn(format!("could not record history: {e}"));
+        }
+    };
+
+    let (id, resolved) =
+        match build_and_publish(ctx, req, &listing.ids(), previous.as_ref(), &mut event) {
+            Ok(built) => built,
+            Err(e) => {
+                let e = e.in_phase(Kind::BeforeSwap).live(current.describe());
+                record(event, Some(&e), previous.clone());
+                return Err(e);
+            }
+        };
+
+    // The release is complete and published; nothing is live yet.
+    let swapped = interrupt::check().and_then(|_| {
+        ctx.ui
+            .step("Swapping", format!("current -> {}", Layout::display(&id)));
+        swap::point_current(layout, &id)
+    });
+    if let Err(e) = swapped {
+        let _ = store::remove_release(layout, &id);
+        let e = e.in_phase(Kind::BeforeSwap).live(current.describe());
+        record(event, Some(&e), previous.clone());
+        return Err(e);
+    }
+
+    let live = Live {
+        id: &id,
+        revision: resolved.revision.as_deref(),
+        branch: resolved.branch.as_deref(),
+        previous: previous.as_ref(),
+    };
+    if let Err(e) = activate::reload_and_gate(ctx, &live) {
+        let (e, live_now) = recover(ctx, req, &id, previous.as_ref(), e);
+        record(event, Some(&e), live_now);
+        return Err(e);
+    }
+
+    store::set_status(layout, &id, Status::Live, None)?;
+    if let Some(prev) = &previous
+        && store::read_metadata(layout, prev)?.is_some_and(|m| m.status == Status::Live)
+    {
+        store::set_status(layout, prev, Status::Ready, None)?;
+    }
+    let removed = match prune::run(ctx, ctx.config.keep_releases, false) {
+        Ok((_, removed)) => removed,
+        Err(e) => {
+            ctx.ui
+                .warn(format!("the deploy succeeded, but pruning failed: {e}"));
+            Vec::new()
+        }
+    };
+    for r in &removed {
+        ctx.ui.step("Pruned", Layout::display(r));
+    }
+    event.removed = removed.clone();
+    record(event, None, Some(id.clone()));
+    Ok(Outcome {
+        release: id,
+        previous,
+        revision: resolved.revision,
+        branch: resolved.branch,
+        removed,
+        duration: started.elapsed(),
+    })
+}
+
+/// Fetch, stage, build and publish. On any failure the staging directory is
+/// gone when this returns.
+fn build_and_publish(
+    ctx: &Ctx,
+    req: &Request,
+    taken: &[ReleaseId],
+    previous: Option<&ReleaseId>,
+    event: &mut Event,
+) -> Result<(ReleaseId, Resolved)> {
+    let layout = &ctx.layout;
+    let what = ctx
+        .config
+        .source
+        .git
+        .clone()
+        .or_else(|| {
+            ctx.config
+                .source
+                .path
+                .as_ref()
+                .map(|p| p.display().to_string())
+        })
+        .unwrap_or_default();
+    ctx.ui.step("Fetching", &what);
+    let resolved = source::resolve(&ctx.config, layout, req.reference.as_deref())?;
+    event.revision = resolved.revision.clone();
+    event.branch = resolved.branch.clone();
+    interrupt::check()?;
+
+    let id = ReleaseId::allocate(Utc::now(), taken);
+    event.release = Some(id.clone());
+    let staging = layout.staging(&id);
+    let staged = stage(ctx, &id, &staging, &resolved, previous)
+        .and_then(|_| interrupt::check())
+        .and_then(|_| store::publish(layout, &staging, &id));
+    if let Err(e) = staged {
+        if staging.exists()
+            && let Err(cleanup) = store::discard(layout, &staging)
+        {
+            ctx.ui
+                .warn(format!("could not remove the partial build: {cleanup}"));
+        }
+        let e = if e.kind == Kind::Interrupted {
+            e.context("deploy interrupted before the swap; the partial build was removed")
+        } else {
+            e.hint(format!(
+                "the build log is {}; fix the cause and deploy again",
+                layout.build_log(&id).display()
+            ))
+        };
+        return Err(e);
+    }
+    Ok((id, resolved))
+}
+
+fn stage(
+    ctx: &Ctx,
+    id: &ReleaseId,
+    staging: &Path,
+    resolved: &Resolved,
+    previous: Option<&ReleaseId>,
+) -> Result<()> {
+    let layout = &ctx.layout;
+    let started = Instant::now();
+    fs::create_dir_all(staging).with_path("could not create", staging)?;
+    let log_path = layout.build_log(id);
+    let mut log = File::create(&log_path).with_path("could not create", &log_path)?;
+    let _ = writeln!(
+        log,
+        "release {id}\nsource {}\nrevision {}\nbranch {}\nstarted {}",
+        resolved.source,
+        resolved.revision.as_deref().unwrap_or("-"),
+        resolved.branch.as_deref().unwrap_or("-"),
+        Utc::now().to_rfc3339()
+    );
+
+    let short = resolved
+        .revision
+        .as_deref()
+        .map(|r| &r[..r.len().min(12)])
+        .unwrap_or("directory");
+    ctx.ui
+        .step("Exporting", format!("{short} into {}", Layout::display(id)));
+    source::export(&ctx.config, layout, resolved, staging)?;
+    link_shared(ctx, staging)?;
+
+    let live = Live {
+        id,
+        revision: resolved.revision.as_deref(),
+        branch: resolved.branch.as_deref(),
+        previous,
+    };
+    let mut env = activate::hook_env(layout, &live);
+    env.push(("SHIPIT_BUILD_PATH".into(), staging.display().to_string()));
+    for command in &ctx.config.hooks.build {
+        interrupt::check()?;
+        ctx.ui.step("Building", command);
+        let hook = Hook {
+            name: "build",
+            command,
+            cwd: staging,
+            env: &env,
+            timeout: ctx.config.hooks.build_timeout,
+        };
+        hooks::run(&hook, &ctx.ui, Some(&mut log))?;
+    }
+
+    let meta = Metadata {
+        id: id.clone(),
+        status: Status::Ready,
+        revision: resolved.revision.clone(),
+        branch: resolved.branch.clone(),
+        source: resolved.source.clone(),
+        deployed_by: format!("{}@{}", whoami::user(), whoami::host()),
+        created_at: Utc::now(),
+        build_duration_ms: started.elapsed().as_millis() as u64,
+        previous: previous.cloned(),
+        failure: None,
+    };
+    store::write_metadata(staging, &meta)?;
+    // Make the release's files durable before it can go live.
+    fs::File::open(staging)
+        .and_then(|d| d.sync_all())
+        .with_path("could not sync", staging)
+}
+
+/// Replace each shared path in the release with a symlink into `shared/`.
+fn link_shared(ctx: &Ctx, release: &Path) -> Result<()> {
+    for (rel, is_dir) in ctx.config.shared_paths() {
+        let shared = ctx.layout.shared().join(&rel);
+        if is_dir {
+            fs::create_dir_all(&shared).with_path("could not create", &shared)?;
+        }
+        // Refuse to follow a symlink from the repository on the way there:
+        // it could point anywhere on the server.
+        let mut prefix = release.to_path_buf();
+        if let Some(parent) = rel.parent() {
+            for part in parent.components() {
+                prefix.push(part);
+                if prefix.is_symlink() {
+                    return Err(Error::internal(format!(
+                        "shared path {} goes through a symlink in the release ({})",
+                        rel.display(),
+                        prefix.display()
+                    ))
+                    .hint("link the parent directory instead, or remove the symlink from the repository"));
+                }
+            }
+        }
+        let link = release.join(&rel);
+        match fs::symlink_metadata(&link) {
+            Ok(meta) if meta.is_dir() => {
+                fs::remove_dir_all(&link).with_path("could not replace", &link)?
+            }
+            Ok(_) => fs::remove_file(&link).with_path("could not replace", &link)?,
+            Err(_) => {}
+        }
+        if let Some(parent) = link.parent() {
+            fs::create_dir_all(parent).with_path("could not create", parent)?;
+        }
+        symlink(&shared, &link).with_path("could not link shared path", &link)?;
+    }
+    Ok(())
+}
+
+/// The reload or gate failed after the swap: put things back the way they
+/// were (unless `--no-rollback`), and say what is live now.
+fn recover(
+    ctx: &Ctx,
+    req: &Request,
+    id: &ReleaseId,
+    previous: Option<&ReleaseId>,
+    failure: Error,
+) -> (Error, Option<ReleaseId>) {
+    let layout = &ctx.layout;
+    let interrupted = failure.kind == Kind::Interrupted;
+    let why = failure.to_string().replace('\n', "; ");
+    if let Err(e) = store::set_status(layout, id, Status::Failed, Some(why.clone())) {
+        ctx.ui.warn(format!(
+            "could not mark {} failed: {e}",
+            Layout::display(id)
+        ));
+    }
+    let log = layout.build_log(id);
+    let inspect = format!(
+        "inspect {} and its log {}",
+        layout.release(id).display(),
+        log.display()
+    );
+    let headline = if interrupted {
+        format!(
+            "deploy of {} was interrupted after the swap",
+            Layout::display(id)
+        )
+    } else {
+        format!("deploy of {} failed after the swap", Layout::display(id))
+    };
+    let mut failure = failure;
+    failure.kind = Kind::Internal;
+    failure.live = None;
+    failure.hint = None;
+    let err = failure.context(headline);
+
+    if req.no_rollback && !interrupted {
+        let hint = match previous {
+            Some(p) => format!(
+                "{inspect}; deploy a fix, or `shipit rollback` to return to {}",
+                Layout::display(p)
+            ),
+            None => format!("{inspect}; deploy a fix"),
+        };
+        let mut e = err
+            .live(format!(
+                "{} (left live by --no-rollback; it is failing)",
+                Layout::display(id)
+            ))
+            .hint(hint);
+        e.kind = Kind::LeftLive;
+        return (e, Some(id.clone()));
+    }
+    // The swap back and its checks must run even though a signal arrived.
+    interrupt::clear();
+    let kind = if interrupted {
+        Kind::Interrupted
+    } else {
+        Kind::RolledBack
+    };
+
+    let Some(prev) = previous else {
+        ctx.ui.step(
+            "Removing",
+            "current (this was the first deploy: nothing to roll back to)",
+        );
+        if let Err(e) = swap::remove_current(layout) {
+            let e = err.cause(e).live(format!(
+                "{} (failing; could not remove current)",
+                Layout::display(id)
+            ));
+            return (
+                Error {
+                    kind: Kind::RollbackFailed,
+                    ..e
+                },
+                Some(id.clone()),
+            );
+        }
+        let e = err
+            .live("nothing: this was the first deploy, so there is no previous release; current was removed")
+            .hint(format!("{inspect}; fix it and deploy again"));
+        return (Error { kind, ..e }, None);
+    };
+
+    ctx.ui.step(
+        "Rolling back",
+        format!("current -> {}", Layout::display(prev)),
+    );
+    if let Err(e) = swap::point_current(layout, prev) {
+        let e = err
+            .cause(format!("the swap back failed: {e}"))
+            .live(format!(
+                "{} (failing: the swap back did not happen)",
+                Layout::display(id)
+            ));
+        return (
+            Error {
+                kind: Kind::RollbackFailed,
+                ..e
+            }
+            .hint(format!("run `shipit rollback --to {prev}` now")),
+            Some(id.clone()),
+        );
+    }
+    let prev_meta = store::read_metadata(layout, prev).ok().flatten();
+    let live = Live {
+        id: prev,
+        revision: prev_meta.as_ref().and_then(|m| m.revision.as_deref()),
+        branch: prev_meta.as_ref().and_then(|m| m.branch.as_deref()),
+        previous: Some(id),
+    };
+    if let Err(again) = activate::reload_and_gate(ctx, &live) {
+        let e = err
+            .cause(format!(
+                "rolled back to {}, but it did not prove healthy either: {}",
+                Layout::display(prev),
+                again.to_string().replace('\n', "; ")
+            ))
+            .live(format!(
+                "{} (unhealthy: the site may be down)",
+                Layout::display(prev)
+            ))
+            .hint("check the app and its process manager now; `shipit status` probes it again");
+        return (
+            Error {
+                kind: Kind::RollbackFailed,
+                ..e
+            },
+            Some(prev.clone()),
+        );
+    }
+    let e = err
+        .live(format!("{} (rolled back; healthy)", Layout::display(prev)))
+        .hint(inspect);
+    (Error { kind, ..e }, Some(prev.clone()))
+}

@@ -1,0 +1,217 @@
+//! The one error type of shipit.
+//!
+//! An on-call operator reading a failure needs four things: what failed, why,
+//! what is serving traffic now, and what to do next. Every error therefore
+//! carries a message, a chain of causes, an optional `live now:` line and an
+//! optional `hint:`. Its [`Kind`] decides the process exit code, so the exit
+//! code always says which phase a deploy reached (see the README's table,
+//! which a test checks against [`Kind::ALL`]).
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+
+/// What kind of failure this is; each kind has its own exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Something unexpected (an I/O error outside a deploy, a bug).
+    Internal,
+    /// Bad command line, bad config or bad input: nothing was changed.
+    Usage,
+    /// A deploy failed before `current` moved: nothing live was changed.
+    BeforeSwap,
+    /// A deploy failed after the swap and the previous state was restored.
+    RolledBack,
+    /// A rollback (manual or automatic) failed: the site may be down.
+    RollbackFailed,
+    /// Another shipit command holds the deploy lock.
+    LockBusy,
+    /// A deploy failed after the swap and `--no-rollback` left it live.
+    LeftLive,
+    /// Interrupted by SIGINT or SIGTERM; cleaned up or rolled back first.
+    Interrupted,
+}
+
+impl Kind {
+    /// Every kind, in exit-code order (used by the README table test).
+    pub const ALL: [Kind; 8] = [
+        Kind::Internal,
+        Kind::Usage,
+        Kind::BeforeSwap,
+        Kind::RolledBack,
+        Kind::RollbackFailed,
+        Kind::LockBusy,
+        Kind::LeftLive,
+        Kind::Interrupted,
+    ];
+
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Kind::Internal => 1,
+            Kind::Usage => 2,
+            Kind::BeforeSwap => 3,
+            Kind::RolledBack => 4,
+            Kind::RollbackFailed => 5,
+            Kind::LockBusy => 6,
+            Kind::LeftLive => 7,
+            Kind::Interrupted => 130,
+        }
+    }
+
+    /// The short name used in `--json` outcomes and in history.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Internal => "error",
+            Kind::Usage => "usage",
+            Kind::BeforeSwap => "failed-before-swap",
+            Kind::RolledBack => "rolled-back",
+            Kind::RollbackFailed => "rollback-failed",
+            Kind::LockBusy => "lock-busy",
+            Kind::LeftLive => "failed-left-live",
+            Kind::Interrupted => "interrupted",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Error {
+    pub kind: Kind,
+    pub message: String,
+    pub causes: Vec<String>,
+    pub live: Option<String>,
+    pub hint: Option<String>,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(kind: Kind, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+            causes: Vec::new(),
+            live: None,
+            hint: None,
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Error {
+        Error::new(Kind::Internal, message)
+    }
+
+    pub fn usage(message: impl Into<String>) -> Error {
+        Error::new(Kind::Usage, message)
+    }
+
+    /// An I/O failure on `path`, e.g. `Error::io("could not read", path, e)`.
+    pub fn io(what: &str, path: &Path, err: io::Error) -> Error {
+        Error::internal(format!("{what} {}", path.display())).cause(err)
+    }
+
+    pub fn cause(mut self, cause: impl fmt::Display) -> Error {
+        let text = cause.to_string();
+        if !text.is_empty() {
+            self.causes.push(text);
+        }
+        self
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Error {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn live(mut self, live: impl Into<String>) -> Error {
+        self.live = Some(live.into());
+        self
+    }
+
+    /// Re-file this error under the phase it happened in. A lock-busy,
+    /// interrupt or usage error keeps its own kind: those exit codes say more
+    /// than the phase does.
+    pub fn in_phase(mut self, kind: Kind) -> Error {
+        if self.kind == Kind::Internal {
+            self.kind = kind;
+        }
+        self
+    }
+
+    /// Put `message` in front and keep the old message as the first cause.
+    pub fn context(mut self, message: impl Into<String>) -> Error {
+        let old = std::mem::replace(&mut self.message, message.into());
+        self.causes.insert(0, old);
+        self
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        self.kind.exit_code()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.message)?;
+        for cause in &self.causes {
+            write!(f, "\ncaused by: {cause}")?;
+        }
+        if let Some(live) = &self.live {
+            write!(f, "\nlive now: {live}")?;
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, "\nhint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Attach a path-naming context to an `io::Result`.
+pub trait IoContext<T> {
+    fn with_path(self, what: &str, path: &Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn with_path(self, what: &str, path: &Path) -> Result<T> {
+        self.map_err(|e| Error::io(what, path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_are_distinct() {
+        let mut codes: Vec<u8> = Kind::ALL.iter().map(|k| k.exit_code()).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), Kind::ALL.len());
+    }
+
+    #[test]
+    fn display_has_every_part_in_order() {
+        let e = Error::usage("bad thing")
+            .cause("because")
+            .live("releases/20260101000000")
+            .hint("do this");
+        assert_eq!(
+            e.to_string(),
+            "bad thing\ncaused by: because\nlive now: releases/20260101000000\nhint: do this"
+        );
+    }
+
+    #[test]
+    fn in_phase_keeps_specific_kinds() {
+        assert_eq!(
+            Error::internal("x").in_phase(Kind::BeforeSwap).kind,
+            Kind::BeforeSwap
+        );
+        assert_eq!(
+            Error::new(Kind::LockBusy, "x")
+                .in_phase(Kind::BeforeSwap)
+                .kind,
+            Kind::LockBusy
+        );
+    }
+}

@@ -1,0 +1,286 @@
+//! The health gate: a pure decision, and a small HTTP probe.
+//!
+//! A deploy is done only when the *new* release proves itself: `successes`
+//! consecutive probes must pass within `timeout`. A process manager can keep
+//! answering from old code after a reload, so `expect_body = "{release}"`
+//! lets the gate demand the new release id in the answer. The decision
+//! ([`Gate`]) is kept apart from the sockets so it can be tested on its own.
+//!
+//! The probe ignores `http_proxy` and friends (a probe of 127.0.0.1 sent to
+//! a proxy tests the proxy, or nothing), reads at most [`BODY_LIMIT`] bytes
+//! of a body, and never follows redirects (a health URL that redirects is a
+//! misconfiguration worth seeing).
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use crate::config::HealthConfig;
+use crate::error::{Error, Result};
+use crate::interrupt;
+use crate::ui::Ui;
+
+const BODY_LIMIT: u64 = 64 * 1024;
+
+/// One probe's result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observation {
+    pub passed: bool,
+    /// What was seen, e.g. `status 500, body "oops"` or `connection refused`.
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Pass,
+    /// Out of time; carries what the last probe saw.
+    Fail(String),
+    Wait,
+}
+
+/// The gate's state: consecutive passes so far, and the last thing seen.
+#[derive(Debug)]
+pub struct Gate {
+    needed: u32,
+    budget: Duration,
+    streak: u32,
+    probes: u32,
+    last: Option<Observation>,
+}
+
+impl Gate {
+    pub fn new(needed: u32, budget: Duration) -> Gate {
+        Gate {
+            needed,
+            budget,
+            streak: 0,
+            probes: 0,
+            last: None,
+        }
+    }
+
+    pub fn observe(&mut self, observation: Observation) {
+        self.probes += 1;
+        self.streak = if observation.passed {
+            self.streak + 1
+        } else {
+            0
+        };
+        self.last = Some(observation);
+    }
+
+    pub fn streak(&self) -> u32 {
+        self.streak
+    }
+
+    /// Decide after `elapsed` time. Passing wins over running out of time
+    /// (the last probe may have finished just after the budget).
+    pub fn decide(&self, elapsed: Duration) -> Decision {
+        if self.streak >= self.needed {
+            return Decision::Pass;
+        }
+        if elapsed >= self.budget {
+            let last = match &self.last {
+                Some(o) => o.detail.clone(),
+                None => "no probe finished".into(),
+            };
+            return Decision::Fail(format!(
+                "{} of {} consecutive probes passed within {} ({} probes); last: {last}",
+                self.streak,
+                self.needed,
+                humantime::format_duration(self.budget),
+                self.probes
+            ));
+        }
+        Decision::Wait
+    }
+}
+
+/// Substitute `{release}` and `{revision}` in an expected body.
+pub fn expected_body(template: &str, release: &str, revision: Option<&str>) -> String {
+    template
+        .replace("{release}", release)
+        .replace("{revision}", revision.unwrap_or(""))
+}
+
+/// Probe once.
+pub fn probe(agent: &ureq::Agent, url: &str, status: u16, body: Option<&str>) -> Observation {
+    let fail = |detail: String| Observation {
+        passed: false,
+        detail,
+    };
+    let mut response = match agent.get(url).call() {
+        Ok(r) => r,
+        Err(e) => return fail(e.to_string()),
+    };
+    let got = response.status().as_u16();
+    let mut bytes = Vec::new();
+    let read = response
+        .body_mut()
+        .as_reader()
+        .take(BODY_LIMIT)
+        .read_to_end(&mut bytes);
+    let text = String::from_utf8_lossy(&bytes);
+    let shown: String = text.trim().chars().take(120).collect();
+    if let Err(e) = read {
+        return fail(format!("status {got}, body unreadable: {e}"));
+    }
+    if got != status {
+        return fail(format!("status {got} (expected {status}), body {shown:?}"));
+    }
+    if let Some(want) = body
+        && !text.contains(want)
+    {
+        return fail(format!(
+            "status {got}, body {shown:?} does not contain {want:?}"
+        ));
+    }
+    Observation {
+        passed: true,
+        detail: format!("status {got}, body {shown:?}"),
+    }
+}
+
+pub fn agent(request_timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .proxy(None)
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(request_timeout))
+        .build()
+        .into()
+}
+
+/// Run the gate for `release`: poll until it passes, fails or is
+/// interrupted. `Err` carries a message naming the last thing seen.
+pub fn gate(config: &HealthConfig, release: &str, revision: Option<&str>, ui: &Ui) -> Result<()> {
+    let agent = agent(config.request_timeout);
+    let body = config
+        .expect_body
+        .as_deref()
+        .map(|t| expected_body(t, release, revision));
+    let started = Instant::now();
+    sleep_interruptibly(config.initial_delay)?;
+    let mut gate = Gate::new(config.successes, config.timeout);
+    let mut last_detail = String::new();
+    loop {
+        let observation = probe(&agent, &config.url, config.expect_status, body.as_deref());
+        if observation.passed {
+            ui.step(
+                "Healthy",
+                format!(
+                    "{} ({}/{})",
+                    config.url,
+                    gate.streak() + 1,
+                    config.successes
+                ),
+            );
+        } else if observation.detail != last_detail {
+            ui.step("Waiting", format!("{}: {}", config.url, observation.detail));
+        }
+        last_detail = observation.detail.clone();
+        gate.observe(observation);
+        match gate.decide(started.elapsed()) {
+            Decision::Pass => return Ok(()),
+            Decision::Fail(why) => {
+                return Err(
+                    Error::internal(format!("health check of {} failed", config.url)).cause(why),
+                );
+            }
+            Decision::Wait => {}
+        }
+        let left = config.timeout.saturating_sub(started.elapsed());
+        sleep_interruptibly(config.interval.min(left))?;
+    }
+}
+
+/// Sleep, but return `Err(Interrupted)` promptly on SIGINT/SIGTERM.
+pub fn sleep_interruptibly(duration: Duration) -> Result<()> {
+    let until = Instant::now() + duration;
+    loop {
+        interrupt::check()?;
+        let now = Instant::now();
+        if now >= until {
+            return Ok(());
+        }
+        std::thread::sleep((until - now).min(Duration::from_millis(50)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(passed: bool) -> Observation {
+        Observation {
+            passed,
+            detail: if passed { "status 200" } else { "status 500" }.into(),
+        }
+    }
+
+    const BUDGET: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn passes_after_enough_consecutive_successes() {
+        let mut g = Gate::new(3, BUDGET);
+        g.observe(obs(true));
+        g.observe(obs(true));
+        assert_eq!(g.decide(Duration::from_secs(1)), Decision::Wait);
+        g.observe(obs(true));
+        assert_eq!(g.decide(Duration::from_secs(1)), Decision::Pass);
+    }
+
+    #[test]
+    fn a_failure_resets_the_streak() {
+        let mut g = Gate::new(3, BUDGET);
+        for passed in [true, true, false, true, true] {
+            g.observe(obs(passed));
+        }
+        assert_eq!(g.decide(Duration::from_secs(1)), Decision::Wait);
+        g.observe(obs(true));
+        assert_eq!(g.decide(Duration::from_secs(1)), Decision::Pass);
+    }
+
+    #[test]
+    fn one_success_does_not_fool_a_gate_that_needs_three() {
+        let mut g = Gate::new(3, BUDGET);
+        g.observe(obs(true));
+        for _ in 0..5 {
+            g.observe(obs(false));
+        }
+        match g.decide(BUDGET) {
+            Decision::Fail(why) => {
+                assert!(why.contains("0 of 3"), "{why}");
+                assert!(why.contains("status 500"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn out_of_time_with_no_probe_says_so() {
+        let g = Gate::new(1, BUDGET);
+        match g.decide(BUDGET) {
+            Decision::Fail(why) => assert!(why.contains("no probe finished"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_pass_at_the_deadline_still_counts() {
+        let mut g = Gate::new(1, BUDGET);
+        g.observe(obs(true));
+        assert_eq!(g.decide(BUDGET * 2), Decision::Pass);
+    }
+
+    #[test]
+    fn body_template() {
+        assert_eq!(
+            expected_body(
+                "release={release} rev={revision}",
+                "20260101000000",
+                Some("abc")
+            ),
+            "release=20260101000000 rev=abc"
+        );
+    }
+}

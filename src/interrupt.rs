@@ -1,0 +1,47 @@
+//! SIGINT / SIGTERM handling for mutating commands.
+//!
+//! A deploy must not die between two steps that belong together (publish and
+//! swap, swap and rollback), so the signals only raise a flag; the deploy
+//! checks it at every step boundary and inside every wait loop, then cleans
+//! up or rolls back as SPEC §4 requires and exits with the interrupted code.
+//! Hooks run in their own process group, so a terminal's Ctrl-C reaches only
+//! shipit, which then stops the hook's whole group itself.
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::error::{Error, Kind, Result};
+
+static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+/// Route SIGINT and SIGTERM to the flag. Call once, before taking the lock.
+pub fn install() {
+    let flag = FLAG.get_or_init(|| Arc::new(AtomicBool::new(false)));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // Registration fails only for forbidden signals, never these two.
+        let _ = signal_hook::flag::register(signal, Arc::clone(flag));
+    }
+}
+
+/// Has SIGINT or SIGTERM arrived?
+pub fn requested() -> bool {
+    FLAG.get().is_some_and(|f| f.load(Ordering::SeqCst))
+}
+
+/// `Err(Interrupted)` once a signal has arrived.
+pub fn check() -> Result<()> {
+    if requested() {
+        Err(Error::new(Kind::Interrupted, "interrupted by a signal"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Forget a signal that has been acted on, so the rollback it triggered can
+/// run its own reload and gate. A second signal interrupts those in turn.
+pub fn clear() {
+    if let Some(flag) = FLAG.get() {
+        flag.store(false, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,121 @@
+//! The deploy lock: `flock(2)` on `.shipit/lock`.
+//!
+//! flock is released by the kernel when its holder dies, however it dies, so
+//! the lock can never go stale and nobody ever needs to delete it. (Deleting
+//! it would be wrong: a waiter could lock the orphaned inode while a newcomer
+//! locks a fresh file.) The holder writes who it is into the file so that a
+//! refused command can name it. The descriptor is close-on-exec, so hooks and
+//! the daemons they start never inherit the lock.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Kind, Result};
+use crate::interrupt;
+use crate::layout::Layout;
+use crate::whoami;
+
+/// Who holds the lock, as written into the lock file.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Holder {
+    pub pid: u32,
+    pub user: String,
+    pub host: String,
+    pub command: String,
+    pub since: DateTime<Utc>,
+}
+
+impl Holder {
+    fn describe(&self) -> String {
+        let ago = (Utc::now() - self.since).to_std().unwrap_or_default();
+        let ago = humantime::format_duration(Duration::from_secs(ago.as_secs()));
+        format!(
+            "pid {} ({}@{}) running `{}` since {} ({ago} ago)",
+            self.pid,
+            self.user,
+            self.host,
+            self.command,
+            self.since.format("%Y-%m-%d %H:%M:%S UTC")
+        )
+    }
+}
+
+/// Held until dropped (or until the process exits, whichever comes first).
+pub struct Lock {
+    _file: Flock<File>,
+}
+
+/// Take the deploy lock. With `wait = None`, fail at once if it is held;
+/// otherwise poll until it frees up or `wait` runs out.
+pub fn acquire(layout: &Layout, wait: Option<Duration>, command: &str) -> Result<Lock> {
+    let path = layout.lock();
+    let deadline = wait.map(|w| Instant::now() + w);
+    loop {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_path("could not open the lock file", &path)?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(mut locked) => {
+                let holder = Holder {
+                    pid: std::process::id(),
+                    user: whoami::user(),
+                    host: whoami::host(),
+                    command: command.to_string(),
+                    since: Utc::now(),
+                };
+                let line = serde_json::to_string(&holder).expect("holder serializes");
+                // Best effort: the lock itself is the flock, not this text.
+                let _ = locked
+                    .set_len(0)
+                    .and_then(|_| locked.rewind())
+                    .and_then(|_| locked.write_all(format!("{line}\n").as_bytes()));
+                return Ok(Lock { _file: locked });
+            }
+            Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+                let now = Instant::now();
+                if deadline.is_none_or(|d| now >= d) {
+                    let mut text = String::new();
+                    let _ = file.read_to_string(&mut text);
+                    return Err(busy(&text, wait));
+                }
+                interrupt::check()?;
+                std::thread::sleep(Duration::from_millis(100).min(deadline.unwrap() - now));
+            }
+            Err((_, errno)) => {
+                return Err(Error::io(
+                    "could not lock",
+                    &path,
+                    std::io::Error::from(errno),
+                ));
+            }
+        }
+    }
+}
+
+fn busy(text: &str, waited: Option<Duration>) -> Error {
+    let holder = serde_json::from_str::<Holder>(text.trim())
+        .map(|h| h.describe())
+        .unwrap_or_else(|_| "another shipit process (it has not said who yet)".into());
+    let message = match waited {
+        Some(w) => format!(
+            "the deploy lock is still held after waiting {}",
+            humantime::format_duration(w)
+        ),
+        None => "another shipit command is running in this deploy directory".into(),
+    };
+    Error::new(Kind::LockBusy, message)
+        .cause(format!("held by {holder}"))
+        .hint(
+            "wait for it to finish, or pass --wait[=DURATION] to queue behind it; \
+             the lock frees itself when that process exits, so never delete the lock file",
+        )
+}

@@ -1,0 +1,40 @@
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+mod activate;
+mod cli;
+mod commands;
+mod config;
+mod context;
+mod deploy;
+mod error;
+mod fsutil;
+mod health;
+mod history;
+mod hooks;
+mod interrupt;
+mod layout;
+mod lock;
+mod procs;
+mod prune;
+mod rollback;
+mod source;
+mod store;
+mod swap;
+mod ui;
+mod whoami;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let ui = ui::Ui::new(cli.quiet);
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            ui.error(&err);
+            ExitCode::from(err.exit_code())
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! Pruning: a pure plan of what to delete, and its application.
+//!
+//! The plan (SPEC §5) keeps the newest `keep` releases that did not fail,
+//! and always keeps `current`, the release `shipit rollback` would go to, and
+//! any release a running process still uses. Failed releases go first: they
+//! are kept only to fill `keep` when there are not enough good ones. The plan
+//! is computed without touching the disk so it can be tested exhaustively;
+//! [`apply`] then deletes through [`store::remove_release`] (rename out of
+//! `releases/`, then delete), oldest failed first.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use crate::context::Ctx;
+use crate::error::Result;
+use crate::layout::{Layout, ReleaseId};
+use crate::procs;
+use crate::rollback;
+use crate::store::{self, Release, Status};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    Current,
+    RollbackTarget,
+    InUse,
+    Newest,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub keep: Vec<(ReleaseId, Reason)>,
+    /// In deletion order: failed ones first, oldest first within each group.
+    pub remove: Vec<ReleaseId>,
+}
+
+/// `releases` may be in any order; `keep` is at least 1 (config enforces it).
+pub fn plan(
+    releases: &[Release],
+    current: Option<&ReleaseId>,
+    in_use: &BTreeSet<ReleaseId>,
+    keep: usize,
+) -> Plan {
+    let mut newest_first: Vec<&Release> = releases.iter().collect();
+    newest_first.sort_by(|a, b| b.id.cmp(&a.id));
+    let target = current.and_then(|c| rollback::target(releases, c));
+
+    let good = newest_first.iter().filter(|r| r.status() != Status::Failed);
+    let mut newest: BTreeSet<&ReleaseId> = good.take(keep).map(|r| &r.id).collect();
+    let failed = newest_first.iter().filter(|r| r.status() == Status::Failed);
+    let room = keep.saturating_sub(newest.len());
+    newest.extend(failed.take(room).map(|r| &r.id));
+
+    let mut plan = Plan::default();
+    for release in &newest_first {
+        let id = &release.id;
+        let reason = if Some(id) == current {
+            Some(Reason::Current)
+        } else if Some(id) == target.as_ref() {
+            Some(Reason::RollbackTarget)
+        } else if in_use.contains(id) {
+            Some(Reason::InUse)
+        } else if newest.contains(id) {
+            Some(Reason::Newest)
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => plan.keep.push((id.clone(), reason)),
+            None => plan.remove.push(id.clone()),
+        }
+    }
+    plan.remove.reverse();
+    let status_of = |id: &ReleaseId| releases.iter().find(|r| &r.id == id).map(|r| r.status());
+    plan.remove
+        .sort_by_key(|id| (status_of(id) != Some(Status::Failed), id.clone()));
+    plan.keep.reverse();
+    plan
+}
+
+/// Plan against the disk as it is now and, unless `dry_run`, apply it.
+/// Callers hold the deploy lock.
+pub fn run(ctx: &Ctx, keep: usize, dry_run: bool) -> Result<(Plan, Vec<ReleaseId>)> {
+    let layout = &ctx.layout;
+    let listing = store::list(layout)?;
+    let current = store::require_sane_current(layout)?;
+    let in_use: BTreeSet<ReleaseId> = procs::releases_in_use(layout).into_keys().collect();
+    let plan = plan(&listing.releases, current.id(), &in_use, keep);
+    if dry_run {
+        return Ok((plan, Vec::new()));
+    }
+    store::clear_leftovers(layout)?;
+    let removed = apply(layout, &plan)?;
+    Ok((plan, removed))
+}
+
+/// Delete what `plan` says, then build logs of releases older than the
+/// oldest one kept. Returns what was removed.
+pub fn apply(layout: &Layout, plan: &Plan) -> Result<Vec<ReleaseId>> {
+    let mut removed = Vec::new();
+    for id in &plan.remove {
+        store::remove_release(layout, id)?;
+        removed.push(id.clone());
+    }
+    if let Some((oldest, _)) = plan.keep.iter().min_by(|a, b| a.0.cmp(&b.0)) {
+        remove_logs_before(layout, oldest);
+    }
+    Ok(removed)
+}
+
+/// Logs of failed builds have no release to go with; they are kept until
+/// every release of their age has been pruned, so a failure can be read.
+fn remove_logs_before(layout: &Layout, oldest: &ReleaseId) {
+    let Ok(entries) = std::fs::read_dir(layout.logs()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".log")) else {
+            continue;
+        };
+        if let Ok(id) = ReleaseId::parse(stem)
+            && &id < oldest
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn rel(id: &str, status: Status) -> Release {
+        let id = ReleaseId::parse(id).unwrap();
+        Release {
+            meta: Some(store::Metadata {
+                id: id.clone(),
+                status,
+                revision: None,
+                branch: None,
+                source: String::new(),
+                deployed_by: String::new(),
+                created_at: id.time(),
+                build_duration_ms: 0,
+                previous: None,
+                failure: None,
+            }),
+            id,
+        }
+    }
+
+    fn id(s: &str) -> ReleaseId {
+        ReleaseId::parse(s).unwrap()
+    }
+
+    fn ids(v: &[ReleaseId]) -> Vec<&str> {
+        v.iter().map(|i| i.as_str()).collect()
+    }
+
+    const A: &str = "20260101000001";
+    const B: &str = "20260101000002";
+    const C: &str = "20260101000003";
+    const D: &str = "20260101000004";
+    const E: &str = "20260101000005";
+
+    #[test]
+    fn keeps_the_newest_n() {
+        let rs: Vec<_> = [A, B, C, D, E]
+            .iter()
+            .map(|i| rel(i, Status::Ready))
+            .collect();
+        let p = plan(&rs, Some(&id(E)), &BTreeSet::new(), 3);
+        assert_eq!(ids(&p.remove), [A, B]);
+        let kept: Vec<_> = p.keep.iter().map(|(i, r)| (i.as_str(), *r)).collect();
+        assert_eq!(
+            kept,
+            [
+                (C, Reason::Newest),
+                (D, Reason::RollbackTarget),
+                (E, Reason::Current)
+            ]
+        );
+    }
+
+    #[test]
+    fn keep_one_still_keeps_current_and_rollback_target() {
+        let rs: Vec<_> = [A, B, C].iter().map(|i| rel(i, Status::Ready)).collect();
+        let p = plan(&rs, Some(&id(C)), &BTreeSet::new(), 1);
+        assert_eq!(ids(&p.remove), [A]);
+    }
+
+    #[test]
+    fn after_a_rollback_current_is_old_and_kept() {
+        let mut rs: Vec<_> = [A, B, C, D].iter().map(|i| rel(i, Status::Ready)).collect();
+        rs[3] = rel(D, Status::RolledBack);
+        rs[2] = rel(C, Status::RolledBack);
+        // Current is B after two rollbacks; the target is A.
+        let p = plan(&rs, Some(&id(B)), &BTreeSet::new(), 1);
+        assert_eq!(ids(&p.remove), [C]);
+    }
+
+    #[test]
+    fn failed_go_first() {
+        let rs = vec![
+            rel(A, Status::Ready),
+            rel(B, Status::Failed),
+            rel(C, Status::Ready),
+            rel(D, Status::Failed),
+            rel(E, Status::Live),
+        ];
+        let p = plan(&rs, Some(&id(E)), &BTreeSet::new(), 2);
+        assert_eq!(ids(&p.remove), [B, D, A]);
+        // With room to spare, the newest failed one fills it.
+        let p = plan(&rs, Some(&id(E)), &BTreeSet::new(), 4);
+        assert_eq!(ids(&p.remove), [B]);
+    }
+
+    #[test]
+    fn in_use_is_kept() {
+        let rs: Vec<_> = [A, B, C, D].iter().map(|i| rel(i, Status::Ready)).collect();
+        let in_use = BTreeSet::from([id(A)]);
+        let p = plan(&rs, Some(&id(D)), &in_use, 1);
+        assert_eq!(ids(&p.remove), [B]);
+        assert!(p.keep.contains(&(id(A), Reason::InUse)));
+    }
+
+    #[test]
+    fn nothing_live_keeps_newest() {
+        let rs: Vec<_> = [A, B, C].iter().map(|i| rel(i, Status::Failed)).collect();
+        let p = plan(&rs, None, &BTreeSet::new(), 2);
+        assert_eq!(ids(&p.remove), [A]);
+    }
+}

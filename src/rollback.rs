@@ -1,0 +1,186 @@
+//! Rollback: point `current` at an earlier release, reload, gate. No rebuild.
+//!
+//! Without `--to`, the target is the newest release older than `current`
+//! that neither failed nor was rolled away from, so repeated rollbacks keep
+//! stepping back and never return to a release an operator already backed
+//! out of. A rollback whose gate fails stays where it is and says so loudly:
+//! bouncing back and forth between two releases would only add outages.
+
+use std::time::{Duration, Instant};
+
+use crate::activate::{self, Live};
+use crate::context::Ctx;
+use crate::error::{Error, Kind, Result};
+use crate::history::{self, Event};
+use crate::layout::{Layout, ReleaseId};
+use crate::store::{self, Current, Release, Status};
+use crate::swap;
+
+/// Where `shipit rollback` (without `--to`) goes from `current`.
+pub fn target(releases: &[Release], current: &ReleaseId) -> Option<ReleaseId> {
+    releases
+        .iter()
+        .filter(|r| &r.id < current && !matches!(r.status(), Status::Failed | Status::RolledBack))
+        .map(|r| r.id.clone())
+        .max()
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub from: Option<ReleaseId>,
+    pub to: ReleaseId,
+    pub duration: Duration,
+}
+
+/// Check the request against the disk and pick the target, changing nothing.
+pub fn choose(ctx: &Ctx, to: Option<&ReleaseId>) -> Result<(Current, ReleaseId)> {
+    let layout = &ctx.layout;
+    let listing = store::list(layout)?;
+    listing.require_no_foreign(layout)?;
+    let current = store::read_current(layout)?;
+    if current == Current::NotSymlink {
+        return Err(store::require_sane_current(layout).unwrap_err());
+    }
+    let target = match to {
+        Some(id) => {
+            if listing.get(id).is_none() {
+                return Err(Error::usage(format!("there is no release {id}"))
+                    .live(current.describe())
+                    .hint("`shipit releases` lists the releases you can roll back to"));
+            }
+            if current.id() == Some(id) {
+                return Err(
+                    Error::usage(format!("{} is already live", Layout::display(id)))
+                        .live(current.describe()),
+                );
+            }
+            id.clone()
+        }
+        None => {
+            let Some(from) = current.id() else {
+                return Err(Error::usage("there is no live release to roll back from")
+                    .live(current.describe())
+                    .hint(
+                        "pick one with `shipit rollback --to <id>` (`shipit releases` lists them)",
+                    ));
+            };
+            target(&listing.releases, from).ok_or_else(|| {
+                Error::usage(format!(
+                    "there is no good release older than {}",
+                    Layout::display(from)
+                ))
+                .live(current.describe())
+                .hint("`shipit releases` lists them; `--to <id>` picks one explicitly")
+            })?
+        }
+    };
+    Ok((current, target))
+}
+
+/// Roll back. Callers hold the deploy lock.
+pub fn run(ctx: &Ctx, to: Option<&ReleaseId>) -> Result<Outcome> {
+    let started = Instant::now();
+    let layout = &ctx.layout;
+    let (current, target) = choose(ctx, to)?;
+    let from = current.id().cloned();
+
+    let mut event = Event::new("rollback", "ok");
+    event.previous = from.clone();
+    event.release = Some(target.clone());
+    let meta = store::read_metadata(layout, &target).ok().flatten();
+    event.revision = meta.as_ref().and_then(|m| m.revision.clone());
+    event.branch = meta.as_ref().and_then(|m| m.branch.clone());
+    let record = |mut event: Event, error: Option<&Error>, live: Option<ReleaseId>| {
+        event.duration_ms = started.elapsed().as_millis() as u64;
+        event.live = live;
+        if let Some(e) = error {
+            event.outcome = e.kind.name().into();
+            event.message = Some(e.message.clone());
+        }
+        if let Err(e) = history::append(layout, &event) {
+            ctx.ui.warn(format!("could not record history: {e}"));
+        }
+    };
+
+    ctx.ui.step(
+        "Swapping",
+        format!("current -> {}", Layout::display(&target)),
+    );
+    if let Err(e) = swap::point_current(layout, &target) {
+        let e = e
+            .context("rollback failed: the swap did not happen")
+            .live(current.describe());
+        record(event, Some(&e), from.clone());
+        return Err(e);
+    }
+    if let Some(from) = &from {
+        store::set_status(layout, from, Status::RolledBack, None)?;
+    }
+    if meta.as_ref().is_some_and(|m| m.status != Status::Failed) {
+        store::set_status(layout, &target, Status::Live, None)?;
+    }
+    let live = Live {
+        id: &target,
+        revision: event.revision.as_deref(),
+        branch: event.branch.as_deref(),
+        previous: from.as_ref(),
+    };
+    if let Err(e) = activate::reload_and_gate(ctx, &live) {
+        let interrupted = e.kind == Kind::Interrupted;
+        let mut e = e.context(format!(
+            "rolled back to {}, but it did not prove healthy: the site may be down",
+            Layout::display(&target)
+        ));
+        e.kind = if interrupted {
+            Kind::Interrupted
+        } else {
+            Kind::RollbackFailed
+        };
+        let back = from
+            .as_ref()
+            .map(|f| format!("; `shipit rollback --to {f}` returns to the release you left"))
+            .unwrap_or_default();
+        let e = e
+            .live(format!("{} (not proven healthy)", Layout::display(&target)))
+            .hint(format!("check the app and its process manager now{back}"));
+        record(event, Some(&e), Some(target.clone()));
+        return Err(e);
+    }
+    record(event, None, Some(target.clone()));
+    Ok(Outcome {
+        from,
+        to: target,
+        duration: started.elapsed(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prune::tests::rel;
+
+    #[test]
+    fn steps_back_over_failed_and_rolled_back() {
+        let rs = vec![
+            rel("20260101000001", Status::Ready),
+            rel("20260101000002", Status::RolledBack),
+            rel("20260101000003", Status::Failed),
+            rel("20260101000004", Status::Live),
+        ];
+        let cur = ReleaseId::parse("20260101000004").unwrap();
+        assert_eq!(target(&rs, &cur).unwrap().as_str(), "20260101000001");
+        let first = ReleaseId::parse("20260101000001").unwrap();
+        assert_eq!(target(&rs, &first), None);
+    }
+
+    #[test]
+    fn newer_releases_are_never_a_target() {
+        let rs = vec![
+            rel("20260101000001", Status::Ready),
+            rel("20260101000002", Status::Ready),
+            rel("20260101000003", Status::Ready),
+        ];
+        let cur = ReleaseId::parse("20260101000002").unwrap();
+        assert_eq!(target(&rs, &cur).unwrap().as_str(), "20260101000001");
+    }
+}

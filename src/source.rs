@@ -1,0 +1,263 @@
+//! Get the code: from git through the real `git` binary, or from a directory.
+//!
+//! Git sources are fetched into a bare mirror under `.shipit/repo.git`, so
+//! each deploy fetches only what is new, and exported with `git archive |
+//! tar -x` (which honours `export-ignore` and never leaves a `.git` in the
+//! release). Every git command runs with the `GIT_*` variables removed: in a
+//! git hook `GIT_DIR` points at the pushed repository, and would silently
+//! redirect commands meant for the mirror (SPEC §6). Refs come from outside
+//! and are passed as single arguments after `--end-of-options`, never through
+//! a shell.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use duct::{Expression, cmd};
+
+use crate::config::Config;
+use crate::error::{Error, IoContext, Result};
+use crate::interrupt;
+use crate::layout::Layout;
+
+/// Bound on one git step (fetch, export), so a hung remote cannot hold the
+/// deploy lock forever.
+const GIT_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// What is about to be deployed.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    /// Full commit sha (git sources only).
+    pub revision: Option<String>,
+    /// The branch or ref that was asked for.
+    pub branch: Option<String>,
+    /// Where it came from (repository or directory), for metadata.
+    pub source: String,
+}
+
+/// Reject refs that git could take for an option or that cannot be a
+/// revision. Anything else is passed to git as one argument.
+pub fn check_ref(reference: &str) -> Result<()> {
+    let bad = reference.is_empty()
+        || reference.len() > 255
+        || reference.starts_with('-')
+        || reference.contains("..")
+        || reference
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace());
+    if bad {
+        return Err(
+            Error::usage(format!("{reference:?} is not a usable git ref")).hint(
+                "give a branch, tag or commit sha, e.g. --ref main, --ref v1.2.0 or --ref 3f2a9c1",
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// A git command aimed at `git_dir`, with git's hook environment removed.
+fn git(git_dir: &Path, args: &[&str]) -> Expression {
+    let mut argv: Vec<String> = vec![format!("--git-dir={}", git_dir.display())];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let mut expr = cmd("git", argv);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("GIT_") {
+            expr = expr.env_remove(key);
+        }
+    }
+    // Never wait for a password prompt nobody will answer.
+    expr.env("GIT_TERMINAL_PROMPT", "0").stdin_null()
+}
+
+/// Run `expr` to completion, polling so that an interrupt or the timeout
+/// can stop it; returns captured stdout. `what` names the step in errors.
+fn run(expr: Expression, what: &str) -> Result<String> {
+    let handle = expr
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .start()
+        .map_err(|e| {
+            Error::internal(format!("could not run git to {what}"))
+                .cause(e)
+                .hint("install git (apt-get install git)")
+        })?;
+    let deadline = Instant::now() + GIT_TIMEOUT;
+    loop {
+        if let Some(output) = handle
+            .try_wait()
+            .map_err(|e| Error::internal(format!("could not {what}")).cause(e))?
+        {
+            if output.status.success() {
+                return Ok(String::from_utf8_lossy(&output.stdout).trim().to_string());
+            }
+            let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+            return Err(Error::internal(format!("could not {what}")).cause(stderr));
+        }
+        if interrupt::requested() || Instant::now() >= deadline {
+            let _ = handle.kill();
+            interrupt::check()?;
+            return Err(Error::internal(format!(
+                "could not {what}: no answer within {}",
+                humantime::format_duration(GIT_TIMEOUT)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Update the mirror (git) and decide exactly what to deploy.
+pub fn resolve(config: &Config, layout: &Layout, reference: Option<&str>) -> Result<Resolved> {
+    if let Some(dir) = &config.source.path {
+        if !dir.is_dir() {
+            return Err(
+                Error::usage(format!("source.path {} is not a directory", dir.display()))
+                    .hint("point [source] path at the directory to ship"),
+            );
+        }
+        return Ok(Resolved {
+            revision: None,
+            branch: None,
+            source: dir.display().to_string(),
+        });
+    }
+    let url = config
+        .source
+        .git
+        .as_deref()
+        .expect("validated: git or path");
+    let wanted = reference.unwrap_or(&config.source.branch);
+    check_ref(wanted)?;
+    fetch_mirror(url, &layout.mirror())?;
+    let revision = resolve_rev(&layout.mirror(), wanted).map_err(|e| {
+        let hint = if reference.is_some() {
+            format!("check the ref: `git ls-remote {url}` lists branches and tags")
+        } else {
+            format!(
+                "check source.branch in {} against `git ls-remote {url}`",
+                config.file.display()
+            )
+        };
+        e.hint(hint)
+    })?;
+    Ok(Resolved {
+        revision: Some(revision),
+        branch: Some(wanted.to_string()),
+        source: url.to_string(),
+    })
+}
+
+fn fetch_mirror(url: &str, mirror: &Path) -> Result<()> {
+    if !mirror.join("HEAD").exists() {
+        fs::create_dir_all(mirror).with_path("could not create", mirror)?;
+        run(
+            git(mirror, &["init", "--quiet", "--bare"]),
+            "create the source mirror",
+        )?;
+        run(
+            git(mirror, &["config", "remote.origin.fetch", "+refs/*:refs/*"]),
+            "configure the source mirror",
+        )?;
+    }
+    // Set every time, so a changed source.git takes effect.
+    run(
+        git(mirror, &["config", "remote.origin.url", url]),
+        "configure the source mirror",
+    )?;
+    run(
+        git(
+            mirror,
+            &["fetch", "--quiet", "--prune", "--force", "origin"],
+        ),
+        &format!("fetch {url}"),
+    )
+    .map_err(|e| {
+        e.hint(format!(
+            "check that {url} is reachable: `git ls-remote {url}`"
+        ))
+    })?;
+    Ok(())
+}
+
+/// Resolve `wanted` (branch, tag, sha) to a full commit sha. A branch name
+/// wins over a tag of the same name, as a deploy of "main" means the branch.
+fn resolve_rev(mirror: &Path, wanted: &str) -> Result<String> {
+    let branch = format!("refs/heads/{wanted}^{{commit}}");
+    let any = format!("{wanted}^{{commit}}");
+    for candidate in [&branch, &any] {
+        let found = run(
+            git(
+                mirror,
+                &[
+                    "rev-parse",
+                    "--verify",
+                    "--quiet",
+                    "--end-of-options",
+                    candidate,
+                ],
+            ),
+            "resolve the ref",
+        );
+        if let Ok(sha) = found
+            && !sha.is_empty()
+        {
+            return Ok(sha);
+        }
+    }
+    Err(Error::usage(format!(
+        "{wanted:?} is not a branch, tag or commit in the source repository"
+    )))
+}
+
+/// Write the source tree into `dest` (an empty, existing directory).
+pub fn export(config: &Config, layout: &Layout, resolved: &Resolved, dest: &Path) -> Result<()> {
+    match &resolved.revision {
+        Some(sha) => {
+            let archive = git(&layout.mirror(), &["archive", "--format=tar", sha]);
+            let dest_arg = dest.display().to_string();
+            let untar = cmd!("tar", "-x", "--no-same-owner", "-f", "-", "-C", dest_arg);
+            run(archive.pipe(untar), &format!("export revision {sha}"))?;
+            Ok(())
+        }
+        None => {
+            let src = config.source.path.as_ref().expect("path source");
+            copy_tree(src, dest)
+        }
+    }
+}
+
+/// Copy a directory as it is: symlinks stay symlinks, modes are kept.
+fn copy_tree(src: &Path, dest: &Path) -> Result<()> {
+    let mut checked = Instant::now();
+    for entry in walkdir::WalkDir::new(src).min_depth(1).follow_links(false) {
+        let entry = entry
+            .map_err(|e| Error::internal(format!("could not read {}", src.display())).cause(e))?;
+        let rel = entry
+            .path()
+            .strip_prefix(src)
+            .expect("walkdir stays below its root");
+        let to: PathBuf = dest.join(rel);
+        let kind = entry.file_type();
+        if kind.is_symlink() {
+            let target =
+                fs::read_link(entry.path()).with_path("could not read link", entry.path())?;
+            symlink(&target, &to).with_path("could not create link", &to)?;
+        } else if kind.is_dir() {
+            fs::create_dir(&to).with_path("could not create", &to)?;
+            let mode = entry
+                .metadata()
+                .map_err(|e| Error::internal(e.to_string()))?
+                .permissions();
+            fs::set_permissions(&to, mode).with_path("could not set permissions on", &to)?;
+        } else if kind.is_file() {
+            fs::copy(entry.path(), &to).with_path("could not copy to", &to)?;
+        }
+        // Sockets, fifos and devices are not part of an app's code.
+        if checked.elapsed() > Duration::from_millis(50) {
+            checked = Instant::now();
+            interrupt::check()?;
+        }
+    }
+    Ok(())
+}

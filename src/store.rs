@@ -1,0 +1,380 @@
+//! The release store: list, read and write releases and their metadata.
+//!
+//! All state is derived from the filesystem. A release exists when its
+//! directory exists under `releases/`; what it is and how it fared is in a
+//! small JSON file inside it, replaced atomically. `current` is read here and
+//! moved only by [`crate::swap`]; releases are deleted only through
+//! [`remove_release`], which first renames the directory out of `releases/`
+//! so that no listing ever shows a half-deleted release.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+use crate::layout::{Layout, METADATA_FILE, ReleaseId};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Complete and good to run; not (or no longer) the live one.
+    Ready,
+    /// Went live and passed its gate.
+    Live,
+    /// Failed its reload or health gate.
+    Failed,
+    /// Was rolled away from by `shipit rollback`.
+    RolledBack,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ready => "ready",
+            Status::Live => "live",
+            Status::Failed => "failed",
+            Status::RolledBack => "rolled-back",
+        }
+    }
+}
+
+/// What a release is, written when it is built and updated as it fares.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Metadata {
+    pub id: ReleaseId,
+    pub status: Status,
+    pub revision: Option<String>,
+    pub branch: Option<String>,
+    pub source: String,
+    pub deployed_by: String,
+    pub created_at: DateTime<Utc>,
+    pub build_duration_ms: u64,
+    /// What was live when this release was deployed.
+    pub previous: Option<ReleaseId>,
+    /// Why it failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+/// One release directory and its metadata (absent or unreadable for a
+/// directory that shipit did not build, e.g. one migrated by hand).
+#[derive(Clone, Debug)]
+pub struct Release {
+    pub id: ReleaseId,
+    pub meta: Option<Metadata>,
+}
+
+impl Release {
+    /// The stored status; a release without metadata counts as ready.
+    pub fn status(&self) -> Status {
+        self.meta.as_ref().map_or(Status::Ready, |m| m.status)
+    }
+}
+
+/// What `current` is right now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Current {
+    /// No `current` (nothing deployed yet).
+    Missing,
+    /// Points at an existing release.
+    Release(ReleaseId),
+    /// A symlink whose target is not an existing release.
+    Dangling(PathBuf),
+    /// A real directory or file, not a symlink: shipit will not touch it.
+    NotSymlink,
+}
+
+impl Current {
+    pub fn id(&self) -> Option<&ReleaseId> {
+        match self {
+            Current::Release(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    /// The `live now:` line of an error message.
+    pub fn describe(&self) -> String {
+        match self {
+            Current::Missing => "nothing (no current release)".into(),
+            Current::Release(id) => Layout::display(id),
+            Current::Dangling(t) => format!("nothing: current points at missing {}", t.display()),
+            Current::NotSymlink => "unknown: current is not a symlink".into(),
+        }
+    }
+}
+
+pub fn read_current(layout: &Layout) -> Result<Current> {
+    let path = layout.current();
+    let meta = match fs::symlink_metadata(&path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Current::Missing),
+        Err(e) => return Err(Error::io("could not inspect", &path, e)),
+    };
+    if !meta.file_type().is_symlink() {
+        return Ok(Current::NotSymlink);
+    }
+    let target = fs::read_link(&path).with_path("could not read the symlink", &path)?;
+    let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let parent_ok = target.parent().is_some_and(|p| {
+        p == Path::new("releases") || p == layout.releases() || p == Path::new("./releases")
+    });
+    match ReleaseId::parse(name) {
+        Ok(id) if parent_ok && layout.release(&id).is_dir() => Ok(Current::Release(id)),
+        _ => Ok(Current::Dangling(target)),
+    }
+}
+
+/// `current` as a release, or a clear error for the states a mutating
+/// command must not build on.
+pub fn require_sane_current(layout: &Layout) -> Result<Current> {
+    let current = read_current(layout)?;
+    match &current {
+        Current::NotSymlink => Err(Error::usage(format!(
+            "{} is a real directory or file, not a symlink",
+            layout.current().display()
+        ))
+        .hint(
+            "shipit swaps `current` atomically and will not delete what is there; move it aside \
+             (e.g. `mv current current.old`) and deploy again",
+        )),
+        Current::Dangling(target) => Err(Error::usage(format!(
+            "{} points at {}, which is not a release",
+            layout.current().display(),
+            target.display()
+        ))
+        .hint("run `shipit rollback --to <id>` with an id from `shipit releases`, or deploy again after removing the dangling link")),
+        _ => Ok(current),
+    }
+}
+
+/// Everything under `releases/`.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Oldest first.
+    pub releases: Vec<Release>,
+    /// Entries that are not release ids (reported, never touched).
+    pub foreign: Vec<String>,
+}
+
+impl Listing {
+    pub fn ids(&self) -> Vec<ReleaseId> {
+        self.releases.iter().map(|r| r.id.clone()).collect()
+    }
+
+    pub fn get(&self, id: &ReleaseId) -> Option<&Release> {
+        self.releases.iter().find(|r| &r.id == id)
+    }
+
+    /// Refuse to mutate a deploy directory with unknown things in
+    /// `releases/`: shipit would never delete them, but an operator should
+    /// know they are there before anything is swapped or pruned.
+    pub fn require_no_foreign(&self, layout: &Layout) -> Result<()> {
+        match self.foreign.first() {
+            None => Ok(()),
+            Some(name) => Err(Error::usage(format!(
+                "{} is not a release (release directories are named like 20261121174500)",
+                layout.releases().join(name).display()
+            ))
+            .hint("move it out of releases/; shipit never deletes what it did not create")),
+        }
+    }
+}
+
+pub fn list(layout: &Layout) -> Result<Listing> {
+    let dir = layout.releases();
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Listing::default()),
+        Err(e) => return Err(Error::io("could not list", &dir, e)),
+    };
+    let mut listing = Listing::default();
+    for entry in entries {
+        let entry = entry.with_path("could not list", &dir)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        match ReleaseId::parse(&name) {
+            Ok(id) if is_dir => {
+                let meta = read_metadata(layout, &id).ok().flatten();
+                listing.releases.push(Release { id, meta });
+            }
+            _ => listing.foreign.push(name),
+        }
+    }
+    listing.releases.sort_by(|a, b| a.id.cmp(&b.id));
+    listing.foreign.sort();
+    Ok(listing)
+}
+
+pub fn read_metadata(layout: &Layout, id: &ReleaseId) -> Result<Option<Metadata>> {
+    read_metadata_at(&layout.metadata(id))
+}
+
+pub fn read_metadata_at(path: &Path) -> Result<Option<Metadata>> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::internal(format!("could not parse {}", path.display())).cause(e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("could not read", path, e)),
+    }
+}
+
+/// Write a release's metadata into `release_dir` atomically.
+pub fn write_metadata(release_dir: &Path, meta: &Metadata) -> Result<()> {
+    let path = release_dir.join(METADATA_FILE);
+    let mut bytes = serde_json::to_vec_pretty(meta).expect("metadata serializes");
+    bytes.push(b'\n');
+    fsutil::atomic_write(&path, &bytes).with_path("could not write", &path)
+}
+
+/// Update the stored status (and failure reason) of a published release.
+pub fn set_status(
+    layout: &Layout,
+    id: &ReleaseId,
+    status: Status,
+    failure: Option<String>,
+) -> Result<()> {
+    let Some(mut meta) = read_metadata(layout, id)? else {
+        // A release without metadata (not built by shipit) keeps none.
+        return Ok(());
+    };
+    meta.status = status;
+    if failure.is_some() {
+        meta.failure = failure;
+    }
+    write_metadata(&layout.release(id), &meta)
+}
+
+/// Move a complete staged release into `releases/<id>`. Never replaces an
+/// existing release, even an empty directory of that name.
+pub fn publish(layout: &Layout, staged: &Path, id: &ReleaseId) -> Result<()> {
+    let target = layout.release(id);
+    fsutil::rename_noreplace(staged, &target).map_err(|e| {
+        Error::io("could not publish the release as", &target, e)
+            .hint("another directory with this id appeared; run `shipit releases` and try again")
+    })?;
+    fsutil::fsync_dir(&layout.releases()).with_path("could not sync", &layout.releases())
+}
+
+/// Delete a directory the crash-safe way: rename it into `.shipit/trash/`
+/// (atomic: it leaves its listing whole), then delete it there. A crash
+/// mid-delete leaves only trash, which [`empty_trash`] clears later.
+pub fn discard(layout: &Layout, dir: &Path) -> Result<()> {
+    let trash = layout.trash();
+    fs::create_dir_all(&trash).with_path("could not create", &trash)?;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let holding = tempfile::Builder::new()
+        .prefix(&format!("{name}."))
+        .tempdir_in(&trash)
+        .with_path("could not create a directory in", &trash)?
+        .keep();
+    let moved = holding.join(&name);
+    fs::rename(dir, &moved).with_path("could not move to trash", dir)?;
+    if let Some(parent) = dir.parent() {
+        fsutil::fsync_dir(parent).with_path("could not sync", parent)?;
+    }
+    fs::remove_dir_all(&holding).with_path("could not delete", &holding)
+}
+
+pub fn remove_release(layout: &Layout, id: &ReleaseId) -> Result<()> {
+    discard(layout, &layout.release(id))
+}
+
+/// Delete leftovers of interrupted runs: trash, and staging directories of
+/// builds that are not running (callers hold the deploy lock, so none is).
+pub fn clear_leftovers(layout: &Layout) -> Result<Vec<PathBuf>> {
+    let mut cleared = Vec::new();
+    for dir in [layout.staging_dir(), layout.trash()] {
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("could not list", &dir, e)),
+        };
+        for entry in entries {
+            let path = entry.with_path("could not list", &dir)?.path();
+            let result = if path.is_dir() && !path.is_symlink() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            result.with_path("could not delete leftover", &path)?;
+            cleared.push(path);
+        }
+    }
+    Ok(cleared)
+}
+
+/// Ensure the directories a mutating command needs exist.
+pub fn ensure_dirs(layout: &Layout) -> Result<()> {
+    for dir in [
+        layout.root().to_path_buf(),
+        layout.releases(),
+        layout.shared(),
+        layout.state(),
+        layout.logs(),
+    ] {
+        fs::create_dir_all(&dir).with_path("could not create", &dir)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn current_states() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        assert_eq!(read_current(&layout).unwrap(), Current::Missing);
+        let id = ReleaseId::parse("20260101000000").unwrap();
+        std::os::unix::fs::symlink("releases/20260101000000", layout.current()).unwrap();
+        assert!(matches!(
+            read_current(&layout).unwrap(),
+            Current::Dangling(_)
+        ));
+        fs::create_dir_all(layout.release(&id)).unwrap();
+        assert_eq!(read_current(&layout).unwrap(), Current::Release(id));
+        fs::remove_file(layout.current()).unwrap();
+        fs::create_dir(layout.current()).unwrap();
+        assert_eq!(read_current(&layout).unwrap(), Current::NotSymlink);
+        assert!(require_sane_current(&layout).is_err());
+    }
+
+    #[test]
+    fn listing_separates_foreign_entries_and_sorts() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        for name in [
+            "20260102000000",
+            "20260101000000",
+            "backup",
+            "20269999000000",
+        ] {
+            fs::create_dir_all(layout.releases().join(name)).unwrap();
+        }
+        fs::write(layout.releases().join("20260103000000"), "a file").unwrap();
+        let l = list(&layout).unwrap();
+        let ids: Vec<_> = l.ids().iter().map(|i| i.to_string()).collect();
+        assert_eq!(ids, ["20260101000000", "20260102000000"]);
+        assert_eq!(l.foreign, ["20260103000000", "20269999000000", "backup"]);
+    }
+
+    #[test]
+    fn discard_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        let id = ReleaseId::parse("20260101000000").unwrap();
+        fs::create_dir_all(layout.release(&id).join("a/b")).unwrap();
+        remove_release(&layout, &id).unwrap();
+        assert!(!layout.release(&id).exists());
+        assert_eq!(fs::read_dir(layout.trash()).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,92 @@
+//! The swap: point `current` at a release, atomically.
+//!
+//! This is the only module that changes `current`. `ln -sfn` unlinks the old
+//! link before making the new one, leaving a window in which a request (or a
+//! process manager restarting) finds no `current` at all. Instead we make a
+//! symlink under a unique temporary name in the same directory and rename(2)
+//! it over `current`: rename replaces the directory entry in one step, so at
+//! every instant `current` is either the old link or the new one. Then we
+//! fsync the directory so the swap survives a power cut.
+
+use std::io;
+use std::os::unix::fs::symlink;
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+use crate::layout::{Layout, ReleaseId};
+use crate::store::{self, Current};
+
+/// Point `current` at `releases/<id>`.
+pub fn point_current(layout: &Layout, id: &ReleaseId) -> Result<()> {
+    if store::read_current(layout)? == Current::NotSymlink {
+        return Err(store::require_sane_current(layout).unwrap_err());
+    }
+    if !layout.release(id).is_dir() {
+        return Err(Error::internal(format!(
+            "refusing to point current at {}, which does not exist",
+            Layout::display(id)
+        )));
+    }
+    let target = Layout::current_target(id);
+    let tmp = tempfile::Builder::new()
+        .prefix(".current-")
+        .make_in(layout.root(), |path| symlink(&target, path))
+        .with_path("could not create a temporary symlink in", layout.root())?
+        .into_temp_path();
+    // On failure the TempPath is dropped, which removes the temporary link.
+    tmp.persist(layout.current())
+        .map_err(|e| e.error)
+        .with_path("could not rename the new symlink over", &layout.current())?;
+    fsutil::fsync_dir(layout.root()).with_path("could not sync", layout.root())
+}
+
+/// Remove `current` (only after a failed *first* deploy, to return to the
+/// state before it: nothing live).
+pub fn remove_current(layout: &Layout) -> Result<()> {
+    match std::fs::remove_file(layout.current()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("could not remove", &layout.current(), e)),
+    }
+    fsutil::fsync_dir(layout.root()).with_path("could not sync", layout.root())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swap_replaces_the_link_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        let a = ReleaseId::parse("20260101000000").unwrap();
+        let b = ReleaseId::parse("20260101000001").unwrap();
+        std::fs::create_dir_all(layout.release(&a)).unwrap();
+        std::fs::create_dir_all(layout.release(&b)).unwrap();
+        point_current(&layout, &a).unwrap();
+        assert_eq!(store::read_current(&layout).unwrap(), Current::Release(a));
+        point_current(&layout, &b).unwrap();
+        assert_eq!(
+            std::fs::read_link(layout.current()).unwrap(),
+            std::path::Path::new("releases/20260101000001")
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[test]
+    fn swap_refuses_a_real_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        let a = ReleaseId::parse("20260101000000").unwrap();
+        std::fs::create_dir_all(layout.release(&a)).unwrap();
+        std::fs::create_dir(layout.current()).unwrap();
+        std::fs::write(layout.current().join("keep"), "x").unwrap();
+        let e = point_current(&layout, &a).unwrap_err();
+        assert!(e.message.contains("not a symlink"), "{e}");
+        assert!(layout.current().join("keep").exists());
+    }
+}
