@@ -51,6 +51,8 @@ pub fn preflight(ctx: &Ctx, req: &Request) -> Result<()> {
     if let Some(reference) = &req.reference {
         source::check_ref(reference)?;
     }
+    store::list(&ctx.layout)?.require_no_foreign(&ctx.layout)?;
+    store::require_sane_current(&ctx.layout)?;
     for (rel, is_dir) in ctx.config.shared_paths() {
         let path = ctx.layout.shared().join(&rel);
         if is_dir {
@@ -186,20 +188,9 @@ fn build_and_publish(
     event: &mut Event,
 ) -> Result<(ReleaseId, Resolved)> {
     let layout = &ctx.layout;
-    let what = ctx
-        .config
-        .source
-        .git
-        .clone()
-        .or_else(|| {
-            ctx.config
-                .source
-                .path
-                .as_ref()
-                .map(|p| p.display().to_string())
-        })
-        .unwrap_or_default();
-    ctx.ui.step("Fetching", &what);
+    if let Some(git) = &ctx.config.source.git {
+        ctx.ui.step("Fetching", git);
+    }
     let resolved = source::resolve(&ctx.config, layout, req.reference.as_deref())?;
     event.revision = resolved.revision.clone();
     event.branch = resolved.branch.clone();

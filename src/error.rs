@@ -189,6 +189,37 @@ mod tests {
         assert_eq!(codes.len(), Kind::ALL.len());
     }
 
+    /// The README's exit-code table is the documentation operators script
+    /// against: it must list every kind with its code and outcome name.
+    #[test]
+    fn readme_exit_code_table_matches() {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("## Exit codes")
+            .nth(1)
+            .expect("README has an exit code section");
+        let rows: Vec<(u8, String)> = section
+            .lines()
+            .skip_while(|l| !l.starts_with("|---"))
+            .skip(1)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                (
+                    cells[1].parse().unwrap(),
+                    cells[2].trim_matches('`').to_string(),
+                )
+            })
+            .collect();
+        let mut expected: Vec<(u8, String)> = vec![(0, "ok".into())];
+        expected.extend(
+            Kind::ALL
+                .iter()
+                .map(|k| (k.exit_code(), k.name().to_string())),
+        );
+        assert_eq!(rows, expected);
+    }
+
     #[test]
     fn display_has_every_part_in_order() {
         let e = Error::usage("bad thing")

@@ -129,7 +129,7 @@ pub fn resolve(config: &Config, layout: &Layout, reference: Option<&str>) -> Res
         .expect("validated: git or path");
     let wanted = reference.unwrap_or(&config.source.branch);
     check_ref(wanted)?;
-    fetch_mirror(url, &layout.mirror())?;
+    fetch_mirror(url, layout)?;
     let revision = resolve_rev(&layout.mirror(), wanted).map_err(|e| {
         let hint = if reference.is_some() {
             format!("check the ref: `git ls-remote {url}` lists branches and tags")
@@ -148,26 +148,41 @@ pub fn resolve(config: &Config, layout: &Layout, reference: Option<&str>) -> Res
     })
 }
 
-fn fetch_mirror(url: &str, mirror: &Path) -> Result<()> {
+fn fetch_mirror(url: &str, layout: &Layout) -> Result<()> {
+    let mirror = layout.mirror();
     if !mirror.join("HEAD").exists() {
-        fs::create_dir_all(mirror).with_path("could not create", mirror)?;
+        // Create the mirror under staging and rename it into place, so a
+        // crash mid-creation leaves a leftover to clear, never a mirror that
+        // looks initialised but lacks its fetch refspec.
+        let staging = layout.staging_dir();
+        fs::create_dir_all(&staging).with_path("could not create", &staging)?;
+        let fresh = tempfile::Builder::new()
+            .prefix("mirror-")
+            .tempdir_in(&staging)
+            .with_path("could not create a directory in", &staging)?;
         run(
-            git(mirror, &["init", "--quiet", "--bare"]),
+            git(fresh.path(), &["init", "--quiet", "--bare"]),
             "create the source mirror",
         )?;
+        if mirror.exists() {
+            fs::remove_dir_all(&mirror).with_path("could not remove the broken mirror", &mirror)?;
+        }
+        fs::rename(fresh.keep(), &mirror).with_path("could not create", &mirror)?;
+    }
+    // Set every time: a changed source.git takes effect, and a mirror from
+    // an older or interrupted run is put right.
+    for (key, value) in [
+        ("remote.origin.url", url),
+        ("remote.origin.fetch", "+refs/*:refs/*"),
+    ] {
         run(
-            git(mirror, &["config", "remote.origin.fetch", "+refs/*:refs/*"]),
+            git(&mirror, &["config", key, value]),
             "configure the source mirror",
         )?;
     }
-    // Set every time, so a changed source.git takes effect.
-    run(
-        git(mirror, &["config", "remote.origin.url", url]),
-        "configure the source mirror",
-    )?;
     run(
         git(
-            mirror,
+            &mirror,
             &["fetch", "--quiet", "--prune", "--force", "origin"],
         ),
         &format!("fetch {url}"),

@@ -1,0 +1,195 @@
+//! Deploys: first, second, by tag, by sha, same second, shared paths,
+//! directory sources, build failures.
+
+use std::fs;
+
+use crate::sandbox::{Sandbox, dir_names, git};
+
+#[test]
+fn first_deploy_publishes_and_points_current() {
+    let sb = Sandbox::new();
+    let run = sb.run(&["deploy"]);
+    run.ok().says("Deployed");
+    let id = sb.current().unwrap();
+    assert_eq!(sb.releases(), std::slice::from_ref(&id));
+    assert_eq!(sb.served(), "v1\n");
+    let link = fs::read_link(sb.deploy_to().join("current")).unwrap();
+    assert_eq!(
+        link.to_str().unwrap(),
+        format!("releases/{id}"),
+        "current is relative"
+    );
+
+    let json = sb.releases_json();
+    assert_eq!(json["current"], id.as_str());
+    let r = &json["releases"][0];
+    assert_eq!(r["status"], "live");
+    assert_eq!(r["current"], true);
+    assert_eq!(r["branch"], "main");
+    assert_eq!(
+        r["revision"].as_str().unwrap(),
+        git(&sb.repo(), &["rev-parse", "HEAD"])
+    );
+
+    let history = sb.history_json();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0]["event"], "deploy");
+    assert_eq!(history[0]["outcome"], "ok");
+    assert_eq!(history[0]["release"], id.as_str());
+    assert!(history[0]["user"].as_str().is_some_and(|u| !u.is_empty()));
+
+    // Nothing staged or trashed is left behind.
+    let state = sb.deploy_to().join(".shipit");
+    assert!(dir_names(&state.join("staging")).is_empty());
+    assert!(dir_names(&state.join("trash")).is_empty());
+}
+
+#[test]
+fn second_deploy_moves_current_and_keeps_the_first() {
+    let sb = Sandbox::new();
+    let first = sb.deploy();
+    sb.commit("index.html", "v2\n");
+    let second = sb.deploy();
+    assert!(second > first, "{second} should sort after {first}");
+    assert_eq!(sb.served(), "v2\n");
+    assert_eq!(sb.releases(), [first.clone(), second.clone()]);
+    let json = sb.releases_json();
+    assert_eq!(json["releases"][0]["id"], second.as_str());
+    assert_eq!(json["releases"][0]["status"], "live");
+    assert_eq!(json["releases"][1]["status"], "ready");
+    assert_eq!(json["releases"][0]["previous"], first.as_str());
+}
+
+#[test]
+fn deploy_a_tag_and_a_sha() {
+    let sb = Sandbox::new();
+    let v1 = git(&sb.repo(), &["rev-parse", "HEAD"]);
+    git(&sb.repo(), &["tag", "v1.0"]);
+    sb.commit("index.html", "v2\n");
+    sb.run(&["deploy", "--ref", "v1.0"]).ok();
+    assert_eq!(sb.served(), "v1\n");
+    assert_eq!(sb.releases_json()["releases"][0]["revision"], v1.as_str());
+
+    sb.commit("index.html", "v3\n");
+    let v2 = git(&sb.repo(), &["rev-parse", "HEAD~1"]);
+    sb.run(&["deploy", "--ref", &v2]).ok();
+    assert_eq!(sb.served(), "v2\n");
+    sb.run(&["deploy", "--ref", &v2[..8]]).ok();
+    assert_eq!(sb.served(), "v2\n");
+    sb.run(&["deploy"]).ok();
+    assert_eq!(sb.served(), "v3\n");
+}
+
+#[test]
+fn deploys_in_the_same_second_get_distinct_ordered_ids() {
+    let sb = Sandbox::new();
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        sb.commit("index.html", &format!("v{n}\n"));
+        ids.push(sb.deploy());
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(ids, sorted, "ids must be distinct and in deploy order");
+    assert_eq!(sb.served(), "v3\n");
+}
+
+#[test]
+fn build_hooks_run_in_the_release_with_shipit_variables() {
+    let sb = Sandbox::new();
+    sb.write_config(
+        "[hooks]\nbuild = [\"printf '%s|%s|%s' \\\"$SHIPIT_RELEASE\\\" \\\"$SHIPIT_BRANCH\\\" \\\"$SHIPIT_PREVIOUS_RELEASE\\\" > built.txt\", \"echo hello from build\"]\n",
+    );
+    let first = sb.deploy();
+    let built = fs::read_to_string(sb.deploy_to().join("current/built.txt")).unwrap();
+    assert_eq!(built, format!("{first}|main|"));
+    let second = sb.deploy();
+    let built = fs::read_to_string(sb.deploy_to().join("current/built.txt")).unwrap();
+    assert_eq!(built, format!("{second}|main|{first}"));
+    let log =
+        fs::read_to_string(sb.deploy_to().join(format!(".shipit/logs/{second}.log"))).unwrap();
+    assert!(log.contains("build | hello from build"), "{log}");
+}
+
+#[test]
+fn a_failed_build_changes_nothing_live_and_leaves_no_leftovers() {
+    let sb = Sandbox::new();
+    let first = sb.deploy();
+    sb.commit("index.html", "v2\n");
+    sb.write_config("[hooks]\nbuild = [\"echo compiling\", \"echo broken >&2; exit 7\"]\n");
+    let run = sb.run(&["deploy"]);
+    run.code(3)
+        .says("exited with status 7")
+        .says(&format!("live now: releases/{first}"))
+        .says("build log");
+    assert_eq!(sb.current().unwrap(), first);
+    assert_eq!(sb.releases(), std::slice::from_ref(&first));
+    assert_eq!(sb.served(), "v1\n");
+    let state = sb.deploy_to().join(".shipit");
+    assert!(dir_names(&state.join("staging")).is_empty());
+    assert!(dir_names(&state.join("trash")).is_empty());
+    let history = sb.history_json();
+    assert_eq!(history[0]["outcome"], "failed-before-swap");
+    assert_eq!(history[0]["live"], first.as_str());
+}
+
+#[test]
+fn shared_paths_are_linked_and_a_missing_shared_file_stops_the_deploy() {
+    let sb = Sandbox::new();
+    sb.commit("log/committed.txt", "should be replaced\n");
+    sb.write_config("shared = [\".env\", \"log/\"]\n");
+    let before = sb.fingerprint();
+    sb.run(&["deploy"])
+        .code(3)
+        .says(".env is missing")
+        .says("create it");
+    assert_eq!(
+        sb.fingerprint(),
+        before,
+        "nothing may change before the deploy"
+    );
+
+    fs::create_dir_all(sb.deploy_to().join("shared")).unwrap();
+    fs::write(sb.deploy_to().join("shared/.env"), "SECRET=1\n").unwrap();
+    let id = sb.deploy();
+    let release = sb.deploy_to().join("releases").join(&id);
+    assert!(release.join(".env").is_symlink());
+    assert_eq!(
+        fs::read_to_string(release.join(".env")).unwrap(),
+        "SECRET=1\n"
+    );
+    assert!(release.join("log").is_symlink());
+    assert!(sb.deploy_to().join("shared/log").is_dir());
+    assert!(!release.join("log/committed.txt").exists());
+}
+
+#[test]
+fn a_directory_source_is_copied_as_it_is() {
+    let sb = Sandbox::new();
+    let dist = sb.path().join("dist");
+    fs::create_dir_all(dist.join("assets")).unwrap();
+    fs::write(dist.join("assets/app.js"), "js").unwrap();
+    std::os::unix::fs::symlink("assets/app.js", dist.join("latest.js")).unwrap();
+    sb.write_raw_config("deploy_to = \"deploy\"\n[source]\npath = \"dist\"\n");
+    let id = sb.deploy();
+    let release = sb.deploy_to().join("releases").join(&id);
+    assert_eq!(
+        fs::read_link(release.join("latest.js")).unwrap().to_str(),
+        Some("assets/app.js")
+    );
+    assert_eq!(fs::read_to_string(release.join("latest.js")).unwrap(), "js");
+}
+
+/// Regression: a deploy killed between creating the source mirror and
+/// configuring its fetch refspec left a mirror that looked initialised, and
+/// every later deploy failed with "main is not a branch".
+#[test]
+fn a_half_created_mirror_from_a_killed_deploy_is_repaired() {
+    let sb = Sandbox::new();
+    let mirror = sb.deploy_to().join(".shipit/repo.git");
+    fs::create_dir_all(&mirror).unwrap();
+    git(&mirror, &["init", "-q", "--bare"]);
+    sb.deploy();
+    assert_eq!(sb.served(), "v1\n");
+}

@@ -1,0 +1,12 @@
+//! shipit's integration tests: the built binary, real git repositories,
+//! real processes, per-test temp directories. One test binary (so cargo
+//! links once); modules by area.
+
+mod sandbox;
+
+mod bad_input;
+mod core;
+mod lock;
+mod prune;
+mod rollback;
+mod signals;

@@ -1,0 +1,61 @@
+//! SIGINT / SIGTERM before the swap: clean up, stop the hook's whole
+//! process group, release the lock, exit 130.
+
+use std::fs;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::sandbox::{Sandbox, dir_names, wait_until};
+
+fn interrupt_during_build(signal: Signal) {
+    let sb = Sandbox::new();
+    let first = sb.deploy();
+    let pidfile = sb.path().join("hook.pid");
+    sb.write_config(&format!(
+        "[hooks]\nbuild = [\"sleep 60 & echo $! > '{}'; wait\"]\n",
+        pidfile.display()
+    ));
+    let mut deploy = sb
+        .command(&["deploy"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the build hook to start", Duration::from_secs(20), || {
+        fs::read_to_string(&pidfile).is_ok_and(|t| t.ends_with('\n'))
+    });
+    let hook_pid: i32 = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    kill(Pid::from_raw(deploy.id() as i32), signal).unwrap();
+    let status = deploy.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "interrupted deploys exit 130");
+    let hook_alive = kill(Pid::from_raw(hook_pid), None).is_ok()
+        && !fs::read_to_string(format!("/proc/{hook_pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ");
+    if hook_alive {
+        let _ = kill(Pid::from_raw(hook_pid), Signal::SIGKILL);
+    }
+    assert!(!hook_alive, "the hook's child survived the interrupt");
+    assert_eq!(sb.current().unwrap(), first);
+    assert_eq!(sb.releases(), [first]);
+    assert!(dir_names(&sb.deploy_to().join(".shipit/staging")).is_empty());
+    assert_eq!(sb.history_json()[0]["outcome"], "interrupted");
+    // The lock was released.
+    sb.write_config("");
+    sb.run(&["deploy"]).ok();
+}
+
+#[test]
+fn sigterm_before_the_swap_cleans_up() {
+    interrupt_during_build(Signal::SIGTERM);
+}
+
+#[test]
+fn sigint_before_the_swap_cleans_up() {
+    interrupt_during_build(Signal::SIGINT);
+}
