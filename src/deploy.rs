@@ -93,11 +93,16 @@ pub fn run(ctx: &Ctx, req: &Request) -> Result<Outcome> {
     listing.require_no_foreign(layout)?;
     let current = store::require_sane_current(layout)?;
     let previous = current.id().cloned();
-    for leftover in store::clear_leftovers(layout)? {
-        ctx.ui.step(
-            "Cleaning",
-            format!("removed leftover {}", leftover.display()),
-        );
+    for (leftover, error) in store::clear_leftovers(layout) {
+        match error {
+            None => ctx.ui.step(
+                "Cleaning",
+                format!("removed leftover {}", leftover.display()),
+            ),
+            Some(e) => ctx
+                .ui
+                .warn(format!("{e} (it will be retried on the next deploy)")),
+        }
     }
 
     let mut event = Event::new("deploy", "ok");

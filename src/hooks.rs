@@ -24,6 +24,7 @@ use nix::unistd::Pid;
 
 use crate::error::{Error, Kind, Result};
 use crate::interrupt;
+use crate::procs;
 use crate::ui::Ui;
 
 /// How long to keep reading output after the hook's process has exited.
@@ -65,6 +66,7 @@ pub fn run(hook: &Hook, ui: &Ui, mut log: Option<&mut File>) -> Result<()> {
         )
         .stderr(writer)
         .process_group(0);
+    procs::die_with_shipit(&mut command);
     // Git's hook environment must not leak into the build (SPEC §6).
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("GIT_") {

@@ -8,7 +8,9 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use crate::layout::{Layout, ReleaseId};
 
@@ -57,6 +59,27 @@ pub fn releases_in_use(layout: &Layout) -> BTreeMap<ReleaseId, Vec<Proc>> {
         }
     }
     used
+}
+
+/// Make `command`'s process die when shipit dies, even by SIGKILL
+/// (prctl PR_SET_PDEATHSIG). Otherwise an orphaned `git fetch` or build
+/// keeps writing into a staging directory that the next deploy is clearing.
+/// The setting is not inherited by the child's own children, so a daemon
+/// that a reload hook starts is unaffected.
+pub fn die_with_shipit(command: &mut Command) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs between fork and exec and calls only
+    // async-signal-safe syscalls (prctl, getppid).
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+            // shipit may have died before the prctl took effect.
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::other("shipit exited"));
+            }
+            Ok(())
+        });
+    }
 }
 
 /// The release that `path` lies in, if any. A deleted cwd reads as

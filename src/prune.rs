@@ -90,7 +90,11 @@ pub fn run(ctx: &Ctx, keep: usize, dry_run: bool) -> Result<(Plan, Vec<ReleaseId
     if dry_run {
         return Ok((plan, Vec::new()));
     }
-    store::clear_leftovers(layout)?;
+    for (_, error) in store::clear_leftovers(layout) {
+        if let Some(e) = error {
+            ctx.ui.warn(e.to_string());
+        }
+    }
     let removed = apply(layout, &plan)?;
     Ok((plan, removed))
 }

@@ -289,26 +289,43 @@ pub fn remove_release(layout: &Layout, id: &ReleaseId) -> Result<()> {
 
 /// Delete leftovers of interrupted runs: trash, and staging directories of
 /// builds that are not running (callers hold the deploy lock, so none is).
-pub fn clear_leftovers(layout: &Layout) -> Result<Vec<PathBuf>> {
-    let mut cleared = Vec::new();
+/// Best effort: a leftover that cannot be removed now (a process killed with
+/// its parent may still be exiting) is reported and retried next time; it
+/// never fails the command.
+pub fn clear_leftovers(layout: &Layout) -> Vec<(PathBuf, Option<Error>)> {
+    let mut report = Vec::new();
     for dir in [layout.staging_dir(), layout.trash()] {
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io("could not list", &dir, e)),
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
         };
-        for entry in entries {
-            let path = entry.with_path("could not list", &dir)?.path();
-            let result = if path.is_dir() && !path.is_symlink() {
-                fs::remove_dir_all(&path)
-            } else {
-                fs::remove_file(&path)
-            };
-            result.with_path("could not delete leftover", &path)?;
-            cleared.push(path);
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let error = remove_with_retries(&path)
+                .err()
+                .map(|e| Error::io("could not delete leftover", &path, e));
+            report.push((path, error));
         }
     }
-    Ok(cleared)
+    report
+}
+
+fn remove_with_retries(path: &Path) -> io::Result<()> {
+    let mut attempt = 0;
+    loop {
+        let result = if path.is_dir() && !path.is_symlink() {
+            fs::remove_dir_all(path)
+        } else {
+            fs::remove_file(path)
+        };
+        match result {
+            Err(e) if e.kind() != io::ErrorKind::NotFound && attempt < 10 => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            other => return other,
+        }
+    }
 }
 
 /// Ensure the directories a mutating command needs exist.

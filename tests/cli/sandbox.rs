@@ -273,9 +273,10 @@ pub fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) 
     panic!("timed out after {limit:?} waiting for {what}");
 }
 
-/// Kill a process we started, by pid, and reap nothing (not our child).
+/// SIGKILL a process we started, by pid (harmless if it already exited).
 pub fn kill(pid: u32) {
-    let _ = Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
 }

@@ -1,0 +1,244 @@
+//! Benchmarks that print figures (they assert nothing): `cargo bench --bench core`.
+//!
+//! - rollback: wall time of `shipit rollback` between two releases
+//! - large deploy: a generated repository of 10,000 files (~100 MB), deployed
+//!   with no build hook, next to `git archive | tar -x` of the same tree
+//! - many releases: `shipit releases --json` and `shipit prune --dry-run`
+//!   with 1,000 releases
+//!
+//! `SHIPIT_BENCH_SMALL=1` divides the sizes by ten.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SHIPIT: &str = env!("CARGO_BIN_EXE_shipit");
+
+fn small() -> bool {
+    std::env::var_os("SHIPIT_BENCH_SMALL").is_some()
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let ok = Command::new("git")
+        .args([
+            "-c",
+            "user.name=Bench",
+            "-c",
+            "user.email=bench@example.invalid",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .stdout(Stdio::null())
+        .status()
+        .expect("git runs")
+        .success();
+    assert!(ok, "git {args:?} failed");
+}
+
+fn shipit(dir: &Path, args: &[&str]) -> Duration {
+    let start = Instant::now();
+    let out = Command::new(SHIPIT)
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("shipit runs");
+    let took = start.elapsed();
+    assert!(
+        out.status.success(),
+        "shipit {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
+}
+
+fn project(root: &Path, keep: usize) -> std::path::PathBuf {
+    let dir = root.to_path_buf();
+    fs::create_dir_all(dir.join("app")).unwrap();
+    git(&dir.join("app"), &["init", "-q", "-b", "main"]);
+    fs::write(
+        dir.join("shipit.toml"),
+        format!("deploy_to = \"deploy\"\nkeep_releases = {keep}\n[source]\ngit = \"app\"\n"),
+    )
+    .unwrap();
+    dir
+}
+
+fn commit_all(dir: &Path, message: &str) {
+    git(&dir.join("app"), &["add", "-A"]);
+    git(&dir.join("app"), &["commit", "-q", "-m", message]);
+}
+
+struct Stats(Vec<Duration>);
+
+impl Stats {
+    fn show(&mut self) -> String {
+        self.0.sort();
+        let n = self.0.len();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        format!(
+            "min {:.1} ms, median {:.1} ms, p90 {:.1} ms, max {:.1} ms ({n} runs)",
+            ms(self.0[0]),
+            ms(self.0[n / 2]),
+            ms(self.0[(n * 9 / 10).min(n - 1)]),
+            ms(self.0[n - 1])
+        )
+    }
+}
+
+fn bench_rollback(root: &Path) {
+    let dir = project(&root.join("rollback"), 5);
+    fs::write(dir.join("app/index.html"), "v1").unwrap();
+    commit_all(&dir, "v1");
+    shipit(&dir, &["deploy", "-q"]);
+    fs::write(dir.join("app/index.html"), "v2").unwrap();
+    commit_all(&dir, "v2");
+    shipit(&dir, &["deploy", "-q"]);
+    let ids: Vec<String> = {
+        let mut v: Vec<String> = fs::read_dir(dir.join("deploy/releases"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    let mut times = Vec::new();
+    for i in 0..40 {
+        let to = &ids[i % 2];
+        times.push(shipit(&dir, &["rollback", "-q", "--to", to]));
+    }
+    println!("rollback between two releases: {}", Stats(times).show());
+}
+
+/// Deterministic incompressible bytes (xorshift), so git cannot shrink them.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn bench_large_deploy(root: &Path) {
+    let files = if small() { 1_000 } else { 10_000 };
+    let dir = project(&root.join("large"), 3);
+    let start = Instant::now();
+    for i in 0..files {
+        let sub = dir.join(format!("app/d{:03}", i % 100));
+        fs::create_dir_all(&sub).unwrap();
+        fs::write(
+            sub.join(format!("f{i:05}.bin")),
+            noise(i as u64 + 1, 10 * 1024),
+        )
+        .unwrap();
+    }
+    commit_all(&dir, "large tree");
+    println!(
+        "large tree: {files} files, {} MB, generated and committed in {:.1} s",
+        files * 10 / 1024,
+        start.elapsed().as_secs_f64()
+    );
+
+    let mut baseline = Vec::new();
+    for n in 0..3 {
+        let out = root.join(format!("archive-{n}"));
+        fs::create_dir_all(&out).unwrap();
+        let start = Instant::now();
+        let ok = Command::new("sh")
+            .args([
+                "-c",
+                "git -C \"$1\" archive --format=tar HEAD | tar -x -f - -C \"$2\"",
+                "sh",
+            ])
+            .arg(dir.join("app"))
+            .arg(&out)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        baseline.push(start.elapsed());
+        fs::remove_dir_all(&out).unwrap();
+    }
+    let cold = shipit(&dir, &["deploy", "-q"]);
+    let mut warm = Vec::new();
+    for n in 0..3 {
+        fs::write(dir.join("app/changed.txt"), format!("{n}")).unwrap();
+        commit_all(&dir, "one change");
+        warm.push(shipit(&dir, &["deploy", "-q"]));
+    }
+    let mut b = Stats(baseline);
+    let mut w = Stats(warm);
+    println!("  git archive | tar -x:            {}", b.show());
+    println!(
+        "  shipit deploy, first (clones the mirror): {:.1} ms",
+        cold.as_secs_f64() * 1000.0
+    );
+    println!(
+        "  shipit deploy, next (fetch + export + swap + prune): {}",
+        w.show()
+    );
+}
+
+fn bench_many_releases(root: &Path) {
+    let count = if small() { 100 } else { 1_000 };
+    let dir = project(&root.join("many"), 5);
+    fs::write(dir.join("app/index.html"), "v1").unwrap();
+    commit_all(&dir, "v1");
+    shipit(&dir, &["deploy", "-q"]);
+    let releases = dir.join("deploy/releases");
+    let first: String = fs::read_dir(&releases)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name()
+        .into_string()
+        .unwrap();
+    let meta = fs::read_to_string(releases.join(&first).join(".shipit-release.json")).unwrap();
+    // Fabricate older releases: one a minute before the real one.
+    let base = chrono::NaiveDateTime::parse_from_str(&first, "%Y%m%d%H%M%S").unwrap();
+    for i in 1..count {
+        let id = (base - chrono::TimeDelta::minutes(i as i64))
+            .format("%Y%m%d%H%M%S")
+            .to_string();
+        let d = releases.join(&id);
+        fs::create_dir(&d).unwrap();
+        fs::write(d.join("index.html"), "old").unwrap();
+        fs::write(d.join(".shipit-release.json"), meta.replace(&first, &id)).unwrap();
+    }
+    let mut list = Vec::new();
+    let mut plan = Vec::new();
+    for _ in 0..10 {
+        list.push(shipit(&dir, &["releases", "--json"]));
+        plan.push(shipit(&dir, &["prune", "--dry-run", "--json"]));
+    }
+    println!("{count} releases:");
+    println!("  shipit releases --json:  {}", Stats(list).show());
+    println!("  shipit prune --dry-run:  {}", Stats(plan).show());
+    let removal = shipit(&dir, &["prune", "-q"]);
+    println!(
+        "  shipit prune (removes {}): {:.1} ms",
+        count - 5,
+        removal.as_secs_f64() * 1000.0
+    );
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` would pass other
+    // flags: run only under `cargo bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    bench_rollback(root.path());
+    bench_many_releases(root.path());
+    bench_large_deploy(root.path());
+}
