@@ -34,6 +34,8 @@ pub enum Command {
     Prune(PruneArgs),
     /// Show the audit log, newest first
     History(HistoryArgs),
+    /// Show the live release, probe its health now, and the last deploy's outcome
+    Status(StatusArgs),
 }
 
 /// `--wait[=DURATION]`: queue behind a running command instead of failing.
@@ -126,6 +128,13 @@ pub struct HistoryArgs {
     pub limit: Option<usize>,
 
     /// Print JSON on stdout (an array, newest first)
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON on stdout (schema in the README)
     #[arg(long)]
     pub json: bool,
 }

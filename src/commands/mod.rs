@@ -6,6 +6,7 @@ mod history;
 mod prune;
 mod releases;
 mod rollback;
+mod status;
 
 use std::time::Duration;
 
@@ -27,6 +28,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Releases(args) => releases::run(&load()?, &args),
         Command::Prune(args) => prune::run(&load()?, &args),
         Command::History(args) => history::run(&load()?, &args),
+        Command::Status(args) => status::run(&load()?, &args),
     }
 }
 

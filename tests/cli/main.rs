@@ -6,6 +6,7 @@ mod sandbox;
 
 mod bad_input;
 mod core;
+mod gate;
 mod lock;
 mod prune;
 mod rollback;

@@ -280,3 +280,98 @@ pub fn kill(pid: u32) {
         nix::sys::signal::Signal::SIGKILL,
     );
 }
+
+/// The fixture HTTP server of the health-gate tests, started and restarted
+/// by the reload hook; stopped by pid when this guard drops.
+pub struct Server {
+    pub port: u16,
+    pub pidfile: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            kill(pid);
+        }
+    }
+}
+
+impl Server {
+    pub fn pid(&self) -> Option<u32> {
+        fs::read_to_string(&self.pidfile).ok()?.trim().parse().ok()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/healthz", self.port)
+    }
+
+    /// One GET: (status, body), or None if nothing answers.
+    pub fn get(&self) -> Option<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        let status = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        Some((status, body))
+    }
+}
+
+impl Sandbox {
+    /// Config with a reload hook that (re)starts the fixture server from the
+    /// live release, and a health gate that demands the live release's id.
+    /// `health` adds keys to `[health]`; `top` adds top-level keys.
+    pub fn with_server(&self, top: &str, health: &str) -> Server {
+        require_python();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let root = self.path().display().to_string();
+        fs::write(
+            self.path().join("server.py"),
+            include_str!("fixtures/server.py"),
+        )
+        .unwrap();
+        let restart = include_str!("fixtures/restart.sh")
+            .replace("@SANDBOX@", &root)
+            .replace("@PORT@", &port.to_string());
+        fs::write(self.path().join("restart.sh"), restart).unwrap();
+        let server = Server {
+            port,
+            pidfile: self.path().join("server.pid"),
+        };
+        self.write_config(&format!(
+            "{top}\n[hooks]\nreload = \"sh '{root}/restart.sh'\"\nreload_timeout = \"20s\"\n\n\
+             [health]\nurl = \"{}\"\ninterval = \"100ms\"\nrequest_timeout = \"1s\"\n\
+             expect_body = \"release={{release}}\"\n{health}\n",
+            server.url()
+        ));
+        server
+    }
+
+    /// Delete `file` from the app repo and commit.
+    pub fn remove(&self, file: &str) {
+        git(&self.repo(), &["rm", "-q", file]);
+        git(
+            &self.repo(),
+            &["commit", "-q", "-m", &format!("remove {file}")],
+        );
+    }
+}
+
+fn require_python() {
+    let found = Command::new("python3")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "the health-gate tests run a real HTTP server with python3, which is missing: \
+         install it (apt-get install python3; .ci/run does this)"
+    );
+}

@@ -1,0 +1,93 @@
+//! `shipit status`: what is live, is it healthy right now, how did the last
+//! deploy end. Read-only: never takes the lock, so it answers even while a
+//! deploy runs.
+
+use serde_json::{Value, json};
+
+use crate::cli::StatusArgs;
+use crate::context::Ctx;
+use crate::error::Result;
+use crate::health;
+use crate::history;
+use crate::layout::Layout;
+use crate::store;
+use crate::ui;
+
+pub fn run(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
+    let current = store::read_current(&ctx.layout)?;
+    let meta = match current.id() {
+        Some(id) => store::read_metadata(&ctx.layout, id)?,
+        None => None,
+    };
+    let probe = ctx.config.health.as_ref().map(|h| {
+        let body = h.expect_body.as_deref().map(|t| {
+            health::expected_body(
+                t,
+                current.id().map(|i| i.as_str()).unwrap_or(""),
+                meta.as_ref().and_then(|m| m.revision.as_deref()),
+            )
+        });
+        let agent = health::agent(h.request_timeout);
+        (
+            h.url.clone(),
+            health::probe(&agent, &h.url, h.expect_status, body.as_deref()),
+        )
+    });
+    let events = history::read(&ctx.layout)?;
+    let last_deploy = events.iter().rev().find(|e| e.event == "deploy");
+
+    if args.json {
+        let health = match &probe {
+            Some((url, o)) => json!({"url": url, "passed": o.passed, "detail": o.detail}),
+            None => Value::Null,
+        };
+        let _ = ui::out_json(&json!({
+            "current": current.id(),
+            "live": current.describe(),
+            "revision": meta.as_ref().and_then(|m| m.revision.clone()),
+            "branch": meta.as_ref().and_then(|m| m.branch.clone()),
+            "status": meta.as_ref().map(|m| m.status.as_str()),
+            "health": health,
+            "last_deploy": last_deploy,
+        }));
+        return Ok(());
+    }
+    let mut text = format!("live:         {}\n", current.describe());
+    if let Some(m) = &meta {
+        text.push_str(&format!(
+            "revision:     {} ({})\n",
+            m.revision.as_deref().unwrap_or("-"),
+            m.branch.as_deref().unwrap_or("-")
+        ));
+        text.push_str(&format!(
+            "deployed:     {} by {}\n",
+            m.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            m.deployed_by
+        ));
+    }
+    match &probe {
+        Some((url, o)) => {
+            let verdict = if o.passed { "healthy" } else { "UNHEALTHY" };
+            text.push_str(&format!(
+                "health:       {verdict}: {url} answered {}\n",
+                o.detail
+            ));
+        }
+        None => text.push_str("health:       no [health] configured\n"),
+    }
+    match last_deploy {
+        Some(e) => text.push_str(&format!(
+            "last deploy:  {} {} at {}{}\n",
+            e.outcome,
+            e.release.as_ref().map(Layout::display).unwrap_or_default(),
+            e.time.format("%Y-%m-%d %H:%M:%S UTC"),
+            e.message
+                .as_ref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        )),
+        None => text.push_str("last deploy:  none recorded\n"),
+    }
+    let _ = ui::out(&text);
+    Ok(())
+}
