@@ -274,3 +274,23 @@ fn status_reports_the_live_release_its_health_and_the_last_deploy() {
     sb.run(&["status"]).ok();
     assert!(sb.run(&["status"]).stdout.contains("UNHEALTHY"));
 }
+
+#[test]
+fn the_probe_ignores_proxy_settings() {
+    let sb = Sandbox::new();
+    let server = sb.with_server("", "timeout = \"5s\"");
+    // A proxy that does not exist: a probe sent there would fail.
+    let out = sb
+        .command(&["deploy"])
+        .env("http_proxy", "http://127.0.0.1:9")
+        .env("HTTP_PROXY", "http://127.0.0.1:9")
+        .env("ALL_PROXY", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(server.get().unwrap().0, 200);
+}
