@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::githook::Mode;
+
 /// Zero-downtime release-directory deploys: build each release into
 /// releases/<id>, swap `current` atomically, reload, gate on health, roll
 /// back automatically, prune old releases.
@@ -36,6 +38,8 @@ pub enum Command {
     History(HistoryArgs),
     /// Show the live release, probe its health now, and the last deploy's outcome
     Status(StatusArgs),
+    /// Push to deploy: install or run the git hook
+    Hook(HookArgs),
 }
 
 /// `--wait[=DURATION]`: queue behind a running command instead of failing.
@@ -137,4 +141,42 @@ pub struct StatusArgs {
     /// Print JSON on stdout (schema in the README)
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HookArgs {
+    #[command(subcommand)]
+    pub action: HookAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HookAction {
+    /// Write the push-to-deploy hook into a git repository
+    Install {
+        /// The repository that receives the pushes (bare or not)
+        #[arg(long, value_name = "DIR")]
+        git_dir: PathBuf,
+        /// post-receive: deploy after the push lands; pre-receive: deploy
+        /// first and reject the push if the deploy fails
+        #[arg(long, value_enum, default_value = "post-receive")]
+        mode: Mode,
+        /// Branch whose pushes deploy [default: source.branch]
+        #[arg(long, value_name = "NAME")]
+        branch: Option<String>,
+        /// Replace a hook that shipit did not write (it is kept as a backup)
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run as git's post-receive hook (reads the push from stdin)
+    PostReceive {
+        /// Branch whose pushes deploy [default: source.branch]
+        #[arg(long, value_name = "NAME")]
+        branch: Option<String>,
+    },
+    /// Run as git's pre-receive hook: a failed deploy rejects the push
+    PreReceive {
+        /// Branch whose pushes deploy [default: source.branch]
+        #[arg(long, value_name = "NAME")]
+        branch: Option<String>,
+    },
 }

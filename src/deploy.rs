@@ -34,6 +34,11 @@ use crate::whoami;
 pub struct Request {
     pub reference: Option<String>,
     pub no_rollback: bool,
+    /// Push to deploy: read the revision from this repository, with the
+    /// git hook's environment (see [`source::Origin::PushedRepo`]).
+    pub pushed_repo: Option<std::path::PathBuf>,
+    /// The branch to record (a push deploys a sha of this branch).
+    pub branch: Option<String>,
 }
 
 #[derive(Debug)]
@@ -193,10 +198,19 @@ fn build_and_publish(
     event: &mut Event,
 ) -> Result<(ReleaseId, Resolved)> {
     let layout = &ctx.layout;
-    if let Some(git) = &ctx.config.source.git {
-        ctx.ui.step("Fetching", git);
+    match (&req.pushed_repo, &ctx.config.source.git) {
+        (Some(repo), _) => ctx
+            .ui
+            .step("Reading", format!("the push to {}", repo.display())),
+        (None, Some(git)) => ctx.ui.step("Fetching", git),
+        (None, None) => {}
     }
-    let resolved = source::resolve(&ctx.config, layout, req.reference.as_deref())?;
+    let wanted = source::Wanted {
+        reference: req.reference.as_deref(),
+        pushed_repo: req.pushed_repo.as_deref(),
+        branch: req.branch.as_deref(),
+    };
+    let resolved = source::resolve(&ctx.config, layout, &wanted)?;
     event.revision = resolved.revision.clone();
     event.branch = resolved.branch.clone();
     interrupt::check()?;

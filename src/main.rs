@@ -8,6 +8,7 @@ mod context;
 mod deploy;
 mod error;
 mod fsutil;
+mod githook;
 mod health;
 mod history;
 mod hooks;

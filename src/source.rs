@@ -35,6 +35,34 @@ pub struct Resolved {
     pub branch: Option<String>,
     /// Where it came from (repository or directory), for metadata.
     pub source: String,
+    /// Where to export it from.
+    pub origin: Origin,
+}
+
+#[derive(Clone, Debug)]
+pub enum Origin {
+    /// The bare mirror under `.shipit/repo.git`.
+    Mirror,
+    /// A repository being pushed to, read from inside its git hook. In a
+    /// pre-receive hook the pushed objects are quarantined: git shows them
+    /// only to commands that run with the hook's own environment
+    /// (`GIT_OBJECT_DIRECTORY`, `GIT_ALTERNATE_OBJECT_DIRECTORIES`), so
+    /// these commands keep it, and name the repository explicitly.
+    PushedRepo(PathBuf),
+    /// A directory source.
+    Directory,
+}
+
+/// What a deploy asks for.
+pub struct Wanted<'a> {
+    /// Branch, tag or sha; `None` means `source.branch`.
+    pub reference: Option<&'a str>,
+    /// Read the revision from this repository with the hook environment
+    /// (push to deploy) instead of the mirror.
+    pub pushed_repo: Option<&'a Path>,
+    /// The branch to record instead of the reference (a push deploys a sha
+    /// but is a deploy of its branch).
+    pub branch: Option<&'a str>,
 }
 
 /// Reject refs that git could take for an option or that cannot be a
@@ -120,7 +148,7 @@ fn run(expr: Expression, what: &str) -> Result<String> {
 }
 
 /// Update the mirror (git) and decide exactly what to deploy.
-pub fn resolve(config: &Config, layout: &Layout, reference: Option<&str>) -> Result<Resolved> {
+pub fn resolve(config: &Config, layout: &Layout, wanted: &Wanted) -> Result<Resolved> {
     if let Some(dir) = &config.source.path {
         if !dir.is_dir() {
             return Err(
@@ -132,6 +160,7 @@ pub fn resolve(config: &Config, layout: &Layout, reference: Option<&str>) -> Res
             revision: None,
             branch: None,
             source: dir.display().to_string(),
+            origin: Origin::Directory,
         });
     }
     let url = config
@@ -139,11 +168,22 @@ pub fn resolve(config: &Config, layout: &Layout, reference: Option<&str>) -> Res
         .git
         .as_deref()
         .expect("validated: git or path");
-    let wanted = reference.unwrap_or(&config.source.branch);
-    check_ref(wanted)?;
+    let reference = wanted.reference.unwrap_or(&config.source.branch);
+    check_ref(reference)?;
+    let branch = wanted.branch.unwrap_or(reference).to_string();
+    if let Some(repo) = wanted.pushed_repo {
+        let revision = resolve_rev(|args| in_pushed_repo(repo, args), reference)?;
+        return Ok(Resolved {
+            revision: Some(revision),
+            branch: Some(branch),
+            source: repo.display().to_string(),
+            origin: Origin::PushedRepo(repo.to_path_buf()),
+        });
+    }
     fetch_mirror(url, layout)?;
-    let revision = resolve_rev(&layout.mirror(), wanted).map_err(|e| {
-        let hint = if reference.is_some() {
+    let mirror = layout.mirror();
+    let revision = resolve_rev(|args| git(&mirror, args), reference).map_err(|e| {
+        let hint = if wanted.reference.is_some() {
             format!("check the ref: `git ls-remote {url}` lists branches and tags")
         } else {
             format!(
@@ -155,9 +195,25 @@ pub fn resolve(config: &Config, layout: &Layout, reference: Option<&str>) -> Res
     })?;
     Ok(Resolved {
         revision: Some(revision),
-        branch: Some(wanted.to_string()),
+        branch: Some(branch),
         source: url.to_string(),
+        origin: Origin::Mirror,
     })
+}
+
+/// A git command on the repository a hook runs for, keeping the hook's
+/// environment (see [`Origin::PushedRepo`]).
+fn in_pushed_repo(repo: &Path, args: &[&str]) -> Expression {
+    let mut argv = vec![format!("--git-dir={}", repo.display())];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    cmd("git", argv)
+        .env("GIT_DIR", repo)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin_null()
+        .before_spawn(|command| {
+            procs::die_with_shipit(command);
+            Ok(())
+        })
 }
 
 fn fetch_mirror(url: &str, layout: &Layout) -> Result<()> {
@@ -215,26 +271,21 @@ fn fetch_mirror(url: &str, layout: &Layout) -> Result<()> {
     Ok(())
 }
 
-/// Resolve `wanted` (branch, tag, sha) to a full commit sha. A branch name
-/// wins over a tag of the same name, as a deploy of "main" means the branch.
-fn resolve_rev(mirror: &Path, wanted: &str) -> Result<String> {
+/// Resolve `wanted` (branch, tag, sha) to a full commit sha with `git`
+/// (which builds a git command aimed at the right repository). A branch
+/// name wins over a tag of the same name: a deploy of "main" means the branch.
+fn resolve_rev(git: impl Fn(&[&str]) -> Expression, wanted: &str) -> Result<String> {
     let branch = format!("refs/heads/{wanted}^{{commit}}");
     let any = format!("{wanted}^{{commit}}");
     for candidate in [&branch, &any] {
-        let found = run(
-            git(
-                mirror,
-                &[
-                    "rev-parse",
-                    "--verify",
-                    "--quiet",
-                    "--end-of-options",
-                    candidate,
-                ],
-            ),
-            "resolve the ref",
-        );
-        if let Ok(sha) = found
+        let args = [
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "--end-of-options",
+            candidate,
+        ];
+        if let Ok(sha) = run(git(&args), "resolve the ref")
             && !sha.is_empty()
         {
             return Ok(sha);
@@ -249,7 +300,11 @@ fn resolve_rev(mirror: &Path, wanted: &str) -> Result<String> {
 pub fn export(config: &Config, layout: &Layout, resolved: &Resolved, dest: &Path) -> Result<()> {
     match &resolved.revision {
         Some(sha) => {
-            let archive = git(&layout.mirror(), &["archive", "--format=tar", sha]);
+            let args = ["archive", "--format=tar", sha.as_str()];
+            let archive = match &resolved.origin {
+                Origin::PushedRepo(repo) => in_pushed_repo(repo, &args),
+                _ => git(&layout.mirror(), &args),
+            };
             let dest_arg = dest.display().to_string();
             let untar = cmd!("tar", "-x", "--no-same-owner", "-f", "-", "-C", dest_arg);
             run(archive.pipe(untar), &format!("export revision {sha}"))?;

@@ -11,6 +11,8 @@ pub fn run(ctx: &Ctx, args: &DeployArgs) -> Result<()> {
     let req = Request {
         reference: args.reference.clone(),
         no_rollback: args.no_rollback,
+        pushed_repo: None,
+        branch: None,
     };
     let wait = super::wait_for(&args.wait, &ctx.config)?;
     deploy::preflight(ctx, &req)?;

@@ -3,6 +3,7 @@
 
 mod deploy;
 mod history;
+mod hook;
 mod prune;
 mod releases;
 mod rollback;
@@ -29,6 +30,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Prune(args) => prune::run(&load()?, &args),
         Command::History(args) => history::run(&load()?, &args),
         Command::Status(args) => status::run(&load()?, &args),
+        Command::Hook(args) => hook::run(&load()?, args),
     }
 }
 
@@ -45,7 +47,7 @@ fn wait_for(arg: &WaitArg, config: &Config) -> Result<Option<Duration>> {
 
 /// Everything a mutating command does first: route signals to the flag,
 /// create the deploy directory's skeleton, take the lock.
-fn begin_mutation(ctx: &Ctx, wait: Option<Duration>) -> Result<Lock> {
+pub fn begin_mutation(ctx: &Ctx, wait: Option<Duration>) -> Result<Lock> {
     interrupt::install();
     store::ensure_dirs(&ctx.layout).map_err(|e| {
         e.in_phase(Kind::Usage).hint(format!(

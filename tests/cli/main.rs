@@ -9,5 +9,6 @@ mod core;
 mod gate;
 mod lock;
 mod prune;
+mod push;
 mod rollback;
 mod signals;

@@ -1,0 +1,70 @@
+use crate::cli::{HookAction, HookArgs};
+use crate::context::Ctx;
+use crate::error::Result;
+use crate::githook::{self, Mode};
+use crate::layout::Layout;
+
+pub fn run(ctx: &Ctx, args: HookArgs) -> Result<()> {
+    let (mode, branch) = match args.action {
+        HookAction::Install {
+            git_dir,
+            mode,
+            branch,
+            force,
+        } => {
+            let installed =
+                githook::install(&git_dir, mode, &ctx.config.file, branch.as_deref(), force)?;
+            if let Some(backup) = &installed.backup {
+                ctx.ui.step(
+                    "Saved",
+                    format!("the previous hook as {}", backup.display()),
+                );
+            }
+            if let Some(other) = &installed.removed_other {
+                ctx.ui.step(
+                    "Removed",
+                    format!("shipit's other hook {}", other.display()),
+                );
+            }
+            ctx.ui
+                .step("Installed", installed.path.display().to_string());
+            warn_if_other_source(ctx, &git_dir, mode);
+            return Ok(());
+        }
+        HookAction::PostReceive { branch } => (Mode::PostReceive, branch),
+        HookAction::PreReceive { branch } => (Mode::PreReceive, branch),
+    };
+    if let Some(outcome) = githook::run(ctx, mode, branch.as_deref())? {
+        ctx.ui.step(
+            "Deployed",
+            format!(
+                "{} ({}) in {:.1}s",
+                Layout::display(&outcome.release),
+                super::short(outcome.revision.as_deref()),
+                outcome.duration.as_secs_f64()
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// A post-receive deploy fetches `source.git`; if that is not the repository
+/// being pushed to, the pushed revision may not be there.
+fn warn_if_other_source(ctx: &Ctx, git_dir: &std::path::Path, mode: Mode) {
+    if mode != Mode::PostReceive {
+        return;
+    }
+    let same = ctx.config.source.git.as_deref().is_some_and(|g| {
+        let a = std::fs::canonicalize(g).ok();
+        let b = std::fs::canonicalize(git_dir).ok();
+        a.is_some() && a == b
+    });
+    if !same {
+        ctx.ui.warn(format!(
+            "source.git in {} is not {}: post-receive deploys fetch source.git, so point it at the \
+             repository that receives the pushes",
+            ctx.config.file.display(),
+            git_dir.display()
+        ));
+    }
+}

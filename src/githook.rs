@@ -1,0 +1,308 @@
+//! Push to deploy: install the git hook, and run it (SPEC §6).
+//!
+//! The hook reads `<old> <new> <ref>` lines and deploys the pushed revision
+//! of one branch, once; other refs and deletions deploy nothing. In
+//! post-receive mode the push has already landed and the deploy goes through
+//! the usual mirror (with git's hook variables removed). In pre-receive mode
+//! the deploy runs before git updates the ref and reads the pushed objects
+//! from quarantine through the hook's own environment; a failed deploy makes
+//! the hook fail, which rejects the push.
+//!
+//! The installed script is a template with shell-quoted values: paths and
+//! branch names never reach the shell unquoted.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use clap::ValueEnum;
+
+use crate::context::Ctx;
+use crate::deploy::{self, Outcome, Request};
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+use crate::source;
+
+const TEMPLATE: &str = include_str!("../templates/git-hook.sh");
+const MARKER: &str = "# shipit-hook:";
+/// Most stdin a hook will read (a push of thousands of refs is far less).
+const STDIN_LIMIT: u64 = 1024 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Deploy after the push has landed (the push succeeds either way)
+    PostReceive,
+    /// Deploy before the push lands; a failed deploy rejects the push
+    PreReceive,
+}
+
+impl Mode {
+    pub fn hook_name(self) -> &'static str {
+        match self {
+            Mode::PostReceive => "post-receive",
+            Mode::PreReceive => "pre-receive",
+        }
+    }
+
+    fn other(self) -> Mode {
+        match self {
+            Mode::PostReceive => Mode::PreReceive,
+            Mode::PreReceive => Mode::PostReceive,
+        }
+    }
+}
+
+/// What a push did to the deploy branch.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Push {
+    Deploy { old: String, new: String },
+    Deleted,
+    Untouched,
+}
+
+fn is_zero(sha: &str) -> bool {
+    !sha.is_empty() && sha.bytes().all(|b| b == b'0')
+}
+
+/// Read git's `<old> <new> <ref>` lines for `branch`.
+pub fn parse(input: &str, branch: &str) -> Push {
+    let wanted = format!("refs/heads/{branch}");
+    let mut result = Push::Untouched;
+    for line in input.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(old), Some(new), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        if name != wanted {
+            continue;
+        }
+        result = if is_zero(new) {
+            Push::Deleted
+        } else {
+            Push::Deploy {
+                old: old.to_string(),
+                new: new.to_string(),
+            }
+        };
+    }
+    result
+}
+
+/// Quote `text` for a POSIX shell: single quotes, with `'` as `'\''`.
+pub fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+/// The hook script for these values.
+pub fn render(mode: Mode, shipit: &Path, config: &Path, branch: Option<&str>) -> String {
+    let branch = branch
+        .map(|b| format!(" --branch {}", shell_quote(b)))
+        .unwrap_or_default();
+    TEMPLATE
+        .replace("@MODE@", mode.hook_name())
+        .replace("@SHIPIT@", &shell_quote(&shipit.display().to_string()))
+        .replace("@CONFIG@", &shell_quote(&config.display().to_string()))
+        .replace("@BRANCH@", &branch)
+}
+
+pub struct Installed {
+    pub path: PathBuf,
+    pub backup: Option<PathBuf>,
+    pub removed_other: Option<PathBuf>,
+}
+
+/// The hooks directory of a bare or non-bare repository.
+fn hooks_dir(git_dir: &Path) -> Result<PathBuf> {
+    if git_dir.join("HEAD").is_file() {
+        return Ok(git_dir.join("hooks"));
+    }
+    if git_dir.join(".git/HEAD").is_file() {
+        return Ok(git_dir.join(".git/hooks"));
+    }
+    Err(
+        Error::usage(format!("{} is not a git repository", git_dir.display())).hint(
+            "pass the repository that receives the pushes, e.g. --git-dir /srv/git/myapp.git",
+        ),
+    )
+}
+
+fn is_ours(path: &Path) -> bool {
+    fs::read_to_string(path).is_ok_and(|t| t.contains(MARKER))
+}
+
+pub fn install(
+    git_dir: &Path,
+    mode: Mode,
+    config: &Path,
+    branch: Option<&str>,
+    force: bool,
+) -> Result<Installed> {
+    if let Some(b) = branch {
+        source::check_ref(b)?;
+    }
+    let hooks = hooks_dir(git_dir)?;
+    let path = hooks.join(mode.hook_name());
+    let mut backup = None;
+    if path.exists() && !is_ours(&path) {
+        if !force {
+            return Err(Error::usage(format!(
+                "{} exists and was not written by shipit",
+                path.display()
+            ))
+            .hint("pass --force to replace it (it is kept as a backup next to it)"));
+        }
+        let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S");
+        let saved = hooks.join(format!("{}.before-shipit-{stamp}", mode.hook_name()));
+        fs::rename(&path, &saved).with_path("could not back up", &path)?;
+        backup = Some(saved);
+    }
+    let shipit = std::env::current_exe()
+        .and_then(fs::canonicalize)
+        .map_err(|e| Error::internal("could not find the shipit binary").cause(e))?;
+    fs::create_dir_all(&hooks).with_path("could not create", &hooks)?;
+    let script = render(mode, &shipit, config, branch);
+    fsutil::atomic_write(&path, script.as_bytes()).with_path("could not write", &path)?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+        .with_path("could not make executable", &path)?;
+    // One deploy per push: a shipit hook of the other mode would deploy twice.
+    let other = hooks.join(mode.other().hook_name());
+    let removed_other = if is_ours(&other) {
+        fs::remove_file(&other).with_path("could not remove", &other)?;
+        Some(other)
+    } else {
+        None
+    };
+    Ok(Installed {
+        path,
+        backup,
+        removed_other,
+    })
+}
+
+/// Run as the git hook: read the push from stdin and deploy it if it
+/// touched the branch. `Ok(None)`: nothing to deploy.
+pub fn run(ctx: &Ctx, mode: Mode, branch: Option<&str>) -> Result<Option<Outcome>> {
+    let branch = branch.unwrap_or(&ctx.config.source.branch).to_string();
+    source::check_ref(&branch)?;
+    let mut input = String::new();
+    std::io::stdin()
+        .take(STDIN_LIMIT)
+        .read_to_string(&mut input)
+        .map_err(|e| Error::usage("could not read the push from stdin").cause(e))?;
+    let new = match parse(&input, &branch) {
+        Push::Untouched => {
+            ctx.ui.step(
+                "Skipping",
+                format!("the push did not touch {branch}: nothing to deploy"),
+            );
+            return Ok(None);
+        }
+        Push::Deleted => {
+            ctx.ui.warn(format!(
+                "{branch} was deleted; nothing was deployed and the live release is unchanged"
+            ));
+            return Ok(None);
+        }
+        Push::Deploy { old, new } => {
+            let from = if is_zero(&old) {
+                "a new branch".to_string()
+            } else {
+                old[..old.len().min(10)].to_string()
+            };
+            ctx.ui.step(
+                "Received",
+                format!("{branch}: {from} -> {}", &new[..new.len().min(10)]),
+            );
+            new
+        }
+    };
+    let pushed_repo = match mode {
+        Mode::PostReceive => None,
+        Mode::PreReceive => {
+            let dir = std::env::var_os("GIT_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."));
+            Some(std::path::absolute(&dir).unwrap_or(dir))
+        }
+    };
+    let req = Request {
+        reference: Some(new),
+        no_rollback: false,
+        pushed_repo,
+        branch: Some(branch),
+    };
+    deploy::preflight(ctx, &req)?;
+    // A push that arrives during a deploy queues behind it (bounded).
+    let _lock = crate::commands::begin_mutation(ctx, Some(ctx.config.lock.wait))?;
+    deploy::run(ctx, &req).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "1111111111111111111111111111111111111111";
+    const B: &str = "2222222222222222222222222222222222222222";
+    const Z: &str = "0000000000000000000000000000000000000000";
+
+    #[test]
+    fn parse_finds_the_branch() {
+        let input = format!("{A} {B} refs/heads/feature\n{A} {B} refs/heads/main\n");
+        assert_eq!(
+            parse(&input, "main"),
+            Push::Deploy {
+                old: A.into(),
+                new: B.into()
+            }
+        );
+        assert_eq!(parse(&input, "release"), Push::Untouched);
+        assert_eq!(
+            parse(&format!("{A} {Z} refs/heads/main\n"), "main"),
+            Push::Deleted
+        );
+        assert_eq!(
+            parse(&format!("{A} {B} refs/tags/main\n"), "main"),
+            Push::Untouched
+        );
+        assert_eq!(parse("garbage\n\n", "main"), Push::Untouched);
+    }
+
+    #[test]
+    fn quoting_survives_hostile_text() {
+        for text in [
+            "plain",
+            "it's",
+            "$(touch x)",
+            "`id`",
+            "a;b",
+            "'; rm -rf / #",
+        ] {
+            let out = std::process::Command::new("sh")
+                .args(["-c", &format!("printf %s {}", shell_quote(text))])
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8(out.stdout).unwrap(), text);
+        }
+    }
+
+    #[test]
+    fn rendered_hook_is_valid_sh() {
+        let script = render(
+            Mode::PreReceive,
+            Path::new("/usr/local/bin/shipit"),
+            Path::new("/srv/app/ship it.toml"),
+            Some("$(touch x)"),
+        );
+        assert!(script.contains(MARKER));
+        assert!(
+            script.contains("hook pre-receive --branch '$(touch x)'"),
+            "{script}"
+        );
+        let status = std::process::Command::new("sh")
+            .args(["-n", "-c", &script])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}

@@ -1,0 +1,319 @@
+//! Push to deploy: real `git push` from a working clone into a bare
+//! repository with the installed hook.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::sandbox::{Sandbox, git, kill};
+
+struct Pushed {
+    ok: bool,
+    stderr: String,
+}
+
+impl Pushed {
+    fn from(out: Output) -> Pushed {
+        Pushed {
+            ok: out.status.success(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// `app/` (the working clone) pushes to `server.git`, which the config
+/// deploys from.
+fn server(sb: &Sandbox, extra: &str) -> PathBuf {
+    let bare = sb.path().join("server.git");
+    git(
+        sb.path(),
+        &["init", "-q", "--bare", "-b", "main", "server.git"],
+    );
+    git(
+        &sb.repo(),
+        &["remote", "add", "origin", bare.to_str().unwrap()],
+    );
+    git(&sb.repo(), &["push", "-q", "origin", "main"]);
+    sb.write_raw_config(&format!(
+        "deploy_to = \"deploy\"\n[source]\ngit = \"server.git\"\nbranch = \"main\"\n{extra}\n"
+    ));
+    bare
+}
+
+fn install(sb: &Sandbox, args: &[&str]) {
+    let mut all = vec!["hook", "install", "--git-dir", "server.git"];
+    all.extend_from_slice(args);
+    sb.run(&all).ok().says("Installed");
+}
+
+fn push_command(sb: &Sandbox, args: &[&str]) -> Command {
+    let mut cmd = Command::new("git");
+    cmd.args([
+        "-c",
+        "user.name=Test",
+        "-c",
+        "user.email=test@example.invalid",
+        "push",
+    ])
+    .args(args)
+    .current_dir(sb.repo())
+    .env("GIT_CONFIG_GLOBAL", "/dev/null")
+    .env("NO_COLOR", "1")
+    .stdin(Stdio::null());
+    cmd
+}
+
+fn push(sb: &Sandbox, args: &[&str]) -> Pushed {
+    Pushed::from(push_command(sb, args).output().unwrap())
+}
+
+fn server_head(sb: &Sandbox, branch: &str) -> String {
+    git(
+        &sb.path().join("server.git"),
+        &["rev-parse", &format!("refs/heads/{branch}")],
+    )
+}
+
+#[test]
+fn a_push_deploys_the_pushed_commit_and_shows_progress() {
+    let sb = Sandbox::new();
+    server(
+        &sb,
+        "[hooks]\nbuild = [\"git rev-parse --absolute-git-dir > gitdir.txt 2>&1 || echo no-git-dir > gitdir.txt\"]",
+    );
+    install(&sb, &[]);
+    let sha = sb.commit("index.html", "v2\n");
+    let pushed = push(&sb, &["origin", "main"]);
+    assert!(pushed.ok, "{}", pushed.stderr);
+    for line in ["remote:", "Received", "Exporting", "Swapping", "Deployed"] {
+        assert!(
+            pushed.stderr.contains(line),
+            "no {line:?} in:\n{}",
+            pushed.stderr
+        );
+    }
+    assert!(
+        pushed
+            .stderr
+            .lines()
+            .any(|l| l.starts_with("remote:") && l.contains("Deployed"))
+    );
+    assert_eq!(sb.served(), "v2\n");
+    let release = &sb.releases_json()["releases"][0];
+    assert_eq!(release["revision"], sha.as_str());
+    assert_eq!(release["branch"], "main");
+    // The hook's GIT_DIR did not leak into the build.
+    let gitdir = fs::read_to_string(sb.deploy_to().join("current/gitdir.txt")).unwrap();
+    assert_eq!(gitdir.trim(), "no-git-dir", "build saw a git dir: {gitdir}");
+}
+
+#[test]
+fn pushes_to_other_branches_and_deletions_deploy_nothing() {
+    let sb = Sandbox::new();
+    server(&sb, "");
+    install(&sb, &[]);
+    let first = {
+        sb.commit("index.html", "v2\n");
+        assert!(push(&sb, &["origin", "main"]).ok);
+        sb.current().unwrap()
+    };
+    git(&sb.repo(), &["checkout", "-q", "-b", "feature"]);
+    sb.commit("index.html", "feature\n");
+    let pushed = push(&sb, &["origin", "feature"]);
+    assert!(pushed.ok);
+    assert!(
+        pushed.stderr.contains("did not touch main"),
+        "{}",
+        pushed.stderr
+    );
+    assert_eq!(sb.releases().len(), 1);
+
+    // Git refuses to delete a bare repository's HEAD branch unless told.
+    git(
+        &sb.path().join("server.git"),
+        &["config", "receive.denyDeleteCurrent", "ignore"],
+    );
+    let pushed = push(&sb, &["origin", "--delete", "main"]);
+    assert!(pushed.ok, "{}", pushed.stderr);
+    assert!(
+        pushed.stderr.contains("main was deleted"),
+        "{}",
+        pushed.stderr
+    );
+    assert_eq!(sb.current().unwrap(), first);
+    assert_eq!(sb.releases().len(), 1);
+}
+
+#[test]
+fn two_pushes_in_a_row_deploy_twice_in_order() {
+    let sb = Sandbox::new();
+    server(&sb, "");
+    install(&sb, &[]);
+    let a = sb.commit("index.html", "v2\n");
+    assert!(push(&sb, &["origin", "main"]).ok);
+    let b = sb.commit("index.html", "v3\n");
+    assert!(push(&sb, &["origin", "main"]).ok);
+    let json = sb.releases_json();
+    let revisions: Vec<_> = json["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["revision"].clone())
+        .collect();
+    assert_eq!(revisions, [b.as_str(), a.as_str()]);
+    assert_eq!(sb.served(), "v3\n");
+}
+
+#[test]
+fn pre_receive_rejects_a_push_whose_deploy_fails() {
+    let sb = Sandbox::new();
+    server(
+        &sb,
+        "[hooks]\nbuild = [\"test ! -e broken || { echo 'broken build' >&2; exit 9; }\"]",
+    );
+    install(&sb, &["--mode", "pre-receive"]);
+    let good = sb.commit("index.html", "v2\n");
+    let pushed = push(&sb, &["origin", "main"]);
+    assert!(pushed.ok, "{}", pushed.stderr);
+    assert_eq!(sb.served(), "v2\n");
+    assert_eq!(server_head(&sb, "main"), good);
+    let live = sb.current().unwrap();
+
+    sb.commit("broken", "");
+    let pushed = push(&sb, &["origin", "main"]);
+    assert!(!pushed.ok, "the push must be rejected:\n{}", pushed.stderr);
+    assert!(
+        pushed.stderr.contains("remote: ") && pushed.stderr.contains("broken build"),
+        "{}",
+        pushed.stderr
+    );
+    assert!(
+        pushed.stderr.contains("pre-receive hook declined"),
+        "{}",
+        pushed.stderr
+    );
+    assert_eq!(server_head(&sb, "main"), good, "the branch must not move");
+    assert_eq!(sb.current().unwrap(), live);
+
+    // Fixed, the push goes through: the deploy read quarantined objects.
+    sb.remove("broken");
+    let fixed = git(&sb.repo(), &["rev-parse", "HEAD"]);
+    let pushed = push(&sb, &["origin", "main"]);
+    assert!(pushed.ok, "{}", pushed.stderr);
+    assert_eq!(server_head(&sb, "main"), fixed);
+    assert_eq!(
+        sb.releases_json()["releases"][0]["revision"],
+        fixed.as_str()
+    );
+}
+
+#[test]
+fn branch_names_with_shell_metacharacters_are_never_executed() {
+    let sb = Sandbox::new();
+    let hostile = "rel$(touch${IFS}pwned1);touch${IFS}pwned2;`touch${IFS}pwned3`";
+    server(
+        &sb,
+        "[hooks]\nbuild = [\"printf %s \\\"$SHIPIT_BRANCH\\\" > branch.txt\"]\n",
+    );
+    // The deploy branch is given at install time, so it is written into
+    // the hook script (quoted) as well as read from the push.
+    install(&sb, &["--branch", hostile]);
+    git(&sb.repo(), &["checkout", "-q", "-b", hostile]);
+    sb.commit("index.html", "hostile\n");
+    let pushed = push(&sb, &["origin", hostile]);
+    assert!(pushed.ok, "{}", pushed.stderr);
+    assert_eq!(sb.served(), "hostile\n");
+    let recorded = fs::read_to_string(sb.deploy_to().join("current/branch.txt")).unwrap();
+    assert_eq!(recorded, hostile);
+
+    for other in [
+        "x;touch${IFS}pwned4",
+        "`touch${IFS}pwned5`",
+        "$(touch${IFS}pwned6)",
+    ] {
+        git(&sb.repo(), &["checkout", "-q", "-b", other]);
+        assert!(push(&sb, &["origin", other]).ok);
+    }
+    let found: Vec<_> = walkdir::WalkDir::new(sb.path())
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("pwned"))
+        .map(|e| e.path().display().to_string())
+        .collect();
+    assert!(found.is_empty(), "a branch name was executed: {found:?}");
+}
+
+#[test]
+fn install_is_idempotent_and_keeps_foreign_hooks_unless_forced() {
+    let sb = Sandbox::new();
+    let bare = server(&sb, "");
+    install(&sb, &[]);
+    install(&sb, &[]);
+    let hook = bare.join("hooks/post-receive");
+    fs::write(&hook, "#!/bin/sh\necho mine\n").unwrap();
+    sb.run(&["hook", "install", "--git-dir", "server.git"])
+        .code(2)
+        .says("was not written by shipit")
+        .says("--force");
+    assert_eq!(fs::read_to_string(&hook).unwrap(), "#!/bin/sh\necho mine\n");
+    sb.run(&["hook", "install", "--git-dir", "server.git", "--force"])
+        .ok()
+        .says("Saved");
+    let backups: Vec<_> = crate::sandbox::dir_names(&bare.join("hooks"))
+        .into_iter()
+        .filter(|n| n.starts_with("post-receive.before-shipit-"))
+        .collect();
+    assert_eq!(backups.len(), 1);
+    assert_eq!(
+        fs::read_to_string(bare.join("hooks").join(&backups[0])).unwrap(),
+        "#!/bin/sh\necho mine\n"
+    );
+    // Switching modes replaces shipit's other hook: one deploy per push.
+    install(&sb, &["--mode", "pre-receive"]);
+    assert!(!hook.exists());
+    assert!(bare.join("hooks/pre-receive").exists());
+    sb.run(&["hook", "install", "--git-dir", "nowhere"])
+        .code(2)
+        .says("not a git repository");
+}
+
+#[test]
+fn a_push_during_a_deploy_waits_for_the_lock() {
+    let sb = Sandbox::new();
+    let gate = sb.path().join("gate");
+    server(
+        &sb,
+        &format!(
+            "[hooks]\nbuild = [\"while [ ! -e '{}' ]; do sleep 0.05; done\"]",
+            gate.display()
+        ),
+    );
+    install(&sb, &[]);
+    let mut running = sb
+        .command(&["deploy"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = sb.deploy_to().join(".shipit/lock");
+    crate::sandbox::wait_until(
+        "the deploy to hold the lock",
+        Duration::from_secs(20),
+        || fs::read_to_string(&lock).is_ok_and(|t| t.contains(&running.id().to_string())),
+    );
+    sb.commit("index.html", "pushed\n");
+    let mut pushing = push_command(&sb, &["origin", "main"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(pushing.try_wait().unwrap().is_none(), "the push must wait");
+    fs::write(&gate, "").unwrap();
+    let deploy_ok = running.wait().unwrap().success();
+    let pushed = Pushed::from(pushing.wait_with_output().unwrap());
+    kill(running.id());
+    assert!(deploy_ok);
+    assert!(pushed.ok, "{}", pushed.stderr);
+    assert_eq!(sb.releases().len(), 2);
+    assert_eq!(sb.served(), "pushed\n");
+}
