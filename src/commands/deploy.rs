@@ -4,7 +4,6 @@ use crate::cli::DeployArgs;
 use crate::context::Ctx;
 use crate::deploy::{self, Request};
 use crate::error::Result;
-use crate::layout::Layout;
 use crate::ui;
 
 pub fn run(ctx: &Ctx, args: &DeployArgs) -> Result<()> {
@@ -28,14 +27,6 @@ pub fn run(ctx: &Ctx, args: &DeployArgs) -> Result<()> {
             "duration_ms": outcome.duration.as_millis() as u64,
         }));
     }
-    ctx.ui.step(
-        "Deployed",
-        format!(
-            "{} ({}) in {:.1}s",
-            Layout::display(&outcome.release),
-            super::short(outcome.revision.as_deref()),
-            outcome.duration.as_secs_f64()
-        ),
-    );
+    super::report_deployed(ctx, &outcome);
     Ok(())
 }

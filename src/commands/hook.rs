@@ -2,7 +2,6 @@ use crate::cli::{HookAction, HookArgs};
 use crate::context::Ctx;
 use crate::error::Result;
 use crate::githook::{self, Mode};
-use crate::layout::Layout;
 
 pub fn run(ctx: &Ctx, args: HookArgs) -> Result<()> {
     let (mode, branch) = match args.action {
@@ -35,15 +34,7 @@ pub fn run(ctx: &Ctx, args: HookArgs) -> Result<()> {
         HookAction::PreReceive { branch } => (Mode::PreReceive, branch),
     };
     if let Some(outcome) = githook::run(ctx, mode, branch.as_deref())? {
-        ctx.ui.step(
-            "Deployed",
-            format!(
-                "{} ({}) in {:.1}s",
-                Layout::display(&outcome.release),
-                super::short(outcome.revision.as_deref()),
-                outcome.duration.as_secs_f64()
-            ),
-        );
+        super::report_deployed(ctx, &outcome);
     }
     Ok(())
 }

@@ -59,6 +59,19 @@ pub fn begin_mutation(ctx: &Ctx, wait: Option<Duration>) -> Result<Lock> {
     lock::acquire(&ctx.layout, wait, &command.join(" "))
 }
 
+/// The closing line of a successful deploy.
+fn report_deployed(ctx: &Ctx, outcome: &crate::deploy::Outcome) {
+    ctx.ui.step(
+        "Deployed",
+        format!(
+            "{} ({}) in {:.1}s",
+            crate::layout::Layout::display(&outcome.release),
+            short(outcome.revision.as_deref()),
+            outcome.duration.as_secs_f64()
+        ),
+    );
+}
+
 /// Human-friendly age: `42s`, `5m`, `3h`, `12d`.
 fn age(secs: i64) -> String {
     let secs = secs.max(0);

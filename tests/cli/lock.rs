@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::sandbox::{Sandbox, kill, wait_until};
+use crate::sandbox::{Sandbox, kill};
 
 #[test]
 fn a_second_deploy_fails_at_once_naming_the_holder_or_waits() {
@@ -13,17 +13,7 @@ fn a_second_deploy_fails_at_once_naming_the_holder_or_waits() {
         "[hooks]\nbuild = [\"while [ ! -e '{}' ]; do sleep 0.05; done\"]\n",
         gate.display()
     ));
-    let mut first = sb
-        .command(&["deploy"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let lock = sb.deploy_to().join(".shipit/lock");
-    wait_until(
-        "the first deploy to take the lock",
-        Duration::from_secs(20),
-        || std::fs::read_to_string(&lock).is_ok_and(|t| t.contains(&first.id().to_string())),
-    );
+    let mut first = sb.spawn_deploy_holding_lock();
 
     let busy = sb.run(&["deploy"]);
     busy.code(6)
@@ -61,17 +51,7 @@ fn a_second_deploy_fails_at_once_naming_the_holder_or_waits() {
 fn the_lock_frees_itself_when_its_holder_is_killed() {
     let sb = Sandbox::new();
     sb.write_config("[hooks]\nbuild = [\"sleep 30\"]\n");
-    let mut first = sb
-        .command(&["deploy"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let lock = sb.deploy_to().join(".shipit/lock");
-    wait_until(
-        "the deploy to take the lock",
-        Duration::from_secs(20),
-        || std::fs::read_to_string(&lock).is_ok_and(|t| t.contains(&first.id().to_string())),
-    );
+    let mut first = sb.spawn_deploy_holding_lock();
     first.kill().unwrap();
     first.wait().unwrap();
     sb.write_config("");

@@ -290,17 +290,7 @@ fn a_push_during_a_deploy_waits_for_the_lock() {
         ),
     );
     install(&sb, &[]);
-    let mut running = sb
-        .command(&["deploy"])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lock = sb.deploy_to().join(".shipit/lock");
-    crate::sandbox::wait_until(
-        "the deploy to hold the lock",
-        Duration::from_secs(20),
-        || fs::read_to_string(&lock).is_ok_and(|t| t.contains(&running.id().to_string())),
-    );
+    let mut running = sb.spawn_deploy_holding_lock();
     sb.commit("index.html", "pushed\n");
     let mut pushing = push_command(&sb, &["origin", "main"])
         .stderr(Stdio::piped())

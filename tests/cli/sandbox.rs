@@ -184,6 +184,24 @@ impl Sandbox {
         Run::from(args, out)
     }
 
+    /// Start `shipit deploy` in the background and wait until it holds the
+    /// deploy lock (its pid is in the lock file). Callers stop it by pid.
+    pub fn spawn_deploy_holding_lock(&self) -> std::process::Child {
+        let child = self
+            .command(&["deploy"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lock = self.deploy_to().join(".shipit/lock");
+        let pid = child.id().to_string();
+        wait_until(
+            "the deploy to take the lock",
+            Duration::from_secs(20),
+            || fs::read_to_string(&lock).is_ok_and(|t| t.contains(&pid)),
+        );
+        child
+    }
+
     /// `shipit deploy` that must succeed; returns the new release id.
     pub fn deploy(&self) -> String {
         self.run(&["deploy"]).ok();
