@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::githook::Mode;
+use crate::templates::Template;
 
 /// Zero-downtime release-directory deploys: build each release into
 /// releases/<id>, swap `current` atomically, reload, gate on health, roll
@@ -40,6 +41,17 @@ pub enum Command {
     Status(StatusArgs),
     /// Push to deploy: install or run the git hook
     Hook(HookArgs),
+    /// Write a commented shipit.toml, or templates filled in from it
+    Init(InitArgs),
+    /// Validate the config and the environment without changing anything
+    Check(CheckArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `shipit man | man -l -`
+    Man,
 }
 
 /// `--wait[=DURATION]`: queue behind a running command instead of failing.
@@ -179,4 +191,31 @@ pub enum HookAction {
         #[arg(long, value_name = "NAME")]
         branch: Option<String>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Instead of shipit.toml, write these templates, filled in from the
+    /// config (repeat, or `all`)
+    #[arg(long = "template", value_enum, value_name = "NAME")]
+    pub templates: Vec<Template>,
+
+    /// App name for file and unit names [default: the last part of deploy_to]
+    #[arg(long, value_name = "NAME")]
+    pub app: Option<String>,
+
+    /// Directory to write templates into
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub out: PathBuf,
+
+    /// Overwrite files that exist
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Print JSON on stdout (schema in the README)
+    #[arg(long)]
+    pub json: bool,
 }

@@ -135,7 +135,7 @@ fn default_lock_wait() -> Duration {
 
 /// Every valid key, by table. [`check_keys`] uses it to name the nearest
 /// valid key; a unit test keeps it in step with the structs above.
-const SCHEMA: &[(&str, &[&str])] = &[
+pub const SCHEMA: &[(&str, &[&str])] = &[
     (
         "",
         &[
@@ -330,9 +330,9 @@ impl Config {
                     "add git = \"<repo path or URL>\" or path = \"<dir>\"",
                 ));
             }
-            (Some(git), None) if git.trim().is_empty() => {
+            (Some(git), None) if git.trim().is_empty() || git.starts_with('-') => {
                 return Err(err(
-                    format!("source.git in {file} is empty"),
+                    format!("source.git = {git:?} in {file} is not a repository"),
                     "set it to a repository path or URL",
                 ));
             }

@@ -17,7 +17,10 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
 /// old content or the new, never a torn file: write a temp file in the same
 /// directory, fsync it, rename it over `path`, fsync the directory.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
     let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;

@@ -1,6 +1,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod activate;
+mod check;
 mod cli;
 mod commands;
 mod config;
@@ -21,6 +22,7 @@ mod rollback;
 mod source;
 mod store;
 mod swap;
+mod templates;
 mod ui;
 mod whoami;
 

@@ -201,6 +201,16 @@ pub fn resolve(config: &Config, layout: &Layout, wanted: &Wanted) -> Result<Reso
     })
 }
 
+/// Does the remote at `url` have `branch`? Read-only (`git ls-remote`).
+pub fn remote_has_branch(url: &str, branch: &str) -> Result<bool> {
+    let pattern = format!("refs/heads/{branch}");
+    let out = run(
+        git_command(&["ls-remote", "--heads", url, &pattern]),
+        &format!("reach {url}"),
+    )?;
+    Ok(out.lines().any(|l| l.ends_with(&pattern)))
+}
+
 /// A git command on the repository a hook runs for, keeping the hook's
 /// environment (see [`Origin::PushedRepo`]).
 fn in_pushed_repo(repo: &Path, args: &[&str]) -> Expression {

@@ -1,9 +1,11 @@
 //! One file per subcommand. Each resolves its settings, takes the lock if it
 //! mutates, calls the operation and hands the outcome to the reporter.
 
+mod check;
 mod deploy;
 mod history;
 mod hook;
+mod init;
 mod prune;
 mod releases;
 mod rollback;
@@ -31,6 +33,25 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::History(args) => history::run(&load()?, &args),
         Command::Status(args) => status::run(&load()?, &args),
         Command::Hook(args) => hook::run(&load()?, args),
+        Command::Init(args) => init::run(cli.config.as_deref(), ui, &args),
+        Command::Check(args) => check::run(cli.config.as_deref(), ui, &args),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut command, "shipit", &mut out);
+            let _ = crate::ui::out(&String::from_utf8_lossy(&out));
+            Ok(())
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut out)
+                .map_err(|e| {
+                    crate::error::Error::internal("could not render the man page").cause(e)
+                })?;
+            let _ = crate::ui::out(&String::from_utf8_lossy(&out));
+            Ok(())
+        }
     }
 }
 

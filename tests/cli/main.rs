@@ -7,6 +7,7 @@ mod sandbox;
 mod bad_input;
 mod core;
 mod gate;
+mod init;
 mod lock;
 mod prune;
 mod push;

@@ -1,0 +1,356 @@
+//! `shipit check`: validate the config and the environment, changing nothing.
+//!
+//! Every check is read-only: no directory is created, the mirror is not
+//! touched (the source is asked with `git ls-remote`), the lock file is not
+//! opened for writing. Each check says what it found and, when it fails,
+//! the fix.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::unistd::{AccessFlags, access};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::health;
+use crate::layout::Layout;
+use crate::source;
+use crate::store::{self, Current};
+
+#[derive(Debug, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+    pub fix: Option<String>,
+}
+
+fn pass(name: &'static str, detail: impl Into<String>) -> Check {
+    Check {
+        name,
+        ok: true,
+        detail: detail.into(),
+        fix: None,
+    }
+}
+
+fn fail(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+    Check {
+        name,
+        ok: false,
+        detail: detail.into(),
+        fix: Some(fix.into()),
+    }
+}
+
+/// Run every check against a loaded config.
+pub fn run(config: &Config) -> Vec<Check> {
+    let layout = Layout::new(config.deploy_to.clone());
+    let mut checks = vec![pass("config", format!("{} parses", config.file.display()))];
+    checks.push(deploy_to(&layout));
+    checks.push(releases(&layout));
+    let current = store::read_current(&layout).unwrap_or(Current::Missing);
+    checks.push(current_link(&layout, &current));
+    checks.push(source_reachable(config));
+    checks.extend(shared(config, &layout));
+    checks.extend(programs(config));
+    checks.push(health_now(config, &layout, &current));
+    checks
+}
+
+fn deploy_to(layout: &Layout) -> Check {
+    let root = layout.root();
+    let user = crate::whoami::user();
+    if root.is_dir() {
+        return match access(root, AccessFlags::W_OK | AccessFlags::X_OK) {
+            Ok(()) => pass(
+                "deploy_to",
+                format!("{} exists and is writable", root.display()),
+            ),
+            Err(_) => fail(
+                "deploy_to",
+                format!("{} is not writable by {user}", root.display()),
+                format!(
+                    "chown {user} {} (or run shipit as its owner)",
+                    root.display()
+                ),
+            ),
+        };
+    }
+    if root.exists() {
+        return fail(
+            "deploy_to",
+            format!("{} exists and is not a directory", root.display()),
+            "move it away or point deploy_to elsewhere",
+        );
+    }
+    let mut parent: PathBuf = root.to_path_buf();
+    while !parent.exists() {
+        if !parent.pop() {
+            break;
+        }
+    }
+    match access(&parent, AccessFlags::W_OK | AccessFlags::X_OK) {
+        Ok(()) => pass(
+            "deploy_to",
+            format!("{} will be created on the first deploy", root.display()),
+        ),
+        Err(_) => fail(
+            "deploy_to",
+            format!(
+                "{} does not exist and {} is not writable by {user}",
+                root.display(),
+                parent.display()
+            ),
+            format!("sudo mkdir -p {0} && sudo chown {user} {0}", root.display()),
+        ),
+    }
+}
+
+fn releases(layout: &Layout) -> Check {
+    match store::list(layout) {
+        Ok(listing) if listing.foreign.is_empty() => {
+            pass("releases", format!("{} releases", listing.releases.len()))
+        }
+        Ok(listing) => fail(
+            "releases",
+            format!(
+                "releases/ holds entries that are not releases: {}",
+                listing.foreign.join(", ")
+            ),
+            "move them out of releases/ (release directories are named like 20261121174500)",
+        ),
+        Err(e) => fail(
+            "releases",
+            e.to_string(),
+            "check the permissions of releases/",
+        ),
+    }
+}
+
+fn current_link(layout: &Layout, current: &Current) -> Check {
+    let path = layout.current();
+    match current {
+        Current::Missing => pass("current", "nothing deployed yet"),
+        Current::Release(id) => pass("current", format!("points at {}", Layout::display(id))),
+        Current::Dangling(target) => fail(
+            "current",
+            format!(
+                "{} points at {}, which is not a release",
+                path.display(),
+                target.display()
+            ),
+            "`shipit rollback --to <id>` with an id from `shipit releases`",
+        ),
+        Current::NotSymlink => fail(
+            "current",
+            format!("{} is not a symlink", path.display()),
+            format!("move it aside: mv {0} {0}.old", path.display()),
+        ),
+    }
+}
+
+fn source_reachable(config: &Config) -> Check {
+    if let Some(dir) = &config.source.path {
+        return if dir.is_dir() {
+            pass("source", format!("{} is a directory", dir.display()))
+        } else {
+            fail(
+                "source",
+                format!("source.path {} is not a directory", dir.display()),
+                "build it first, or point [source] path at it",
+            )
+        };
+    }
+    let url = config.source.git.as_deref().unwrap_or_default();
+    let branch = &config.source.branch;
+    match source::remote_has_branch(url, branch) {
+        Ok(true) => pass("source", format!("{url} has branch {branch}")),
+        Ok(false) => fail(
+            "source",
+            format!("{url} has no branch {branch:?}"),
+            format!(
+                "push {branch} there, or set source.branch to one of `git ls-remote --heads {url}`"
+            ),
+        ),
+        Err(e) => fail(
+            "source",
+            one_line(&e.to_string()),
+            format!("check the URL and access: `git ls-remote {url}`"),
+        ),
+    }
+}
+
+/// Join the non-empty lines of a (git) message.
+fn one_line(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.join("; ")
+}
+
+fn shared(config: &Config, layout: &Layout) -> Vec<Check> {
+    let mut checks = Vec::new();
+    for (rel, is_dir) in config.shared_paths() {
+        let path = layout.shared().join(&rel);
+        let check = match (is_dir, path.exists()) {
+            (true, true) if path.is_dir() => {
+                pass("shared", format!("{} is a directory", path.display()))
+            }
+            (true, true) => fail(
+                "shared",
+                format!("{} is not a directory", path.display()),
+                "move it away (entries ending in / are directories)",
+            ),
+            (true, false) => pass("shared", format!("{} will be created", path.display())),
+            (false, true) if path.is_file() => pass("shared", format!("{} exists", path.display())),
+            (false, _) => fail(
+                "shared",
+                format!("shared file {} is missing", path.display()),
+                format!("create it (e.g. install -D /dev/null {})", path.display()),
+            ),
+        };
+        checks.push(check);
+    }
+    checks
+}
+
+/// Shell words that are not programs to look for on PATH.
+const BUILTINS: &[&str] = &[
+    "cd", "export", "echo", "printf", "test", "[", "true", "false", "set", "unset", "exec", "eval",
+    "source", ".", ":", "if", "for", "while", "until", "case", "{", "(", "!", "exit", "return",
+    "wait", "read", "trap", "umask", "command", "type", "kill",
+];
+
+/// The program a hook command starts, when it can be told without a shell.
+pub fn program_of(command: &str) -> Option<String> {
+    let mut words = command.split_whitespace().skip_while(|w| {
+        w.split_once('=').is_some_and(|(k, _)| {
+            !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+    });
+    let mut word = words.next()?;
+    if word == "exec" {
+        word = words.next()?;
+    }
+    let shell_syntax = word.contains([
+        '$', '`', '"', '\'', '(', ')', ';', '|', '&', '<', '>', '*', '?',
+    ]);
+    if shell_syntax || BUILTINS.contains(&word) {
+        return None;
+    }
+    // A relative path is relative to the release, which does not exist yet.
+    if word.contains('/') && !word.starts_with('/') {
+        return None;
+    }
+    Some(word.to_string())
+}
+
+fn on_path(program: &str) -> bool {
+    let runnable = |p: &Path| {
+        fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.starts_with('/') {
+        return runnable(Path::new(program));
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| runnable(&dir.join(program))))
+}
+
+fn programs(config: &Config) -> Vec<Check> {
+    let hooks = config
+        .hooks
+        .build
+        .iter()
+        .map(|c| ("hooks.build", c))
+        .chain(config.hooks.reload.iter().map(|c| ("hooks.reload", c)));
+    let mut checks = Vec::new();
+    for (key, command) in hooks {
+        let Some(program) = program_of(command) else {
+            continue;
+        };
+        checks.push(if on_path(&program) {
+            pass("hooks", format!("{program} (in {key}) is on PATH"))
+        } else {
+            fail(
+                "hooks",
+                format!("{program} (in {key}: `{command}`) is not on PATH"),
+                format!("install {program}, or give its full path in {key}"),
+            )
+        });
+    }
+    checks
+}
+
+fn health_now(config: &Config, layout: &Layout, current: &Current) -> Check {
+    let Some(h) = &config.health else {
+        return pass("health", "no [health] section: deploys are not gated");
+    };
+    let Some(id) = current.id() else {
+        return pass(
+            "health",
+            format!("{} is well formed (nothing live to probe)", h.url),
+        );
+    };
+    let revision = store::read_metadata(layout, id)
+        .ok()
+        .flatten()
+        .and_then(|m| m.revision);
+    let body = h
+        .expect_body
+        .as_deref()
+        .map(|t| health::expected_body(t, id.as_str(), revision.as_deref()));
+    let seen = health::probe(
+        &health::agent(h.request_timeout),
+        &h.url,
+        h.expect_status,
+        body.as_deref(),
+    );
+    if seen.passed {
+        pass(
+            "health",
+            format!(
+                "{} answers for {}: {}",
+                h.url,
+                Layout::display(id),
+                seen.detail
+            ),
+        )
+    } else {
+        fail(
+            "health",
+            format!(
+                "{} does not pass for the live {}: {}",
+                h.url,
+                Layout::display(id),
+                seen.detail
+            ),
+            "check the app and its process manager; `shipit status` probes again",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_of_hook_commands() {
+        assert_eq!(program_of("npm ci --omit=dev").as_deref(), Some("npm"));
+        assert_eq!(
+            program_of("NODE_ENV=production npm run build").as_deref(),
+            Some("npm")
+        );
+        assert_eq!(
+            program_of("exec /usr/bin/pm2 reload x").as_deref(),
+            Some("/usr/bin/pm2")
+        );
+        assert_eq!(program_of("cd web && make"), None);
+        assert_eq!(program_of("./bin/build"), None);
+        assert_eq!(program_of("$HOME/bin/x"), None);
+        assert_eq!(program_of("echo hi"), None);
+    }
+}

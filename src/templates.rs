@@ -1,0 +1,246 @@
+//! Files `shipit init` writes: the config, and production-shaped templates
+//! for the tools around a deploy (systemd, nginx, pm2, the git hook).
+//!
+//! Templates live in `templates/` as real files with `@NAME@` placeholders,
+//! so they can be read and reviewed as what they are. Each value is escaped
+//! for the format it lands in (JSON strings in JavaScript, shell quoting in
+//! the hook); names that become identifiers or file names are checked.
+
+use std::path::{Path, PathBuf};
+
+use clap::ValueEnum;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::githook::{self, Mode};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Template {
+    /// A systemd service that runs from `current`, with graceful stop
+    Systemd,
+    /// A systemd socket unit for socket activation
+    SystemdSocket,
+    /// An nginx site with two local app instances behind one upstream
+    Nginx,
+    /// A pm2 ecosystem file in cluster mode with graceful reloads
+    Pm2,
+    /// The push-to-deploy git hook (post-receive)
+    GitHook,
+    /// All of the above
+    All,
+}
+
+impl Template {
+    pub const EACH: [Template; 5] = [
+        Template::Systemd,
+        Template::SystemdSocket,
+        Template::Nginx,
+        Template::Pm2,
+        Template::GitHook,
+    ];
+
+    pub fn file_name(self, app: &str) -> String {
+        match self {
+            Template::Systemd => format!("{app}.service"),
+            Template::SystemdSocket => format!("{app}.socket"),
+            Template::Nginx => format!("nginx-{app}.conf"),
+            Template::Pm2 => "ecosystem.config.js".into(),
+            Template::GitHook => "post-receive".into(),
+            Template::All => unreachable!("expanded before use"),
+        }
+    }
+}
+
+/// What the templates are filled in with.
+#[derive(Clone, Debug)]
+pub struct Values {
+    pub app: String,
+    pub deploy_to: PathBuf,
+    pub port: u16,
+    pub health_url: String,
+    pub user: String,
+}
+
+impl Values {
+    /// Values for a fresh `shipit.toml`.
+    pub fn fresh(app: &str) -> Result<Values> {
+        check_app(app)?;
+        Ok(Values {
+            app: app.to_string(),
+            deploy_to: PathBuf::from(format!("/srv/{app}")),
+            port: 3000,
+            health_url: "http://127.0.0.1:3000/healthz".into(),
+            user: crate::whoami::user(),
+        })
+    }
+
+    /// Values read from a loaded config. The app name defaults to the last
+    /// part of `deploy_to`; the port to the health URL's (else 3000).
+    pub fn from_config(config: &Config, app: Option<&str>) -> Result<Values> {
+        let app = match app {
+            Some(a) => a.to_string(),
+            None => config
+                .deploy_to
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "app".into()),
+        };
+        check_app(&app)
+            .map_err(|e| e.hint("name the app with --app NAME (letters, digits, . _ -)"))?;
+        let health_url = config
+            .health
+            .as_ref()
+            .map(|h| h.url.clone())
+            .unwrap_or_else(|| "http://127.0.0.1:3000/healthz".into());
+        Ok(Values {
+            port: port_of(&health_url).unwrap_or(3000),
+            app,
+            deploy_to: config.deploy_to.clone(),
+            health_url,
+            user: crate::whoami::user(),
+        })
+    }
+
+    fn health_path(&self) -> String {
+        let rest = self.health_url.trim_start_matches("http://");
+        match rest.find('/') {
+            Some(i) => rest[i..]
+                .split(['?', '#'])
+                .next()
+                .unwrap_or("/")
+                .to_string(),
+            None => "/".into(),
+        }
+    }
+}
+
+/// App names become file names, nginx upstream names and unit names.
+fn check_app(app: &str) -> Result<()> {
+    let ok = !app.is_empty()
+        && app.len() <= 64
+        && !app.starts_with(['.', '-'])
+        && app
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::usage(format!("{app:?} is not a usable app name"))
+            .hint("use letters, digits, '.', '_' and '-', e.g. --app myapp"))
+    }
+}
+
+/// The port of an `http://host:port/...` URL.
+fn port_of(url: &str) -> Option<u16> {
+    let host = url.strip_prefix("http://")?.split('/').next()?;
+    host.rsplit_once(':')?.1.parse().ok()
+}
+
+fn json(text: &str) -> String {
+    serde_json::to_string(text).expect("strings serialize")
+}
+
+/// A commented `shipit.toml` documenting every key.
+pub fn config(values: &Values) -> String {
+    include_str!("../templates/shipit.toml")
+        .replace("@APP@", &values.app)
+        .replace("@DEPLOY_TO@", &values.deploy_to.display().to_string())
+        .replace("@GIT@", &format!("/srv/git/{}.git", values.app))
+        .replace("@HEALTH_URL@", &values.health_url)
+}
+
+/// Render one template. `config_file` is the config the git hook runs with.
+pub fn render(template: Template, values: &Values, config_file: &Path) -> Result<String> {
+    let deploy_to = values.deploy_to.display().to_string();
+    let fill = |text: &str| {
+        text.replace("@APP@", &values.app)
+            .replace("@DEPLOY_TO@", &deploy_to)
+            .replace("@PORT@", &values.port.to_string())
+            .replace("@PORT2@", &values.port.saturating_add(1).to_string())
+            .replace("@USER@", &values.user)
+            .replace("@HEALTH_PATH@", &values.health_path())
+    };
+    Ok(match template {
+        Template::Systemd => fill(include_str!("../templates/systemd.service")),
+        Template::SystemdSocket => fill(include_str!("../templates/systemd.socket")),
+        Template::Nginx => fill(include_str!("../templates/nginx.conf")),
+        Template::Pm2 => include_str!("../templates/ecosystem.config.js")
+            .replace("@CURRENT_JSON@", &json(&format!("{deploy_to}/current")))
+            .replace("@APP_JSON@", &json(&values.app))
+            .replace("@PORT_JSON@", &json(&values.port.to_string()))
+            .replace("@APP@", &values.app)
+            .replace("@DEPLOY_TO@", &deploy_to),
+        Template::GitHook => {
+            let shipit = std::env::current_exe()
+                .and_then(std::fs::canonicalize)
+                .map_err(|e| Error::internal("could not find the shipit binary").cause(e))?;
+            githook::render(Mode::PostReceive, &shipit, config_file, None)
+        }
+        Template::All => unreachable!("expanded before use"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_template_documents_every_key_and_parses() {
+        let values = Values::fresh("shop").unwrap();
+        let text = config(&values);
+        for (table, keys) in crate::config::SCHEMA {
+            for key in *keys {
+                let full = if table.is_empty() {
+                    key.to_string()
+                } else {
+                    format!("{table}.{key}")
+                };
+                let as_key = format!("{key} =");
+                let as_table = format!("[{key}]");
+                assert!(
+                    text.contains(&as_key) || text.contains(&as_table),
+                    "the config template does not document {full}"
+                );
+            }
+        }
+        let parsed = crate::config::parse(&text, Path::new("/etc/shop/shipit.toml")).unwrap();
+        assert_eq!(parsed.deploy_to, PathBuf::from("/srv/shop"));
+    }
+
+    #[test]
+    fn values_come_from_the_config() {
+        let text = "deploy_to = \"/srv/shop\"\n[source]\ngit = \"/g\"\n[health]\nurl = \"http://127.0.0.1:4100/up?x=1\"\n";
+        let config = crate::config::parse(text, Path::new("/etc/shipit.toml")).unwrap();
+        let v = Values::from_config(&config, None).unwrap();
+        assert_eq!((v.app.as_str(), v.port), ("shop", 4100));
+        assert_eq!(v.health_path(), "/up");
+        assert!(Values::from_config(&config, Some("../x")).is_err());
+    }
+
+    /// The first `@NAME@` placeholder left in `text` (nginx's own `@app`
+    /// named location is not one: it has no closing `@`).
+    fn placeholder(text: &str) -> Option<&str> {
+        text.match_indices('@').find_map(|(i, _)| {
+            let rest = &text[i + 1..];
+            let end =
+                rest.find(|c: char| !(c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit()))?;
+            (end > 0 && rest[end..].starts_with('@')).then(|| &rest[..end])
+        })
+    }
+
+    #[test]
+    fn every_placeholder_is_filled() {
+        assert_eq!(placeholder("x @APP@ y"), Some("APP"));
+        assert_eq!(placeholder("try_files $uri @app;"), None);
+        let values = Values::fresh("shop").unwrap();
+        for t in Template::EACH {
+            let text = render(t, &values, Path::new("/etc/shop/shipit.toml")).unwrap();
+            assert_eq!(
+                placeholder(&text),
+                None,
+                "{t:?} left a placeholder:\n{text}"
+            );
+        }
+        assert_eq!(placeholder(&config(&values)), None);
+    }
+}

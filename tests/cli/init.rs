@@ -1,0 +1,364 @@
+//! `shipit init`, its templates fed to the real tools, `shipit check`,
+//! completions and the man page.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use crate::sandbox::{Sandbox, git};
+
+fn require(tool: &str, install: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "this test runs the real {tool}, which is missing: {install} (.ci/run does this)"
+    );
+}
+
+#[test]
+fn init_writes_a_config_that_parses_and_never_overwrites_silently() {
+    let sb = Sandbox::new();
+    let dir = sb.path().join("fresh");
+    fs::create_dir(&dir).unwrap();
+    let init = |args: &[&str]| {
+        let out = sb.command(args).current_dir(&dir).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _) = init(&["init", "--app", "shop"]);
+    assert_eq!(code, Some(0));
+    let written = fs::read_to_string(dir.join("shipit.toml")).unwrap();
+    assert!(written.contains("deploy_to = \"/srv/shop\""), "{written}");
+    assert!(written.contains("# expect_body"), "documents optional keys");
+
+    fs::write(dir.join("shipit.toml"), "# mine\n").unwrap();
+    let (code, stderr) = init(&["init"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("exists") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join("shipit.toml")).unwrap(),
+        "# mine\n"
+    );
+    let (code, _) = init(&["init", "--force", "--app", "shop"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        fs::read_to_string(dir.join("shipit.toml")).unwrap(),
+        written
+    );
+
+    // The written config loads: `check` gets past the config.
+    let out = sb
+        .command(&["check", "--json"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["checks"][0]["name"], "config");
+    assert_eq!(report["checks"][0]["ok"], true, "{report}");
+}
+
+/// A sandbox with a live release and templates rendered into `tpl/`.
+fn rendered() -> Sandbox {
+    let sb = Sandbox::new();
+    sb.commit("bin/start", "#!/bin/sh\nexec sleep 1\n");
+    git(&sb.repo(), &["update-index", "--chmod=+x", "bin/start"]);
+    git(&sb.repo(), &["commit", "-q", "-m", "start script"]);
+    sb.write_config("[health]\nurl = \"http://127.0.0.1:4100/up\"\ntimeout = \"1s\"\n");
+    // No app answers on 4100 in this test; deploy without the gate.
+    sb.write_config("");
+    sb.deploy();
+    sb.write_config("[health]\nurl = \"http://127.0.0.1:4100/up\"\ntimeout = \"1s\"\n");
+    sb.run(&["init", "--template", "all", "--out", "tpl", "--app", "shop"])
+        .ok();
+    sb
+}
+
+#[test]
+fn the_nginx_template_passes_nginx_t() {
+    require("nginx", "apt-get install nginx");
+    let sb = rendered();
+    let prefix = sb.path().join("nginx");
+    fs::create_dir_all(prefix.join("logs")).unwrap();
+    let site = sb.path().join("tpl/nginx-shop.conf");
+    let p = prefix.display();
+    fs::write(
+        prefix.join("nginx.conf"),
+        format!(
+            "pid {p}/nginx.pid;\nerror_log {p}/logs/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  \
+             client_body_temp_path {p}/tmp-body;\n  proxy_temp_path {p}/tmp-proxy;\n  \
+             fastcgi_temp_path {p}/tmp-fcgi;\n  uwsgi_temp_path {p}/tmp-uwsgi;\n  scgi_temp_path {p}/tmp-scgi;\n  \
+             include {};\n}}\n",
+            site.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("nginx")
+        .args(["-t", "-p"])
+        .arg(&prefix)
+        .arg("-c")
+        .arg(prefix.join("nginx.conf"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "nginx -t rejected the template:\n{said}"
+    );
+    let text = fs::read_to_string(&site).unwrap();
+    assert!(
+        text.contains("127.0.0.1:4100") && text.contains("127.0.0.1:4101"),
+        "{text}"
+    );
+    assert!(text.contains("location = /up"), "{text}");
+}
+
+#[test]
+fn node_loads_the_pm2_template_and_it_points_at_the_live_release() {
+    require("node", "apt-get install nodejs");
+    let sb = rendered();
+    let file = sb.path().join("tpl/ecosystem.config.js");
+    let out = Command::new("node")
+        .args([
+            "-e",
+            "console.log(JSON.stringify(require(process.argv[1])))",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let app = &config["apps"][0];
+    assert_eq!(app["name"], "shop");
+    assert_eq!(app["exec_mode"], "cluster");
+    assert_eq!(app["wait_ready"], true);
+    assert!(app["listen_timeout"].as_u64().unwrap() > 0);
+    assert!(app["kill_timeout"].as_u64().unwrap() > 0);
+    assert_eq!(app["env"]["PORT"], "4100");
+    let live = fs::canonicalize(sb.deploy_to().join("current")).unwrap();
+    assert_eq!(
+        app["cwd"],
+        live.to_str().unwrap(),
+        "cwd is the real release, not the link"
+    );
+}
+
+#[test]
+fn the_git_hook_template_is_valid_sh() {
+    let sb = rendered();
+    let hook = sb.path().join("tpl/post-receive");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&hook).unwrap().permissions());
+    assert!(mode & 0o111 != 0, "the hook is executable");
+    let status = Command::new("sh").arg("-n").arg(&hook).status().unwrap();
+    assert!(status.success());
+    let text = fs::read_to_string(&hook).unwrap();
+    assert!(
+        text.contains(&sb.config_path().display().to_string()),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_systemd_units_have_the_keys_a_graceful_service_needs() {
+    let sb = rendered();
+    let service = fs::read_to_string(sb.path().join("tpl/shop.service")).unwrap();
+    let current = format!("{}/current", sb.deploy_to().display());
+    for line in [
+        format!("WorkingDirectory={current}"),
+        "KillSignal=SIGTERM".to_string(),
+        "TimeoutStopSec=30".to_string(),
+        "ExecReload=".to_string(),
+        "Requires=shop.socket".to_string(),
+        "Environment=PORT=4100".to_string(),
+    ] {
+        assert!(
+            service.lines().any(|l| l.starts_with(&line)),
+            "no {line} in:\n{service}"
+        );
+    }
+    let socket = fs::read_to_string(sb.path().join("tpl/shop.socket")).unwrap();
+    assert!(socket.contains("ListenStream=127.0.0.1:4100"), "{socket}");
+    verify_with_systemd(&sb.path().join("tpl"));
+}
+
+/// `systemd-analyze verify` where it exists (it is part of systemd).
+fn verify_with_systemd(dir: &Path) {
+    let available = Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !available {
+        return;
+    }
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.join("shop.socket"))
+        .arg(dir.join("shop.service"))
+        .env("SYSTEMD_LOG_LEVEL", "warning")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    // Verification runs outside a booted systemd here; only messages about
+    // the units themselves count.
+    let about_units: Vec<&str> = said.lines().filter(|l| l.contains("shop.s")).collect();
+    assert!(about_units.is_empty(), "systemd-analyze verify:\n{said}");
+}
+
+#[test]
+fn templates_never_overwrite_without_force() {
+    let sb = rendered();
+    let nginx = sb.path().join("tpl/nginx-shop.conf");
+    fs::write(&nginx, "# edited\n").unwrap();
+    sb.run(&[
+        "init",
+        "--template",
+        "nginx",
+        "--template",
+        "pm2",
+        "--out",
+        "tpl",
+        "--app",
+        "shop",
+    ])
+    .code(2)
+    .says("nginx-shop.conf exists");
+    assert_eq!(fs::read_to_string(&nginx).unwrap(), "# edited\n");
+    sb.run(&[
+        "init",
+        "--template",
+        "nginx",
+        "--out",
+        "tpl",
+        "--app",
+        "shop",
+        "--force",
+    ])
+    .ok();
+    assert_ne!(fs::read_to_string(&nginx).unwrap(), "# edited\n");
+}
+
+fn check_json(sb: &Sandbox) -> (i32, Vec<Value>) {
+    let run = sb.run(&["check", "--json"]);
+    let report = run.json();
+    assert_eq!(report["ok"], run.code == 0, "{report}");
+    (run.code, report["checks"].as_array().unwrap().clone())
+}
+
+/// The failed check named `name`, which must carry a fix.
+#[track_caller]
+fn failed<'a>(checks: &'a [Value], name: &str, needle: &str) -> &'a Value {
+    let found = checks
+        .iter()
+        .find(|c| {
+            c["name"] == name && c["ok"] == false && c["detail"].as_str().unwrap().contains(needle)
+        })
+        .unwrap_or_else(|| panic!("no failed {name} check mentioning {needle:?} in {checks:#?}"));
+    assert!(
+        found["fix"].as_str().is_some_and(|f| !f.is_empty()),
+        "{found}"
+    );
+    found
+}
+
+#[test]
+fn check_passes_on_a_healthy_setup() {
+    let sb = Sandbox::new();
+    sb.deploy();
+    let (code, checks) = check_json(&sb);
+    assert_eq!(code, 0, "{checks:#?}");
+    assert!(checks.iter().all(|c| c["ok"] == true));
+    sb.run(&["check"]).ok();
+}
+
+#[test]
+fn check_reports_each_failure_with_its_fix_and_changes_nothing() {
+    let sb = Sandbox::new();
+    sb.deploy();
+    sb.write_config("shared = [\".env\"]\n[source]\n");
+    // (A second [source] table is a TOML error: the config check fails.)
+    let before = sb.fingerprint();
+    let (code, checks) = check_json(&sb);
+    assert_eq!(code, 2);
+    failed(&checks, "config", "invalid config");
+
+    sb.write_raw_config(&format!(
+        "deploy_to = \"deploy\"\nshared = [\".env\"]\n[source]\ngit = \"app\"\nbranch = \"no-such-branch\"\n\
+         [hooks]\nbuild = [\"no-such-program-xyz --flag\"]\n\
+         [health]\nurl = \"http://127.0.0.1:{}/healthz\"\nrequest_timeout = \"300ms\"\n",
+        closed_port()
+    ));
+    fs::create_dir(sb.deploy_to().join("releases/not-a-release")).unwrap();
+    let before_checks = sb.fingerprint();
+    let (code, checks) = check_json(&sb);
+    assert_eq!(code, 2);
+    failed(&checks, "source", "no-such-branch");
+    failed(&checks, "shared", ".env");
+    failed(&checks, "hooks", "no-such-program-xyz");
+    failed(&checks, "releases", "not-a-release");
+    failed(&checks, "health", "does not pass for the live");
+    assert_eq!(
+        sb.fingerprint(),
+        before_checks,
+        "check changed the deploy directory"
+    );
+
+    fs::remove_dir(sb.deploy_to().join("releases/not-a-release")).unwrap();
+    fs::remove_file(sb.deploy_to().join("current")).unwrap();
+    fs::create_dir(sb.deploy_to().join("current")).unwrap();
+    let (_, checks) = check_json(&sb);
+    failed(&checks, "current", "not a symlink");
+    let text = sb.run(&["check"]);
+    assert!(
+        text.stdout.contains("✗ current") && text.stdout.contains("fix: move it aside"),
+        "{}",
+        text.stdout
+    );
+    let _ = before;
+}
+
+/// A port on 127.0.0.1 with nothing listening.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn completions_and_the_man_page_come_from_the_cli_definitions() {
+    let sb = Sandbox::new();
+    let bash = sb.run(&["completions", "bash"]);
+    bash.ok();
+    assert!(bash.stdout.contains("rollback") && bash.stdout.contains("--no-rollback"));
+    let syntax = Command::new("bash")
+        .args(["-n", "-c", &bash.stdout])
+        .status()
+        .unwrap();
+    assert!(syntax.success());
+    let zsh = sb.run(&["completions", "zsh"]);
+    zsh.ok();
+    assert!(zsh.stdout.contains("#compdef shipit"));
+    let man = sb.run(&["man"]);
+    man.ok();
+    assert!(
+        man.stdout.contains(".TH shipit"),
+        "{}",
+        &man.stdout[..200.min(man.stdout.len())]
+    );
+    assert!(man.stdout.contains("deploy"));
+}
