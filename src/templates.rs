@@ -166,6 +166,10 @@ pub fn render(template: Template, values: &Values, config_file: &Path) -> Result
         Template::Nginx => fill(include_str!("../templates/nginx.conf")),
         Template::Pm2 => include_str!("../templates/ecosystem.config.js")
             .replace("@CURRENT_JSON@", &json(&format!("{deploy_to}/current")))
+            .replace(
+                "@SCRIPT_JSON@",
+                &json(&format!("{deploy_to}/current/server.js")),
+            )
             .replace("@APP_JSON@", &json(&values.app))
             .replace("@PORT_JSON@", &json(&values.port.to_string()))
             .replace("@APP@", &values.app)

@@ -124,7 +124,7 @@ fn the_nginx_template_passes_nginx_t() {
 }
 
 #[test]
-fn node_loads_the_pm2_template_and_it_points_at_the_live_release() {
+fn node_loads_the_pm2_template_and_it_points_through_current() {
     require("node", "apt-get install nodejs");
     let sb = rendered();
     let file = sb.path().join("tpl/ecosystem.config.js");
@@ -149,12 +149,11 @@ fn node_loads_the_pm2_template_and_it_points_at_the_live_release() {
     assert!(app["listen_timeout"].as_u64().unwrap() > 0);
     assert!(app["kill_timeout"].as_u64().unwrap() > 0);
     assert_eq!(app["env"]["PORT"], "4100");
-    let live = fs::canonicalize(sb.deploy_to().join("current")).unwrap();
-    assert_eq!(
-        app["cwd"],
-        live.to_str().unwrap(),
-        "cwd is the real release, not the link"
-    );
+    // Through the link, never resolved: pm2 keeps the paths it is given,
+    // and a resolved path pins every reload to one release.
+    let current = sb.deploy_to().join("current");
+    assert_eq!(app["cwd"], current.to_str().unwrap());
+    assert_eq!(app["script"], current.join("server.js").to_str().unwrap());
 }
 
 #[test]
