@@ -17,7 +17,7 @@ const path = require("path");
 const release = path.basename(__dirname);
 const broken = fs.existsSync(path.join(__dirname, "BROKEN"));
 const port = Number(process.env.PORT || 3000);
-const lingerMs = Number(process.env.LINGER_MS || 1500);
+const lingerMs = Number(process.env.LINGER_MS || 1000);
 let stopping = false;
 
 const server = http.createServer((req, res) => {
@@ -44,14 +44,18 @@ function stop() {
   stopping = true;
   // No new connections; idle keep-alive ones are closed now, busy ones
   // after their response (Connection: close above).
-  server.close(() => process.exit(0));
+  server.close();
   server.closeIdleConnections();
-  // A connection the cluster master routed here just before the signal can
-  // still arrive: keep serving for a moment before giving up on stragglers.
+  // Do not exit the moment we are idle. In cluster mode the master accepts
+  // connections and hands them to workers; it closes its copy only when the
+  // worker acknowledges. A handoff sent just before the master learned that
+  // this worker stopped listening is acknowledged (and re-routed) only while
+  // this process is alive: exiting early leaves that connection open with
+  // nobody to answer it. So linger, then exit.
   setTimeout(() => {
     server.closeAllConnections();
     process.exit(0);
-  }, lingerMs).unref();
+  }, lingerMs);
 }
 
 process.on("SIGINT", stop);

@@ -1,0 +1,471 @@
+//! The zero-downtime proof: the example Node app (examples/node-app) under
+//! pm2 in cluster mode, behind real nginx on 127.0.0.1, deployed and rolled
+//! back by shipit while a load generator runs through nginx for the whole
+//! run. Every good deploy and rollback must drop zero requests; a broken
+//! release must be rolled back by the health gate.
+//!
+//! It installs nothing. It needs nginx, node and pm2 (`.ci/run` installs
+//! them: nginx from Debian, pm2 from npm into target/e2e-tools) and fails
+//! with the install command when one is missing. Everything it starts
+//! (nginx, the pm2 daemon and its workers, the load) is stopped by pid.
+//! Figures go to stdout and to target/e2e/ (report.md, timeline.svg).
+
+mod load;
+mod report;
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use report::{Kind, Mark};
+
+const SHIPIT: &str = env!("CARGO_BIN_EXE_shipit");
+const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
+
+const DEPLOYS: usize = 10;
+const ROLLBACKS: usize = 10;
+const CONNECTIONS: usize = 4;
+
+fn which(tool: &str) -> Option<PathBuf> {
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .ok()?;
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !path.is_empty()).then(|| PathBuf::from(path))
+}
+
+struct Tools {
+    nginx: PathBuf,
+    pm2: PathBuf,
+}
+
+impl Tools {
+    fn find() -> Tools {
+        let nginx = which("nginx")
+            .or_else(|| Some(PathBuf::from("/usr/sbin/nginx")).filter(|p| p.exists()))
+            .unwrap_or_else(|| panic!("the end-to-end suite runs real nginx, which is missing: apt-get install nginx (.ci/run does this)"));
+        assert!(
+            which("node").is_some(),
+            "the end-to-end suite runs the example app on node, which is missing: apt-get install nodejs (.ci/run does this)"
+        );
+        let local = Path::new(MANIFEST).join("target/e2e-tools/node_modules/.bin/pm2");
+        let pm2 = std::env::var_os("SHIPIT_E2E_PM2")
+            .map(PathBuf::from)
+            .or_else(|| Some(local).filter(|p| p.exists()))
+            .or_else(|| which("pm2"))
+            .unwrap_or_else(|| panic!("the end-to-end suite runs real pm2, which is missing: npm install --prefix target/e2e-tools pm2 (.ci/run does this)"));
+        Tools { nginx, pm2 }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=E2E",
+            "-c",
+            "user.email=e2e@example.invalid",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Everything the run started, stopped by pid when dropped (also on panic).
+struct World {
+    root: tempfile::TempDir,
+    tools: Tools,
+    app_port: u16,
+    nginx_port: u16,
+    nginx: Option<Child>,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        // Keep the logs of the run for a post-mortem.
+        let out = Path::new(MANIFEST).join("target/e2e");
+        let _ = fs::create_dir_all(&out);
+        let _ = fs::copy(
+            self.path().join("nginx/logs/error.log"),
+            out.join("nginx-error.log"),
+        );
+        if let Ok(logs) = fs::read_dir(self.pm2_home().join("logs")) {
+            for log in logs.flatten() {
+                let _ = fs::copy(
+                    log.path(),
+                    out.join(format!("pm2-{}", log.file_name().to_string_lossy())),
+                );
+            }
+        }
+        if let Some(mut nginx) = self.nginx.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(nginx.id() as i32),
+                nix::sys::signal::Signal::SIGQUIT,
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && nginx.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = nginx.kill();
+            let _ = nginx.wait();
+        }
+        // `pm2 kill` stops the workers and the daemon; then make sure of the
+        // daemon by its pid file.
+        let _ = self.pm2(&["kill"]);
+        if let Ok(pid) = fs::read_to_string(self.pm2_home().join("pm2.pid")) {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+impl World {
+    fn new() -> World {
+        let world = World {
+            root: tempfile::tempdir().unwrap(),
+            tools: Tools::find(),
+            app_port: free_port(),
+            nginx_port: free_port(),
+            nginx: None,
+        };
+        let app = world.path().join("app");
+        fs::create_dir(&app).unwrap();
+        for file in ["server.js", "package.json"] {
+            fs::copy(
+                Path::new(MANIFEST).join("examples/node-app").join(file),
+                app.join(file),
+            )
+            .unwrap();
+        }
+        fs::write(app.join("VERSION"), "0\n").unwrap();
+        git(&app, &["init", "-q", "-b", "main"]);
+        git(&app, &["add", "-A"]);
+        git(&app, &["commit", "-q", "-m", "v0"]);
+        let pm2 = world.tools.pm2.display().to_string();
+        fs::write(
+            world.path().join("shipit.toml"),
+            format!(
+                r#"deploy_to = "deploy"
+keep_releases = 30
+
+[source]
+git = "app"
+
+[hooks]
+# From the deploy root, so that a pm2 daemon started here never holds a
+# release as its working directory.
+reload = "cd \"$SHIPIT_DEPLOY_TO\" && '{pm2}' startOrReload shared/ecosystem.config.js"
+reload_timeout = "90s"
+
+[health]
+url = "http://127.0.0.1:{port}/healthz"
+expect_body = "\"release\":\"{{release}}\""
+successes = 3
+interval = "200ms"
+timeout = "8s"
+"#,
+                port = world.app_port
+            ),
+        )
+        .unwrap();
+        world
+    }
+
+    fn path(&self) -> &Path {
+        self.root.path()
+    }
+
+    fn pm2_home(&self) -> PathBuf {
+        self.path().join("pm2-home")
+    }
+
+    fn pm2(&self, args: &[&str]) -> Output {
+        Command::new(&self.tools.pm2)
+            .args(args)
+            .current_dir(self.path())
+            .env("PM2_HOME", self.pm2_home())
+            .stdin(Stdio::null())
+            .output()
+            .expect("pm2 runs")
+    }
+
+    fn shipit(&self, args: &[&str]) -> Output {
+        Command::new(SHIPIT)
+            .args(args)
+            .current_dir(self.path())
+            .env("PM2_HOME", self.pm2_home())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("shipit runs")
+    }
+
+    fn current(&self) -> String {
+        let link = fs::read_link(self.path().join("deploy/current")).expect("current exists");
+        link.file_name().unwrap().to_string_lossy().into_owned()
+    }
+
+    fn commit(&self, file: &str, content: Option<&str>) {
+        let app = self.path().join("app");
+        match content {
+            Some(text) => fs::write(app.join(file), text).unwrap(),
+            None => fs::remove_file(app.join(file)).unwrap(),
+        }
+        git(&app, &["add", "-A"]);
+        git(&app, &["commit", "-q", "-m", file]);
+    }
+
+    fn start_nginx(&mut self) {
+        let prefix = self.path().join("nginx");
+        fs::create_dir_all(prefix.join("logs")).unwrap();
+        let p = prefix.display();
+        fs::write(
+            prefix.join("nginx.conf"),
+            format!(
+                "worker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log warn;\n\
+                 events {{ worker_connections 1024; }}\n\
+                 http {{\n  access_log off;\n  keepalive_requests 1000000;\n\
+                   client_body_temp_path {p}/tmp-body;\n  proxy_temp_path {p}/tmp-proxy;\n\
+                   fastcgi_temp_path {p}/tmp-fcgi;\n  uwsgi_temp_path {p}/tmp-uwsgi;\n  scgi_temp_path {p}/tmp-scgi;\n\
+                   upstream app {{ server 127.0.0.1:{app}; keepalive 16; }}\n\
+                   server {{\n    listen 127.0.0.1:{port};\n\
+                     location / {{\n      proxy_pass http://app;\n      proxy_http_version 1.1;\n\
+                       proxy_set_header Connection \"\";\n      proxy_next_upstream error timeout;\n    }}\n  }}\n}}\n",
+                app = self.app_port,
+                port = self.nginx_port
+            ),
+        )
+        .unwrap();
+        let child = Command::new(&self.tools.nginx)
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(prefix.join("nginx.conf"))
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("nginx starts");
+        self.nginx = Some(child);
+    }
+
+    fn nginx_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.nginx_port))
+    }
+
+    /// The release serving through nginx, asked `n` times: all must agree.
+    fn served_release(&self, n: usize) -> Option<String> {
+        let mut seen = Vec::new();
+        for _ in 0..n {
+            let (status, body) = http_get(self.nginx_addr(), "/healthz")?;
+            if status != 200 {
+                return None;
+            }
+            let release = body
+                .split("\"release\":\"")
+                .nth(1)?
+                .split('"')
+                .next()?
+                .to_string();
+            seen.push(release);
+        }
+        seen.dedup();
+        (seen.len() == 1).then(|| seen.remove(0))
+    }
+}
+
+/// One plain GET with a fresh connection (for checks, not for load).
+fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((
+        status,
+        text.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
+    ))
+}
+
+#[track_caller]
+fn expect(out: &Output, code: i32, what: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "{what}:\n{stderr}");
+    stderr
+}
+
+#[test]
+fn deploys_and_rollbacks_under_load_drop_no_requests() {
+    let mut world = World::new();
+    let shared = world.path().join("deploy/shared");
+    fs::create_dir_all(&shared).unwrap();
+    // The pm2 file comes from shipit's own template.
+    expect(
+        &world.shipit(&[
+            "init",
+            "--template",
+            "pm2",
+            "--app",
+            "shipit-e2e",
+            "--out",
+            shared.to_str().unwrap(),
+        ]),
+        0,
+        "render the pm2 template",
+    );
+    // Start the pm2 daemon outside any release.
+    assert!(world.pm2(&["ping"]).status.success());
+
+    expect(&world.shipit(&["deploy"]), 0, "first deploy");
+    let first = world.current();
+    world.start_nginx();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while world.served_release(1).as_deref() != Some(first.as_str()) {
+        assert!(
+            Instant::now() < deadline,
+            "nginx never served the first release"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let load = load::Load::start(world.nginx_addr(), CONNECTIONS);
+    let mut marks: Vec<Mark> = Vec::new();
+    let mut releases = vec![first];
+    std::thread::sleep(Duration::from_secs(3));
+
+    for n in 1..=DEPLOYS {
+        world.commit("VERSION", Some(&format!("{n}\n")));
+        let start = load.now();
+        let out = world.shipit(&["deploy"]);
+        marks.push(Mark {
+            kind: Kind::Deploy,
+            start,
+            end: load.now(),
+        });
+        let said = expect(&out, 0, &format!("deploy {n}"));
+        assert!(
+            !said.contains("still runs from"),
+            "pm2 left a worker in an old release:\n{said}"
+        );
+        let id = world.current();
+        assert_ne!(Some(&id), releases.last(), "deploy {n} made a new release");
+        assert_eq!(
+            world.served_release(6).as_deref(),
+            Some(id.as_str()),
+            "after deploy {n}, nginx serves it"
+        );
+        releases.push(id);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    for n in 1..=ROLLBACKS {
+        let start = load.now();
+        let out = world.shipit(&["rollback"]);
+        marks.push(Mark {
+            kind: Kind::Rollback,
+            start,
+            end: load.now(),
+        });
+        expect(&out, 0, &format!("rollback {n}"));
+        let want = &releases[releases.len() - 1 - n];
+        assert_eq!(
+            &world.current(),
+            want,
+            "rollback {n} stepped back one release"
+        );
+        assert_eq!(
+            world.served_release(6).as_ref(),
+            Some(want),
+            "after rollback {n}, nginx serves it"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+
+    // A release whose every answer is a 500: the gate must roll it back.
+    let live = world.current();
+    world.commit("BROKEN", Some(""));
+    let start = load.now();
+    let out = world.shipit(&["deploy"]);
+    marks.push(Mark {
+        kind: Kind::Broken,
+        start,
+        end: load.now(),
+    });
+    let said = expect(&out, 4, "the broken deploy is rolled back");
+    assert!(said.contains("status 500"), "{said}");
+    assert_eq!(world.current(), live);
+    assert_eq!(world.served_release(6).as_deref(), Some(live.as_str()));
+    std::thread::sleep(Duration::from_secs(3));
+
+    let run = load.now();
+    let samples = load.finish();
+    let good_failures: Vec<_> = samples
+        .iter()
+        .filter(|s| !s.outcome.ok() && report::window_of(&marks, s.at) != Some(Kind::Broken))
+        .collect();
+
+    let table = report::table(&samples, &marks, run);
+    let broken_5xx = samples
+        .iter()
+        .filter(|s| report::window_of(&marks, s.at) == Some(Kind::Broken))
+        .filter(|s| matches!(s.outcome, load::Outcome::Status(500..=599)))
+        .count();
+    let text = format!(
+        "{DEPLOYS} deploys and {ROLLBACKS} rollbacks of a pm2 cluster (2 workers) behind nginx, \
+         {CONNECTIONS} keep-alive connections of load through nginx for {:.0} s:\n\n{table}\n\
+         Failed requests across good deploys, rollbacks and steady state: {}.\n\
+         5xx answers while the broken release was live, before the gate rolled it back: {broken_5xx}.\n\
+         nginx was not reloaded in this scenario, so no client connection was closed by a reload.\n",
+        run.as_secs_f64(),
+        good_failures.len()
+    );
+    println!("{text}");
+    let out_dir = Path::new(MANIFEST).join("target/e2e");
+    fs::create_dir_all(&out_dir).unwrap();
+    fs::write(out_dir.join("report.md"), &text).unwrap();
+    fs::write(
+        out_dir.join("timeline.svg"),
+        report::svg(&samples, &marks, run),
+    )
+    .unwrap();
+
+    assert!(
+        samples.len() > 1000,
+        "the load ran ({} requests)",
+        samples.len()
+    );
+    assert!(
+        good_failures.is_empty(),
+        "{} requests failed outside the broken deploy, first: {:?}\n{text}",
+        good_failures.len(),
+        &good_failures[..good_failures.len().min(5)]
+    );
+    assert!(
+        broken_5xx > 0,
+        "the load saw the broken release answer 5xx before the rollback"
+    );
+}
