@@ -130,13 +130,13 @@ impl Drop for World {
         // `pm2 kill` stops the workers and the daemon; then make sure of the
         // daemon by its pid file.
         let _ = self.pm2(&["kill"]);
-        if let Ok(pid) = fs::read_to_string(self.pm2_home().join("pm2.pid")) {
-            if let Ok(pid) = pid.trim().parse::<i32>() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
+        if let Ok(pid) = fs::read_to_string(self.pm2_home().join("pm2.pid"))
+            && let Ok(pid) = pid.trim().parse::<i32>()
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 }
