@@ -57,7 +57,13 @@ pub fn preflight(ctx: &Ctx, req: &Request) -> Result<()> {
         source::check_ref(reference)?;
     }
     store::list(&ctx.layout)?.require_no_foreign(&ctx.layout)?;
-    store::require_sane_current(&ctx.layout)?;
+    let current = store::require_sane_current(&ctx.layout)?;
+    if let (Some(reference), Some(url), None) =
+        (&req.reference, &ctx.config.source.git, &req.pushed_repo)
+    {
+        source::check_remote_ref(url, reference)
+            .map_err(|e| e.in_phase(Kind::BeforeSwap).live(current.describe()))?;
+    }
     for (rel, is_dir) in ctx.config.shared_paths() {
         let path = ctx.layout.shared().join(&rel);
         if is_dir {
@@ -118,6 +124,11 @@ pub fn run(ctx: &Ctx, req: &Request) -> Result<Outcome> {
         if let Some(e) = error {
             event.outcome = e.kind.name().into();
             event.message = Some(e.to_string().lines().next().unwrap_or("").to_string());
+        }
+        // Refused input (a bad ref, an unknown id) changed nothing: it is
+        // not an event of this deploy directory.
+        if error.is_some_and(|e| e.kind == Kind::Usage) {
+            return;
         }
         if let Err(e) = history::append(layout, &event) {
             ctx.ui.warn(format!("could not record history: {e}"));

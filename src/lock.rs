@@ -83,9 +83,7 @@ pub fn acquire(layout: &Layout, wait: Option<Duration>, command: &str) -> Result
             Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
                 let now = Instant::now();
                 if deadline.is_none_or(|d| now >= d) {
-                    let mut text = String::new();
-                    let _ = file.read_to_string(&mut text);
-                    return Err(busy(&text, wait));
+                    return Err(busy(&read_holder(&mut file), wait));
                 }
                 interrupt::check()?;
                 std::thread::sleep(Duration::from_millis(100).min(deadline.unwrap() - now));
@@ -98,6 +96,21 @@ pub fn acquire(layout: &Layout, wait: Option<Duration>, command: &str) -> Result
                 ));
             }
         }
+    }
+}
+
+/// What the holder wrote about itself. It writes right after taking the
+/// lock, so a reader that comes in between sees an empty file: give it a
+/// moment (bounded) before reporting an unnamed holder.
+fn read_holder(file: &mut File) -> String {
+    let deadline = Instant::now() + Duration::from_millis(500);
+    loop {
+        let mut text = String::new();
+        let _ = file.rewind().and_then(|_| file.read_to_string(&mut text));
+        if serde_json::from_str::<Holder>(text.trim()).is_ok() || Instant::now() >= deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -84,6 +84,7 @@ pub fn plan(
 pub fn run(ctx: &Ctx, keep: usize, dry_run: bool) -> Result<(Plan, Vec<ReleaseId>)> {
     let layout = &ctx.layout;
     let listing = store::list(layout)?;
+    listing.require_no_foreign(layout)?;
     let current = store::require_sane_current(layout)?;
     let in_use: BTreeSet<ReleaseId> = procs::releases_in_use(layout).into_keys().collect();
     let plan = plan(&listing.releases, current.id(), &in_use, keep);
@@ -235,5 +236,107 @@ pub(crate) mod tests {
         let rs: Vec<_> = [A, B, C].iter().map(|i| rel(i, Status::Failed)).collect();
         let p = plan(&rs, None, &BTreeSet::new(), 2);
         assert_eq!(ids(&p.remove), [A]);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::rollback;
+    use proptest::prelude::*;
+
+    const STATUSES: [Status; 4] = [
+        Status::Ready,
+        Status::Live,
+        Status::Failed,
+        Status::RolledBack,
+    ];
+
+    /// Random releases (distinct ids, random statuses), a random `current`
+    /// among them or none, a random in-use subset, and `keep` in 1..=8.
+    fn world()
+    -> impl Strategy<Value = (Vec<Release>, Option<ReleaseId>, BTreeSet<ReleaseId>, usize)> {
+        proptest::collection::btree_map(0u32..5000, (0usize..4, any::<bool>()), 0..24)
+            .prop_flat_map(|entries| {
+                let n = entries.len();
+                let releases: Vec<(Release, bool)> = entries
+                    .into_iter()
+                    .map(|(offset, (status, used))| {
+                        let id = ReleaseId::from_time(
+                            ReleaseId::parse("20260101000000").unwrap().time()
+                                + chrono::TimeDelta::minutes(offset as i64),
+                        );
+                        (tests::rel(id.as_str(), STATUSES[status]), used)
+                    })
+                    .collect();
+                (
+                    Just(releases),
+                    proptest::option::of(0..n.max(1)),
+                    1usize..=8,
+                )
+            })
+            .prop_map(|(releases, current, keep)| {
+                let in_use = releases
+                    .iter()
+                    .filter(|(_, u)| *u)
+                    .map(|(r, _)| r.id.clone())
+                    .collect();
+                let releases: Vec<Release> = releases.into_iter().map(|(r, _)| r).collect();
+                let current = current.and_then(|i| releases.get(i)).map(|r| r.id.clone());
+                (releases, current, in_use, keep)
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn the_plan_never_removes_what_must_stay((releases, current, in_use, keep) in world()) {
+            let p = plan(&releases, current.as_ref(), &in_use, keep);
+            let removed: BTreeSet<&ReleaseId> = p.remove.iter().collect();
+            let kept: BTreeSet<&ReleaseId> = p.keep.iter().map(|(id, _)| id).collect();
+            // Every release is either kept or removed, never both.
+            prop_assert_eq!(removed.len() + kept.len(), releases.len());
+            prop_assert!(removed.is_disjoint(&kept));
+            if let Some(c) = &current {
+                prop_assert!(!removed.contains(c), "removed current");
+                if let Some(t) = rollback::target(&releases, c) {
+                    prop_assert!(!removed.contains(&t), "removed the rollback target");
+                }
+            }
+            for id in &in_use {
+                prop_assert!(!removed.contains(id), "removed a release in use");
+            }
+            // The newest `keep` good releases are all kept.
+            let mut good: Vec<&Release> = releases.iter().filter(|r| r.status() != Status::Failed).collect();
+            good.sort_by(|a, b| b.id.cmp(&a.id));
+            for r in good.iter().take(keep) {
+                prop_assert!(kept.contains(&r.id), "dropped a newest good release");
+            }
+            // Failed ones go first: a good release is removed only when no
+            // unprotected failed release is kept.
+            if removed.iter().any(|id| releases.iter().any(|r| &r.id == *id && r.status() != Status::Failed)) {
+                for (id, reason) in &p.keep {
+                    let failed = releases.iter().any(|r| &r.id == id && r.status() == Status::Failed);
+                    prop_assert!(!(failed && *reason == Reason::Newest), "kept a failed release over a good one");
+                }
+            }
+            // Nothing is removed while there are no more than `keep` releases.
+            if releases.len() <= keep {
+                prop_assert!(p.remove.is_empty());
+            }
+        }
+
+        #[test]
+        fn the_rollback_target_is_the_newest_good_older_release((releases, current, _in_use, _keep) in world()) {
+            let Some(current) = current else { return Ok(()); };
+            let eligible = |r: &Release| r.id < current && !matches!(r.status(), Status::Failed | Status::RolledBack);
+            match rollback::target(&releases, &current) {
+                Some(t) => {
+                    let r = releases.iter().find(|r| r.id == t).unwrap();
+                    prop_assert!(eligible(r));
+                    prop_assert!(!releases.iter().any(|o| eligible(o) && o.id > t), "a newer eligible release exists");
+                }
+                None => prop_assert!(!releases.iter().any(eligible)),
+            }
+        }
     }
 }

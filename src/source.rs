@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use duct::{Expression, cmd};
 
 use crate::config::Config;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Kind, Result};
 use crate::interrupt;
 use crate::layout::Layout;
 use crate::procs;
@@ -201,6 +201,42 @@ pub fn resolve(config: &Config, layout: &Layout, wanted: &Wanted) -> Result<Reso
     })
 }
 
+/// Could `reference` be a commit sha (which no remote can be asked about)?
+fn looks_like_sha(reference: &str) -> bool {
+    (4..=64).contains(&reference.len()) && reference.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Check a `--ref` against the remote before anything is fetched or locked,
+/// so a misspelled (or hostile) ref changes nothing on disk. Branch and tag
+/// names are looked up with `git ls-remote` (read-only); a sha can only be
+/// checked after fetching.
+pub fn check_remote_ref(url: &str, reference: &str) -> Result<()> {
+    check_ref(reference)?;
+    if looks_like_sha(reference) {
+        return Ok(());
+    }
+    let refs = run(git_command(&["ls-remote", url]), &format!("reach {url}"))?;
+    let names = [
+        format!("refs/heads/{reference}"),
+        format!("refs/tags/{reference}"),
+        reference.to_string(),
+    ];
+    let found = refs
+        .lines()
+        .filter_map(|l| l.split('\t').nth(1))
+        .any(|name| names.iter().any(|n| n == name));
+    if found {
+        Ok(())
+    } else {
+        Err(Error::usage(format!(
+            "{reference:?} is not a branch, tag or commit in {url}"
+        ))
+        .hint(format!(
+            "`git ls-remote {url}` lists branches and tags; a commit is given by its sha"
+        )))
+    }
+}
+
 /// Does the remote at `url` have `branch`? Read-only (`git ls-remote`).
 pub fn remote_has_branch(url: &str, branch: &str) -> Result<bool> {
     let pattern = format!("refs/heads/{branch}");
@@ -255,6 +291,7 @@ fn fetch_mirror(url: &str, layout: &Layout) -> Result<()> {
         }
         fs::rename(fresh.keep(), &mirror).with_path("could not create", &mirror)?;
     }
+    clear_stale_git_locks(&mirror)?;
     // Set every time: a changed source.git takes effect, and a mirror from
     // an older or interrupted run is put right.
     for (key, value) in [
@@ -281,6 +318,25 @@ fn fetch_mirror(url: &str, layout: &Layout) -> Result<()> {
     Ok(())
 }
 
+/// Remove `*.lock` files that a killed git left in the mirror (git refuses
+/// to update a ref whose lock file exists, so one SIGKILL mid-fetch would
+/// break every later deploy). They can only be stale: callers hold the
+/// deploy lock, and git children die with the shipit that ran them.
+fn clear_stale_git_locks(mirror: &Path) -> Result<()> {
+    let walk = walkdir::WalkDir::new(mirror)
+        .into_iter()
+        .filter_entry(|e| e.file_name() != "objects");
+    for entry in walk.flatten() {
+        let is_lock =
+            entry.file_type().is_file() && entry.file_name().to_string_lossy().ends_with(".lock");
+        if is_lock {
+            fs::remove_file(entry.path())
+                .with_path("could not remove the stale git lock", entry.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// Resolve `wanted` (branch, tag, sha) to a full commit sha with `git`
 /// (which builds a git command aimed at the right repository). A branch
 /// name wins over a tag of the same name: a deploy of "main" means the branch.
@@ -295,12 +351,14 @@ fn resolve_rev(git: impl Fn(&[&str]) -> Expression, wanted: &str) -> Result<Stri
             "--end-of-options",
             candidate,
         ];
-        if let Ok(sha) = run(git(&args), "resolve the ref")
-            && !sha.is_empty()
-        {
-            return Ok(sha);
+        match run(git(&args), "resolve the ref") {
+            Ok(sha) if !sha.is_empty() => return Ok(sha),
+            // An interrupt is not an answer about the ref.
+            Err(e) if e.kind == Kind::Interrupted => return Err(e),
+            _ => {}
         }
     }
+    interrupt::check()?;
     Err(Error::usage(format!(
         "{wanted:?} is not a branch, tag or commit in the source repository"
     )))

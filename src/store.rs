@@ -294,6 +294,20 @@ pub fn remove_release(layout: &Layout, id: &ReleaseId) -> Result<()> {
 /// never fails the command.
 pub fn clear_leftovers(layout: &Layout) -> Vec<(PathBuf, Option<Error>)> {
     let mut report = Vec::new();
+    // A swap killed between making its temporary link and renaming it
+    // over `current` leaves that link behind (see `swap`).
+    if let Ok(entries) = fs::read_dir(layout.root()) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with(".current-") && path.is_symlink() {
+                let error = fs::remove_file(&path)
+                    .err()
+                    .map(|e| Error::io("could not delete leftover", &path, e));
+                report.push((path, error));
+            }
+        }
+    }
     for dir in [layout.staging_dir(), layout.trash()] {
         let Ok(entries) = fs::read_dir(&dir) else {
             continue;

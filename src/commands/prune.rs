@@ -18,6 +18,10 @@ pub fn run(ctx: &Ctx, args: &PruneArgs) -> Result<()> {
     }
     let wait = super::wait_for(&args.wait, &ctx.config)?;
     let started = Instant::now();
+    // Refuse what prune would refuse under the lock before taking it, so a
+    // refusal leaves the deploy directory exactly as it was.
+    crate::store::list(&ctx.layout)?.require_no_foreign(&ctx.layout)?;
+    crate::store::require_sane_current(&ctx.layout)?;
     let _lock = if args.dry_run {
         None
     } else {

@@ -128,3 +128,276 @@ fn releases_output_survives_a_closed_pipe() {
     );
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
+
+/// One bad input: how to set it up on a deployed sandbox, what to run, and
+/// what the error must name.
+struct Case {
+    name: &'static str,
+    setup: fn(&Sandbox),
+    args: &'static [&'static str],
+    names: &'static str,
+}
+
+fn config(sb: &Sandbox, text: &str) {
+    sb.write_raw_config(text);
+}
+
+const GOOD: &str = "deploy_to = \"deploy\"\n[source]\ngit = \"app\"\n";
+
+fn corpus() -> Vec<Case> {
+    vec![
+        Case {
+            name: "malformed TOML",
+            setup: |sb| config(sb, "deploy_to = \n[source\n"),
+            args: &["deploy"],
+            names: "invalid config",
+        },
+        Case {
+            name: "wrong type",
+            setup: |sb| config(sb, &format!("keep_releases = \"five\"\n{GOOD}")),
+            args: &["deploy"],
+            names: "keep_releases",
+        },
+        Case {
+            name: "unknown key",
+            setup: |sb| config(sb, &format!("{GOOD}[hooks]\nrelaod = \"x\"\n")),
+            args: &["deploy"],
+            names: "hooks.relaod",
+        },
+        Case {
+            name: "missing deploy_to",
+            setup: |sb| config(sb, "[source]\ngit = \"app\"\n"),
+            args: &["deploy"],
+            names: "deploy_to",
+        },
+        Case {
+            name: "deploy_to is a file",
+            setup: |sb| {
+                fs::write(sb.path().join("a-file"), "x").unwrap();
+                config(sb, "deploy_to = \"a-file\"\n[source]\ngit = \"app\"\n");
+            },
+            args: &["deploy"],
+            names: "a-file exists and is not a directory",
+        },
+        Case {
+            name: "keep_releases = 0",
+            setup: |sb| config(sb, &format!("keep_releases = 0\n{GOOD}")),
+            args: &["deploy"],
+            names: "keep_releases = 0",
+        },
+        Case {
+            name: "non-http health URL",
+            setup: |sb| {
+                config(
+                    sb,
+                    &format!("{GOOD}[health]\nurl = \"ftp://127.0.0.1/x\"\n"),
+                )
+            },
+            args: &["deploy"],
+            names: "ftp://127.0.0.1/x",
+        },
+        Case {
+            name: "garbage duration",
+            setup: |sb| {
+                config(
+                    sb,
+                    &format!(
+                        "{GOOD}[health]\nurl = \"http://127.0.0.1:1/\"\ntimeout = \"a while\"\n"
+                    ),
+                )
+            },
+            args: &["deploy"],
+            names: "\"a while\"",
+        },
+        Case {
+            name: "--to with ..",
+            setup: |_| {},
+            args: &["rollback", "--to", "../../etc"],
+            names: "\"../../etc\" is not a release id",
+        },
+        Case {
+            name: "--to with /",
+            setup: |_| {},
+            args: &["rollback", "--to", "/etc/passwd"],
+            names: "\"/etc/passwd\" is not a release id",
+        },
+        Case {
+            name: "nonexistent release id",
+            setup: |_| {},
+            args: &["rollback", "--to", "20000101000000"],
+            names: "no release 20000101000000",
+        },
+        Case {
+            name: "ref with $( )",
+            setup: |_| {},
+            args: &["deploy", "--ref", "$(touch${IFS}pwned)"],
+            names: "$(touch${IFS}pwned)",
+        },
+        Case {
+            name: "ref with ;",
+            setup: |_| {},
+            args: &["deploy", "--ref", "main;touch${IFS}pwned"],
+            names: "main;touch${IFS}pwned",
+        },
+        Case {
+            name: "ref with backticks",
+            setup: |_| {},
+            args: &["deploy", "--ref", "`touch${IFS}pwned`"],
+            names: "`touch${IFS}pwned`",
+        },
+        Case {
+            name: "ref like an option",
+            setup: |_| {},
+            args: &["deploy", "--ref=--upload-pack=touch pwned"],
+            names: "--upload-pack=touch pwned",
+        },
+        Case {
+            name: "misspelled branch",
+            setup: |_| {},
+            args: &["deploy", "--ref", "mian"],
+            names: "\"mian\" is not a branch, tag or commit",
+        },
+        Case {
+            name: "current is a directory",
+            setup: |sb| {
+                let current = sb.deploy_to().join("current");
+                fs::remove_file(&current).unwrap();
+                fs::create_dir(&current).unwrap();
+            },
+            args: &["deploy"],
+            names: "current is a real directory",
+        },
+        Case {
+            name: "current is dangling",
+            setup: |sb| {
+                let current = sb.deploy_to().join("current");
+                fs::remove_file(&current).unwrap();
+                std::os::unix::fs::symlink("releases/20000101000000", &current).unwrap();
+            },
+            args: &["deploy"],
+            names: "releases/20000101000000, which is not a release",
+        },
+        Case {
+            name: "foreign file in releases",
+            setup: |sb| fs::write(sb.deploy_to().join("releases/notes.txt"), "x").unwrap(),
+            args: &["prune"],
+            names: "notes.txt is not a release",
+        },
+        Case {
+            name: "prune --keep 0",
+            setup: |_| {},
+            args: &["prune", "--keep", "0"],
+            names: "--keep 0",
+        },
+        Case {
+            name: "bad --wait",
+            setup: |_| {},
+            args: &["deploy", "--wait=soon"],
+            names: "--wait=soon",
+        },
+    ]
+}
+
+#[test]
+fn every_bad_input_is_named_and_changes_nothing() {
+    for case in corpus() {
+        let sb = Sandbox::new();
+        sb.deploy();
+        (case.setup)(&sb);
+        let before = sb.fingerprint();
+        let run = sb.run(case.args);
+        assert_ne!(run.code, 0, "{}: exited 0", case.name);
+        assert!(
+            !run.stderr.contains("panicked"),
+            "{}: panicked\n{}",
+            case.name,
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains(case.names),
+            "{}: the error does not name {:?}\n{}",
+            case.name,
+            case.names,
+            run.stderr
+        );
+        assert_eq!(
+            sb.fingerprint(),
+            before,
+            "{}: the deploy directory changed",
+            case.name
+        );
+        let pwned: Vec<_> = walkdir::WalkDir::new(sb.path())
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name() == "pwned")
+            .collect();
+        assert!(pwned.is_empty(), "{}: a ref was executed", case.name);
+    }
+}
+
+/// An unwritable deploy_to, as a user who cannot write it (root can write
+/// anything, so as root the command runs as `nobody` through setpriv).
+#[test]
+fn an_unwritable_deploy_to_is_named_and_nothing_changes() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    sb.deploy();
+    let root = nix::unistd::getuid().is_root();
+    if root {
+        // nobody must reach the sandbox and the binary, but not write it.
+        let mut dir = sb.path().to_path_buf();
+        loop {
+            let mode = fs::metadata(&dir).unwrap().permissions().mode();
+            fs::set_permissions(&dir, fs::Permissions::from_mode(mode | 0o755)).unwrap();
+            if !dir.pop() || dir == std::path::Path::new("/") {
+                break;
+            }
+        }
+        for entry in walkdir::WalkDir::new(sb.path())
+            .into_iter()
+            .filter_map(|e| e.ok())
+        {
+            if !entry.path_is_symlink() {
+                let mode = entry.metadata().unwrap().permissions().mode();
+                let _ = fs::set_permissions(
+                    entry.path(),
+                    fs::Permissions::from_mode(
+                        mode | 0o044 | if entry.file_type().is_dir() { 0o011 } else { 0 },
+                    ),
+                );
+            }
+        }
+    } else {
+        fs::set_permissions(sb.deploy_to(), fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    let before = sb.fingerprint();
+    let mut command = if root {
+        let mut c = std::process::Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            crate::sandbox::SHIPIT,
+            "deploy",
+        ]);
+        c.current_dir(sb.path())
+            .env("NO_COLOR", "1")
+            .env("HOME", "/nonexistent");
+        c
+    } else {
+        sb.command(&["deploy"])
+    };
+    let out = command.output().expect("setpriv (util-linux) runs");
+    let said = String::from_utf8_lossy(&out.stderr);
+    if !root {
+        fs::set_permissions(sb.deploy_to(), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("is not writable by"), "{said}");
+    assert!(
+        said.contains(&sb.deploy_to().display().to_string()),
+        "{said}"
+    );
+    assert!(!said.contains("panicked"), "{said}");
+    assert_eq!(sb.fingerprint(), before);
+}

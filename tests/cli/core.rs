@@ -193,3 +193,31 @@ fn a_half_created_mirror_from_a_killed_deploy_is_repaired() {
     sb.deploy();
     assert_eq!(sb.served(), "v1\n");
 }
+
+/// Regression (found by crash injection): a deploy SIGKILLed mid-fetch left
+/// git's `refs/heads/main.lock` in the mirror, and every later fetch failed
+/// with "Unable to create ... main.lock: File exists".
+#[test]
+fn a_stale_git_lock_in_the_mirror_is_cleared() {
+    let sb = Sandbox::new();
+    sb.deploy();
+    let mirror = sb.deploy_to().join(".shipit/repo.git");
+    fs::write(mirror.join("refs/heads/main.lock"), "").unwrap();
+    fs::write(mirror.join("packed-refs.lock"), "").unwrap();
+    sb.commit("index.html", "v2\n");
+    sb.deploy();
+    assert_eq!(sb.served(), "v2\n");
+}
+
+/// Regression (found by reading the swap for crash safety): a swap killed
+/// between creating its temporary link and renaming it left `.current-*`
+/// in the deploy directory.
+#[test]
+fn a_temporary_link_from_a_killed_swap_is_cleared() {
+    let sb = Sandbox::new();
+    let first = sb.deploy();
+    let stray = sb.deploy_to().join(".current-AbC123");
+    std::os::unix::fs::symlink(format!("releases/{first}"), &stray).unwrap();
+    sb.deploy();
+    assert!(!stray.exists() && !stray.is_symlink());
+}

@@ -5,7 +5,9 @@
 mod sandbox;
 
 mod bad_input;
+mod concurrency;
 mod core;
+mod crash;
 mod gate;
 mod init;
 mod lock;
