@@ -209,19 +209,23 @@ fn build_and_publish(
     event: &mut Event,
 ) -> Result<(ReleaseId, Resolved)> {
     let layout = &ctx.layout;
-    match (&req.pushed_repo, &ctx.config.source.git) {
-        (Some(repo), _) => ctx
-            .ui
-            .step("Reading", format!("the push to {}", repo.display())),
-        (None, Some(git)) => ctx.ui.step("Fetching", git),
-        (None, None) => {}
-    }
+    let fetching = match (&req.pushed_repo, &ctx.config.source.git) {
+        (Some(repo), _) => Some(
+            ctx.ui
+                .long_step("Reading", format!("the push to {}", repo.display())),
+        ),
+        (None, Some(git)) => Some(ctx.ui.long_step("Fetching", git)),
+        (None, None) => None,
+    };
     let wanted = source::Wanted {
         reference: req.reference.as_deref(),
         pushed_repo: req.pushed_repo.as_deref(),
         branch: req.branch.as_deref(),
     };
     let resolved = source::resolve(&ctx.config, layout, &wanted)?;
+    if let Some(step) = fetching {
+        step.done();
+    }
     event.revision = resolved.revision.clone();
     event.branch = resolved.branch.clone();
     interrupt::check()?;
@@ -273,14 +277,18 @@ fn stage(
         Utc::now().to_rfc3339()
     );
 
-    let short = resolved
-        .revision
-        .as_deref()
-        .map(|r| &r[..r.len().min(12)])
-        .unwrap_or("directory");
-    ctx.ui
-        .step("Exporting", format!("{short} into {}", Layout::display(id)));
+    let exporting = match resolved.revision.as_deref() {
+        Some(sha) => ctx.ui.long_step(
+            "Exporting",
+            format!("{} into {}", &sha[..sha.len().min(12)], Layout::display(id)),
+        ),
+        None => ctx.ui.long_step(
+            "Copying",
+            format!("{} into {}", resolved.source, Layout::display(id)),
+        ),
+    };
     source::export(&ctx.config, layout, resolved, staging)?;
+    exporting.done();
     link_shared(ctx, staging)?;
 
     let live = Live {

@@ -16,23 +16,61 @@ use crate::error::Error;
 pub struct Ui {
     color: bool,
     quiet: bool,
+    /// stderr is a terminal: long steps get a live spinner.
+    live: bool,
+}
+
+/// A long step in progress; see [`Ui::long_step`].
+pub struct LongStep {
+    ui: Ui,
+    line: String,
+    spinner: Option<indicatif::ProgressBar>,
+}
+
+impl LongStep {
+    /// The step is done: leave its plain status line behind.
+    pub fn done(mut self) {
+        if let Some(spinner) = self.spinner.take() {
+            spinner.finish_and_clear();
+            eprintln!("{}", self.line);
+        }
+    }
+}
+
+impl Drop for LongStep {
+    fn drop(&mut self) {
+        // Failed or interrupted: clear the spinner; the error says the rest.
+        if let Some(spinner) = self.spinner.take() {
+            spinner.finish_and_clear();
+        }
+        let _ = self.ui;
+    }
 }
 
 impl Ui {
     pub fn new(quiet: bool) -> Ui {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let terminal = io::stderr().is_terminal();
         Ui {
-            color: !no_color && io::stderr().is_terminal(),
+            color: !no_color && terminal,
             quiet,
+            live: terminal && !quiet,
         }
     }
 
     fn paint(&self, style: Style, text: &str) -> String {
         if self.color {
-            style.apply_to(text).to_string()
+            // We decided on colour for stderr ourselves; do not let the
+            // styling library second-guess it from stdout.
+            style.force_styling(true).apply_to(text).to_string()
         } else {
             text.to_string()
         }
+    }
+
+    fn step_line(&self, verb: &str, message: &str) -> String {
+        let verb = self.paint(Style::new().green().bold(), &format!("{verb:>12}"));
+        format!("{verb} {message}")
     }
 
     /// `    Building releases/20261121174500`
@@ -40,8 +78,37 @@ impl Ui {
         if self.quiet {
             return;
         }
-        let verb = self.paint(Style::new().green().bold(), &format!("{verb:>12}"));
-        eprintln!("{verb} {}", message.as_ref());
+        eprintln!("{}", self.step_line(verb, message.as_ref()));
+    }
+
+    /// A step that may take a while without printing anything (a fetch, an
+    /// export). On a terminal: a spinner with the elapsed time until
+    /// [`LongStep::done`]. Elsewhere (a git hook, CI): the plain line now.
+    pub fn long_step(&self, verb: &str, message: impl AsRef<str>) -> LongStep {
+        let line = self.step_line(verb, message.as_ref());
+        if !self.live {
+            if !self.quiet {
+                eprintln!("{line}");
+            }
+            return LongStep {
+                ui: *self,
+                line,
+                spinner: None,
+            };
+        }
+        let spinner = indicatif::ProgressBar::new_spinner();
+        spinner.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        spinner.set_style(
+            indicatif::ProgressStyle::with_template("{msg} {spinner} {elapsed}")
+                .expect("the template is valid"),
+        );
+        spinner.set_message(line.clone());
+        spinner.enable_steady_tick(std::time::Duration::from_millis(100));
+        LongStep {
+            ui: *self,
+            line,
+            spinner: Some(spinner),
+        }
     }
 
     pub fn warn(&self, message: impl AsRef<str>) {

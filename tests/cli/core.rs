@@ -221,3 +221,52 @@ fn a_temporary_link_from_a_killed_swap_is_cleared() {
     sb.deploy();
     assert!(!stray.exists() && !stray.is_symlink());
 }
+
+/// Colour and live progress only on a terminal, never with NO_COLOR, and
+/// plain lines everywhere else (a git hook, CI, a pipe).
+#[test]
+fn colour_and_progress_only_on_a_terminal() {
+    let sb = Sandbox::new();
+    let piped = sb.run(&["deploy"]);
+    piped.ok();
+    assert!(
+        !piped.stderr.contains('\x1b'),
+        "escape codes in a pipe:\n{}",
+        piped.stderr
+    );
+
+    // `script` (util-linux) runs the command on a pseudo-terminal.
+    let under_tty = |no_color: bool| {
+        let mut cmd = std::process::Command::new("script");
+        cmd.args([
+            "-qec",
+            &format!("'{}' deploy", crate::sandbox::SHIPIT),
+            "/dev/null",
+        ])
+        .current_dir(sb.path())
+        .env_remove("NO_COLOR")
+        .stdin(std::process::Stdio::null());
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        }
+        let out = cmd.output().expect("script (util-linux) runs");
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let tty = under_tty(false);
+    assert!(
+        tty.contains("\x1b[32m"),
+        "no colour on a terminal:\n{tty:?}"
+    );
+    assert!(
+        tty.contains("\x1b[2K"),
+        "no live progress on a terminal:\n{tty:?}"
+    );
+    assert!(tty.contains("Deployed"));
+    let plain = under_tty(true);
+    assert!(
+        !plain.contains("\x1b[32m"),
+        "colour despite NO_COLOR:\n{plain:?}"
+    );
+    assert!(plain.contains("Deployed"));
+}
