@@ -136,11 +136,7 @@ fn node_loads_the_pm2_template_and_it_points_through_current() {
         .arg(&file)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::sandbox::succeeded(&out);
     let config: Value = serde_json::from_slice(&out.stdout).unwrap();
     let app = &config["apps"][0];
     assert_eq!(app["name"], "shop");

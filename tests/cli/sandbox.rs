@@ -267,6 +267,16 @@ impl Sandbox {
     }
 }
 
+/// Assert that a finished process succeeded, showing its stderr if not.
+#[track_caller]
+pub fn succeeded(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub fn dir_names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
         .map(|rd| {
