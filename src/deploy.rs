@@ -26,6 +26,7 @@ use crate::hooks::{self, Hook};
 use crate::interrupt;
 use crate::layout::{Layout, ReleaseId};
 use crate::prune;
+use crate::rollback;
 use crate::source::{self, Resolved};
 use crate::store::{self, Metadata, Status};
 use crate::swap;
@@ -170,11 +171,14 @@ pub fn run(ctx: &Ctx, req: &Request) -> Result<Outcome> {
         return Err(e);
     }
 
-    store::set_status(layout, &id, Status::Live, None)?;
+    rollback::mark(ctx, &id, Status::Live);
     if let Some(prev) = &previous
-        && store::read_metadata(layout, prev)?.is_some_and(|m| m.status == Status::Live)
+        && store::read_metadata(layout, prev)
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.status == Status::Live)
     {
-        store::set_status(layout, prev, Status::Ready, None)?;
+        rollback::mark(ctx, prev, Status::Ready);
     }
     let removed = match prune::run(ctx, ctx.config.keep_releases, false) {
         Ok((_, removed)) => removed,

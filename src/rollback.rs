@@ -114,10 +114,10 @@ pub fn run(ctx: &Ctx, to: Option<&ReleaseId>) -> Result<Outcome> {
         return Err(e);
     }
     if let Some(from) = &from {
-        store::set_status(layout, from, Status::RolledBack, None)?;
+        mark(ctx, from, Status::RolledBack);
     }
     if meta.as_ref().is_some_and(|m| m.status != Status::Failed) {
-        store::set_status(layout, &target, Status::Live, None)?;
+        mark(ctx, &target, Status::Live);
     }
     let live = Live {
         id: &target,
@@ -152,6 +152,18 @@ pub fn run(ctx: &Ctx, to: Option<&ReleaseId>) -> Result<Outcome> {
         to: target,
         duration: started.elapsed(),
     })
+}
+
+/// Record a status after the swap. Bookkeeping must never stop the
+/// sequence between a swap and its reload, so a failure here only warns.
+pub fn mark(ctx: &Ctx, id: &ReleaseId, status: Status) {
+    if let Err(e) = store::set_status(&ctx.layout, id, status, None) {
+        ctx.ui.warn(format!(
+            "could not record {} as {}: {e}",
+            Layout::display(id),
+            status.as_str()
+        ));
+    }
 }
 
 #[cfg(test)]

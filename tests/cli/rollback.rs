@@ -95,3 +95,35 @@ fn nothing_to_roll_back_on_an_empty_deploy_dir() {
         "a refused rollback creates nothing"
     );
 }
+
+/// Regression: a failure to record statuses right after the swap returned
+/// early and skipped the reload, leaving `current` moved but the app never
+/// told. Bookkeeping after a swap now only warns.
+#[test]
+fn a_metadata_failure_after_the_swap_still_reloads() {
+    let sb = Sandbox::new();
+    let reloaded = sb.path().join("reloaded");
+    sb.write_config(&format!(
+        "[hooks]\nreload = \"printf %s \\\"$SHIPIT_RELEASE\\\" > '{}'\"\n",
+        reloaded.display()
+    ));
+    let a = sb.deploy();
+    sb.commit("index.html", "v2\n");
+    let b = sb.deploy();
+    let meta = sb
+        .deploy_to()
+        .join("releases")
+        .join(&b)
+        .join(".shipit-release.json");
+    std::fs::remove_file(&meta).unwrap();
+    std::fs::create_dir(&meta).unwrap();
+    sb.run(&["rollback", "--to", &a])
+        .ok()
+        .says("could not record");
+    assert_eq!(sb.current().unwrap(), a);
+    assert_eq!(
+        std::fs::read_to_string(&reloaded).unwrap(),
+        a,
+        "the reload ran for the target"
+    );
+}
