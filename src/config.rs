@@ -517,6 +517,51 @@ mod tests {
         assert_eq!(counted + 1, in_schema);
     }
 
+    /// The README's config reference is where operators look: every key of
+    /// the schema must be in its example, and the example must parse.
+    #[test]
+    fn the_readme_documents_every_key() {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("## Configuration")
+            .nth(1)
+            .expect("a configuration section");
+        let block = section
+            .split("```toml")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("a toml example");
+        let mut table = "";
+        let mut documented = std::collections::BTreeSet::new();
+        for line in block.lines().map(|l| l.trim_start_matches('#').trim()) {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+                table = name;
+                documented.insert(name.to_string());
+            } else if let Some((key, _)) = line.split_once(" =") {
+                let full = if table.is_empty() {
+                    key.to_string()
+                } else {
+                    format!("{table}.{key}")
+                };
+                documented.insert(full);
+            }
+        }
+        for (table, keys) in SCHEMA {
+            for key in *keys {
+                let full = if table.is_empty() {
+                    key.to_string()
+                } else {
+                    format!("{table}.{key}")
+                };
+                assert!(
+                    documented.contains(&full),
+                    "the README does not document {full}"
+                );
+            }
+        }
+        parse(block, Path::new("/etc/app/shipit.toml")).expect("the README example parses");
+    }
+
     #[test]
     fn bad_values_are_named() {
         let cases = [

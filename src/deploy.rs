@@ -119,21 +119,8 @@ pub fn run(ctx: &Ctx, req: &Request) -> Result<Outcome> {
 
     let mut event = Event::new("deploy", "ok");
     event.previous = previous.clone();
-    let record = |mut event: Event, error: Option<&Error>, live: Option<ReleaseId>| {
-        event.duration_ms = started.elapsed().as_millis() as u64;
-        event.live = live;
-        if let Some(e) = error {
-            event.outcome = e.kind.name().into();
-            event.message = Some(e.to_string().lines().next().unwrap_or("").to_string());
-        }
-        // Refused input (a bad ref, an unknown id) changed nothing: it is
-        // not an event of this deploy directory.
-        if error.is_some_and(|e| e.kind == Kind::Usage) {
-            return;
-        }
-        if let Err(e) = history::append(layout, &event) {
-            ctx.ui.warn(format!("could not record history: {e}"));
-        }
+    let record = |event: Event, error: Option<&Error>, live: Option<ReleaseId>| {
+        history::record(layout, &ctx.ui, event, started, error, live)
     };
 
     let (id, resolved) =
@@ -150,7 +137,7 @@ pub fn run(ctx: &Ctx, req: &Request) -> Result<Outcome> {
     let swapped = interrupt::check().and_then(|_| {
         ctx.ui
             .step("Swapping", format!("current -> {}", Layout::display(&id)));
-        swap::point_current(layout, &id)
+        swap::point_current(layout, &id).map(|s| s.report(&ctx.ui))
     });
     if let Err(e) = swapped {
         let _ = store::remove_release(layout, &id);
@@ -465,7 +452,8 @@ fn recover(
         "Rolling back",
         format!("current -> {}", Layout::display(prev)),
     );
-    if let Err(e) = swap::point_current(layout, prev) {
+    let swapped_back = swap::point_current(layout, prev).map(|s| s.report(&ctx.ui));
+    if let Err(e) = swapped_back {
         let e = err
             .cause(format!("the swap back failed: {e}"))
             .live(format!(

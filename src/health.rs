@@ -272,6 +272,46 @@ mod tests {
         assert_eq!(g.decide(BUDGET * 2), Decision::Pass);
     }
 
+    /// Serve one canned response per connection on 127.0.0.1, `count` times.
+    fn serve(responses: Vec<Vec<u8>>) -> (String, std::thread::JoinHandle<()>) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/healthz", listener.local_addr().unwrap());
+        let handle = std::thread::spawn(move || {
+            for response in responses {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream);
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let _ = reader.get_mut().write_all(&response);
+            }
+        });
+        (url, handle)
+    }
+
+    #[test]
+    fn the_probe_reads_a_bounded_body_and_follows_no_redirect() {
+        let mut big = b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n".to_vec();
+        big.extend(std::iter::repeat_n(b'x', 1024 * 1024 - 6));
+        big.extend(b"marker");
+        let redirect =
+            b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n".to_vec();
+        let (url, server) = serve(vec![big, redirect]);
+        let agent = agent(Duration::from_secs(5));
+        // The marker lies past the 64 KiB that are read: not seen.
+        let seen = probe(&agent, &url, 200, Some("marker"));
+        assert!(!seen.passed, "{seen:?}");
+        assert!(seen.detail.contains("does not contain"), "{seen:?}");
+        let seen = probe(&agent, &url, 200, None);
+        assert!(
+            !seen.passed && seen.detail.contains("status 302"),
+            "{seen:?}"
+        );
+        server.join().unwrap();
+    }
+
     #[test]
     fn body_template() {
         assert_eq!(

@@ -56,6 +56,32 @@ impl Event {
     }
 }
 
+/// Finish `event` (duration since `started`, what is live after, the
+/// outcome of `error`) and append it; a failure to append only warns, since
+/// the deploy or rollback it describes has already happened. Refused input
+/// (a bad ref, an unknown id) changed nothing and is not recorded.
+pub fn record(
+    layout: &Layout,
+    ui: &crate::ui::Ui,
+    mut event: Event,
+    started: std::time::Instant,
+    error: Option<&Error>,
+    live: Option<ReleaseId>,
+) {
+    event.duration_ms = started.elapsed().as_millis() as u64;
+    event.live = live;
+    if let Some(e) = error {
+        if e.kind == crate::error::Kind::Usage {
+            return;
+        }
+        event.outcome = e.kind.name().into();
+        event.message = Some(e.message.clone());
+    }
+    if let Err(e) = append(layout, &event) {
+        ui.warn(format!("could not record history: {e}"));
+    }
+}
+
 pub fn append(layout: &Layout, event: &Event) -> Result<()> {
     let path = layout.history();
     let mut line = serde_json::to_string(event).expect("event serializes");

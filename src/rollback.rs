@@ -90,23 +90,16 @@ pub fn run(ctx: &Ctx, to: Option<&ReleaseId>) -> Result<Outcome> {
     let meta = store::read_metadata(layout, &target).ok().flatten();
     event.revision = meta.as_ref().and_then(|m| m.revision.clone());
     event.branch = meta.as_ref().and_then(|m| m.branch.clone());
-    let record = |mut event: Event, error: Option<&Error>, live: Option<ReleaseId>| {
-        event.duration_ms = started.elapsed().as_millis() as u64;
-        event.live = live;
-        if let Some(e) = error {
-            event.outcome = e.kind.name().into();
-            event.message = Some(e.message.clone());
-        }
-        if let Err(e) = history::append(layout, &event) {
-            ctx.ui.warn(format!("could not record history: {e}"));
-        }
+    let record = |event: Event, error: Option<&Error>, live: Option<ReleaseId>| {
+        history::record(layout, &ctx.ui, event, started, error, live)
     };
 
     ctx.ui.step(
         "Swapping",
         format!("current -> {}", Layout::display(&target)),
     );
-    if let Err(e) = swap::point_current(layout, &target) {
+    let swapped = swap::point_current(layout, &target).map(|s| s.report(&ctx.ui));
+    if let Err(e) = swapped {
         let e = e
             .context("rollback failed: the swap did not happen")
             .live(current.describe());

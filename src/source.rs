@@ -101,7 +101,12 @@ fn git_command(args: &[&str]) -> Expression {
             expr = expr.env_remove(key);
         }
     }
-    // Never wait for a password prompt nobody will answer.
+    unattended(expr)
+}
+
+/// What every git command here needs: no prompt nobody will answer, no
+/// stdin, and death together with shipit.
+fn unattended(expr: Expression) -> Expression {
     expr.env("GIT_TERMINAL_PROMPT", "0")
         .stdin_null()
         .before_spawn(|command| {
@@ -252,14 +257,7 @@ pub fn remote_has_branch(url: &str, branch: &str) -> Result<bool> {
 fn in_pushed_repo(repo: &Path, args: &[&str]) -> Expression {
     let mut argv = vec![format!("--git-dir={}", repo.display())];
     argv.extend(args.iter().map(|a| a.to_string()));
-    cmd("git", argv)
-        .env("GIT_DIR", repo)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .stdin_null()
-        .before_spawn(|command| {
-            procs::die_with_shipit(command);
-            Ok(())
-        })
+    unattended(cmd("git", argv).env("GIT_DIR", repo))
 }
 
 fn fetch_mirror(url: &str, layout: &Layout) -> Result<()> {

@@ -15,9 +15,29 @@ use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::layout::{Layout, ReleaseId};
 use crate::store::{self, Current};
+use crate::ui::Ui;
 
-/// Point `current` at `releases/<id>`.
-pub fn point_current(layout: &Layout, id: &ReleaseId) -> Result<()> {
+/// A swap that happened. Every reader already sees the new `current`; if
+/// the directory could not be synced afterwards, a power cut could still
+/// undo it, and this carries that error. It is not a failed swap: treating
+/// it as one would delete the release `current` now points at.
+#[must_use]
+pub struct Swapped(Option<Error>);
+
+impl Swapped {
+    /// Warn if the swap is not known to be durable.
+    pub fn report(self, ui: &Ui) {
+        if let Some(e) = self.0 {
+            ui.warn(format!(
+                "current was swapped, but the change is not known to be on disk: {e}; \
+                 run `sync` and check the filesystem"
+            ));
+        }
+    }
+}
+
+/// Point `current` at `releases/<id>`. `Err` means `current` did not move.
+pub fn point_current(layout: &Layout, id: &ReleaseId) -> Result<Swapped> {
     if store::read_current(layout)? == Current::NotSymlink {
         return Err(store::require_sane_current(layout).unwrap_err());
     }
@@ -37,7 +57,8 @@ pub fn point_current(layout: &Layout, id: &ReleaseId) -> Result<()> {
     tmp.persist(layout.current())
         .map_err(|e| e.error)
         .with_path("could not rename the new symlink over", &layout.current())?;
-    fsutil::fsync_dir(layout.root()).with_path("could not sync", layout.root())
+    let synced = fsutil::fsync_dir(layout.root()).with_path("could not sync", layout.root());
+    Ok(Swapped(synced.err()))
 }
 
 /// Remove `current` (only after a failed *first* deploy, to return to the
@@ -63,9 +84,9 @@ mod tests {
         let b = ReleaseId::parse("20260101000001").unwrap();
         std::fs::create_dir_all(layout.release(&a)).unwrap();
         std::fs::create_dir_all(layout.release(&b)).unwrap();
-        point_current(&layout, &a).unwrap();
+        point_current(&layout, &a).unwrap().report(&Ui::new(true));
         assert_eq!(store::read_current(&layout).unwrap(), Current::Release(a));
-        point_current(&layout, &b).unwrap();
+        point_current(&layout, &b).unwrap().report(&Ui::new(true));
         assert_eq!(
             std::fs::read_link(layout.current()).unwrap(),
             std::path::Path::new("releases/20260101000001")
@@ -77,6 +98,44 @@ mod tests {
         assert_eq!(names.len(), 2, "{names:?}");
     }
 
+    /// The point of the swap: a reader never finds `current` missing, not
+    /// even for an instant (an unlink-then-symlink swap fails this).
+    #[test]
+    fn current_never_disappears_during_swaps() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        let a = ReleaseId::parse("20260101000000").unwrap();
+        let b = ReleaseId::parse("20260101000001").unwrap();
+        std::fs::create_dir_all(layout.release(&a)).unwrap();
+        std::fs::create_dir_all(layout.release(&b)).unwrap();
+        point_current(&layout, &a).unwrap().report(&Ui::new(true));
+        let done = AtomicBool::new(false);
+        let (missing, reads) = std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                let (mut missing, mut reads) = (0u32, 0u64);
+                while !done.load(Ordering::SeqCst) {
+                    reads += 1;
+                    if std::fs::symlink_metadata(layout.current()).is_err() {
+                        missing += 1;
+                    }
+                }
+                (missing, reads)
+            });
+            for n in 0..2000 {
+                let id = if n % 2 == 0 { &b } else { &a };
+                point_current(&layout, id).unwrap().report(&Ui::new(true));
+            }
+            done.store(true, Ordering::SeqCst);
+            reader.join().unwrap()
+        });
+        assert!(reads > 0);
+        assert_eq!(
+            missing, 0,
+            "current was missing {missing} times in {reads} reads"
+        );
+    }
+
     #[test]
     fn swap_refuses_a_real_directory() {
         let dir = tempfile::tempdir().unwrap();
@@ -85,7 +144,9 @@ mod tests {
         std::fs::create_dir_all(layout.release(&a)).unwrap();
         std::fs::create_dir(layout.current()).unwrap();
         std::fs::write(layout.current().join("keep"), "x").unwrap();
-        let e = point_current(&layout, &a).unwrap_err();
+        let Err(e) = point_current(&layout, &a) else {
+            panic!("swapped over a real directory")
+        };
         assert!(e.message.contains("not a symlink"), "{e}");
         assert!(layout.current().join("keep").exists());
     }

@@ -96,7 +96,13 @@ pub fn begin_mutation(ctx: &Ctx, wait: Option<Duration>) -> Result<Lock> {
         ))
     })?;
     let command: Vec<String> = std::env::args().collect();
-    lock::acquire(&ctx.layout, wait, &command.join(" "))
+    lock::acquire(&ctx.layout, wait, &command.join(" ")).map_err(|e| {
+        // Refused: say what is serving, as of now (the holder may change it).
+        match store::read_current(layout) {
+            Ok(current) if e.kind == Kind::LockBusy => e.live(current.describe()),
+            _ => e,
+        }
+    })
 }
 
 /// The closing line of a successful deploy.

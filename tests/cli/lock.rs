@@ -19,7 +19,8 @@ fn a_second_deploy_fails_at_once_naming_the_holder_or_waits() {
     busy.code(6)
         .says(&format!("pid {}", first.id()))
         .says("shipit deploy")
-        .says("--wait");
+        .says("--wait")
+        .says("live now: nothing");
     // Read-only commands do not take the lock.
     sb.run(&["releases"]).ok();
     sb.run(&["history"]).ok();

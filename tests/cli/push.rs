@@ -80,7 +80,7 @@ fn a_push_deploys_the_pushed_commit_and_shows_progress() {
     let sb = Sandbox::new();
     server(
         &sb,
-        "[hooks]\nbuild = [\"git rev-parse --absolute-git-dir > gitdir.txt 2>&1 || echo no-git-dir > gitdir.txt\"]",
+        "[hooks]\nbuild = [\"env | grep '^GIT_' > git-env.txt; true\"]",
     );
     install(&sb, &[]);
     let sha = sb.commit("index.html", "v2\n");
@@ -104,8 +104,9 @@ fn a_push_deploys_the_pushed_commit_and_shows_progress() {
     assert_eq!(release["revision"], sha.as_str());
     assert_eq!(release["branch"], "main");
     // The hook's GIT_DIR did not leak into the build.
-    let gitdir = fs::read_to_string(sb.deploy_to().join("current/gitdir.txt")).unwrap();
-    assert_eq!(gitdir.trim(), "no-git-dir", "build saw a git dir: {gitdir}");
+    // (git runs the hook with GIT_DIR and friends set.)
+    let seen = fs::read_to_string(sb.deploy_to().join("current/git-env.txt")).unwrap();
+    assert_eq!(seen, "", "the build saw git's hook environment:\n{seen}");
 }
 
 #[test]
@@ -306,4 +307,22 @@ fn a_push_during_a_deploy_waits_for_the_lock() {
     assert!(pushed.ok, "{}", pushed.stderr);
     assert_eq!(sb.releases().len(), 2);
     assert_eq!(sb.served(), "pushed\n");
+}
+
+/// Git's hook environment (GIT_DIR, a quarantine object directory, ...)
+/// must not reach git commands aimed at the mirror.
+#[test]
+fn a_hook_environment_does_not_redirect_the_mirror() {
+    let sb = Sandbox::new();
+    let elsewhere = sb.path().join("elsewhere.git");
+    git(sb.path(), &["init", "-q", "--bare", "elsewhere.git"]);
+    let out = sb
+        .command(&["deploy"])
+        .env("GIT_DIR", &elsewhere)
+        .env("GIT_OBJECT_DIRECTORY", elsewhere.join("objects/incoming-x"))
+        .env("GIT_QUARANTINE_PATH", elsewhere.join("objects/incoming-x"))
+        .output()
+        .unwrap();
+    crate::sandbox::succeeded(&out);
+    assert_eq!(sb.served(), "v1\n");
 }
