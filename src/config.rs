@@ -30,6 +30,9 @@ pub struct Config {
     pub health: Option<HealthConfig>,
     #[serde(default)]
     pub lock: LockConfig,
+    /// Blue-green on one host (SPEC §7): with it, a release is gated in the
+    /// idle slot before any user request reaches it.
+    pub slots: Option<SlotsConfig>,
     /// Where the config was read from (set by [`load`]).
     #[serde(skip)]
     pub file: PathBuf,
@@ -102,6 +105,57 @@ impl Default for LockConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotsConfig {
+    /// Start `$SHIPIT_RELEASE_PATH` in slot `$SHIPIT_SLOT`, listening on
+    /// `$SHIPIT_SLOT_SOCKET` (or `$SHIPIT_SLOT_PORT`).
+    pub start: String,
+    /// Stop slot `$SHIPIT_SLOT` gracefully.
+    pub stop: String,
+    #[serde(default = "default_slot_hook_timeout", deserialize_with = "duration")]
+    pub start_timeout: Duration,
+    #[serde(default = "default_slot_hook_timeout", deserialize_with = "duration")]
+    pub stop_timeout: Duration,
+    /// How long the old slot keeps running after the switch before `stop`:
+    /// connections already queued on its socket are accepted and answered.
+    #[serde(default = "default_retire_delay", deserialize_with = "duration")]
+    pub retire_delay: Duration,
+    /// Keep the old slot running after the switch (rollback is then only a
+    /// rename); it is stopped when the next deploy needs the slot.
+    #[serde(default)]
+    pub warm_standby: bool,
+    /// TCP variant: the port of each slot, for apps that cannot listen on a
+    /// unix socket. Needs `switch`.
+    pub ports: Option<SlotPorts>,
+    /// Runs after the live slot changed (env `SHIPIT_SLOT`, and
+    /// `SHIPIT_SLOT_PORT` with ports): with ports it must point the proxy
+    /// at the slot, e.g. rewrite an upstream and `nginx -s reload`.
+    pub switch: Option<String>,
+    /// After the switch, probe `health.url` (through the front proxy) and
+    /// switch back if the front cannot reach the new slot.
+    #[serde(default = "default_true")]
+    pub front_check: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotPorts {
+    pub blue: u16,
+    pub green: u16,
+}
+
+fn default_slot_hook_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_retire_delay() -> Duration {
+    Duration::from_secs(2)
+}
+
 fn default_keep() -> usize {
     5
 }
@@ -146,6 +200,7 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
             "hooks",
             "health",
             "lock",
+            "slots",
         ],
     ),
     ("source", &["git", "path", "branch"]),
@@ -167,6 +222,21 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
         ],
     ),
     ("lock", &["wait"]),
+    (
+        "slots",
+        &[
+            "start",
+            "stop",
+            "start_timeout",
+            "stop_timeout",
+            "retire_delay",
+            "warm_standby",
+            "ports",
+            "switch",
+            "front_check",
+        ],
+    ),
+    ("slots.ports", &["blue", "green"]),
 ];
 
 /// Parse a duration such as `30s`, `500ms`, `2m` or `1h 30m`.
@@ -247,9 +317,11 @@ fn check_keys(table: &toml::Table, file: &Path) -> Result<()> {
         for (key, value) in table {
             let full = qualify(key);
             if !valid.contains(&key.as_str()) {
+                // A key cut short (`retire` for `retire_delay`) is nearest
+                // to the key it begins; otherwise the smallest edit.
                 let nearest = valid
                     .iter()
-                    .min_by_key(|k| strsim::levenshtein(k, key))
+                    .min_by_key(|k| (!k.starts_with(key.as_str()), strsim::levenshtein(k, key)))
                     .map(|k| qualify(k))
                     .unwrap_or_default();
                 return Err(
@@ -358,6 +430,9 @@ impl Config {
         if let Some(health) = &self.health {
             health.validate(&self.file)?;
         }
+        if let Some(slots) = &self.slots {
+            slots.validate(self)?;
+        }
         Ok(())
     }
 
@@ -367,6 +442,73 @@ impl Config {
             .iter()
             .map(|e| shared_entry(e).expect("validated at load"))
             .collect()
+    }
+}
+
+impl SlotsConfig {
+    fn validate(&self, config: &Config) -> Result<()> {
+        let file = config.file.display();
+        for (key, command) in [("start", &self.start), ("stop", &self.stop)] {
+            if command.trim().is_empty() {
+                return Err(
+                    Error::usage(format!("slots.{key} in {file} is empty")).hint(
+                        "give the command that starts (stop: stops) $SHIPIT_RELEASE_PATH in slot \
+                     $SHIPIT_SLOT; `shipit init --template systemd-slots` writes a working pair",
+                    ),
+                );
+            }
+        }
+        if config.health.is_none() {
+            return Err(Error::usage(format!("[slots] in {file} needs a [health] section"))
+                .hint(
+                    "slots gate each release on its own socket before users reach it: add \
+                     [health] with url = \"http://localhost/healthz\" (its path is probed on the slot)",
+                ));
+        }
+        for (key, d) in [
+            ("slots.start_timeout", self.start_timeout),
+            ("slots.stop_timeout", self.stop_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(Error::usage(format!("{key} in {file} is zero"))
+                    .hint("give the hook time to run, e.g. \"2m\""));
+            }
+        }
+        match (&self.ports, &self.switch) {
+            (Some(ports), switch) => {
+                if ports.blue == ports.green || ports.blue == 0 || ports.green == 0 {
+                    return Err(Error::usage(format!(
+                        "slots.ports in {file} must be two different ports (blue = {}, green = {})",
+                        ports.blue, ports.green
+                    ))
+                    .hint("e.g. ports = { blue = 3001, green = 3002 }"));
+                }
+                if switch.as_deref().is_none_or(|s| s.trim().is_empty()) {
+                    return Err(
+                        Error::usage(format!("slots.ports in {file} needs slots.switch")).hint(
+                            "with TCP ports, shipit cannot move a socket link: give a switch hook \
+                         that points the proxy at $SHIPIT_SLOT_PORT (e.g. rewrite the upstream \
+                         and `nginx -s reload`)",
+                        ),
+                    );
+                }
+            }
+            (None, _) => {
+                // A unix socket path is limited to 107 bytes (sun_path).
+                let longest = config.deploy_to.join("run").join("green.sock");
+                if longest.as_os_str().len() > 107 {
+                    return Err(Error::usage(format!(
+                        "deploy_to {} is too long for slot sockets: {} has {} bytes, unix \
+                         sockets allow 107",
+                        config.deploy_to.display(),
+                        longest.display(),
+                        longest.as_os_str().len()
+                    ))
+                    .hint("use a shorter deploy_to, or slots.ports for TCP slots"));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -503,14 +645,24 @@ mod tests {
             initial_delay = "1s"
             [lock]
             wait = "1s"
+            [slots]
+            start = "true"
+            stop = "true"
+            start_timeout = "1s"
+            stop_timeout = "1s"
+            retire_delay = "1s"
+            warm_standby = false
+            front_check = true
+            switch = "true"
+            ports = { blue = 3001, green = 3002 }
         "#;
         parse_str(all).unwrap();
         let table: toml::Table = toml::from_str(all).unwrap();
         let mut counted = table.len();
-        for (_, v) in &table {
-            if let Some(t) = v.as_table() {
-                counted += t.len();
-            }
+        let mut tables: Vec<&toml::Table> = table.values().filter_map(|v| v.as_table()).collect();
+        while let Some(t) = tables.pop() {
+            counted += t.len();
+            tables.extend(t.values().filter_map(|v| v.as_table()));
         }
         let in_schema: usize = SCHEMA.iter().map(|(_, keys)| keys.len()).sum();
         // `source.path` is the one key the document above cannot also set.
@@ -553,8 +705,11 @@ mod tests {
                 } else {
                     format!("{table}.{key}")
                 };
+                // An inline table (`ports = { blue = .., green = .. }`)
+                // documents its keys on one line.
                 assert!(
-                    documented.contains(&full),
+                    documented.contains(&full)
+                        || (table.contains('.') && documented.contains(*table)),
                     "the README does not document {full}"
                 );
             }

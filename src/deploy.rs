@@ -1,14 +1,12 @@
-//! The deploy sequence: fetch → stage → build → publish → swap → reload →
-//! gate → (swap back) → prune.
+//! The deploy sequence: build → publish → activate → prune.
 //!
-//! Everything before the swap happens in `.shipit/staging/<id>`, invisible
+//! Everything before activation happens in `.shipit/staging/<id>`, invisible
 //! to listings; a failure or an interrupt there deletes the staging directory
 //! and leaves `current` and `releases/` exactly as they were. The release
-//! enters `releases/` by one rename that cannot replace anything, and goes
-//! live by the atomic swap. After the swap, a failed reload or gate swaps back
-//! to what was live before (or, on a first deploy, removes `current` again),
-//! so the outcome is always one whole release live, never half of one.
-//! Callers hold the deploy lock for the whole sequence.
+//! enters `releases/` by one rename that cannot replace anything. Activation
+//! ([`crate::activate`]: reload + gate, or slots) makes it live or restores
+//! what was live, so the outcome is always one whole release live, never
+//! half of one. Callers hold the deploy lock for the whole sequence.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -29,7 +27,6 @@ use crate::prune;
 use crate::rollback;
 use crate::source::{self, Resolved};
 use crate::store::{self, Metadata, Status};
-use crate::swap;
 use crate::whoami;
 
 pub struct Request {
@@ -134,28 +131,15 @@ pub fn run(ctx: &Ctx, req: &Request) -> Result<Outcome> {
         };
 
     // The release is complete and published; nothing is live yet.
-    let swapped = interrupt::check().and_then(|_| {
-        ctx.ui
-            .step("Swapping", format!("current -> {}", Layout::display(&id)));
-        swap::point_current(layout, &id).map(|s| s.report(&ctx.ui))
-    });
-    if let Err(e) = swapped {
-        let _ = store::remove_release(layout, &id);
-        let e = e.in_phase(Kind::BeforeSwap).live(current.describe());
-        record(event, Some(&e), previous.clone());
-        return Err(e);
-    }
-
     let live = Live {
         id: &id,
         revision: resolved.revision.as_deref(),
         branch: resolved.branch.as_deref(),
         previous: previous.as_ref(),
     };
-    if let Err(e) = activate::reload_and_gate(ctx, &live) {
-        let (e, live_now) = recover(ctx, req, &id, previous.as_ref(), e);
-        record(event, Some(&e), live_now);
-        return Err(e);
+    if let Err(failed) = activate::deploy(ctx, &live, req.no_rollback) {
+        record(event, Some(&failed.error), failed.live);
+        return Err(failed.error);
     }
 
     rollback::mark(ctx, &id, Status::Live);
@@ -359,145 +343,4 @@ fn link_shared(ctx: &Ctx, release: &Path) -> Result<()> {
         symlink(&shared, &link).with_path("could not link shared path", &link)?;
     }
     Ok(())
-}
-
-/// The reload or gate failed after the swap: put things back the way they
-/// were (unless `--no-rollback`), and say what is live now.
-fn recover(
-    ctx: &Ctx,
-    req: &Request,
-    id: &ReleaseId,
-    previous: Option<&ReleaseId>,
-    failure: Error,
-) -> (Error, Option<ReleaseId>) {
-    let layout = &ctx.layout;
-    let interrupted = failure.kind == Kind::Interrupted;
-    let why = failure.to_string().replace('\n', "; ");
-    if let Err(e) = store::set_status(layout, id, Status::Failed, Some(why.clone())) {
-        ctx.ui.warn(format!(
-            "could not mark {} failed: {e}",
-            Layout::display(id)
-        ));
-    }
-    let log = layout.build_log(id);
-    let inspect = format!(
-        "inspect {} and its log {}",
-        layout.release(id).display(),
-        log.display()
-    );
-    let headline = if interrupted {
-        format!(
-            "deploy of {} was interrupted after the swap",
-            Layout::display(id)
-        )
-    } else {
-        format!("deploy of {} failed after the swap", Layout::display(id))
-    };
-    let mut failure = failure;
-    failure.kind = Kind::Internal;
-    failure.live = None;
-    failure.hint = None;
-    let err = failure.context(headline);
-
-    if req.no_rollback && !interrupted {
-        let hint = match previous {
-            Some(p) => format!(
-                "{inspect}; deploy a fix, or `shipit rollback` to return to {}",
-                Layout::display(p)
-            ),
-            None => format!("{inspect}; deploy a fix"),
-        };
-        let mut e = err
-            .live(format!(
-                "{} (left live by --no-rollback; it is failing)",
-                Layout::display(id)
-            ))
-            .hint(hint);
-        e.kind = Kind::LeftLive;
-        return (e, Some(id.clone()));
-    }
-    // The swap back and its checks must run even though a signal arrived.
-    interrupt::clear();
-    let kind = if interrupted {
-        Kind::Interrupted
-    } else {
-        Kind::RolledBack
-    };
-
-    let Some(prev) = previous else {
-        ctx.ui.step(
-            "Removing",
-            "current (this was the first deploy: nothing to roll back to)",
-        );
-        if let Err(e) = swap::remove_current(layout) {
-            let e = err.cause(e).live(format!(
-                "{} (failing; could not remove current)",
-                Layout::display(id)
-            ));
-            return (
-                Error {
-                    kind: Kind::RollbackFailed,
-                    ..e
-                },
-                Some(id.clone()),
-            );
-        }
-        let e = err
-            .live("nothing: this was the first deploy, so there is no previous release; current was removed")
-            .hint(format!("{inspect}; fix it and deploy again"));
-        return (Error { kind, ..e }, None);
-    };
-
-    ctx.ui.step(
-        "Rolling back",
-        format!("current -> {}", Layout::display(prev)),
-    );
-    let swapped_back = swap::point_current(layout, prev).map(|s| s.report(&ctx.ui));
-    if let Err(e) = swapped_back {
-        let e = err
-            .cause(format!("the swap back failed: {e}"))
-            .live(format!(
-                "{} (failing: the swap back did not happen)",
-                Layout::display(id)
-            ));
-        return (
-            Error {
-                kind: Kind::RollbackFailed,
-                ..e
-            }
-            .hint(format!("run `shipit rollback --to {prev}` now")),
-            Some(id.clone()),
-        );
-    }
-    let prev_meta = store::read_metadata(layout, prev).ok().flatten();
-    let live = Live {
-        id: prev,
-        revision: prev_meta.as_ref().and_then(|m| m.revision.as_deref()),
-        branch: prev_meta.as_ref().and_then(|m| m.branch.as_deref()),
-        previous: Some(id),
-    };
-    if let Err(again) = activate::reload_and_gate(ctx, &live) {
-        let e = err
-            .cause(format!(
-                "rolled back to {}, but it did not prove healthy either: {}",
-                Layout::display(prev),
-                again.to_string().replace('\n', "; ")
-            ))
-            .live(format!(
-                "{} (unhealthy: the site may be down)",
-                Layout::display(prev)
-            ))
-            .hint("check the app and its process manager now; `shipit status` probes it again");
-        return (
-            Error {
-                kind: Kind::RollbackFailed,
-                ..e
-            },
-            Some(prev.clone()),
-        );
-    }
-    let e = err
-        .live(format!("{} (rolled back; healthy)", Layout::display(prev)))
-        .hint(inspect);
-    (Error { kind, ..e }, Some(prev.clone()))
 }

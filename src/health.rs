@@ -11,7 +11,9 @@
 //! of a body, and never follows redirects (a health URL that redirects is a
 //! misconfiguration worth seeing).
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::config::HealthConfig;
@@ -102,12 +104,30 @@ pub fn expected_body(template: &str, release: &str, revision: Option<&str>) -> S
         .replace("{revision}", revision.unwrap_or(""))
 }
 
+/// Where a gate sends its probes.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// The configured URL, over TCP.
+    Url(String),
+    /// The configured URL's path and host, over a slot's own unix socket:
+    /// the release is proven before the front proxy can reach it.
+    Socket { path: PathBuf, url: String },
+}
+
+impl Target {
+    /// How progress lines name it.
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Url(url) => url.clone(),
+            Target::Socket { path, url } => {
+                format!("{} on {}", split_url(url).1, path.display())
+            }
+        }
+    }
+}
+
 /// Probe once.
 pub fn probe(agent: &ureq::Agent, url: &str, status: u16, body: Option<&str>) -> Observation {
-    let fail = |detail: String| Observation {
-        passed: false,
-        detail,
-    };
     let mut response = match agent.get(url).call() {
         Ok(r) => r,
         Err(e) => return fail(e.to_string()),
@@ -119,9 +139,27 @@ pub fn probe(agent: &ureq::Agent, url: &str, status: u16, body: Option<&str>) ->
         .as_reader()
         .take(BODY_LIMIT)
         .read_to_end(&mut bytes);
-    let text = String::from_utf8_lossy(&bytes);
+    judge(got, &bytes, read.err(), status, body)
+}
+
+fn fail(detail: String) -> Observation {
+    Observation {
+        passed: false,
+        detail,
+    }
+}
+
+/// The verdict on one answer, whatever carried it.
+fn judge(
+    got: u16,
+    bytes: &[u8],
+    read_error: Option<std::io::Error>,
+    status: u16,
+    body: Option<&str>,
+) -> Observation {
+    let text = String::from_utf8_lossy(bytes);
     let shown: String = text.trim().chars().take(120).collect();
-    if let Err(e) = read {
+    if let Some(e) = read_error {
         return fail(format!("status {got}, body unreadable: {e}"));
     }
     if got != status {
@@ -140,6 +178,94 @@ pub fn probe(agent: &ureq::Agent, url: &str, status: u16, body: Option<&str>) ->
     }
 }
 
+/// `http://host:port/path?q` -> (`host:port`, `/path?q`).
+fn split_url(url: &str) -> (&str, &str) {
+    let rest = url.trim().strip_prefix("http://").unwrap_or(url);
+    match rest.find(['/', '?']) {
+        Some(i) if rest[i..].starts_with('/') => (&rest[..i], &rest[i..]),
+        Some(i) => (&rest[..i], "/"),
+        None => (rest, "/"),
+    }
+}
+
+/// The path (and query) of an `http://` URL, `/` when it has none.
+pub fn url_path(url: &str) -> &str {
+    split_url(url).1
+}
+
+/// Probe once over a unix socket: a plain HTTP/1.0 GET (so the answer is
+/// neither chunked nor kept alive), read until the server closes, bounded
+/// in size and in time.
+pub fn probe_socket(
+    socket: &Path,
+    url: &str,
+    timeout: Duration,
+    status: u16,
+    body: Option<&str>,
+) -> Observation {
+    let (host, path) = split_url(url);
+    let deadline = Instant::now() + timeout;
+    let mut stream = match UnixStream::connect(socket) {
+        Ok(s) => s,
+        Err(e) => return fail(format!("{}: {e}", socket.display())),
+    };
+    let request = format!(
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: shipit\r\nConnection: close\r\n\r\n"
+    );
+    if let Err(e) = stream
+        .set_write_timeout(Some(timeout))
+        .and_then(|_| stream.write_all(request.as_bytes()))
+    {
+        return fail(format!("could not send the request: {e}"));
+    }
+    let limit = BODY_LIMIT as usize + 16 * 1024;
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 8192];
+    let mut read_error = None;
+    while bytes.len() < limit {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            read_error = Some(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no complete answer in time",
+            ));
+            break;
+        }
+        let _ = stream.set_read_timeout(Some(left));
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&buf[..n.min(limit - bytes.len())]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                read_error = Some(e);
+                break;
+            }
+        }
+    }
+    let Some(split) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return fail(match read_error {
+            Some(e) => format!("no answer: {e}"),
+            None if bytes.is_empty() => "the connection closed without an answer".into(),
+            None => "a malformed answer (no end of headers)".into(),
+        });
+    };
+    let head = String::from_utf8_lossy(&bytes[..split]);
+    let got = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|code| code.parse::<u16>().ok());
+    let Some(got) = got else {
+        return fail(format!(
+            "a malformed status line {:?}",
+            head.lines().next().unwrap_or("")
+        ));
+    };
+    let body_bytes = &bytes[split + 4..];
+    let body_bytes = &body_bytes[..body_bytes.len().min(BODY_LIMIT as usize)];
+    judge(got, body_bytes, read_error, status, body)
+}
+
 pub fn agent(request_timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         .proxy(None)
@@ -150,41 +276,57 @@ pub fn agent(request_timeout: Duration) -> ureq::Agent {
         .into()
 }
 
-/// Run the gate for `release`: poll until it passes, fails or is
-/// interrupted. `Err` carries a message naming the last thing seen.
+/// Run the gate for `release` on the configured URL: poll until it
+/// passes, fails or is interrupted. `Err` carries a message naming the last
+/// thing seen.
 pub fn gate(config: &HealthConfig, release: &str, revision: Option<&str>, ui: &Ui) -> Result<()> {
-    let agent = agent(config.request_timeout);
     let body = config
         .expect_body
         .as_deref()
         .map(|t| expected_body(t, release, revision));
+    gate_on(
+        config,
+        &Target::Url(config.url.clone()),
+        body.as_deref(),
+        ui,
+    )
+}
+
+/// The gate on any target, with the `[health]` rules: `successes`
+/// consecutive passes (status, and `body` if given) within `timeout`.
+pub fn gate_on(config: &HealthConfig, target: &Target, body: Option<&str>, ui: &Ui) -> Result<()> {
+    let agent = agent(config.request_timeout);
+    let once = || match target {
+        Target::Url(url) => probe(&agent, url, config.expect_status, body),
+        Target::Socket { path, url } => probe_socket(
+            path,
+            url,
+            config.request_timeout,
+            config.expect_status,
+            body,
+        ),
+    };
+    let name = target.describe();
     let started = Instant::now();
     sleep_interruptibly(config.initial_delay)?;
     let mut gate = Gate::new(config.successes, config.timeout);
     let mut last_detail = String::new();
     loop {
-        let observation = probe(&agent, &config.url, config.expect_status, body.as_deref());
+        let observation = once();
         if observation.passed {
             ui.step(
                 "Healthy",
-                format!(
-                    "{} ({}/{})",
-                    config.url,
-                    gate.streak() + 1,
-                    config.successes
-                ),
+                format!("{name} ({}/{})", gate.streak() + 1, config.successes),
             );
         } else if observation.detail != last_detail {
-            ui.step("Waiting", format!("{}: {}", config.url, observation.detail));
+            ui.step("Waiting", format!("{name}: {}", observation.detail));
         }
         last_detail = observation.detail.clone();
         gate.observe(observation);
         match gate.decide(started.elapsed()) {
             Decision::Pass => return Ok(()),
             Decision::Fail(why) => {
-                return Err(
-                    Error::internal(format!("health check of {} failed", config.url)).cause(why),
-                );
+                return Err(Error::internal(format!("health check of {name} failed")).cause(why));
             }
             Decision::Wait => {}
         }

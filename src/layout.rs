@@ -144,6 +144,18 @@ impl Layout {
     pub fn build_log(&self, id: &ReleaseId) -> PathBuf {
         self.logs().join(format!("{id}.log"))
     }
+    /// Slot sockets and the link the front proxy connects through (SPEC §7).
+    pub fn run(&self) -> PathBuf {
+        self.root.join("run")
+    }
+    /// `run/app.sock`: a symlink to the live slot's socket.
+    pub fn app_socket(&self) -> PathBuf {
+        self.run().join("app.sock")
+    }
+    /// What shipit knows about each slot (which release it runs).
+    pub fn slots_state(&self) -> PathBuf {
+        self.state().join("slots")
+    }
     /// What `current` should contain to point at `id` (relative, so the
     /// whole deploy directory can be moved or mounted elsewhere).
     pub fn current_target(id: &ReleaseId) -> PathBuf {

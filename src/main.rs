@@ -19,6 +19,7 @@ mod lock;
 mod procs;
 mod prune;
 mod rollback;
+mod slots;
 mod source;
 mod store;
 mod swap;

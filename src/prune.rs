@@ -86,7 +86,10 @@ pub fn run(ctx: &Ctx, keep: usize, dry_run: bool) -> Result<(Plan, Vec<ReleaseId
     let listing = store::list(layout)?;
     listing.require_no_foreign(layout)?;
     let current = store::require_sane_current(layout)?;
-    let in_use: BTreeSet<ReleaseId> = procs::releases_in_use(layout).into_keys().collect();
+    let mut in_use: BTreeSet<ReleaseId> = procs::releases_in_use(layout).into_keys().collect();
+    // A slot may run a release whose processes /proc does not show (another
+    // user's, or a container's): its record keeps it.
+    in_use.extend(crate::slots::state::recorded_releases(layout));
     let plan = plan(&listing.releases, current.id(), &in_use, keep);
     if dry_run {
         return Ok((plan, Vec::new()));

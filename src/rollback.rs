@@ -1,20 +1,19 @@
-//! Rollback: point `current` at an earlier release, reload, gate. No rebuild.
+//! Rollback: make an earlier release live again through the same
+//! activation as a deploy ([`crate::activate`]). No rebuild.
 //!
 //! Without `--to`, the target is the newest release older than `current`
 //! that neither failed nor was rolled away from, so repeated rollbacks keep
 //! stepping back and never return to a release an operator already backed
-//! out of. A rollback whose gate fails stays where it is and says so loudly:
-//! bouncing back and forth between two releases would only add outages.
+//! out of.
 
 use std::time::{Duration, Instant};
 
 use crate::activate::{self, Live};
 use crate::context::Ctx;
-use crate::error::{Error, Kind, Result};
+use crate::error::{Error, Result};
 use crate::history::{self, Event};
 use crate::layout::{Layout, ReleaseId};
 use crate::store::{self, Current, Release, Status};
-use crate::swap;
 
 /// Where `shipit rollback` (without `--to`) goes from `current`.
 pub fn target(releases: &[Release], current: &ReleaseId) -> Option<ReleaseId> {
@@ -94,50 +93,35 @@ pub fn run(ctx: &Ctx, to: Option<&ReleaseId>) -> Result<Outcome> {
         history::record(layout, &ctx.ui, event, started, error, live)
     };
 
-    ctx.ui.step(
-        "Swapping",
-        format!("current -> {}", Layout::display(&target)),
-    );
-    let swapped = swap::point_current(layout, &target).map(|s| s.report(&ctx.ui));
-    if let Err(e) = swapped {
-        let e = e
-            .context("rollback failed: the swap did not happen")
-            .live(current.describe());
-        record(event, Some(&e), from.clone());
-        return Err(e);
-    }
-    if let Some(from) = &from {
-        mark(ctx, from, Status::RolledBack);
-    }
-    if meta.as_ref().is_some_and(|m| m.status != Status::Failed) {
-        mark(ctx, &target, Status::Live);
-    }
     let live = Live {
         id: &target,
         revision: event.revision.as_deref(),
         branch: event.branch.as_deref(),
         previous: from.as_ref(),
     };
-    if let Err(e) = activate::reload_and_gate(ctx, &live) {
-        let interrupted = e.kind == Kind::Interrupted;
-        let mut e = e.context(format!(
-            "rolled back to {}, but it did not prove healthy: the site may be down",
-            Layout::display(&target)
-        ));
-        e.kind = if interrupted {
-            Kind::Interrupted
-        } else {
-            Kind::RollbackFailed
-        };
-        let back = from
-            .as_ref()
-            .map(|f| format!("; `shipit rollback --to {f}` returns to the release you left"))
-            .unwrap_or_default();
-        let e = e
-            .live(format!("{} (not proven healthy)", Layout::display(&target)))
-            .hint(format!("check the app and its process manager now{back}"));
-        record(event, Some(&e), Some(target.clone()));
-        return Err(e);
+    let activated = activate::rollback(ctx, &live);
+    let live_now = match &activated {
+        Ok(()) => Some(target.clone()),
+        Err(failed) => failed.live.clone(),
+    };
+    if live_now.as_ref() == Some(&target) {
+        // A release that failed stays failed: it must never look like a
+        // good rollback target (or a keeper for prune) again.
+        if let Some(from) = &from
+            && store::read_metadata(layout, from)
+                .ok()
+                .flatten()
+                .is_some_and(|m| m.status != Status::Failed)
+        {
+            mark(ctx, from, Status::RolledBack);
+        }
+        if meta.as_ref().is_some_and(|m| m.status != Status::Failed) {
+            mark(ctx, &target, Status::Live);
+        }
+    }
+    if let Err(failed) = activated {
+        record(event, Some(&failed.error), failed.live);
+        return Err(failed.error);
     }
     record(event, None, Some(target.clone()));
     Ok(Outcome {

@@ -296,11 +296,19 @@ pub fn clear_leftovers(layout: &Layout) -> Vec<(PathBuf, Option<Error>)> {
     let mut report = Vec::new();
     // A swap killed between making its temporary link and renaming it
     // over `current` leaves that link behind (see `swap`).
-    if let Ok(entries) = fs::read_dir(layout.root()) {
+    // Likewise a switch of the slots' link in run/.
+    for (dir, prefixes) in [
+        (layout.root().to_path_buf(), &[".current-"][..]),
+        (layout.run(), &[".app.sock-", ".live-"][..]),
+    ] {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             let name = entry.file_name();
-            if name.to_string_lossy().starts_with(".current-") && path.is_symlink() {
+            let name = name.to_string_lossy();
+            if prefixes.iter().any(|p| name.starts_with(p)) && path.is_symlink() {
                 let error = fs::remove_file(&path)
                     .err()
                     .map(|e| Error::io("could not delete leftover", &path, e));

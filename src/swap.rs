@@ -1,6 +1,6 @@
 //! The swap: point `current` at a release, atomically.
 //!
-//! This is the only module that changes `current`. `ln -sfn` unlinks the old
+//! This is the only module that changes `current` (and the slots' link). `ln -sfn` unlinks the old
 //! link before making the new one, leaving a window in which a request (or a
 //! process manager restarting) finds no `current` at all. Instead we make a
 //! symlink under a unique temporary name in the same directory and rename(2)
@@ -10,6 +10,7 @@
 
 use std::io;
 use std::os::unix::fs::symlink;
+use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
@@ -47,17 +48,28 @@ pub fn point_current(layout: &Layout, id: &ReleaseId) -> Result<Swapped> {
             Layout::display(id)
         )));
     }
-    let target = Layout::current_target(id);
+    point_link(&layout.current(), &Layout::current_target(id))
+}
+
+/// Make `link` a symlink to `target`, atomically: a temporary link in the
+/// same directory renamed over it, then the directory synced. The one
+/// primitive behind `current` and the slots' `run/app.sock`.
+pub fn point_link(link: &Path, target: &Path) -> Result<Swapped> {
+    let dir = link.parent().unwrap_or(Path::new("."));
+    let name = link
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = tempfile::Builder::new()
-        .prefix(".current-")
-        .make_in(layout.root(), |path| symlink(&target, path))
-        .with_path("could not create a temporary symlink in", layout.root())?
+        .prefix(&format!(".{name}-"))
+        .make_in(dir, |path| symlink(target, path))
+        .with_path("could not create a temporary symlink in", dir)?
         .into_temp_path();
     // On failure the TempPath is dropped, which removes the temporary link.
-    tmp.persist(layout.current())
+    tmp.persist(link)
         .map_err(|e| e.error)
-        .with_path("could not rename the new symlink over", &layout.current())?;
-    let synced = fsutil::fsync_dir(layout.root()).with_path("could not sync", layout.root());
+        .with_path("could not rename the new symlink over", link)?;
+    let synced = fsutil::fsync_dir(dir).with_path("could not sync", dir);
     Ok(Swapped(synced.err()))
 }
 

@@ -27,6 +27,11 @@ pub fn run(ctx: &Ctx, args: &ReleasesArgs) -> Result<()> {
         ));
     }
     let newest_first = listing.releases.iter().rev();
+    let slots = match &ctx.config.slots {
+        Some(config) => Some(crate::slots::describe(ctx, config)?),
+        None => None,
+    };
+    let slot_of = |id: &crate::layout::ReleaseId| slots.as_ref().and_then(|v| v.slot_of(id));
     if args.json {
         let releases: Vec<_> = newest_first
             .map(|r| {
@@ -45,12 +50,14 @@ pub fn run(ctx: &Ctx, args: &ReleasesArgs) -> Result<()> {
                     "previous": m.and_then(|m| m.previous.clone()),
                     "failure": m.and_then(|m| m.failure.clone()),
                     "path": ctx.layout.release(&r.id),
+                    "slot": slot_of(&r.id),
                 })
             })
             .collect();
         let _ = ui::out_json(&json!({
             "current": current.id(),
             "releases": releases,
+            "slots": slots.as_ref().map(|v| v.to_json()),
         }));
         return Ok(());
     }
@@ -62,9 +69,21 @@ pub fn run(ctx: &Ctx, args: &ReleasesArgs) -> Result<()> {
         return Ok(());
     }
     let now = Utc::now();
+    let slot_column = |id: Option<&crate::layout::ReleaseId>| match &slots {
+        None => String::new(),
+        Some(_) => match id {
+            None => format!("{:<6}  ", "SLOT"),
+            Some(id) => format!("{:<6}  ", slot_of(id).map_or("-", |s| s.name())),
+        },
+    };
     let mut text = format!(
-        "  {:<14}  {:>5}  {:<10}  {:<16}  {}\n",
-        "ID", "AGE", "REVISION", "BRANCH", "STATUS"
+        "  {:<14}  {:>5}  {:<10}  {:<16}  {}{}\n",
+        "ID",
+        "AGE",
+        "REVISION",
+        "BRANCH",
+        slot_column(None),
+        "STATUS"
     );
     for r in newest_first {
         let is_current = current.id() == Some(&r.id);
@@ -74,12 +93,13 @@ pub fn run(ctx: &Ctx, args: &ReleasesArgs) -> Result<()> {
             .and_then(|m| m.branch.clone())
             .unwrap_or_else(|| "-".into());
         let line = format!(
-            "{} {:<14}  {:>5}  {:<10}  {:<16}  {}\n",
+            "{} {:<14}  {:>5}  {:<10}  {:<16}  {}{}\n",
             if is_current { "*" } else { " " },
             r.id.as_str(),
             super::age((now - created).num_seconds()),
             super::short(m.and_then(|m| m.revision.as_deref())),
             branch,
+            slot_column(Some(&r.id)),
             shown_status(r, is_current),
         );
         text.push_str(&if is_current { ctx.ui.bold(&line) } else { line });

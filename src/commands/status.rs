@@ -33,6 +33,10 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
             health::probe(&agent, &h.url, h.expect_status, body.as_deref()),
         )
     });
+    let slots = match &ctx.config.slots {
+        Some(config) => Some(crate::slots::describe(ctx, config)?),
+        None => None,
+    };
     let events = history::read(&ctx.layout)?;
     let last_deploy = events.iter().rev().find(|e| e.event == "deploy");
 
@@ -48,6 +52,7 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
             "branch": meta.as_ref().and_then(|m| m.branch.clone()),
             "status": meta.as_ref().map(|m| m.status.as_str()),
             "health": health,
+            "slots": slots.as_ref().map(|v| v.to_json()),
             "last_deploy": last_deploy,
         }));
         return Ok(());
@@ -74,6 +79,11 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
             ));
         }
         None => text.push_str("health:       no [health] configured\n"),
+    }
+    if let Some(view) = &slots {
+        for line in view.lines() {
+            text.push_str(&format!("slot:         {line}\n"));
+        }
     }
     match last_deploy {
         Some(e) => text.push_str(&format!(

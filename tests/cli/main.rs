@@ -15,3 +15,4 @@ mod prune;
 mod push;
 mod rollback;
 mod signals;
+mod slots;

@@ -142,6 +142,22 @@ impl Sandbox {
         fs::write(self.config_path(), text).unwrap();
     }
 
+    /// Replace `from` with `to` in the config file (which must contain it).
+    #[track_caller]
+    pub fn write_config_replacing(&self, from: &str, to: &str) {
+        let text = fs::read_to_string(self.config_path()).unwrap();
+        assert!(text.contains(from), "the config has no {from:?}:\n{text}");
+        fs::write(self.config_path(), text.replace(from, to)).unwrap();
+    }
+
+    /// Where `current` and the slots' link point.
+    pub fn fingerprint_of_links(&self) -> (Option<PathBuf>, Option<PathBuf>) {
+        (
+            fs::read_link(self.deploy_to().join("current")).ok(),
+            fs::read_link(self.deploy_to().join("run/app.sock")).ok(),
+        )
+    }
+
     /// Write a raw config file.
     pub fn write_raw_config(&self, text: &str) {
         fs::write(self.config_path(), text).unwrap();

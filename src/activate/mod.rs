@@ -1,13 +1,27 @@
-//! After the swap: run the reload hook, gate on health, name stale processes.
+//! Activation: making a published release the one users reach.
 //!
-//! Deploy, rollback and the automatic swap back all end the same way once
-//! `current` has moved, so the sequence lives here once. The caller owns the
-//! swap itself (only it knows what to swap back to when this fails).
+//! Deploy and rollback differ in where the release comes from (a fresh
+//! build, or one already under `releases/`) but not in how it goes live, so
+//! both call the two entry points here, [`deploy`] and [`rollback`], and
+//! this module picks the strategy from the config:
+//! - [`reload`]: swap `current`, run the reload hook, gate on health, and
+//!   swap back when the gate fails. Users meet the new release during the
+//!   gate.
+//! - [`crate::slots`]: start the release in the idle slot, gate it on its own
+//!   socket, and only then move the front's link to it. Users never meet a
+//!   release that failed its gate.
+//!
+//! Either way `current` is moved only by [`crate::swap`], and the outcome is
+//! one whole release live (or, after a failed first deploy, none).
+// An activation fails at most once per run: a large `Err` costs nothing.
+#![allow(clippy::result_large_err)]
+
+pub mod reload;
 
 use std::fs::OpenOptions;
 
 use crate::context::Ctx;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::health;
 use crate::hooks::{self, Hook};
 use crate::layout::{Layout, ReleaseId};
@@ -19,6 +33,32 @@ pub struct Live<'a> {
     pub revision: Option<&'a str>,
     pub branch: Option<&'a str>,
     pub previous: Option<&'a ReleaseId>,
+}
+
+/// A failed activation: what went wrong, and what is live now.
+#[derive(Debug)]
+pub struct Failed {
+    pub error: Error,
+    pub live: Option<ReleaseId>,
+}
+
+/// Deploy: make the freshly published `live.id` live. On failure, what was
+/// live before is live again (unless `no_rollback` left the new one live),
+/// and the error's kind says which.
+pub fn deploy(ctx: &Ctx, live: &Live, no_rollback: bool) -> Result<(), Failed> {
+    match &ctx.config.slots {
+        Some(slots) => crate::slots::deploy(ctx, slots, live),
+        None => reload::deploy(ctx, live, no_rollback),
+    }
+}
+
+/// Rollback: make the existing release `live.id` live again (no rebuild).
+/// `live.previous` is what is live now.
+pub fn rollback(ctx: &Ctx, live: &Live) -> Result<(), Failed> {
+    match &ctx.config.slots {
+        Some(slots) => crate::slots::rollback(ctx, slots, live),
+        None => reload::rollback(ctx, live),
+    }
 }
 
 /// The variables every hook gets (SPEC §3). Outside values (branch, ids)
@@ -44,7 +84,7 @@ pub fn hook_env(layout: &Layout, live: &Live) -> Vec<(String, String)> {
 }
 
 /// Reload, then gate. `Err` means the release is not proven healthy.
-pub fn reload_and_gate(ctx: &Ctx, live: &Live) -> Result<()> {
+pub(crate) fn reload_and_gate(ctx: &Ctx, live: &Live) -> Result<()> {
     if let Some(command) = &ctx.config.hooks.reload {
         ctx.ui.step("Reloading", command);
         let log_path = ctx.layout.build_log(live.id);
@@ -76,7 +116,7 @@ pub fn reload_and_gate(ctx: &Ctx, live: &Live) -> Result<()> {
 
 /// Name processes still running from a release other than `live`: process
 /// managers that resolved `current` once at start keep running old code.
-fn warn_stale_processes(ctx: &Ctx, live: &ReleaseId) {
+pub(crate) fn warn_stale_processes(ctx: &Ctx, live: &ReleaseId) {
     for (id, list) in procs::releases_in_use(&ctx.layout) {
         if &id == live {
             continue;

@@ -1,0 +1,201 @@
+//! The reload strategy: swap `current`, run the reload hook, gate on health.
+//!
+//! The gate runs after the swap, so users meet the new release while it
+//! runs; when it fails, a deploy swaps back to what was live before (or, on
+//! a first deploy, removes `current` again) and reloads and gates that. A
+//! rollback whose gate fails stays where it is and says so loudly: bouncing
+//! between two releases would only add outages.
+
+use super::{Failed, Live, reload_and_gate};
+use crate::context::Ctx;
+use crate::error::{Error, Kind};
+use crate::interrupt;
+use crate::layout::{Layout, ReleaseId};
+use crate::store::{self, Status};
+use crate::swap;
+
+/// What `live.previous` means in a `live now:` line.
+fn describe(release: Option<&ReleaseId>) -> String {
+    release
+        .map(Layout::display)
+        .unwrap_or_else(|| "nothing (no current release)".into())
+}
+
+pub fn deploy(ctx: &Ctx, live: &Live, no_rollback: bool) -> Result<(), Failed> {
+    let layout = &ctx.layout;
+    let id = live.id;
+    let swapped = interrupt::check().and_then(|_| {
+        ctx.ui
+            .step("Swapping", format!("current -> {}", Layout::display(id)));
+        swap::point_current(layout, id).map(|s| s.report(&ctx.ui))
+    });
+    if let Err(e) = swapped {
+        // Nothing went live: the release never served and is removed.
+        let _ = store::remove_release(layout, id);
+        return Err(Failed {
+            error: e.in_phase(Kind::BeforeSwap).live(describe(live.previous)),
+            live: live.previous.cloned(),
+        });
+    }
+    reload_and_gate(ctx, live).map_err(|e| recover(ctx, no_rollback, live, e))
+}
+
+/// The reload or gate failed after the swap: put things back the way they
+/// were (unless `--no-rollback`), and say what is live now.
+fn recover(ctx: &Ctx, no_rollback: bool, live: &Live, failure: Error) -> Failed {
+    let layout = &ctx.layout;
+    let id = live.id;
+    let interrupted = failure.kind == Kind::Interrupted;
+    let why = failure.to_string().replace('\n', "; ");
+    if let Err(e) = store::set_status(layout, id, Status::Failed, Some(why)) {
+        ctx.ui.warn(format!(
+            "could not mark {} failed: {e}",
+            Layout::display(id)
+        ));
+    }
+    let inspect = format!(
+        "inspect {} and its log {}",
+        layout.release(id).display(),
+        layout.build_log(id).display()
+    );
+    let headline = if interrupted {
+        format!(
+            "deploy of {} was interrupted after the swap",
+            Layout::display(id)
+        )
+    } else {
+        format!("deploy of {} failed after the swap", Layout::display(id))
+    };
+    let mut failure = failure;
+    failure.kind = Kind::Internal;
+    failure.live = None;
+    failure.hint = None;
+    let err = failure.context(headline);
+    let failed = |kind: Kind, error: Error, live: Option<&ReleaseId>| Failed {
+        error: Error { kind, ..error },
+        live: live.cloned(),
+    };
+
+    if no_rollback && !interrupted {
+        let hint = match live.previous {
+            Some(p) => format!(
+                "{inspect}; deploy a fix, or `shipit rollback` to return to {}",
+                Layout::display(p)
+            ),
+            None => format!("{inspect}; deploy a fix"),
+        };
+        let e = err
+            .live(format!(
+                "{} (left live by --no-rollback; it is failing)",
+                Layout::display(id)
+            ))
+            .hint(hint);
+        return failed(Kind::LeftLive, e, Some(id));
+    }
+    // The swap back and its checks must run even though a signal arrived.
+    interrupt::clear();
+    let kind = if interrupted {
+        Kind::Interrupted
+    } else {
+        Kind::RolledBack
+    };
+
+    let Some(prev) = live.previous else {
+        ctx.ui.step(
+            "Removing",
+            "current (this was the first deploy: nothing to roll back to)",
+        );
+        if let Err(e) = swap::remove_current(layout) {
+            let e = err.cause(e).live(format!(
+                "{} (failing; could not remove current)",
+                Layout::display(id)
+            ));
+            return failed(Kind::RollbackFailed, e, Some(id));
+        }
+        let e = err
+            .live("nothing: this was the first deploy, so there is no previous release; current was removed")
+            .hint(format!("{inspect}; fix it and deploy again"));
+        return failed(kind, e, None);
+    };
+
+    ctx.ui.step(
+        "Rolling back",
+        format!("current -> {}", Layout::display(prev)),
+    );
+    let swapped_back = swap::point_current(layout, prev).map(|s| s.report(&ctx.ui));
+    if let Err(e) = swapped_back {
+        let e = err
+            .cause(format!("the swap back failed: {e}"))
+            .live(format!(
+                "{} (failing: the swap back did not happen)",
+                Layout::display(id)
+            ))
+            .hint(format!("run `shipit rollback --to {prev}` now"));
+        return failed(Kind::RollbackFailed, e, Some(id));
+    }
+    let prev_meta = store::read_metadata(layout, prev).ok().flatten();
+    let back = Live {
+        id: prev,
+        revision: prev_meta.as_ref().and_then(|m| m.revision.as_deref()),
+        branch: prev_meta.as_ref().and_then(|m| m.branch.as_deref()),
+        previous: Some(id),
+    };
+    if let Err(again) = reload_and_gate(ctx, &back) {
+        let e = err
+            .cause(format!(
+                "rolled back to {}, but it did not prove healthy either: {}",
+                Layout::display(prev),
+                again.to_string().replace('\n', "; ")
+            ))
+            .live(format!(
+                "{} (unhealthy: the site may be down)",
+                Layout::display(prev)
+            ))
+            .hint("check the app and its process manager now; `shipit status` probes it again");
+        return failed(Kind::RollbackFailed, e, Some(prev));
+    }
+    let e = err
+        .live(format!("{} (rolled back; healthy)", Layout::display(prev)))
+        .hint(inspect);
+    failed(kind, e, Some(prev))
+}
+
+/// Point `current` at the existing release `live.id`, reload, gate.
+pub fn rollback(ctx: &Ctx, live: &Live) -> Result<(), Failed> {
+    let target = live.id;
+    let from = live.previous;
+    ctx.ui.step(
+        "Swapping",
+        format!("current -> {}", Layout::display(target)),
+    );
+    let swapped = swap::point_current(&ctx.layout, target).map(|s| s.report(&ctx.ui));
+    if let Err(e) = swapped {
+        return Err(Failed {
+            error: e
+                .context("rollback failed: the swap did not happen")
+                .live(describe(from)),
+            live: from.cloned(),
+        });
+    }
+    reload_and_gate(ctx, live).map_err(|e| {
+        let interrupted = e.kind == Kind::Interrupted;
+        let mut e = e.context(format!(
+            "rolled back to {}, but it did not prove healthy: the site may be down",
+            Layout::display(target)
+        ));
+        e.kind = if interrupted {
+            Kind::Interrupted
+        } else {
+            Kind::RollbackFailed
+        };
+        let back = from
+            .map(|f| format!("; `shipit rollback --to {f}` returns to the release you left"))
+            .unwrap_or_default();
+        Failed {
+            error: e
+                .live(format!("{} (not proven healthy)", Layout::display(target)))
+                .hint(format!("check the app and its process manager now{back}")),
+            live: Some(target.clone()),
+        }
+    })
+}

@@ -1,0 +1,479 @@
+//! Slots (blue-green on one host): a release is started in the idle slot
+//! and gated on its own unix socket before the front's link moves to it.
+//! Real processes: a fixture HTTP server per slot on a unix socket, started
+//! and stopped by the slot hooks, and a fixture front proxy on 127.0.0.1
+//! that resolves `run/app.sock` at every connection, as nginx does.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::sandbox::{Sandbox, kill, wait_until};
+
+/// A sandbox whose config deploys into slots, with a front proxy.
+struct Slotted {
+    sb: Sandbox,
+    front_port: u16,
+    front: Option<Child>,
+}
+
+impl Drop for Slotted {
+    fn drop(&mut self) {
+        if let Some(mut front) = self.front.take() {
+            let _ = front.kill();
+            let _ = front.wait();
+        }
+        for slot in ["blue", "green"] {
+            if let Some(pid) = self.pid(slot) {
+                kill(pid);
+            }
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Slotted {
+    /// `slots` adds keys to `[slots]`; the gate probes `/healthz` on the
+    /// slot's socket and demands the release id.
+    fn new(slots: &str) -> Slotted {
+        let sb = Sandbox::new();
+        let root = sb.path().display().to_string();
+        for (name, text) in [
+            ("slot_server.py", include_str!("fixtures/slot_server.py")),
+            ("server.py", include_str!("fixtures/server.py")),
+            ("front.py", include_str!("fixtures/front.py")),
+            ("slot-start.sh", include_str!("fixtures/slot-start.sh")),
+            ("slot-stop.sh", include_str!("fixtures/slot-stop.sh")),
+        ] {
+            fs::write(sb.path().join(name), text.replace("@SANDBOX@", &root)).unwrap();
+        }
+        let front_port = free_port();
+        sb.write_config(&format!(
+            "[health]\nurl = \"http://127.0.0.1:{front_port}/healthz\"\ntimeout = \"30s\"\n\
+             interval = \"100ms\"\nrequest_timeout = \"2s\"\nexpect_body = \"release={{release}}\"\n\n\
+             [slots]\nstart = \"sh '{root}/slot-start.sh'\"\nstop = \"sh '{root}/slot-stop.sh'\"\n\
+             retire_delay = \"200ms\"\n{slots}\n"
+        ));
+        Slotted {
+            sb,
+            front_port,
+            front: None,
+        }
+    }
+
+    /// Start the front proxy and wait until it accepts connections.
+    fn start_front(&mut self) {
+        let child = Command::new("python3")
+            .arg(self.sb.path().join("front.py"))
+            .arg(self.front_port.to_string())
+            .arg(self.sb.deploy_to().join("run/app.sock"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs (apt-get install python3)");
+        self.front = Some(child);
+        let port = self.front_port;
+        wait_until("the front to listen", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    fn pid(&self, slot: &str) -> Option<u32> {
+        fs::read_to_string(self.sb.path().join(format!("{slot}.pid")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn link(&self) -> Option<PathBuf> {
+        fs::read_link(self.sb.deploy_to().join("run/app.sock")).ok()
+    }
+
+    /// One GET through the front: (status, body).
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.front_port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        let status = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        Some((status, body))
+    }
+
+    /// Releases that answered a request for `path` (from the served log).
+    fn served(&self, path: &str) -> Vec<String> {
+        fs::read_to_string(self.sb.path().join("served.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.ends_with(&format!(" {path}")))
+            .map(|l| l.split(' ').next().unwrap().to_string())
+            .collect()
+    }
+
+    fn hooks_log(&self) -> Vec<String> {
+        fs::read_to_string(self.sb.path().join("hooks.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn alive(pid: u32) -> bool {
+        Path::new(&format!("/proc/{pid}")).exists()
+            && !fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ")
+    }
+}
+
+/// Requests through the front while `work` runs: every answer's body.
+fn under_load(world: &Slotted, work: impl FnOnce()) -> Vec<(u16, String)> {
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let load = scope.spawn(|| {
+            let mut seen = Vec::new();
+            // Bounded: the work ends, or 100,000 requests.
+            while !done.load(Ordering::SeqCst) && seen.len() < 100_000 {
+                if let Some(answer) = world.get("/") {
+                    seen.push(answer);
+                }
+            }
+            seen
+        });
+        work();
+        done.store(true, Ordering::SeqCst);
+        load.join().unwrap()
+    })
+}
+
+#[test]
+fn a_deploy_gates_the_idle_slot_then_switches_and_retires_the_old_one() {
+    let mut w = Slotted::new("");
+    w.start_front();
+    let first = w.sb.deploy();
+    assert_eq!(w.link().unwrap(), Path::new("blue.sock"));
+    let blue = w.pid("blue").expect("blue runs");
+    assert_eq!(
+        w.get("/").unwrap(),
+        (200, format!("release={first}\n")),
+        "the front reaches the live slot"
+    );
+
+    w.sb.commit("index.html", "v2\n");
+    let second = w.sb.deploy();
+    assert_ne!(first, second);
+    assert_eq!(w.link().unwrap(), Path::new("green.sock"));
+    assert_eq!(w.sb.current().unwrap(), second);
+    assert_eq!(w.get("/").unwrap(), (200, format!("release={second}\n")));
+    wait_until("the old slot to exit", Duration::from_secs(30), || {
+        !Slotted::alive(blue)
+    });
+    assert_eq!(
+        w.hooks_log(),
+        [
+            format!("start blue {first}"),
+            format!("start green {second}"),
+            format!("stop blue {first}"),
+        ]
+    );
+
+    let json = w.sb.releases_json();
+    assert_eq!(json["slots"]["live"], "green");
+    assert_eq!(json["slots"]["green"], second.as_str());
+    assert!(json["slots"]["blue"].is_null(), "{json}");
+    assert_eq!(json["releases"][0]["slot"], "green");
+    assert!(json["releases"][1]["slot"].is_null(), "{json}");
+    let status = w.sb.run(&["status", "--json"]).ok().json();
+    assert_eq!(status["slots"]["live"], "green");
+    let text = w.sb.run(&["releases"]).ok().stdout.clone();
+    assert!(text.contains("SLOT"), "{text}");
+}
+
+#[test]
+fn a_release_that_fails_its_gate_never_answers_a_user() {
+    let mut w = Slotted::new("");
+    w.start_front();
+    let first = w.sb.deploy();
+    let before = w.sb.fingerprint_of_links();
+    w.sb.commit("health-status", "500\n");
+    w.sb.write_config_replacing("timeout = \"30s\"", "timeout = \"3s\"");
+
+    let mut run = None;
+    let answers = under_load(&w, || run = Some(w.sb.run(&["deploy"])));
+    let run = run.unwrap();
+    run.code(4)
+        .says("failed its gate in slot green; no user request reached it")
+        .says(&format!(
+            "live now: releases/{first} (unchanged, in slot blue)"
+        ));
+
+    assert!(!answers.is_empty(), "the load sent requests");
+    assert!(
+        answers
+            .iter()
+            .all(|a| *a == (200, format!("release={first}\n"))),
+        "users only ever met {first}: {:?}",
+        answers
+            .iter()
+            .filter(|a| a.1 != format!("release={first}\n"))
+            .take(3)
+            .collect::<Vec<_>>()
+    );
+    let broken = w.sb.releases().into_iter().max().unwrap();
+    assert_ne!(broken, first);
+    assert!(
+        !w.served("/").contains(&broken),
+        "the broken release answered a user request"
+    );
+    assert!(
+        w.served("/healthz").contains(&broken),
+        "the gate did probe the broken release"
+    );
+    assert_eq!(w.sb.fingerprint_of_links(), before, "no link moved");
+    assert!(w.pid("green").is_none(), "the refused slot was stopped");
+    let json = w.sb.releases_json();
+    assert_eq!(json["releases"][0]["status"], "failed");
+    assert_eq!(json["slots"]["live"], "blue");
+    assert!(json["slots"]["green"].is_null(), "{json}");
+}
+
+#[test]
+fn a_release_that_never_comes_up_is_refused_and_stopped() {
+    let w = Slotted::new("front_check = false");
+    let first = w.sb.deploy();
+    w.sb.commit("no-start", "\n");
+    w.sb.write_config_replacing("timeout = \"30s\"", "timeout = \"2s\"");
+    w.sb.run(&["deploy"]).code(4).says("failed its gate");
+    assert_eq!(w.link().unwrap(), Path::new("blue.sock"));
+    assert_eq!(w.sb.current().unwrap(), first);
+    assert!(w.pid("green").is_none());
+}
+
+#[test]
+fn a_failed_first_deploy_leaves_nothing_live() {
+    let w = Slotted::new("front_check = false");
+    w.sb.commit("health-status", "503\n");
+    w.sb.write_config_replacing("timeout = \"30s\"", "timeout = \"2s\"");
+    w.sb.run(&["deploy"])
+        .code(4)
+        .says("live now: nothing (no release was live, and none is now)");
+    assert!(w.link().is_none());
+    assert!(w.sb.current().is_none());
+    assert!(w.pid("blue").is_none());
+}
+
+#[test]
+fn rollback_starts_the_target_in_the_idle_slot() {
+    let mut w = Slotted::new("");
+    w.start_front();
+    let first = w.sb.deploy();
+    w.sb.commit("index.html", "v2\n");
+    let second = w.sb.deploy();
+    w.sb.run(&["rollback"]).ok();
+    assert_eq!(w.link().unwrap(), Path::new("blue.sock"));
+    assert_eq!(w.sb.current().unwrap(), first);
+    assert_eq!(w.get("/").unwrap(), (200, format!("release={first}\n")));
+    assert_eq!(
+        w.hooks_log()[3..],
+        [
+            format!("start blue {first}"),
+            format!("stop green {second}")
+        ]
+    );
+}
+
+#[test]
+fn rollback_to_a_warm_standby_is_only_a_switch() {
+    let mut w = Slotted::new("warm_standby = true");
+    w.start_front();
+    let first = w.sb.deploy();
+    let blue = w.pid("blue").unwrap();
+    w.sb.commit("index.html", "v2\n");
+    w.sb.deploy();
+    assert!(Slotted::alive(blue), "the old slot stays warm");
+    let hooks_before = w.hooks_log().len();
+    w.sb.run(&["rollback"]).ok().says("Warm");
+    assert_eq!(w.link().unwrap(), Path::new("blue.sock"));
+    assert_eq!(w.get("/").unwrap(), (200, format!("release={first}\n")));
+    assert_eq!(w.pid("blue"), Some(blue), "the same process serves");
+    assert_eq!(w.hooks_log().len(), hooks_before, "no hook ran");
+}
+
+#[test]
+fn a_front_that_cannot_reach_the_new_slot_switches_back() {
+    // The front cannot reach a socket it may not write to (nginx workers
+    // run as another user): green's socket is made 0700 and the front
+    // runs as nobody.
+    let mut w = Slotted::new("");
+    fs::set_permissions(
+        w.sb.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let child = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "nobody",
+            "--regid",
+            "nogroup",
+            "--clear-groups",
+            // The system's python: one under root's home is not readable
+            // by nobody.
+            "/usr/bin/python3",
+        ])
+        .arg(w.sb.path().join("front.py"))
+        .arg(w.front_port.to_string())
+        .arg(w.sb.deploy_to().join("run/app.sock"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("setpriv runs (apt-get install util-linux)");
+    w.front = Some(child);
+    let port = w.front_port;
+    wait_until("the front to listen", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let first = w.sb.deploy();
+    w.sb.commit("socket-mode", "0700\n");
+    w.sb.write_config_replacing("timeout = \"30s\"", "timeout = \"3s\"");
+    w.sb.run(&["deploy"])
+        .code(4)
+        .says("the front could not reach")
+        .says("switched back to slot blue")
+        .says(&format!("live now: releases/{first}"));
+    assert_eq!(w.link().unwrap(), Path::new("blue.sock"));
+    assert_eq!(w.sb.current().unwrap(), first);
+    assert_eq!(w.get("/").unwrap(), (200, format!("release={first}\n")));
+    assert!(w.pid("green").is_none(), "the new slot was stopped");
+}
+
+#[test]
+fn a_slot_left_running_by_a_crash_is_stopped_before_reuse() {
+    let w = Slotted::new("front_check = false");
+    let first = w.sb.deploy();
+    // What a deploy killed after `start` leaves: green runs a release
+    // nobody switched to, and its record says so.
+    let orphan = Command::new("sleep").arg("300").spawn().unwrap();
+    fs::write(w.sb.path().join("green.pid"), orphan.id().to_string()).unwrap();
+    fs::write(
+        w.sb.deploy_to().join(".shipit/slots/green.json"),
+        format!("{{\"release\": \"{first}\", \"started_at\": \"2026-01-01T00:00:00Z\"}}"),
+    )
+    .unwrap();
+    w.sb.commit("index.html", "v2\n");
+    let second = w.sb.deploy();
+    assert!(
+        w.hooks_log().contains(&format!("stop green {first}")),
+        "{:?}",
+        w.hooks_log()
+    );
+    let mut orphan = orphan;
+    assert!(orphan.wait().is_ok(), "the orphan was stopped");
+    assert_eq!(w.link().unwrap(), Path::new("green.sock"));
+    assert_eq!(w.sb.current().unwrap(), second);
+}
+
+#[test]
+fn an_interrupt_during_the_slot_gate_stops_the_slot_and_changes_nothing() {
+    let w = Slotted::new("front_check = false");
+    let first = w.sb.deploy();
+    w.sb.commit("no-start", "\n");
+    let child =
+        w.sb.command(&["deploy"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+    let log = w.sb.path().join("hooks.log");
+    wait_until("the green slot to start", Duration::from_secs(60), || {
+        fs::read_to_string(&log).is_ok_and(|t| t.contains("start green"))
+    });
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(w.link().unwrap(), Path::new("blue.sock"));
+    assert_eq!(w.sb.current().unwrap(), first);
+    assert!(w.pid("green").is_none(), "the started slot was stopped");
+}
+
+#[test]
+fn the_port_variant_gates_over_tcp_and_calls_the_switch_hook() {
+    let sb = Sandbox::new();
+    let root = sb.path().display().to_string();
+    for (name, text) in [
+        ("server.py", include_str!("fixtures/server.py")),
+        ("slot-start.sh", include_str!("fixtures/slot-start.sh")),
+        ("slot-stop.sh", include_str!("fixtures/slot-stop.sh")),
+    ] {
+        fs::write(sb.path().join(name), text.replace("@SANDBOX@", &root)).unwrap();
+    }
+    let (blue, green) = (free_port(), free_port());
+    sb.write_config(&format!(
+        "[health]\nurl = \"http://127.0.0.1:1/healthz\"\ntimeout = \"30s\"\ninterval = \"100ms\"\n\
+         expect_body = \"release={{release}}\"\n\n[slots]\nstart = \"sh '{root}/slot-start.sh'\"\n\
+         stop = \"sh '{root}/slot-stop.sh'\"\nretire_delay = \"0s\"\nfront_check = false\n\
+         ports = {{ blue = {blue}, green = {green} }}\n\
+         switch = \"echo $SHIPIT_SLOT $SHIPIT_SLOT_PORT > '{root}/upstream'\"\n"
+    ));
+    let guard = Slotted {
+        sb,
+        front_port: 0,
+        front: None,
+    };
+    let sb = &guard.sb;
+    sb.deploy();
+    assert_eq!(
+        fs::read_to_string(sb.path().join("upstream")).unwrap(),
+        format!("blue {blue}\n")
+    );
+    sb.commit("index.html", "v2\n");
+    sb.deploy();
+    assert_eq!(
+        fs::read_to_string(sb.path().join("upstream")).unwrap(),
+        format!("green {green}\n")
+    );
+    assert_eq!(
+        fs::read_link(sb.deploy_to().join("run/live")).unwrap(),
+        Path::new("green")
+    );
+}
+
+#[test]
+fn slot_config_mistakes_are_named() {
+    let sb = Sandbox::new();
+    sb.write_config("[slots]\nstart = \"true\"\nstop = \"true\"\n");
+    sb.run(&["deploy"]).code(2).says("needs a [health] section");
+    sb.write_config(
+        "[health]\nurl = \"http://127.0.0.1:1/\"\n[slots]\nstart = \"true\"\nstop = \"true\"\n\
+         ports = { blue = 3001, green = 3002 }\n",
+    );
+    sb.run(&["deploy"]).code(2).says("needs slots.switch");
+    sb.write_config(
+        "[health]\nurl = \"http://127.0.0.1:1/\"\n[slots]\nstart = \"true\"\nstop = \"true\"\n\
+         retire = \"1s\"\n",
+    );
+    sb.run(&["deploy"])
+        .code(2)
+        .says("unknown key `slots.retire`")
+        .says("`slots.retire_delay`");
+    assert!(!sb.deploy_to().exists(), "bad config changed nothing");
+}
