@@ -26,17 +26,23 @@ pub enum Template {
     Pm2,
     /// The push-to-deploy git hook (post-receive)
     GitHook,
+    /// Slots: an nginx site proxying to the live slot's socket link
+    NginxSlots,
+    /// Slots: a pm2 file that runs one release per slot on its socket
+    Pm2Slots,
     /// All of the above
     All,
 }
 
 impl Template {
-    pub const EACH: [Template; 5] = [
+    pub const EACH: [Template; 7] = [
         Template::Systemd,
         Template::SystemdSocket,
         Template::Nginx,
         Template::Pm2,
         Template::GitHook,
+        Template::NginxSlots,
+        Template::Pm2Slots,
     ];
 
     pub fn file_name(self, app: &str) -> String {
@@ -46,6 +52,8 @@ impl Template {
             Template::Nginx => format!("nginx-{app}.conf"),
             Template::Pm2 => "ecosystem.config.js".into(),
             Template::GitHook => "post-receive".into(),
+            Template::NginxSlots => format!("nginx-{app}-slots.conf"),
+            Template::Pm2Slots => "slots.config.js".into(),
             Template::All => unreachable!("expanded before use"),
         }
     }
@@ -172,6 +180,11 @@ pub fn render(template: Template, values: &Values, config_file: &Path) -> Result
             )
             .replace("@APP_JSON@", &json(&values.app))
             .replace("@PORT_JSON@", &json(&values.port.to_string()))
+            .replace("@APP@", &values.app)
+            .replace("@DEPLOY_TO@", &deploy_to),
+        Template::NginxSlots => fill(include_str!("../templates/nginx-slots.conf")),
+        Template::Pm2Slots => include_str!("../templates/slots.config.js")
+            .replace("@APP_JSON@", &json(&values.app))
             .replace("@APP@", &values.app)
             .replace("@DEPLOY_TO@", &deploy_to),
         Template::GitHook => {

@@ -1,13 +1,22 @@
-// A small web app for shipit's zero-downtime proof, run by pm2 in cluster
-// mode behind nginx.
+// A small web app for shipit's zero-downtime proof, behind nginx: run by
+// pm2 in cluster mode on a TCP port (the reload strategy), or one process
+// per slot on a unix socket (slots).
 //
 // - GET /healthz answers {"release": "<id>"}: the release directory this
 //   worker runs from, so the health gate can prove the new release serves.
-// - A release that contains a file named BROKEN answers 500 everywhere.
+// - A release that contains a file named BROKEN answers 500 everywhere; one
+//   with NEVER_READY never listens.
+// - SOCKET=<path> listens on that unix socket (a stale socket file is
+//   removed first; mode 0666 so that nginx workers, another user, can
+//   connect); otherwise PORT (default 3000) on 127.0.0.1.
 // - It tells pm2 it is ready (wait_ready) only once it listens.
-// - On SIGINT/SIGTERM it stops taking new connections, answers what is in
-//   flight with `Connection: close`, lingers briefly for connections the
-//   cluster master had already routed to it, then exits.
+// - On SIGINT/SIGTERM it stops taking new connections and answers every
+//   request on the connections it has with `Connection: close`, so a proxy
+//   that pools upstream connections drops each one after its next answer.
+//   It stays up for LINGER_MS (default 1000): with a pooling proxy, set it
+//   above the proxy's upstream keepalive_timeout, so that no pooled
+//   connection outlives the process; in cluster mode it also covers
+//   connections the master had already routed to this worker.
 "use strict";
 
 const fs = require("fs");
@@ -16,7 +25,9 @@ const path = require("path");
 
 const release = path.basename(__dirname);
 const broken = fs.existsSync(path.join(__dirname, "BROKEN"));
+const never = fs.existsSync(path.join(__dirname, "NEVER_READY"));
 const port = Number(process.env.PORT || 3000);
+const socket = process.env.SOCKET || "";
 const lingerMs = Number(process.env.LINGER_MS || 1000);
 let stopping = false;
 
@@ -35,17 +46,33 @@ const server = http.createServer((req, res) => {
 });
 server.keepAliveTimeout = 5000;
 
-server.listen(port, "127.0.0.1", () => {
+function ready() {
+  if (socket) fs.chmodSync(socket, 0o666);
   if (process.send) process.send("ready");
-});
+}
+
+if (never) {
+  // A release that never comes up: alive, but listening nowhere.
+  setInterval(() => {}, 60000);
+} else if (socket) {
+  try {
+    fs.unlinkSync(socket);
+  } catch (e) {
+    if (e.code !== "ENOENT") throw e;
+  }
+  server.listen(socket, ready);
+} else {
+  server.listen(port, "127.0.0.1", ready);
+}
 
 function stop() {
   if (stopping) return;
   stopping = true;
-  // No new connections; idle keep-alive ones are closed now, busy ones
-  // after their response (Connection: close above).
+  if (never) process.exit(0);
+  // No new connections. Kept-alive ones are not cut while idle (a proxy
+  // may be sending on one right now): each is closed after its next
+  // answer (Connection: close above), or by the proxy's own idle timeout.
   server.close();
-  server.closeIdleConnections();
   // Do not exit the moment we are idle. In cluster mode the master accepts
   // connections and hands them to workers; it closes its copy only when the
   // worker acknowledges. A handoff sent just before the master learned that

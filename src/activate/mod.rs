@@ -110,15 +110,16 @@ pub(crate) fn reload_and_gate(ctx: &Ctx, live: &Live) -> Result<()> {
         );
         health::gate(health, live.id.as_str(), live.revision, &ctx.ui)?;
     }
-    warn_stale_processes(ctx, live.id);
+    warn_stale_processes(ctx, live.id, &[]);
     Ok(())
 }
 
-/// Name processes still running from a release other than `live`: process
+/// Name processes still running from a release other than `live` (or one
+/// `expected` to run, like a warm standby slot's): process
 /// managers that resolved `current` once at start keep running old code.
-pub(crate) fn warn_stale_processes(ctx: &Ctx, live: &ReleaseId) {
+pub(crate) fn warn_stale_processes(ctx: &Ctx, live: &ReleaseId, expected: &[ReleaseId]) {
     for (id, list) in procs::releases_in_use(&ctx.layout) {
-        if &id == live {
+        if &id == live || expected.contains(&id) {
             continue;
         }
         let names: Vec<String> = list

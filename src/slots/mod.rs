@@ -156,7 +156,8 @@ impl<'a> Dance<'a> {
         if let Some(old) = live_slot {
             self.retire(old);
         }
-        activate::warn_stale_processes(self.ctx, self.id());
+        let standby = state::recorded_releases(&self.ctx.layout);
+        activate::warn_stale_processes(self.ctx, self.id(), &standby);
         Ok(())
     }
 

@@ -84,13 +84,10 @@ fn rendered() -> Sandbox {
     sb
 }
 
-#[test]
-fn the_nginx_template_passes_nginx_t() {
-    require("nginx", "apt-get install nginx");
-    let sb = rendered();
+/// `nginx -t` on a rendered site, included in an http block.
+fn nginx_t(sb: &Sandbox, site: &std::path::Path) {
     let prefix = sb.path().join("nginx");
     fs::create_dir_all(prefix.join("logs")).unwrap();
-    let site = sb.path().join("tpl/nginx-shop.conf");
     let p = prefix.display();
     fs::write(
         prefix.join("nginx.conf"),
@@ -115,6 +112,14 @@ fn the_nginx_template_passes_nginx_t() {
         out.status.success(),
         "nginx -t rejected the template:\n{said}"
     );
+}
+
+#[test]
+fn the_nginx_template_passes_nginx_t() {
+    require("nginx", "apt-get install nginx");
+    let sb = rendered();
+    let site = sb.path().join("tpl/nginx-shop.conf");
+    nginx_t(&sb, &site);
     let text = fs::read_to_string(&site).unwrap();
     assert!(
         text.contains("127.0.0.1:4100") && text.contains("127.0.0.1:4101"),
@@ -150,6 +155,50 @@ fn node_loads_the_pm2_template_and_it_points_through_current() {
     let current = sb.deploy_to().join("current");
     assert_eq!(app["cwd"], current.to_str().unwrap());
     assert_eq!(app["script"], current.join("server.js").to_str().unwrap());
+}
+
+#[test]
+fn the_slots_templates_front_the_socket_link_and_run_one_app_per_slot() {
+    require("nginx", "apt-get install nginx");
+    require("node", "apt-get install nodejs");
+    let sb = rendered();
+    let site = sb.path().join("tpl/nginx-shop-slots.conf");
+    nginx_t(&sb, &site);
+    let link = sb.deploy_to().join("run/app.sock");
+    let text = fs::read_to_string(&site).unwrap();
+    assert!(
+        text.contains(&format!("server unix:{};", link.display())),
+        "{text}"
+    );
+    let file = sb.path().join("tpl/slots.config.js");
+    let load = |env: &[(&str, &str)]| {
+        Command::new("node")
+            .args([
+                "-e",
+                "console.log(JSON.stringify(require(process.argv[1])))",
+            ])
+            .arg(&file)
+            .env_remove("SHIPIT_SLOT")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let out = load(&[
+        ("SHIPIT_SLOT", "green"),
+        ("SHIPIT_RELEASE_PATH", "/srv/shop/releases/20260101000000"),
+        ("SHIPIT_SLOT_SOCKET", "/srv/shop/run/green.sock"),
+    ]);
+    crate::sandbox::succeeded(&out);
+    let config: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let app = &config["apps"][0];
+    assert_eq!(app["name"], "shop-green");
+    assert_eq!(app["cwd"], "/srv/shop/releases/20260101000000");
+    assert_eq!(app["env"]["SOCKET"], "/srv/shop/run/green.sock");
+    assert_eq!(app["exec_mode"], "fork");
+    // Without the slot hook's variables it refuses, naming them.
+    let out = load(&[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SHIPIT_SLOT"));
 }
 
 #[test]
