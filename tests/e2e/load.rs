@@ -33,6 +33,17 @@ pub struct Sample {
     pub at: Duration,
     pub latency: Duration,
     pub outcome: Outcome,
+    /// The release id that answered (the example app names it in every
+    /// body), when one did.
+    pub release: Option<[u8; 14]>,
+}
+
+impl Sample {
+    pub fn release(&self) -> Option<&str> {
+        self.release
+            .as_ref()
+            .and_then(|r| std::str::from_utf8(r).ok())
+    }
 }
 
 pub struct Load {
@@ -89,7 +100,7 @@ fn worker(addr: SocketAddr, stop: &AtomicBool, started: Instant) -> Vec<Sample> 
     {
         let begin = Instant::now();
         let at = begin - started;
-        let (outcome, keep) = request(addr, &mut conn);
+        let (outcome, keep, release) = request(addr, &mut conn);
         if !keep {
             conn = None;
         }
@@ -97,6 +108,7 @@ fn worker(addr: SocketAddr, stop: &AtomicBool, started: Instant) -> Vec<Sample> 
             at,
             latency: begin.elapsed(),
             outcome,
+            release,
         });
         if outcome == Outcome::ConnectError {
             std::thread::sleep(Duration::from_millis(10));
@@ -107,7 +119,10 @@ fn worker(addr: SocketAddr, stop: &AtomicBool, started: Instant) -> Vec<Sample> 
 
 /// One GET on the kept connection (opening one if needed). Returns the
 /// outcome and whether the connection may be reused.
-fn request(addr: SocketAddr, conn: &mut Option<BufReader<TcpStream>>) -> (Outcome, bool) {
+fn request(
+    addr: SocketAddr,
+    conn: &mut Option<BufReader<TcpStream>>,
+) -> (Outcome, bool, Option<[u8; 14]>) {
     if conn.is_none() {
         match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
             Ok(stream) => {
@@ -115,25 +130,25 @@ fn request(addr: SocketAddr, conn: &mut Option<BufReader<TcpStream>>) -> (Outcom
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
                 *conn = Some(BufReader::new(stream));
             }
-            Err(_) => return (Outcome::ConnectError, false),
+            Err(_) => return (Outcome::ConnectError, false, None),
         }
     }
     let reader = conn.as_mut().expect("connected above");
     let req = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: shipit-e2e\r\n\r\n";
     if reader.get_mut().write_all(req).is_err() {
-        return (Outcome::WriteError, false);
+        return (Outcome::WriteError, false, None);
     }
     let mut line = String::new();
     match reader.read_line(&mut line) {
         Ok(n) if n > 0 => {}
-        _ => return (Outcome::ReadError, false),
+        _ => return (Outcome::ReadError, false, None),
     }
     let Some(status) = line
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse::<u16>().ok())
     else {
-        return (Outcome::ReadError, false);
+        return (Outcome::ReadError, false, None);
     };
     let mut length = 0usize;
     let mut close = false;
@@ -141,7 +156,7 @@ fn request(addr: SocketAddr, conn: &mut Option<BufReader<TcpStream>>) -> (Outcom
         line.clear();
         match reader.read_line(&mut line) {
             Ok(n) if n > 0 => {}
-            _ => return (Outcome::ReadError, false),
+            _ => return (Outcome::ReadError, false, None),
         }
         let header = line.trim_end();
         if header.is_empty() {
@@ -156,7 +171,12 @@ fn request(addr: SocketAddr, conn: &mut Option<BufReader<TcpStream>>) -> (Outcom
     }
     let mut body = vec![0u8; length];
     if reader.read_exact(&mut body).is_err() {
-        return (Outcome::ReadError, false);
+        return (Outcome::ReadError, false, None);
     }
-    (Outcome::Status(status), !close)
+    // "hello from release <id>\n"
+    let release = body
+        .strip_prefix(b"hello from release ")
+        .and_then(|rest| rest.get(..14))
+        .and_then(|id| id.try_into().ok());
+    (Outcome::Status(status), !close, release)
 }

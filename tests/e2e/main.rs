@@ -212,9 +212,17 @@ timeout = "8s"
     }
 
     fn shipit(&self, args: &[&str]) -> Output {
+        // Hooks written as the templates print them call a bare `pm2`.
+        let pm2_dir = self.tools.pm2.parent().expect("pm2 lives in a directory");
+        let path = format!(
+            "{}:{}",
+            pm2_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
         Command::new(SHIPIT)
             .args(args)
             .current_dir(self.path())
+            .env("PATH", path)
             .env("PM2_HOME", self.pm2_home())
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -255,6 +263,37 @@ timeout = "8s"
                        proxy_set_header Connection \"\";\n      proxy_next_upstream error timeout;\n    }}\n  }}\n}}\n",
                 app = self.app_port,
                 port = self.nginx_port
+            ),
+        )
+        .unwrap();
+        let child = Command::new(&self.tools.nginx)
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(prefix.join("nginx.conf"))
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("nginx starts");
+        self.nginx = Some(child);
+    }
+
+    /// Run nginx with `site` (a file `shipit init --template` wrote)
+    /// included in its http block.
+    fn start_nginx_with_site(&mut self, site: &Path) {
+        let prefix = self.path().join("nginx");
+        fs::create_dir_all(prefix.join("logs")).unwrap();
+        let p = prefix.display();
+        fs::write(
+            prefix.join("nginx.conf"),
+            format!(
+                "worker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log warn;\n\
+                 events {{ worker_connections 1024; }}\n\
+                 http {{\n  access_log off;\n  keepalive_requests 1000000;\n\
+                   client_body_temp_path {p}/tmp-body;\n  proxy_temp_path {p}/tmp-proxy;\n\
+                   fastcgi_temp_path {p}/tmp-fcgi;\n  uwsgi_temp_path {p}/tmp-uwsgi;\n  scgi_temp_path {p}/tmp-scgi;\n\
+                   include {};\n}}\n",
+                site.display()
             ),
         )
         .unwrap();
@@ -467,5 +506,196 @@ fn deploys_and_rollbacks_under_load_drop_no_requests() {
     assert!(
         broken_5xx > 0,
         "the load saw the broken release answer 5xx before the rollback"
+    );
+}
+
+/// Slots under load: every release is started in the idle slot and gated on
+/// its own socket before nginx's link moves to it. Good deploys and
+/// rollbacks drop nothing; a release that answers 500 and one that never
+/// comes up are refused (exit 4) and answer no user request at all.
+#[test]
+fn slots_under_load_drop_nothing_and_refused_releases_answer_no_one() {
+    const SLOT_DEPLOYS: usize = 4;
+    const SLOT_ROLLBACKS: usize = 3;
+    let mut world = World::new();
+    // nginx workers run as another user: they must reach run/app.sock.
+    fs::set_permissions(
+        world.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let shared = world.path().join("deploy/shared");
+    fs::create_dir_all(&shared).unwrap();
+    fs::write(
+        world.path().join("shipit.toml"),
+        format!(
+            r#"deploy_to = "deploy"
+keep_releases = 30
+
+[source]
+git = "app"
+
+[health]
+url = "http://127.0.0.1:{port}/healthz"
+expect_body = "\"release\":\"{{release}}\""
+successes = 3
+interval = "200ms"
+timeout = "20s"
+
+# As the pm2-slots template prints them.
+[slots]
+start = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 start shared/slots.config.js"
+stop = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 delete shared/slots.config.js"
+"#,
+            port = world.nginx_port
+        ),
+    )
+    .unwrap();
+    // The pm2 file and the nginx site come from shipit's own templates.
+    expect(
+        &world.shipit(&[
+            "init",
+            "--template",
+            "pm2-slots",
+            "--template",
+            "nginx-slots",
+            "--app",
+            "shipit-e2e",
+            "--out",
+            shared.to_str().unwrap(),
+        ]),
+        0,
+        "render the slots templates",
+    );
+    let site = shared.join("nginx-shipit-e2e-slots.conf");
+    let text = fs::read_to_string(&site).unwrap();
+    // Its comment says: change listen (and server_name).
+    assert!(text.contains("listen 80;"), "{text}");
+    fs::write(
+        &site,
+        text.replace(
+            "listen 80;",
+            &format!("listen 127.0.0.1:{};", world.nginx_port),
+        ),
+    )
+    .unwrap();
+    assert!(world.pm2(&["ping"]).status.success());
+    world.start_nginx_with_site(&site);
+
+    expect(&world.shipit(&["deploy"]), 0, "first deploy into slot blue");
+    let first = world.current();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while world.served_release(1).as_deref() != Some(first.as_str()) {
+        assert!(
+            Instant::now() < deadline,
+            "nginx never served the first release"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let load = load::Load::start(world.nginx_addr(), CONNECTIONS);
+    let mut marks: Vec<Mark> = Vec::new();
+    let mut releases = vec![first];
+    std::thread::sleep(Duration::from_secs(2));
+    let mut gate_to_switch = Vec::new();
+    for n in 1..=SLOT_DEPLOYS {
+        world.commit("VERSION", Some(&format!("{n}\n")));
+        let start = load.now();
+        let out = world.shipit(&["deploy"]);
+        marks.push(Mark {
+            kind: Kind::Deploy,
+            start,
+            end: load.now(),
+        });
+        let said = expect(&out, 0, &format!("slots deploy {n}"));
+        let id = world.current();
+        assert_ne!(Some(&id), releases.last(), "deploy {n} made a new release");
+        assert_eq!(world.served_release(6).as_deref(), Some(id.as_str()));
+        gate_to_switch.push(said.lines().any(|l| l.contains("Switching")));
+        releases.push(id);
+    }
+    for n in 1..=SLOT_ROLLBACKS {
+        let start = load.now();
+        let out = world.shipit(&["rollback"]);
+        marks.push(Mark {
+            kind: Kind::Rollback,
+            start,
+            end: load.now(),
+        });
+        expect(&out, 0, &format!("slots rollback {n}"));
+        let want = &releases[releases.len() - 1 - n];
+        assert_eq!(&world.current(), want);
+        assert_eq!(world.served_release(6).as_ref(), Some(want));
+    }
+
+    // Two releases that must never answer a user: one that answers 500,
+    // one that never comes up.
+    let live = world.current();
+    let mut refused = Vec::new();
+    for (file, seen) in [("BROKEN", "status 500"), ("NEVER_READY", "failed its gate")] {
+        world.commit(file, Some(""));
+        let start = load.now();
+        let out = world.shipit(&["deploy"]);
+        marks.push(Mark {
+            kind: Kind::Broken,
+            start,
+            end: load.now(),
+        });
+        let said = expect(&out, 4, &format!("the {file} release is refused"));
+        assert!(said.contains("no user request reached it"), "{said}");
+        assert!(said.contains(seen), "{said}");
+        assert_eq!(world.current(), live);
+        assert_eq!(world.served_release(6).as_deref(), Some(live.as_str()));
+        let json: serde_json::Value =
+            serde_json::from_slice(&world.shipit(&["releases", "--json"]).stdout).unwrap();
+        refused.push(json["releases"][0]["id"].as_str().unwrap().to_string());
+        world.commit(file, None);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+
+    let run = load.now();
+    let samples = load.finish();
+    let failed: Vec<_> = samples.iter().filter(|s| !s.outcome.ok()).collect();
+    let from_refused = samples
+        .iter()
+        .filter(|s| s.release().is_some_and(|r| refused.iter().any(|x| x == r)))
+        .count();
+    let table = report::table(&samples, &marks, run);
+    let text = format!(
+        "Slots: {SLOT_DEPLOYS} deploys, {SLOT_ROLLBACKS} rollbacks and 2 refused releases (one answering 500, \
+         one never listening) of the example app under pm2, one process per slot on a unix socket, \
+         behind nginx (the generated nginx-slots site, upstream keepalive on), \
+         {CONNECTIONS} keep-alive connections of load for {:.0} s:\n\n{table}\n\
+         Failed requests (any non-2xx, connect, write or read error), whole run: {}.\n\
+         Answers from the refused releases: {from_refused}.\n",
+        run.as_secs_f64(),
+        failed.len()
+    );
+    println!("{text}");
+    let out_dir = Path::new(MANIFEST).join("target/e2e");
+    fs::create_dir_all(&out_dir).unwrap();
+    fs::write(out_dir.join("slots-report.md"), &text).unwrap();
+    fs::write(
+        out_dir.join("slots-timeline.svg"),
+        report::svg(&samples, &marks, run),
+    )
+    .unwrap();
+
+    assert!(gate_to_switch.iter().all(|s| *s), "every deploy switched");
+    assert!(
+        samples.len() > 1000,
+        "the load ran ({} requests)",
+        samples.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} requests failed, first: {:?}\n{text}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert_eq!(from_refused, 0, "a refused release answered users\n{text}");
+    assert!(
+        samples.iter().filter_map(|s| s.release()).count() > 1000,
+        "answers name their release"
     );
 }
