@@ -106,7 +106,14 @@ pub fn run(ctx: &Ctx, to: Option<&ReleaseId>) -> Result<Outcome> {
         record(event, Some(&e), from.clone());
         return Err(e);
     }
-    if let Some(from) = &from {
+    // A failed release stays failed: `rolled-back` would make prune keep it
+    // and delete good releases in its place.
+    if let Some(from) = &from
+        && store::read_metadata(layout, from)
+            .ok()
+            .flatten()
+            .is_none_or(|m| m.status != Status::Failed)
+    {
         mark(ctx, from, Status::RolledBack);
     }
     if meta.as_ref().is_some_and(|m| m.status != Status::Failed) {
