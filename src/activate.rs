@@ -66,7 +66,11 @@ pub fn reload_and_gate(ctx: &Ctx, live: &Live) -> Result<()> {
     if let Some(health) = &ctx.config.health {
         ctx.ui.step(
             "Checking",
-            format!("{} for {}", health.url, Layout::display(live.id)),
+            format!(
+                "{} for {}",
+                health::redact_url(&health.url),
+                Layout::display(live.id)
+            ),
         );
         health::gate(health, live.id.as_str(), live.revision, &ctx.ui)?;
     }

@@ -289,10 +289,11 @@ fn health_now(config: &Config, layout: &Layout, current: &Current) -> Check {
     let Some(h) = &config.health else {
         return pass("health", "no [health] section: deploys are not gated");
     };
+    let url = health::redact_url(&h.url);
     let Some(id) = current.id() else {
         return pass(
             "health",
-            format!("{} is well formed (nothing live to probe)", h.url),
+            format!("{url} is well formed (nothing live to probe)"),
         );
     };
     let revision = store::read_metadata(layout, id)
@@ -312,19 +313,13 @@ fn health_now(config: &Config, layout: &Layout, current: &Current) -> Check {
     if seen.passed {
         pass(
             "health",
-            format!(
-                "{} answers for {}: {}",
-                h.url,
-                Layout::display(id),
-                seen.detail
-            ),
+            format!("{url} answers for {}: {}", Layout::display(id), seen.detail),
         )
     } else {
         fail(
             "health",
             format!(
-                "{} does not pass for the live {}: {}",
-                h.url,
+                "{url} does not pass for the live {}: {}",
                 Layout::display(id),
                 seen.detail
             ),

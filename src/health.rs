@@ -102,6 +102,26 @@ pub fn expected_body(template: &str, release: &str, revision: Option<&str>) -> S
         .replace("{revision}", revision.unwrap_or(""))
 }
 
+/// `url` fit to print: the password (or token) of a `user:pass@` part is
+/// replaced by `***`, so progress lines, `remote:` lines, logs and errors
+/// never carry it.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    match authority.rfind('@') {
+        // `user:password@` keeps the user; a lone `token@` is all secret.
+        Some(at) => match authority[..at].split_once(':') {
+            Some((user, _)) => format!("{scheme}{user}:***{}{tail}", &authority[at..]),
+            None => format!("{scheme}***{}{tail}", &authority[at..]),
+        },
+        None => url.to_string(),
+    }
+}
+
 /// Probe once.
 pub fn probe(agent: &ureq::Agent, url: &str, status: u16, body: Option<&str>) -> Observation {
     let fail = |detail: String| Observation {
@@ -110,7 +130,7 @@ pub fn probe(agent: &ureq::Agent, url: &str, status: u16, body: Option<&str>) ->
     };
     let mut response = match agent.get(url).call() {
         Ok(r) => r,
-        Err(e) => return fail(e.to_string()),
+        Err(e) => return fail(e.to_string().replace(url, &redact_url(url))),
     };
     let got = response.status().as_u16();
     let mut bytes = Vec::new();
@@ -158,6 +178,7 @@ pub fn gate(config: &HealthConfig, release: &str, revision: Option<&str>, ui: &U
         .expect_body
         .as_deref()
         .map(|t| expected_body(t, release, revision));
+    let shown = redact_url(&config.url);
     let started = Instant::now();
     sleep_interruptibly(config.initial_delay)?;
     let mut gate = Gate::new(config.successes, config.timeout);
@@ -167,24 +188,17 @@ pub fn gate(config: &HealthConfig, release: &str, revision: Option<&str>, ui: &U
         if observation.passed {
             ui.step(
                 "Healthy",
-                format!(
-                    "{} ({}/{})",
-                    config.url,
-                    gate.streak() + 1,
-                    config.successes
-                ),
+                format!("{} ({}/{})", shown, gate.streak() + 1, config.successes),
             );
         } else if observation.detail != last_detail {
-            ui.step("Waiting", format!("{}: {}", config.url, observation.detail));
+            ui.step("Waiting", format!("{shown}: {}", observation.detail));
         }
         last_detail = observation.detail.clone();
         gate.observe(observation);
         match gate.decide(started.elapsed()) {
             Decision::Pass => return Ok(()),
             Decision::Fail(why) => {
-                return Err(
-                    Error::internal(format!("health check of {} failed", config.url)).cause(why),
-                );
+                return Err(Error::internal(format!("health check of {shown} failed")).cause(why));
             }
             Decision::Wait => {}
         }
@@ -209,6 +223,18 @@ pub fn sleep_interruptibly(duration: Duration) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_redacted() {
+        for (url, shown) in [
+            ("http://127.0.0.1:3000/up", "http://127.0.0.1:3000/up"),
+            ("http://u:p@h:1/up?x=@", "http://u:***@h:1/up?x=@"),
+            ("http://token@h/", "http://***@h/"),
+            ("http://u:p:q@r@h", "http://u:***@h"),
+        ] {
+            assert_eq!(redact_url(url), shown);
+        }
+    }
 
     fn obs(passed: bool) -> Observation {
         Observation {

@@ -29,7 +29,7 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
         });
         let agent = health::agent(h.request_timeout);
         (
-            h.url.clone(),
+            health::redact_url(&h.url),
             health::probe(&agent, &h.url, h.expect_status, body.as_deref()),
         )
     });

@@ -6,6 +6,7 @@ mod sandbox;
 
 mod bad_input;
 mod concurrency;
+mod config;
 mod core;
 mod crash;
 mod gate;
