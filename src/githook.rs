@@ -99,11 +99,15 @@ pub fn render(mode: Mode, shipit: &Path, config: &Path, branch: Option<&str>) ->
     let branch = branch
         .map(|b| format!(" --branch {}", shell_quote(b)))
         .unwrap_or_default();
-    TEMPLATE
-        .replace("@MODE@", mode.hook_name())
-        .replace("@SHIPIT@", &shell_quote(&shipit.display().to_string()))
-        .replace("@CONFIG@", &shell_quote(&config.display().to_string()))
-        .replace("@BRANCH@", &branch)
+    crate::templates::fill(
+        TEMPLATE,
+        &[
+            ("MODE", mode.hook_name()),
+            ("SHIPIT", &shell_quote(&shipit.display().to_string())),
+            ("CONFIG", &shell_quote(&config.display().to_string())),
+            ("BRANCH", &branch),
+        ],
+    )
 }
 
 pub struct Installed {
@@ -112,19 +116,42 @@ pub struct Installed {
     pub removed_other: Option<PathBuf>,
 }
 
-/// The hooks directory of a bare or non-bare repository.
+/// The hooks directory git runs for a bare or non-bare repository: the
+/// one `core.hooksPath` names (in the repository's or the system's
+/// config), else `hooks/` in the git directory.
 fn hooks_dir(git_dir: &Path) -> Result<PathBuf> {
-    if git_dir.join("HEAD").is_file() {
-        return Ok(git_dir.join("hooks"));
+    let default = if git_dir.join("HEAD").is_file() {
+        git_dir.join("hooks")
+    } else if git_dir.join(".git/HEAD").is_file() {
+        git_dir.join(".git/hooks")
+    } else {
+        return Err(
+            Error::usage(format!("{} is not a git repository", git_dir.display())).hint(
+                "pass the repository that receives the pushes, e.g. --git-dir /srv/git/myapp.git",
+            ),
+        );
+    };
+    // git itself resolves core.hooksPath (relative to where hooks run).
+    let mut git = std::process::Command::new("git");
+    git.args(["rev-parse", "--git-path", "hooks"])
+        .current_dir(git_dir)
+        .stdin(std::process::Stdio::null());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("GIT_") {
+            git.env_remove(key);
+        }
     }
-    if git_dir.join(".git/HEAD").is_file() {
-        return Ok(git_dir.join(".git/hooks"));
+    match git.output() {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            Ok(if text.is_empty() {
+                default
+            } else {
+                git_dir.join(text)
+            })
+        }
+        _ => Ok(default),
     }
-    Err(
-        Error::usage(format!("{} is not a git repository", git_dir.display())).hint(
-            "pass the repository that receives the pushes, e.g. --git-dir /srv/git/myapp.git",
-        ),
-    )
 }
 
 fn is_ours(path: &Path) -> bool {
@@ -284,6 +311,38 @@ mod tests {
                 .unwrap();
             assert_eq!(String::from_utf8(out.stdout).unwrap(), text);
         }
+    }
+
+    /// Regression: values were substituted one placeholder after another,
+    /// so a config path holding `@BRANCH@` had the (quoted) branch spliced
+    /// into its own quotes, where the branch's `$(...)` ran.
+    #[test]
+    fn a_value_holding_a_placeholder_is_not_substituted_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("x@BRANCH@y.toml");
+        let branch = "$(touch pwned)";
+        let script = render(
+            Mode::PostReceive,
+            Path::new("/bin/echo"),
+            &config,
+            Some(branch),
+        );
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!(
+                "--config {} hook post-receive --branch {branch}\n",
+                config.display()
+            )
+        );
+        assert!(
+            !dir.path().join("pwned").exists(),
+            "the branch ran:\n{script}"
+        );
     }
 
     #[test]

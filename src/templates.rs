@@ -136,6 +136,35 @@ fn port_of(url: &str) -> Option<u16> {
     host.rsplit_once(':')?.1.parse().ok()
 }
 
+/// Replace each `@NAME@` of `values` in `text`, in one pass: a value is
+/// never searched for placeholders again, so a value that contains one
+/// (a path named `x@BRANCH@`) stays as it is.
+pub fn fill(text: &str, values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('@') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let hit = values.iter().find(|(name, _)| {
+            rest.get(1..).is_some_and(|r| {
+                r.starts_with(name) && r.get(name.len()..).is_some_and(|r| r.starts_with('@'))
+            })
+        });
+        match hit {
+            Some((name, value)) => {
+                out.push_str(value);
+                rest = &rest[name.len() + 2..];
+            }
+            None => {
+                out.push('@');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 fn json(text: &str) -> String {
     serde_json::to_string(text).expect("strings serialize")
 }

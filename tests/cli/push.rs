@@ -326,3 +326,19 @@ fn a_hook_environment_does_not_redirect_the_mirror() {
     crate::sandbox::succeeded(&out);
     assert_eq!(sb.served(), "v1\n");
 }
+
+/// Regression: `hook install` wrote into `hooks/` although git runs the
+/// hooks of `core.hooksPath`, so pushes deployed nothing.
+#[test]
+fn hook_install_honours_core_hooks_path() {
+    let sb = Sandbox::new();
+    let bare = server(&sb, "");
+    git(&bare, &["config", "core.hooksPath", "managed-hooks"]);
+    install(&sb, &[]);
+    assert!(bare.join("managed-hooks/post-receive").is_file());
+    assert!(!bare.join("hooks/post-receive").exists());
+    sb.commit("index.html", "v2\n");
+    let pushed = push(&sb, &["origin", "main"]);
+    assert!(pushed.ok, "{}", pushed.stderr);
+    assert_eq!(sb.served(), "v2\n", "{}", pushed.stderr);
+}
