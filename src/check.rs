@@ -50,6 +50,7 @@ pub fn run(config: &Config) -> Vec<Check> {
     let mut checks = vec![pass("config", format!("{} parses", config.file.display()))];
     checks.push(deploy_to(&layout));
     checks.push(releases(&layout));
+    checks.push(state_files(&layout));
     let current = store::read_current(&layout).unwrap_or(Current::Missing);
     checks.push(current_link(&layout, &current));
     checks.push(source_reachable(config));
@@ -127,6 +128,37 @@ fn releases(layout: &Layout) -> Check {
             "check the permissions of releases/",
         ),
     }
+}
+
+/// What a mutating command would refuse or fail on in `.shipit/`: links,
+/// another user's directory, a lock file this user cannot open.
+fn state_files(layout: &Layout) -> Check {
+    if let Err(e) = crate::state::check(layout) {
+        return fail(
+            "state",
+            one_line(&e.to_string()),
+            e.hint.unwrap_or_default(),
+        );
+    }
+    let lock = layout.lock();
+    if lock.exists()
+        && let Err(errno) = access(&lock, AccessFlags::R_OK | AccessFlags::W_OK)
+    {
+        let e = crate::state::explain(&lock, "the lock file", std::io::Error::from(errno));
+        return fail(
+            "state",
+            one_line(&e.to_string()),
+            e.hint.unwrap_or_default(),
+        );
+    }
+    pass(
+        "state",
+        format!(
+            "{} is {}'s to write",
+            layout.state().display(),
+            crate::whoami::user()
+        ),
+    )
 }
 
 fn current_link(layout: &Layout, current: &Current) -> Check {

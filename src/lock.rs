@@ -15,9 +15,10 @@ use chrono::{DateTime, Utc};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, IoContext, Kind, Result};
+use crate::error::{Error, Kind, Result};
 use crate::interrupt;
 use crate::layout::Layout;
+use crate::state;
 use crate::whoami;
 
 /// Who holds the lock, as written into the lock file.
@@ -56,13 +57,15 @@ pub fn acquire(layout: &Layout, wait: Option<Duration>, command: &str) -> Result
     let path = layout.lock();
     let deadline = wait.map(|w| Instant::now() + w);
     loop {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .with_path("could not open the lock file", &path)?;
+        let file = state::open_or_explain(
+            &path,
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+            "the lock file",
+        )?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(mut locked) => {
                 let holder = Holder {

@@ -20,6 +20,7 @@ mod procs;
 mod prune;
 mod rollback;
 mod source;
+mod state;
 mod store;
 mod swap;
 mod templates;

@@ -16,3 +16,4 @@ mod prune;
 mod push;
 mod rollback;
 mod signals;
+mod state;
