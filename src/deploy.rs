@@ -322,10 +322,9 @@ fn stage(
         failure: None,
     };
     store::write_metadata(staging, &meta)?;
-    // Make the release's files durable before it can go live.
-    fs::File::open(staging)
-        .and_then(|d| d.sync_all())
-        .with_path("could not sync", staging)
+    // Every file and directory of the release, and the build log (same
+    // filesystem), must be on disk before the release can go live.
+    crate::fsutil::sync_filesystem(staging).with_path("could not sync", staging)
 }
 
 /// Replace each shared path in the release with a symlink into `shared/`.

@@ -9,6 +9,7 @@ mod concurrency;
 mod config;
 mod core;
 mod crash;
+mod durability;
 mod gate;
 mod init;
 mod lock;
