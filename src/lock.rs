@@ -48,7 +48,20 @@ impl Holder {
 
 /// Held until dropped (or until the process exits, whichever comes first).
 pub struct Lock {
-    _file: Flock<File>,
+    file: Flock<File>,
+}
+
+impl Lock {
+    /// Give the lock a second holder: a descriptor of the locked file to
+    /// hand to a child process. flock(2) belongs to the open file, so it
+    /// stays held until every descriptor of it is closed: this process's
+    /// when it exits (it no longer unlocks on drop), and the child's.
+    pub fn into_shared(self) -> std::io::Result<File> {
+        let other = self.file.try_clone()?;
+        // Dropping would unlock the open file for both holders.
+        std::mem::forget(self);
+        Ok(other)
+    }
 }
 
 /// Take the deploy lock. With `wait = None`, fail at once if it is held;
@@ -81,7 +94,7 @@ pub fn acquire(layout: &Layout, wait: Option<Duration>, command: &str) -> Result
                     .set_len(0)
                     .and_then(|_| locked.rewind())
                     .and_then(|_| locked.write_all(format!("{line}\n").as_bytes()));
-                return Ok(Lock { _file: locked });
+                return Ok(Lock { file: locked });
             }
             Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
                 let now = Instant::now();
