@@ -50,6 +50,7 @@ pub fn run(config: &Config) -> Vec<Check> {
     let mut checks = vec![pass("config", format!("{} parses", config.file.display()))];
     checks.push(deploy_to(&layout));
     checks.push(releases(&layout));
+    checks.push(state_files(&layout));
     let current = store::read_current(&layout).unwrap_or(Current::Missing);
     checks.push(current_link(&layout, &current));
     checks.push(source_reachable(config));
@@ -127,6 +128,37 @@ fn releases(layout: &Layout) -> Check {
             "check the permissions of releases/",
         ),
     }
+}
+
+/// What a mutating command would refuse or fail on in `.shipit/`: links,
+/// another user's directory, a lock file this user cannot open.
+fn state_files(layout: &Layout) -> Check {
+    if let Err(e) = crate::state::check(layout) {
+        return fail(
+            "state",
+            one_line(&e.to_string()),
+            e.hint.unwrap_or_default(),
+        );
+    }
+    let lock = layout.lock();
+    if lock.exists()
+        && let Err(errno) = access(&lock, AccessFlags::R_OK | AccessFlags::W_OK)
+    {
+        let e = crate::state::explain(&lock, "the lock file", std::io::Error::from(errno));
+        return fail(
+            "state",
+            one_line(&e.to_string()),
+            e.hint.unwrap_or_default(),
+        );
+    }
+    pass(
+        "state",
+        format!(
+            "{} is {}'s to write",
+            layout.state().display(),
+            crate::whoami::user()
+        ),
+    )
 }
 
 fn current_link(layout: &Layout, current: &Current) -> Check {
@@ -289,10 +321,11 @@ fn health_now(config: &Config, layout: &Layout, current: &Current) -> Check {
     let Some(h) = &config.health else {
         return pass("health", "no [health] section: deploys are not gated");
     };
+    let url = health::redact_url(&h.url);
     let Some(id) = current.id() else {
         return pass(
             "health",
-            format!("{} is well formed (nothing live to probe)", h.url),
+            format!("{url} is well formed (nothing live to probe)"),
         );
     };
     let revision = store::read_metadata(layout, id)
@@ -312,19 +345,13 @@ fn health_now(config: &Config, layout: &Layout, current: &Current) -> Check {
     if seen.passed {
         pass(
             "health",
-            format!(
-                "{} answers for {}: {}",
-                h.url,
-                Layout::display(id),
-                seen.detail
-            ),
+            format!("{url} answers for {}: {}", Layout::display(id), seen.detail),
         )
     } else {
         fail(
             "health",
             format!(
-                "{} does not pass for the live {}: {}",
-                h.url,
+                "{url} does not pass for the live {}: {}",
                 Layout::display(id),
                 seen.detail
             ),

@@ -410,6 +410,19 @@ impl Config {
             }
             _ => {}
         }
+        if let Some(path) = &self.source.path
+            && contains(path, &self.deploy_to)
+        {
+            return Err(err(
+                format!(
+                    "source.path {} in {file} contains deploy_to {}: each release would copy \
+                     the releases before it",
+                    path.display(),
+                    self.deploy_to.display()
+                ),
+                "ship a build directory outside deploy_to (e.g. path = \"./dist\"), or move deploy_to out of it",
+            ));
+        }
         crate::source::check_ref(&self.source.branch)
             .map_err(|e| e.context(format!("source.branch in {file} is not usable")))?;
         for entry in &self.shared {
@@ -515,7 +528,14 @@ impl SlotsConfig {
 impl HealthConfig {
     fn validate(&self, file: &Path) -> Result<()> {
         let file = file.display();
-        let url = self.url.trim();
+        if self.url.trim() != self.url {
+            return Err(Error::usage(format!(
+                "health.url = {:?} in {file} has spaces around it",
+                crate::health::redact_url(&self.url)
+            ))
+            .hint("remove the spaces inside the quotes: every probe would use them"));
+        }
+        let url = self.url.as_str();
         let rest = url.strip_prefix("http://");
         let host_ok = rest.is_some_and(|r| {
             let host = r.split(['/', '?', '#']).next().unwrap_or("");
@@ -524,7 +544,7 @@ impl HealthConfig {
         if !host_ok {
             return Err(Error::usage(format!(
                 "health.url = {:?} in {file} is not an http:// URL",
-                self.url
+                crate::health::redact_url(&self.url)
             ))
             .hint("probe the app directly, e.g. \"http://127.0.0.1:3000/healthz\" (https is not supported for the gate)"));
         }
@@ -547,6 +567,25 @@ impl HealthConfig {
             ))
             .hint("e.g. timeout = \"30s\", interval = \"500ms\", request_timeout = \"2s\""));
         }
+        // The budget counts from the end of the reload, initial delay
+        // included: the last of the required probes must start within it.
+        let soonest = self.initial_delay + self.interval * (self.successes - 1);
+        if soonest >= self.timeout {
+            let fmt = |d: Duration| humantime::format_duration(d).to_string();
+            return Err(Error::usage(format!(
+                "the health gate in {file} can never pass: health.timeout = \"{}\" is not longer \
+                 than health.initial_delay = \"{}\" plus {} more probe(s) {} apart",
+                fmt(self.timeout),
+                fmt(self.initial_delay),
+                self.successes - 1,
+                fmt(self.interval)
+            ))
+            .hint(format!(
+                "timeout includes initial_delay: make timeout longer than {} (e.g. \"{}\")",
+                fmt(soonest),
+                fmt(soonest + Duration::from_secs(30))
+            )));
+        }
         Ok(())
     }
 }
@@ -562,6 +601,34 @@ fn shared_entry(entry: &str) -> Result<(PathBuf, bool)> {
             .hint("list paths relative to the release, like \".env\" or \"storage/\" (no leading /, no ..)"));
     }
     Ok((path, is_dir))
+}
+
+/// Is `inner` (which may not exist yet) `outer` or inside it? Compared
+/// both as written and with symlinks resolved, so a link cannot hide it.
+fn contains(outer: &Path, inner: &Path) -> bool {
+    if inner.starts_with(outer) {
+        return true;
+    }
+    let Ok(outer) = outer.canonicalize() else {
+        return false;
+    };
+    // Resolve the longest existing ancestor of `inner`, then add the rest.
+    let mut existing = inner.to_path_buf();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match existing.file_name() {
+            Some(name) => rest.push(name.to_os_string()),
+            None => return false,
+        }
+        if !existing.pop() {
+            return false;
+        }
+    }
+    let Ok(mut resolved) = existing.canonicalize() else {
+        return false;
+    };
+    resolved.extend(rest.iter().rev());
+    resolved.starts_with(&outer)
 }
 
 /// Lexically normalise `.` and `..` (the path may not exist yet).
@@ -636,7 +703,7 @@ mod tests {
             reload_timeout = "1m"
             [health]
             url = "http://127.0.0.1:1/"
-            timeout = "1s"
+            timeout = "5s"
             interval = "1s"
             successes = 1
             expect_status = 200
@@ -736,6 +803,62 @@ mod tests {
             let e = parse_str(&text).unwrap_err();
             assert!(e.to_string().contains(needle), "{needle}: {e}");
         }
+    }
+
+    #[test]
+    fn a_health_gate_that_cannot_pass_is_refused() {
+        let e =
+            parse_str(&format!("{MIN}[health]\nurl = \" http://127.0.0.1:1/ \"\n")).unwrap_err();
+        assert!(e.message.contains("spaces around it"), "{e}");
+        let e = parse_str(&format!(
+            "{MIN}[health]\nurl = \"http://127.0.0.1:1/\"\ntimeout = \"5s\"\ninitial_delay = \"5s\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("can never pass"), "{e}");
+        assert!(
+            e.hint
+                .as_deref()
+                .unwrap()
+                .contains("includes initial_delay"),
+            "{e}"
+        );
+        // Two probes 1s apart after a 3s delay need more than 4s.
+        let text =
+            "[health]\nurl = \"http://127.0.0.1:1/\"\ninterval = \"1s\"\ninitial_delay = \"3s\"\n";
+        assert!(parse_str(&format!("{MIN}{text}timeout = \"4s\"\n")).is_err());
+        parse_str(&format!("{MIN}{text}timeout = \"5s\"\n")).unwrap();
+    }
+
+    #[test]
+    fn credentials_in_a_bad_health_url_are_not_shown() {
+        let e = parse_str(&format!(
+            "{MIN}[health]\nurl = \"ftp://admin:hunter2@x/\"\n"
+        ))
+        .unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn a_source_path_that_holds_deploy_to_is_refused() {
+        for (path, deploy_to) in [(".", "deploy"), ("/srv/app", "/srv/app"), ("/", "/srv/x")] {
+            let e = parse_str(&format!(
+                "deploy_to = \"{deploy_to}\"\n[source]\npath = \"{path}\"\n"
+            ))
+            .unwrap_err();
+            assert!(e.message.contains("contains deploy_to"), "{path}: {e}");
+        }
+        parse_str("deploy_to = \"/srv/app\"\n[source]\npath = \"/srv/app-build\"\n").unwrap();
+        // Through a symlink.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("build")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("build"), dir.path().join("alias")).unwrap();
+        let text = format!(
+            "deploy_to = \"{}/alias/deploy\"\n[source]\npath = \"{}/build\"\n",
+            dir.path().display(),
+            dir.path().display()
+        );
+        let e = parse(&text, &dir.path().join("shipit.toml")).unwrap_err();
+        assert!(e.message.contains("contains deploy_to"), "{e}");
     }
 
     #[test]

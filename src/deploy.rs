@@ -220,6 +220,8 @@ fn build_and_publish(
         }
         let e = if e.kind == Kind::Interrupted {
             e.context("deploy interrupted before the swap; the partial build was removed")
+        } else if e.hint.is_some() {
+            e
         } else {
             e.hint(format!(
                 "the build log is {}; fix the cause and deploy again",
@@ -242,7 +244,11 @@ fn stage(
     let started = Instant::now();
     fs::create_dir_all(staging).with_path("could not create", staging)?;
     let log_path = layout.build_log(id);
-    let mut log = File::create(&log_path).with_path("could not create", &log_path)?;
+    let mut log = crate::state::open_or_explain(
+        &log_path,
+        File::options().write(true).create(true).truncate(true),
+        "the build log",
+    )?;
     let _ = writeln!(
         log,
         "release {id}\nsource {}\nrevision {}\nbranch {}\nstarted {}",
@@ -300,10 +306,9 @@ fn stage(
         failure: None,
     };
     store::write_metadata(staging, &meta)?;
-    // Make the release's files durable before it can go live.
-    fs::File::open(staging)
-        .and_then(|d| d.sync_all())
-        .with_path("could not sync", staging)
+    // Every file and directory of the release, and the build log (same
+    // filesystem), must be on disk before the release can go live.
+    crate::fsutil::sync_filesystem(staging).with_path("could not sync", staging)
 }
 
 /// Replace each shared path in the release with a symlink into `shared/`.

@@ -13,6 +13,21 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Make everything written to the filesystem that holds `dir` durable:
+/// one syncfs(2). A release is thousands of files written by `tar -x`, a
+/// directory copy and build hooks, none of which sync; without this a power
+/// cut after the swap can leave `current` pointing at empty files.
+///
+/// Chosen over an fsync(2) of each file and directory because on ext4 each
+/// of those fsyncs commits the journal: on a 10,000-file tree `cargo bench
+/// --bench durability` measured 2.7 s for fsync-each against 0.12 s for one
+/// syncfs. syncfs also flushes other dirty data on that filesystem, so its
+/// cost depends on what else writes there. It reports write-back errors
+/// since Linux 5.8.
+pub fn sync_filesystem(dir: &Path) -> io::Result<()> {
+    nix::unistd::syncfs(File::open(dir)?).map_err(io::Error::from)
+}
+
 /// Replace `path` with `bytes` so that a reader (or a crash) sees either the
 /// old content or the new, never a torn file: write a temp file in the same
 /// directory, fsync it, rename it over `path`, fsync the directory.

@@ -14,6 +14,7 @@
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
@@ -23,6 +24,7 @@ use crate::deploy::{self, Outcome, Request};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::source;
+use crate::store;
 
 const TEMPLATE: &str = include_str!("../templates/git-hook.sh");
 const MARKER: &str = "# shipit-hook:";
@@ -99,11 +101,15 @@ pub fn render(mode: Mode, shipit: &Path, config: &Path, branch: Option<&str>) ->
     let branch = branch
         .map(|b| format!(" --branch {}", shell_quote(b)))
         .unwrap_or_default();
-    TEMPLATE
-        .replace("@MODE@", mode.hook_name())
-        .replace("@SHIPIT@", &shell_quote(&shipit.display().to_string()))
-        .replace("@CONFIG@", &shell_quote(&config.display().to_string()))
-        .replace("@BRANCH@", &branch)
+    crate::templates::fill(
+        TEMPLATE,
+        &[
+            ("MODE", mode.hook_name()),
+            ("SHIPIT", &shell_quote(&shipit.display().to_string())),
+            ("CONFIG", &shell_quote(&config.display().to_string())),
+            ("BRANCH", &branch),
+        ],
+    )
 }
 
 pub struct Installed {
@@ -112,19 +118,42 @@ pub struct Installed {
     pub removed_other: Option<PathBuf>,
 }
 
-/// The hooks directory of a bare or non-bare repository.
+/// The hooks directory git runs for a bare or non-bare repository: the
+/// one `core.hooksPath` names (in the repository's or the system's
+/// config), else `hooks/` in the git directory.
 fn hooks_dir(git_dir: &Path) -> Result<PathBuf> {
-    if git_dir.join("HEAD").is_file() {
-        return Ok(git_dir.join("hooks"));
+    let default = if git_dir.join("HEAD").is_file() {
+        git_dir.join("hooks")
+    } else if git_dir.join(".git/HEAD").is_file() {
+        git_dir.join(".git/hooks")
+    } else {
+        return Err(
+            Error::usage(format!("{} is not a git repository", git_dir.display())).hint(
+                "pass the repository that receives the pushes, e.g. --git-dir /srv/git/myapp.git",
+            ),
+        );
+    };
+    // git itself resolves core.hooksPath (relative to where hooks run).
+    let mut git = std::process::Command::new("git");
+    git.args(["rev-parse", "--git-path", "hooks"])
+        .current_dir(git_dir)
+        .stdin(std::process::Stdio::null());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("GIT_") {
+            git.env_remove(key);
+        }
     }
-    if git_dir.join(".git/HEAD").is_file() {
-        return Ok(git_dir.join(".git/hooks"));
+    match git.output() {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            Ok(if text.is_empty() {
+                default
+            } else {
+                git_dir.join(text)
+            })
+        }
+        _ => Ok(default),
     }
-    Err(
-        Error::usage(format!("{} is not a git repository", git_dir.display())).hint(
-            "pass the repository that receives the pushes, e.g. --git-dir /srv/git/myapp.git",
-        ),
-    )
 }
 
 fn is_ours(path: &Path) -> bool {
@@ -182,6 +211,20 @@ pub fn install(
 
 /// Run as the git hook: read the push from stdin and deploy it if it
 /// touched the branch. `Ok(None)`: nothing to deploy.
+///
+/// Pushes queue on the deploy lock, and git runs their hooks in no
+/// particular order, so what a push carries is only decided under the
+/// lock:
+/// - post-receive (the ref has moved already): deploy the branch's tip as
+///   it is now. A push overtaken by a later one deploys that later tip, or
+///   nothing when it is live already, so the last deploy is always the
+///   branch's last state.
+/// - pre-receive (git moves the ref after the hook, and only if it still
+///   holds the push's old value): refuse the push if the branch moved while
+///   it waited, since git would reject it after the deploy and leave live a
+///   revision on no branch. After a deploy, the lock stays held (by a small
+///   child process) until git has moved the ref or given up, so the next
+///   push checks against the ref as it ends up.
 pub fn run(ctx: &Ctx, mode: Mode, branch: Option<&str>) -> Result<Option<Outcome>> {
     let branch = branch.unwrap_or(&ctx.config.source.branch).to_string();
     source::check_ref(&branch)?;
@@ -190,7 +233,7 @@ pub fn run(ctx: &Ctx, mode: Mode, branch: Option<&str>) -> Result<Option<Outcome
         .take(STDIN_LIMIT)
         .read_to_string(&mut input)
         .map_err(|e| Error::usage("could not read the push from stdin").cause(e))?;
-    let new = match parse(&input, &branch) {
+    let (old, new) = match parse(&input, &branch) {
         Push::Untouched => {
             ctx.ui.step(
                 "Skipping",
@@ -208,34 +251,159 @@ pub fn run(ctx: &Ctx, mode: Mode, branch: Option<&str>) -> Result<Option<Outcome
             let from = if is_zero(&old) {
                 "a new branch".to_string()
             } else {
-                old[..old.len().min(10)].to_string()
+                short(&old).to_string()
             };
-            ctx.ui.step(
-                "Received",
-                format!("{branch}: {from} -> {}", &new[..new.len().min(10)]),
-            );
-            new
+            ctx.ui
+                .step("Received", format!("{branch}: {from} -> {}", short(&new)));
+            (old, new)
         }
     };
-    let pushed_repo = match mode {
-        Mode::PostReceive => None,
-        Mode::PreReceive => {
-            let dir = std::env::var_os("GIT_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("."));
-            Some(std::path::absolute(&dir).unwrap_or(dir))
-        }
+    let repo = {
+        let dir = std::env::var_os("GIT_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
+        std::path::absolute(&dir).unwrap_or(dir)
     };
-    let req = Request {
-        reference: Some(new),
+    let mut req = Request {
+        reference: Some(new.clone()),
         no_rollback: false,
-        pushed_repo,
-        branch: Some(branch),
+        pushed_repo: (mode == Mode::PreReceive).then(|| repo.clone()),
+        branch: Some(branch.clone()),
     };
     deploy::preflight(ctx, &req)?;
     // A push that arrives during a deploy queues behind it (bounded).
-    let _lock = crate::commands::begin_mutation(ctx, Some(ctx.config.lock.wait))?;
-    deploy::run(ctx, &req).map(Some)
+    let lock = crate::commands::begin_mutation(ctx, Some(ctx.config.lock.wait))?;
+    let now = branch_tip(&repo, &branch)?;
+    match mode {
+        Mode::PostReceive => {
+            let Some(tip) = now else {
+                ctx.ui.warn(format!(
+                    "{branch} was deleted while this push waited; nothing was deployed"
+                ));
+                return Ok(None);
+            };
+            if live_revision(ctx).as_deref() == Some(tip.as_str()) {
+                ctx.ui.step(
+                    "Skipping",
+                    format!(
+                        "{} is live already: a later push to {branch} deployed it",
+                        short(&tip)
+                    ),
+                );
+                return Ok(None);
+            }
+            if tip != new {
+                ctx.ui.step(
+                    "Superseded",
+                    format!(
+                        "{branch} moved on to {} while this push waited: deploying that",
+                        short(&tip)
+                    ),
+                );
+                req.reference = Some(tip);
+            }
+            deploy::run(ctx, &req).map(Some)
+        }
+        Mode::PreReceive => {
+            let expected = (!is_zero(&old)).then_some(old.as_str());
+            if now.as_deref() != expected {
+                let live = store::read_current(&ctx.layout)
+                    .map(|c| c.describe())
+                    .unwrap_or_else(|_| "unknown".into());
+                return Err(Error::usage(format!(
+                    "{branch} moved to {} while this push waited for the deploy lock",
+                    now.as_deref().map(short).unwrap_or("nothing (deleted)")
+                ))
+                .cause(format!(
+                    "git would reject this push (it expects {branch} at {}), so {} was not deployed",
+                    expected.map(short).unwrap_or("nothing"),
+                    short(&new)
+                ))
+                .live(live)
+                .hint(format!(
+                    "fetch, merge or rebase onto the new {branch}, and push again"
+                )));
+            }
+            let outcome = deploy::run(ctx, &req)?;
+            hold_until_ref_moves(lock, &repo, &branch, &old);
+            Ok(Some(outcome))
+        }
+    }
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(10)]
+}
+
+/// A git command on the pushed repository, without the hook's environment
+/// (the ref store is not quarantined; only new objects are).
+fn git_in(repo: &Path) -> std::process::Command {
+    let mut git = std::process::Command::new("git");
+    git.arg("--git-dir")
+        .arg(repo)
+        .stdin(std::process::Stdio::null());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("GIT_") {
+            git.env_remove(key);
+        }
+    }
+    git
+}
+
+/// Where `branch` points in `repo` now (`None`: it does not exist).
+fn branch_tip(repo: &Path, branch: &str) -> Result<Option<String>> {
+    let out = git_in(repo)
+        .args(["rev-parse", "-q", "--verify"])
+        .arg(format!("refs/heads/{branch}^{{commit}}"))
+        .output()
+        .map_err(|e| Error::internal("could not run git").cause(e))?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    Ok((out.status.success() && !text.is_empty()).then_some(text))
+}
+
+/// The revision of the live release, if shipit recorded one.
+fn live_revision(ctx: &Ctx) -> Option<String> {
+    let current = store::read_current(&ctx.layout).ok()?;
+    store::read_metadata(&ctx.layout, current.id()?)
+        .ok()
+        .flatten()?
+        .revision
+}
+
+/// Keep the deploy lock held after this hook exits, until git has moved
+/// `branch` off `old` (the push landed) or the receiving git process has
+/// exited (the push failed), at most two minutes. A child process gets the
+/// locked file as its stdin: the flock stays held while it runs. It has its
+/// own process group and no output, so git neither waits for it nor kills
+/// it with the hook.
+fn hold_until_ref_moves(lock: crate::lock::Lock, repo: &Path, branch: &str, old: &str) {
+    const WAIT: &str = r#"
+        receiver=$1 ref=$2 old=$3 i=0
+        while [ "$i" -lt 2400 ] && kill -0 "$receiver" 2>/dev/null; do
+            now=$(git rev-parse -q --verify "$ref" </dev/null)
+            [ "$now" = "$old" ] || exit 0
+            sleep 0.05
+            i=$((i + 1))
+        done
+    "#;
+    let Ok(held) = lock.into_shared() else { return };
+    let receiver = nix::unistd::getppid().to_string();
+    let reference = format!("refs/heads/{branch}");
+    let mut sh = std::process::Command::new("sh");
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("GIT_") {
+            sh.env_remove(key);
+        }
+    }
+    let old = if is_zero(old) { "" } else { old };
+    let _ = sh
+        .args(["-c", WAIT, "shipit-hold-lock", &receiver, &reference, old])
+        .env("GIT_DIR", repo)
+        .stdin(held)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn();
 }
 
 #[cfg(test)]
@@ -284,6 +452,38 @@ mod tests {
                 .unwrap();
             assert_eq!(String::from_utf8(out.stdout).unwrap(), text);
         }
+    }
+
+    /// Regression: values were substituted one placeholder after another,
+    /// so a config path holding `@BRANCH@` had the (quoted) branch spliced
+    /// into its own quotes, where the branch's `$(...)` ran.
+    #[test]
+    fn a_value_holding_a_placeholder_is_not_substituted_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("x@BRANCH@y.toml");
+        let branch = "$(touch pwned)";
+        let script = render(
+            Mode::PostReceive,
+            Path::new("/bin/echo"),
+            &config,
+            Some(branch),
+        );
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!(
+                "--config {} hook post-receive --branch {branch}\n",
+                config.display()
+            )
+        );
+        assert!(
+            !dir.path().join("pwned").exists(),
+            "the branch ran:\n{script}"
+        );
     }
 
     #[test]

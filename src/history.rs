@@ -2,16 +2,19 @@
 //!
 //! One JSON object per line, written with a single `write(2)` on an
 //! `O_APPEND` descriptor and synced, so a crash loses at most the line being
-//! written and never interleaves two. Readers skip a torn last line.
+//! written and never interleaves two. A torn last line is closed before the
+//! next append; readers skip (and count) lines they cannot read.
 
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
 use crate::layout::{Layout, ReleaseId};
+use crate::state;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Event {
@@ -86,30 +89,92 @@ pub fn append(layout: &Layout, event: &Event) -> Result<()> {
     let path = layout.history();
     let mut line = serde_json::to_string(event).expect("event serializes");
     line.push('\n');
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .with_path("could not open", &path)?;
+    let mut file = state::open_or_explain(
+        &path,
+        OpenOptions::new().create(true).append(true).read(true),
+        "the history",
+    )?;
+    // A crash mid-write leaves a torn last line; appending to it would glue
+    // this event onto it and lose both. Start a fresh line instead.
+    let len = file.metadata().with_path("could not inspect", &path)?.len();
+    if len > 0 {
+        let mut last = [0u8; 1];
+        file.read_exact_at(&mut last, len - 1)
+            .with_path("could not read", &path)?;
+        if last[0] != b'\n' {
+            line.insert(0, '\n');
+        }
+    }
     file.write_all(line.as_bytes())
         .and_then(|_| file.sync_data())
         .with_path("could not append to", &path)
 }
 
-/// All events, oldest first.
-pub fn read(layout: &Layout) -> Result<Vec<Event>> {
+/// What [`read`] found: the events, oldest first, and how many lines it
+/// skipped because they were not events (torn by a crash, damaged on disk).
+#[derive(Debug, Default)]
+pub struct Log {
+    pub events: Vec<Event>,
+    pub skipped: usize,
+}
+
+/// All readable events. An unreadable line (invalid UTF-8, not JSON, torn)
+/// is skipped and counted, never fatal: one bad byte must not hide the
+/// whole audit log.
+pub fn read(layout: &Layout) -> Result<Log> {
     let path = layout.history();
-    let file = match std::fs::File::open(&path) {
+    let mut file = match state::open(&path, OpenOptions::new().read(true)) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io("could not read", &path, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Log::default()),
+        Err(e) => return Err(state::explain(&path, "the history", e)),
     };
-    let mut events = Vec::new();
-    for line in BufReader::new(file).lines() {
-        let line = line.with_path("could not read", &path)?;
-        if let Ok(event) = serde_json::from_str(&line) {
-            events.push(event);
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .with_path("could not read", &path)?;
+    Ok(parse(&bytes))
+}
+
+fn parse(bytes: &[u8]) -> Log {
+    let mut log = Log::default();
+    for line in bytes.split(|b| *b == b'\n') {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice(line) {
+            Ok(event) => log.events.push(event),
+            Err(_) => log.skipped += 1,
         }
     }
-    Ok(events)
+    log
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_line_does_not_swallow_the_next_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        std::fs::create_dir_all(layout.state()).unwrap();
+        append(&layout, &Event::new("deploy", "ok")).unwrap();
+        let mut torn = std::fs::read(layout.history()).unwrap();
+        torn.extend_from_slice(b"{\"time\":\"2026-");
+        std::fs::write(layout.history(), &torn).unwrap();
+        append(&layout, &Event::new("rollback", "ok")).unwrap();
+        let log = read(&layout).unwrap();
+        let names: Vec<_> = log.events.iter().map(|e| e.event.as_str()).collect();
+        assert_eq!(names, ["deploy", "rollback"]);
+        assert_eq!(log.skipped, 1);
+    }
+
+    #[test]
+    fn unreadable_lines_are_skipped_and_counted() {
+        let good = serde_json::to_string(&Event::new("deploy", "ok")).unwrap();
+        let mut bytes = format!("{good}\nnot json\n").into_bytes();
+        bytes.extend_from_slice(b"{\"event\":\"\xff\"}\n\n");
+        bytes.extend_from_slice(good.as_bytes());
+        let log = parse(&bytes);
+        assert_eq!((log.events.len(), log.skipped), (2, 2));
+    }
 }

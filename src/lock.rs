@@ -15,9 +15,10 @@ use chrono::{DateTime, Utc};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, IoContext, Kind, Result};
+use crate::error::{Error, Kind, Result};
 use crate::interrupt;
 use crate::layout::Layout;
+use crate::state;
 use crate::whoami;
 
 /// Who holds the lock, as written into the lock file.
@@ -47,7 +48,20 @@ impl Holder {
 
 /// Held until dropped (or until the process exits, whichever comes first).
 pub struct Lock {
-    _file: Flock<File>,
+    file: Flock<File>,
+}
+
+impl Lock {
+    /// Give the lock a second holder: a descriptor of the locked file to
+    /// hand to a child process. flock(2) belongs to the open file, so it
+    /// stays held until every descriptor of it is closed: this process's
+    /// when it exits (it no longer unlocks on drop), and the child's.
+    pub fn into_shared(self) -> std::io::Result<File> {
+        let other = self.file.try_clone()?;
+        // Dropping would unlock the open file for both holders.
+        std::mem::forget(self);
+        Ok(other)
+    }
 }
 
 /// Take the deploy lock. With `wait = None`, fail at once if it is held;
@@ -56,13 +70,15 @@ pub fn acquire(layout: &Layout, wait: Option<Duration>, command: &str) -> Result
     let path = layout.lock();
     let deadline = wait.map(|w| Instant::now() + w);
     loop {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .with_path("could not open the lock file", &path)?;
+        let file = state::open_or_explain(
+            &path,
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+            "the lock file",
+        )?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(mut locked) => {
                 let holder = Holder {
@@ -78,7 +94,7 @@ pub fn acquire(layout: &Layout, wait: Option<Duration>, command: &str) -> Result
                     .set_len(0)
                     .and_then(|_| locked.rewind())
                     .and_then(|_| locked.write_all(format!("{line}\n").as_bytes()));
-                return Ok(Lock { _file: locked });
+                return Ok(Lock { file: locked });
             }
             Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
                 let now = Instant::now();

@@ -21,6 +21,7 @@ mod prune;
 mod rollback;
 mod slots;
 mod source;
+mod state;
 mod store;
 mod swap;
 mod templates;

@@ -111,7 +111,7 @@ pub fn run(ctx: &Ctx, to: Option<&ReleaseId>) -> Result<Outcome> {
             && store::read_metadata(layout, from)
                 .ok()
                 .flatten()
-                .is_some_and(|m| m.status != Status::Failed)
+                .is_none_or(|m| m.status != Status::Failed)
         {
             mark(ctx, from, Status::RolledBack);
         }

@@ -2,9 +2,11 @@
 //! for the tools around a deploy (systemd, nginx, pm2, the git hook).
 //!
 //! Templates live in `templates/` as real files with `@NAME@` placeholders,
-//! so they can be read and reviewed as what they are. Each value is escaped
-//! for the format it lands in (JSON strings in JavaScript, shell quoting in
-//! the hook); names that become identifiers or file names are checked.
+//! so they can be read and reviewed as what they are. Placeholders are
+//! filled in one pass (a value is never searched again), and each value is
+//! escaped for the format it lands in (systemd quoting in unit files, nginx
+//! strings, JSON strings in JavaScript, shell quoting in the hook); names
+//! that become identifiers or file names are checked.
 
 use std::path::{Path, PathBuf};
 
@@ -144,49 +146,115 @@ fn port_of(url: &str) -> Option<u16> {
     host.rsplit_once(':')?.1.parse().ok()
 }
 
+/// Replace each `@NAME@` of `values` in `text`, in one pass: a value is
+/// never searched for placeholders again, so a value that contains one
+/// (a path named `x@BRANCH@`) stays as it is.
+pub fn fill(text: &str, values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('@') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let hit = values.iter().find(|(name, _)| {
+            rest.get(1..).is_some_and(|r| {
+                r.starts_with(name) && r.get(name.len()..).is_some_and(|r| r.starts_with('@'))
+            })
+        });
+        match hit {
+            Some((name, value)) => {
+                out.push_str(value);
+                rest = &rest[name.len() + 2..];
+            }
+            None => {
+                out.push('@');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 fn json(text: &str) -> String {
     serde_json::to_string(text).expect("strings serialize")
 }
 
 /// A commented `shipit.toml` documenting every key.
 pub fn config(values: &Values) -> String {
-    include_str!("../templates/shipit.toml")
-        .replace("@APP@", &values.app)
-        .replace("@DEPLOY_TO@", &values.deploy_to.display().to_string())
-        .replace("@GIT@", &format!("/srv/git/{}.git", values.app))
-        .replace("@HEALTH_URL@", &values.health_url)
+    fill(
+        include_str!("../templates/shipit.toml"),
+        &[
+            ("APP", &values.app),
+            ("DEPLOY_TO", &values.deploy_to.display().to_string()),
+            ("GIT", &format!("/srv/git/{}.git", values.app)),
+            ("HEALTH_URL", &values.health_url),
+        ],
+    )
 }
 
 /// Render one template. `config_file` is the config the git hook runs with.
+/// Each value is escaped for the format it lands in; a value no escaping can
+/// carry (a control character anywhere, a `$` in an nginx path) is refused.
 pub fn render(template: Template, values: &Values, config_file: &Path) -> Result<String> {
     let deploy_to = values.deploy_to.display().to_string();
-    let fill = |text: &str| {
-        text.replace("@APP@", &values.app)
-            .replace("@DEPLOY_TO@", &deploy_to)
-            .replace("@PORT@", &values.port.to_string())
-            .replace("@PORT2@", &values.port.saturating_add(1).to_string())
-            .replace("@USER@", &values.user)
-            .replace("@HEALTH_PATH@", &values.health_path())
+    if deploy_to.chars().any(char::is_control) {
+        return Err(Error::usage(format!(
+            "deploy_to {deploy_to:?} holds a control character, which no template can carry"
+        ))
+        .hint("use a deploy_to without newlines or tabs"));
+    }
+    let current = format!("{deploy_to}/current");
+    let port = values.port.to_string();
+    let port2 = values.port.saturating_add(1).to_string();
+    let health_path = values.health_path();
+    let common = [
+        ("APP", values.app.as_str()),
+        ("DEPLOY_TO", deploy_to.as_str()),
+        ("PORT", port.as_str()),
+        ("PORT2", port2.as_str()),
+        ("USER", values.user.as_str()),
+        ("HEALTH_PATH", health_path.as_str()),
+    ];
+    let with = |text: &str, extra: &[(&str, &str)]| {
+        let all: Vec<(&str, &str)> = extra.iter().chain(common.iter()).copied().collect();
+        fill(text, &all)
     };
     Ok(match template {
-        Template::Systemd => fill(include_str!("../templates/systemd.service")),
-        Template::SystemdSocket => fill(include_str!("../templates/systemd.socket")),
-        Template::Nginx => fill(include_str!("../templates/nginx.conf")),
-        Template::Pm2 => include_str!("../templates/ecosystem.config.js")
-            .replace("@CURRENT_JSON@", &json(&format!("{deploy_to}/current")))
-            .replace(
-                "@SCRIPT_JSON@",
-                &json(&format!("{deploy_to}/current/server.js")),
-            )
-            .replace("@APP_JSON@", &json(&values.app))
-            .replace("@PORT_JSON@", &json(&values.port.to_string()))
-            .replace("@APP@", &values.app)
-            .replace("@DEPLOY_TO@", &deploy_to),
-        Template::NginxSlots => fill(include_str!("../templates/nginx-slots.conf")),
-        Template::Pm2Slots => include_str!("../templates/slots.config.js")
-            .replace("@APP_JSON@", &json(&values.app))
-            .replace("@APP@", &values.app)
-            .replace("@DEPLOY_TO@", &deploy_to),
+        Template::Systemd => with(
+            include_str!("../templates/systemd.service"),
+            &[
+                ("WORKING_DIRECTORY", &systemd_path(&current)),
+                (
+                    "EXEC_START",
+                    &systemd_exec_word(&format!("{current}/bin/start")),
+                ),
+            ],
+        ),
+        Template::SystemdSocket => with(include_str!("../templates/systemd.socket"), &[]),
+        Template::Nginx => with(
+            include_str!("../templates/nginx.conf"),
+            &[("ROOT", &nginx_string(&format!("{current}/public"))?)],
+        ),
+        Template::Pm2 => with(
+            include_str!("../templates/ecosystem.config.js"),
+            &[
+                ("CURRENT_JSON", &json(&current)),
+                ("SCRIPT_JSON", &json(&format!("{current}/server.js"))),
+                ("APP_JSON", &json(&values.app)),
+                ("PORT_JSON", &json(&port)),
+            ],
+        ),
+        Template::NginxSlots => with(
+            include_str!("../templates/nginx-slots.conf"),
+            &[(
+                "APP_SOCKET",
+                &nginx_string(&format!("unix:{deploy_to}/run/app.sock"))?,
+            )],
+        ),
+        Template::Pm2Slots => with(
+            include_str!("../templates/slots.config.js"),
+            &[("APP_JSON", &json(&values.app))],
+        ),
         Template::GitHook => {
             let shipit = std::env::current_exe()
                 .and_then(std::fs::canonicalize)
@@ -195,6 +263,40 @@ pub fn render(template: Template, values: &Values, config_file: &Path) -> Result
         }
         Template::All => unreachable!("expanded before use"),
     })
+}
+
+/// A path for a systemd setting that takes one path (WorkingDirectory=):
+/// the whole value is the path, spaces included; only `%` specifiers
+/// need escaping (systemd.unit(5), "Specifiers").
+fn systemd_path(path: &str) -> String {
+    path.replace('%', "%%")
+}
+
+/// One word of an Exec*= command line: double-quoted, with `\` and `"`
+/// escaped, `$` doubled (no variable expansion) and `%` doubled (no
+/// specifier), as systemd.service(5) "Command lines" describes.
+fn systemd_exec_word(word: &str) -> String {
+    let escaped = word
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('$', "$$")
+        .replace('%', "%%");
+    format!("\"{escaped}\"")
+}
+
+/// A double-quoted nginx string. nginx expands `$name` in `root` and has no
+/// escape for `$`, so a path holding one is refused.
+fn nginx_string(path: &str) -> Result<String> {
+    if path.contains('$') {
+        return Err(Error::usage(format!(
+            "{path} holds a `$`, which nginx would read as a variable in `root`"
+        ))
+        .hint("use a deploy_to without `$`, or write the nginx `root` line by hand"));
+    }
+    Ok(format!(
+        "\"{}\"",
+        path.replace('\\', "\\\\").replace('"', "\\\"")
+    ))
 }
 
 #[cfg(test)]

@@ -88,11 +88,8 @@ pub(crate) fn reload_and_gate(ctx: &Ctx, live: &Live) -> Result<()> {
     if let Some(command) = &ctx.config.hooks.reload {
         ctx.ui.step("Reloading", command);
         let log_path = ctx.layout.build_log(live.id);
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .ok();
+        let mut log =
+            crate::state::open(&log_path, OpenOptions::new().create(true).append(true)).ok();
         let env = hook_env(&ctx.layout, live);
         let hook = Hook {
             name: "reload",
@@ -106,7 +103,11 @@ pub(crate) fn reload_and_gate(ctx: &Ctx, live: &Live) -> Result<()> {
     if let Some(health) = &ctx.config.health {
         ctx.ui.step(
             "Checking",
-            format!("{} for {}", health.url, Layout::display(live.id)),
+            format!(
+                "{} for {}",
+                health::redact_url(&health.url),
+                Layout::display(live.id)
+            ),
         );
         health::gate(health, live.id.as_str(), live.revision, &ctx.ui)?;
     }

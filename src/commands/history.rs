@@ -5,7 +5,15 @@ use crate::history;
 use crate::ui;
 
 pub fn run(ctx: &Ctx, args: &HistoryArgs) -> Result<()> {
-    let mut events = history::read(&ctx.layout)?;
+    let log = history::read(&ctx.layout)?;
+    if log.skipped > 0 {
+        ctx.ui.warn(format!(
+            "skipped {} unreadable line(s) in {} (torn by a crash or damaged); the rest is shown",
+            log.skipped,
+            ctx.layout.history().display()
+        ));
+    }
+    let mut events = log.events;
     events.reverse();
     if let Some(limit) = args.limit {
         events.truncate(limit);

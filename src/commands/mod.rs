@@ -89,6 +89,7 @@ pub fn begin_mutation(ctx: &Ctx, wait: Option<Duration>) -> Result<Lock> {
             .hint("run shipit as the owner of deploy_to, or fix its owner and permissions"));
         }
     }
+    crate::state::check(layout)?;
     store::ensure_dirs(&ctx.layout).map_err(|e| {
         e.in_phase(Kind::Usage).hint(format!(
             "deploy_to must be a directory that {} can write; check its owner and permissions",

@@ -15,8 +15,14 @@ use crate::ui;
 
 pub fn run(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
     let current = store::read_current(&ctx.layout)?;
-    let meta = match current.id() {
-        Some(id) => store::read_metadata(&ctx.layout, id)?,
+    // Damaged metadata must not hide what is live and whether it is healthy.
+    let meta = match current.id().map(|id| store::read_metadata(&ctx.layout, id)) {
+        Some(Ok(meta)) => meta,
+        Some(Err(e)) => {
+            ctx.ui
+                .warn(format!("{e}; showing what is known without it"));
+            None
+        }
         None => None,
     };
     let probe = ctx.config.health.as_ref().map(|h| {
@@ -29,7 +35,7 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
         });
         let agent = health::agent(h.request_timeout);
         (
-            h.url.clone(),
+            health::redact_url(&h.url),
             health::probe(&agent, &h.url, h.expect_status, body.as_deref()),
         )
     });
@@ -37,7 +43,13 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
         Some(config) => Some(crate::slots::describe(ctx, config)?),
         None => None,
     };
-    let events = history::read(&ctx.layout)?;
+    let events = match history::read(&ctx.layout) {
+        Ok(log) => log.events,
+        Err(e) => {
+            ctx.ui.warn(format!("{e}; the last deploy is unknown"));
+            Vec::new()
+        }
+    };
     let last_deploy = events.iter().rev().find(|e| e.event == "deploy");
 
     if args.json {

@@ -341,45 +341,13 @@ fn an_unwritable_deploy_to_is_named_and_nothing_changes() {
     let root = nix::unistd::getuid().is_root();
     if root {
         // nobody must reach the sandbox and the binary, but not write it.
-        let mut dir = sb.path().to_path_buf();
-        loop {
-            let mode = fs::metadata(&dir).unwrap().permissions().mode();
-            fs::set_permissions(&dir, fs::Permissions::from_mode(mode | 0o755)).unwrap();
-            if !dir.pop() || dir == std::path::Path::new("/") {
-                break;
-            }
-        }
-        for entry in walkdir::WalkDir::new(sb.path())
-            .into_iter()
-            .filter_map(|e| e.ok())
-        {
-            if !entry.path_is_symlink() {
-                let mode = entry.metadata().unwrap().permissions().mode();
-                let _ = fs::set_permissions(
-                    entry.path(),
-                    fs::Permissions::from_mode(
-                        mode | 0o044 | if entry.file_type().is_dir() { 0o011 } else { 0 },
-                    ),
-                );
-            }
-        }
+        sb.open_to_nobody();
     } else {
         fs::set_permissions(sb.deploy_to(), fs::Permissions::from_mode(0o555)).unwrap();
     }
     let before = sb.fingerprint();
     let mut command = if root {
-        let mut c = std::process::Command::new("setpriv");
-        c.args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            crate::sandbox::SHIPIT,
-            "deploy",
-        ]);
-        c.current_dir(sb.path())
-            .env("NO_COLOR", "1")
-            .env("HOME", "/nonexistent");
-        c
+        sb.command_as_nobody(&["deploy"])
     } else {
         sb.command(&["deploy"])
     };

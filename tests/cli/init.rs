@@ -84,8 +84,22 @@ fn rendered() -> Sandbox {
     sb
 }
 
-/// `nginx -t` on a rendered site, included in an http block.
-fn nginx_t(sb: &Sandbox, site: &std::path::Path) {
+#[test]
+fn the_nginx_template_passes_nginx_t() {
+    let sb = rendered();
+    let site = sb.path().join("tpl/nginx-shop.conf");
+    nginx_t(&sb, &site);
+    let text = fs::read_to_string(&site).unwrap();
+    assert!(
+        text.contains("127.0.0.1:4100") && text.contains("127.0.0.1:4101"),
+        "{text}"
+    );
+    assert!(text.contains("location = /up"), "{text}");
+}
+
+/// `nginx -t` on `site`, included from a minimal nginx.conf in the sandbox.
+fn nginx_t(sb: &Sandbox, site: &Path) {
+    require("nginx", "apt-get install nginx");
     let prefix = sb.path().join("nginx");
     fs::create_dir_all(prefix.join("logs")).unwrap();
     let p = prefix.display();
@@ -114,18 +128,52 @@ fn nginx_t(sb: &Sandbox, site: &std::path::Path) {
     );
 }
 
+/// Regression: a deploy_to with a space split systemd's ExecStart into a
+/// program and an argument, and nginx's `root` into two arguments.
 #[test]
-fn the_nginx_template_passes_nginx_t() {
-    require("nginx", "apt-get install nginx");
-    let sb = rendered();
+fn templates_carry_a_deploy_to_with_a_space() {
+    let sb = Sandbox::new();
+    sb.commit("bin/start", "#!/bin/sh\nexec sleep 1\n");
+    git(&sb.repo(), &["update-index", "--chmod=+x", "bin/start"]);
+    git(&sb.repo(), &["commit", "-q", "-m", "start script"]);
+    let config = "deploy_to = \"my app/100%\"\n[source]\ngit = \"app\"\n";
+    sb.write_raw_config(config);
+    sb.run(&["deploy"]).ok();
+    sb.run(&["init", "--template", "all", "--out", "tpl", "--app", "shop"])
+        .ok();
+    let current = sb.path().join("my app/100%/current");
+    let service = fs::read_to_string(sb.path().join("tpl/shop.service")).unwrap();
+    let path = current.display().to_string().replace('%', "%%");
+    for line in [
+        format!("WorkingDirectory={path}"),
+        format!("ExecStart=\"{path}/bin/start\""),
+    ] {
+        assert!(
+            service.lines().any(|l| l == line),
+            "no {line} in:\n{service}"
+        );
+    }
+    verify_with_systemd(&sb.path().join("tpl"));
     let site = sb.path().join("tpl/nginx-shop.conf");
     nginx_t(&sb, &site);
     let text = fs::read_to_string(&site).unwrap();
     assert!(
-        text.contains("127.0.0.1:4100") && text.contains("127.0.0.1:4101"),
+        text.contains(&format!("root \"{}/public\";", current.display())),
         "{text}"
     );
-    assert!(text.contains("location = /up"), "{text}");
+    // nginx reads `$` in `root` as a variable and cannot escape it.
+    sb.write_raw_config(&config.replace("100%", "$HOME"));
+    sb.run(&[
+        "init",
+        "--template",
+        "nginx",
+        "--out",
+        "tpl2",
+        "--app",
+        "shop",
+    ])
+    .code(2)
+    .says("holds a `$`");
 }
 
 #[test]
@@ -167,7 +215,7 @@ fn the_slots_templates_front_the_socket_link_and_run_one_app_per_slot() {
     let link = sb.deploy_to().join("run/app.sock");
     let text = fs::read_to_string(&site).unwrap();
     assert!(
-        text.contains(&format!("server unix:{};", link.display())),
+        text.contains(&format!("server \"unix:{}\";", link.display())),
         "{text}"
     );
     let file = sb.path().join("tpl/slots.config.js");

@@ -6,8 +6,10 @@ mod sandbox;
 
 mod bad_input;
 mod concurrency;
+mod config;
 mod core;
 mod crash;
+mod durability;
 mod gate;
 mod init;
 mod lock;
@@ -16,3 +18,4 @@ mod push;
 mod rollback;
 mod signals;
 mod slots;
+mod state;

@@ -326,3 +326,208 @@ fn a_hook_environment_does_not_redirect_the_mirror() {
     crate::sandbox::succeeded(&out);
     assert_eq!(sb.served(), "v1\n");
 }
+
+/// Regression: `hook install` wrote into `hooks/` although git runs the
+/// hooks of `core.hooksPath`, so pushes deployed nothing.
+#[test]
+fn hook_install_honours_core_hooks_path() {
+    let sb = Sandbox::new();
+    let bare = server(&sb, "");
+    git(&bare, &["config", "core.hooksPath", "managed-hooks"]);
+    install(&sb, &[]);
+    assert!(bare.join("managed-hooks/post-receive").is_file());
+    assert!(!bare.join("hooks/post-receive").exists());
+    sb.commit("index.html", "v2\n");
+    let pushed = push(&sb, &["origin", "main"]);
+    assert!(pushed.ok, "{}", pushed.stderr);
+    assert_eq!(sb.served(), "v2\n", "{}", pushed.stderr);
+}
+
+/// Pushes started in the background, their stderr collected as it comes;
+/// any still running when this drops are killed by pid.
+#[derive(Default)]
+struct Pushes {
+    running: Vec<(
+        std::process::Child,
+        std::sync::Arc<std::sync::Mutex<String>>,
+    )>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Pushes {
+    /// `git push <bare> <sha>:refs/heads/main` (by path, so that concurrent
+    /// pushes from one clone do not race on a remote-tracking ref).
+    fn start(&mut self, sb: &Sandbox, bare: &std::path::Path, sha: &str) -> usize {
+        let mut child = push_command(
+            sb,
+            &[bare.to_str().unwrap(), &format!("{sha}:refs/heads/main")],
+        )
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+        let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = said.clone();
+        self.readers.push(std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut text = sink.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        }));
+        self.running.push((child, said));
+        self.running.len() - 1
+    }
+
+    fn said(&self, i: usize) -> String {
+        self.running[i].1.lock().unwrap().clone()
+    }
+
+    /// Wait until push `i` has shown `needle` (its hook is running).
+    fn wait_for(&self, i: usize, needle: &str) {
+        crate::sandbox::wait_until(
+            &format!("push {i} to say {needle:?}"),
+            Duration::from_secs(60),
+            || self.said(i).contains(needle),
+        );
+    }
+
+    /// Wait for every push (bounded); each one's success and stderr.
+    fn finish(mut self) -> Vec<Pushed> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let mut codes = Vec::new();
+        for (child, _) in &mut self.running {
+            let status = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break Some(status);
+                }
+                if std::time::Instant::now() > deadline {
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            codes.push(status.expect("a push did not finish within 2 minutes"));
+        }
+        for reader in self.readers.drain(..) {
+            reader.join().unwrap();
+        }
+        codes
+            .into_iter()
+            .enumerate()
+            .map(|(i, status)| Pushed {
+                ok: status.success(),
+                stderr: self.said(i),
+            })
+            .collect()
+    }
+}
+
+impl Drop for Pushes {
+    fn drop(&mut self) {
+        for (child, _) in &self.running {
+            kill(child.id());
+        }
+    }
+}
+
+/// A server whose builds wait for `gate` to exist (bounded), after
+/// touching `started`: a deploy can be held mid-build while pushes queue.
+fn gated_server(sb: &Sandbox) -> (PathBuf, PathBuf, PathBuf) {
+    let gate = sb.path().join("gate");
+    let started = sb.path().join("started");
+    let bare = server(
+        sb,
+        &format!(
+            "[hooks]\nbuild = [\"touch '{}'; i=0; while [ ! -e '{}' ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done\"]",
+            started.display(),
+            gate.display()
+        ),
+    );
+    (bare, gate, started)
+}
+
+fn revisions(sb: &Sandbox) -> Vec<String> {
+    sb.releases_json()["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["revision"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Regression: pushes A, B, C queued on the lock deployed in whatever order
+/// their hooks got it, and A or B could end up live with the branch at C.
+/// Under the lock, each hook deploys the branch's tip, or nothing when it
+/// is live already.
+#[test]
+fn queued_pushes_deploy_the_branch_tip_and_skip_superseded_ones() {
+    let sb = Sandbox::new();
+    let (bare, gate, started) = gated_server(&sb);
+    install(&sb, &[]);
+    let mut pushes = Pushes::default();
+    let a = sb.commit("index.html", "A\n");
+    pushes.start(&sb, &bare, &a);
+    crate::sandbox::wait_until("A's deploy to build", Duration::from_secs(60), || {
+        started.exists()
+    });
+    let b = sb.commit("index.html", "B\n");
+    let c = sb.commit("index.html", "C\n");
+    // B and C land on the branch (post-receive runs after the ref moved)
+    // and their hooks queue behind A's deploy.
+    let pb = pushes.start(&sb, &bare, &b);
+    pushes.wait_for(pb, "Received");
+    let pc = pushes.start(&sb, &bare, &c);
+    pushes.wait_for(pc, "Received");
+    fs::write(&gate, "").unwrap();
+    let done = pushes.finish();
+    for pushed in &done {
+        assert!(pushed.ok, "{}", pushed.stderr);
+    }
+    assert_eq!(server_head(&sb, "main"), c);
+    assert_eq!(sb.served(), "C\n");
+    assert_eq!(
+        revisions(&sb),
+        [c.clone(), a.clone()],
+        "B must never be deployed"
+    );
+    let later: String = done[1..].iter().map(|p| p.stderr.as_str()).collect();
+    assert!(later.contains("is live already"), "{later}");
+}
+
+/// Regression: with two concurrent pre-receive pushes on the same old
+/// value, the second deployed after the first and git then rejected it
+/// ("failed to update ref"), leaving live a revision on no branch. Now the
+/// second push is refused before its deploy, and the first stays live.
+#[test]
+fn concurrent_pre_receive_pushes_never_leave_a_rejected_revision_live() {
+    let sb = Sandbox::new();
+    let (bare, gate, started) = gated_server(&sb);
+    install(&sb, &["--mode", "pre-receive"]);
+    let base = server_head(&sb, "main");
+    let a = sb.commit("index.html", "A\n");
+    git(&sb.repo(), &["checkout", "-q", "-b", "other", &base]);
+    let b = sb.commit("index.html", "B\n");
+    let mut pushes = Pushes::default();
+    pushes.start(&sb, &bare, &a);
+    crate::sandbox::wait_until("A's deploy to build", Duration::from_secs(60), || {
+        started.exists()
+    });
+    // B's hook runs (so git has checked B against main at base) and
+    // queues behind A's deploy.
+    let pb = pushes.start(&sb, &bare, &b);
+    pushes.wait_for(pb, "Received");
+    fs::write(&gate, "").unwrap();
+    let done = pushes.finish();
+    assert!(done[0].ok, "{}", done[0].stderr);
+    assert!(!done[1].ok, "B must be rejected:\n{}", done[1].stderr);
+    assert!(
+        done[1].stderr.contains("moved to") && done[1].stderr.contains("push again"),
+        "{}",
+        done[1].stderr
+    );
+    assert_eq!(server_head(&sb, "main"), a);
+    assert_eq!(sb.served(), "A\n", "the live release must be the branch's");
+    assert_eq!(revisions(&sb), [a]);
+}

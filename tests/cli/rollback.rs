@@ -127,3 +127,37 @@ fn a_metadata_failure_after_the_swap_still_reloads() {
         "the reload ran for the target"
     );
 }
+
+/// Regression: rolling back from a release left live by `--no-rollback`
+/// marked it `rolled-back`, which prune treats as good: it then kept the
+/// broken release and deleted good ones.
+#[test]
+fn rolling_back_from_a_failed_release_leaves_it_failed() {
+    let sb = Sandbox::new();
+    sb.write_config(
+        "keep_releases = 2\n[hooks]\nreload = \"! test -e \\\"$SHIPIT_RELEASE_PATH/broken\\\"\"\n",
+    );
+    let a = sb.deploy();
+    sb.commit("index.html", "v2\n");
+    let b = sb.deploy();
+    sb.commit("broken", "");
+    sb.run(&["deploy", "--no-rollback"])
+        .code(7)
+        .says("left live by --no-rollback");
+    let c = sb.current().unwrap();
+    sb.run(&["rollback"]).ok();
+    assert_eq!(sb.current().unwrap(), b);
+    let status = |id: &str| {
+        sb.releases_json()["releases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .map(|r| r["status"].as_str().unwrap().to_string())
+    };
+    assert_eq!(status(&c).as_deref(), Some("failed"));
+    // Failed releases go first: pruning to two keeps the good ones.
+    sb.run(&["prune"]).ok();
+    assert_eq!(status(&c), None, "the failed release was pruned");
+    assert_eq!(sb.releases(), [a, b]);
+}

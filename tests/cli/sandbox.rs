@@ -283,6 +283,73 @@ impl Sandbox {
     }
 }
 
+/// The uid and gid of `nobody`, as tests that need another user use them.
+pub const NOBODY: u32 = 65534;
+
+impl Sandbox {
+    /// Let `nobody` reach and read everything in the sandbox (and the path
+    /// to it), without giving it write access to anything.
+    pub fn open_to_nobody(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        let mut dir = self.path().to_path_buf();
+        loop {
+            let mode = fs::metadata(&dir).unwrap().permissions().mode();
+            fs::set_permissions(&dir, fs::Permissions::from_mode(mode | 0o755)).unwrap();
+            if !dir.pop() || dir == Path::new("/") {
+                break;
+            }
+        }
+        for entry in walkdir::WalkDir::new(self.path())
+            .into_iter()
+            .filter_map(|e| e.ok())
+        {
+            if !entry.path_is_symlink() {
+                let mode = entry.metadata().unwrap().permissions().mode();
+                let _ = fs::set_permissions(
+                    entry.path(),
+                    fs::Permissions::from_mode(
+                        mode | 0o044 | if entry.file_type().is_dir() { 0o011 } else { 0 },
+                    ),
+                );
+            }
+        }
+    }
+
+    /// `shipit args` run as `nobody` through setpriv (callers are root).
+    pub fn command_as_nobody(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", SHIPIT])
+            .args(args)
+            .current_dir(self.path())
+            .stdin(Stdio::null())
+            .env("NO_COLOR", "1")
+            .env("HOME", "/nonexistent");
+        c
+    }
+
+    pub fn run_as_nobody(&self, args: &[&str]) -> Run {
+        let out = self
+            .command_as_nobody(args)
+            .output()
+            .expect("setpriv (util-linux) runs");
+        Run::from(args, out)
+    }
+}
+
+/// Tests of what happens between two users need root to make a second
+/// user's files. Elsewhere they cannot run: say so loudly, and let the
+/// caller return.
+pub fn root_or_say_skipped(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    eprintln!(
+        "\n*** SKIPPED {test}: it needs root to create files owned by another user \
+         (run the suite as root, e.g. in the CI container) ***\n"
+    );
+    false
+}
+
 /// Assert that a finished process succeeded, showing its stderr if not.
 #[track_caller]
 pub fn succeeded(out: &Output) {
