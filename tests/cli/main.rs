@@ -9,6 +9,7 @@ mod concurrency;
 mod core;
 mod crash;
 mod gate;
+mod hooks;
 mod init;
 mod lock;
 mod prune;

@@ -403,3 +403,29 @@ fn require_python() {
          install it (apt-get install python3; .ci/run does this)"
     );
 }
+
+/// Wait for a child we started, at most `limit`; a hang kills it by pid and
+/// fails the test instead of stalling it.
+#[track_caller]
+pub fn wait_bounded(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            kill(child.id());
+            let _ = child.wait();
+            panic!("pid {} did not exit within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Is `pid` a live process (not gone, not a zombie)?
+pub fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
+}
