@@ -12,6 +12,7 @@ mod gate;
 mod hooks;
 mod init;
 mod lock;
+mod output;
 mod prune;
 mod push;
 mod rollback;

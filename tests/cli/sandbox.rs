@@ -165,7 +165,13 @@ impl Sandbox {
     /// A `shipit` command in this sandbox, with no inherited SHIPIT_*,
     /// GIT_* or proxy settings and no colour.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(SHIPIT);
+        self.command_with(SHIPIT, args)
+    }
+
+    /// Like [`Sandbox::command`], for a program that runs shipit itself
+    /// (a wrapper that gives it a terminal, say).
+    pub fn command_with(&self, program: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(program);
         cmd.args(args).current_dir(self.path()).stdin(Stdio::null());
         for (key, _) in std::env::vars() {
             if key.starts_with("SHIPIT_")
