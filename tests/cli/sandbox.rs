@@ -339,6 +339,18 @@ impl Server {
         format!("http://127.0.0.1:{}/healthz", self.port)
     }
 
+    /// The first answer to a GET within 30 s (a busy machine may be slow to
+    /// answer, which is not what the tests are about); a hang fails.
+    #[track_caller]
+    pub fn answer(&self) -> (u16, String) {
+        let mut answer = None;
+        wait_until("the test server to answer", Duration::from_secs(30), || {
+            answer = self.get();
+            answer.is_some()
+        });
+        answer.unwrap()
+    }
+
     /// One GET: (status, body), or None if nothing answers.
     pub fn get(&self) -> Option<(u16, String)> {
         use std::io::{Read, Write};
