@@ -1,13 +1,25 @@
 //! Run one shell hook: `sh -c`, env, cwd, timeout, process group, log.
 //!
-//! Three traps shape this module:
+//! Five traps shape this module:
 //! - Killing `sh -c` does not kill what it started, and those children keep
 //!   the output pipe open. Each hook runs in its own process group, and a
 //!   timeout or interrupt signals the whole group (SIGTERM, a grace period,
 //!   then SIGKILL).
+//! - A hook can print without pause (`yes`). The loop below handles one
+//!   line per turn and checks the deadline and the interrupt flag on every
+//!   turn, and the queue between the reader thread and the loop is bounded:
+//!   a hook that prints faster than we log simply blocks on its pipe.
 //! - A reload script that starts a daemon hands it the hook's stdout; the
 //!   pipe then never reaches EOF. Once the hook's own process has exited we
-//!   wait only [`OUTPUT_GRACE`] for the rest of its output.
+//!   wait only [`OUTPUT_GRACE`] for the rest of its output, then hand the
+//!   pipe to a detached drain (`cat >/dev/null` in a session of its own), so
+//!   the daemon never writes into a pipe without a reader (SIGPIPE) after
+//!   shipit exits.
+//! - Build hooks must not leave anything running, even when shipit itself
+//!   is SIGKILLed. A guard process (see [`Guard`]) kills the build hook's
+//!   process group when shipit dies before the hook ends; when the shell
+//!   exits normally, what it left in its group is stopped. Reload hooks
+//!   legitimately start daemons and are left alone.
 //! - Values from outside (branch names, refs, release ids) reach the shell
 //!   only as environment variables, never spliced into the command text.
 
@@ -16,7 +28,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
@@ -33,6 +45,13 @@ const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 const KILL_GRACE: Duration = Duration::from_secs(5);
 /// Longest line kept whole; longer output is split (bounds memory).
 const MAX_LINE: usize = 16 * 1024;
+/// Lines in flight between the reader thread and the loop (bounds memory:
+/// at most this many lines of [`MAX_LINE`] bytes).
+const QUEUE: usize = 256;
+/// How often the loop wakes with nothing to do, to notice an interrupt (the
+/// signal handler only sets a flag). The hook's exit and its output wake
+/// the loop at once.
+const TICK: Duration = Duration::from_millis(50);
 
 pub struct Hook<'a> {
     /// `build` or `reload`: the prefix of its output lines.
@@ -43,9 +62,19 @@ pub struct Hook<'a> {
     pub timeout: Duration,
 }
 
+impl Hook<'_> {
+    /// Build hooks produce files, never processes that should keep running:
+    /// nothing they start may outlive them. Other hooks (reload, slot start)
+    /// exist to start daemons.
+    fn contained(&self) -> bool {
+        self.name == "build"
+    }
+}
+
 enum Msg {
     Line(Vec<u8>),
     Eof,
+    Exited(io::Result<ExitStatus>),
 }
 
 /// Run `hook`, streaming its output to `ui` and appending it to `log`.
@@ -53,6 +82,18 @@ pub fn run(hook: &Hook, ui: &Ui, mut log: Option<&mut File>) -> Result<()> {
     let failed =
         |what: String| Error::internal(format!("{} hook `{}` {what}", hook.name, hook.command));
     let (reader, writer) = io::pipe().map_err(|e| failed("could not start".into()).cause(e))?;
+    // A second handle on the read end, to pass to the drain if a daemon
+    // still holds the pipe when the hook is done.
+    let spare = if hook.contained() {
+        None
+    } else {
+        reader.try_clone().ok()
+    };
+    let mut guard = if hook.contained() {
+        Some(Guard::start().map_err(|e| failed("could not start".into()).cause(e))?)
+    } else {
+        None
+    };
     let mut command = Command::new("sh");
     command
         .arg("-c")
@@ -80,9 +121,19 @@ pub fn run(hook: &Hook, ui: &Ui, mut log: Option<&mut File>) -> Result<()> {
     // Our copies of the pipe's write end live in `command`: drop them so the
     // reader sees EOF when the hook (and whatever it started) is done.
     drop(command);
+    let group = Pid::from_raw(child.id() as i32);
+    if let Some(guard) = guard.as_mut() {
+        guard.watch(group);
+    }
 
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = mpsc::sync_channel(QUEUE);
+    let exit_tx = tx.clone();
     std::thread::spawn(move || read_lines(reader, tx));
+    // A blocking wait in a thread: the loop learns of the exit at once,
+    // without polling.
+    std::thread::spawn(move || {
+        let _ = exit_tx.send(Msg::Exited(child.wait()));
+    });
 
     let mut log_line = |line: &[u8]| {
         let text = String::from_utf8_lossy(line);
@@ -94,62 +145,94 @@ pub fn run(hook: &Hook, ui: &Ui, mut log: Option<&mut File>) -> Result<()> {
     };
 
     let deadline = Instant::now() + hook.timeout;
-    let mut exited: Option<(ExitStatus, Instant)> = None;
+    let mut exited: Option<(io::Result<ExitStatus>, Instant)> = None;
+    let mut eof = false;
     let mut stopped: Option<Error> = None;
+    let mut term_sent: Option<Instant> = None;
+    let mut kill_sent: Option<Instant> = None;
     loop {
-        match rx.recv_timeout(Duration::from_millis(25)) {
-            Ok(Msg::Line(line)) => {
-                log_line(&line);
-                continue;
+        let now = Instant::now();
+        if stopped.is_none() && exited.is_none() {
+            if interrupt::requested() {
+                stopped = Some(Error::new(
+                    Kind::Interrupted,
+                    format!("{} hook `{}` was interrupted", hook.name, hook.command),
+                ));
+            } else if now >= deadline {
+                stopped = Some(
+                    failed(format!(
+                        "timed out after {}",
+                        humantime::format_duration(hook.timeout)
+                    ))
+                    .hint(format!(
+                        "make the hook faster or raise hooks.{}_timeout in shipit.toml",
+                        hook.name
+                    )),
+                );
             }
-            Ok(Msg::Eof) | Err(RecvTimeoutError::Disconnected) => {
-                if exited.is_some() {
-                    break;
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {}
         }
-        match exited {
-            Some((_, at)) if at.elapsed() >= OUTPUT_GRACE => break,
-            Some(_) => continue,
-            None => {}
+        // Stop the group when told to, and a build hook's leftovers once its
+        // shell is done.
+        let stop = stopped.is_some() || (hook.contained() && exited.is_some());
+        if stop && term_sent.is_none() && !eof {
+            let _ = killpg(group, Signal::SIGTERM);
+            term_sent = Some(now);
         }
-        if let Some(status) = child
-            .try_wait()
-            .map_err(|e| failed("could not be waited for".into()).cause(e))?
+        if let Some(termed) = term_sent
+            && kill_sent.is_none()
+            && !eof
         {
-            exited = Some((status, Instant::now()));
-            continue;
+            let due = match (&exited, &stopped) {
+                // The shell is gone; make sure its children are too.
+                (Some(_), Some(_)) => now,
+                (Some((_, at)), None) => *at + OUTPUT_GRACE,
+                (None, _) => termed + KILL_GRACE,
+            };
+            if now >= due {
+                let _ = killpg(group, Signal::SIGKILL);
+                kill_sent = Some(now);
+            }
         }
-        let reason = if interrupt::requested() {
-            Some(Error::new(
-                Kind::Interrupted,
-                format!("{} hook `{}` was interrupted", hook.name, hook.command),
-            ))
-        } else if Instant::now() >= deadline {
-            Some(
-                failed(format!(
-                    "timed out after {}",
-                    humantime::format_duration(hook.timeout)
-                ))
-                .hint(format!(
-                    "make the hook faster or raise hooks.{}_timeout in shipit.toml",
-                    hook.name
-                )),
-            )
-        } else {
-            None
-        };
-        if let Some(reason) = reason {
-            let status = stop_group(&mut child);
-            stopped = Some(reason);
-            exited = Some((status, Instant::now()));
+        let mut wake = now + TICK;
+        if let Some((_, at)) = &exited {
+            if eof {
+                break;
+            }
+            let waited_from = kill_sent.map_or(*at, |k| k.max(*at));
+            let give_up = waited_from + OUTPUT_GRACE;
+            if now >= give_up {
+                if let Some(spare) = spare {
+                    drain(spare);
+                }
+                break;
+            }
+            wake = wake.min(give_up);
         }
+        if stopped.is_none() && exited.is_none() {
+            wake = wake.min(deadline);
+        }
+        match rx.recv_timeout(wake.saturating_duration_since(now)) {
+            Ok(Msg::Line(line)) => log_line(&line),
+            Ok(Msg::Eof) => eof = true,
+            Ok(Msg::Exited(status)) => exited = Some((status, Instant::now())),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                // Both threads are done: the pipe is closed and the child reaped.
+                eof = true;
+            }
+        }
+    }
+    // The reader thread may still be blocked on a pipe a daemon holds: it
+    // ends on its next line, once it finds nobody listening.
+    drop(rx);
+    if let Some(guard) = guard {
+        guard.release();
     }
     if let Some(err) = stopped {
         return Err(err);
     }
     let (status, _) = exited.expect("loop ends only after exit");
+    let status = status.map_err(|e| failed("could not be waited for".into()).cause(e))?;
     if status.success() {
         Ok(())
     } else {
@@ -165,24 +248,81 @@ pub fn run(hook: &Hook, ui: &Ui, mut log: Option<&mut File>) -> Result<()> {
     }
 }
 
-/// SIGTERM the hook's process group, give it [`KILL_GRACE`], then SIGKILL.
-fn stop_group(child: &mut Child) -> ExitStatus {
-    let group = Pid::from_raw(child.id() as i32);
-    let _ = killpg(group, Signal::SIGTERM);
-    let deadline = Instant::now() + KILL_GRACE;
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            // The shell is gone; make sure its children are too.
-            let _ = killpg(group, Signal::SIGKILL);
-            return status;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+/// Keep reading a pipe that a daemon started by a hook still writes to,
+/// after shipit is gone: `cat >/dev/null` in a session of its own, so
+/// neither shipit's exit nor a terminal hangup ends it. It exits when the
+/// last writer closes the pipe. Its output is discarded: a daemon that
+/// wants its output kept must redirect it (README, "Hook output").
+fn drain(reader: io::PipeReader) {
+    let mut command = Command::new("cat");
+    command
+        .stdin(reader)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid()?;
+            Ok(())
+        });
     }
-    let _ = killpg(group, Signal::SIGKILL);
-    child.wait().expect("a killed child can be reaped")
+    // If it cannot start, the daemon meets a closed pipe later: nothing
+    // better to do, and the deploy itself is fine.
+    let _ = command.spawn();
 }
 
-fn read_lines(mut reader: io::PipeReader, tx: mpsc::Sender<Msg>) {
+/// A small process that kills a build hook's process group if shipit dies
+/// (even by SIGKILL) before the hook ends. shipit holds the write end of a
+/// pipe to it; the kernel closes that end when shipit dies, however it
+/// dies, and the guard then kills the group it was told about. The hook's
+/// shell itself dies with shipit (`PR_SET_PDEATHSIG`), but that setting is
+/// not inherited by the shell's children, and orphans are not reachable
+/// from shipit's next run. The guard runs in a process group of its own, so
+/// a terminal's Ctrl-C does not stop it.
+struct Guard {
+    child: Child,
+    to_guard: Option<io::PipeWriter>,
+}
+
+/// Reads the group id, then waits: `done` means the hook ended normally;
+/// EOF without it means shipit died.
+const GUARD_SCRIPT: &str = r#"read -r group || exit 0
+read -r verdict
+[ "$verdict" = done ] || kill -KILL "-$group" 2>/dev/null
+exit 0"#;
+
+impl Guard {
+    fn start() -> io::Result<Guard> {
+        let (from_shipit, to_guard) = io::pipe()?;
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(GUARD_SCRIPT)
+            .stdin(from_shipit)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()?;
+        Ok(Guard {
+            child,
+            to_guard: Some(to_guard),
+        })
+    }
+
+    fn watch(&mut self, group: Pid) {
+        if let Some(pipe) = self.to_guard.as_mut() {
+            let _ = writeln!(pipe, "{group}");
+        }
+    }
+
+    fn release(mut self) {
+        if let Some(mut pipe) = self.to_guard.take() {
+            let _ = writeln!(pipe, "done");
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn read_lines(mut reader: io::PipeReader, tx: SyncSender<Msg>) {
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = [0u8; 8192];
     loop {

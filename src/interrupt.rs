@@ -1,4 +1,8 @@
-//! SIGINT / SIGTERM handling for mutating commands.
+//! SIGINT / SIGTERM / SIGHUP handling for mutating commands.
+//!
+//! SIGHUP counts as an interrupt: a terminal or SSH session that closes
+//! during the gate must roll back like Ctrl-C does, not kill shipit with a
+//! failing release live (the default action of SIGHUP is to terminate).
 //!
 //! A deploy must not die between two steps that belong together (publish and
 //! swap, swap and rollback), so the signals only raise a flag; the deploy
@@ -15,16 +19,21 @@ use crate::error::{Error, Kind, Result};
 
 static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
 
-/// Route SIGINT and SIGTERM to the flag. Call once, before taking the lock.
+/// Route SIGINT, SIGTERM and SIGHUP to the flag. Call once, before taking
+/// the lock.
 pub fn install() {
     let flag = FLAG.get_or_init(|| Arc::new(AtomicBool::new(false)));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // Registration fails only for forbidden signals, never these two.
+    for signal in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
+        // Registration fails only for forbidden signals, never these.
         let _ = signal_hook::flag::register(signal, Arc::clone(flag));
     }
 }
 
-/// Has SIGINT or SIGTERM arrived?
+/// Has SIGINT, SIGTERM or SIGHUP arrived?
 pub fn requested() -> bool {
     FLAG.get().is_some_and(|f| f.load(Ordering::SeqCst))
 }

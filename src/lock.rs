@@ -69,6 +69,7 @@ impl Lock {
 pub fn acquire(layout: &Layout, wait: Option<Duration>, command: &str) -> Result<Lock> {
     let path = layout.lock();
     let deadline = wait.map(|w| Instant::now() + w);
+    let mut orphaned: Option<Instant> = None;
     loop {
         let file = state::open_or_explain(
             &path,
@@ -99,7 +100,18 @@ pub fn acquire(layout: &Layout, wait: Option<Duration>, command: &str) -> Result
             Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
                 let now = Instant::now();
                 if deadline.is_none_or(|d| now >= d) {
-                    return Err(busy(&read_holder(&mut file), wait));
+                    let text = read_holder(&mut file);
+                    // A holder that died (even by SIGKILL) can leave the
+                    // lock held for a moment by a child it had forked but
+                    // not yet exec'd (the descriptor is close-on-exec, not
+                    // close-on-fork); that child dies with it. Give it a
+                    // bounded moment rather than report a dead holder.
+                    let orphan_until = *orphaned.get_or_insert(now + ORPHAN_GRACE);
+                    if holder_is_gone(&text) && now < orphan_until {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                    return Err(busy(&text, wait));
                 }
                 interrupt::check()?;
                 std::thread::sleep(Duration::from_millis(100).min(deadline.unwrap() - now));
@@ -113,6 +125,23 @@ pub fn acquire(layout: &Layout, wait: Option<Duration>, command: &str) -> Result
             }
         }
     }
+}
+
+/// How long a lock left by a dead holder may stay held by its dying
+/// children (see [`acquire`]).
+const ORPHAN_GRACE: Duration = Duration::from_secs(3);
+
+/// Is the recorded holder a process of this host that no longer runs?
+fn holder_is_gone(text: &str) -> bool {
+    let Ok(holder) = serde_json::from_str::<Holder>(text.trim()) else {
+        return false;
+    };
+    holder.host == whoami::host()
+        && holder.pid != std::process::id()
+        && std::fs::read_to_string(format!("/proc/{}/stat", holder.pid)).map_or(true, |stat| {
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, r)| r.starts_with('Z'))
+        })
 }
 
 /// What the holder wrote about itself. It writes right after taking the

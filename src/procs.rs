@@ -4,13 +4,18 @@
 //! the old release after a reload; a process whose working directory or
 //! executable lies inside `releases/<id>` is still using that release. After
 //! a reload shipit names such processes, and prune never deletes a release
-//! that one of them uses.
+//! that one of them uses. A process shipit may not inspect (another
+//! user's, when shipit is not root) could be using any release: prune
+//! treats that as a reason to keep, never as "not in use".
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use chrono::{DateTime, Utc};
 
 use crate::layout::{Layout, ReleaseId};
 
@@ -20,45 +25,186 @@ pub struct Proc {
     pub name: String,
 }
 
+/// What a look through `/proc` found.
+#[derive(Debug, Default)]
+pub struct Usage {
+    /// Releases in use, with the processes using them.
+    pub used: BTreeMap<ReleaseId, Vec<Proc>>,
+    /// Processes whose working directory or executable could not be read
+    /// (other users' processes, when shipit is not root): any of them may
+    /// run from any release.
+    pub hidden: Vec<Hidden>,
+}
+
+/// A process that could not be inspected, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hidden {
+    pub pid: u32,
+    pub name: String,
+    pub user: String,
+    pub error: String,
+    /// When it started, if known.
+    pub started: Option<DateTime<Utc>>,
+}
+
+impl Hidden {
+    /// Could this process run from `release`? A process started before the
+    /// release existed can get there only by a later chdir or exec, which
+    /// app processes do not do (process managers start new processes in
+    /// the release); one started after it, or at an unknown time, may.
+    /// The release id is the time its deploy began, before its directory
+    /// existed, so the comparison errs on the side of keeping.
+    pub fn may_use(&self, release: &ReleaseId) -> bool {
+        self.started
+            .is_none_or(|started| started + chrono::TimeDelta::seconds(2) >= release.time())
+    }
+}
+
 /// Releases in use, with the processes using them. Processes we may not
-/// inspect (other users', when not root) are skipped.
+/// inspect are not in this map: callers that must not act on a guess (prune)
+/// use [`scan`] and look at [`Usage::hidden`].
 pub fn releases_in_use(layout: &Layout) -> BTreeMap<ReleaseId, Vec<Proc>> {
-    let mut used: BTreeMap<ReleaseId, Vec<Proc>> = BTreeMap::new();
+    scan(layout).used
+}
+
+/// Look at every process in `/proc`.
+pub fn scan(layout: &Layout) -> Usage {
     let Ok(releases) = fs::canonicalize(layout.releases()) else {
-        return used;
+        return Usage::default();
     };
     let Ok(entries) = fs::read_dir("/proc") else {
-        return used;
+        return Usage::default();
     };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
+    let pids = entries.flatten().filter_map(|entry| {
+        entry
             .file_name()
             .to_str()
             .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let dir = entry.path();
-        let mut ids: Vec<ReleaseId> = ["cwd", "exe"]
-            .iter()
-            .filter_map(|link| fs::read_link(dir.join(link)).ok())
-            .filter_map(|path| release_of(&releases, &path))
-            .collect();
+    });
+    scan_with(&releases, pids, &RealProc)
+}
+
+/// What [`scan_with`] reads about a process; `/proc` in production, a fake
+/// in tests (an unreadable `/proc/<pid>/cwd` needs another user to set up).
+trait ProcSource {
+    /// `/proc/<pid>/<link>` (`cwd`, `exe`).
+    fn link(&self, pid: u32, link: &str) -> io::Result<PathBuf>;
+    fn name(&self, pid: u32) -> String;
+    fn user(&self, pid: u32) -> String;
+    /// Kernel threads have no cwd or exe of their own in a release, and
+    /// are unreadable to everyone but root: never a reason to hold back.
+    fn is_kernel_thread(&self, pid: u32) -> bool;
+    fn started(&self, pid: u32) -> Option<DateTime<Utc>>;
+}
+
+struct RealProc;
+
+impl ProcSource for RealProc {
+    fn link(&self, pid: u32, link: &str) -> io::Result<PathBuf> {
+        fs::read_link(format!("/proc/{pid}/{link}"))
+    }
+
+    fn name(&self, pid: u32) -> String {
+        fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    }
+
+    fn user(&self, pid: u32) -> String {
+        let uid = fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))
+                    .and_then(|ids| ids.split_whitespace().nth(1))
+                    .and_then(|euid| euid.parse::<u32>().ok())
+            });
+        match uid {
+            Some(uid) => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map_or_else(|| format!("uid {uid}"), |u| u.name),
+            None => "an unknown user".into(),
+        }
+    }
+
+    fn is_kernel_thread(&self, pid: u32) -> bool {
+        const PF_KTHREAD: u64 = 0x0020_0000;
+        // Field 9 (flags), counted after the parenthesised command name,
+        // which may itself contain spaces.
+        fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let (_, rest) = stat.rsplit_once(") ")?;
+                rest.split_whitespace().nth(6)?.parse::<u64>().ok()
+            })
+            .is_some_and(|flags| flags & PF_KTHREAD != 0)
+    }
+
+    fn started(&self, pid: u32) -> Option<DateTime<Utc>> {
+        // USER_HZ, the unit of starttime, is 100 on every architecture
+        // shipit builds for (x86, arm, riscv); it is part of the ABI.
+        const TICKS: i64 = 100;
+        let boot: i64 = fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()?;
+        let ticks: i64 = fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let (_, rest) = stat.rsplit_once(") ")?;
+                // Field 22, counted from the field after the name (3).
+                rest.split_whitespace().nth(19)?.parse().ok()
+            })?;
+        DateTime::from_timestamp(boot + ticks / TICKS, 0)
+    }
+}
+
+fn scan_with(
+    releases: &Path,
+    pids: impl IntoIterator<Item = u32>,
+    source: &impl ProcSource,
+) -> Usage {
+    let mut usage = Usage::default();
+    for pid in pids {
+        let mut ids: Vec<ReleaseId> = Vec::new();
+        let mut unreadable: Option<(&str, io::Error)> = None;
+        for link in ["cwd", "exe"] {
+            match source.link(pid, link) {
+                Ok(path) => ids.extend(release_of(releases, &path)),
+                // Gone since the listing, or no executable (a zombie).
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => unreadable = unreadable.or(Some((link, e))),
+            }
+        }
         ids.dedup();
+        if let Some((link, error)) = unreadable
+            && !source.is_kernel_thread(pid)
+        {
+            usage.hidden.push(Hidden {
+                pid,
+                name: source.name(pid),
+                user: source.user(pid),
+                error: format!("/proc/{pid}/{link}: {error}"),
+                started: source.started(pid),
+            });
+        }
         if ids.is_empty() {
             continue;
         }
-        let name = fs::read_to_string(dir.join("comm"))
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default();
+        let name = source.name(pid);
         for id in ids {
-            used.entry(id).or_default().push(Proc {
+            usage.used.entry(id).or_default().push(Proc {
                 pid,
                 name: name.clone(),
             });
         }
     }
-    used
+    usage
 }
 
 /// Make `command`'s process die when shipit dies, even by SIGKILL
@@ -108,6 +254,92 @@ mod tests {
                 Path::new("/srv/app/releases/20260101000000 (deleted)")
             ),
             None
+        );
+    }
+
+    /// A `/proc` where some links cannot be read.
+    struct Fake(Vec<(u32, &'static str, io::Result<PathBuf>)>, Vec<u32>);
+
+    impl ProcSource for Fake {
+        fn link(&self, pid: u32, link: &str) -> io::Result<PathBuf> {
+            let (_, _, found) = self
+                .0
+                .iter()
+                .find(|(p, l, _)| *p == pid && *l == link)
+                .expect("asked only about listed links");
+            match found {
+                Ok(path) => Ok(path.clone()),
+                Err(e) => Err(io::Error::from(e.kind())),
+            }
+        }
+        fn name(&self, pid: u32) -> String {
+            format!("proc{pid}")
+        }
+        fn user(&self, _: u32) -> String {
+            "www-data".into()
+        }
+        fn is_kernel_thread(&self, pid: u32) -> bool {
+            self.1.contains(&pid)
+        }
+        fn started(&self, _: u32) -> Option<DateTime<Utc>> {
+            ReleaseId::parse("20260101120000").ok().map(|id| id.time())
+        }
+    }
+
+    /// Regression: an unreadable process was skipped as if it used no
+    /// release, and prune deleted the release it ran from.
+    #[test]
+    fn an_unreadable_process_is_reported_not_skipped() {
+        let root = Path::new("/srv/app/releases");
+        let denied = || Err(io::Error::from(io::ErrorKind::PermissionDenied));
+        let gone = || Err(io::Error::from(io::ErrorKind::NotFound));
+        let fake = Fake(
+            vec![
+                (10, "cwd", Ok(root.join("20260101000000"))),
+                (10, "exe", Ok(PathBuf::from("/usr/bin/node"))),
+                (20, "cwd", denied()),
+                (20, "exe", denied()),
+                (30, "cwd", gone()),
+                (30, "exe", gone()),
+                (2, "cwd", denied()),
+                (2, "exe", gone()),
+            ],
+            vec![2],
+        );
+        let usage = scan_with(root, [10, 20, 30, 2], &fake);
+        assert_eq!(
+            usage.used.keys().map(|id| id.as_str()).collect::<Vec<_>>(),
+            ["20260101000000"]
+        );
+        assert_eq!(
+            usage.hidden.iter().map(|h| h.pid).collect::<Vec<_>>(),
+            [20],
+            "the kernel thread (2) and the vanished process (30) are no reason to worry"
+        );
+        assert_eq!(usage.hidden[0].user, "www-data");
+        assert!(usage.hidden[0].error.contains("/proc/20/cwd"));
+        // Started at 12:00: it may run from releases made before then (an
+        // app started from an existing release), not from later ones.
+        let hidden = &usage.hidden[0];
+        assert!(hidden.may_use(&ReleaseId::parse("20260101115959").unwrap()));
+        assert!(hidden.may_use(&ReleaseId::parse("20260101000000").unwrap()));
+        assert!(!hidden.may_use(&ReleaseId::parse("20260101120100").unwrap()));
+        let unknown = Hidden {
+            started: None,
+            ..hidden.clone()
+        };
+        assert!(unknown.may_use(&ReleaseId::parse("20990101000000").unwrap()));
+    }
+
+    #[test]
+    fn the_start_time_of_a_real_process_is_read() {
+        let started = RealProc
+            .started(std::process::id())
+            .expect("our own start time");
+        let age = Utc::now() - started;
+        assert!(
+            age >= chrono::TimeDelta::seconds(-2) && age < chrono::TimeDelta::hours(1),
+            "{started}"
         );
     }
 

@@ -26,6 +26,8 @@ pub enum Reason {
     RollbackTarget,
     InUse,
     Newest,
+    /// Some process could not be inspected and may run from it.
+    Unverified,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -79,6 +81,23 @@ pub fn plan(
     plan
 }
 
+impl Plan {
+    /// Keep what the plan would remove where `maybe_in_use` says a process
+    /// that could not be inspected may run from it (SPEC §5: a release a
+    /// running process uses is kept; not knowing is no licence to delete).
+    /// Returns what was held back.
+    pub fn hold_back(&mut self, maybe_in_use: impl Fn(&ReleaseId) -> bool) -> Vec<ReleaseId> {
+        let (held, remove): (Vec<_>, Vec<_>) = std::mem::take(&mut self.remove)
+            .into_iter()
+            .partition(|id| maybe_in_use(id));
+        self.remove = remove;
+        self.keep
+            .extend(held.iter().map(|id| (id.clone(), Reason::Unverified)));
+        self.keep.sort_by(|a, b| a.0.cmp(&b.0));
+        held
+    }
+}
+
 /// Plan against the disk as it is now and, unless `dry_run`, apply it.
 /// Callers hold the deploy lock.
 pub fn run(ctx: &Ctx, keep: usize, dry_run: bool) -> Result<(Plan, Vec<ReleaseId>)> {
@@ -86,11 +105,36 @@ pub fn run(ctx: &Ctx, keep: usize, dry_run: bool) -> Result<(Plan, Vec<ReleaseId
     let listing = store::list(layout)?;
     listing.require_no_foreign(layout)?;
     let current = store::require_sane_current(layout)?;
-    let mut in_use: BTreeSet<ReleaseId> = procs::releases_in_use(layout).into_keys().collect();
+    let usage = procs::scan(layout);
+    let mut in_use: BTreeSet<ReleaseId> = usage.used.keys().cloned().collect();
     // A slot may run a release whose processes /proc does not show (another
     // user's, or a container's): its record keeps it.
     in_use.extend(crate::slots::state::recorded_releases(layout));
-    let plan = plan(&listing.releases, current.id(), &in_use, keep);
+    let mut plan = plan(&listing.releases, current.id(), &in_use, keep);
+    let held = plan.hold_back(|id| usage.hidden.iter().any(|h| h.may_use(id)));
+    if !held.is_empty() {
+        let held: Vec<String> = held.iter().map(Layout::display).collect();
+        let blockers: Vec<String> = usage
+            .hidden
+            .iter()
+            .filter(|h| {
+                plan.keep
+                    .iter()
+                    .any(|(id, r)| *r == Reason::Unverified && h.may_use(id))
+            })
+            .take(3)
+            .map(|h| format!("{} (pid {}) of {}: {}", h.name, h.pid, h.user, h.error))
+            .collect();
+        ctx.ui.warn(format!(
+            "kept {}, which prune would remove: processes that started after {} could not be \
+             inspected, so shipit cannot tell whether they run from {} ({})\n\
+             hint: run `shipit prune` as root or as the user those processes run as",
+            held.join(", "),
+            if held.len() == 1 { "it" } else { "them" },
+            if held.len() == 1 { "it" } else { "them" },
+            blockers.join("; ")
+        ));
+    }
     if dry_run {
         return Ok((plan, Vec::new()));
     }
@@ -232,6 +276,18 @@ pub(crate) mod tests {
         let p = plan(&rs, Some(&id(D)), &in_use, 1);
         assert_eq!(ids(&p.remove), [B]);
         assert!(p.keep.contains(&(id(A), Reason::InUse)));
+    }
+
+    #[test]
+    fn holding_back_keeps_what_may_be_in_use() {
+        let rs: Vec<_> = [A, B, C, D].iter().map(|i| rel(i, Status::Ready)).collect();
+        let mut p = plan(&rs, Some(&id(D)), &BTreeSet::new(), 1);
+        assert_eq!(ids(&p.remove), [A, B]);
+        assert_eq!(ids(&p.hold_back(|i| *i == id(A))), [A]);
+        assert_eq!(ids(&p.remove), [B]);
+        assert_eq!(p.keep.len(), 3);
+        assert!(p.keep.contains(&(id(A), Reason::Unverified)));
+        assert!(p.keep.contains(&(id(D), Reason::Current)));
     }
 
     #[test]

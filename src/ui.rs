@@ -4,7 +4,12 @@
 //! parseable and a git hook shows them to the pusher as `remote:` lines.
 //! Colour only on a terminal and never with `NO_COLOR`; status lines carry a
 //! right-aligned verb (`   Building`, `   Swapping`) so a log reads as a story.
-#![allow(clippy::print_stdout, clippy::print_stderr)]
+//!
+//! Output can fail: a closed pipe (`shipit deploy 2>&1 | tee log`, then
+//! Ctrl-C), a terminal or SSH session that went away (EIO), a pusher who
+//! disconnected. A deploy must still finish what it started (roll back,
+//! record history), so diagnostics are written with [`say`], which drops
+//! errors, never with `eprintln!`, which panics on them.
 
 use std::io::{self, IsTerminal, Write};
 
@@ -32,7 +37,7 @@ impl LongStep {
     pub fn done(mut self) {
         if let Some(spinner) = self.spinner.take() {
             spinner.finish_and_clear();
-            eprintln!("{}", self.line);
+            say(format_args!("{}", self.line));
         }
     }
 }
@@ -78,7 +83,7 @@ impl Ui {
         if self.quiet {
             return;
         }
-        eprintln!("{}", self.step_line(verb, message.as_ref()));
+        say(format_args!("{}", self.step_line(verb, message.as_ref())));
     }
 
     /// A step that may take a while without printing anything (a fetch, an
@@ -88,7 +93,7 @@ impl Ui {
         let line = self.step_line(verb, message.as_ref());
         if !self.live {
             if !self.quiet {
-                eprintln!("{line}");
+                say(format_args!("{line}"));
             }
             return LongStep {
                 ui: *self,
@@ -113,7 +118,7 @@ impl Ui {
 
     pub fn warn(&self, message: impl AsRef<str>) {
         let label = self.paint(Style::new().yellow().bold(), "warning");
-        eprintln!("{label}: {}", message.as_ref());
+        say(format_args!("{label}: {}", message.as_ref()));
     }
 
     /// One line of a hook's output: `       build | npm WARN ...`
@@ -122,7 +127,7 @@ impl Ui {
             return;
         }
         let prefix = self.paint(Style::new().dim(), &format!("{name:>12} |"));
-        eprintln!("{prefix} {line}");
+        say(format_args!("{prefix} {line}"));
     }
 
     pub fn error(&self, err: &Error) {
@@ -138,7 +143,7 @@ impl Ui {
                 &format!("\n{}", self.paint(style, label)),
             );
         }
-        eprintln!("{}: {lines}", self.paint(red, "error"));
+        say(format_args!("{}: {lines}", self.paint(red, "error")));
     }
 
     pub fn bold(&self, text: &str) -> String {
@@ -148,6 +153,12 @@ impl Ui {
     pub fn dim(&self, text: &str) -> String {
         self.paint(Style::new().dim(), text)
     }
+}
+
+/// One line on stderr. Errors are dropped: see the module docs.
+fn say(args: std::fmt::Arguments) {
+    let mut stderr = io::stderr().lock();
+    let _ = stderr.write_fmt(args).and_then(|_| stderr.write_all(b"\n"));
 }
 
 /// Write a command's result to stdout. A closed pipe (`shipit releases |

@@ -25,13 +25,13 @@ fn a_healthy_deploy_passes_when_the_new_release_answers() {
     let sb = Sandbox::new();
     let server = sb.with_server("", "timeout = \"10s\"");
     let first = sb.deploy();
-    assert_eq!(server.get().unwrap(), (200, format!("release={first}\n")));
+    assert_eq!(server.answer(), (200, format!("release={first}\n")));
     sb.commit("index.html", "v2\n");
     let run = sb.run(&["deploy"]);
     run.ok().says("Healthy").says("reload | started server");
     let second = sb.current().unwrap();
     assert_ne!(first, second);
-    assert_eq!(server.get().unwrap(), (200, format!("release={second}\n")));
+    assert_eq!(server.answer(), (200, format!("release={second}\n")));
     assert_eq!(status_of(&sb, &second), "live");
 }
 
@@ -39,7 +39,7 @@ fn a_healthy_deploy_passes_when_the_new_release_answers() {
 fn old_code_still_answering_fails_the_gate_and_is_rolled_back() {
     // The reload "succeeds" but does not restart: the old release answers.
     let sb = Sandbox::new();
-    let server = sb.with_server("", "timeout = \"2s\"");
+    let server = sb.with_server("", "timeout = \"5s\"");
     let first = sb.deploy();
     sb.commit("skip-restart", "");
     let run = sb.run(&["deploy"]);
@@ -50,7 +50,7 @@ fn old_code_still_answering_fails_the_gate_and_is_rolled_back() {
     let failed = sb.releases().into_iter().find(|r| *r != first).unwrap();
     assert_eq!(sb.current().unwrap(), first);
     assert_eq!(status_of(&sb, &failed), "failed");
-    assert_eq!(server.get().unwrap().1, format!("release={first}\n"));
+    assert_eq!(server.answer().1, format!("release={first}\n"));
     let history = sb.history_json();
     assert_eq!(history[0]["outcome"], "rolled-back");
     assert_eq!(history[0]["live"], first.as_str());
@@ -59,14 +59,14 @@ fn old_code_still_answering_fails_the_gate_and_is_rolled_back() {
 #[test]
 fn a_release_that_answers_500_is_rolled_back_and_marked_failed() {
     let sb = Sandbox::new();
-    let server = sb.with_server("", "timeout = \"2s\"");
+    let server = sb.with_server("", "timeout = \"5s\"");
     let first = sb.deploy();
     sb.commit("health-status", "500\n");
     let run = sb.run(&["deploy"]);
     run.code(4).says("status 500").says("rolled back; healthy");
     assert_eq!(sb.current().unwrap(), first);
     // The swap back reloaded the old release, which serves again.
-    assert_eq!(server.get().unwrap(), (200, format!("release={first}\n")));
+    assert_eq!(server.answer(), (200, format!("release={first}\n")));
     let failed = sb.releases().into_iter().find(|r| *r != first).unwrap();
     assert_eq!(status_of(&sb, &failed), "failed");
     let json = sb.releases_json();
@@ -105,13 +105,13 @@ fn a_reload_that_exits_non_zero_is_rolled_back() {
         .says("exited with status 1")
         .says("reload | reload refused");
     assert_eq!(sb.current().unwrap(), first);
-    assert_eq!(server.get().unwrap().1, format!("release={first}\n"));
+    assert_eq!(server.answer().1, format!("release={first}\n"));
 }
 
 #[test]
 fn no_rollback_leaves_the_failing_release_live() {
     let sb = Sandbox::new();
-    let server = sb.with_server("", "timeout = \"2s\"");
+    let server = sb.with_server("", "timeout = \"5s\"");
     let first = sb.deploy();
     sb.commit("health-status", "503\n");
     sb.run(&["deploy", "--no-rollback"])
@@ -121,7 +121,7 @@ fn no_rollback_leaves_the_failing_release_live() {
     let second = sb.current().unwrap();
     assert_ne!(second, first);
     assert_eq!(status_of(&sb, &second), "failed");
-    assert_eq!(server.get().unwrap(), (503, format!("release={second}\n")));
+    assert_eq!(server.answer(), (503, format!("release={second}\n")));
     // And `shipit rollback` then goes back past the failed release.
     sb.run(&["rollback"]).ok();
     assert_eq!(sb.current().unwrap(), first);
@@ -155,7 +155,7 @@ fn rollback_runs_the_reload_and_the_gate() {
         .ok()
         .says("reload | started server")
         .says("Healthy");
-    assert_eq!(server.get().unwrap().1, format!("release={first}\n"));
+    assert_eq!(server.answer().1, format!("release={first}\n"));
 
     // A rollback whose target is unhealthy says so loudly and stays put.
     sb.run(&["rollback", "--to", &second]).ok();
@@ -288,5 +288,5 @@ fn the_probe_ignores_proxy_settings() {
         .output()
         .unwrap();
     crate::sandbox::succeeded(&out);
-    assert_eq!(server.get().unwrap().0, 200);
+    assert_eq!(server.answer().0, 200);
 }

@@ -58,3 +58,43 @@ fn the_lock_frees_itself_when_its_holder_is_killed() {
     sb.write_config("");
     sb.run(&["deploy"]).ok();
 }
+
+/// Regression: right after a deploy was SIGKILLed (and waited for), the next
+/// deploy found the lock held, "0s ago", by the dead deploy: a child it had
+/// forked but not yet exec'd still had the lock's descriptor (close-on-exec
+/// is not close-on-fork) and was about to die. Here `flock(1)` plays that
+/// child: it holds the lock for a moment, while the lock file names a
+/// holder that is gone. The deploy waits it out instead of failing.
+#[test]
+fn a_lock_left_to_a_dead_holders_child_is_waited_out() {
+    let sb = Sandbox::new();
+    let first = sb.deploy();
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    let lock = sb.deploy_to().join(".shipit/lock");
+    std::fs::write(
+        &lock,
+        format!(
+            "{{\"pid\":{},\"user\":\"root\",\"host\":\"{host}\",\"command\":\"shipit deploy\",\
+             \"since\":\"2026-01-01T00:00:00Z\"}}\n",
+            gone.id()
+        ),
+    )
+    .unwrap();
+    let ready = sb.path().join("child-holds-the-lock");
+    let mut child = std::process::Command::new("flock")
+        .arg(&lock)
+        .args(["sh", "-c", "touch \"$0\"; sleep 1"])
+        .arg(&ready)
+        .spawn()
+        .expect("flock (util-linux) runs");
+    crate::sandbox::wait_until("flock to take the lock", Duration::from_secs(20), || {
+        ready.exists()
+    });
+    sb.commit("index.html", "v2\n");
+    let run = sb.run(&["deploy"]);
+    crate::sandbox::wait_bounded(&mut child, Duration::from_secs(30));
+    run.ok();
+    assert_ne!(sb.current().unwrap(), first);
+}

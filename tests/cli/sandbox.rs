@@ -181,7 +181,13 @@ impl Sandbox {
     /// A `shipit` command in this sandbox, with no inherited SHIPIT_*,
     /// GIT_* or proxy settings and no colour.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(SHIPIT);
+        self.command_with(SHIPIT, args)
+    }
+
+    /// Like [`Sandbox::command`], for a program that runs shipit itself
+    /// (a wrapper that gives it a terminal, say).
+    pub fn command_with(&self, program: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(program);
         cmd.args(args).current_dir(self.path()).stdin(Stdio::null());
         for (key, _) in std::env::vars() {
             if key.starts_with("SHIPIT_")
@@ -416,6 +422,18 @@ impl Server {
         format!("http://127.0.0.1:{}/healthz", self.port)
     }
 
+    /// The first answer to a GET within 30 s (a busy machine may be slow to
+    /// answer, which is not what the tests are about); a hang fails.
+    #[track_caller]
+    pub fn answer(&self) -> (u16, String) {
+        let mut answer = None;
+        wait_until("the test server to answer", Duration::from_secs(30), || {
+            answer = self.get();
+            answer.is_some()
+        });
+        answer.unwrap()
+    }
+
     /// One GET: (status, body), or None if nothing answers.
     pub fn get(&self) -> Option<(u16, String)> {
         use std::io::{Read, Write};
@@ -485,4 +503,30 @@ fn require_python() {
         "the health-gate tests run a real HTTP server with python3, which is missing: \
          install it (apt-get install python3; .ci/run does this)"
     );
+}
+
+/// Wait for a child we started, at most `limit`; a hang kills it by pid and
+/// fails the test instead of stalling it.
+#[track_caller]
+pub fn wait_bounded(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            kill(child.id());
+            let _ = child.wait();
+            panic!("pid {} did not exit within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Is `pid` a live process (not gone, not a zombie)?
+pub fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::sandbox::{Sandbox, dir_names, wait_until};
+use crate::sandbox::{Sandbox, dir_names, wait_bounded, wait_until};
 
 fn interrupt_during_build(signal: Signal) {
     let sb = Sandbox::new();
@@ -58,4 +58,37 @@ fn sigterm_before_the_swap_cleans_up() {
 #[test]
 fn sigint_before_the_swap_cleans_up() {
     interrupt_during_build(Signal::SIGINT);
+}
+
+/// Regression: SIGHUP (the terminal or SSH session closed) during the gate
+/// killed shipit outright and left the failing release live.
+#[test]
+fn sighup_during_the_gate_rolls_back_before_exiting() {
+    let sb = Sandbox::new();
+    let _server = sb.with_server("", "timeout = \"60s\"");
+    let first = sb.deploy();
+    sb.commit("no-start", "");
+    let mut deploy = sb
+        .command(&["deploy"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(
+        "the swap to the new release",
+        Duration::from_secs(30),
+        || sb.current().is_some_and(|c| c != first),
+    );
+    // The swap is followed by the reload; the gate polls from then on.
+    let log = sb
+        .deploy_to()
+        .join(".shipit/logs")
+        .join(format!("{}.log", sb.current().unwrap()));
+    wait_until("the reload hook to finish", Duration::from_secs(30), || {
+        fs::read_to_string(&log).is_ok_and(|t| t.contains("started server"))
+    });
+    kill(Pid::from_raw(deploy.id() as i32), Signal::SIGHUP).unwrap();
+    let status = wait_bounded(&mut deploy, Duration::from_secs(120));
+    assert_eq!(status.code(), Some(130), "{status}");
+    assert_eq!(sb.current().unwrap(), first);
+    assert_eq!(sb.history_json()[0]["outcome"], "interrupted");
 }
