@@ -57,6 +57,122 @@ pub fn run(config: &Config) -> Vec<Check> {
     checks.extend(shared(config, &layout));
     checks.extend(programs(config));
     checks.push(health_now(config, &layout, &current));
+    if let Some(slots) = &config.slots {
+        checks.extend(slot_checks(slots, &layout));
+    }
+    checks
+}
+
+/// The slots' run directory, link and sockets (SPEC §7).
+fn slot_checks(slots_config: &crate::config::SlotsConfig, layout: &Layout) -> Vec<Check> {
+    use crate::slots::{Slot, Slots};
+    use std::os::unix::fs::FileTypeExt;
+    let slots = Slots::new(layout, slots_config);
+    let run = layout.run();
+    let mut checks = Vec::new();
+    if run.exists() && !run.is_dir() {
+        checks.push(fail(
+            "slots",
+            format!("{} is not a directory", run.display()),
+            "move it away: shipit keeps the slot sockets and link there",
+        ));
+        return checks;
+    }
+    let live = match slots.live() {
+        Ok(live) => live,
+        Err(e) => {
+            checks.push(fail("slots", e.message.clone(), e.hint.unwrap_or_default()));
+            return checks;
+        }
+    };
+    checks.push(match live {
+        Some(slot) => pass(
+            "slots",
+            format!(
+                "{} names slot {slot}{}",
+                slots.pointer().display(),
+                match slots.record(slot).ok().flatten() {
+                    Some(r) => format!(", which runs {}", Layout::display(&r.release)),
+                    None => String::new(),
+                }
+            ),
+        ),
+        None => pass(
+            "slots",
+            "no slot is live yet (the first deploy starts blue)",
+        ),
+    });
+    if slots_config.ports.is_some() {
+        return checks;
+    }
+    for slot in Slot::BOTH {
+        let socket = slots.socket(slot);
+        let Ok(meta) = fs::symlink_metadata(&socket) else {
+            if live == Some(slot) {
+                checks.push(fail(
+                    "slots",
+                    format!("{} is live but {} does not exist", slot, socket.display()),
+                    format!(
+                        "the app of slot {slot} is not listening: check it, or `shipit rollback`"
+                    ),
+                ));
+            }
+            continue;
+        };
+        if !meta.file_type().is_socket() {
+            checks.push(fail(
+                "slots",
+                format!("{} is not a socket", socket.display()),
+                "move it away; the slot's app binds a unix socket there",
+            ));
+            continue;
+        }
+        let recorded = slots.record(slot).ok().flatten();
+        let answers = std::os::unix::net::UnixStream::connect(&socket).is_ok();
+        if !answers && recorded.is_none() {
+            checks.push(fail(
+                "slots",
+                format!(
+                    "{} is stale: nothing listens and no release runs in slot {slot}",
+                    socket.display()
+                ),
+                format!(
+                    "remove it (`rm {}`); an app that binds without removing it first fails with EADDRINUSE",
+                    socket.display()
+                ),
+            ));
+            continue;
+        }
+        // nginx workers run as another user, and connecting to a unix
+        // socket needs write permission on it.
+        let mode = meta.permissions().mode();
+        if mode & 0o022 == 0 {
+            checks.push(fail(
+                "slots",
+                format!(
+                    "{} has mode {:o}: a proxy running as another user (nginx's www-data) \
+                     cannot connect (502, \"Permission denied\")",
+                    socket.display(),
+                    mode & 0o777
+                ),
+                "make the app chmod its socket 0666 (or 0660 with the proxy's group); with a \
+                 systemd socket unit set SocketMode=0660 and SocketGroup=www-data",
+            ));
+        } else {
+            checks.push(pass(
+                "slots",
+                format!(
+                    "{} ({}) is connectable by the proxy's user or group",
+                    socket.display(),
+                    if answers {
+                        "listening"
+                    } else {
+                        "not answering"
+                    }
+                ),
+            ));
+        }
+    }
     checks
 }
 
@@ -292,16 +408,39 @@ fn on_path(program: &str) -> bool {
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| runnable(&dir.join(program))))
 }
 
+/// The simple commands of a compound one (`cd x && pm2 start y`), split
+/// where a shell would run the next command.
+fn simple_commands(command: &str) -> Vec<&str> {
+    command
+        .split(['\n', ';', '|', '&'])
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
 fn programs(config: &Config) -> Vec<Check> {
+    let slots = config.slots.as_ref();
     let hooks = config
         .hooks
         .build
         .iter()
         .map(|c| ("hooks.build", c))
-        .chain(config.hooks.reload.iter().map(|c| ("hooks.reload", c)));
+        .chain(config.hooks.reload.iter().map(|c| ("hooks.reload", c)))
+        .chain(slots.map(|s| ("slots.start", &s.start)))
+        .chain(slots.map(|s| ("slots.stop", &s.stop)))
+        .chain(
+            slots
+                .and_then(|s| s.switch.as_ref())
+                .map(|c| ("slots.switch", c)),
+        );
+    let parts = hooks.flat_map(|(key, command)| {
+        simple_commands(command)
+            .into_iter()
+            .map(move |part| (key, command, part))
+    });
     let mut checks = Vec::new();
-    for (key, command) in hooks {
-        let Some(program) = program_of(command) else {
+    for (key, command, part) in parts {
+        let Some(program) = program_of(part) else {
             continue;
         };
         checks.push(if on_path(&program) {

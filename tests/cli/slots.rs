@@ -477,3 +477,50 @@ fn slot_config_mistakes_are_named() {
         .says("`slots.retire_delay`");
     assert!(!sb.deploy_to().exists(), "bad config changed nothing");
 }
+
+#[test]
+fn check_names_a_socket_the_proxy_cannot_use_a_stale_one_and_missing_hook_programs() {
+    let w = Slotted::new("front_check = false");
+    w.sb.deploy();
+    let run = w.sb.deploy_to().join("run");
+    let blue = run.join("blue.sock");
+    fs::set_permissions(&blue, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // A socket left by an app that died: nothing listens, no record.
+    drop(std::os::unix::net::UnixListener::bind(run.join("green.sock")).unwrap());
+    let out = w.sb.run(&["check", "--json"]);
+    let checks = out.json();
+    let failed: Vec<String> = checks["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .map(|c| c["detail"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        failed.iter().any(|d| d.contains("blue.sock has mode 755")),
+        "{failed:?}"
+    );
+    assert!(
+        failed.iter().any(|d| d.contains("green.sock is stale")),
+        "{failed:?}"
+    );
+    assert_ne!(out.code, 0);
+    // A compound hook whose program is missing.
+    w.sb.write_config_replacing(
+        "stop = \"sh ",
+        "stop = \"cd /tmp && no-such-program-xyz stop; sh ",
+    );
+    let checks = w.sb.run(&["check", "--json"]).json();
+    assert!(
+        checks["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["ok"] == false
+                && c["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("no-such-program-xyz (in slots.stop")),
+        "{checks}"
+    );
+}
