@@ -286,7 +286,7 @@ pub fn run(ctx: &Ctx, mode: Mode, branch: Option<&str>) -> Result<Option<Outcome
                 ctx.ui.step(
                     "Skipping",
                     format!(
-                        "{} is live already: a later push to {branch} deployed it",
+                        "{}, the tip of {branch}, is live already: nothing to deploy",
                         short(&tip)
                     ),
                 );
