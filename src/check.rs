@@ -267,14 +267,19 @@ fn state_files(layout: &Layout) -> Check {
             e.hint.unwrap_or_default(),
         );
     }
-    pass(
-        "state",
+    let detail = if layout.state().exists() {
         format!(
             "{} is {}'s to write",
             layout.state().display(),
             crate::whoami::user()
-        ),
-    )
+        )
+    } else {
+        format!(
+            "{} will be created on the first deploy",
+            layout.state().display()
+        )
+    };
+    pass("state", detail)
 }
 
 fn current_link(layout: &Layout, current: &Current) -> Check {

@@ -286,7 +286,7 @@ pub fn run(ctx: &Ctx, mode: Mode, branch: Option<&str>) -> Result<Option<Outcome
                 ctx.ui.step(
                     "Skipping",
                     format!(
-                        "{} is live already: a later push to {branch} deployed it",
+                        "{}, the tip of {branch}, is live already: nothing to deploy",
                         short(&tip)
                     ),
                 );
@@ -358,7 +358,19 @@ fn branch_tip(repo: &Path, branch: &str) -> Result<Option<String>> {
         .output()
         .map_err(|e| Error::internal("could not run git").cause(e))?;
     let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    Ok((out.status.success() && !text.is_empty()).then_some(text))
+    match out.status.code() {
+        Some(0) if !text.is_empty() => Ok(Some(text)),
+        // `--verify -q` says "no such ref" with status 1 and nothing else.
+        Some(0) | Some(1) => Ok(None),
+        _ => Err(
+            Error::usage(format!("could not read {branch} in {}", repo.display()))
+                .cause(String::from_utf8_lossy(&out.stderr).trim())
+                .hint(
+                    "`shipit hook post-receive` and `pre-receive` run as git hooks, where \
+                     GIT_DIR names the repository; install them with `shipit hook install`",
+                ),
+        ),
+    }
 }
 
 /// The revision of the live release, if shipit recorded one.

@@ -87,9 +87,13 @@ pub fn user_name(uid: u32) -> String {
 /// deploy as that user.
 pub fn check(layout: &Layout) -> Result<()> {
     let me = nix::unistd::geteuid().as_raw();
+    // Staging and trash matter as much as the logs: leftovers in them are
+    // deleted, so a link there would aim those deletions elsewhere.
     for (dir, what) in [
         (layout.state(), "the state directory"),
         (layout.logs(), "the log directory"),
+        (layout.staging_dir(), "the staging directory"),
+        (layout.trash(), "the trash directory"),
     ] {
         let meta = match fs::symlink_metadata(&dir) {
             Ok(meta) => meta,

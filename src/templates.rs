@@ -349,6 +349,28 @@ mod tests {
     }
 
     #[test]
+    fn fill_is_one_pass() {
+        let values = [("A", "@B@"), ("B", "x")];
+        assert_eq!(fill("@A@ @B@ @C@ a@b", &values), "@B@ x @C@ a@b");
+        assert_eq!(fill("@A", &values), "@A");
+        assert_eq!(fill("é@B@é", &values), "éxé");
+    }
+
+    #[test]
+    fn values_are_escaped_for_their_format() {
+        assert_eq!(
+            systemd_exec_word(r#"/srv/a b/"q"\$HOME%n"#),
+            r#""/srv/a b/\"q\"\\$$HOME%%n""#
+        );
+        assert_eq!(systemd_path("/srv/a b/100%"), "/srv/a b/100%%");
+        assert_eq!(
+            nginx_string(r#"/srv/a b/"x""#).unwrap(),
+            r#""/srv/a b/\"x\"""#
+        );
+        assert!(nginx_string("/srv/$x").is_err());
+    }
+
+    #[test]
     fn every_placeholder_is_filled() {
         assert_eq!(placeholder("x @APP@ y"), Some("APP"));
         assert_eq!(placeholder("try_files $uri @app;"), None);

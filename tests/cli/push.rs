@@ -282,16 +282,13 @@ fn install_is_idempotent_and_keeps_foreign_hooks_unless_forced() {
 #[test]
 fn a_push_during_a_deploy_waits_for_the_lock() {
     let sb = Sandbox::new();
-    let gate = sb.path().join("gate");
-    server(
-        &sb,
-        &format!(
-            "[hooks]\nbuild = [\"while [ ! -e '{}' ]; do sleep 0.05; done\"]",
-            gate.display()
-        ),
-    );
+    let (_, gate, started) = gated_server(&sb);
     install(&sb, &[]);
     let mut running = sb.spawn_deploy_holding_lock();
+    // The running deploy has fetched (it builds): it deploys v1, not the push.
+    crate::sandbox::wait_until("the deploy to build", Duration::from_secs(60), || {
+        started.exists()
+    });
     sb.commit("index.html", "pushed\n");
     let mut pushing = push_command(&sb, &["origin", "main"])
         .stderr(Stdio::piped())
