@@ -5,8 +5,13 @@
 //!   with no build hook, next to `git archive | tar -x` of the same tree
 //! - many releases: `shipit releases --json` and `shipit prune --dry-run`
 //!   with 1,000 releases
+//! - small deploy: a no-hook deploy of a 3-file repository, phase by phase
+//!   (shipit's `SHIPIT_TIMINGS=1` lines), next to a shell script doing the
+//!   same steps with plain git, tar, mv and ln: fetch into a mirror,
+//!   `git archive | tar -x`, rename into place, swap a symlink
 //!
-//! `SHIPIT_BENCH_SMALL=1` divides the sizes by ten.
+//! `SHIPIT_BENCH_SMALL=1` divides the sizes by ten. Name benchmarks to run
+//! only those: `cargo bench --bench core -- small-deploy`.
 
 use std::fs;
 use std::path::Path;
@@ -231,14 +236,136 @@ fn bench_many_releases(root: &Path) {
     );
 }
 
+/// The bare minimum a release-directory deploy does, as a shell script: the
+/// baseline that shipit's own overhead is measured against. No locking,
+/// metadata, history, pruning or fsync.
+const BASELINE_DEPLOY: &str = r#"set -e
+app=$1 base=$2 id=$3
+git --git-dir="$base/mirror.git" fetch --quiet --prune --force "$app" '+refs/*:refs/*'
+sha=$(git --git-dir="$base/mirror.git" rev-parse --verify --quiet 'refs/heads/main^{commit}')
+mkdir "$base/staging-$id"
+git --git-dir="$base/mirror.git" archive --format=tar "$sha" | tar -x --no-same-owner -f - -C "$base/staging-$id"
+mv "$base/staging-$id" "$base/releases/$id"
+ln -s "releases/$id" "$base/.current-$id"
+mv -T "$base/.current-$id" "$base/current"
+"#;
+
+/// A no-hook deploy of a tiny repository: where the time goes.
+fn bench_small_deploy(root: &Path) {
+    const RUNS: usize = 20;
+    let dir = project(&root.join("small"), 3);
+    for (name, text) in [("index.html", "v0"), ("app.js", "1"), ("README", "x")] {
+        fs::write(dir.join("app").join(name), text).unwrap();
+    }
+    commit_all(&dir, "three files");
+    shipit(&dir, &["deploy", "-q"]);
+
+    let base = root.join("small-baseline");
+    fs::create_dir_all(base.join("releases")).unwrap();
+    git(
+        root,
+        &[
+            "clone",
+            "--mirror",
+            "--quiet",
+            dir.join("app").to_str().unwrap(),
+            base.join("mirror.git").to_str().unwrap(),
+        ],
+    );
+
+    let mut phases: std::collections::BTreeMap<String, Vec<Duration>> = Default::default();
+    let (mut totals, mut baseline) = (Vec::new(), Vec::new());
+    for n in 0..RUNS {
+        fs::write(dir.join("app/index.html"), format!("v{}", n + 1)).unwrap();
+        commit_all(&dir, "one change");
+
+        let start = Instant::now();
+        let ok = Command::new("bash")
+            .args(["-c", BASELINE_DEPLOY, "bash"])
+            .arg(dir.join("app"))
+            .arg(&base)
+            .arg(format!("{n:04}"))
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .status()
+            .unwrap()
+            .success();
+        baseline.push(start.elapsed());
+        assert!(ok, "the baseline script failed");
+
+        let start = Instant::now();
+        let out = Command::new(SHIPIT)
+            .args(["deploy", "-q"])
+            .current_dir(&dir)
+            .env("SHIPIT_TIMINGS", "1")
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("shipit runs");
+        let total = start.elapsed();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "shipit deploy failed: {said}");
+        totals.push(total);
+        let mut timed = Duration::ZERO;
+        for line in said.lines() {
+            let mut words = line.split_whitespace();
+            if let (Some("timing"), Some(phase), Some(ms)) =
+                (words.next(), words.next(), words.next())
+            {
+                let took = Duration::from_secs_f64(ms.parse::<f64>().unwrap() / 1000.0);
+                timed += took;
+                phases.entry(phase.to_string()).or_default().push(took);
+            }
+        }
+        phases
+            .entry("other (start, lock, stage, publish, sync, history)".into())
+            .or_default()
+            .push(total.saturating_sub(timed));
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let shipit_median = median(&mut totals);
+    let baseline_median = median(&mut baseline);
+    println!("small deploy (3 files, no hooks), {RUNS} runs:");
+    println!(
+        "  shell baseline (fetch, archive | tar -x, mv, ln): {}",
+        Stats(baseline).show()
+    );
+    println!(
+        "  shipit deploy:                                    {}",
+        Stats(totals).show()
+    );
+    for (phase, mut times) in phases {
+        println!("    {phase:<52} median {:.1} ms", ms(median(&mut times)));
+    }
+    println!(
+        "  shipit / baseline (medians): {:.2}x",
+        ms(shipit_median) / ms(baseline_median)
+    );
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` would pass other
     // flags: run only under `cargo bench`.
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let root = tempfile::tempdir().unwrap();
-    bench_rollback(root.path());
-    bench_many_releases(root.path());
-    bench_large_deploy(root.path());
+    type Bench = (&'static str, fn(&Path));
+    let benches: [Bench; 4] = [
+        ("rollback", bench_rollback),
+        ("many-releases", bench_many_releases),
+        ("large-deploy", bench_large_deploy),
+        ("small-deploy", bench_small_deploy),
+    ];
+    for (name, bench) in benches {
+        if wanted.is_empty() || wanted.iter().any(|w| name.contains(w.as_str())) {
+            bench(root.path());
+        }
+    }
 }

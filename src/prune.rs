@@ -101,6 +101,7 @@ impl Plan {
 /// Plan against the disk as it is now and, unless `dry_run`, apply it.
 /// Callers hold the deploy lock.
 pub fn run(ctx: &Ctx, keep: usize, dry_run: bool) -> Result<(Plan, Vec<ReleaseId>)> {
+    let _timing = crate::ui::Timing::start("prune");
     let layout = &ctx.layout;
     let listing = store::list(layout)?;
     listing.require_no_foreign(layout)?;

@@ -12,6 +12,7 @@
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use duct::{Expression, cmd};
@@ -25,6 +26,9 @@ use crate::procs;
 /// Bound on one git step (fetch, export), so a hung remote cannot hold the
 /// deploy lock forever.
 const GIT_TIMEOUT: Duration = Duration::from_secs(900);
+/// How often a wait for git wakes to check for an interrupt (the signal
+/// handler only sets a flag); git's exit itself is noticed at once.
+const TICK: Duration = Duration::from_millis(50);
 
 /// What is about to be deployed.
 #[derive(Clone, Debug)]
@@ -115,8 +119,10 @@ fn unattended(expr: Expression) -> Expression {
         })
 }
 
-/// Run `expr` to completion, polling so that an interrupt or the timeout
-/// can stop it; returns captured stdout. `what` names the step in errors.
+/// Run `expr` to completion; returns captured stdout. `what` names the
+/// step in errors. A thread blocks in `wait` (no polling: git's exit is
+/// seen at once), while this one wakes every [`TICK`] only to notice an
+/// interrupt or the timeout, and then kills the command.
 fn run(expr: Expression, what: &str) -> Result<String> {
     let handle = expr
         .stdout_capture()
@@ -129,31 +135,55 @@ fn run(expr: Expression, what: &str) -> Result<String> {
                 .hint("install git (apt-get install git)")
         })?;
     let deadline = Instant::now() + GIT_TIMEOUT;
-    loop {
-        if let Some(output) = handle
-            .try_wait()
-            .map_err(|e| Error::internal(format!("could not {what}")).cause(e))?
-        {
-            if output.status.success() {
-                return Ok(String::from_utf8_lossy(&output.stdout).trim().to_string());
+    let (tx, rx) = mpsc::channel();
+    let (output, stopped) = std::thread::scope(|scope| {
+        let handle = &handle;
+        scope.spawn(move || {
+            let _ = tx.send(handle.wait().cloned());
+        });
+        let mut stopped = None;
+        loop {
+            match rx.recv_timeout(TICK) {
+                Ok(output) => return (output, stopped),
+                // Never: the waiter sends before it ends.
+                Err(RecvTimeoutError::Disconnected) => {
+                    return (
+                        Err(std::io::Error::other("the waiting thread died")),
+                        stopped,
+                    );
+                }
+                Err(RecvTimeoutError::Timeout) => {}
             }
-            let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
-            return Err(Error::internal(format!("could not {what}")).cause(stderr));
+            if stopped.is_none() {
+                if interrupt::requested() {
+                    stopped = Some(Error::new(Kind::Interrupted, "interrupted by a signal"));
+                } else if Instant::now() >= deadline {
+                    stopped = Some(Error::internal(format!(
+                        "could not {what}: no answer within {}",
+                        humantime::format_duration(GIT_TIMEOUT)
+                    )));
+                }
+                if stopped.is_some() {
+                    // The waiter then returns, and the loop with it.
+                    let _ = handle.kill();
+                }
+            }
         }
-        if interrupt::requested() || Instant::now() >= deadline {
-            let _ = handle.kill();
-            interrupt::check()?;
-            return Err(Error::internal(format!(
-                "could not {what}: no answer within {}",
-                humantime::format_duration(GIT_TIMEOUT)
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    });
+    if let Some(e) = stopped {
+        return Err(e);
     }
+    let output = output.map_err(|e| Error::internal(format!("could not {what}")).cause(e))?;
+    if output.status.success() {
+        return Ok(String::from_utf8_lossy(&output.stdout).trim().to_string());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    Err(Error::internal(format!("could not {what}")).cause(stderr))
 }
 
 /// Update the mirror (git) and decide exactly what to deploy.
 pub fn resolve(config: &Config, layout: &Layout, wanted: &Wanted) -> Result<Resolved> {
+    let _timing = crate::ui::Timing::start("fetch+resolve");
     if let Some(dir) = &config.source.path {
         if !dir.is_dir() {
             return Err(
@@ -290,21 +320,22 @@ fn fetch_mirror(url: &str, layout: &Layout) -> Result<()> {
         fs::rename(fresh.keep(), &mirror).with_path("could not create", &mirror)?;
     }
     clear_stale_git_locks(&mirror)?;
-    // Set every time: a changed source.git takes effect, and a mirror from
-    // an older or interrupted run is put right.
-    for (key, value) in [
-        ("remote.origin.url", url),
-        ("remote.origin.fetch", "+refs/*:refs/*"),
-    ] {
-        run(
-            git(&mirror, &["config", key, value]),
-            "configure the source mirror",
-        )?;
-    }
+    // Fetch from the URL with an explicit refspec rather than through the
+    // mirror's `origin` settings: a changed source.git takes effect, and a
+    // mirror from an older or interrupted run is put right, with no
+    // `git config` writes (two more git runs) on every deploy.
     run(
         git(
             &mirror,
-            &["fetch", "--quiet", "--prune", "--force", "origin"],
+            &[
+                "fetch",
+                "--quiet",
+                "--prune",
+                "--force",
+                "--",
+                url,
+                "+refs/*:refs/*",
+            ],
         ),
         &format!("fetch {url}"),
     )
@@ -364,6 +395,7 @@ fn resolve_rev(git: impl Fn(&[&str]) -> Expression, wanted: &str) -> Result<Stri
 
 /// Write the source tree into `dest` (an empty, existing directory).
 pub fn export(config: &Config, layout: &Layout, resolved: &Resolved, dest: &Path) -> Result<()> {
+    let _timing = crate::ui::Timing::start("export");
     match &resolved.revision {
         Some(sha) => {
             let args = ["archive", "--format=tar", sha.as_str()];

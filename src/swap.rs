@@ -39,6 +39,7 @@ impl Swapped {
 
 /// Point `current` at `releases/<id>`. `Err` means `current` did not move.
 pub fn point_current(layout: &Layout, id: &ReleaseId) -> Result<Swapped> {
+    let _timing = crate::ui::Timing::start("swap");
     if store::read_current(layout)? == Current::NotSymlink {
         return Err(store::require_sane_current(layout).unwrap_err());
     }

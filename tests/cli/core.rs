@@ -194,6 +194,24 @@ fn a_half_created_mirror_from_a_killed_deploy_is_repaired() {
     assert_eq!(sb.served(), "v1\n");
 }
 
+/// The mirror fetches from `source.git` as configured now, not from the URL
+/// it was cloned from.
+#[test]
+fn a_changed_source_git_takes_effect() {
+    let sb = Sandbox::new();
+    sb.deploy();
+    let other = sb.path().join("other");
+    fs::create_dir(&other).unwrap();
+    git(&other, &["init", "-q", "-b", "main"]);
+    fs::write(other.join("index.html"), "other\n").unwrap();
+    git(&other, &["add", "-A"]);
+    git(&other, &["commit", "-q", "-m", "other"]);
+    let config = fs::read_to_string(sb.config_path()).unwrap();
+    sb.write_raw_config(&config.replace("git = \"app\"", "git = \"other\""));
+    sb.deploy();
+    assert_eq!(sb.served(), "other\n");
+}
+
 /// Regression (found by crash injection): a deploy SIGKILLed mid-fetch left
 /// git's `refs/heads/main.lock` in the mirror, and every later fetch failed
 /// with "Unable to create ... main.lock: File exists".
