@@ -241,11 +241,9 @@ impl<'a> Dance<'a> {
             _ => self.ctx.config.hooks.reload_timeout,
         };
         let log_path = layout.build_log(release);
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .ok();
+        // Never through a link planted at the log's path.
+        let mut log =
+            crate::state::open(&log_path, OpenOptions::new().create(true).append(true)).ok();
         // The deploy root, never the release: a process manager started
         // from here must not hold a release as its working directory.
         let hook = Hook {

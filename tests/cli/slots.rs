@@ -524,3 +524,130 @@ fn check_names_a_socket_the_proxy_cannot_use_a_stale_one_and_missing_hook_progra
         "{checks}"
     );
 }
+
+/// Kill every process whose command line names this sandbox: slot servers a
+/// SIGKILLed start hook spawned before it could write their pid file.
+fn kill_strays(sb: &Sandbox) {
+    let root = sb.path().display().to_string();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&root) && pid != std::process::id() as i32 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Crash injection for slots: SIGKILL at random moments of slot deploys
+/// (start hook, slot gate, switch, retire). After each kill the link names
+/// a slot whose app answers, `current` is a complete release, and the next
+/// deploy succeeds, leaves no temporary link, and serves what `current`
+/// names.
+#[test]
+fn sigkill_at_random_moments_of_slot_deploys_keeps_a_live_slot() {
+    let runs: usize = std::env::var("SHIPIT_CRASH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(12, |n: usize| n.min(100));
+    let w = Slotted::new("front_check = false");
+    w.sb.write_config_replacing("retire_delay = \"200ms\"", "retire_delay = \"0s\"");
+    w.sb.write_config_replacing("interval = \"100ms\"", "interval = \"20ms\"");
+    w.sb.deploy();
+    let mut span = Duration::ZERO;
+    for n in 0..2 {
+        w.sb.commit("VERSION", &format!("calibrate {n}\n"));
+        let start = std::time::Instant::now();
+        w.sb.deploy();
+        span = span.max(start.elapsed());
+    }
+    let seed = std::env::var("SHIPIT_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    println!("slots sigkill: SHIPIT_CRASH_SEED={seed}");
+    let mut rng = seed | 1;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n.max(1)
+    };
+    let answers = |slot: &str| {
+        let socket = w.sb.deploy_to().join(format!("run/{slot}.sock"));
+        health_of(&socket)
+    };
+    for run in 0..runs {
+        w.sb.commit("VERSION", &format!("{run}\n"));
+        let mut deploy =
+            w.sb.command(&["deploy"])
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+        std::thread::sleep(Duration::from_micros(next(
+            span.as_micros() as u64 * 12 / 10,
+        )));
+        kill(deploy.id());
+        let _ = deploy.wait();
+        let context = format!("run {run} (killed)");
+        let link = w.link().unwrap_or_else(|| panic!("{context}: no app.sock"));
+        let slot = link.to_string_lossy().trim_end_matches(".sock").to_string();
+        assert!(
+            answers(&slot).is_some_and(|(status, _)| status == 200),
+            "{context}: the live slot {slot} does not answer"
+        );
+        let current = w.sb.current().unwrap();
+        assert!(
+            w.sb.deploy_to()
+                .join("releases")
+                .join(&current)
+                .join(".shipit-release.json")
+                .is_file(),
+            "{context}: current is incomplete"
+        );
+
+        let id = w.sb.deploy();
+        let context = format!("run {run} (next deploy)");
+        let link = w.link().unwrap();
+        let slot = link.to_string_lossy().trim_end_matches(".sock").to_string();
+        assert_eq!(
+            answers(&slot).map(|(_, body)| body),
+            Some(format!("release={id}\n")),
+            "{context}: the link serves what current names"
+        );
+        let leftovers: Vec<String> = crate::sandbox::dir_names(&w.sb.deploy_to().join("run"))
+            .into_iter()
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(leftovers.is_empty(), "{context}: {leftovers:?}");
+        assert!(
+            crate::sandbox::dir_names(&w.sb.deploy_to().join(".shipit/staging")).is_empty(),
+            "{context}: staging leftovers"
+        );
+    }
+    kill_strays(&w.sb);
+}
+
+/// One GET of `/healthz` on a unix socket: (status, body).
+fn health_of(socket: &Path) -> Option<(u16, String)> {
+    let mut s = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(b"GET /healthz HTTP/1.0\r\nHost: t\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((
+        status,
+        text.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
+    ))
+}
