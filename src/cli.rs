@@ -2,10 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
-
-use crate::githook::Mode;
-use crate::templates::Template;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Zero-downtime release-directory deploys: build each release into
 /// releases/<id>, swap `current` atomically, reload, gate on health, roll
@@ -171,7 +168,7 @@ pub enum HookAction {
         /// post-receive: deploy after the push lands; pre-receive: deploy
         /// first and reject the push if the deploy fails
         #[arg(long, value_enum, default_value = "post-receive")]
-        mode: Mode,
+        mode: HookMode,
         /// Branch whose pushes deploy [default: source.branch]
         #[arg(long, value_name = "NAME")]
         branch: Option<String>,
@@ -198,7 +195,7 @@ pub struct InitArgs {
     /// Instead of shipit.toml, write these templates, filled in from the
     /// config (repeat, or `all`)
     #[arg(long = "template", value_enum, value_name = "NAME")]
-    pub templates: Vec<Template>,
+    pub templates: Vec<TemplateName>,
 
     /// App name for file and unit names [default: the last part of deploy_to]
     #[arg(long, value_name = "NAME")]
@@ -218,4 +215,34 @@ pub struct CheckArgs {
     /// Print JSON on stdout (schema in the README)
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--mode` of `hook install`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum HookMode {
+    /// Deploy after the push has landed (the push succeeds either way)
+    PostReceive,
+    /// Deploy before the push lands; a failed deploy rejects the push
+    PreReceive,
+}
+
+/// `--template` of `init`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TemplateName {
+    /// A systemd service that runs from `current`, with graceful stop
+    Systemd,
+    /// A systemd socket unit for socket activation
+    SystemdSocket,
+    /// An nginx site with two local app instances behind one upstream
+    Nginx,
+    /// A pm2 ecosystem file in cluster mode with graceful reloads
+    Pm2,
+    /// The push-to-deploy git hook (post-receive)
+    GitHook,
+    /// Slots: an nginx site proxying to the live slot's socket link
+    NginxSlots,
+    /// Slots: a pm2 file that runs one release per slot on its socket
+    Pm2Slots,
+    /// All of the above
+    All,
 }

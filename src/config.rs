@@ -423,7 +423,7 @@ impl Config {
                 "ship a build directory outside deploy_to (e.g. path = \"./dist\"), or move deploy_to out of it",
             ));
         }
-        crate::source::check_ref(&self.source.branch)
+        crate::gitref::check_ref(&self.source.branch)
             .map_err(|e| e.context(format!("source.branch in {file} is not usable")))?;
         for entry in &self.shared {
             shared_entry(entry)

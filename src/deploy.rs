@@ -52,7 +52,7 @@ pub struct Outcome {
 /// Checks that need nothing on disk: run them before creating anything.
 pub fn preflight(ctx: &Ctx, req: &Request) -> Result<()> {
     if let Some(reference) = &req.reference {
-        source::check_ref(reference)?;
+        crate::gitref::check_ref(reference)?;
     }
     store::list(&ctx.layout)?.require_no_foreign(&ctx.layout)?;
     let current = store::require_sane_current(&ctx.layout)?;

@@ -17,13 +17,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
-use clap::ValueEnum;
-
 use crate::context::Ctx;
 use crate::deploy::{self, Outcome, Request};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
-use crate::source;
 use crate::store;
 
 const TEMPLATE: &str = include_str!("../templates/git-hook.sh");
@@ -31,7 +28,7 @@ const MARKER: &str = "# shipit-hook:";
 /// Most stdin a hook will read (a push of thousands of refs is far less).
 const STDIN_LIMIT: u64 = 1024 * 1024;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// Deploy after the push has landed (the push succeeds either way)
     PostReceive,
@@ -168,7 +165,7 @@ pub fn install(
     force: bool,
 ) -> Result<Installed> {
     if let Some(b) = branch {
-        source::check_ref(b)?;
+        crate::gitref::check_ref(b)?;
     }
     let hooks = hooks_dir(git_dir)?;
     let path = hooks.join(mode.hook_name());
@@ -227,7 +224,7 @@ pub fn install(
 ///   push checks against the ref as it ends up.
 pub fn run(ctx: &Ctx, mode: Mode, branch: Option<&str>) -> Result<Option<Outcome>> {
     let branch = branch.unwrap_or(&ctx.config.source.branch).to_string();
-    source::check_ref(&branch)?;
+    crate::gitref::check_ref(&branch)?;
     let mut input = String::new();
     std::io::stdin()
         .take(STDIN_LIMIT)
@@ -272,7 +269,7 @@ pub fn run(ctx: &Ctx, mode: Mode, branch: Option<&str>) -> Result<Option<Outcome
     };
     deploy::preflight(ctx, &req)?;
     // A push that arrives during a deploy queues behind it (bounded).
-    let lock = crate::commands::begin_mutation(ctx, Some(ctx.config.lock.wait))?;
+    let lock = crate::mutation::begin(ctx, Some(ctx.config.lock.wait))?;
     let now = branch_tip(&repo, &branch)?;
     match mode {
         Mode::PostReceive => {

@@ -19,6 +19,7 @@ use duct::{Expression, cmd};
 
 use crate::config::Config;
 use crate::error::{Error, IoContext, Kind, Result};
+use crate::gitref::check_ref;
 use crate::interrupt;
 use crate::layout::Layout;
 use crate::procs;
@@ -67,26 +68,6 @@ pub struct Wanted<'a> {
     /// The branch to record instead of the reference (a push deploys a sha
     /// but is a deploy of its branch).
     pub branch: Option<&'a str>,
-}
-
-/// Reject refs that git could take for an option or that cannot be a
-/// revision. Anything else is passed to git as one argument.
-pub fn check_ref(reference: &str) -> Result<()> {
-    let bad = reference.is_empty()
-        || reference.len() > 255
-        || reference.starts_with('-')
-        || reference.contains("..")
-        || reference
-            .chars()
-            .any(|c| c.is_control() || c.is_whitespace());
-    if bad {
-        return Err(
-            Error::usage(format!("{reference:?} is not a usable git ref")).hint(
-                "give a branch, tag or commit sha, e.g. --ref main, --ref v1.2.0 or --ref 3f2a9c1",
-            ),
-        );
-    }
-    Ok(())
 }
 
 /// A git command aimed at `git_dir`, with git's hook environment removed.

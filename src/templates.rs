@@ -10,30 +10,19 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::ValueEnum;
-
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::githook::{self, Mode};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Template {
-    /// A systemd service that runs from `current`, with graceful stop
     Systemd,
-    /// A systemd socket unit for socket activation
     SystemdSocket,
-    /// An nginx site with two local app instances behind one upstream
     Nginx,
-    /// A pm2 ecosystem file in cluster mode with graceful reloads
     Pm2,
-    /// The push-to-deploy git hook (post-receive)
     GitHook,
-    /// Slots: an nginx site proxying to the live slot's socket link
     NginxSlots,
-    /// Slots: a pm2 file that runs one release per slot on its socket
     Pm2Slots,
-    /// All of the above
-    All,
 }
 
 impl Template {
@@ -56,7 +45,6 @@ impl Template {
             Template::GitHook => "post-receive".into(),
             Template::NginxSlots => format!("nginx-{app}-slots.conf"),
             Template::Pm2Slots => "slots.config.js".into(),
-            Template::All => unreachable!("expanded before use"),
         }
     }
 }
@@ -261,7 +249,6 @@ pub fn render(template: Template, values: &Values, config_file: &Path) -> Result
                 .map_err(|e| Error::internal("could not find the shipit binary").cause(e))?;
             githook::render(Mode::PostReceive, &shipit, config_file, None)
         }
-        Template::All => unreachable!("expanded before use"),
     })
 }
 

@@ -15,7 +15,7 @@ pub fn run(ctx: &Ctx, args: &DeployArgs) -> Result<()> {
     };
     let wait = super::wait_for(&args.wait, &ctx.config)?;
     deploy::preflight(ctx, &req)?;
-    let _lock = super::begin_mutation(ctx, wait)?;
+    let _lock = crate::mutation::begin(ctx, wait)?;
     let outcome = deploy::run(ctx, &req)?;
     if args.json {
         let _ = ui::out_json(&json!({

@@ -25,7 +25,7 @@ pub fn run(ctx: &Ctx, args: &PruneArgs) -> Result<()> {
     let _lock = if args.dry_run {
         None
     } else {
-        Some(super::begin_mutation(ctx, wait)?)
+        Some(crate::mutation::begin(ctx, wait)?)
     };
     let (plan, removed) = prune::run(ctx, keep, args.dry_run)?;
     if !args.dry_run {

@@ -13,7 +13,7 @@ pub fn run(ctx: &Ctx, args: &RollbackArgs) -> Result<()> {
     let to = args.to.as_deref().map(ReleaseId::parse).transpose()?;
     let wait = super::wait_for(&args.wait, &ctx.config)?;
     rollback::choose(ctx, to.as_ref())?;
-    let _lock = super::begin_mutation(ctx, wait)?;
+    let _lock = crate::mutation::begin(ctx, wait)?;
     let outcome = rollback::run(ctx, to.as_ref())?;
     if args.json {
         let _ = ui::out_json(&json!({

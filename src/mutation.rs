@@ -1,0 +1,51 @@
+//! What every mutating command (deploy, rollback, prune, a push) does
+//! before it changes anything: route signals to the interrupt flag, check
+//! and create the deploy directory's skeleton, take the lock.
+
+use std::time::Duration;
+
+use crate::context::Ctx;
+use crate::error::{Error, Kind, Result};
+use crate::interrupt;
+use crate::lock::{self, Lock};
+use crate::store;
+
+/// Everything a mutating command does first: route signals to the flag,
+/// create the deploy directory's skeleton, take the lock.
+pub fn begin(ctx: &Ctx, wait: Option<Duration>) -> Result<Lock> {
+    interrupt::install();
+    let layout = &ctx.layout;
+    for dir in [
+        layout.root().to_path_buf(),
+        layout.releases(),
+        layout.state(),
+    ] {
+        let writable = nix::unistd::access(
+            &dir,
+            nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+        );
+        if dir.exists() && writable.is_err() {
+            return Err(Error::usage(format!(
+                "{} is not writable by {}",
+                dir.display(),
+                crate::whoami::user()
+            ))
+            .hint("run shipit as the owner of deploy_to, or fix its owner and permissions"));
+        }
+    }
+    crate::state::check(layout)?;
+    store::ensure_dirs(&ctx.layout).map_err(|e| {
+        e.in_phase(Kind::Usage).hint(format!(
+            "deploy_to must be a directory that {} can write; check its owner and permissions",
+            crate::whoami::user()
+        ))
+    })?;
+    let command: Vec<String> = std::env::args().collect();
+    lock::acquire(&ctx.layout, wait, &command.join(" ")).map_err(|e| {
+        // Refused: say what is serving, as of now (the holder may change it).
+        match store::read_current(layout) {
+            Ok(current) if e.kind == Kind::LockBusy => e.live(current.describe()),
+            _ => e,
+        }
+    })
+}
