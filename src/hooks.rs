@@ -216,8 +216,13 @@ pub fn run(hook: &Hook, ui: &Ui, mut log: Option<&mut File>) -> Result<()> {
             Ok(Msg::Exited(status)) => exited = Some((status, Instant::now())),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
-                // Both threads are done: the pipe is closed and the child reaped.
+                // Both threads are done: the pipe is closed and the child
+                // reaped (the waiter always reports before it ends).
                 eof = true;
+                if exited.is_none() {
+                    let lost = io::Error::other("the thread waiting for it ended");
+                    exited = Some((Err(lost), Instant::now()));
+                }
             }
         }
     }
