@@ -151,6 +151,9 @@ pub fn run(hook: &Hook, ui: &Ui, mut log: Option<&mut File>) -> Result<()> {
     let mut term_sent: Option<Instant> = None;
     let mut kill_sent: Option<Instant> = None;
     loop {
+        if exited.is_some() && eof {
+            break;
+        }
         let now = Instant::now();
         if stopped.is_none() && exited.is_none() {
             if interrupt::requested() {
@@ -174,13 +177,12 @@ pub fn run(hook: &Hook, ui: &Ui, mut log: Option<&mut File>) -> Result<()> {
         // Stop the group when told to, and a build hook's leftovers once its
         // shell is done.
         let stop = stopped.is_some() || (hook.contained() && exited.is_some());
-        if stop && term_sent.is_none() && !eof {
+        if stop && term_sent.is_none() {
             let _ = killpg(group, Signal::SIGTERM);
             term_sent = Some(now);
         }
         if let Some(termed) = term_sent
             && kill_sent.is_none()
-            && !eof
         {
             let due = match (&exited, &stopped) {
                 // The shell is gone; make sure its children are too.
@@ -195,9 +197,6 @@ pub fn run(hook: &Hook, ui: &Ui, mut log: Option<&mut File>) -> Result<()> {
         }
         let mut wake = now + TICK;
         if let Some((_, at)) = &exited {
-            if eof {
-                break;
-            }
             let waited_from = kill_sent.map_or(*at, |k| k.max(*at));
             let give_up = waited_from + OUTPUT_GRACE;
             if now >= give_up {
@@ -217,8 +216,13 @@ pub fn run(hook: &Hook, ui: &Ui, mut log: Option<&mut File>) -> Result<()> {
             Ok(Msg::Exited(status)) => exited = Some((status, Instant::now())),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
-                // Both threads are done: the pipe is closed and the child reaped.
+                // Both threads are done: the pipe is closed and the child
+                // reaped (the waiter always reports before it ends).
                 eof = true;
+                if exited.is_none() {
+                    let lost = io::Error::other("the thread waiting for it ended");
+                    exited = Some((Err(lost), Instant::now()));
+                }
             }
         }
     }
@@ -402,6 +406,14 @@ mod tests {
         assert!(took < Duration::from_secs(10), "took {took:?}");
         std::thread::sleep(Duration::from_secs(4));
         assert!(!marker.exists(), "the grandchild outlived the timeout");
+    }
+
+    #[test]
+    fn a_hook_that_closed_its_output_still_times_out() {
+        let (r, _, took) = run_sh("exec >/dev/null 2>&1; sleep 30", Duration::from_millis(300));
+        let err = r.unwrap_err();
+        assert!(err.message.contains("timed out"), "{err}");
+        assert!(took < Duration::from_secs(10), "took {took:?}");
     }
 
     #[test]

@@ -111,6 +111,41 @@ fn a_daemon_started_by_the_reload_hook_outlives_the_deploy() {
     );
 }
 
+/// Regression: a reload hook that left a daemon printing without pause on
+/// its output hung the deploy: the loop never got past the stream of lines
+/// to notice that the hook itself had exited.
+#[test]
+fn a_chatty_daemon_started_by_the_reload_hook_does_not_hang_the_deploy() {
+    let sb = Sandbox::new();
+    let pidfile = sb.path().join("daemon.pid");
+    sb.write_config(&format!(
+        "[hooks]\nreload = \"yes tick & echo $! > '{}'\"\nreload_timeout = \"10m\"\n",
+        pidfile.display()
+    ));
+    let mut deploy = sb
+        .command(&["deploy"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_bounded(&mut deploy, Duration::from_secs(60))
+    }));
+    let pid: Option<u32> = fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|p| p.trim().parse().ok());
+    let daemon_alive = pid.is_some_and(alive);
+    if let Some(pid) = pid {
+        crate::sandbox::kill(pid);
+    }
+    let status = ended.unwrap_or_else(|_| panic!("the deploy hung on the daemon's output"));
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        daemon_alive,
+        "the daemon was stopped; reload daemons must keep running"
+    );
+}
+
 /// Regression: the build hook's shell died with shipit, but what it had
 /// started in the background kept running, orphaned.
 #[test]
