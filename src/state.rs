@@ -5,9 +5,9 @@
 //! trusted users or the app itself may write to. A symlink planted at the
 //! lock, a log or `history.jsonl` would make a root-run shipit truncate or
 //! append to any file on the machine. So these files are opened with
-//! `O_NOFOLLOW`, and a mutating command refuses a `.shipit` (or its `logs/`)
-//! that is a symlink or belongs to another user: whoever owns it controls
-//! what shipit writes. The fix is always an operator's decision (run as the
+//! `O_NOFOLLOW`, and a mutating command refuses a `.shipit` (or its logs,
+//! staging or trash directory) that is a symlink or belongs to another
+//! user: whoever owns it controls what shipit writes and deletes. The fix is always an operator's decision (run as the
 //! owner, or take the directory over), never something shipit guesses.
 
 use std::fs::{self, File, OpenOptions};
