@@ -20,10 +20,11 @@ use nix::unistd::Pid;
 
 use crate::sandbox::{Sandbox, dir_names};
 
-struct Rng(u64);
+/// A small seeded generator (xorshift); the seed is printed for replays.
+pub struct Rng(u64);
 
 impl Rng {
-    fn seeded(name: &str) -> Rng {
+    pub fn seeded(name: &str) -> Rng {
         let seed = std::env::var("SHIPIT_CRASH_SEED")
             .ok()
             .and_then(|s| s.parse().ok())
@@ -37,7 +38,7 @@ impl Rng {
         Rng(seed | 1)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    pub fn below(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;

@@ -565,23 +565,7 @@ fn sigkill_at_random_moments_of_slot_deploys_keeps_a_live_slot() {
         w.sb.deploy();
         span = span.max(start.elapsed());
     }
-    let seed = std::env::var("SHIPIT_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    println!("slots sigkill: SHIPIT_CRASH_SEED={seed}");
-    let mut rng = seed | 1;
-    let mut next = move |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n.max(1)
-    };
+    let mut rng = crate::crash::Rng::seeded("slots sigkill");
     let answers = |slot: &str| {
         let socket = w.sb.deploy_to().join(format!("run/{slot}.sock"));
         health_of(&socket)
@@ -593,9 +577,9 @@ fn sigkill_at_random_moments_of_slot_deploys_keeps_a_live_slot() {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap();
-        std::thread::sleep(Duration::from_micros(next(
-            span.as_micros() as u64 * 12 / 10,
-        )));
+        std::thread::sleep(Duration::from_micros(
+            rng.below(span.as_micros() as u64 * 12 / 10),
+        ));
         kill(deploy.id());
         let _ = deploy.wait();
         let context = format!("run {run} (killed)");

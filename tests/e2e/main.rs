@@ -245,42 +245,28 @@ timeout = "8s"
         git(&app, &["commit", "-q", "-m", file]);
     }
 
+    /// Run nginx with an upstream to the pm2 cluster's port.
     fn start_nginx(&mut self) {
-        let prefix = self.path().join("nginx");
-        fs::create_dir_all(prefix.join("logs")).unwrap();
-        let p = prefix.display();
-        fs::write(
-            prefix.join("nginx.conf"),
-            format!(
-                "worker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log warn;\n\
-                 events {{ worker_connections 1024; }}\n\
-                 http {{\n  access_log off;\n  keepalive_requests 1000000;\n\
-                   client_body_temp_path {p}/tmp-body;\n  proxy_temp_path {p}/tmp-proxy;\n\
-                   fastcgi_temp_path {p}/tmp-fcgi;\n  uwsgi_temp_path {p}/tmp-uwsgi;\n  scgi_temp_path {p}/tmp-scgi;\n\
-                   upstream app {{ server 127.0.0.1:{app}; keepalive 16; }}\n\
-                   server {{\n    listen 127.0.0.1:{port};\n\
-                     location / {{\n      proxy_pass http://app;\n      proxy_http_version 1.1;\n\
-                       proxy_set_header Connection \"\";\n      proxy_next_upstream error timeout;\n    }}\n  }}\n}}\n",
-                app = self.app_port,
-                port = self.nginx_port
-            ),
-        )
-        .unwrap();
-        let child = Command::new(&self.tools.nginx)
-            .arg("-p")
-            .arg(&prefix)
-            .arg("-c")
-            .arg(prefix.join("nginx.conf"))
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("nginx starts");
-        self.nginx = Some(child);
+        let http = format!(
+            "upstream app {{ server 127.0.0.1:{app}; keepalive 16; }}\n\
+             server {{\n    listen 127.0.0.1:{port};\n\
+               location / {{\n      proxy_pass http://app;\n      proxy_http_version 1.1;\n\
+                 proxy_set_header Connection \"\";\n      proxy_next_upstream error timeout;\n    }}\n  }}\n",
+            app = self.app_port,
+            port = self.nginx_port
+        );
+        self.start_nginx_serving(&http);
     }
 
     /// Run nginx with `site` (a file `shipit init --template` wrote)
     /// included in its http block.
     fn start_nginx_with_site(&mut self, site: &Path) {
+        self.start_nginx_serving(&format!("include {};\n", site.display()));
+    }
+
+    /// Run nginx on 127.0.0.1 with its own prefix, pid file and logs in the
+    /// world's temp dir, and `http` inside its http block.
+    fn start_nginx_serving(&mut self, http: &str) {
         let prefix = self.path().join("nginx");
         fs::create_dir_all(prefix.join("logs")).unwrap();
         let p = prefix.display();
@@ -292,8 +278,7 @@ timeout = "8s"
                  http {{\n  access_log off;\n  keepalive_requests 1000000;\n\
                    client_body_temp_path {p}/tmp-body;\n  proxy_temp_path {p}/tmp-proxy;\n\
                    fastcgi_temp_path {p}/tmp-fcgi;\n  uwsgi_temp_path {p}/tmp-uwsgi;\n  scgi_temp_path {p}/tmp-scgi;\n\
-                   include {};\n}}\n",
-                site.display()
+                   {http}}}\n"
             ),
         )
         .unwrap();
