@@ -56,6 +56,7 @@ pub fn preflight(ctx: &Ctx, req: &Request) -> Result<()> {
     }
     store::list(&ctx.layout)?.require_no_foreign(&ctx.layout)?;
     let current = store::require_sane_current(&ctx.layout)?;
+    crate::slots::preflight(ctx)?;
     if let (Some(reference), Some(url), None) =
         (&req.reference, &ctx.config.source.git, &req.pushed_repo)
     {
@@ -289,6 +290,7 @@ fn stage(
             cwd: staging,
             env: &env,
             timeout: ctx.config.hooks.build_timeout,
+            timeout_key: "hooks.build_timeout",
         };
         hooks::run(&hook, &ctx.ui, Some(&mut log))?;
     }

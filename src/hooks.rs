@@ -60,6 +60,8 @@ pub struct Hook<'a> {
     pub cwd: &'a Path,
     pub env: &'a [(String, String)],
     pub timeout: Duration,
+    /// The config key that sets `timeout`, for the hint when it runs out.
+    pub timeout_key: &'a str,
 }
 
 impl Hook<'_> {
@@ -151,9 +153,6 @@ pub fn run(hook: &Hook, ui: &Ui, mut log: Option<&mut File>) -> Result<()> {
     let mut term_sent: Option<Instant> = None;
     let mut kill_sent: Option<Instant> = None;
     loop {
-        if exited.is_some() && eof {
-            break;
-        }
         let now = Instant::now();
         if stopped.is_none() && exited.is_none() {
             if interrupt::requested() {
@@ -168,8 +167,8 @@ pub fn run(hook: &Hook, ui: &Ui, mut log: Option<&mut File>) -> Result<()> {
                         humantime::format_duration(hook.timeout)
                     ))
                     .hint(format!(
-                        "make the hook faster or raise hooks.{}_timeout in shipit.toml",
-                        hook.name
+                        "make the hook faster or raise {} in shipit.toml",
+                        hook.timeout_key
                     )),
                 );
             }
@@ -194,6 +193,13 @@ pub fn run(hook: &Hook, ui: &Ui, mut log: Option<&mut File>) -> Result<()> {
                 let _ = killpg(group, Signal::SIGKILL);
                 kill_sent = Some(now);
             }
+        }
+        // Done once the shell is reaped, its output is over, and the group
+        // needs no more signals: it was never to be stopped, it got its
+        // SIGKILL, or nothing is left in it.
+        let group_done = term_sent.is_none() || kill_sent.is_some() || killpg(group, None).is_err();
+        if exited.is_some() && eof && group_done {
+            break;
         }
         let mut wake = now + TICK;
         if let Some((_, at)) = &exited {
@@ -259,8 +265,11 @@ pub fn run(hook: &Hook, ui: &Ui, mut log: Option<&mut File>) -> Result<()> {
 /// wants its output kept must redirect it (README, "Hook output").
 fn drain(reader: io::PipeReader) {
     let mut command = Command::new("cat");
+    // Its working directory is `/`: one inherited from shipit could be a
+    // release, which it would then pin for as long as the daemon runs.
     command
         .stdin(reader)
+        .current_dir("/")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     // SAFETY: setsid is async-signal-safe.
@@ -369,6 +378,7 @@ mod tests {
             cwd: dir.path(),
             env: &env,
             timeout,
+            timeout_key: "hooks.build_timeout",
         };
         let start = Instant::now();
         let result = run(&hook, &Ui::new(true), Some(&mut log));
@@ -406,6 +416,56 @@ mod tests {
         assert!(took < Duration::from_secs(10), "took {took:?}");
         std::thread::sleep(Duration::from_secs(4));
         assert!(!marker.exists(), "the grandchild outlived the timeout");
+    }
+
+    /// The pid a hook wrote to `file`, and whether that process is gone
+    /// (or a zombie) within a bounded wait.
+    fn gone_soon(file: &Path) -> bool {
+        let pid: i32 = std::fs::read_to_string(file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat.is_empty() || stat.contains(") Z ") {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        false
+    }
+
+    /// Regression: a build leftover that closed its output let the loop end
+    /// (pipe closed, shell reaped) before the group was signalled at all.
+    #[test]
+    fn a_build_leftover_without_output_is_stopped_when_the_build_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("leftover.pid");
+        let cmd = format!(
+            "sleep 300 >/dev/null 2>&1 & echo $! > '{}'",
+            pidfile.display()
+        );
+        let (r, _, _) = run_sh(&cmd, Duration::from_secs(30));
+        r.unwrap();
+        assert!(gone_soon(&pidfile), "the leftover outlived the build");
+    }
+
+    /// Regression: after a timeout, a child that ignores SIGTERM and holds
+    /// no output never got its SIGKILL.
+    #[test]
+    fn a_timeout_kills_a_child_that_ignores_sigterm() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("stubborn.pid");
+        let cmd = format!(
+            "sh -c 'trap \"\" TERM; echo $$ > {}; exec sleep 300' >/dev/null 2>&1 & sleep 30",
+            pidfile.display()
+        );
+        let (r, _, _) = run_sh(&cmd, Duration::from_millis(500));
+        assert!(r.unwrap_err().message.contains("timed out"));
+        assert!(gone_soon(&pidfile), "the child outlived the timeout");
     }
 
     #[test]

@@ -110,7 +110,9 @@ pub fn run(ctx: &Ctx, keep: usize, dry_run: bool) -> Result<(Plan, Vec<ReleaseId
     let mut in_use: BTreeSet<ReleaseId> = usage.used.keys().cloned().collect();
     // A slot may run a release whose processes /proc does not show (another
     // user's, or a container's): its record keeps it.
-    in_use.extend(crate::slots::state::recorded_releases(layout));
+    in_use.extend(crate::slots::state::recorded_releases(layout).map_err(|e| {
+        e.context("prune cannot tell which release a slot runs, so it removes nothing")
+    })?);
     let mut plan = plan(&listing.releases, current.id(), &in_use, keep);
     let held = plan.hold_back(|id| usage.hidden.iter().any(|h| h.may_use(id)));
     if !held.is_empty() {

@@ -40,6 +40,7 @@ pub fn choose(ctx: &Ctx, to: Option<&ReleaseId>) -> Result<(Current, ReleaseId)>
     if current == Current::NotSymlink {
         return Err(store::require_sane_current(layout).unwrap_err());
     }
+    crate::slots::preflight(ctx)?;
     let target = match to {
         Some(id) => {
             if listing.get(id).is_none() {

@@ -116,41 +116,37 @@ fn run(expr: Expression, what: &str) -> Result<String> {
                 .hint("install git (apt-get install git)")
         })?;
     let deadline = Instant::now() + GIT_TIMEOUT;
+    let handle = std::sync::Arc::new(handle);
     let (tx, rx) = mpsc::channel();
-    let (output, stopped) = std::thread::scope(|scope| {
-        let handle = &handle;
-        scope.spawn(move || {
-            let _ = tx.send(handle.wait().cloned());
-        });
-        let mut stopped = None;
-        loop {
-            match rx.recv_timeout(TICK) {
-                Ok(output) => return (output, stopped),
-                // Never: the waiter sends before it ends.
-                Err(RecvTimeoutError::Disconnected) => {
-                    return (
-                        Err(std::io::Error::other("the waiting thread died")),
-                        stopped,
-                    );
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-            }
-            if stopped.is_none() {
-                if interrupt::requested() {
-                    stopped = Some(Error::new(Kind::Interrupted, "interrupted by a signal"));
-                } else if Instant::now() >= deadline {
-                    stopped = Some(Error::internal(format!(
-                        "could not {what}: no answer within {}",
-                        humantime::format_duration(GIT_TIMEOUT)
-                    )));
-                }
-                if stopped.is_some() {
-                    // The waiter then returns, and the loop with it.
-                    let _ = handle.kill();
-                }
-            }
-        }
+    // Detached, not scoped: after a kill, `wait` also waits for git's
+    // output pipes, which a child of git (ssh, a remote helper) may hold
+    // for as long as it likes. The deploy must not wait for it.
+    let waiter = std::sync::Arc::clone(&handle);
+    std::thread::spawn(move || {
+        let _ = tx.send(waiter.wait().cloned());
     });
+    let (output, stopped) = loop {
+        match rx.recv_timeout(TICK) {
+            Ok(output) => break (output, None),
+            // Never: the waiter sends before it ends.
+            Err(RecvTimeoutError::Disconnected) => {
+                break (Err(std::io::Error::other("the waiting thread died")), None);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        let stopped = if interrupt::requested() {
+            Error::new(Kind::Interrupted, "interrupted by a signal")
+        } else if Instant::now() >= deadline {
+            Error::internal(format!(
+                "could not {what}: no answer within {}",
+                humantime::format_duration(GIT_TIMEOUT)
+            ))
+        } else {
+            continue;
+        };
+        let _ = handle.kill();
+        break (Err(std::io::Error::other("stopped")), Some(stopped));
+    };
     if let Some(e) = stopped {
         return Err(e);
     }

@@ -97,6 +97,7 @@ pub(crate) fn reload_and_gate(ctx: &Ctx, live: &Live) -> Result<()> {
             cwd: &ctx.layout.release(live.id),
             env: &env,
             timeout: ctx.config.hooks.reload_timeout,
+            timeout_key: "hooks.reload_timeout",
         };
         hooks::run(&hook, &ctx.ui, log.as_mut())?;
     }

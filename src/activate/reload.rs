@@ -168,7 +168,10 @@ pub fn rollback(ctx: &Ctx, live: &Live) -> Result<(), Failed> {
         "Swapping",
         format!("current -> {}", Layout::display(target)),
     );
-    let swapped = swap::point_current(&ctx.layout, target).map(|s| s.report(&ctx.ui));
+    // A signal that came before the swap stops the rollback here: swapping
+    // and then killing the reload at once would leave old code serving.
+    let swapped = interrupt::check()
+        .and_then(|_| swap::point_current(&ctx.layout, target).map(|s| s.report(&ctx.ui)));
     if let Err(e) = swapped {
         return Err(Failed {
             error: e

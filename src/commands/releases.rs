@@ -28,7 +28,14 @@ pub fn run(ctx: &Ctx, args: &ReleasesArgs) -> Result<()> {
     }
     let newest_first = listing.releases.iter().rev();
     let slots = match &ctx.config.slots {
-        Some(config) => Some(crate::slots::describe(ctx, config)?),
+        // A bad link must not hide the rest of what is live.
+        Some(config) => match crate::slots::describe(ctx, config) {
+            Ok(view) => Some(view),
+            Err(e) => {
+                ctx.ui.warn(format!("{e}"));
+                None
+            }
+        },
         None => None,
     };
     let slot_of = |id: &crate::layout::ReleaseId| slots.as_ref().and_then(|v| v.slot_of(id));

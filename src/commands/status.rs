@@ -40,7 +40,14 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
         )
     });
     let slots = match &ctx.config.slots {
-        Some(config) => Some(crate::slots::describe(ctx, config)?),
+        // A bad link must not hide the rest of what is live.
+        Some(config) => match crate::slots::describe(ctx, config) {
+            Ok(view) => Some(view),
+            Err(e) => {
+                ctx.ui.warn(format!("{e}"));
+                None
+            }
+        },
         None => None,
     };
     let events = match history::read(&ctx.layout) {

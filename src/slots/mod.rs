@@ -25,6 +25,7 @@ pub mod state;
 
 use std::fs::OpenOptions;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::activate::{self, Failed, Live};
 use crate::config::SlotsConfig;
@@ -104,28 +105,23 @@ impl<'a> Dance<'a> {
     }
 
     fn run(self) -> Result<(), Failed> {
-        let before = |e: Error| Failed {
-            error: e,
-            live: self.live.previous.cloned(),
-        };
-        let live_slot = self.slots.live().map_err(|e| {
-            before(
-                e.in_phase(Kind::BeforeSwap)
-                    .live(self.unchanged(None))
-                    .context(format!(
+        let live_slot = match self.slots.live() {
+            Ok(live) => live,
+            Err(e) => {
+                return Err(self.not_started(
+                    e.context(format!(
                         "could not tell which slot is live, so {} was not started",
                         Layout::display(self.id())
                     )),
-            )
-        })?;
+                    None,
+                ));
+            }
+        };
         let idle = live_slot.map_or(Slot::Blue, Slot::other);
-        std::fs::create_dir_all(self.ctx.layout.run())
-            .map_err(|e| {
-                Error::io("could not create", &self.ctx.layout.run(), e)
-                    .in_phase(Kind::BeforeSwap)
-                    .live(self.unchanged(live_slot))
-            })
-            .map_err(before)?;
+        if let Err(e) = std::fs::create_dir_all(self.ctx.layout.run()) {
+            let e = Error::io("could not create", &self.ctx.layout.run(), e);
+            return Err(self.not_started(e, live_slot));
+        }
 
         // A rollback to the release that still runs in the idle slot
         // (warm standby) is only the switch, once it answers.
@@ -146,32 +142,69 @@ impl<'a> Dance<'a> {
                 ),
             );
         } else {
-            self.stop_stale(idle)
-                .map_err(|e| before(e.live(self.unchanged(live_slot))))?;
+            if let Err(e) = self.stop_stale(idle) {
+                return Err(self.not_started(e, live_slot));
+            }
             if let Err(e) = self.start_and_gate(idle) {
-                return Err(self.refused(idle, live_slot, e));
+                return Err(self.refused(idle, live_slot, e, Phase::Gate));
             }
         }
         self.switch(idle, live_slot)?;
         if let Some(old) = live_slot {
             self.retire(old);
         }
-        let standby = state::recorded_releases(&self.ctx.layout);
+        let standby = state::recorded_releases(&self.ctx.layout).unwrap_or_default();
         activate::warn_stale_processes(self.ctx, self.id(), &standby);
         Ok(())
+    }
+
+    /// A failure before anything was started: nothing changed for users. A
+    /// deploy's release never ran, so it is removed, as a build that fails
+    /// before the swap is.
+    fn not_started(&self, e: Error, live_slot: Option<Slot>) -> Failed {
+        if self.purpose == Purpose::Deploy {
+            let _ = store::remove_release(&self.ctx.layout, self.id());
+        }
+        Failed {
+            error: e.in_phase(Kind::BeforeSwap).live(self.unchanged(live_slot)),
+            live: self.live.previous.cloned(),
+        }
+    }
+
+    /// How a slot is probed: its socket, or its TCP port.
+    fn target(&self, slot: Slot) -> Target {
+        match self.slots.port(slot) {
+            Some(port) => Target::Url(format!(
+                "http://127.0.0.1:{port}{}",
+                health::url_path(&self.health().url)
+            )),
+            None => Target::Socket {
+                path: self.slots.socket(slot),
+                url: self.health().url.clone(),
+            },
+        }
     }
 
     /// One probe of a slot with the gate's rules.
     fn answers_once(&self, slot: Slot) -> bool {
         let health = self.health();
-        health::probe_socket(
-            &self.slots.socket(slot),
-            &health.url,
-            health.request_timeout,
-            health.expect_status,
-            self.expected_body().as_deref(),
-        )
-        .passed
+        let body = self.expected_body();
+        let seen = match self.target(slot) {
+            Target::Url(url) => health::probe(
+                &health::agent(health.request_timeout),
+                &url,
+                health.expect_status,
+                body.as_deref(),
+            ),
+            Target::Socket { path, url } => health::probe_socket(
+                &path,
+                &url,
+                health.request_timeout,
+                health.expect_status,
+                body.as_deref(),
+            ),
+        };
+        seen.passed
     }
 
     fn health(&self) -> &crate::config::HealthConfig {
@@ -193,11 +226,7 @@ impl<'a> Dance<'a> {
     /// standby), so that its socket is free and the gate cannot be answered
     /// by an old process.
     fn stop_stale(&self, slot: Slot) -> Result<()> {
-        let record = self
-            .slots
-            .record(slot)
-            .map_err(|e| e.in_phase(Kind::BeforeSwap))?;
-        let Some(record) = record else {
+        let Some(record) = self.slots.record(slot)? else {
             return Ok(());
         };
         self.ctx.ui.step(
@@ -208,24 +237,26 @@ impl<'a> Dance<'a> {
             ),
         );
         self.stop(slot, &record.release).map_err(|e| {
-            e.in_phase(Kind::BeforeSwap)
-                .context(format!(
-                    "could not free slot {slot}, so {} was not started",
-                    Layout::display(self.id())
-                ))
-                .hint(format!(
-                    "stop slot {slot} by hand, then remove {} and deploy again",
-                    self.ctx
-                        .layout
-                        .slots_state()
-                        .join(format!("{slot}.json"))
-                        .display()
-                ))
+            e.context(format!(
+                "could not free slot {slot}, so {} was not started",
+                Layout::display(self.id())
+            ))
+            .hint(format!(
+                "stop slot {slot} by hand, then remove {} and deploy again",
+                self.slots.record_path(slot).display()
+            ))
         })
     }
 
     /// Run a slot hook for `release`, its output kept in that release's log.
-    fn hook(&self, name: &str, command: &str, slot: Slot, release: &ReleaseId) -> Result<()> {
+    fn hook(
+        &self,
+        name: &str,
+        command: &str,
+        (timeout, timeout_key): (Duration, &str),
+        slot: Slot,
+        release: &ReleaseId,
+    ) -> Result<()> {
         let layout = &self.ctx.layout;
         let meta = store::read_metadata(layout, release).ok().flatten();
         let subject = Live {
@@ -235,11 +266,6 @@ impl<'a> Dance<'a> {
             previous: self.live.previous,
         };
         let env = slot_env(&self.slots, layout, &subject, slot);
-        let timeout = match name {
-            "start" => self.config.start_timeout,
-            "stop" => self.config.stop_timeout,
-            _ => self.ctx.config.hooks.reload_timeout,
-        };
         let log_path = layout.build_log(release);
         // Never through a link planted at the log's path.
         let mut log =
@@ -252,12 +278,15 @@ impl<'a> Dance<'a> {
             cwd: layout.root(),
             env: &env,
             timeout,
+            timeout_key,
         };
         hooks::run(&hook, &self.ctx.ui, log.as_mut())
     }
 
     fn stop(&self, slot: Slot, release: &ReleaseId) -> Result<()> {
-        self.hook("stop", &self.config.stop, slot, release)?;
+        let config = self.config;
+        let timeout = (config.stop_timeout, "slots.stop_timeout");
+        self.hook("stop", &config.stop, timeout, slot, release)?;
         self.slots.clear_record(slot)
     }
 
@@ -268,17 +297,9 @@ impl<'a> Dance<'a> {
             "Starting",
             format!("{} in slot {slot}", Layout::display(self.id())),
         );
-        self.hook("start", &self.config.start, slot, self.id())?;
-        let target = match self.slots.port(slot) {
-            Some(port) => Target::Url(format!(
-                "http://127.0.0.1:{port}{}",
-                health::url_path(&self.health().url)
-            )),
-            None => Target::Socket {
-                path: self.slots.socket(slot),
-                url: self.health().url.clone(),
-            },
-        };
+        let config = self.config;
+        let timeout = (config.start_timeout, "slots.start_timeout");
+        self.hook("start", &config.start, timeout, slot, self.id())?;
         self.ctx.ui.step(
             "Checking",
             format!(
@@ -288,21 +309,24 @@ impl<'a> Dance<'a> {
         );
         health::gate_on(
             self.health(),
-            &target,
+            &self.target(slot),
             self.expected_body().as_deref(),
             &self.ctx.ui,
         )
     }
 
-    /// The new slot did not prove itself: stop it; users never saw it.
-    fn refused(&self, slot: Slot, live_slot: Option<Slot>, failure: Error) -> Failed {
+    /// The new slot did not prove itself, or the switch to it did not take:
+    /// stop it (if it was started) and say so. Whatever the link named
+    /// before is what users reach.
+    fn refused(&self, slot: Slot, live_slot: Option<Slot>, failure: Error, phase: Phase) -> Failed {
         let layout = &self.ctx.layout;
         let interrupted = failure.kind == Kind::Interrupted;
         // Stopping must run even though a signal arrived.
         interrupt::clear();
+        // A deploy whose release never proved itself must never look like
+        // a good rollback target.
         let why = failure.to_string().replace('\n', "; ");
-        if !interrupted
-            && self.purpose == Purpose::Deploy
+        if self.purpose == Purpose::Deploy
             && let Err(e) = store::set_status(layout, self.id(), Status::Failed, Some(why))
         {
             self.ctx.ui.warn(format!(
@@ -310,22 +334,37 @@ impl<'a> Dance<'a> {
                 Layout::display(self.id())
             ));
         }
-        self.ctx.ui.step("Stopping", format!("slot {slot}"));
-        let stopped = self.stop(slot, self.id());
-        let what = match self.purpose {
-            Purpose::Deploy => "deploy",
-            Purpose::Rollback => "rollback",
-        };
-        let headline = if interrupted {
-            format!(
-                "{what} of {} was interrupted before it went live",
-                Layout::display(self.id())
-            )
+        let started = self
+            .slots
+            .record(slot)
+            .ok()
+            .flatten()
+            .is_some_and(|r| &r.release == self.id());
+        let stopped = if started {
+            self.ctx.ui.step("Stopping", format!("slot {slot}"));
+            self.stop(slot, self.id())
         } else {
-            format!(
-                "{} failed its gate in slot {slot}; no user request reached it",
-                Layout::display(self.id())
-            )
+            Ok(())
+        };
+        let release = Layout::display(self.id());
+        let headline = match (interrupted, phase) {
+            (true, _) => format!(
+                "{} of {release} was interrupted; it is not live",
+                self.what()
+            ),
+            (false, Phase::Gate) => {
+                format!("{release} failed its gate in slot {slot}; no user request reached it")
+            }
+            (false, Phase::Switch) => {
+                format!("the switch to {release} in slot {slot} failed; it was undone")
+            }
+            (false, Phase::Front) => format!(
+                "the front could not reach {release} in slot {slot}; {}",
+                match live_slot {
+                    Some(old) => format!("switched back to slot {old}"),
+                    None => "the switch was undone".into(),
+                }
+            ),
         };
         let mut error = failure;
         error.live = None;
@@ -336,16 +375,25 @@ impl<'a> Dance<'a> {
             (false, Purpose::Rollback) => Kind::RollbackFailed,
         };
         let mut error = error.context(headline).live(self.unchanged(live_slot));
+        let inspect = format!(
+            "inspect {} and its log {}",
+            layout.release(self.id()).display(),
+            layout.build_log(self.id()).display()
+        );
+        let inspect = match self.purpose {
+            Purpose::Deploy => inspect,
+            Purpose::Rollback => format!(
+                "{inspect}; users are still on what was live; `shipit rollback --to <id>` picks \
+                 another release (`shipit releases` lists them)"
+            ),
+        };
         error = match stopped {
-            Ok(()) => error.hint(format!(
-                "inspect {} and its log {}",
-                layout.release(self.id()).display(),
-                layout.build_log(self.id()).display()
-            )),
+            Ok(()) => error.hint(inspect),
             Err(e) => error
                 .cause(format!("and slot {slot} could not be stopped: {e}"))
                 .hint(format!(
-                    "stop slot {slot} by hand; users do not reach it (the link names the other slot)"
+                    "stop slot {slot} by hand (the front does not reach it), then remove {}",
+                    self.slots.record_path(slot).display()
                 )),
         };
         Failed {
@@ -354,9 +402,16 @@ impl<'a> Dance<'a> {
         }
     }
 
-    /// Point the front at `slot`, swap `current`, check the front. On a
-    /// failed front check, everything is pointed back while the old slot
-    /// still runs.
+    fn what(&self) -> &'static str {
+        match self.purpose {
+            Purpose::Deploy => "deploy",
+            Purpose::Rollback => "rollback",
+        }
+    }
+
+    /// Point the front at `slot`, swap `current`, check the front. If any
+    /// of it fails, everything is pointed back while the old slot still
+    /// runs, and the new slot is stopped.
     fn switch(&self, slot: Slot, old: Option<Slot>) -> Result<(), Failed> {
         let ui = &self.ctx.ui;
         let layout = &self.ctx.layout;
@@ -368,49 +423,43 @@ impl<'a> Dance<'a> {
                 Layout::display(self.id())
             ),
         );
-        if let Err(e) = self.point(slot) {
-            return Err(self.refused(slot, old, e));
+        // `Err` from point_link means the link did not move.
+        if let Err(e) = interrupt::check().and_then(|_| self.point_link(slot)) {
+            return Err(self.refused(slot, old, e, Phase::Switch));
         }
-        // Users are on the new slot now: `current` follows. Its failure
-        // only warns; the link is what users reach.
-        ui.step(
-            "Swapping",
-            format!("current -> {}", Layout::display(self.id())),
-        );
-        match swap::point_current(layout, self.id()) {
-            Ok(swapped) => swapped.report(ui),
-            Err(e) => ui.warn(format!(
-                "slot {slot} is live, but current could not follow: {e}"
-            )),
-        }
-        let checked = if self.config.front_check {
-            self.front_check()
-        } else {
-            Ok(())
-        };
-        let Err(failure) = checked else {
+        let switched = self
+            .tell_proxy(slot, self.id())
+            .map_err(|e| (e, Phase::Switch));
+        let swapped = switched.and_then(|_| {
+            ui.step(
+                "Swapping",
+                format!("current -> {}", Layout::display(self.id())),
+            );
+            swap::point_current(layout, self.id())
+                .map(|s| s.report(ui))
+                .map_err(|e| {
+                    (
+                        e.context("current could not follow the switch"),
+                        Phase::Switch,
+                    )
+                })
+        });
+        let checked = swapped.and_then(|_| {
+            if self.config.front_check {
+                self.front_check().map_err(|e| (e, Phase::Front))
+            } else {
+                Ok(())
+            }
+        });
+        let Err((failure, phase)) = checked else {
             return Ok(());
         };
+        // Undo, whatever signal arrives meanwhile.
         interrupt::clear();
-        let interrupted = failure.kind == Kind::Interrupted;
-        let Some(old) = old else {
-            // A first deploy: there is nothing to switch back to.
-            let _ = std::fs::remove_file(self.slots.pointer());
-            let _ = swap::remove_current(layout);
-            return Err(self.refused(slot, None, failure));
-        };
-        ui.step("Switching", format!("back to slot {old}"));
-        let back = self.point(old);
-        if let Some(prev) = self.live.previous {
-            match swap::point_current(layout, prev) {
-                Ok(swapped) => swapped.report(ui),
-                Err(e) => ui.warn(format!("current could not follow the switch back: {e}")),
-            }
-        }
-        if let Err(e) = back {
+        if let Err(e) = self.switch_back(old) {
             let error = failure
                 .context(format!(
-                    "the front could not reach {} in slot {slot}, and the switch back failed",
+                    "the switch to {} in slot {slot} failed, and so did the switch back",
                     Layout::display(self.id())
                 ))
                 .cause(e)
@@ -418,11 +467,14 @@ impl<'a> Dance<'a> {
                     "{} in slot {slot} (the front may not reach it)",
                     Layout::display(self.id())
                 ))
-                .hint(format!(
-                    "point {} at {} by hand now",
-                    self.slots.pointer().display(),
-                    self.slots.pointer_target(old).display()
-                ));
+                .hint(match old {
+                    Some(old) => format!(
+                        "point {} at {} by hand now",
+                        self.slots.pointer().display(),
+                        self.slots.pointer_target(old).display()
+                    ),
+                    None => format!("remove {} by hand now", self.slots.pointer().display()),
+                });
             return Err(Failed {
                 error: Error {
                     kind: Kind::RollbackFailed,
@@ -431,24 +483,54 @@ impl<'a> Dance<'a> {
                 live: Some(self.id().clone()),
             });
         }
-        let mut failed = self.refused(slot, Some(old), failure);
-        if !interrupted {
-            failed.error.message = format!(
-                "the front could not reach {} in slot {slot}; switched back to slot {old}",
-                Layout::display(self.id())
-            );
-        }
-        Err(failed)
+        Err(self.refused(slot, old, failure, phase))
     }
 
-    /// Move the link (and, with TCP ports, tell the proxy).
-    fn point(&self, slot: Slot) -> Result<()> {
-        swap::point_link(&self.slots.pointer(), &self.slots.pointer_target(slot))
-            .map(|s| s.report(&self.ctx.ui))?;
-        if let Some(command) = &self.config.switch {
-            self.hook("switch", command, slot, self.id())?;
+    /// Undo a switch: the link (and the proxy) back to `old`, or no link
+    /// when none was live; `current` back to what it was.
+    fn switch_back(&self, old: Option<Slot>) -> Result<()> {
+        let ui = &self.ctx.ui;
+        let layout = &self.ctx.layout;
+        match old {
+            Some(old) => {
+                ui.step("Switching", format!("back to slot {old}"));
+                self.point_link(old)?;
+                if let Some(prev) = self.live.previous {
+                    self.tell_proxy(old, prev)?;
+                }
+            }
+            None => {
+                ui.step("Removing", self.slots.pointer().display().to_string());
+                match std::fs::remove_file(self.slots.pointer()) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(Error::io("could not remove", &self.slots.pointer(), e));
+                    }
+                    _ => {}
+                }
+            }
         }
-        Ok(())
+        match self.live.previous {
+            Some(prev) => swap::point_current(layout, prev).map(|s| s.report(ui)),
+            None => swap::remove_current(layout),
+        }
+    }
+
+    /// Move the link; `Err` means it did not move.
+    fn point_link(&self, slot: Slot) -> Result<()> {
+        swap::point_link(&self.slots.pointer(), &self.slots.pointer_target(slot))
+            .map(|s| s.report(&self.ctx.ui))
+    }
+
+    /// With a switch hook (TCP ports need one), tell the proxy that `slot`,
+    /// running `release`, is live.
+    fn tell_proxy(&self, slot: Slot, release: &ReleaseId) -> Result<()> {
+        match &self.config.switch {
+            Some(command) => {
+                let timeout = (self.ctx.config.hooks.reload_timeout, "hooks.reload_timeout");
+                self.hook("switch", command, timeout, slot, release)
+            }
+            None => Ok(()),
+        }
     }
 
     /// `health.url` through the front, status only: pooled upstream
@@ -457,9 +539,10 @@ impl<'a> Dance<'a> {
     fn front_check(&self) -> Result<()> {
         let health = self.health();
         let url = health.url.clone();
-        self.ctx
-            .ui
-            .step("Checking", format!("{url} through the front"));
+        self.ctx.ui.step(
+            "Checking",
+            format!("{} through the front", health::redact_url(&url)),
+        );
         health::gate_on(health, &Target::Url(url), None, &self.ctx.ui)
     }
 
@@ -468,8 +551,19 @@ impl<'a> Dance<'a> {
     /// the new release is live and healthy.
     fn retire(&self, old: Slot) {
         let ui = &self.ctx.ui;
-        let Ok(Some(record)) = self.slots.record(old) else {
-            return;
+        let record = match self.slots.record(old) {
+            Ok(Some(record)) => record,
+            Ok(None) => {
+                ui.warn(format!(
+                    "slot {old} has no record of what runs there, so it was not stopped; if an \
+                     app still runs in it, stop it with your stop command"
+                ));
+                return;
+            }
+            Err(e) => {
+                ui.warn(format!("slot {old} was not stopped: {e}"));
+                return;
+            }
         };
         if self.config.warm_standby {
             ui.step(
@@ -489,10 +583,11 @@ impl<'a> Dance<'a> {
                     humantime::format_duration(self.config.retire_delay)
                 ),
             );
-            // An interrupt cuts the wait short; the stop still runs.
+            // An interrupt cuts the wait short.
             let _ = health::sleep_interruptibly(self.config.retire_delay);
-            interrupt::clear();
         }
+        // The new release is live: the stop must run even after a signal.
+        interrupt::clear();
         ui.step(
             "Stopping",
             format!("slot {old} ({})", Layout::display(&record.release)),
@@ -505,6 +600,26 @@ impl<'a> Dance<'a> {
                 old.other()
             ));
         }
+    }
+}
+
+/// Which part of the dance failed.
+#[derive(Clone, Copy)]
+enum Phase {
+    /// The gate on the slot's own socket (or its start).
+    Gate,
+    /// Moving the link, telling the proxy, or swapping `current`.
+    Switch,
+    /// The check through the front after the switch.
+    Front,
+}
+
+/// Before anything is built or locked: with slots, the link must name a
+/// slot (a bad one is found now, not after a build).
+pub fn preflight(ctx: &Ctx) -> Result<()> {
+    match &ctx.config.slots {
+        Some(config) => Slots::new(&ctx.layout, config).live().map(|_| ()),
+        None => Ok(()),
     }
 }
 

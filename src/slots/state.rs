@@ -137,12 +137,12 @@ impl Slots {
             })
     }
 
-    fn record_path(&self, slot: Slot) -> PathBuf {
+    pub fn record_path(&self, slot: Slot) -> PathBuf {
         self.layout.slots_state().join(format!("{slot}.json"))
     }
 
-    /// What runs in `slot`, as far as shipit knows. An unreadable record
-    /// reads as "unknown release", which still makes the slot busy.
+    /// What runs in `slot`, as far as shipit knows. An unreadable record is
+    /// an error that names the file: shipit will not guess.
     pub fn record(&self, slot: Slot) -> Result<Option<Record>> {
         let path = self.record_path(slot);
         match std::fs::read(&path) {
@@ -185,17 +185,28 @@ impl Slots {
 }
 
 /// The releases recorded in either slot of `layout` (whatever the config
-/// says now: a record is on disk until its slot was stopped).
-pub fn recorded_releases(layout: &Layout) -> Vec<ReleaseId> {
-    Slot::BOTH
-        .into_iter()
-        .filter_map(|slot| {
-            let path = layout.slots_state().join(format!("{slot}.json"));
-            let bytes = std::fs::read(path).ok()?;
-            serde_json::from_slice::<Record>(&bytes).ok()
-        })
-        .map(|r| r.release)
-        .collect()
+/// says now: a record is on disk until its slot was stopped). An unreadable
+/// record is an error: prune must not delete what a slot may run.
+pub fn recorded_releases(layout: &Layout) -> Result<Vec<ReleaseId>> {
+    let mut releases = Vec::new();
+    for slot in Slot::BOTH {
+        let path = layout.slots_state().join(format!("{slot}.json"));
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("could not read", &path, e)),
+        };
+        let record: Record = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::internal(format!("could not parse {}", path.display()))
+                .cause(e)
+                .hint(format!(
+                    "stop slot {slot} by hand if it runs, then remove {}",
+                    path.display()
+                ))
+        })?;
+        releases.push(record.release);
+    }
+    Ok(releases)
 }
 
 #[cfg(test)]
@@ -258,7 +269,7 @@ mod tests {
         assert_eq!(slots.record(Slot::Blue).unwrap(), None);
         slots.set_record(Slot::Blue, &id).unwrap();
         assert_eq!(slots.record(Slot::Blue).unwrap().unwrap().release, id);
-        assert_eq!(recorded_releases(&layout), vec![id]);
+        assert_eq!(recorded_releases(&layout).unwrap(), vec![id]);
         slots.clear_record(Slot::Blue).unwrap();
         assert_eq!(slots.record(Slot::Blue).unwrap(), None);
         slots.clear_record(Slot::Blue).unwrap();

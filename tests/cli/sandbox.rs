@@ -198,6 +198,15 @@ impl Sandbox {
             }
         }
         cmd.env("NO_COLOR", "1");
+        // Whatever the test runner was started with (`nohup`, a background
+        // job), shipit starts with SIGHUP at its default here.
+        // SAFETY: signal(2) is async-signal-safe.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                nix::libc::signal(nix::libc::SIGHUP, nix::libc::SIG_DFL);
+                Ok(())
+            });
+        }
         cmd
     }
 

@@ -92,3 +92,35 @@ fn sighup_during_the_gate_rolls_back_before_exiting() {
     assert_eq!(sb.current().unwrap(), first);
     assert_eq!(sb.history_json()[0]["outcome"], "interrupted");
 }
+
+/// `nohup shipit deploy` asked to finish after a logout: a SIGHUP that the
+/// caller set to be ignored stays ignored.
+#[test]
+fn a_deploy_under_nohup_finishes_after_a_hangup() {
+    let sb = Sandbox::new();
+    let gate = sb.path().join("gate");
+    let building = sb.path().join("building");
+    sb.write_config(&format!(
+        "[hooks]\nbuild = [\"touch '{}'; i=0; while [ ! -e '{}' ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done\"]\n",
+        building.display(),
+        gate.display()
+    ));
+    let mut command = sb.command(&["deploy"]);
+    command.stderr(std::process::Stdio::null());
+    // SAFETY: signal(2) is async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            nix::libc::signal(nix::libc::SIGHUP, nix::libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut deploy = command.spawn().unwrap();
+    wait_until("the build to start", Duration::from_secs(30), || {
+        building.exists()
+    });
+    kill(Pid::from_raw(deploy.id() as i32), Signal::SIGHUP).unwrap();
+    fs::write(&gate, "").unwrap();
+    let status = wait_bounded(&mut deploy, Duration::from_secs(120));
+    assert_eq!(status.code(), Some(0), "{status}");
+    assert!(sb.current().is_some(), "the deploy finished");
+}
