@@ -413,6 +413,8 @@ fn an_interrupt_during_the_slot_gate_stops_the_slot_and_changes_nothing() {
     assert_eq!(w.link().unwrap(), Path::new("blue.sock"));
     assert_eq!(w.sb.current().unwrap(), first);
     assert!(w.pid("green").is_none(), "the started slot was stopped");
+    // It never proved itself: never a rollback target.
+    assert_eq!(w.sb.releases_json()["releases"][0]["status"], "failed");
 }
 
 #[test]
@@ -634,4 +636,45 @@ fn health_of(socket: &Path) -> Option<(u16, String)> {
         status,
         text.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
     ))
+}
+
+#[test]
+fn a_failed_switch_hook_is_undone_and_the_old_slot_keeps_serving() {
+    let mut w = Slotted::new(
+        "switch = \"test ! -e \\\"$SHIPIT_RELEASE_PATH/switch-fails\\\"\"",
+    );
+    w.start_front();
+    let first = w.sb.deploy();
+    w.sb.commit("switch-fails", "\n");
+    w.sb.run(&["deploy"])
+        .code(4)
+        .says("the switch to")
+        .says("it was undone")
+        .says(&format!("live now: releases/{first} (unchanged, in slot blue)"));
+    assert_eq!(w.link().unwrap(), Path::new("blue.sock"));
+    assert_eq!(w.sb.current().unwrap(), first);
+    assert_eq!(w.get("/").unwrap(), (200, format!("release={first}\n")));
+    assert!(w.pid("green").is_none(), "the new slot was stopped");
+}
+
+/// Turning slots on over a deploy directory the reload strategy ran: a
+/// first slots deploy whose front check fails must put `current` back,
+/// not remove it.
+#[test]
+fn a_first_slots_deploy_that_fails_the_front_keeps_the_old_current() {
+    let w = Slotted::new("");
+    let slots_config = fs::read_to_string(w.sb.config_path()).unwrap();
+    w.sb.write_config("");
+    let first = w.sb.deploy();
+    // Slots on, with a front that nothing serves.
+    fs::write(w.sb.config_path(), &slots_config).unwrap();
+    w.sb.write_config_replacing("timeout = \"30s\"", "timeout = \"2s\"");
+    w.sb.commit("index.html", "v2\n");
+    w.sb.run(&["deploy"])
+        .code(4)
+        .says("the front could not reach")
+        .says(&format!("live now: releases/{first} (unchanged)"));
+    assert_eq!(w.sb.current().unwrap(), first);
+    assert!(w.link().is_none(), "no slot was left live");
+    assert!(w.pid("blue").is_none(), "the new slot was stopped");
 }
