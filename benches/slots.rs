@@ -142,8 +142,18 @@ fn median(mut v: Vec<Duration>) -> String {
     )
 }
 
+/// Stops the slot servers by their pids, also when the benchmark fails.
+struct Slots<'a>(&'a Path);
+
+impl Drop for Slots<'_> {
+    fn drop(&mut self) {
+        stop_slots(self.0);
+    }
+}
+
 fn bench_switch(root: &Path) {
     setup(root, false);
+    let _slots = Slots(root);
     let app = root.join("app");
     let link = root.join("deploy/run/app.sock");
     run_ok(root, &["deploy"]);
@@ -187,7 +197,6 @@ fn bench_switch(root: &Path) {
             .expect("the new release answered through the link");
         latencies.push(first_new.saturating_duration_since(gate_passed));
     }
-    stop_slots(root);
     println!(
         "gate passed -> first new connection answered by the new slot: {}",
         median(latencies)
@@ -196,6 +205,7 @@ fn bench_switch(root: &Path) {
 
 fn bench_warm_rollback(root: &Path) {
     setup(root, true);
+    let _slots = Slots(root);
     let app = root.join("app");
     run_ok(root, &["deploy"]);
     commit(&app, 1);
@@ -214,7 +224,6 @@ fn bench_warm_rollback(root: &Path) {
         let to = &releases[n % 2];
         times.push(run_ok(root, &["rollback", "--to", to]));
     }
-    stop_slots(root);
     println!(
         "warm rollback (`shipit rollback --to`, target running in the other slot): {}",
         median(times)

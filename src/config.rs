@@ -466,7 +466,7 @@ impl SlotsConfig {
                 return Err(
                     Error::usage(format!("slots.{key} in {file} is empty")).hint(
                         "give the command that starts (stop: stops) $SHIPIT_RELEASE_PATH in slot \
-                     $SHIPIT_SLOT; `shipit init --template systemd-slots` writes a working pair",
+                     $SHIPIT_SLOT; the pm2 file `shipit init --template pm2-slots` writes prints a working pair",
                     ),
                 );
             }

@@ -3,14 +3,14 @@
 
 use std::time::Duration;
 
-use crate::sandbox::{Sandbox, kill};
+use crate::sandbox::{Sandbox, wait_bounded};
 
 #[test]
 fn a_second_deploy_fails_at_once_naming_the_holder_or_waits() {
     let sb = Sandbox::new();
     let gate = sb.path().join("gate");
     sb.write_config(&format!(
-        "[hooks]\nbuild = [\"while [ ! -e '{}' ]; do sleep 0.05; done\"]\n",
+        "[hooks]\nbuild = [\"i=0; while [ ! -e '{}' ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done\"]\n",
         gate.display()
     ));
     let mut first = sb.spawn_deploy_holding_lock();
@@ -33,10 +33,8 @@ fn a_second_deploy_fails_at_once_naming_the_holder_or_waits() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(waiter.try_wait().unwrap().is_none(), "the waiter must wait");
     std::fs::write(&gate, "").unwrap();
-    let first_status = first.wait().unwrap();
-    let waiter_status = waiter.wait().unwrap();
-    kill(first.id());
-    kill(waiter.id());
+    let first_status = wait_bounded(&mut first, Duration::from_secs(120));
+    let waiter_status = wait_bounded(&mut waiter, Duration::from_secs(120));
     assert!(first_status.success());
     assert!(waiter_status.success());
     assert_eq!(sb.releases().len(), 2);
