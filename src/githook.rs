@@ -149,7 +149,22 @@ fn hooks_dir(git_dir: &Path) -> Result<PathBuf> {
                 git_dir.join(text)
             })
         }
-        _ => Ok(default),
+        // Installing where git does not look would be a silent no-op: the
+        // pushes would deploy nothing. Say what git said instead.
+        Ok(out) => Err(Error::usage(format!(
+            "git cannot read {} to find its hooks directory",
+            git_dir.display()
+        ))
+        .cause(String::from_utf8_lossy(&out.stderr).trim())
+        .hint(format!(
+            "run `shipit hook install` as the repository's owner, or fix what git says \
+             (e.g. `git config --global --add safe.directory {}`); the hook would go to {}",
+            git_dir.display(),
+            default.display()
+        ))),
+        Err(e) => Err(Error::internal("could not run git")
+            .cause(e)
+            .hint("install git")),
     }
 }
 

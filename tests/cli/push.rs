@@ -528,3 +528,27 @@ fn concurrent_pre_receive_pushes_never_leave_a_rejected_revision_live() {
     assert_eq!(sb.served(), "A\n", "the live release must be the branch's");
     assert_eq!(revisions(&sb), [a]);
 }
+
+/// Regression: when git refused to read the repository (another user's,
+/// "dubious ownership"), `hook install` fell back to `hooks/` without a
+/// word, where git might never run it.
+#[test]
+fn hook_install_says_so_when_git_cannot_read_the_repository() {
+    if !crate::sandbox::root_or_say_skipped(
+        "hook_install_says_so_when_git_cannot_read_the_repository",
+    ) {
+        return;
+    }
+    let sb = Sandbox::new();
+    let repo = sb.path().join("theirs.git");
+    git(sb.path(), &["init", "-q", "--bare", "theirs.git"]);
+    let chown = Command::new("chown")
+        .args(["-R", "nobody:nogroup"])
+        .arg(&repo)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let run = sb.run(&["hook", "install", "--git-dir", repo.to_str().unwrap()]);
+    run.code(2).says("git cannot read").says("safe.directory");
+    assert!(!repo.join("hooks/post-receive").exists());
+}
