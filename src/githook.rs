@@ -135,11 +135,7 @@ fn hooks_dir(git_dir: &Path) -> Result<PathBuf> {
     git.args(["rev-parse", "--git-path", "hooks"])
         .current_dir(git_dir)
         .stdin(std::process::Stdio::null());
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("GIT_") {
-            git.env_remove(key);
-        }
-    }
+    crate::procs::without_git_env(&mut git);
     match git.output() {
         Ok(out) if out.status.success() => {
             let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -354,11 +350,7 @@ fn git_in(repo: &Path) -> std::process::Command {
     git.arg("--git-dir")
         .arg(repo)
         .stdin(std::process::Stdio::null());
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("GIT_") {
-            git.env_remove(key);
-        }
-    }
+    crate::procs::without_git_env(&mut git);
     git
 }
 
@@ -414,11 +406,7 @@ fn hold_until_ref_moves(lock: crate::lock::Lock, repo: &Path, branch: &str, old:
     let receiver = nix::unistd::getppid().to_string();
     let reference = format!("refs/heads/{branch}");
     let mut sh = std::process::Command::new("sh");
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("GIT_") {
-            sh.env_remove(key);
-        }
-    }
+    crate::procs::without_git_env(&mut sh);
     let old = if is_zero(old) { "" } else { old };
     let _ = sh
         .args(["-c", WAIT, "shipit-hold-lock", &receiver, &reference, old])

@@ -111,11 +111,7 @@ pub fn run(hook: &Hook, ui: &Ui, mut log: Option<&mut File>) -> Result<()> {
         .process_group(0);
     procs::die_with_shipit(&mut command);
     // Git's hook environment must not leak into the build (SPEC §6).
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("GIT_") {
-            command.env_remove(key);
-        }
-    }
+    crate::procs::without_git_env(&mut command);
     command.envs(hook.env.iter().map(|(k, v)| (k, v)));
     let mut child = command
         .spawn()

@@ -207,6 +207,24 @@ fn scan_with(
     usage
 }
 
+/// The `GIT_*` variables in shipit's environment. In a git hook they point
+/// at the pushed repository (and its quarantine) and would silently
+/// redirect any git command aimed elsewhere (SPEC §6), so every child that
+/// is not meant to read the push starts without them.
+pub fn git_env() -> impl Iterator<Item = std::ffi::OsString> {
+    std::env::vars_os()
+        .map(|(key, _)| key)
+        .filter(|key| key.to_string_lossy().starts_with("GIT_"))
+}
+
+/// Remove git's hook environment ([`git_env`]) from `command`.
+pub fn without_git_env(command: &mut Command) -> &mut Command {
+    for key in git_env() {
+        command.env_remove(key);
+    }
+    command
+}
+
 /// Make `command`'s process die when shipit dies, even by SIGKILL
 /// (prctl PR_SET_PDEATHSIG). Otherwise an orphaned `git fetch` or build
 /// keeps writing into a staging directory that the next deploy is clearing.

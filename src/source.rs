@@ -81,10 +81,8 @@ fn git(git_dir: &Path, args: &[&str]) -> Expression {
 /// A git command with git's hook environment removed.
 fn git_command(args: &[&str]) -> Expression {
     let mut expr = cmd("git", args);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("GIT_") {
-            expr = expr.env_remove(key);
-        }
+    for key in procs::git_env() {
+        expr = expr.env_remove(key);
     }
     unattended(expr)
 }
