@@ -3,6 +3,8 @@
 //! SIGHUP counts as an interrupt: a terminal or SSH session that closes
 //! during the gate must roll back like Ctrl-C does, not kill shipit with a
 //! failing release live (the default action of SIGHUP is to terminate).
+//! A SIGHUP the caller set to be ignored stays ignored: `nohup shipit
+//! deploy` asked to finish after a logout.
 //!
 //! A deploy must not die between two steps that belong together (publish and
 //! swap, swap and rollback), so the signals only raise a flag; the deploy
@@ -28,8 +30,22 @@ pub fn install() {
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGHUP,
     ] {
+        if signal == signal_hook::consts::SIGHUP && ignored_by_caller(signal) {
+            continue;
+        }
         // Registration fails only for forbidden signals, never these.
         let _ = signal_hook::flag::register(signal, Arc::clone(flag));
+    }
+}
+
+/// Was `signal` set to be ignored when shipit started (`nohup`)?
+fn ignored_by_caller(signal: i32) -> bool {
+    // SAFETY: with a null new action, sigaction(2) only reads the current
+    // one into `old`, which is plain data.
+    unsafe {
+        let mut old: nix::libc::sigaction = std::mem::zeroed();
+        nix::libc::sigaction(signal, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == nix::libc::SIG_IGN
     }
 }
 

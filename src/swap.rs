@@ -23,15 +23,19 @@ use crate::ui::Ui;
 /// undo it, and this carries that error. It is not a failed swap: treating
 /// it as one would delete the release `current` now points at.
 #[must_use]
-pub struct Swapped(Option<Error>);
+pub struct Swapped {
+    link: std::path::PathBuf,
+    unsynced: Option<Error>,
+}
 
 impl Swapped {
     /// Warn if the swap is not known to be durable.
     pub fn report(self, ui: &Ui) {
-        if let Some(e) = self.0 {
+        if let Some(e) = self.unsynced {
             ui.warn(format!(
-                "current was swapped, but the change is not known to be on disk: {e}; \
-                 run `sync` and check the filesystem"
+                "{} was swapped, but the change is not known to be on disk: {e}; \
+                 run `sync` and check the filesystem",
+                self.link.display()
             ));
         }
     }
@@ -71,7 +75,10 @@ pub fn point_link(link: &Path, target: &Path) -> Result<Swapped> {
         .map_err(|e| e.error)
         .with_path("could not rename the new symlink over", link)?;
     let synced = fsutil::fsync_dir(dir).with_path("could not sync", dir);
-    Ok(Swapped(synced.err()))
+    Ok(Swapped {
+        link: link.to_path_buf(),
+        unsynced: synced.err(),
+    })
 }
 
 /// Remove `current` (only after a failed *first* deploy, to return to the
