@@ -49,6 +49,67 @@ pub enum Command {
     },
     /// Print the man page (roff), e.g. `shipit man | man -l -`
     Man,
+    /// Fleet: what the controller runs on a host over ssh
+    #[command(hide = true, name = "fleet-agent")]
+    FleetAgent(FleetAgentArgs),
+}
+
+/// `--no-revert` of a fleet deploy or rollback.
+#[derive(Debug, Args)]
+pub struct NoRevertArg {
+    /// With [fleet]: when a host fails, leave the hosts already switched in
+    /// this rollout where they are instead of switching them back
+    #[arg(long)]
+    pub no_revert: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FleetAgentArgs {
+    #[command(subcommand)]
+    pub action: FleetAgentAction,
+}
+
+/// The host side of a fleet rollout. Each prints one JSON object on stdout
+/// and exits with the code of its outcome.
+#[derive(Debug, Subcommand)]
+pub enum FleetAgentAction {
+    /// What this host has: releases, what is live, the rollback target
+    State {
+        /// Also probe health.url now
+        #[arg(long)]
+        probe: bool,
+    },
+    /// Publish the release whose tree (a tar) arrives on stdin; nothing goes live
+    Receive {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        revision: Option<String>,
+        #[arg(long)]
+        branch: Option<String>,
+        #[arg(long)]
+        source: String,
+        #[arg(long)]
+        deployed_by: String,
+        #[arg(long)]
+        build_ms: u64,
+    },
+    /// Make a received release live: the single-host activation
+    Activate {
+        #[arg(long)]
+        id: String,
+    },
+    /// Make an existing release live (a rollback or a revert), or `none`:
+    /// remove `current` (the host had nothing live before)
+    Switch {
+        #[arg(long)]
+        to: String,
+    },
+    /// Remove a received release that never went live
+    Discard {
+        #[arg(long)]
+        id: String,
+    },
 }
 
 /// `--wait[=DURATION]`: queue behind a running command instead of failing.
@@ -83,6 +144,9 @@ pub struct DeployArgs {
 
     #[command(flatten)]
     pub wait: WaitArg,
+
+    #[command(flatten)]
+    pub fleet: NoRevertArg,
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +162,9 @@ pub struct RollbackArgs {
 
     #[command(flatten)]
     pub wait: WaitArg,
+
+    #[command(flatten)]
+    pub fleet: NoRevertArg,
 }
 
 #[derive(Debug, Args)]

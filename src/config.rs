@@ -33,6 +33,9 @@ pub struct Config {
     /// Blue-green on one host (SPEC §7): with it, a release is gated in the
     /// idle slot before any user request reaches it.
     pub slots: Option<SlotsConfig>,
+    /// Rolling deploys over SSH (SPEC §8): with it, deploy, rollback,
+    /// releases and status act on every host from this machine.
+    pub fleet: Option<FleetConfig>,
     /// Where the config was read from (set by [`load`]).
     #[serde(skip)]
     pub file: PathBuf,
@@ -138,6 +141,37 @@ pub struct SlotsConfig {
     pub front_check: bool,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// OpenSSH destinations (`user@host`, `ssh://user@host:port`), in
+    /// rollout order.
+    pub hosts: Vec<String>,
+    /// Extra arguments for every `ssh` call (`-i`, `-o`, `-J`...).
+    #[serde(default)]
+    pub ssh_options: Vec<String>,
+    /// Hosts switched at a time.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Runs on the controller before a host is switched (env `SHIPIT_HOST`).
+    pub drain: Option<String>,
+    /// Runs on the controller after that host passed its gate.
+    pub undrain: Option<String>,
+    #[serde(default = "default_reload_timeout", deserialize_with = "duration")]
+    pub drain_timeout: Duration,
+    /// The controller's own directory: the build, the git mirror, the lock
+    /// and the rollout history (relative to the config file).
+    #[serde(default = "default_fleet_state")]
+    pub state: PathBuf,
+}
+
+fn default_batch() -> usize {
+    1
+}
+fn default_fleet_state() -> PathBuf {
+    PathBuf::from(".shipit-fleet")
+}
+
 fn default_true() -> bool {
     true
 }
@@ -201,6 +235,7 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
             "health",
             "lock",
             "slots",
+            "fleet",
         ],
     ),
     ("source", &["git", "path", "branch"]),
@@ -237,6 +272,18 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
         ],
     ),
     ("slots.ports", &["blue", "green"]),
+    (
+        "fleet",
+        &[
+            "hosts",
+            "ssh_options",
+            "batch",
+            "drain",
+            "undrain",
+            "drain_timeout",
+            "state",
+        ],
+    ),
 ];
 
 /// Parse a duration such as `30s`, `500ms`, `2m` or `1h 30m`.
@@ -296,6 +343,16 @@ pub fn parse(text: &str, file: &Path) -> Result<Config> {
     check_keys(&table, file)?;
     let mut config: Config = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
     config.file = file.to_path_buf();
+    if config.fleet.is_some() && !config.deploy_to.is_absolute() {
+        return Err(Error::usage(format!(
+            "deploy_to = {:?} in {} is relative, but with [fleet] it is a path on the hosts",
+            config.deploy_to,
+            file.display()
+        ))
+        .hint(
+            "give the absolute path of the deploy directory on every host, e.g. \"/srv/myapp\"",
+        ));
+    }
     let base = file.parent().unwrap_or(Path::new("."));
     config.resolve_paths(base);
     config.validate()?;
@@ -354,6 +411,9 @@ impl Config {
         self.deploy_to = clean(&base.join(&self.deploy_to));
         if let Some(path) = &self.source.path {
             self.source.path = Some(clean(&base.join(path)));
+        }
+        if let Some(fleet) = &mut self.fleet {
+            fleet.state = clean(&base.join(&fleet.state));
         }
         if let Some(git) = &self.source.git
             && !is_remote(git)
@@ -446,6 +506,9 @@ impl Config {
         if let Some(slots) = &self.slots {
             slots.validate(self)?;
         }
+        if let Some(fleet) = &self.fleet {
+            fleet.validate(&self.file)?;
+        }
         Ok(())
     }
 
@@ -455,6 +518,46 @@ impl Config {
             .iter()
             .map(|e| shared_entry(e).expect("validated at load"))
             .collect()
+    }
+}
+
+impl FleetConfig {
+    fn validate(&self, file: &Path) -> Result<()> {
+        let file = file.display();
+        if self.hosts.is_empty() {
+            return Err(Error::usage(format!("fleet.hosts in {file} is empty"))
+                .hint("list the hosts to deploy to, e.g. hosts = [\"deploy@web1\", \"ssh://deploy@web2:2222\"]"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for host in &self.hosts {
+            crate::fleet::ssh::check_destination(host)
+                .map_err(|e| e.context(format!("bad entry in fleet.hosts in {file}")))?;
+            if !seen.insert(host) {
+                return Err(
+                    Error::usage(format!("fleet.hosts in {file} lists {host:?} twice"))
+                        .hint("list each host once: it would be switched twice in one rollout"),
+                );
+            }
+        }
+        if self.batch == 0 {
+            return Err(
+                Error::usage(format!("fleet.batch = 0 in {file} switches no host"))
+                    .hint("switch at least 1 host at a time (1 is the default)"),
+            );
+        }
+        if self.drain_timeout.is_zero() {
+            return Err(
+                Error::usage(format!("fleet.drain_timeout in {file} is zero"))
+                    .hint("give the drain and undrain hooks time to run, e.g. \"2m\""),
+            );
+        }
+        for (key, hook) in [("drain", &self.drain), ("undrain", &self.undrain)] {
+            if hook.as_deref().is_some_and(|h| h.trim().is_empty()) {
+                return Err(Error::usage(format!("fleet.{key} in {file} is empty"))
+                    .hint("remove the key, or give the command to run with $SHIPIT_HOST"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -722,6 +825,14 @@ mod tests {
             front_check = true
             switch = "true"
             ports = { blue = 3001, green = 3002 }
+            [fleet]
+            hosts = ["deploy@web1"]
+            ssh_options = []
+            batch = 1
+            drain = "true"
+            undrain = "true"
+            drain_timeout = "1m"
+            state = "fleet-state"
         "#;
         parse_str(all).unwrap();
         let table: toml::Table = toml::from_str(all).unwrap();
@@ -876,6 +987,32 @@ mod tests {
             parse_str("deploy_to = \"/a\"\n[source]\ngit = \"/r\"\nbranch = \"--upload-pack=x\"\n")
                 .unwrap_err();
         assert!(e.to_string().contains("--upload-pack=x"), "{e}");
+    }
+
+    #[test]
+    fn fleet_hosts_and_settings_are_checked() {
+        let fleet = |extra: &str| parse_str(&format!("{MIN}[fleet]\n{extra}"));
+        let c = fleet("hosts = [\"deploy@web1\", \"ssh://deploy@web2:2222\"]\n").unwrap();
+        let f = c.fleet.unwrap();
+        assert_eq!((f.batch, f.hosts.len()), (1, 2));
+        assert_eq!(f.state, PathBuf::from("/etc/app/.shipit-fleet"));
+        for (extra, needle) in [
+            ("hosts = []\n", "fleet.hosts"),
+            ("hosts = [\"-oProxyCommand=x\"]\n", "-oProxyCommand=x"),
+            ("hosts = [\"web 1\"]\n", "web 1"),
+            ("hosts = [\"ssh://web1:port\"]\n", "ssh://web1:port"),
+            ("hosts = [\"web1\", \"web1\"]\n", "twice"),
+            ("hosts = [\"web1\"]\nbatch = 0\n", "fleet.batch = 0"),
+            ("hosts = [\"web1\"]\nbach = 2\n", "`fleet.batch`"),
+        ] {
+            let e = fleet(extra).unwrap_err();
+            assert!(e.to_string().contains(needle), "{extra}: {e}");
+        }
+        let e = parse_str(
+            "deploy_to = \"srv/app\"\n[source]\ngit = \"/r\"\n[fleet]\nhosts = [\"web1\"]\n",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("relative"), "{e}");
     }
 
     #[test]

@@ -12,7 +12,14 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn new(config: Config, ui: Ui) -> Ctx {
-        let layout = Layout::new(config.deploy_to.clone());
+        // With [fleet], deploy_to is a path on the hosts; what the
+        // controller keeps (its build, mirror, lock, rollout history) lives
+        // in fleet.state.
+        let root = match &config.fleet {
+            Some(fleet) => fleet.state.clone(),
+            None => config.deploy_to.clone(),
+        };
+        let layout = Layout::new(root);
         Ctx { config, layout, ui }
     }
 }

@@ -132,13 +132,51 @@ pub fn run(ctx: &Ctx, req: &Request) -> Result<Outcome> {
         };
 
     // The release is complete and published; nothing is live yet.
+    let published = Published {
+        id,
+        revision: resolved.revision,
+        branch: resolved.branch,
+        previous,
+    };
+    go_live(ctx, published, req.no_rollback, event, started)
+}
+
+/// A release under `releases/` that is about to go live.
+pub struct Published {
+    pub id: ReleaseId,
+    pub revision: Option<String>,
+    pub branch: Option<String>,
+    /// What is live now.
+    pub previous: Option<ReleaseId>,
+}
+
+/// Activate a published release, then the bookkeeping of a deploy:
+/// statuses, prune, history. A fleet host runs this for a release it
+/// received instead of built.
+pub fn go_live(
+    ctx: &Ctx,
+    published: Published,
+    no_rollback: bool,
+    mut event: Event,
+    started: Instant,
+) -> Result<Outcome> {
+    let layout = &ctx.layout;
+    let record = |event: Event, error: Option<&Error>, live: Option<ReleaseId>| {
+        history::record(layout, &ctx.ui, event, started, error, live)
+    };
+    let Published {
+        id,
+        revision,
+        branch,
+        previous,
+    } = published;
     let live = Live {
         id: &id,
-        revision: resolved.revision.as_deref(),
-        branch: resolved.branch.as_deref(),
+        revision: revision.as_deref(),
+        branch: branch.as_deref(),
         previous: previous.as_ref(),
     };
-    if let Err(failed) = activate::deploy(ctx, &live, req.no_rollback) {
+    if let Err(failed) = activate::deploy(ctx, &live, no_rollback) {
         record(event, Some(&failed.error), failed.live);
         return Err(failed.error);
     }
@@ -168,8 +206,8 @@ pub fn run(ctx: &Ctx, req: &Request) -> Result<Outcome> {
     Ok(Outcome {
         release: id,
         previous,
-        revision: resolved.revision,
-        branch: resolved.branch,
+        revision,
+        branch,
         removed,
         duration: started.elapsed(),
     })
@@ -314,7 +352,7 @@ fn stage(
 }
 
 /// Replace each shared path in the release with a symlink into `shared/`.
-fn link_shared(ctx: &Ctx, release: &Path) -> Result<()> {
+pub(crate) fn link_shared(ctx: &Ctx, release: &Path) -> Result<()> {
     for (rel, is_dir) in ctx.config.shared_paths() {
         let shared = ctx.layout.shared().join(&rel);
         if is_dir {

@@ -28,13 +28,18 @@ pub enum Kind {
     LockBusy,
     /// A deploy failed after the swap and `--no-rollback` left it live.
     LeftLive,
+    /// Fleet: a host failed, and every host runs what it ran before.
+    FleetReverted,
+    /// Fleet: a host failed, and the hosts do not all run what they ran
+    /// before (a switch back failed, or `--no-revert` left them).
+    FleetNotReverted,
     /// Interrupted by SIGINT or SIGTERM; cleaned up or rolled back first.
     Interrupted,
 }
 
 impl Kind {
     /// Every kind, in exit-code order (used by the README table test).
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Internal,
         Kind::Usage,
         Kind::BeforeSwap,
@@ -42,6 +47,8 @@ impl Kind {
         Kind::RollbackFailed,
         Kind::LockBusy,
         Kind::LeftLive,
+        Kind::FleetReverted,
+        Kind::FleetNotReverted,
         Kind::Interrupted,
     ];
 
@@ -54,6 +61,8 @@ impl Kind {
             Kind::RollbackFailed => 5,
             Kind::LockBusy => 6,
             Kind::LeftLive => 7,
+            Kind::FleetReverted => 8,
+            Kind::FleetNotReverted => 9,
             Kind::Interrupted => 130,
         }
     }
@@ -68,6 +77,8 @@ impl Kind {
             Kind::RollbackFailed => "rollback-failed",
             Kind::LockBusy => "lock-busy",
             Kind::LeftLive => "failed-left-live",
+            Kind::FleetReverted => "fleet-reverted",
+            Kind::FleetNotReverted => "fleet-not-reverted",
             Kind::Interrupted => "interrupted",
         }
     }

@@ -37,6 +37,10 @@ pub struct Event {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed: Vec<ReleaseId>,
+    /// A fleet rollout recorded on the controller: every host and how it
+    /// fared (the `hosts` array of `deploy --json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<serde_json::Value>,
 }
 
 impl Event {
@@ -55,6 +59,7 @@ impl Event {
             duration_ms: 0,
             message: None,
             removed: Vec::new(),
+            hosts: None,
         }
     }
 }

@@ -8,6 +8,7 @@ mod config;
 mod context;
 mod deploy;
 mod error;
+mod fleet;
 mod fsutil;
 mod githook;
 mod gitref;

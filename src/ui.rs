@@ -130,6 +130,18 @@ impl Ui {
         say(format_args!("{prefix} {line}"));
     }
 
+    /// One line a fleet host said: `deploy@web1 |      Swapping current -> ...`.
+    /// Its own progress and warnings; shown unless quiet, but a host's
+    /// `warning:` and `error:` lines always.
+    pub fn host_line(&self, host: &str, line: &str) {
+        let loud = line.starts_with("warning:") || line.starts_with("error:");
+        if self.quiet && !loud {
+            return;
+        }
+        let prefix = self.paint(Style::new().dim(), &format!("{host} |"));
+        say(format_args!("{prefix} {line}"));
+    }
+
     pub fn error(&self, err: &Error) {
         let red = Style::new().red().bold();
         let mut lines = err.to_string();

@@ -4,11 +4,11 @@
 //
 // - GET /healthz answers {"release": "<id>"}: the release directory this
 //   worker runs from, so the health gate can prove the new release serves.
-// - A release that contains a file named BROKEN answers 500 everywhere; one
-//   with NEVER_READY never listens.
+// - A release that contains a file named BROKEN (or runs with BROKEN=1)
+//   answers 500 everywhere; one with NEVER_READY never listens.
 // - SOCKET=<path> listens on that unix socket (a stale socket file is
 //   removed first; mode 0666 so that nginx workers, another user, can
-//   connect); otherwise PORT (default 3000) on 127.0.0.1.
+//   connect); otherwise PORT (default 3000) on HOST (default 127.0.0.1).
 // - It tells pm2 it is ready (wait_ready) only once it listens.
 // - On SIGINT/SIGTERM it stops taking new connections and answers every
 //   request on the connections it has with `Connection: close`, so a proxy
@@ -24,7 +24,8 @@ const http = require("http");
 const path = require("path");
 
 const release = path.basename(__dirname);
-const broken = fs.existsSync(path.join(__dirname, "BROKEN"));
+const broken =
+  fs.existsSync(path.join(__dirname, "BROKEN")) || process.env.BROKEN === "1";
 const never = fs.existsSync(path.join(__dirname, "NEVER_READY"));
 const port = Number(process.env.PORT || 3000);
 const socket = process.env.SOCKET || "";
@@ -62,7 +63,7 @@ if (never) {
   }
   server.listen(socket, ready);
 } else {
-  server.listen(port, "127.0.0.1", ready);
+  server.listen(port, process.env.HOST || "127.0.0.1", ready);
 }
 
 function stop() {

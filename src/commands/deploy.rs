@@ -14,6 +14,19 @@ pub fn run(ctx: &Ctx, args: &DeployArgs) -> Result<()> {
         branch: None,
     };
     let wait = super::wait_for(&args.wait, &ctx.config)?;
+    if let Some(fleet) = &ctx.config.fleet {
+        return super::fleet(
+            ctx,
+            fleet,
+            "deploy",
+            args.reference.clone(),
+            None,
+            args.no_rollback,
+            &args.fleet,
+            args.json,
+            wait,
+        );
+    }
     deploy::preflight(ctx, &req)?;
     let _lock = crate::mutation::begin(ctx, wait)?;
     let outcome = deploy::run(ctx, &req)?;

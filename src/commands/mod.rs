@@ -13,6 +13,8 @@ mod status;
 
 use std::time::Duration;
 
+pub use releases::shown_status;
+
 use crate::cli::{Cli, Command, WaitArg};
 use crate::config::{self, Config};
 use crate::context::Ctx;
@@ -39,6 +41,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let _ = crate::ui::out(&String::from_utf8_lossy(&out));
             Ok(())
         }
+        Command::FleetAgent(args) => crate::fleet::agent::run(&load()?, &args),
         Command::Man => {
             let mut out = Vec::new();
             clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
@@ -61,6 +64,36 @@ fn wait_for(arg: &WaitArg, config: &Config) -> Result<Option<Duration>> {
             .map(Some)
             .map_err(|e| e.context(format!("--wait={text} is not a duration"))),
     }
+}
+
+/// `deploy` and `rollback` with a `[fleet]`: the controller's side.
+#[allow(clippy::too_many_arguments)]
+fn fleet(
+    ctx: &Ctx,
+    fleet: &crate::config::FleetConfig,
+    event: &'static str,
+    reference: Option<String>,
+    to: Option<crate::layout::ReleaseId>,
+    no_rollback: bool,
+    arg: &crate::cli::NoRevertArg,
+    json: bool,
+    wait: Option<Duration>,
+) -> Result<()> {
+    if no_rollback {
+        return Err(crate::error::Error::usage(
+            "--no-rollback does not apply to a fleet: a failing host always rolls itself back",
+        )
+        .hint("to keep the hosts already switched on the new release, use --no-revert"));
+    }
+    let req = crate::fleet::Request {
+        event,
+        reference,
+        to,
+        no_revert: arg.no_revert,
+        json,
+        wait,
+    };
+    crate::fleet::run(ctx, fleet, &req)
 }
 
 /// The closing line of a successful deploy.

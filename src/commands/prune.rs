@@ -11,6 +11,12 @@ use crate::prune;
 use crate::ui;
 
 pub fn run(ctx: &Ctx, args: &PruneArgs) -> Result<()> {
+    if ctx.config.fleet.is_some() {
+        return Err(Error::usage(
+            "with [fleet], releases live on the hosts: each host prunes after every deploy",
+        )
+        .hint("to prune a host by hand, run `shipit prune` there with its config (<deploy_to>/.shipit/fleet.toml)"));
+    }
     let keep = args.keep.unwrap_or(ctx.config.keep_releases);
     if keep == 0 {
         return Err(Error::usage("--keep 0 would delete the live release")

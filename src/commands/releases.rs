@@ -19,6 +19,9 @@ pub fn shown_status(release: &Release, is_current: bool) -> &'static str {
 }
 
 pub fn run(ctx: &Ctx, args: &ReleasesArgs) -> Result<()> {
+    if let Some(fleet) = &ctx.config.fleet {
+        return crate::fleet::releases(ctx, fleet, args.json);
+    }
     let listing = store::list(&ctx.layout)?;
     let current = store::read_current(&ctx.layout)?;
     for name in &listing.foreign {

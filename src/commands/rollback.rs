@@ -12,6 +12,19 @@ pub fn run(ctx: &Ctx, args: &RollbackArgs) -> Result<()> {
     // near a path, and a bad one changes nothing (not even the lock file).
     let to = args.to.as_deref().map(ReleaseId::parse).transpose()?;
     let wait = super::wait_for(&args.wait, &ctx.config)?;
+    if let Some(fleet) = &ctx.config.fleet {
+        return super::fleet(
+            ctx,
+            fleet,
+            "rollback",
+            None,
+            to,
+            false,
+            &args.fleet,
+            args.json,
+            wait,
+        );
+    }
     rollback::choose(ctx, to.as_ref())?;
     let _lock = crate::mutation::begin(ctx, wait)?;
     let outcome = rollback::run(ctx, to.as_ref())?;

@@ -14,6 +14,9 @@ use crate::store;
 use crate::ui;
 
 pub fn run(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
+    if let Some(fleet) = &ctx.config.fleet {
+        return crate::fleet::status(ctx, fleet, args.json);
+    }
     let current = store::read_current(&ctx.layout)?;
     // Damaged metadata must not hide what is live and whether it is healthy.
     let meta = match current.id().map(|id| store::read_metadata(&ctx.layout, id)) {

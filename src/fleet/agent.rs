@@ -1,0 +1,326 @@
+//! The host side of a fleet rollout: `shipit fleet-agent ...`, run on each
+//! host by the controller over ssh, with the config the controller
+//! installed (`<deploy_to>/.shipit/fleet.toml`, no `[fleet]` in it).
+//!
+//! Each action is a piece of the single-host sequence, with its guarantees:
+//! it takes the host's lock, publishes with one no-replace rename, and goes
+//! live through the same activation as `shipit deploy` and `shipit
+//! rollback` ([`crate::deploy::go_live`], [`crate::rollback::run`]), so a
+//! host's gate, automatic rollback, statuses, pruning and history are the
+//! ones it would have alone. Every action prints one JSON object on stdout
+//! (`ok`, `live`: what this host runs now, and on failure `outcome` and
+//! `message`) and exits with the code of its outcome; progress and errors
+//! go to stderr, which the controller shows prefixed with the host.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use crate::cli::{FleetAgentAction, FleetAgentArgs};
+use crate::context::Ctx;
+use crate::deploy::{self, Published};
+use crate::error::{Error, IoContext, Kind, Result};
+use crate::history::{self, Event};
+use crate::layout::{Layout, ReleaseId};
+use crate::store::{self, Current, Metadata, Status};
+use crate::ui;
+
+pub fn run(ctx: &Ctx, args: &FleetAgentArgs) -> Result<()> {
+    let result = match &args.action {
+        FleetAgentAction::State { probe } => state(ctx, *probe),
+        FleetAgentAction::Receive {
+            id,
+            revision,
+            branch,
+            source,
+            deployed_by,
+            build_ms,
+        } => {
+            let meta = Metadata {
+                id: ReleaseId::parse(id)?,
+                status: Status::Ready,
+                revision: revision.clone(),
+                branch: branch.clone(),
+                source: source.clone(),
+                deployed_by: deployed_by.clone(),
+                created_at: Utc::now(),
+                build_duration_ms: *build_ms,
+                previous: None,
+                failure: None,
+            };
+            receive(ctx, meta)
+        }
+        FleetAgentAction::Activate { id } => activate(ctx, &ReleaseId::parse(id)?),
+        FleetAgentAction::Switch { to } => switch(ctx, to),
+        FleetAgentAction::Discard { id } => discard(ctx, &ReleaseId::parse(id)?),
+    };
+    let live = store::read_current(&ctx.layout)
+        .ok()
+        .and_then(|c| c.id().cloned());
+    match result {
+        Ok(mut report) => {
+            report["ok"] = json!(true);
+            report["live"] = json!(live);
+            let _ = ui::out(&format!("{report}\n"));
+            Ok(())
+        }
+        Err(e) => {
+            let report = json!({
+                "ok": false,
+                "live": live,
+                "outcome": e.kind.name(),
+                "message": e.message,
+            });
+            let _ = ui::out(&format!("{report}\n"));
+            Err(e)
+        }
+    }
+}
+
+/// What this host has, for the controller's preflight, `releases` and
+/// `status`. Read-only: no lock.
+fn state(ctx: &Ctx, probe: bool) -> Result<Value> {
+    let layout = &ctx.layout;
+    let listing = store::list(layout)?;
+    let current = store::read_current(layout)?;
+    let releases: Vec<Value> = listing
+        .releases
+        .iter()
+        .rev()
+        .map(|r| {
+            let is_current = current.id() == Some(&r.id);
+            let m = r.meta.as_ref();
+            json!({
+                "id": r.id,
+                "status": crate::commands::shown_status(r, is_current),
+                "revision": m.and_then(|m| m.revision.clone()),
+                "branch": m.and_then(|m| m.branch.clone()),
+                "created_at": m.map(|m| m.created_at),
+            })
+        })
+        .collect();
+    let rollback_target = current
+        .id()
+        .and_then(|c| crate::rollback::target(&listing.releases, c));
+    let health = match (&ctx.config.health, probe) {
+        (Some(h), true) => {
+            let meta = current
+                .id()
+                .and_then(|id| store::read_metadata(layout, id).ok().flatten());
+            let body = h.expect_body.as_deref().map(|t| {
+                crate::health::expected_body(
+                    t,
+                    current.id().map(|i| i.as_str()).unwrap_or(""),
+                    meta.as_ref().and_then(|m| m.revision.as_deref()),
+                )
+            });
+            let agent = crate::health::agent(h.request_timeout);
+            let o = crate::health::probe(&agent, &h.url, h.expect_status, body.as_deref());
+            json!({"url": crate::health::redact_url(&h.url), "passed": o.passed, "detail": o.detail})
+        }
+        _ => Value::Null,
+    };
+    let last_deploy = history::read(layout)
+        .ok()
+        .and_then(|log| log.events.into_iter().rev().find(|e| e.event == "deploy"));
+    Ok(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "hostname": crate::whoami::host(),
+        "current": current.id(),
+        "describe": current.describe(),
+        "releases": releases,
+        "foreign": listing.foreign,
+        "rollback_target": rollback_target,
+        "health": health,
+        "last_deploy": last_deploy,
+    }))
+}
+
+/// Unpack the release arriving on stdin (a tar of the tree the controller
+/// built), link the shared paths, record what it is, and publish it under
+/// `releases/`. Nothing goes live.
+fn receive(ctx: &Ctx, mut meta: Metadata) -> Result<Value> {
+    let layout = &ctx.layout;
+    let id = meta.id.clone();
+    let listing = store::list(layout)?;
+    listing.require_no_foreign(layout)?;
+    let current = store::require_sane_current(layout)?;
+    let _lock = crate::mutation::begin(ctx, None)?;
+    clear_leftovers(ctx);
+    if listing.get(&id).is_some() || layout.release(&id).exists() {
+        return Err(Error::usage(format!(
+            "{} exists on this host already",
+            Layout::display(&id)
+        ))
+        .live(current.describe())
+        .hint("deploy again: the next rollout picks a new release id"));
+    }
+    meta.previous = current.id().cloned();
+    let staging = layout.staging(&id);
+    let unpacked = unpack(ctx, &meta, &staging).and_then(|_| store::publish(layout, &staging, &id));
+    if let Err(e) = unpacked {
+        if staging.exists()
+            && let Err(cleanup) = store::discard(layout, &staging)
+        {
+            ctx.ui
+                .warn(format!("could not remove the partial release: {cleanup}"));
+        }
+        return Err(e.in_phase(Kind::BeforeSwap).live(current.describe()));
+    }
+    ctx.ui.step("Received", Layout::display(&id));
+    Ok(json!({"release": id}))
+}
+
+fn unpack(ctx: &Ctx, meta: &Metadata, staging: &std::path::Path) -> Result<()> {
+    let layout = &ctx.layout;
+    fs::create_dir_all(staging).with_path("could not create", staging)?;
+    let log_path = layout.build_log(&meta.id);
+    let mut log = crate::state::open_or_explain(
+        &log_path,
+        File::options().write(true).create(true).truncate(true),
+        "the build log",
+    )?;
+    let _ = writeln!(
+        log,
+        "release {}\nsource {}\nrevision {}\nbranch {}\nbuilt by {} (fleet controller)\nreceived {}",
+        meta.id,
+        meta.source,
+        meta.revision.as_deref().unwrap_or("-"),
+        meta.branch.as_deref().unwrap_or("-"),
+        meta.deployed_by,
+        Utc::now().to_rfc3339()
+    );
+    // Files belong to the user shipit runs as here, whoever built them.
+    let status = Command::new("tar")
+        .args(["-x", "-f", "-", "--no-same-owner", "-C"])
+        .arg(staging)
+        .stdin(Stdio::inherit())
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| {
+            Error::internal("could not run tar")
+                .cause(e)
+                .hint("install tar on this host")
+        })?;
+    if !status.success() {
+        return Err(Error::internal(format!(
+            "could not unpack the release into {} (tar exited with {status})",
+            staging.display()
+        ))
+        .hint("the transfer was cut, or the disk is full; deploy again"));
+    }
+    deploy::link_shared(ctx, staging)?;
+    store::write_metadata(staging, meta)?;
+    crate::fsutil::sync_filesystem(staging).with_path("could not sync", staging)
+}
+
+/// Make a received release live: exactly what `shipit deploy` does once
+/// its release is published (activation with its gate and automatic
+/// rollback, statuses, prune, history).
+fn activate(ctx: &Ctx, id: &ReleaseId) -> Result<Value> {
+    let started = Instant::now();
+    let layout = &ctx.layout;
+    let current = store::require_sane_current(layout)?;
+    crate::slots::preflight(ctx)?;
+    let meta = store::read_metadata(layout, id)?.ok_or_else(|| {
+        Error::usage(format!(
+            "{} was not received on this host",
+            Layout::display(id)
+        ))
+        .live(current.describe())
+        .hint("deploy again from the controller")
+    })?;
+    let _lock = crate::mutation::begin(ctx, None)?;
+    let current = store::require_sane_current(layout)?;
+    if current.id() == Some(id) {
+        ctx.ui
+            .step("Live", format!("{} already", Layout::display(id)));
+        return Ok(json!({"release": id}));
+    }
+    let previous = current.id().cloned();
+    let mut event = Event::new("deploy", "ok");
+    event.previous = previous.clone();
+    event.release = Some(id.clone());
+    event.revision = meta.revision.clone();
+    event.branch = meta.branch.clone();
+    let published = Published {
+        id: id.clone(),
+        revision: meta.revision,
+        branch: meta.branch,
+        previous,
+    };
+    let outcome = deploy::go_live(ctx, published, false, event, started)?;
+    Ok(json!({"release": outcome.release, "removed": outcome.removed}))
+}
+
+/// Go to an existing release (a fleet rollback, or a revert to what this
+/// host ran before), through `shipit rollback`'s sequence; `none` removes
+/// `current`, for a host that had nothing live before the rollout.
+fn switch(ctx: &Ctx, to: &str) -> Result<Value> {
+    let layout = &ctx.layout;
+    if to == "none" {
+        let started = Instant::now();
+        let current = store::require_sane_current(layout)?;
+        let _lock = crate::mutation::begin(ctx, None)?;
+        let Current::Release(from) = store::require_sane_current(layout)? else {
+            return Ok(json!({"to": null}));
+        };
+        let _ = current;
+        ctx.ui.step(
+            "Removing",
+            "current (nothing was live here before this rollout)",
+        );
+        crate::swap::remove_current(layout)?;
+        crate::rollback::mark(ctx, &from, Status::RolledBack);
+        let mut event = Event::new("rollback", "ok");
+        event.previous = Some(from);
+        history::record(layout, &ctx.ui, event, started, None, None);
+        return Ok(json!({"to": null}));
+    }
+    let id = ReleaseId::parse(to)?;
+    if store::read_current(layout)?.id() == Some(&id) {
+        ctx.ui
+            .step("Live", format!("{} already", Layout::display(&id)));
+        return Ok(json!({"to": id}));
+    }
+    crate::rollback::choose(ctx, Some(&id))?;
+    let _lock = crate::mutation::begin(ctx, None)?;
+    let outcome = crate::rollback::run(ctx, Some(&id))?;
+    Ok(json!({"from": outcome.from, "to": outcome.to}))
+}
+
+/// Remove a release that was received but never went live (a rollout that
+/// stopped before any host was switched).
+fn discard(ctx: &Ctx, id: &ReleaseId) -> Result<Value> {
+    let layout = &ctx.layout;
+    let _lock = crate::mutation::begin(ctx, None)?;
+    if store::read_current(layout)?.id() == Some(id) {
+        return Err(Error::usage(format!(
+            "{} is live on this host; it is not removed",
+            Layout::display(id)
+        )));
+    }
+    if layout.release(id).exists() {
+        store::remove_release(layout, id)?;
+        ctx.ui.step("Removed", Layout::display(id));
+    }
+    Ok(json!({"removed": id}))
+}
+
+fn clear_leftovers(ctx: &Ctx) {
+    for (leftover, error) in store::clear_leftovers(&ctx.layout) {
+        match error {
+            None => ctx.ui.step(
+                "Cleaning",
+                format!("removed leftover {}", leftover.display()),
+            ),
+            Some(e) => ctx
+                .ui
+                .warn(format!("{e} (it will be retried on the next deploy)")),
+        }
+    }
+}

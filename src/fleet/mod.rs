@@ -1,0 +1,522 @@
+//! Fleet: rolling deploys over SSH (SPEC §8).
+//!
+//! With `[fleet]` in the config, `deploy`, `rollback`, `releases` and
+//! `status` run on a controller and act on every host through the system
+//! `ssh`. The controller fixes what is deployed (one revision, one build,
+//! one release id) and the order; each host runs the single-host code it
+//! would run alone, through the hidden `fleet-agent` subcommand, with all of
+//! its guarantees (lock, atomic publish and swap, gate, automatic
+//! rollback, history).
+//!
+//! - [`ssh`]: the ssh invocations (multiplexing, timeouts, quoting).
+//! - [`install`]: the host's shipit binary and config.
+//! - [`build`]: the one build, on the controller, packed for shipping.
+//! - [`rollout`]: reach → prepare → roll, and the revert.
+//! - [`agent`]: the host side.
+//! - [`report`]: per-host outcomes, the table and the JSON.
+
+pub mod agent;
+pub mod build;
+pub mod install;
+pub mod report;
+pub mod rollout;
+pub mod ssh;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::config::FleetConfig;
+use crate::context::Ctx;
+use crate::error::{Error, Kind, Result};
+use crate::history::{self, Event};
+use crate::layout::{Layout, ReleaseId};
+use crate::ui;
+use report::{HostReport, HostView, Outcome};
+use rollout::{Fleet, Switch};
+
+/// What a fleet deploy or rollback asks for.
+pub struct Request {
+    /// `deploy` or `rollback`.
+    pub event: &'static str,
+    pub reference: Option<String>,
+    pub to: Option<ReleaseId>,
+    pub no_revert: bool,
+    pub json: bool,
+    pub wait: Option<Duration>,
+}
+
+/// `shipit deploy` / `shipit rollback` with a fleet.
+pub fn run(ctx: &Ctx, config: &FleetConfig, req: &Request) -> Result<()> {
+    if let Some(reference) = &req.reference {
+        crate::gitref::check_ref(reference)?;
+    }
+    let started = Instant::now();
+    let fleet = Fleet::open(ctx, config)?;
+    let _lock = crate::mutation::begin(ctx, req.wait)?;
+    for (leftover, error) in crate::store::clear_leftovers(&ctx.layout) {
+        if let Some(e) = error {
+            ctx.ui
+                .warn(format!("{e} (it will be retried on the next run)"));
+        } else {
+            let _ = leftover;
+        }
+    }
+    let mut event = Event::new(req.event, "ok");
+    let mut hosts: Vec<HostReport> = config.hosts.iter().map(|h| HostReport::new(h)).collect();
+    let result = sequence(&fleet, req, &mut hosts, &mut event);
+    let hosts_json: Vec<Value> = hosts.iter().map(HostReport::to_json).collect();
+    event.hosts = Some(json!(hosts_json));
+    let live = shared_live(&hosts);
+    history::record(
+        &ctx.layout,
+        &ctx.ui,
+        event.clone(),
+        started,
+        result.as_ref().err(),
+        live,
+    );
+    let outcome = match &result {
+        Ok(()) => "ok",
+        Err(e) => e.kind.name(),
+    };
+    if req.json {
+        let _ = ui::out_json(&json!({
+            "event": req.event,
+            "outcome": outcome,
+            "release": event.release,
+            "revision": event.revision,
+            "branch": event.branch,
+            "hosts": hosts_json,
+            "duration_ms": started.elapsed().as_millis() as u64,
+        }));
+    } else {
+        let _ = ui::out(&report::table(&hosts));
+    }
+    if result.is_ok() {
+        let verb = if req.event == "deploy" {
+            "Rolled out"
+        } else {
+            "Rolled back"
+        };
+        ctx.ui.step(
+            verb,
+            format!(
+                "{} to {} host(s) in {:.1}s",
+                event
+                    .release
+                    .as_ref()
+                    .map(Layout::display)
+                    .unwrap_or_default(),
+                hosts.len(),
+                started.elapsed().as_secs_f64()
+            ),
+        );
+    }
+    result
+}
+
+/// The release every host runs, if they all run the same one.
+fn shared_live(hosts: &[HostReport]) -> Option<ReleaseId> {
+    let first = hosts.first()?.live.clone();
+    hosts.iter().all(|h| h.live == first).then_some(first)?
+}
+
+fn sequence(
+    fleet: &Fleet,
+    req: &Request,
+    hosts: &mut [HostReport],
+    event: &mut Event,
+) -> Result<()> {
+    let ctx = fleet.ctx;
+    // Reach every host before building anything.
+    ctx.ui.step(
+        "Connecting",
+        format!("to {} host(s)", fleet.config.hosts.len()),
+    );
+    let states = fleet.reach(false);
+    let mut unreachable = Vec::new();
+    let mut taken: Vec<ReleaseId> = Vec::new();
+    let mut infos: Vec<Value> = Vec::new();
+    for (host, state) in hosts.iter_mut().zip(states) {
+        match state {
+            Ok(state) => {
+                host.before = state["current"]
+                    .as_str()
+                    .and_then(|s| ReleaseId::parse(s).ok());
+                host.live = host.before.clone();
+                for r in state["releases"].as_array().into_iter().flatten() {
+                    if let Some(id) = r["id"].as_str().and_then(|s| ReleaseId::parse(s).ok()) {
+                        taken.push(id);
+                    }
+                }
+                infos.push(state);
+            }
+            Err(e) => {
+                host.outcome = Outcome::Unreachable;
+                host.message = Some(e.to_string().replace('\n', "; "));
+                unreachable.push(host.host.clone());
+                infos.push(Value::Null);
+            }
+        }
+    }
+    if !unreachable.is_empty() {
+        return Err(Error::new(
+            Kind::BeforeSwap,
+            format!("could not reach {}", unreachable.join(", ")),
+        )
+        .live("unchanged on every host: nothing was sent or switched")
+        .hint(
+            "check that `ssh <host>` works from here without a prompt (BatchMode), then run again",
+        ));
+    }
+    let switch = match req.event {
+        "deploy" => prepare(fleet, req, hosts, &taken, event)?,
+        _ => {
+            let to = rollback_target(hosts, &infos, req.to.as_ref())?;
+            event.release = Some(to.clone());
+            Switch::To(to)
+        }
+    };
+    let failure = rollout::roll(fleet, hosts, &switch, req.no_revert);
+    let Some(failure) = failure else {
+        return Ok(());
+    };
+    if let Switch::Activate(id) = &switch {
+        discard_unswitched(fleet, hosts, id);
+    }
+    let as_before = hosts.iter().all(HostReport::as_before);
+    let kind = if as_before {
+        Kind::FleetReverted
+    } else {
+        Kind::FleetNotReverted
+    };
+    let live = if as_before {
+        "every host runs what it ran before the rollout (table above)".to_string()
+    } else if req.no_revert {
+        "the hosts switched before the failure stay switched (--no-revert; table above)".to_string()
+    } else {
+        "not every host could be put back: see the table above".to_string()
+    };
+    let mut e = failure;
+    e.kind = kind;
+    e.hint = None;
+    e.live = None;
+    let what = match req.event {
+        "deploy" => "rollout",
+        _ => "fleet rollback",
+    };
+    let target = event
+        .release
+        .as_ref()
+        .map(Layout::display)
+        .unwrap_or_default();
+    let hint = if as_before {
+        "fix the failing host (its log names the cause) and deploy again; `shipit releases` shows every host"
+    } else {
+        "`shipit releases` shows every host; `shipit rollback --to <id>` puts the fleet on one release"
+    };
+    Err(e
+        .context(format!("{what} of {target} stopped"))
+        .live(live)
+        .hint(hint))
+}
+
+/// Phase 1: build once, ship to every host, publish; nothing live.
+fn prepare(
+    fleet: &Fleet,
+    req: &Request,
+    hosts: &mut [HostReport],
+    taken: &[ReleaseId],
+    event: &mut Event,
+) -> Result<Switch> {
+    let ctx = fleet.ctx;
+    let built = build::build(ctx, req.reference.as_deref(), taken).map_err(|e| {
+        e.in_phase(Kind::BeforeSwap)
+            .live("unchanged on every host: nothing was sent or switched")
+    })?;
+    event.release = Some(built.id.clone());
+    event.revision = built.revision.clone();
+    event.branch = built.branch.clone();
+    ctx.ui.step(
+        "Sending",
+        format!("{} to {} host(s)", Layout::display(&built.id), hosts.len()),
+    );
+    let deployed_by = format!("{}@{}", crate::whoami::user(), crate::whoami::host());
+    let build_ms = built.build_ms.to_string();
+    let mut args = vec![
+        "receive",
+        "--id",
+        built.id.as_str(),
+        "--source",
+        &built.source,
+    ];
+    args.extend(["--deployed-by", &deployed_by, "--build-ms", &build_ms]);
+    if let Some(r) = &built.revision {
+        args.extend(["--revision", r]);
+    }
+    if let Some(b) = &built.branch {
+        args.extend(["--branch", b]);
+    }
+    let names: Vec<String> = hosts.iter().map(|h| h.host.clone()).collect();
+    let replies = rollout::parallel(&names, |host| {
+        fleet.agent(host, &args, Some(&built.tarball))
+    });
+    built.remove();
+    let mut failed = Vec::new();
+    for (host, reply) in hosts.iter_mut().zip(&replies) {
+        if reply.ok() {
+            host.outcome = Outcome::Received;
+        } else {
+            host.outcome = Outcome::Failed;
+            host.message = Some(reply.message.clone());
+            failed.push(format!(
+                "{}: {}",
+                host.host,
+                reply.message.replace('\n', "; ")
+            ));
+        }
+    }
+    if failed.is_empty() {
+        for host in hosts.iter_mut() {
+            host.outcome = Outcome::Untouched;
+        }
+        return Ok(Switch::Activate(built.id));
+    }
+    // Nothing went live: take the release back from the hosts that got it.
+    let got: Vec<usize> = (0..hosts.len())
+        .filter(|&i| hosts[i].outcome == Outcome::Received)
+        .collect();
+    let names: Vec<String> = got.iter().map(|&i| hosts[i].host.clone()).collect();
+    let id = built.id.to_string();
+    let replies = rollout::parallel(&names, |host| {
+        fleet.agent(host, &["discard", "--id", &id], None)
+    });
+    for (&i, reply) in got.iter().zip(replies) {
+        if reply.ok() {
+            hosts[i].outcome = Outcome::Discarded;
+        } else {
+            hosts[i].message = Some(format!("could not remove it again: {}", reply.message));
+        }
+    }
+    Err(Error::new(
+        Kind::BeforeSwap,
+        format!(
+            "could not prepare {} on every host",
+            Layout::display(&built.id)
+        ),
+    )
+    .cause(failed.join("\n"))
+    .live("unchanged on every host: nothing was switched")
+    .hint("fix the host named above and deploy again"))
+}
+
+/// After a failed rollout, the hosts it never reached get rid of the
+/// release they received: they are left exactly as they were, and a release
+/// that never went live can never become their rollback target.
+fn discard_unswitched(fleet: &Fleet, hosts: &mut [HostReport], id: &ReleaseId) {
+    let untouched: Vec<usize> = (0..hosts.len())
+        .filter(|&i| hosts[i].outcome == Outcome::Untouched)
+        .collect();
+    let names: Vec<String> = untouched.iter().map(|&i| hosts[i].host.clone()).collect();
+    let id = id.to_string();
+    let replies = rollout::parallel(&names, |host| {
+        fleet.agent(host, &["discard", "--id", &id], None)
+    });
+    for (&i, reply) in untouched.iter().zip(replies) {
+        if !reply.ok() {
+            hosts[i].message = Some(format!(
+                "kept the unused release {id}: could not remove it: {}",
+                reply.message
+            ));
+        }
+    }
+}
+
+/// The release a fleet rollback goes to: `--to`, which every host must
+/// have; or the rollback target every host agrees on.
+fn rollback_target(
+    hosts: &[HostReport],
+    infos: &[Value],
+    to: Option<&ReleaseId>,
+) -> Result<ReleaseId> {
+    let has = |info: &Value, id: &ReleaseId| {
+        info["releases"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|r| r["id"].as_str() == Some(id.as_str())))
+    };
+    if let Some(id) = to {
+        let missing: Vec<&str> = hosts
+            .iter()
+            .zip(infos)
+            .filter(|(_, info)| !has(info, id))
+            .map(|(h, _)| h.host.as_str())
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::usage(format!(
+                "{} is not on {}",
+                Layout::display(id),
+                missing.join(", ")
+            ))
+            .live("unchanged on every host")
+            .hint("`shipit releases` lists the releases every host has"));
+        }
+        return Ok(id.clone());
+    }
+    let lives: Vec<Option<&ReleaseId>> = hosts.iter().map(|h| h.before.as_ref()).collect();
+    if lives.windows(2).any(|w| w[0] != w[1]) {
+        let listed: Vec<String> = hosts
+            .iter()
+            .map(|h| {
+                format!(
+                    "{} runs {}",
+                    h.host,
+                    h.before.as_ref().map_or("nothing".into(), Layout::display)
+                )
+            })
+            .collect();
+        return Err(Error::usage(format!(
+            "the hosts do not agree about what is live ({}), so there is no one release to step back from",
+            listed.join(", ")
+        ))
+        .live("unchanged on every host")
+        .hint("pick the release for every host: `shipit rollback --to <id>` (`shipit releases` lists them)"));
+    }
+    let targets: Vec<Option<&str>> = infos
+        .iter()
+        .map(|i| i["rollback_target"].as_str())
+        .collect();
+    match targets.first().copied().flatten() {
+        Some(t) if targets.iter().all(|x| *x == Some(t)) => ReleaseId::parse(t),
+        _ => Err(Error::usage(
+            "the hosts have no common release to roll back to",
+        )
+        .live("unchanged on every host")
+        .hint("`shipit releases` lists what each host has; pick one with `shipit rollback --to <id>`")),
+    }
+}
+
+/// Ask every host what it has (installing shipit where it is missing).
+fn views(ctx: &Ctx, config: &FleetConfig, probe: bool) -> Result<Vec<HostView>> {
+    let fleet = Fleet::open(ctx, config)?;
+    let states = fleet.reach(probe);
+    Ok(config
+        .hosts
+        .iter()
+        .zip(states)
+        .map(|(host, state)| match state {
+            Ok(state) => HostView {
+                host: host.clone(),
+                state: Some(state),
+                error: None,
+            },
+            Err(e) => HostView {
+                host: host.clone(),
+                state: None,
+                error: Some(e.to_string().replace('\n', "; ")),
+            },
+        })
+        .collect())
+}
+
+fn unreachable_error(views: &[HostView]) -> Result<()> {
+    let gone: Vec<&str> = views
+        .iter()
+        .filter(|v| v.state.is_none())
+        .map(|v| v.host.as_str())
+        .collect();
+    if gone.is_empty() {
+        return Ok(());
+    }
+    Err(
+        Error::internal(format!("could not reach {}", gone.join(", ")))
+            .hint("check that `ssh <host>` works from here without a prompt (BatchMode)"),
+    )
+}
+
+/// `shipit releases` with a fleet.
+pub fn releases(ctx: &Ctx, config: &FleetConfig, json_out: bool) -> Result<()> {
+    let views = views(ctx, config, false)?;
+    let agree = report::agree(&views);
+    if json_out {
+        let _ = ui::out_json(&json!({
+            "hosts": report::views_json(&views),
+            "agree": agree,
+            "live": if agree { views.first().and_then(|v| v.current()) } else { None },
+        }));
+    } else {
+        let _ = ui::out(&report::releases_text(&views));
+    }
+    if !agree && views.iter().all(|v| v.state.is_some()) {
+        ctx.ui.warn(format!(
+            "the hosts disagree about what is live ({}); `shipit rollback --to <id>` or a deploy puts them on one release",
+            views
+                .iter()
+                .map(|v| format!("{}: {}", v.host, v.current().unwrap_or("nothing")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    unreachable_error(&views)
+}
+
+/// `shipit status` with a fleet: each host's live release and a health
+/// probe made on the host now, and the controller's last rollout.
+pub fn status(ctx: &Ctx, config: &FleetConfig, json_out: bool) -> Result<()> {
+    let views = views(ctx, config, true)?;
+    let last = history::read(&ctx.layout)
+        .ok()
+        .and_then(|log| log.events.into_iter().rev().find(|e| e.event == "deploy"));
+    let agree = report::agree(&views);
+    if json_out {
+        let _ = ui::out_json(&json!({
+            "hosts": report::views_json(&views),
+            "agree": agree,
+            "last_rollout": last,
+        }));
+    } else {
+        let mut text = String::new();
+        for v in &views {
+            let Some(state) = &v.state else {
+                text.push_str(&format!(
+                    "{}: unreachable: {}\n",
+                    v.host,
+                    v.error.as_deref().unwrap_or("")
+                ));
+                continue;
+            };
+            let health = match state.get("health") {
+                Some(h) if !h.is_null() => format!(
+                    "{} ({})",
+                    if h["passed"] == true {
+                        "healthy"
+                    } else {
+                        "UNHEALTHY"
+                    },
+                    h["detail"].as_str().unwrap_or("")
+                ),
+                _ => "no [health] configured".into(),
+            };
+            text.push_str(&format!(
+                "{}: live {}, {health}\n",
+                v.host,
+                state["describe"].as_str().unwrap_or("?")
+            ));
+        }
+        match &last {
+            Some(e) => text.push_str(&format!(
+                "last rollout: {} {} at {}\n",
+                e.outcome,
+                e.release.as_ref().map(Layout::display).unwrap_or_default(),
+                e.time.format("%Y-%m-%d %H:%M:%S UTC")
+            )),
+            None => text.push_str("last rollout: none recorded here\n"),
+        }
+        let _ = ui::out(&text);
+    }
+    if !agree && views.iter().all(|v| v.state.is_some()) {
+        ctx.ui
+            .warn("the hosts disagree about what is live; `shipit releases` shows each");
+    }
+    unreachable_error(&views)
+}

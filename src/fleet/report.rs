@@ -1,0 +1,316 @@
+//! What a fleet command reports, per host: the view data behind the final
+//! table and `--json` (printing itself is `ui`'s).
+
+use serde_json::{Value, json};
+
+use crate::layout::ReleaseId;
+
+/// How one host fared in a rollout (or a fleet rollback).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not reached by the rollout: runs what it ran before.
+    Untouched,
+    /// Could not be reached (connect, install or state failed).
+    Unreachable,
+    /// Received the release; nothing was switched (the rollout stopped
+    /// before phase 2, and the release was removed again, see `Discarded`).
+    Received,
+    /// Received the release, which was removed again when the rollout
+    /// stopped before any host was switched.
+    Discarded,
+    /// Switched to the new release and passed its gate.
+    Switched,
+    /// Already ran the target (a fleet rollback).
+    AlreadyLive,
+    /// Failed its switch (drain, activation and gate, or undrain).
+    Failed,
+    /// Switched in this rollout, then switched back to what it ran before.
+    Reverted,
+    /// Switched in this rollout; switching it back failed.
+    RevertFailed,
+}
+
+impl Outcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Untouched => "untouched",
+            Outcome::Unreachable => "unreachable",
+            Outcome::Received => "received",
+            Outcome::Discarded => "discarded",
+            Outcome::Switched => "switched",
+            Outcome::AlreadyLive => "already-live",
+            Outcome::Failed => "failed",
+            Outcome::Reverted => "reverted",
+            Outcome::RevertFailed => "revert-failed",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct HostReport {
+    pub host: String,
+    /// What it ran when the rollout began.
+    pub before: Option<ReleaseId>,
+    /// What it runs now, as far as the controller knows.
+    pub live: Option<ReleaseId>,
+    pub outcome: Outcome,
+    pub message: Option<String>,
+}
+
+impl HostReport {
+    pub fn new(host: &str) -> HostReport {
+        HostReport {
+            host: host.to_string(),
+            before: None,
+            live: None,
+            outcome: Outcome::Untouched,
+            message: None,
+        }
+    }
+
+    /// Does it run what it ran before the rollout?
+    pub fn as_before(&self) -> bool {
+        self.live == self.before
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "host": self.host,
+            "before": self.before,
+            "live": self.live,
+            "outcome": self.outcome.name(),
+            "message": self.message,
+        })
+    }
+}
+
+fn id_or_none(id: Option<&ReleaseId>) -> String {
+    id.map_or_else(|| "-".to_string(), |i| i.to_string())
+}
+
+/// The closing table of a rollout: every host, what it ran before, what
+/// it runs now, how it fared.
+pub fn table(hosts: &[HostReport]) -> String {
+    let width = hosts.iter().map(|h| h.host.len()).max().unwrap_or(4).max(4);
+    let mut text = format!(
+        "{:<width$}  {:<14}  {:<14}  {}\n",
+        "HOST", "BEFORE", "NOW", "OUTCOME"
+    );
+    for h in hosts {
+        let message = h
+            .message
+            .as_deref()
+            .map(|m| format!(": {}", m.lines().next().unwrap_or("")))
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "{:<width$}  {:<14}  {:<14}  {}{message}\n",
+            h.host,
+            id_or_none(h.before.as_ref()),
+            id_or_none(h.live.as_ref()),
+            h.outcome.name(),
+        ));
+    }
+    text
+}
+
+/// What a host said about itself (`fleet-agent state`), for `releases` and
+/// `status`.
+#[derive(Clone, Debug)]
+pub struct HostView {
+    pub host: String,
+    /// `None`: the host could not be reached; `error` says why.
+    pub state: Option<Value>,
+    pub error: Option<String>,
+}
+
+impl HostView {
+    pub fn current(&self) -> Option<&str> {
+        self.state.as_ref()?.get("current")?.as_str()
+    }
+
+    fn live_revision(&self) -> Option<&str> {
+        let current = self.current()?;
+        self.state
+            .as_ref()?
+            .get("releases")?
+            .as_array()?
+            .iter()
+            .find(|r| r.get("id").and_then(Value::as_str) == Some(current))?
+            .get("revision")?
+            .as_str()
+    }
+}
+
+/// Do all reachable hosts run the same release (and is any unreachable)?
+pub fn agree(views: &[HostView]) -> bool {
+    let mut lives = views.iter().map(|v| (v.state.is_some(), v.current()));
+    let first = lives.next();
+    first.is_none_or(|f| f.0 && lives.all(|l| l == f))
+}
+
+/// `shipit releases` with a fleet: one line per host, then every release
+/// any host has, with the hosts that have it and run it.
+pub fn releases_text(views: &[HostView]) -> String {
+    let width = views.iter().map(|h| h.host.len()).max().unwrap_or(4).max(4);
+    let majority = majority_live(views);
+    let mut text = format!(
+        "{:<width$}  {:<14}  {:<10}  {}\n",
+        "HOST", "LIVE", "REVISION", "RELEASES"
+    );
+    for v in views {
+        let Some(state) = &v.state else {
+            text.push_str(&format!(
+                "{:<width$}  unreachable: {}\n",
+                v.host,
+                v.error.as_deref().unwrap_or("")
+            ));
+            continue;
+        };
+        let count = state
+            .get("releases")
+            .and_then(Value::as_array)
+            .map_or(0, |r| r.len());
+        let differs = majority.is_some() && v.current() != majority.as_deref();
+        text.push_str(&format!(
+            "{:<width$}  {:<14}  {:<10}  {count}{}\n",
+            v.host,
+            v.current().unwrap_or("-"),
+            v.live_revision().map_or("-", |r| &r[..r.len().min(10)]),
+            if differs { "  (differs)" } else { "" }
+        ));
+    }
+    let reachable = views.iter().filter(|v| v.state.is_some()).count();
+    let mut ids: Vec<(String, Option<String>)> = Vec::new();
+    for v in views {
+        let Some(list) = v
+            .state
+            .as_ref()
+            .and_then(|s| s.get("releases"))
+            .and_then(Value::as_array)
+        else {
+            continue;
+        };
+        for r in list {
+            let Some(id) = r.get("id").and_then(Value::as_str) else {
+                continue;
+            };
+            if !ids.iter().any(|(i, _)| i == id) {
+                let revision = r.get("revision").and_then(Value::as_str).map(String::from);
+                ids.push((id.to_string(), revision));
+            }
+        }
+    }
+    ids.sort_by(|a, b| b.0.cmp(&a.0));
+    if ids.is_empty() {
+        return text;
+    }
+    text.push_str(&format!(
+        "\n  {:<14}  {:<10}  {:<7}  {}\n",
+        "ID", "REVISION", "ON", "LIVE ON"
+    ));
+    for (id, revision) in ids {
+        let has = |v: &&HostView| {
+            v.state
+                .as_ref()
+                .and_then(|s| s.get("releases"))
+                .and_then(Value::as_array)
+                .is_some_and(|l| l.iter().any(|r| r["id"].as_str() == Some(&id)))
+        };
+        let on = views.iter().filter(has).count();
+        let live: Vec<&str> = views
+            .iter()
+            .filter(|v| v.current() == Some(id.as_str()))
+            .map(|v| v.host.as_str())
+            .collect();
+        let live_on = if live.is_empty() {
+            "-".to_string()
+        } else if live.len() == reachable {
+            "all".to_string()
+        } else {
+            live.join(", ")
+        };
+        text.push_str(&format!(
+            "{} {:<14}  {:<10}  {:<7}  {live_on}\n",
+            if live.is_empty() { " " } else { "*" },
+            id,
+            revision.as_deref().map_or("-", |r| &r[..r.len().min(10)]),
+            format!("{on}/{}", views.len()),
+        ));
+    }
+    text
+}
+
+/// The release most hosts run (ties: the newest).
+pub fn majority_live(views: &[HostView]) -> Option<String> {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for v in views {
+        if let Some(c) = v.current() {
+            match counts.iter_mut().find(|(id, _)| *id == c) {
+                Some(entry) => entry.1 += 1,
+                None => counts.push((c, 1)),
+            }
+        }
+    }
+    counts
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(b.0)))
+        .map(|(id, _)| id.to_string())
+}
+
+pub fn views_json(views: &[HostView]) -> Value {
+    json!(
+        views
+            .iter()
+            .map(|v| json!({
+                "host": v.host,
+                "reachable": v.state.is_some(),
+                "current": v.current(),
+                "state": v.state,
+                "error": v.error,
+            }))
+            .collect::<Vec<_>>()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(host: &str, current: Option<&str>) -> HostView {
+        HostView {
+            host: host.into(),
+            state: Some(json!({"current": current, "releases": []})),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn agreement() {
+        let a = view("a", Some("20260101000001"));
+        let b = view("b", Some("20260101000001"));
+        let c = view("c", Some("20260101000000"));
+        assert!(agree(&[a.clone(), b.clone()]));
+        assert!(!agree(&[a.clone(), b.clone(), c.clone()]));
+        let gone = HostView {
+            host: "d".into(),
+            state: None,
+            error: Some("no route".into()),
+        };
+        assert!(!agree(&[a.clone(), gone]));
+        assert_eq!(majority_live(&[a, b, c]).as_deref(), Some("20260101000001"));
+    }
+
+    #[test]
+    fn the_table_names_every_host() {
+        let mut r = HostReport::new("deploy@web1");
+        r.outcome = Outcome::Reverted;
+        r.message = Some("gate failed\nmore".into());
+        let text = table(&[r, HostReport::new("web2")]);
+        assert!(text.contains("deploy@web1"), "{text}");
+        assert!(text.contains("reverted: gate failed\n"), "{text}");
+        assert!(
+            text.contains("web2") && text.contains("untouched"),
+            "{text}"
+        );
+    }
+}

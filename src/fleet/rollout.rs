@@ -1,0 +1,462 @@
+//! The phases of a rollout, and the revert.
+//!
+//! - Reach: every host is connected, given shipit and the config, and asked
+//!   what it has, in parallel, before anything is built or sent. A host
+//!   that cannot be reached stops the rollout with nothing changed.
+//! - Prepare: every host receives and publishes the release, in parallel;
+//!   nothing goes live. A failure removes the release from the hosts that
+//!   got it (a release that never went live must not become a rollback
+//!   target later).
+//! - Roll: `batch` hosts at a time, in host order: drain (on the
+//!   controller) → the host's own single-host activation (swap, reload or
+//!   slots, gate, automatic rollback) → undrain. The first host that fails
+//!   stops the rollout: it has rolled itself back, hosts not reached stay
+//!   untouched, and the hosts switched in this rollout are switched back
+//!   to what each ran before (drained around the switch, like any switch),
+//!   unless `--no-revert`.
+//!
+//! Peers differ here, and this is the behaviour they get wrong: stopping at
+//! the failing host but leaving the switched ones on the new version, or
+//! moving on to the next batch. A fleet that runs two versions after a
+//! failed rollout is the state operators least want to find.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::Value;
+
+use crate::config::FleetConfig;
+use crate::context::Ctx;
+use crate::error::{Error, Result};
+use crate::fleet::install::{self, Payload};
+use crate::fleet::report::{HostReport, Outcome};
+use crate::fleet::ssh::{self, Ssh};
+use crate::hooks::{self, Hook};
+use crate::layout::ReleaseId;
+
+/// Hosts handled at once in the parallel phases: below sshd's default
+/// `MaxStartups` (10 unauthenticated connections) on a shared bastion, and
+/// each host gets at most one session at a time on its master connection
+/// (`MaxSessions` is 10).
+pub const PARALLEL: usize = 8;
+
+/// Run `f` on every item, at most [`PARALLEL`] at once; results in order.
+pub fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let next = AtomicUsize::new(0);
+    let mut results: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
+    let slots: Vec<std::sync::Mutex<&mut Option<R>>> =
+        results.iter_mut().map(std::sync::Mutex::new).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..PARALLEL.min(items.len()) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= items.len() {
+                        break;
+                    }
+                    let r = f(&items[i]);
+                    **slots[i].lock().expect("not poisoned") = Some(r);
+                }
+            });
+        }
+    });
+    drop(slots);
+    results
+        .into_iter()
+        .map(|r| r.expect("every item ran"))
+        .collect()
+}
+
+/// What an agent call answered.
+#[derive(Debug)]
+pub struct Reply {
+    pub code: i32,
+    pub json: Value,
+    /// What the host runs now, by its own report.
+    pub live: Option<ReleaseId>,
+    /// Why it failed: the host's error, or ssh's.
+    pub message: String,
+}
+
+impl Reply {
+    pub fn ok(&self) -> bool {
+        self.code == 0 && self.json["ok"] == true
+    }
+}
+
+/// One controller run against the fleet: its ssh connections and what it
+/// installs.
+pub struct Fleet<'a> {
+    pub ctx: &'a Ctx,
+    pub config: &'a FleetConfig,
+    pub ssh: Ssh,
+    pub payload: Payload,
+}
+
+impl Drop for Fleet<'_> {
+    fn drop(&mut self) {
+        for host in &self.config.hosts {
+            self.ssh.close(host);
+        }
+    }
+}
+
+impl<'a> Fleet<'a> {
+    pub fn open(ctx: &'a Ctx, config: &'a FleetConfig) -> Result<Fleet<'a>> {
+        Ok(Fleet {
+            ctx,
+            config,
+            ssh: Ssh::new(&config.ssh_options)?,
+            payload: Payload::prepare(&ctx.config)?,
+        })
+    }
+
+    /// `fleet-agent <args>` on `host`.
+    pub fn agent(&self, host: &str, args: &[&str], stdin: Option<&std::path::Path>) -> Reply {
+        let mut argv = self.payload.agent();
+        argv.extend(args.iter().map(|a| a.to_string()));
+        match self.ssh.run(&self.ctx.ui, host, &argv, stdin) {
+            Err(e) => Reply {
+                code: ssh::SSH_FAILED,
+                json: Value::Null,
+                live: None,
+                message: e.to_string(),
+            },
+            Ok(out) => {
+                let json: Value = out
+                    .stdout
+                    .lines()
+                    .last()
+                    .and_then(|l| serde_json::from_str(l).ok())
+                    .unwrap_or(Value::Null);
+                let live = json
+                    .get("live")
+                    .and_then(Value::as_str)
+                    .and_then(|s| ReleaseId::parse(s).ok());
+                let message = json
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .map(String::from)
+                    .unwrap_or_else(|| install::last_words(&out));
+                Reply {
+                    code: out.code,
+                    json,
+                    live,
+                    message,
+                }
+            }
+        }
+    }
+
+    /// Connect, install, and ask for the state of every host, in parallel.
+    pub fn reach(&self, probe: bool) -> Vec<Result<Value>> {
+        parallel(&self.config.hosts, |host| {
+            self.ssh.connect(host)?;
+            install::ensure(&self.ssh, &self.ctx.ui, host, &self.payload)?;
+            let args: &[&str] = if probe {
+                &["state", "--probe"]
+            } else {
+                &["state"]
+            };
+            let reply = self.agent(host, args, None);
+            if !reply.ok() {
+                return Err(
+                    Error::internal(format!("could not read the state of {host}"))
+                        .cause(reply.message),
+                );
+            }
+            Ok(reply.json)
+        })
+    }
+
+    /// Run the drain or undrain hook for `host` on the controller.
+    pub fn run_hook(
+        &self,
+        name: &str,
+        command: Option<&String>,
+        host: &HostReport,
+        target: Option<&ReleaseId>,
+    ) -> Result<()> {
+        let Some(command) = command else {
+            return Ok(());
+        };
+        let verb = if name == "drain" {
+            "Draining"
+        } else {
+            "Undraining"
+        };
+        self.ctx.ui.step(verb, &host.host);
+        let env = vec![
+            ("SHIPIT_HOST".to_string(), host.host.clone()),
+            (
+                "SHIPIT_RELEASE".to_string(),
+                target.map(|t| t.to_string()).unwrap_or_default(),
+            ),
+            (
+                "SHIPIT_PREVIOUS_RELEASE".to_string(),
+                host.before
+                    .as_ref()
+                    .map(|t| t.to_string())
+                    .unwrap_or_default(),
+            ),
+            (
+                "SHIPIT_DEPLOY_TO".to_string(),
+                self.ctx.config.deploy_to.display().to_string(),
+            ),
+        ];
+        let cwd = self
+            .ctx
+            .config
+            .file
+            .parent()
+            .unwrap_or(std::path::Path::new("/"))
+            .to_path_buf();
+        let key = format!("fleet.drain_timeout ({name})");
+        let hook = Hook {
+            name,
+            command,
+            cwd: &cwd,
+            env: &env,
+            timeout: self.config.drain_timeout,
+            timeout_key: &key,
+        };
+        hooks::run(&hook, &self.ctx.ui, None)
+    }
+}
+
+/// What phase 2 does to each host.
+#[derive(Clone, Debug)]
+pub enum Switch {
+    /// Activate the received release (a deploy).
+    Activate(ReleaseId),
+    /// Go to an existing release (a fleet rollback).
+    To(ReleaseId),
+}
+
+impl Switch {
+    fn target(&self) -> &ReleaseId {
+        match self {
+            Switch::Activate(id) | Switch::To(id) => id,
+        }
+    }
+}
+
+/// Phase 2: switch the hosts (`hosts[i].before` filled in, outcome
+/// `Untouched`), `batch` at a time; on the first failure stop, and revert
+/// unless `no_revert`. Returns the failure, if any.
+pub fn roll(
+    fleet: &Fleet,
+    hosts: &mut [HostReport],
+    switch: &Switch,
+    no_revert: bool,
+) -> Option<Error> {
+    let target = switch.target().clone();
+    let order: Vec<usize> = (0..hosts.len())
+        .filter(|&i| {
+            if hosts[i].before.as_ref() == Some(&target) {
+                hosts[i].outcome = Outcome::AlreadyLive;
+                false
+            } else {
+                true
+            }
+        })
+        .collect();
+    let mut failure: Option<Error> = None;
+    for batch in order.chunks(fleet.config.batch) {
+        if crate::interrupt::requested() {
+            failure = Some(Error::internal("interrupted: no further host is switched"));
+            break;
+        }
+        failure = switch_batch(fleet, hosts, batch, switch);
+        if failure.is_some() {
+            break;
+        }
+    }
+    let failure = failure?;
+    if !no_revert {
+        revert(fleet, hosts);
+    }
+    Some(failure)
+}
+
+/// Drain each host of the batch in host order, switch them together,
+/// undrain the healthy ones in host order.
+fn switch_batch(
+    fleet: &Fleet,
+    hosts: &mut [HostReport],
+    batch: &[usize],
+    switch: &Switch,
+) -> Option<Error> {
+    let target = switch.target();
+    let mut failure = None;
+    let mut drained = Vec::new();
+    for &i in batch {
+        match fleet.run_hook(
+            "drain",
+            fleet.config.drain.as_ref(),
+            &hosts[i],
+            Some(target),
+        ) {
+            Ok(()) => drained.push(i),
+            Err(e) => {
+                hosts[i].outcome = Outcome::Failed;
+                hosts[i].message = Some(format!("drain failed: {}", e.message));
+                failure = Some(e.context(format!("the drain hook failed for {}", hosts[i].host)));
+                // It may be half out of rotation: put it back.
+                drained.push(i);
+                break;
+            }
+        }
+    }
+    if failure.is_none() {
+        let args: Vec<String> = match switch {
+            Switch::Activate(id) => vec!["activate".into(), "--id".into(), id.to_string()],
+            Switch::To(id) => vec!["switch".into(), "--to".into(), id.to_string()],
+        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        for &i in batch {
+            fleet.ctx.ui.step(
+                "Switching",
+                format!("{} to releases/{target}", hosts[i].host),
+            );
+        }
+        let names: Vec<String> = batch.iter().map(|&i| hosts[i].host.clone()).collect();
+        let replies = parallel(&names, |host| fleet.agent(host, &args, None));
+        for (&i, reply) in batch.iter().zip(replies) {
+            let host = &mut hosts[i];
+            if reply.ok() {
+                host.live = Some(target.clone());
+                host.outcome = Outcome::Switched;
+                fleet
+                    .ctx
+                    .ui
+                    .step("Switched", format!("{} to releases/{target}", host.host));
+            } else {
+                // The host said what it runs now; ssh failing says nothing.
+                host.live = if reply.code == ssh::SSH_FAILED {
+                    reply.live.clone().or(host.live.clone())
+                } else {
+                    reply.live.clone()
+                };
+                host.outcome = Outcome::Failed;
+                host.message = Some(reply.message.clone());
+                if failure.is_none() {
+                    failure = Some(
+                        Error::internal(format!("{} failed its switch", host.host))
+                            .cause(reply.message.replace('\n', "; ")),
+                    );
+                }
+            }
+        }
+    }
+    for &i in &drained {
+        // Back into rotation only when healthy: switched, or back on what
+        // it ran before by its own rollback.
+        let healthy = hosts[i].outcome == Outcome::Switched
+            || (hosts[i].outcome == Outcome::Failed && hosts[i].as_before());
+        if !healthy {
+            fleet.ctx.ui.warn(format!(
+                "{} stays drained: it does not run what it ran before",
+                hosts[i].host
+            ));
+            continue;
+        }
+        if let Err(e) = fleet.run_hook(
+            "undrain",
+            fleet.config.undrain.as_ref(),
+            &hosts[i],
+            Some(target),
+        ) {
+            let host = &mut hosts[i];
+            if host.outcome == Outcome::Switched {
+                host.outcome = Outcome::Failed;
+            }
+            host.message = Some(format!("undrain failed: {}", e.message));
+            if failure.is_none() {
+                failure = Some(e.context(format!("the undrain hook failed for {}", host.host)));
+            }
+        }
+    }
+    failure
+}
+
+/// Switch every host this rollout moved back to what it ran before, in
+/// reverse order, `batch` at a time, drained around the switch.
+fn revert(fleet: &Fleet, hosts: &mut [HostReport]) {
+    let moved: Vec<usize> = (0..hosts.len())
+        .rev()
+        .filter(|&i| {
+            matches!(hosts[i].outcome, Outcome::Switched | Outcome::Failed) && !hosts[i].as_before()
+        })
+        .collect();
+    for batch in moved.chunks(fleet.config.batch) {
+        let mut drained = Vec::new();
+        for &i in batch {
+            let before = hosts[i].before.clone();
+            match fleet.run_hook(
+                "drain",
+                fleet.config.drain.as_ref(),
+                &hosts[i],
+                before.as_ref(),
+            ) {
+                Ok(()) => drained.push(i),
+                Err(e) => {
+                    hosts[i].outcome = Outcome::RevertFailed;
+                    hosts[i].message =
+                        Some(format!("drain before the revert failed: {}", e.message));
+                }
+            }
+        }
+        let names: Vec<(usize, String, String)> = drained
+            .iter()
+            .map(|&i| {
+                let to = hosts[i]
+                    .before
+                    .as_ref()
+                    .map_or_else(|| "none".to_string(), |b| b.to_string());
+                fleet
+                    .ctx
+                    .ui
+                    .step("Reverting", format!("{} to {to}", hosts[i].host));
+                (i, hosts[i].host.clone(), to)
+            })
+            .collect();
+        let replies = parallel(&names, |(_, host, to)| {
+            fleet.agent(host, &["switch", "--to", to], None)
+        });
+        for ((i, _, _), reply) in names.iter().zip(replies) {
+            let host = &mut hosts[*i];
+            let failed_before = host.outcome == Outcome::Failed;
+            if reply.ok() {
+                host.live = host.before.clone();
+                host.outcome = if failed_before {
+                    Outcome::Failed
+                } else {
+                    Outcome::Reverted
+                };
+            } else {
+                host.live = reply.live.clone().or(host.live.clone());
+                host.outcome = Outcome::RevertFailed;
+                host.message = Some(format!("the switch back failed: {}", reply.message));
+            }
+        }
+        for &i in &drained {
+            if !hosts[i].as_before() {
+                fleet.ctx.ui.warn(format!(
+                    "{} stays drained: it does not run what it ran before",
+                    hosts[i].host
+                ));
+                continue;
+            }
+            let before = hosts[i].before.clone();
+            if let Err(e) = fleet.run_hook(
+                "undrain",
+                fleet.config.undrain.as_ref(),
+                &hosts[i],
+                before.as_ref(),
+            ) {
+                hosts[i].message = Some(format!("undrain after the revert failed: {}", e.message));
+                hosts[i].outcome = Outcome::RevertFailed;
+            }
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! Every ssh invocation of a fleet rollout: the system OpenSSH client, no
+//! ssh library, so the user's `~/.ssh/config`, agent, jump hosts and known
+//! hosts work as they do for `ssh` itself.
+//!
+//! - One master connection per host (`ControlMaster`), opened once and
+//!   shared by every later call (`ControlPath` in a short private directory:
+//!   a unix socket path is limited to 108 bytes, hence `%C`, a hash of the
+//!   connection, rather than `%r@%h:%p`). It persists only a short while
+//!   after its last use and is closed explicitly at the end.
+//! - `BatchMode=yes`: a prompt nobody will answer would hang the rollout.
+//!   `ConnectTimeout` and `ServerAliveInterval` bound a dead host.
+//! - Host names and options are argv elements, never a local shell string;
+//!   a destination starting with `-` is refused (it would be an option).
+//!   ssh joins the remote command into one string for the remote shell, so
+//!   every remote argument is single-quoted here ([`remote_command`]).
+//! - Each ssh runs in its own process group: a Ctrl-C on the controller's
+//!   terminal reaches shipit, which finishes the step in flight and puts the
+//!   fleet back, instead of cutting every host's session at once.
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::ui::Ui;
+
+/// How long connecting to a host may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Seconds between keepalives; a host that misses 3 in a row is dead.
+const ALIVE_INTERVAL: u32 = 5;
+/// How long an idle master connection outlives its last use (a crashed
+/// controller leaves none behind for longer).
+const PERSIST: u32 = 60;
+/// ssh's own exit status when it failed (not the remote command).
+pub const SSH_FAILED: i32 = 255;
+
+/// Refuse a destination that is not `[user@]host` or
+/// `ssh://[user@]host[:port]`: it would reach ssh's argv as something else.
+pub fn check_destination(dest: &str) -> Result<()> {
+    let bad = |why: &str| {
+        Err(Error::usage(format!("{dest:?} is not an ssh destination: {why}")).hint(
+            "write hosts as user@host, host, or ssh://user@host:port (options go in fleet.ssh_options)",
+        ))
+    };
+    if dest.starts_with('-') {
+        return bad("it starts with '-', so ssh would read it as an option");
+    }
+    let (rest, uri) = match dest.strip_prefix("ssh://") {
+        Some(rest) => (rest, true),
+        None => (dest, false),
+    };
+    let (user, hostport) = match rest.rsplit_once('@') {
+        Some((user, hostport)) => (Some(user), hostport),
+        None => (None, rest),
+    };
+    if let Some(user) = user
+        && (user.is_empty()
+            || !user
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
+    {
+        return bad("the user name may hold only letters, digits, '.', '_' and '-'");
+    }
+    let host = if uri {
+        let hostport = hostport.strip_suffix('/').unwrap_or(hostport);
+        match hostport.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(']') && host.contains(':') => {
+                // A bare IPv6 address without brackets: no port.
+                let _ = port;
+                hostport
+            }
+            Some((host, port)) => {
+                if port.parse::<u16>().map_or(true, |p| p == 0) {
+                    return bad("the port must be a number from 1 to 65535");
+                }
+                host
+            }
+            None => hostport,
+        }
+    } else {
+        hostport
+    };
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() {
+        return bad("the host name is empty");
+    }
+    if host.starts_with('-') {
+        return bad("the host name starts with '-'");
+    }
+    if !host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || ".-_:%".contains(c))
+    {
+        return bad(
+            "the host name may hold only letters, digits, '.', '-', '_' (or an IP address)",
+        );
+    }
+    Ok(())
+}
+
+/// Quote one argument for a POSIX shell: `'...'`, with each `'` written as
+/// `'\''`. Safe for any bytes.
+pub fn quote(arg: &str) -> String {
+    format!("'{}'", arg.replace('\'', r"'\''"))
+}
+
+/// The one string ssh hands to the remote shell for `argv`.
+pub fn remote_command<S: AsRef<str>>(argv: &[S]) -> String {
+    argv.iter()
+        .map(|a| quote(a.as_ref()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The ssh settings of one controller run.
+pub struct Ssh {
+    options: Vec<String>,
+    control_dir: tempfile::TempDir,
+}
+
+/// What a remote command did.
+#[derive(Debug)]
+pub struct Output {
+    /// The remote command's exit status ([`SSH_FAILED`]: ssh itself failed).
+    pub code: i32,
+    pub stdout: String,
+    /// The last lines of stderr (already shown, prefixed with the host).
+    pub stderr_tail: Vec<String>,
+}
+
+impl Ssh {
+    pub fn new(options: &[String]) -> Result<Ssh> {
+        // Short on purpose: the socket path must fit in sun_path.
+        let control_dir = tempfile::Builder::new()
+            .prefix("shipit-ssh-")
+            .tempdir_in("/tmp")
+            .map_err(|e| {
+                Error::internal("could not create a directory for ssh control sockets in /tmp")
+                    .cause(e)
+            })?;
+        Ok(Ssh {
+            options: options.to_vec(),
+            control_dir,
+        })
+    }
+
+    /// `ssh <user options> <ours> <extra> -- <dest>`. The user's options
+    /// come first: for `-o` settings ssh keeps the first value it reads.
+    fn command(&self, dest: &str, extra: &[&str]) -> Command {
+        let mut command = Command::new("ssh");
+        command.args(&self.options);
+        let control = format!("ControlPath={}/%C", self.control_dir.path().display());
+        command.args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            &control,
+            "-o",
+            &format!("ConnectTimeout={}", CONNECT_TIMEOUT.as_secs()),
+            "-o",
+            &format!("ServerAliveInterval={ALIVE_INTERVAL}"),
+            "-o",
+            "ServerAliveCountMax=3",
+        ]);
+        command.args(extra).arg("--").arg(dest);
+        command.process_group(0);
+        crate::procs::die_with_shipit(&mut command);
+        command
+    }
+
+    /// Open the master connection to `dest`. `Err` says why the host
+    /// cannot be reached, in ssh's words.
+    pub fn connect(&self, dest: &str) -> Result<()> {
+        let persist = format!("ControlPersist={PERSIST}");
+        let mut command = self.command(
+            dest,
+            &["-o", "ControlMaster=yes", "-o", &persist, "-N", "-f"],
+        );
+        // The master goes to the background with /dev/null for its output;
+        // the foreground ssh exits once the connection is up (or failed).
+        let out = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| {
+                Error::internal("could not run ssh")
+                    .cause(e)
+                    .hint("install the OpenSSH client (apt-get install openssh-client)")
+            })?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        Err(
+            Error::internal(format!("could not connect to {dest}")).cause(if said.is_empty() {
+                format!("ssh exited with {}", out.status)
+            } else {
+                said
+            }),
+        )
+    }
+
+    /// Run `argv` on `dest` through the master connection. Each stderr line
+    /// is shown as it comes, prefixed with the host; stdout is returned.
+    pub fn run(
+        &self,
+        ui: &Ui,
+        dest: &str,
+        argv: &[String],
+        stdin: Option<&Path>,
+    ) -> Result<Output> {
+        let remote = remote_command(argv);
+        let mut command = self.command(dest, &["-o", "ControlMaster=no"]);
+        command.arg(remote);
+        let stdin = match stdin {
+            Some(path) => Stdio::from(
+                std::fs::File::open(path).map_err(|e| Error::io("could not open", path, e))?,
+            ),
+            None => Stdio::null(),
+        };
+        let mut child = command
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                Error::internal("could not run ssh")
+                    .cause(e)
+                    .hint("install the OpenSSH client (apt-get install openssh-client)")
+            })?;
+        let stderr = child.stderr.take().expect("piped");
+        let mut stdout = child.stdout.take().expect("piped");
+        let ui = *ui;
+        let (stdout_text, tail) = std::thread::scope(|scope| {
+            let lines = scope.spawn(move || {
+                let mut tail: Vec<String> = Vec::new();
+                for line in BufReader::new(stderr).split(b'\n') {
+                    let Ok(line) = line else { break };
+                    let line = String::from_utf8_lossy(&line).trim_end().to_string();
+                    ui.host_line(dest, &line);
+                    tail.push(line);
+                    if tail.len() > 20 {
+                        tail.remove(0);
+                    }
+                }
+                tail
+            });
+            let mut text = Vec::new();
+            let _ = stdout.read_to_end(&mut text);
+            (
+                String::from_utf8_lossy(&text).into_owned(),
+                lines.join().unwrap_or_default(),
+            )
+        });
+        let status = child
+            .wait()
+            .map_err(|e| Error::internal("could not wait for ssh").cause(e))?;
+        Ok(Output {
+            code: status.code().unwrap_or(SSH_FAILED),
+            stdout: stdout_text,
+            stderr_tail: tail,
+        })
+    }
+
+    /// Close the master connection to `dest` (best effort).
+    pub fn close(&self, dest: &str) {
+        let _ = self
+            .command(dest, &["-O", "exit"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations() {
+        for good in [
+            "web1",
+            "deploy@web1",
+            "deploy@web1.example.com",
+            "ssh://deploy@web2:2222",
+            "ssh://web2",
+            "ssh://root@127.0.0.1:2201",
+            "10.0.0.7",
+            "ssh://[::1]:22",
+        ] {
+            check_destination(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        for bad in [
+            "",
+            "-oProxyCommand=touch /tmp/x",
+            "deploy@-oProxyCommand=x",
+            "web 1",
+            "web1;reboot",
+            "$(id)",
+            "ssh://web1:port",
+            "ssh://web1:0",
+            "@web1",
+            "us er@web1",
+        ] {
+            let e = check_destination(bad).unwrap_err();
+            assert!(e.message.contains(&format!("{bad:?}")), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn quoting_survives_a_real_shell() {
+        let nasty = [
+            "plain",
+            "it's",
+            "$(touch /nonexistent)",
+            "a b\tc\nd",
+            "`id`",
+            "'\"'\\",
+            "",
+        ];
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf '%s\\0' {}", remote_command(&nasty)))
+            .output()
+            .unwrap();
+        let got: Vec<String> = out
+            .stdout
+            .split(|b| *b == 0)
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect();
+        assert_eq!(&got[..nasty.len()], &nasty);
+    }
+}

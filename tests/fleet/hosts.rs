@@ -1,0 +1,392 @@
+//! A fleet on one machine: each host is a real sshd on 127.0.0.1 (a port
+//! of its own) in a mount namespace of its own, where the fleet's
+//! `deploy_to` path is a bind mount of that host's directory, and
+//! `/etc/hosts` names `app.fleet.test` as the host's own loopback address.
+//! So the same `deploy_to` is a different directory on each host, and the
+//! same health URL reaches each host's own app, as on separate machines.
+//! Nothing of shipit is installed on the hosts: the controller does that.
+//!
+//! Every sshd is stopped by its pid, and every app a reload hook started by
+//! the pid file it left, when the world is dropped (panics included).
+//! Shared by the fleet suite and the fleet benchmark.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
+
+pub fn which(tool: &str) -> Option<PathBuf> {
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .env(
+            "PATH",
+            format!(
+                "{}:/usr/sbin:/sbin",
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .output()
+        .ok()?;
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !path.is_empty()).then(|| PathBuf::from(path))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The tools a fleet on one machine needs, or a panic naming the install.
+pub fn require_tools() {
+    for (tool, install) in [
+        ("ssh", "apt-get install openssh-client"),
+        ("ssh-keygen", "apt-get install openssh-client"),
+        ("sshd", "apt-get install openssh-server"),
+        ("unshare", "apt-get install util-linux"),
+        ("mount", "apt-get install mount"),
+        ("node", "apt-get install nodejs"),
+        ("tar", "apt-get install tar"),
+    ] {
+        assert!(
+            which(tool).is_some(),
+            "the fleet suite needs {tool}, which is missing: {install} (.ci/run does this)"
+        );
+    }
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the fleet suite gives each host a mount namespace of its own (unshare -m, mount --bind), \
+         which needs root: run the tests as root (CI does)"
+    );
+}
+
+pub struct Host {
+    pub index: usize,
+    /// `ssh://user@127.0.0.1:port`
+    pub dest: String,
+    pub port: u16,
+    /// The host's own loopback address, where its app listens.
+    pub addr: String,
+    /// Holds `deploy/` (bind-mounted at the fleet's deploy_to), the sshd
+    /// config and log.
+    pub dir: PathBuf,
+    mount_point: PathBuf,
+    sshd: Option<Child>,
+}
+
+impl Host {
+    pub fn name(&self) -> String {
+        format!("host{}", self.index + 1)
+    }
+
+    /// This host's deploy directory, seen from outside its namespace.
+    pub fn deploy(&self) -> PathBuf {
+        self.dir.join("deploy")
+    }
+
+    /// The release `current` points at, if any.
+    pub fn current(&self) -> Option<String> {
+        let link = fs::read_link(self.deploy().join("current")).ok()?;
+        Some(link.file_name()?.to_string_lossy().into_owned())
+    }
+
+    pub fn releases(&self) -> Vec<String> {
+        let mut ids: Vec<String> = fs::read_dir(self.deploy().join("releases"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
+    /// The status recorded in a release's metadata.
+    pub fn status_of(&self, id: &str) -> Option<String> {
+        let text = fs::read_to_string(
+            self.deploy()
+                .join("releases")
+                .join(id)
+                .join(".shipit-release.json"),
+        )
+        .ok()?;
+        let meta: serde_json::Value = serde_json::from_str(&text).ok()?;
+        meta["status"].as_str().map(String::from)
+    }
+
+    pub fn app_addr(&self, port: u16) -> SocketAddr {
+        format!("{}:{port}", self.addr).parse().unwrap()
+    }
+
+    /// Start sshd in a mount namespace of its own; wait until it accepts.
+    pub fn start(&mut self) {
+        assert!(self.sshd.is_none(), "{} runs already", self.name());
+        let log = fs::File::create(self.dir.join("sshd.log")).unwrap();
+        let script =
+            r#"mount --bind "$1" "$2" && mount --bind "$3" /etc/hosts && exec "$4" -D -e -f "$5""#;
+        let child = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+            .arg(self.deploy())
+            .arg(&self.mount_point)
+            .arg(self.dir.join("hosts"))
+            .arg(which("sshd").expect("checked"))
+            .arg(self.dir.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("unshare runs");
+        // unshare and sh exec: the child's pid is sshd's.
+        self.sshd = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            if let Some(status) = self.sshd.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "sshd of {} exited ({status}): {}",
+                    self.name(),
+                    fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sshd of {} did not listen within 30 s",
+                self.name()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stop sshd by its pid (the sessions it forked end with their
+    /// connections, which the controller closes).
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.sshd.take() else {
+            return;
+        };
+        stop_pid(child.id() as i32);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Stop the app the reload hook started here (by its pid file).
+    pub fn stop_app(&self) {
+        if let Ok(pid) = fs::read_to_string(self.deploy().join("shared/app.pid"))
+            && let Ok(pid) = pid.trim().parse::<i32>()
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+fn stop_pid(pid: i32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.stop();
+        self.stop_app();
+    }
+}
+
+/// The hosts, their keys, and the ssh options that reach them.
+pub struct Hosts {
+    pub root: PathBuf,
+    /// The fleet's deploy_to (an empty directory outside the namespaces).
+    pub deploy_to: PathBuf,
+    pub hosts: Vec<Host>,
+    pub ssh_options: Vec<String>,
+    /// The port every host's app listens on (on its own address).
+    pub app_port: u16,
+}
+
+impl Hosts {
+    /// `n` hosts under `root`, started. Each host's shared/ gets
+    /// `app.env` (its address and the app port), `name` and the example
+    /// reload script.
+    pub fn start(root: &Path, n: usize) -> Hosts {
+        require_tools();
+        let keys = root.join("keys");
+        fs::create_dir_all(&keys).unwrap();
+        for key in ["host", "client"] {
+            run(Command::new("ssh-keygen")
+                .args([
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-C",
+                    "shipit-fleet-test",
+                    "-f",
+                ])
+                .arg(keys.join(key)));
+        }
+        fs::copy(keys.join("client.pub"), keys.join("authorized_keys")).unwrap();
+        // sshd running as root needs its privilege separation directory.
+        fs::create_dir_all("/run/sshd").unwrap();
+        let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_else(|| "root".into());
+        let deploy_to = root.join("deploy");
+        fs::create_dir_all(&deploy_to).unwrap();
+        let app_port = free_port();
+        let host_pub = fs::read_to_string(keys.join("host.pub")).unwrap();
+        let host_pub: Vec<&str> = host_pub.split_whitespace().take(2).collect();
+        let mut known = String::new();
+        let mut hosts = Vec::new();
+        for index in 0..n {
+            let dir = root.join(format!("host{}", index + 1));
+            let shared = dir.join("deploy/shared");
+            fs::create_dir_all(&shared).unwrap();
+            let port = free_port();
+            let addr = format!("127.0.0.{}", index + 2);
+            fs::write(
+                dir.join("sshd_config"),
+                format!(
+                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {keys}/host\n\
+                     PidFile {dir}/sshd.pid\nAuthorizedKeysFile {keys}/authorized_keys\n\
+                     StrictModes no\nUsePAM no\nPasswordAuthentication no\n\
+                     KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
+                     UseDNS no\nPrintMotd no\nLogLevel ERROR\n",
+                    keys = keys.display(),
+                    dir = dir.display()
+                ),
+            )
+            .unwrap();
+            fs::write(
+                dir.join("hosts"),
+                format!("127.0.0.1 localhost\n{addr} app.fleet.test\n"),
+            )
+            .unwrap();
+            fs::write(
+                shared.join("app.env"),
+                format!("HOST={addr}\nPORT={app_port}\nLINGER_MS=300\n"),
+            )
+            .unwrap();
+            fs::write(shared.join("name"), format!("host{}\n", index + 1)).unwrap();
+            fs::copy(
+                Path::new(MANIFEST).join("examples/fleet/restart.sh"),
+                shared.join("restart.sh"),
+            )
+            .unwrap();
+            known.push_str(&format!(
+                "[127.0.0.1]:{port} {} {}\n",
+                host_pub[0], host_pub[1]
+            ));
+            let mut host = Host {
+                index,
+                dest: format!("ssh://{user}@127.0.0.1:{port}"),
+                port,
+                addr,
+                dir,
+                mount_point: deploy_to.clone(),
+                sshd: None,
+            };
+            host.start();
+            hosts.push(host);
+        }
+        fs::write(keys.join("known_hosts"), known).unwrap();
+        let ssh_options = vec![
+            "-F".to_string(),
+            "/dev/null".into(),
+            "-i".into(),
+            keys.join("client").display().to_string(),
+            "-o".into(),
+            format!("UserKnownHostsFile={}", keys.join("known_hosts").display()),
+            "-o".into(),
+            "StrictHostKeyChecking=yes".into(),
+            "-o".into(),
+            "LogLevel=ERROR".into(),
+        ];
+        Hosts {
+            root: root.to_path_buf(),
+            deploy_to,
+            hosts,
+            ssh_options,
+            app_port,
+        }
+    }
+
+    /// `hosts = [...]` and `ssh_options = [...]` for `[fleet]`.
+    pub fn fleet_toml(&self) -> String {
+        let list = |items: Vec<String>| {
+            items
+                .iter()
+                .map(|s| format!("{s:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "hosts = [{}]\nssh_options = [{}]\n",
+            list(self.hosts.iter().map(|h| h.dest.clone()).collect()),
+            list(self.ssh_options.clone())
+        )
+    }
+}
+
+/// One plain GET with a fresh connection: (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: app\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Some((status, body))
+}
+
+/// Run git in `dir` with a fixed identity and no user config.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=Fleet",
+            "-c",
+            "user.email=fleet@example.invalid",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
