@@ -273,6 +273,9 @@ pub fn roll(
     }
     let failure = failure?;
     if !no_revert {
+        // An interrupt stopped the roll; the revert (and its hooks) must
+        // still run to its end.
+        crate::interrupt::clear();
         revert(fleet, hosts);
     }
     Some(failure)
