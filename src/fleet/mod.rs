@@ -134,7 +134,9 @@ fn sequence(
         "Connecting",
         format!("to {} host(s)", fleet.config.hosts.len()),
     );
+    let reach = crate::ui::Timing::start("fleet reach");
     let states = fleet.reach(false);
+    drop(reach);
     let mut unreachable = Vec::new();
     let mut taken: Vec<ReleaseId> = Vec::new();
     let mut infos: Vec<Value> = Vec::new();
@@ -171,14 +173,19 @@ fn sequence(
         ));
     }
     let switch = match req.event {
-        "deploy" => prepare(fleet, req, hosts, &taken, event)?,
+        "deploy" => {
+            let _timing = crate::ui::Timing::start("fleet build+prepare");
+            prepare(fleet, req, hosts, &taken, event)?
+        }
         _ => {
             let to = rollback_target(hosts, &infos, req.to.as_ref())?;
             event.release = Some(to.clone());
             Switch::To(to)
         }
     };
+    let roll = crate::ui::Timing::start("fleet roll");
     let failure = rollout::roll(fleet, hosts, &switch, req.no_revert);
+    drop(roll);
     let Some(failure) = failure else {
         return Ok(());
     };
@@ -231,10 +238,12 @@ fn prepare(
     event: &mut Event,
 ) -> Result<Switch> {
     let ctx = fleet.ctx;
+    let timing = crate::ui::Timing::start("fleet build");
     let built = build::build(ctx, req.reference.as_deref(), taken).map_err(|e| {
         e.in_phase(Kind::BeforeSwap)
             .live("unchanged on every host: nothing was sent or switched")
     })?;
+    drop(timing);
     event.release = Some(built.id.clone());
     event.revision = built.revision.clone();
     event.branch = built.branch.clone();

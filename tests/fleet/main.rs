@@ -6,7 +6,9 @@
 //!
 //! It needs root (mount namespaces), sshd, ssh, node and tar, and fails with
 //! the install command when one is missing (`.ci/run` installs them).
+//! `FLEET_TRACE=1` prints what each deploy said and how long it took.
 
+mod ansible;
 mod hosts;
 mod zero_downtime;
 
@@ -17,7 +19,7 @@ use std::process::{Command, Output, Stdio};
 use hosts::{Hosts, git, http_get};
 use serde_json::Value;
 
-const SHIPIT: &str = env!("CARGO_BIN_EXE_shipit");
+pub const SHIPIT: &str = env!("CARGO_BIN_EXE_shipit");
 
 /// A controller (a git repo of the app, a config) and its hosts.
 pub struct World {
@@ -165,6 +167,7 @@ timeout = "8s"
             .args(&all)
             .current_dir(self.path())
             .env("NO_COLOR", "1")
+            .env("SHIPIT_TIMINGS", "1")
             .env(
                 "PATH",
                 format!(
@@ -210,7 +213,11 @@ timeout = "8s"
     /// Deploy and return the release id every host now runs.
     #[track_caller]
     pub fn deploy_ok(&self) -> String {
+        let started = std::time::Instant::now();
         let run = self.shipit(&["deploy", "--json"]);
+        if std::env::var_os("FLEET_TRACE").is_some() {
+            eprintln!("{}\n{:?}", run.stderr, started.elapsed());
+        }
         run.code(0);
         let id = run.json()["release"].as_str().unwrap().to_string();
         assert_eq!(
