@@ -13,9 +13,13 @@
 # The file of a host is named after $SHIPIT_HOST with every character other
 # than letters, digits, '.', '_' and '-' replaced by '_' (deploy@web1 ->
 # deploy_web1.conf). NGINX names the nginx binary (default: nginx on PATH);
-# NGINX_PREFIX and NGINX_CONF, when set, are passed to
-# `nginx -s reload` as -p and -c. A reload starts new workers without the
-# drained host; the old ones finish the requests they hold.
+# NGINX_PREFIX and NGINX_CONF, when set, are passed to `nginx -s reload`
+# as -p and -c; NGINX_PID names the master's pid file (default
+# /run/nginx.pid). A reload starts new workers without the drained host and
+# the old ones finish the requests they hold: the hook returns once they
+# have exited, so nothing reaches the host after a drain. (With client
+# keep-alive, old workers close idle client connections at once, so this
+# wait is short.)
 set -eu
 action=${1:-}
 dir=${UPSTREAMS:?set UPSTREAMS to the directory of the per-host upstream files}
@@ -36,4 +40,24 @@ undrain) ;;
 esac
 printf '%s\n' "$line" >"$file.tmp"
 mv "$file.tmp" "$file"
+# The workers of the old configuration, which may still send to the host.
+pidfile=${NGINX_PID:-/run/nginx.pid}
+master=$(cat "$pidfile")
+old=$(ps -o pid= --ppid "$master")
 "${NGINX:-nginx}" ${NGINX_PREFIX:+-p "$NGINX_PREFIX"} ${NGINX_CONF:+-c "$NGINX_CONF"} -s reload
+# Done when they have finished what they hold and exited (at most 60 s):
+# from then on no request reaches a drained host.
+i=0
+while [ "$i" -lt 600 ]; do
+  alive=""
+  for pid in $old; do
+    if [ -d "/proc/$pid" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" 2>/dev/null; then
+      alive=1
+    fi
+  done
+  [ -n "$alive" ] || exit 0
+  sleep 0.1
+  i=$((i + 1))
+done
+echo "nginx workers $old still run 60 s after the reload" >&2
+exit 1

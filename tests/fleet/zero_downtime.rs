@@ -4,6 +4,10 @@
 //! `nginx -s reload`) before its switch and undrained after its gate, by the
 //! example hook `examples/fleet/nginx-drain.sh`. Every request must succeed.
 //!
+//! nginx does not retry another host (`proxy_next_upstream off`): only the
+//! drain keeps requests away from a host while its app restarts (without
+//! the drain hooks, hundreds of thousands of requests fail with 502).
+//!
 //! The front closes each client connection after its answer
 //! (`keepalive_timeout 0`): an nginx reload closes idle kept-alive client
 //! connections, which a client that never retries (this one) would count
@@ -93,13 +97,13 @@ fn a_rolling_deploy_with_drain_drops_no_request() {
                upstream app {{ include {p}/upstreams/*.conf; keepalive 16; }}\n\
                server {{\n    listen 127.0.0.1:{port};\n\
                  location / {{\n      proxy_pass http://app;\n      proxy_http_version 1.1;\n\
-                   proxy_set_header Connection \"\";\n      proxy_next_upstream error timeout;\n    }}\n  }}\n}}\n"
+                   proxy_set_header Connection \"\";\n      proxy_next_upstream off;\n    }}\n  }}\n}}\n"
         ),
     )
     .unwrap();
     let hook = |action: &str| {
         format!(
-            "UPSTREAMS='{u}' NGINX='{n}' NGINX_PREFIX='{p}' NGINX_CONF='{p}/nginx.conf' sh '{m}/examples/fleet/nginx-drain.sh' {action}",
+            "UPSTREAMS='{u}' NGINX='{n}' NGINX_PREFIX='{p}' NGINX_CONF='{p}/nginx.conf' NGINX_PID='{p}/nginx.pid' sh '{m}/examples/fleet/nginx-drain.sh' {action}",
             u = upstreams.display(),
             n = nginx_bin.display(),
             m = MANIFEST,
