@@ -264,12 +264,11 @@ fn switch(ctx: &Ctx, to: &str) -> Result<Value> {
     let layout = &ctx.layout;
     if to == "none" {
         let started = Instant::now();
-        let current = store::require_sane_current(layout)?;
+        store::require_sane_current(layout)?;
         let _lock = crate::mutation::begin(ctx, None)?;
         let Current::Release(from) = store::require_sane_current(layout)? else {
             return Ok(json!({"to": null}));
         };
-        let _ = current;
         ctx.ui.step(
             "Removing",
             "current (nothing was live here before this rollout)",

@@ -55,6 +55,8 @@ pub struct HostReport {
     pub live: Option<ReleaseId>,
     pub outcome: Outcome,
     pub message: Option<String>,
+    /// Contact was lost during a switch: `live` is not known.
+    pub unknown: bool,
 }
 
 impl HostReport {
@@ -65,12 +67,13 @@ impl HostReport {
             live: None,
             outcome: Outcome::Untouched,
             message: None,
+            unknown: false,
         }
     }
 
     /// Does it run what it ran before the rollout?
     pub fn as_before(&self) -> bool {
-        self.live == self.before
+        !self.unknown && self.live == self.before
     }
 
     pub fn to_json(&self) -> Value {
@@ -78,6 +81,7 @@ impl HostReport {
             "host": self.host,
             "before": self.before,
             "live": self.live,
+            "live_known": !self.unknown,
             "outcome": self.outcome.name(),
             "message": self.message,
         })
@@ -106,7 +110,11 @@ pub fn table(hosts: &[HostReport]) -> String {
             "{:<width$}  {:<14}  {:<14}  {}{message}\n",
             h.host,
             id_or_none(h.before.as_ref()),
-            id_or_none(h.live.as_ref()),
+            if h.unknown {
+                "unknown".to_string()
+            } else {
+                id_or_none(h.live.as_ref())
+            },
             h.outcome.name(),
         ));
     }

@@ -168,6 +168,29 @@ impl<'a> Fleet<'a> {
         })
     }
 
+    /// After a failed switch: what does `host` run now? Its own report when
+    /// it gave one; when the connection broke instead, ask again; when that
+    /// fails too, it is unknown (and the host is not put back in rotation).
+    pub fn learn_live(&self, host: &mut HostReport, reply: &Reply) {
+        if reply.json.get("live").is_some() {
+            host.live = reply.live.clone();
+            return;
+        }
+        let again = self.agent(&host.host, &["state"], None);
+        if again.ok() {
+            host.live = again.json["current"]
+                .as_str()
+                .and_then(|s| ReleaseId::parse(s).ok());
+        } else {
+            host.unknown = true;
+            self.ctx.ui.warn(format!(
+                "lost contact with {}: what it runs now is unknown ({})",
+                host.host,
+                again.message.replace('\n', "; ")
+            ));
+        }
+    }
+
     /// Run the drain or undrain hook for `host` on the controller.
     pub fn run_hook(
         &self,
@@ -334,12 +357,7 @@ fn switch_batch(
                     .ui
                     .step("Switched", format!("{} to releases/{target}", host.host));
             } else {
-                // The host said what it runs now; ssh failing says nothing.
-                host.live = if reply.code == ssh::SSH_FAILED {
-                    reply.live.clone().or(host.live.clone())
-                } else {
-                    reply.live.clone()
-                };
+                fleet.learn_live(host, &reply);
                 host.outcome = Outcome::Failed;
                 host.message = Some(reply.message.clone());
                 if failure.is_none() {
@@ -437,7 +455,7 @@ fn revert(fleet: &Fleet, hosts: &mut [HostReport]) {
                     Outcome::Reverted
                 };
             } else {
-                host.live = reply.live.clone().or(host.live.clone());
+                fleet.learn_live(host, &reply);
                 host.outcome = Outcome::RevertFailed;
                 host.message = Some(format!("the switch back failed: {}", reply.message));
             }
