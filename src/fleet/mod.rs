@@ -252,21 +252,21 @@ fn prepare(
         format!("{} to {} host(s)", Layout::display(&built.id), hosts.len()),
     );
     let deployed_by = format!("{}@{}", crate::whoami::user(), crate::whoami::host());
-    let build_ms = built.build_ms.to_string();
-    let mut args = vec![
-        "receive",
-        "--id",
-        built.id.as_str(),
-        "--source",
-        &built.source,
+    // `--key=value`: a value that starts with `-` stays a value.
+    let mut owned = vec![
+        "receive".to_string(),
+        format!("--id={}", built.id),
+        format!("--source={}", built.source),
+        format!("--deployed-by={deployed_by}"),
+        format!("--build-ms={}", built.build_ms),
     ];
-    args.extend(["--deployed-by", &deployed_by, "--build-ms", &build_ms]);
     if let Some(r) = &built.revision {
-        args.extend(["--revision", r]);
+        owned.push(format!("--revision={r}"));
     }
     if let Some(b) = &built.branch {
-        args.extend(["--branch", b]);
+        owned.push(format!("--branch={b}"));
     }
+    let args: Vec<&str> = owned.iter().map(String::as_str).collect();
     let names: Vec<String> = hosts.iter().map(|h| h.host.clone()).collect();
     let replies = rollout::parallel(&names, |host| {
         fleet.agent(host, &args, Some(&built.tarball))

@@ -497,3 +497,47 @@ fn a_bad_destination_is_refused_before_any_ssh() {
     assert!(!w.path().join("pwned").exists());
     assert_eq!(w.currents(), vec![None]);
 }
+
+/// ssh joins the remote command into one string for the remote shell:
+/// every argument must arrive as it was, whatever it holds.
+#[test]
+fn remote_arguments_reach_the_host_verbatim() {
+    let w = World::new(1, Options::default());
+    // A name without `/`: run anywhere, `touch` would create it in the
+    // remote shell's working directory (the user's home).
+    let canary = format!("shipit-canary-{}", std::process::id());
+    let odd = w.path().join(format!(
+        "it's \"odd\" $(touch {canary}) `touch {canary}`; app"
+    ));
+    fs::rename(w.path().join("app"), &odd).unwrap();
+    let text = fs::read_to_string(w.config()).unwrap().replace(
+        "git = \"../app\"",
+        &format!("git = {:?}", odd.display().to_string()),
+    );
+    fs::write(w.config(), text).unwrap();
+    let id = w.deploy_ok();
+    let meta: Value = serde_json::from_str(
+        &fs::read_to_string(
+            w.hosts.hosts[0]
+                .deploy()
+                .join("releases")
+                .join(&id)
+                .join(".shipit-release.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["source"], odd.display().to_string());
+    let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()));
+    for dir in [
+        home.as_path(),
+        w.path(),
+        w.hosts.hosts[0].deploy().as_path(),
+    ] {
+        assert!(
+            !dir.join(&canary).exists(),
+            "a shell ran part of an argument (in {})",
+            dir.display()
+        );
+    }
+}
