@@ -3,7 +3,7 @@
 # process manager. It stops the app of the release that was live (SIGTERM:
 # the app answers what it has with `Connection: close`, lingers, exits),
 # then starts the new release in the background. The host's own settings
-# (HOST, PORT, LINGER_MS...) are in <deploy_to>/shared/app.env, one
+# (LISTEN_HOST, PORT, LINGER_MS...) are in <deploy_to>/shared/app.env, one
 # VAR=value a line; copy this file to <deploy_to>/shared/ on each host.
 #
 #   [hooks]

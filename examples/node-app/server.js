@@ -8,7 +8,8 @@
 //   answers 500 everywhere; one with NEVER_READY never listens.
 // - SOCKET=<path> listens on that unix socket (a stale socket file is
 //   removed first; mode 0666 so that nginx workers, another user, can
-//   connect); otherwise PORT (default 3000) on HOST (default 127.0.0.1).
+//   connect); otherwise PORT (default 3000) on LISTEN_HOST (default
+//   127.0.0.1).
 // - It tells pm2 it is ready (wait_ready) only once it listens.
 // - On SIGINT/SIGTERM it stops taking new connections and answers every
 //   request on the connections it has with `Connection: close`, so a proxy
@@ -63,7 +64,7 @@ if (never) {
   }
   server.listen(socket, ready);
 } else {
-  server.listen(port, process.env.HOST || "127.0.0.1", ready);
+  server.listen(port, process.env.LISTEN_HOST || "127.0.0.1", ready);
 }
 
 function stop() {

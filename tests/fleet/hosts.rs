@@ -292,7 +292,7 @@ impl Hosts {
             .unwrap();
             fs::write(
                 shared.join("app.env"),
-                format!("HOST={addr}\nPORT={app_port}\nLINGER_MS=300\n"),
+                format!("LISTEN_HOST={addr}\nPORT={app_port}\nLINGER_MS=300\n"),
             )
             .unwrap();
             fs::write(shared.join("name"), format!("host{}\n", index + 1)).unwrap();
