@@ -55,11 +55,14 @@ pub fn run(ctx: &Ctx, config: &FleetConfig, req: &Request) -> Result<()> {
     let fleet = Fleet::open(ctx, config)?;
     let _lock = crate::mutation::begin(ctx, req.wait)?;
     for (leftover, error) in crate::store::clear_leftovers(&ctx.layout) {
-        if let Some(e) = error {
-            ctx.ui
-                .warn(format!("{e} (it will be retried on the next run)"));
-        } else {
-            let _ = leftover;
+        match error {
+            None => ctx.ui.step(
+                "Cleaning",
+                format!("removed leftover {}", leftover.display()),
+            ),
+            Some(e) => ctx
+                .ui
+                .warn(format!("{e} (it will be retried on the next run)")),
         }
     }
     let mut event = Event::new(req.event, "ok");

@@ -12,8 +12,8 @@ pub enum Outcome {
     Untouched,
     /// Could not be reached (connect, install or state failed).
     Unreachable,
-    /// Received the release; nothing was switched (the rollout stopped
-    /// before phase 2, and the release was removed again, see `Discarded`).
+    /// Received the release while preparing (replaced by the outcome of
+    /// the roll, or by `Discarded` when the prepare failed elsewhere).
     Received,
     /// Received the release, which was removed again when the rollout
     /// stopped before any host was switched.

@@ -370,10 +370,9 @@ fn switch_batch(
         }
     }
     for &i in &drained {
-        // Back into rotation only when healthy: switched, or back on what
-        // it ran before by its own rollback.
-        let healthy = hosts[i].outcome == Outcome::Switched
-            || (hosts[i].outcome == Outcome::Failed && hosts[i].as_before());
+        // Back into rotation when healthy: switched, or on what it ran
+        // before (by its own rollback, or never switched at all).
+        let healthy = hosts[i].outcome == Outcome::Switched || hosts[i].as_before();
         if !healthy {
             fleet.ctx.ui.warn(format!(
                 "{} stays drained: it does not run what it ran before",

@@ -541,3 +541,34 @@ fn remote_arguments_reach_the_host_verbatim() {
         );
     }
 }
+
+/// A drain that fails is a host that fails: nothing more is switched, and
+/// every host that was taken out of rotation is put back, including one
+/// drained in the same batch but never switched.
+#[test]
+fn a_failing_drain_stops_the_rollout_and_puts_every_host_back() {
+    let w = World::new(3, Options::default());
+    let good = w.deploy_ok();
+    let h2 = w.hosts.hosts[1].dest.clone();
+    let drain =
+        format!("echo \"drain $SHIPIT_HOST\" >> ../drain.log; [ \"$SHIPIT_HOST\" != '{h2}' ]");
+    w.write_config(&Options {
+        batch: 2,
+        drain: Some(&drain),
+        undrain: Some("echo \"undrain $SHIPIT_HOST\" >> ../drain.log"),
+    });
+    w.commit("VERSION", "2\n");
+    let run = w.shipit(&["deploy", "--json"]);
+    run.code(8);
+    assert_eq!(outcomes(&run.json()), ["untouched", "failed", "untouched"]);
+    assert_eq!(w.currents(), vec![Some(good.clone()); 3]);
+    let h = &w.hosts.hosts;
+    let log = fs::read_to_string(w.path().join("drain.log")).unwrap();
+    let expected = [
+        format!("drain {}", h[0].dest),
+        format!("drain {}", h[1].dest),
+        format!("undrain {}", h[0].dest),
+        format!("undrain {}", h[1].dest),
+    ];
+    assert_eq!(log.lines().collect::<Vec<_>>(), expected);
+}
