@@ -196,10 +196,10 @@ fn sequence(
         discard_unswitched(fleet, hosts, id);
     }
     let as_before = hosts.iter().all(HostReport::as_before);
-    let kind = if as_before {
-        Kind::FleetReverted
-    } else {
-        Kind::FleetNotReverted
+    let kind = match (as_before, failure.kind) {
+        (true, Kind::Interrupted) => Kind::Interrupted,
+        (true, _) => Kind::FleetReverted,
+        (false, _) => Kind::FleetNotReverted,
     };
     let live = if as_before {
         "every host runs what it ran before the rollout (table above)".to_string()

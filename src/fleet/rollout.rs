@@ -286,7 +286,7 @@ pub fn roll(
     let mut failure: Option<Error> = None;
     for batch in order.chunks(fleet.config.batch) {
         if crate::interrupt::requested() {
-            failure = Some(Error::internal("interrupted: no further host is switched"));
+            failure = Some(interrupted());
             break;
         }
         failure = switch_batch(fleet, hosts, batch, switch);
@@ -302,6 +302,13 @@ pub fn roll(
         revert(fleet, hosts);
     }
     Some(failure)
+}
+
+fn interrupted() -> Error {
+    Error::new(
+        crate::error::Kind::Interrupted,
+        "interrupted by a signal: no further host is switched",
+    )
 }
 
 /// Drain each host of the batch in host order, switch them together,
@@ -367,6 +374,14 @@ fn switch_batch(
                     );
                 }
             }
+        }
+    }
+    // A signal that came during the switches stops the rollout after them;
+    // putting the batch back into rotation must still happen.
+    if crate::interrupt::requested() {
+        crate::interrupt::clear();
+        if failure.is_none() {
+            failure = Some(interrupted());
         }
     }
     for &i in &drained {

@@ -572,3 +572,67 @@ fn a_failing_drain_stops_the_rollout_and_puts_every_host_back() {
     ];
     assert_eq!(log.lines().collect::<Vec<_>>(), expected);
 }
+
+/// SIGINT to the controller mid-rollout: the host being switched finishes,
+/// no further host is switched, and the hosts switched so far are switched
+/// back before shipit exits 130.
+#[test]
+fn an_interrupted_rollout_puts_the_fleet_back() {
+    let w = World::new(3, Options::default());
+    let good = w.deploy_ok();
+    // host2's reload waits for `go` when the release holds PAUSE, after
+    // saying so with `paused`: the rollout is then inside host2's switch.
+    let root = w.path().display().to_string();
+    let prefix = format!(
+        "if grep -qx host2 $SHIPIT_DEPLOY_TO/shared/name && [ -e PAUSE ]; then touch {root}/paused; \
+         i=0; while [ ! -e {root}/go ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; fi; "
+    );
+    let text = fs::read_to_string(w.config())
+        .unwrap()
+        .replace("reload = \"", &format!("reload = \"{prefix}"));
+    fs::write(w.config(), text).unwrap();
+    w.commit("PAUSE", "\n");
+    let out = fs::File::create(w.path().join("deploy.out")).unwrap();
+    let err = fs::File::create(w.path().join("deploy.err")).unwrap();
+    let mut child = Command::new(SHIPIT)
+        .arg("--config")
+        .arg(w.config())
+        .args(["deploy", "--json"])
+        .current_dir(w.path())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !w.path().join("paused").exists() {
+        if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the rollout never reached host2's reload:\n{}",
+                fs::read_to_string(w.path().join("deploy.err")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    fs::write(w.path().join("go"), "").unwrap();
+    let status = child.wait().unwrap();
+    let said = fs::read_to_string(w.path().join("deploy.err")).unwrap();
+    assert_eq!(status.code(), Some(130), "{said}");
+    let json: Value =
+        serde_json::from_str(&fs::read_to_string(w.path().join("deploy.out")).unwrap()).unwrap();
+    assert_eq!(
+        outcomes(&json),
+        ["reverted", "reverted", "untouched"],
+        "{said}"
+    );
+    assert_eq!(w.currents(), vec![Some(good.clone()); 3]);
+    assert_eq!(w.serving(), vec![Some(good.clone()); 3]);
+}
