@@ -27,6 +27,16 @@ fn ansible_playbook() -> PathBuf {
         })
 }
 
+/// The python3 on PATH, resolved (a pyenv shim would need its own
+/// environment on the hosts).
+fn python() -> String {
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 runs Ansible's modules on the hosts: apt-get install python3");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 fn revision_of(w: &World, host: usize) -> Option<String> {
     let h = &w.hosts.hosts[host];
     let id = h.current()?;
@@ -74,8 +84,9 @@ fn ansible_serial_one_deploys_host_by_host_with_one_revision() {
     inventory.push_str(&format!(
         "[app:vars]\nansible_user={user}\nansible_ssh_private_key_file={k}/client\n\
          ansible_ssh_common_args='-F /dev/null -o UserKnownHostsFile={k}/known_hosts -o StrictHostKeyChecking=yes'\n\
-         ansible_python_interpreter=/usr/bin/python3\n",
-        k = keys.display()
+         ansible_python_interpreter={py}\n",
+        k = keys.display(),
+        py = python()
     ));
     fs::write(root.join("inventory.ini"), inventory).unwrap();
     let log = root.join("drain.log");
