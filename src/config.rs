@@ -87,6 +87,10 @@ pub struct HealthConfig {
     pub request_timeout: Duration,
     #[serde(default, deserialize_with = "duration")]
     pub initial_delay: Duration,
+    /// Consecutive answers with an error status (4xx/5xx but 502-504) that
+    /// fail the gate at once; 0 waits out the whole `timeout`.
+    #[serde(default = "default_fail_after")]
+    pub fail_after: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -168,6 +172,10 @@ fn default_build_timeout() -> Duration {
 fn default_reload_timeout() -> Duration {
     Duration::from_secs(120)
 }
+fn default_fail_after() -> u32 {
+    5
+}
+
 fn default_health_timeout() -> Duration {
     Duration::from_secs(30)
 }
@@ -219,6 +227,7 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
             "expect_body",
             "request_timeout",
             "initial_delay",
+            "fail_after",
         ],
     ),
     ("lock", &["wait"]),
@@ -710,6 +719,7 @@ mod tests {
             expect_body = "x"
             request_timeout = "1s"
             initial_delay = "1s"
+            fail_after = 3
             [lock]
             wait = "1s"
             [slots]

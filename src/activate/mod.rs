@@ -85,22 +85,33 @@ pub fn hook_env(layout: &Layout, live: &Live) -> Vec<(String, String)> {
 
 /// Reload, then gate. `Err` means the release is not proven healthy.
 pub(crate) fn reload_and_gate(ctx: &Ctx, live: &Live) -> Result<()> {
-    if let Some(command) = &ctx.config.hooks.reload {
-        ctx.ui.step("Reloading", command);
-        let log_path = ctx.layout.build_log(live.id);
-        let mut log =
-            crate::state::open(&log_path, OpenOptions::new().create(true).append(true)).ok();
-        let env = hook_env(&ctx.layout, live);
-        let hook = Hook {
-            name: "reload",
-            command,
-            cwd: &ctx.layout.release(live.id),
-            env: &env,
-            timeout: ctx.config.hooks.reload_timeout,
-            timeout_key: "hooks.reload_timeout",
-        };
-        hooks::run(&hook, &ctx.ui, log.as_mut())?;
-    }
+    reload(ctx, live)?;
+    gate(ctx, live)
+}
+
+/// Run the reload hook, if there is one, in the live release.
+pub(crate) fn reload(ctx: &Ctx, live: &Live) -> Result<()> {
+    let Some(command) = &ctx.config.hooks.reload else {
+        return Ok(());
+    };
+    ctx.ui.step("Reloading", command);
+    let log_path = ctx.layout.build_log(live.id);
+    let mut log = crate::state::open(&log_path, OpenOptions::new().create(true).append(true)).ok();
+    let env = hook_env(&ctx.layout, live);
+    let hook = Hook {
+        name: "reload",
+        command,
+        cwd: &ctx.layout.release(live.id),
+        env: &env,
+        timeout: ctx.config.hooks.reload_timeout,
+        timeout_key: "hooks.reload_timeout",
+    };
+    hooks::run(&hook, &ctx.ui, log.as_mut())
+}
+
+/// Gate `live` on health (passes at once without `[health]`), then name
+/// processes left in other releases.
+pub(crate) fn gate(ctx: &Ctx, live: &Live) -> Result<()> {
     if let Some(health) = &ctx.config.health {
         ctx.ui.step(
             "Checking",

@@ -6,7 +6,7 @@
 //! rollback whose gate fails stays where it is and says so loudly: bouncing
 //! between two releases would only add outages.
 
-use super::{Failed, Live, reload_and_gate};
+use super::{Failed, Live, gate, reload, reload_and_gate};
 use crate::context::Ctx;
 use crate::error::{Error, Kind};
 use crate::interrupt;
@@ -140,7 +140,7 @@ fn recover(ctx: &Ctx, no_rollback: bool, live: &Live, failure: Error) -> Failed 
         branch: prev_meta.as_ref().and_then(|m| m.branch.as_deref()),
         previous: Some(id),
     };
-    if let Err(again) = reload_and_gate(ctx, &back) {
+    if let Err(again) = reload_then_probe(ctx, &back) {
         let e = err
             .cause(format!(
                 "rolled back to {}, but it did not prove healthy either: {}",
@@ -180,25 +180,63 @@ pub fn rollback(ctx: &Ctx, live: &Live) -> Result<(), Failed> {
             live: from.cloned(),
         });
     }
-    reload_and_gate(ctx, live).map_err(|e| {
-        let interrupted = e.kind == Kind::Interrupted;
-        let mut e = e.context(format!(
-            "rolled back to {}, but it did not prove healthy: the site may be down",
-            Layout::display(target)
-        ));
-        e.kind = if interrupted {
-            Kind::Interrupted
-        } else {
-            Kind::RollbackFailed
-        };
-        let back = from
-            .map(|f| format!("; `shipit rollback --to {f}` returns to the release you left"))
-            .unwrap_or_default();
-        Failed {
-            error: e
-                .live(format!("{} (not proven healthy)", Layout::display(target)))
-                .hint(format!("check the app and its process manager now{back}")),
-            live: Some(target.clone()),
+    reload_then_probe(ctx, live).map_err(|e| unproven(live, e))
+}
+
+/// Reload and gate a release that users are already being sent to (a
+/// rollback, or the swap back after a failed deploy). A failed reload hook
+/// does not by itself mean the site is down: the health URL is probed
+/// either way, and only what it answers decides.
+fn reload_then_probe(ctx: &Ctx, live: &Live) -> Result<(), Error> {
+    let reloaded = reload(ctx, live);
+    if let Err(e) = &reloaded
+        && e.kind == Kind::Interrupted
+    {
+        return reloaded;
+    }
+    let gated = gate(ctx, live);
+    match (reloaded, gated) {
+        (Ok(()), gated) => gated,
+        (Err(reload_error), Ok(())) if ctx.config.health.is_some() => {
+            ctx.ui.warn(format!(
+                "the reload hook failed ({}), but the health gate passed: {} is live and answers; \
+                 look at the reload hook before the next deploy",
+                reload_error.to_string().replace('\n', "; "),
+                Layout::display(live.id)
+            ));
+            Ok(())
         }
-    })
+        (Err(reload_error), Ok(())) => Err(reload_error
+            .context("the reload hook failed, and without [health] nothing could be probed")),
+        (Err(reload_error), Err(gate_error)) => Err(gate_error.context(format!(
+            "the reload hook failed ({}), and the health gate then failed too",
+            reload_error.to_string().replace('\n', "; ")
+        ))),
+    }
+}
+
+/// A rollback whose target did not prove healthy: it stays live (bouncing
+/// back would only add an outage), and the error says so loudly.
+fn unproven(live: &Live, e: crate::error::Error) -> Failed {
+    let target = live.id;
+    let interrupted = e.kind == Kind::Interrupted;
+    let mut e = e.context(format!(
+        "rolled back to {}, but it did not prove healthy: the site may be down",
+        Layout::display(target)
+    ));
+    e.kind = if interrupted {
+        Kind::Interrupted
+    } else {
+        Kind::RollbackFailed
+    };
+    let back = live
+        .previous
+        .map(|f| format!("; `shipit rollback --to {f}` returns to the release you left"))
+        .unwrap_or_default();
+    Failed {
+        error: e
+            .live(format!("{} (not proven healthy)", Layout::display(target)))
+            .hint(format!("check the app and its process manager now{back}")),
+        live: Some(target.clone()),
+    }
 }

@@ -39,6 +39,9 @@ pub fn run(config_flag: Option<&Path>, ui: Ui, args: &InitArgs) -> Result<()> {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
                 .with_path("could not make executable", &path)?;
+            if let Ok(shipit) = std::env::current_exe().and_then(std::fs::canonicalize) {
+                super::hook::warn_if_build_dir_for(ui, &shipit);
+            }
         }
         ui.step("Wrote", path.display().to_string());
     }
