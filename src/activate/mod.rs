@@ -128,23 +128,115 @@ pub(crate) fn gate(ctx: &Ctx, live: &Live) -> Result<()> {
 }
 
 /// Name processes still running from a release other than `live` (or one
-/// `expected` to run, like a warm standby slot's): process
-/// managers that resolved `current` once at start keep running old code.
+/// `expected` to run, like a warm standby slot's), with the cause and the
+/// fix that does not take the site down.
 pub(crate) fn warn_stale_processes(ctx: &Ctx, live: &ReleaseId, expected: &[ReleaseId]) {
     for (id, list) in procs::releases_in_use(&ctx.layout) {
         if &id == live || expected.contains(&id) {
             continue;
         }
-        let names: Vec<String> = list
-            .iter()
+        for warning in stale_warnings(&list, &id, live) {
+            ctx.ui.warn(warning);
+        }
+    }
+}
+
+/// What to say about processes in release `old` while `live` is live: a
+/// process that runs `old`'s executable runs old code; one that only sits
+/// in it (a process manager's daemon started from inside a release) serves
+/// nothing from it, and restarting it would be an outage for nothing.
+fn stale_warnings(list: &[procs::Proc], old: &ReleaseId, live: &ReleaseId) -> Vec<String> {
+    let names = |via: procs::Via| -> Vec<String> {
+        list.iter()
+            .filter(|p| p.via == via)
             .map(|p| format!("{} (pid {})", p.name, p.pid))
-            .collect();
-        ctx.ui.warn(format!(
-            "{} still runs from {}, not the live {}; restart it (a process manager that resolved \
-             `current` at start keeps old code after a reload)",
-            names.join(", "),
-            Layout::display(&id),
-            Layout::display(live)
+            .collect()
+    };
+    let (old, live) = (Layout::display(old), Layout::display(live));
+    let mut out = Vec::new();
+    let running = names(procs::Via::Executable);
+    if !running.is_empty() {
+        out.push(format!(
+            "{} runs an executable from {old}, not the live {live}: it serves old code; restart \
+             it through its process manager (a manager that resolved `current` once, at start, \
+             keeps old code after a reload)",
+            running.join(", ")
         ));
+    }
+    let sitting = names(procs::Via::WorkingDirectory);
+    if !sitting.is_empty() {
+        let daemon = list
+            .iter()
+            .any(|p| p.via == procs::Via::WorkingDirectory && p.name.contains("God"));
+        let cause = if daemon {
+            "the pm2 daemon was started from inside a release (by a reload hook, or `pm2 start` \
+             run in current)"
+        } else {
+            "it was started from inside a release, and a process manager's daemon keeps the \
+             directory it started in"
+        };
+        out.push(format!(
+            "{} has its working directory in {old}, not the live {live}: {cause}. If the gate \
+             proved {live} answers, nothing serves from {old} and nothing needs a restart now \
+             (restarting a process manager's daemon restarts the app: an outage); prune keeps \
+             {old} while it is used. Start reload hooks with `cd \"$SHIPIT_DEPLOY_TO\" && ...` \
+             so the next daemon start happens outside the releases",
+            sitting.join(", ")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::procs::{Proc, Via};
+
+    #[test]
+    fn a_daemon_sitting_in_an_old_release_is_not_told_to_restart() {
+        let old = ReleaseId::parse("20260101000000").unwrap();
+        let live = ReleaseId::parse("20260102000000").unwrap();
+        let daemon = Proc {
+            pid: 7,
+            name: "PM2 v7.0.1: God".into(),
+            via: Via::WorkingDirectory,
+        };
+        let said = stale_warnings(std::slice::from_ref(&daemon), &old, &live);
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(
+            said[0].contains("has its working directory in releases/20260101000000"),
+            "{}",
+            said[0]
+        );
+        assert!(
+            said[0].contains("the pm2 daemon was started from inside a release"),
+            "{}",
+            said[0]
+        );
+        assert!(
+            said[0].contains("nothing needs a restart now"),
+            "{}",
+            said[0]
+        );
+        assert!(said[0].contains("cd \"$SHIPIT_DEPLOY_TO\""), "{}", said[0]);
+        assert!(!said[0].contains("restart it"), "{}", said[0]);
+
+        let worker = Proc {
+            pid: 8,
+            name: "node".into(),
+            via: Via::Executable,
+        };
+        let said = stale_warnings(&[worker, daemon], &old, &live);
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(
+            said[0].starts_with("node (pid 8) runs an executable from"),
+            "{}",
+            said[0]
+        );
+        assert!(
+            said[0].contains("restart it through its process manager"),
+            "{}",
+            said[0]
+        );
     }
 }

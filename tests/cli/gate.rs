@@ -258,7 +258,7 @@ fn a_process_left_in_an_old_release_is_named_and_its_release_kept() {
     let _ = straggler.kill();
     let _ = straggler.wait();
     run.ok().says(&format!(
-        "sleep (pid {}) still runs from releases/{first}",
+        "sleep (pid {}) has its working directory in releases/{first}",
         straggler.id()
     ));
     assert!(

@@ -163,9 +163,19 @@ impl World {
         git(&app, &["init", "-q", "-b", "main"]);
         git(&app, &["add", "-A"]);
         git(&app, &["commit", "-q", "-m", "v0"]);
-        let pm2 = world.tools.pm2.display().to_string();
+        world.write_reload_config("", None);
+        world
+    }
+
+    /// The reload path's config: `hook` is the reload line (as a template
+    /// prints it), `fail_after` the gate's setting when given (the default
+    /// otherwise).
+    fn write_reload_config(&self, hook: &str, fail_after: Option<u32>) {
+        let fail_after = fail_after
+            .map(|n| format!("fail_after = {n}\n"))
+            .unwrap_or_default();
         fs::write(
-            world.path().join("shipit.toml"),
+            self.path().join("shipit.toml"),
             format!(
                 r#"deploy_to = "deploy"
 keep_releases = 30
@@ -174,9 +184,8 @@ keep_releases = 30
 git = "app"
 
 [hooks]
-# From the deploy root, so that a pm2 daemon started here never holds a
-# release as its working directory.
-reload = "cd \"$SHIPIT_DEPLOY_TO\" && '{pm2}' startOrReload shared/ecosystem.config.js"
+# As the pm2 template prints it.
+{hook}
 reload_timeout = "90s"
 
 [health]
@@ -185,12 +194,11 @@ expect_body = "\"release\":\"{{release}}\""
 successes = 3
 interval = "200ms"
 timeout = "8s"
-"#,
-                port = world.app_port
+{fail_after}"#,
+                port = self.app_port
             ),
         )
         .unwrap();
-        world
     }
 
     fn path(&self) -> &Path {
@@ -243,19 +251,6 @@ timeout = "8s"
         }
         git(&app, &["add", "-A"]);
         git(&app, &["commit", "-q", "-m", file]);
-    }
-
-    /// Run nginx with an upstream to the pm2 cluster's port.
-    fn start_nginx(&mut self) {
-        let http = format!(
-            "upstream app {{ server 127.0.0.1:{app}; keepalive 16; }}\n\
-             server {{\n    listen 127.0.0.1:{port};\n\
-               location / {{\n      proxy_pass http://app;\n      proxy_http_version 1.1;\n\
-                 proxy_set_header Connection \"\";\n      proxy_next_upstream error timeout;\n    }}\n  }}\n",
-            app = self.app_port,
-            port = self.nginx_port
-        );
-        self.start_nginx_serving(&http);
     }
 
     /// Run nginx with `site` (a file `shipit init --template` wrote)
@@ -319,6 +314,15 @@ timeout = "8s"
     }
 }
 
+/// The `reload = ...` line a generated file prints in its comments.
+fn printed_pm2_hook(text: &str) -> String {
+    text.lines()
+        .map(|l| l.trim_start_matches(['#', '/', ' ']))
+        .find(|l| l.starts_with("reload = ") && l.contains("pm2 "))
+        .unwrap_or_else(|| panic!("no pm2 reload hook printed in:\n{text}"))
+        .to_string()
+}
+
 /// One plain GET with a fresh connection (for checks, not for load).
 fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
@@ -346,26 +350,42 @@ fn deploys_and_rollbacks_under_load_drop_no_requests() {
     let mut world = World::new();
     let shared = world.path().join("deploy/shared");
     fs::create_dir_all(&shared).unwrap();
-    // The pm2 file comes from shipit's own template.
+    // The pm2 file, the nginx site and the reload hook come from shipit's
+    // own templates, unedited but for what their comments say to change.
     expect(
         &world.shipit(&[
             "init",
             "--template",
             "pm2",
+            "--template",
+            "nginx",
             "--app",
             "shipit-e2e",
             "--out",
             shared.to_str().unwrap(),
         ]),
         0,
-        "render the pm2 template",
+        "render the pm2 and nginx templates",
     );
-    // Start the pm2 daemon outside any release.
-    assert!(world.pm2(&["ping"]).status.success());
+    let hook = printed_pm2_hook(&fs::read_to_string(shared.join("ecosystem.config.js")).unwrap());
+    world.write_reload_config(&hook, None);
+    let site = shared.join("nginx-shipit-e2e.conf");
+    let text = fs::read_to_string(&site).unwrap();
+    // Its comment says: change listen (and server_name).
+    assert!(text.contains("listen 80;"), "{text}");
+    fs::write(
+        &site,
+        text.replace(
+            "listen 80;",
+            &format!("listen 127.0.0.1:{};", world.nginx_port),
+        ),
+    )
+    .unwrap();
 
+    // No pm2 daemon runs yet: the first deploy's hook starts it.
     expect(&world.shipit(&["deploy"]), 0, "first deploy");
     let first = world.current();
-    world.start_nginx();
+    world.start_nginx_with_site(&site);
     let deadline = Instant::now() + Duration::from_secs(20);
     while world.served_release(1).as_deref() != Some(first.as_str()) {
         assert!(
@@ -391,7 +411,8 @@ fn deploys_and_rollbacks_under_load_drop_no_requests() {
         });
         let said = expect(&out, 0, &format!("deploy {n}"));
         assert!(
-            !said.contains("still runs from"),
+            !said.contains("runs an executable from")
+                && !said.contains("has its working directory in"),
             "pm2 left a worker in an old release:\n{said}"
         );
         let id = world.current();
@@ -430,42 +451,78 @@ fn deploys_and_rollbacks_under_load_drop_no_requests() {
     std::thread::sleep(Duration::from_secs(1));
 
     // A release whose every answer is a 500: the gate must roll it back.
+    // First with the early failure off (the gate waits out its timeout),
+    // then as configured by default (it fails after health.fail_after
+    // error answers): users see errors only while the gate runs.
     let live = world.current();
     world.commit("BROKEN", Some(""));
-    let start = load.now();
-    let out = world.shipit(&["deploy"]);
-    marks.push(Mark {
-        kind: Kind::Broken,
-        start,
-        end: load.now(),
-    });
-    let said = expect(&out, 4, "the broken deploy is rolled back");
-    assert!(said.contains("status 500"), "{said}");
-    assert_eq!(world.current(), live);
-    assert_eq!(world.served_release(6).as_deref(), Some(live.as_str()));
-    std::thread::sleep(Duration::from_secs(3));
+    let mut broken = Vec::new();
+    for (kind, fail_after) in [(Kind::Broken, Some(0)), (Kind::BrokenFailFast, None)] {
+        world.write_reload_config(&hook, fail_after);
+        let start = load.now();
+        let out = world.shipit(&["deploy"]);
+        let end = load.now();
+        marks.push(Mark { kind, start, end });
+        broken.push(end - start);
+        let said = expect(&out, 4, "the broken deploy is rolled back");
+        assert!(said.contains("status 500"), "{said}");
+        assert_eq!(
+            said.contains("in a row with an error status (health.fail_after = 5)"),
+            fail_after.is_none(),
+            "which rule ended the gate:\n{said}"
+        );
+        assert_eq!(world.current(), live);
+        assert_eq!(world.served_release(6).as_deref(), Some(live.as_str()));
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    std::thread::sleep(Duration::from_secs(1));
 
     let run = load.now();
     let samples = load.finish();
     let good_failures: Vec<_> = samples
         .iter()
-        .filter(|s| !s.outcome.ok() && report::window_of(&marks, s.at) != Some(Kind::Broken))
+        .filter(|s| {
+            !s.outcome.ok()
+                && !matches!(
+                    report::window_of(&marks, s.at),
+                    Some(Kind::Broken | Kind::BrokenFailFast)
+                )
+        })
         .collect();
 
     let table = report::table(&samples, &marks, run);
-    let broken_5xx = samples
-        .iter()
-        .filter(|s| report::window_of(&marks, s.at) == Some(Kind::Broken))
-        .filter(|s| matches!(s.outcome, load::Outcome::Status(500..=599)))
-        .count();
+    // How many 5xx users got while a broken release was live, and from the
+    // first to the last of them (the user-visible error window).
+    let errors_in = |kind: Kind| {
+        let times: Vec<Duration> = samples
+            .iter()
+            .filter(|s| report::window_of(&marks, s.at) == Some(kind))
+            .filter(|s| matches!(s.outcome, load::Outcome::Status(500..=599)))
+            .map(|s| s.at)
+            .collect();
+        let window = match (times.first(), times.last()) {
+            (Some(a), Some(b)) => *b - *a,
+            _ => Duration::ZERO,
+        };
+        (times.len(), window.as_secs_f64())
+    };
+    let ((slow_5xx, slow_window), (fast_5xx, fast_window)) =
+        (errors_in(Kind::Broken), errors_in(Kind::BrokenFailFast));
     let text = format!(
         "{DEPLOYS} deploys and {ROLLBACKS} rollbacks of a pm2 cluster (2 workers) behind nginx, \
-         {CONNECTIONS} keep-alive connections of load through nginx for {:.0} s:\n\n{table}\n\
+         {CONNECTIONS} keep-alive connections of load through nginx for {:.0} s, on the files \
+         `shipit init --template pm2 nginx` writes:\n\n{table}\n\
          Failed requests across good deploys, rollbacks and steady state: {}.\n\
-         5xx answers while the broken release was live, before the gate rolled it back: {broken_5xx}.\n\
+         A broken release (every answer a 500), health.timeout = 8s, interval 200ms:\n\
+         - fail_after = 0 (wait out the timeout): deploy took {:.1} s; users got 5xx for \
+         {slow_window:.1} s ({slow_5xx} answers);\n\
+         - fail_after = 5 (the default): deploy took {:.1} s; users got 5xx for \
+         {fast_window:.1} s ({fast_5xx} answers).\n\
          nginx was not reloaded in this scenario, so no client connection was closed by a reload.\n",
         run.as_secs_f64(),
-        good_failures.len()
+        good_failures.len(),
+        broken[0].as_secs_f64(),
+        broken[1].as_secs_f64(),
     );
     println!("{text}");
     let out_dir = Path::new(MANIFEST).join("target/e2e");
@@ -489,8 +546,8 @@ fn deploys_and_rollbacks_under_load_drop_no_requests() {
         &good_failures[..good_failures.len().min(5)]
     );
     assert!(
-        broken_5xx > 0,
-        "the load saw the broken release answer 5xx before the rollback"
+        slow_5xx > 0 && fast_5xx > 0,
+        "the load saw the broken release answer 5xx before each rollback"
     );
 }
 
