@@ -18,6 +18,9 @@ pub const DEFAULT_FILE: &str = "shipit.toml";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The app's name, for the files `init --template` writes (unit,
+    /// upstream and pm2 names); default: the last part of `deploy_to`.
+    pub app: Option<String>,
     /// Absolute after loading (relative paths resolve against the file).
     pub deploy_to: PathBuf,
     #[serde(default = "default_keep")]
@@ -201,6 +204,7 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
     (
         "",
         &[
+            "app",
             "deploy_to",
             "keep_releases",
             "shared",
@@ -374,6 +378,14 @@ impl Config {
     fn validate(&self) -> Result<()> {
         let file = self.file.display();
         let err = |msg: String, hint: &str| Error::usage(msg).hint(hint.to_string());
+        if let Some(app) = &self.app
+            && crate::templates::check_app(app).is_err()
+        {
+            return Err(err(
+                format!("app = {app:?} in {file} is not a usable app name"),
+                "use letters, digits, '.', '_' and '-' (it names units, upstreams and pm2 apps), e.g. app = \"myapp\"",
+            ));
+        }
         if self.deploy_to.as_os_str().is_empty() || self.deploy_to == Path::new("/") {
             return Err(err(
                 format!(
@@ -699,6 +711,7 @@ mod tests {
     #[test]
     fn schema_lists_every_field() {
         let all = r#"
+            app = "shop"
             deploy_to = "/srv/app"
             keep_releases = 3
             shared = [".env"]

@@ -45,6 +45,26 @@ impl Kind {
         Kind::Interrupted,
     ];
 
+    /// What the exit code tells a script, for `--help` and the man page.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Kind::Internal => "an unexpected error (I/O outside a deploy, a bug)",
+            Kind::Usage => "bad command line, config or input; nothing was changed",
+            Kind::BeforeSwap => "the deploy failed before the swap; nothing live changed",
+            Kind::RolledBack => {
+                "the deploy failed after the swap (or in its slot) and what was live is live again"
+            }
+            Kind::RollbackFailed => {
+                "a rollback (manual or automatic) did not prove healthy: the site may be down"
+            }
+            Kind::LockBusy => "another shipit command holds the deploy lock",
+            Kind::LeftLive => "the deploy failed and --no-rollback left it live",
+            Kind::Interrupted => {
+                "interrupted (SIGINT, SIGTERM, SIGHUP); cleaned up or rolled back first"
+            }
+        }
+    }
+
     pub fn exit_code(self) -> u8 {
         match self {
             Kind::Internal => 1,
@@ -145,6 +165,21 @@ impl Error {
 
     pub fn exit_code(&self) -> u8 {
         self.kind.exit_code()
+    }
+
+    /// The error as `--json` commands print it on stdout, so a script
+    /// reading stdout learns of the failure as well as of success.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": {
+                "outcome": self.kind.name(),
+                "exit_code": self.exit_code(),
+                "message": self.message,
+                "causes": self.causes,
+                "live": self.live,
+                "hint": self.hint,
+            }
+        })
     }
 }
 

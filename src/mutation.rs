@@ -44,8 +44,30 @@ pub fn begin(ctx: &Ctx, wait: Option<Duration>) -> Result<Lock> {
     lock::acquire(&ctx.layout, wait, &command.join(" ")).map_err(|e| {
         // Refused: say what is serving, as of now (the holder may change it).
         match store::read_current(layout) {
-            Ok(current) if e.kind == Kind::LockBusy => e.live(current.describe()),
+            Ok(current) if e.kind == Kind::LockBusy => e.live(live_while_busy(layout, &current)),
             _ => e,
         }
     })
+}
+
+/// What is live while another command holds the lock. A release that is
+/// current but not yet marked live was put there by that command, which
+/// is still proving it (its gate, or its check through the front) and may
+/// still roll it back: say so, rather than call it live and settled.
+fn live_while_busy(layout: &crate::layout::Layout, current: &store::Current) -> String {
+    let unproven = current.id().is_some_and(|id| {
+        store::read_metadata(layout, id)
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.status != store::Status::Live)
+    });
+    if unproven {
+        format!(
+            "{} (being gated by the running command: not proven yet, and it rolls back if \
+             the gate fails)",
+            current.describe()
+        )
+    } else {
+        current.describe()
+    }
 }

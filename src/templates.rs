@@ -75,7 +75,7 @@ impl Values {
     /// Values read from a loaded config. The app name defaults to the last
     /// part of `deploy_to`; the port to the health URL's (else 3000).
     pub fn from_config(config: &Config, app: Option<&str>) -> Result<Values> {
-        let app = match app {
+        let app = match app.or(config.app.as_deref()) {
             Some(a) => a.to_string(),
             None => config
                 .deploy_to
@@ -113,7 +113,7 @@ impl Values {
 }
 
 /// App names become file names, nginx upstream names and unit names.
-fn check_app(app: &str) -> Result<()> {
+pub fn check_app(app: &str) -> Result<()> {
     let ok = !app.is_empty()
         && app.len() <= 64
         && !app.starts_with(['.', '-'])

@@ -127,7 +127,13 @@ impl Ui {
             return;
         }
         let prefix = self.paint(Style::new().dim(), &format!("{name:>12} |"));
-        say(format_args!("{prefix} {line}"));
+        if self.color {
+            say(format_args!("{prefix} {line}"));
+        } else {
+            // NO_COLOR, a pipe, a git hook's `remote:` lines: no escape codes,
+            // the hook's included.
+            say(format_args!("{prefix} {}", console::strip_ansi_codes(line)));
+        }
     }
 
     pub fn error(&self, err: &Error) {
@@ -144,6 +150,11 @@ impl Ui {
             );
         }
         say(format_args!("{}: {lines}", self.paint(red, "error")));
+    }
+
+    /// `--quiet`: only warnings, errors and results.
+    pub fn quiet(&self) -> bool {
+        self.quiet
     }
 
     pub fn bold(&self, text: &str) -> String {
@@ -207,6 +218,17 @@ pub fn out(text: &str) -> io::Result<()> {
 }
 
 /// Pretty JSON to stdout, newline-terminated.
+/// A failed command's JSON error object on stdout. Unlike [`out`], a closed
+/// stdout does not end the process: the exit code must still say failure.
+pub fn out_json_error(value: &serde_json::Value) {
+    let mut text = serde_json::to_string_pretty(value).expect("json serializes");
+    text.push('\n');
+    let mut stdout = io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|_| stdout.flush());
+}
+
 pub fn out_json(value: &serde_json::Value) -> io::Result<()> {
     let mut text = serde_json::to_string_pretty(value).expect("json serializes");
     text.push('\n');

@@ -97,6 +97,21 @@ pub(crate) fn reload(ctx: &Ctx, live: &Live) -> Result<()> {
     ctx.ui.step("Reloading", command);
     let log_path = ctx.layout.build_log(live.id);
     let mut log = crate::state::open(&log_path, OpenOptions::new().create(true).append(true)).ok();
+    // A release's log gains a reload at every rollback to it: mark where
+    // each one starts, and why.
+    if let Some(log) = log.as_mut() {
+        use std::io::Write as _;
+        let why = match live.previous {
+            Some(p) => format!("after the swap from {p}"),
+            None => "after the first swap".into(),
+        };
+        let _ = writeln!(
+            log,
+            "--- {} reload of {} {why} ---",
+            chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC"),
+            live.id
+        );
+    }
     let env = hook_env(&ctx.layout, live);
     let hook = Hook {
         name: "reload",

@@ -90,10 +90,9 @@ fn the_nginx_template_passes_nginx_t() {
     let site = sb.path().join("tpl/nginx-shop.conf");
     nginx_t(&sb, &site);
     let text = fs::read_to_string(&site).unwrap();
-    assert!(
-        text.contains("127.0.0.1:4100") && text.contains("127.0.0.1:4101"),
-        "{text}"
-    );
+    // One app address: the one the pm2 and systemd-socket templates use.
+    assert!(text.contains("server 127.0.0.1:4100;"), "{text}");
+    assert!(!text.contains("127.0.0.1:4101"), "{text}");
     assert!(text.contains("location = /up"), "{text}");
 }
 
@@ -390,6 +389,7 @@ fn check_reports_each_failure_with_its_fix_and_changes_nothing() {
     sb.write_raw_config(&format!(
         "deploy_to = \"deploy\"\nshared = [\".env\"]\n[source]\ngit = \"app\"\nbranch = \"no-such-branch\"\n\
          [hooks]\nbuild = [\"no-such-program-xyz --flag\"]\n\
+         reload = \"cd \\\"$SHIPIT_DEPLOY_TO\\\" && no-such-reloader-xyz startOrReload x\"\n\
          [health]\nurl = \"http://127.0.0.1:{}/healthz\"\nrequest_timeout = \"300ms\"\n",
         closed_port()
     ));
@@ -400,6 +400,8 @@ fn check_reports_each_failure_with_its_fix_and_changes_nothing() {
     failed(&checks, "source", "no-such-branch");
     failed(&checks, "shared", ".env");
     failed(&checks, "hooks", "no-such-program-xyz");
+    // Each simple command of a compound hook is checked.
+    failed(&checks, "hooks", "no-such-reloader-xyz (in hooks.reload");
     failed(&checks, "releases", "not-a-release");
     failed(&checks, "health", "does not pass for the live");
     assert_eq!(
@@ -448,9 +450,82 @@ fn completions_and_the_man_page_come_from_the_cli_definitions() {
     let man = sb.run(&["man"]);
     man.ok();
     assert!(
-        man.stdout.contains(".TH shipit"),
+        man.stdout.contains(".TH SHIPIT "),
         "{}",
         &man.stdout[..200.min(man.stdout.len())]
     );
     assert!(man.stdout.contains("deploy"));
+}
+
+/// One man page per subcommand, each with its options and the sections a
+/// reader looks for; the exit codes are in `--help` too.
+#[test]
+fn man_pages_cover_every_subcommand_with_exit_status_files_and_environment() {
+    let sb = Sandbox::new();
+    let dir = sb.path().join("man1");
+    sb.run(&["man", "--dir", dir.to_str().unwrap()]).ok();
+    let mut pages = crate::sandbox::dir_names(&dir);
+    pages.sort();
+    for sub in [
+        "shipit",
+        "shipit-deploy",
+        "shipit-rollback",
+        "shipit-releases",
+        "shipit-prune",
+        "shipit-history",
+        "shipit-status",
+        "shipit-hook",
+        "shipit-init",
+        "shipit-check",
+        "shipit-man",
+    ] {
+        assert!(
+            pages.contains(&format!("{sub}.1")),
+            "{sub}.1 missing from {pages:?}"
+        );
+    }
+    let deploy = std::fs::read_to_string(dir.join("shipit-deploy.1")).unwrap();
+    for needle in [
+        ".TH SHIPIT-DEPLOY 1",
+        "no\\-rollback",
+        ".SH \"EXIT STATUS\"",
+        "rolled\\-back",
+        "130",
+        ".SH ENVIRONMENT",
+        "SHIPIT_CONFIG",
+        ".SH FILES",
+        "history.jsonl",
+    ] {
+        assert!(
+            deploy.contains(needle),
+            "shipit-deploy.1 lacks {needle:?}:\n{deploy}"
+        );
+    }
+    let one = sb.run(&["man", "rollback"]);
+    one.ok();
+    assert!(
+        one.stdout.contains(".TH SHIPIT-ROLLBACK 1"),
+        "{}",
+        one.stdout
+    );
+    sb.run(&["man", "nope"])
+        .code(2)
+        .says("no man page for \"nope\"")
+        .says("deploy");
+
+    let help = sb.run(&["deploy", "--help"]);
+    help.ok();
+    for needle in [
+        "Exit codes:",
+        "4  rolled-back:",
+        "6  lock-busy:",
+        "130  interrupted:",
+    ] {
+        assert!(
+            help.stdout.contains(needle),
+            "deploy --help lacks {needle:?}:\n{}",
+            help.stdout
+        );
+    }
+    sb.run(&["--help"]).ok();
 }

@@ -17,6 +17,7 @@ mod lock;
 mod output;
 mod prune;
 mod push;
+mod reading;
 mod rollback;
 mod signals;
 mod slots;
