@@ -53,7 +53,7 @@ fn status_after_a_rollback_shows_the_rollback_and_history_says_from_and_to() {
         lines[0]
     );
     assert!(lines[0].contains("RELEASES (FROM -> TO)"), "{}", lines[0]);
-    assert!(lines[1].contains(&format!("rollback  ok")), "{}", lines[1]);
+    assert!(lines[1].contains("rollback  ok"), "{}", lines[1]);
     assert!(
         lines[1].contains(&format!("{second} -> {first}")),
         "{}",
