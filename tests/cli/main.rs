@@ -21,4 +21,5 @@ mod reading;
 mod rollback;
 mod signals;
 mod slots;
+mod snapshots;
 mod state;
