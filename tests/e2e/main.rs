@@ -219,7 +219,7 @@ timeout = "8s"
             .expect("pm2 runs")
     }
 
-    fn shipit(&self, args: &[&str]) -> Output {
+    fn shipit_command(&self, args: &[&str]) -> Command {
         // Hooks written as the templates print them call a bare `pm2`.
         let pm2_dir = self.tools.pm2.parent().expect("pm2 lives in a directory");
         let path = format!(
@@ -227,15 +227,48 @@ timeout = "8s"
             pm2_dir.display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        Command::new(SHIPIT)
+        let mut command = Command::new(SHIPIT);
+        command
             .args(args)
             .current_dir(self.path())
             .env("PATH", path)
             .env("PM2_HOME", self.pm2_home())
             .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .output()
-            .expect("shipit runs")
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn shipit(&self, args: &[&str]) -> Output {
+        self.shipit_command(args).output().expect("shipit runs")
+    }
+
+    /// Run shipit and note when (on the load's clock) each line of its
+    /// progress appeared, to place its phases among the samples.
+    fn shipit_noting(&self, args: &[&str], load: &load::Load) -> (Output, Vec<(Duration, String)>) {
+        use std::io::BufRead;
+        let mut child = self
+            .shipit_command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("shipit runs");
+        let mut lines = Vec::new();
+        let mut text = String::new();
+        for line in std::io::BufReader::new(child.stderr.take().unwrap())
+            .lines()
+            .map_while(Result::ok)
+        {
+            lines.push((load.now(), line.clone()));
+            text.push_str(&line);
+            text.push('\n');
+        }
+        let status = child.wait().expect("shipit exits");
+        let out = Output {
+            status,
+            stdout: Vec::new(),
+            stderr: text.into_bytes(),
+        };
+        (out, lines)
     }
 
     fn current(&self) -> String {
@@ -457,13 +490,23 @@ fn deploys_and_rollbacks_under_load_drop_no_requests() {
     let live = world.current();
     world.commit("BROKEN", Some(""));
     let mut broken = Vec::new();
+    let mut gates = Vec::new();
     for (kind, fail_after) in [(Kind::Broken, Some(0)), (Kind::BrokenFailFast, None)] {
         world.write_reload_config(&hook, fail_after);
         let start = load.now();
-        let out = world.shipit(&["deploy"]);
+        let (out, lines) = world.shipit_noting(&["deploy"], &load);
         let end = load.now();
         marks.push(Mark { kind, start, end });
         broken.push(end - start);
+        // The gate runs from its first probe line to the swap back.
+        let at = |verb: &str| {
+            lines
+                .iter()
+                .find(|(_, l)| l.trim_start().starts_with(verb))
+                .map(|(t, _)| *t)
+                .unwrap_or_else(|| panic!("no {verb:?} line in:\n{lines:#?}"))
+        };
+        gates.push((at("Checking"), at("Rolling back")));
         let said = expect(&out, 4, "the broken deploy is rolled back");
         assert!(said.contains("status 500"), "{said}");
         assert_eq!(
@@ -491,33 +534,41 @@ fn deploys_and_rollbacks_under_load_drop_no_requests() {
         .collect();
 
     let table = report::table(&samples, &marks, run);
-    // How many 5xx users got while a broken release was live, and from the
-    // first to the last of them (the user-visible error window).
-    let errors_in = |kind: Kind| {
-        let times: Vec<Duration> = samples
+    // How many 5xx users got while a broken release was live: in all, and
+    // while its gate ran (the part `health.fail_after` shortens; the
+    // reloads into and out of the release take what they take).
+    let errors_between = |from: Duration, to: Duration| {
+        samples
             .iter()
-            .filter(|s| report::window_of(&marks, s.at) == Some(kind))
+            .filter(|s| s.at >= from && s.at <= to)
             .filter(|s| matches!(s.outcome, load::Outcome::Status(500..=599)))
-            .map(|s| s.at)
-            .collect();
-        let window = match (times.first(), times.last()) {
-            (Some(a), Some(b)) => *b - *a,
-            _ => Duration::ZERO,
-        };
-        (times.len(), window.as_secs_f64())
+            .count()
     };
-    let ((slow_5xx, slow_window), (fast_5xx, fast_window)) =
-        (errors_in(Kind::Broken), errors_in(Kind::BrokenFailFast));
+    let windows: Vec<_> = [Kind::Broken, Kind::BrokenFailFast]
+        .iter()
+        .zip(&gates)
+        .map(|(kind, (gate_from, gate_to))| {
+            let mark = marks.iter().find(|m| m.kind == *kind).unwrap();
+            (
+                errors_between(mark.start, mark.end),
+                (*gate_to - *gate_from).as_secs_f64(),
+                errors_between(*gate_from, *gate_to),
+            )
+        })
+        .collect();
+    let (slow_5xx, slow_gate, slow_gate_5xx) = windows[0];
+    let (fast_5xx, fast_gate, fast_gate_5xx) = windows[1];
     let text = format!(
         "{DEPLOYS} deploys and {ROLLBACKS} rollbacks of a pm2 cluster (2 workers) behind nginx, \
          {CONNECTIONS} keep-alive connections of load through nginx for {:.0} s, on the files \
          `shipit init --template pm2 nginx` writes:\n\n{table}\n\
          Failed requests across good deploys, rollbacks and steady state: {}.\n\
          A broken release (every answer a 500), health.timeout = 8s, interval 200ms:\n\
-         - fail_after = 0 (wait out the timeout): deploy took {:.1} s; users got 5xx for \
-         {slow_window:.1} s ({slow_5xx} answers);\n\
-         - fail_after = 5 (the default): deploy took {:.1} s; users got 5xx for \
-         {fast_window:.1} s ({fast_5xx} answers).\n\
+         - fail_after = 0 (wait out the timeout): the gate ran {slow_gate:.1} s, users got \
+         {slow_gate_5xx} 5xx during it; {slow_5xx} 5xx in the whole deploy ({:.1} s);\n\
+         - fail_after = 5 (the default): the gate ran {fast_gate:.1} s, users got \
+         {fast_gate_5xx} 5xx during it; {fast_5xx} 5xx in the whole deploy ({:.1} s).\n\
+         The rest of each deploy is pm2 reloading into the broken release and back.\n\
          nginx was not reloaded in this scenario, so no client connection was closed by a reload.\n",
         run.as_secs_f64(),
         good_failures.len(),
