@@ -12,6 +12,7 @@
 
 mod load;
 mod report;
+mod systemd;
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener};
