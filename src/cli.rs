@@ -308,6 +308,8 @@ pub enum TemplateName {
     NginxSlots,
     /// Slots: a pm2 file that runs one release per slot on its socket
     Pm2Slots,
+    /// Slots: a systemd template unit, one instance per slot (APP@blue, APP@green)
+    SystemdSlots,
     /// All of the above
     All,
 }

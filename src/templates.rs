@@ -23,10 +23,11 @@ pub enum Template {
     GitHook,
     NginxSlots,
     Pm2Slots,
+    SystemdSlots,
 }
 
 impl Template {
-    pub const EACH: [Template; 7] = [
+    pub const EACH: [Template; 8] = [
         Template::Systemd,
         Template::SystemdSocket,
         Template::Nginx,
@@ -34,6 +35,7 @@ impl Template {
         Template::GitHook,
         Template::NginxSlots,
         Template::Pm2Slots,
+        Template::SystemdSlots,
     ];
 
     pub fn file_name(self, app: &str) -> String {
@@ -45,6 +47,7 @@ impl Template {
             Template::GitHook => "post-receive".into(),
             Template::NginxSlots => format!("nginx-{app}-slots.conf"),
             Template::Pm2Slots => "slots.config.js".into(),
+            Template::SystemdSlots => format!("{app}@.service"),
         }
     }
 }
@@ -217,6 +220,28 @@ pub fn render(template: Template, values: &Values, config_file: &Path) -> Result
             ],
         ),
         Template::SystemdSocket => with(include_str!("../templates/systemd.socket"), &[]),
+        Template::SystemdSlots => {
+            // `%i` is the slot: these paths name the slot's release link
+            // and socket, which shipit keeps under run/.
+            let run = format!("{deploy_to}/run/");
+            with(
+                include_str!("../templates/systemd-slots.service"),
+                &[
+                    (
+                        "WORKING_DIRECTORY",
+                        &format!("{}%i.release", systemd_path(&run)),
+                    ),
+                    (
+                        "EXEC_START",
+                        &format!("\"{}%i.release/bin/start\"", systemd_exec_escape(&run)),
+                    ),
+                    (
+                        "SOCKET_ENV",
+                        &format!("\"SOCKET={}%i.sock\"", systemd_env_escape(&run)),
+                    ),
+                ],
+            )
+        }
         Template::Nginx => with(
             include_str!("../templates/nginx.conf"),
             &[("ROOT", &nginx_string(&format!("{current}/public"))?)],
@@ -261,12 +286,20 @@ fn systemd_path(path: &str) -> String {
 /// escaped, `$` doubled (no variable expansion) and `%` doubled (no
 /// specifier), as systemd.service(5) "Command lines" describes.
 fn systemd_exec_word(word: &str) -> String {
-    let escaped = word
-        .replace('\\', "\\\\")
+    format!("\"{}\"", systemd_exec_escape(word))
+}
+
+/// The inside of a double-quoted Exec*= word (see [`systemd_exec_word`]).
+fn systemd_exec_escape(text: &str) -> String {
+    systemd_env_escape(text).replace('$', "$$")
+}
+
+/// The inside of a double-quoted `Environment=` assignment: `\` and `"`
+/// escaped, `%` doubled; `$` means nothing there (systemd.exec(5)).
+fn systemd_env_escape(text: &str) -> String {
+    text.replace('\\', "\\\\")
         .replace('"', "\\\"")
-        .replace('$', "$$")
-        .replace('%', "%%");
-    format!("\"{escaped}\"")
+        .replace('%', "%%")
 }
 
 /// A double-quoted nginx string. nginx expands `$name` in `root` and has no

@@ -93,6 +93,7 @@ fn template(name: TemplateName) -> Option<Template> {
         TemplateName::GitHook => Template::GitHook,
         TemplateName::NginxSlots => Template::NginxSlots,
         TemplateName::Pm2Slots => Template::Pm2Slots,
+        TemplateName::SystemdSlots => Template::SystemdSlots,
         TemplateName::All => return None,
     })
 }

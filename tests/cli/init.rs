@@ -152,7 +152,7 @@ fn templates_carry_a_deploy_to_with_a_space() {
             "no {line} in:\n{service}"
         );
     }
-    verify_with_systemd(&sb.path().join("tpl"));
+    verify_with_systemd(&sb.path().join("tpl"), &sb.path().join("my app/100%"));
     let site = sb.path().join("tpl/nginx-shop.conf");
     nginx_t(&sb, &site);
     let text = fs::read_to_string(&site).unwrap();
@@ -270,42 +270,84 @@ fn the_systemd_units_have_the_keys_a_graceful_service_needs() {
     let current = format!("{}/current", sb.deploy_to().display());
     for line in [
         format!("WorkingDirectory={current}"),
+        format!("ExecStart=\"{current}/bin/start\""),
         "KillSignal=SIGTERM".to_string(),
         "TimeoutStopSec=30".to_string(),
-        "ExecReload=".to_string(),
         "Requires=shop.socket".to_string(),
-        "Environment=PORT=4100".to_string(),
+        "StartLimitIntervalSec=0".to_string(),
+        // Only for an app that binds the port itself, instead of the socket.
+        "#Environment=PORT=4100".to_string(),
     ] {
         assert!(
             service.lines().any(|l| l.starts_with(&line)),
             "no {line} in:\n{service}"
         );
     }
+    // The socket unit holds the port: a PORT for the app too would make an
+    // app that binds it fail with EADDRINUSE. And a reload cannot move a
+    // started service to a new release.
+    for key in ["Environment=PORT", "ExecReload="] {
+        assert!(
+            !service.lines().any(|l| l.starts_with(key)),
+            "{key} in:\n{service}"
+        );
+    }
     let socket = fs::read_to_string(sb.path().join("tpl/shop.socket")).unwrap();
     assert!(socket.contains("ListenStream=127.0.0.1:4100"), "{socket}");
-    verify_with_systemd(&sb.path().join("tpl"));
+
+    // The slot unit runs the release shipit links for its slot, on the
+    // slot's socket.
+    let slot = fs::read_to_string(sb.path().join("tpl/shop@.service")).unwrap();
+    let run = format!("{}/run", sb.deploy_to().display());
+    for line in [
+        format!("WorkingDirectory={run}/%i.release"),
+        format!("ExecStart=\"{run}/%i.release/bin/start\""),
+        format!("Environment=\"SOCKET={run}/%i.sock\""),
+        "StartLimitIntervalSec=0".to_string(),
+        "WantedBy=multi-user.target".to_string(),
+    ] {
+        assert!(
+            slot.lines().any(|l| l.starts_with(&line)),
+            "no {line} in:\n{slot}"
+        );
+    }
+    assert!(
+        slot.contains("start = \"systemctl enable --now shop@$SHIPIT_SLOT.service\""),
+        "{slot}"
+    );
+    verify_with_systemd(&sb.path().join("tpl"), &sb.deploy_to());
 }
 
-/// `systemd-analyze verify` where it exists (it is part of systemd).
-fn verify_with_systemd(dir: &Path) {
-    let available = Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !available {
-        return;
-    }
+/// `systemd-analyze verify` on the units `init --template all` wrote into
+/// `dir`, the slot unit as instance `blue` with the release link a slots
+/// deploy makes.
+fn verify_with_systemd(dir: &Path, deploy_to: &Path) {
+    require("systemd-analyze", "apt-get install systemd");
+    let current = fs::read_link(deploy_to.join("current")).unwrap();
+    fs::create_dir_all(deploy_to.join("run")).unwrap();
+    let _ = fs::remove_file(deploy_to.join("run/blue.release"));
+    std::os::unix::fs::symlink(
+        Path::new("..").join(current),
+        deploy_to.join("run/blue.release"),
+    )
+    .unwrap();
+    let _ = fs::remove_file(dir.join("shop@blue.service"));
+    std::os::unix::fs::symlink("shop@.service", dir.join("shop@blue.service")).unwrap();
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(dir.join("shop.socket"))
         .arg(dir.join("shop.service"))
+        .arg(dir.join("shop@blue.service"))
         .env("SYSTEMD_LOG_LEVEL", "warning")
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&out.stderr);
     // Verification runs outside a booted systemd here; only messages about
     // the units themselves count.
-    let about_units: Vec<&str> = said.lines().filter(|l| l.contains("shop.s")).collect();
+    let about_units: Vec<&str> = said
+        .lines()
+        .filter(|l| l.contains("shop.s") || l.contains("shop@"))
+        .collect();
     assert!(about_units.is_empty(), "systemd-analyze verify:\n{said}");
 }
 

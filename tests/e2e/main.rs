@@ -1,17 +1,23 @@
-//! The zero-downtime proof: the example Node app (examples/node-app) under
-//! pm2 in cluster mode, behind real nginx on 127.0.0.1, deployed and rolled
-//! back by shipit while a load generator runs through nginx for the whole
-//! run. Every good deploy and rollback must drop zero requests; a broken
-//! release must be rolled back by the health gate.
+//! The zero-downtime proof: the example Node app (examples/node-app)
+//! behind real nginx on 127.0.0.1, deployed and rolled back by shipit while
+//! a load generator runs through nginx for the whole run, on the files
+//! `shipit init --template` writes. Every good deploy and rollback must drop
+//! zero requests; a broken release must be rolled back by the health gate
+//! (reload path) or never answer a user (slots). Scenarios: pm2 in cluster
+//! mode (reload path), pm2 slots, and, in `systemd.rs`, the app under a
+//! real systemd booted in a container (socket activation, and slots as
+//! template-unit instances).
 //!
-//! It installs nothing. It needs nginx, node and pm2 (`.ci/run` installs
-//! them: nginx from Debian, pm2 from npm into target/e2e-tools) and fails
-//! with the install command when one is missing. Everything it starts
-//! (nginx, the pm2 daemon and its workers, the load) is stopped by pid.
-//! Figures go to stdout and to target/e2e/ (report.md, timeline.svg).
+//! It installs nothing. It needs nginx, node, pm2 and systemd-nspawn
+//! (`.ci/run` installs them: nginx, node and systemd-container from Debian,
+//! pm2 from npm into target/e2e-tools) and fails with the install command
+//! when one is missing. Everything it starts (nginx, the pm2 daemon and its
+//! workers, containers, the load) is stopped by pid. Figures go to stdout
+//! and to target/e2e/.
 
 mod load;
 mod report;
+mod systemd;
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener};
