@@ -110,6 +110,9 @@ impl Event {
         match (self.event.as_str(), self.outcome.as_str()) {
             ("rollback", _) => format!("{from} -> {to}"),
             ("deploy", "ok") => format!("{from} -> {to}"),
+            ("deploy", _) if self.release.is_some() && self.release == self.live => {
+                format!("{from} -> {to} (left live, failing)")
+            }
             ("deploy", _) => {
                 let release = id(&self.release).unwrap_or_else(|| "a new release".into());
                 format!("{release} not live; live: {to}")

@@ -51,23 +51,22 @@ pub fn begin(ctx: &Ctx, wait: Option<Duration>) -> Result<Lock> {
 }
 
 /// What is live while another command holds the lock. A release that is
-/// current but not yet marked live was put there by that command, which
-/// is still proving it (its gate, or its check through the front) and may
-/// still roll it back: say so, rather than call it live and settled.
+/// current but not yet marked live (`ready`, or `rolled-back` for a
+/// rollback's target) was put there by that command, which has not
+/// finished checking it; one marked `failed` was left live failing.
 fn live_while_busy(layout: &crate::layout::Layout, current: &store::Current) -> String {
-    let unproven = current.id().is_some_and(|id| {
+    let status = current.id().and_then(|id| {
         store::read_metadata(layout, id)
             .ok()
             .flatten()
-            .is_some_and(|m| m.status != store::Status::Live)
+            .map(|m| m.status)
     });
-    if unproven {
-        format!(
-            "{} (being gated by the running command: not proven yet, and it rolls back if \
-             the gate fails)",
+    match status {
+        Some(store::Status::Ready | store::Status::RolledBack) => format!(
+            "{} (put live by the running command, which has not finished checking it)",
             current.describe()
-        )
-    } else {
-        current.describe()
+        ),
+        Some(store::Status::Failed) => format!("{} (failed, but left live)", current.describe()),
+        _ => current.describe(),
     }
 }

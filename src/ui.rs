@@ -203,32 +203,22 @@ fn say(args: std::fmt::Arguments) {
     let _ = stderr.write_fmt(args).and_then(|_| stderr.write_all(b"\n"));
 }
 
-/// Write a command's result to stdout. A closed pipe (`shipit releases |
-/// head`) ends the process quietly with exit 0.
+/// Write a command's result to stdout. The reader may be gone (`shipit
+/// releases | head`): callers ignore the error, and the exit code still
+/// says how the command went.
 pub fn out(text: &str) -> io::Result<()> {
     let mut stdout = io::stdout().lock();
-    let written = stdout
+    stdout
         .write_all(text.as_bytes())
-        .and_then(|_| stdout.flush());
-    match written {
-        // The reader is gone (`shipit releases | head`): nothing more to say.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => std::process::exit(0),
-        other => other,
-    }
+        .and_then(|_| stdout.flush())
+}
+
+/// A failed command's JSON error object on stdout (see [`out`]).
+pub fn out_json_error(value: &serde_json::Value) {
+    let _ = out_json(value);
 }
 
 /// Pretty JSON to stdout, newline-terminated.
-/// A failed command's JSON error object on stdout. Unlike [`out`], a closed
-/// stdout does not end the process: the exit code must still say failure.
-pub fn out_json_error(value: &serde_json::Value) {
-    let mut text = serde_json::to_string_pretty(value).expect("json serializes");
-    text.push('\n');
-    let mut stdout = io::stdout().lock();
-    let _ = stdout
-        .write_all(text.as_bytes())
-        .and_then(|_| stdout.flush());
-}
-
 pub fn out_json(value: &serde_json::Value) -> io::Result<()> {
     let mut text = serde_json::to_string_pretty(value).expect("json serializes");
     text.push('\n');

@@ -157,9 +157,10 @@ pub(crate) fn warn_stale_processes(ctx: &Ctx, live: &ReleaseId, expected: &[Rele
 }
 
 /// What to say about processes in release `old` while `live` is live: a
-/// process that runs `old`'s executable runs old code; one that only sits
-/// in it (a process manager's daemon started from inside a release) serves
-/// nothing from it, and restarting it would be an outage for nothing.
+/// process that runs `old`'s executable runs old code, and so may one that
+/// only sits in it (an app run by an interpreter installed elsewhere); but
+/// pm2's daemon sitting there serves nothing from it, and restarting it
+/// would be an outage for nothing.
 fn stale_warnings(list: &[procs::Proc], old: &ReleaseId, live: &ReleaseId) -> Vec<String> {
     let names = |via: procs::Via| -> Vec<String> {
         list.iter()
@@ -178,25 +179,37 @@ fn stale_warnings(list: &[procs::Proc], old: &ReleaseId, live: &ReleaseId) -> Ve
             running.join(", ")
         ));
     }
-    let sitting = names(procs::Via::WorkingDirectory);
-    if !sitting.is_empty() {
-        let daemon = list
-            .iter()
-            .any(|p| p.via == procs::Via::WorkingDirectory && p.name.contains("God"));
-        let cause = if daemon {
-            "the pm2 daemon was started from inside a release (by a reload hook, or `pm2 start` \
-             run in current)"
-        } else {
-            "it was started from inside a release, and a process manager's daemon keeps the \
-             directory it started in"
-        };
+    // pm2's daemon names itself `PM2 vX.Y.Z: God Daemon (...)`; the
+    // kernel keeps 15 bytes of that (`PM2 v6.0.13: Go`).
+    let is_pm2_daemon = |p: &procs::Proc| p.name.starts_with("PM2 v");
+    let sitting: Vec<&procs::Proc> = list
+        .iter()
+        .filter(|p| p.via == procs::Via::WorkingDirectory)
+        .collect();
+    let shown = |ps: &[&&procs::Proc]| -> String {
+        ps.iter()
+            .map(|p| format!("{} (pid {})", p.name, p.pid))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (daemons, others): (Vec<_>, Vec<_>) = sitting.iter().partition(|p| is_pm2_daemon(p));
+    if !others.is_empty() {
         out.push(format!(
-            "{} has its working directory in {old}, not the live {live}: {cause}. If the gate \
-             proved {live} answers, nothing serves from {old} and nothing needs a restart now \
-             (restarting a process manager's daemon restarts the app: an outage); prune keeps \
-             {old} while it is used. Start reload hooks with `cd \"$SHIPIT_DEPLOY_TO\" && ...` \
-             so the next daemon start happens outside the releases",
-            sitting.join(", ")
+            "{} has its working directory in {old}, not the live {live}: if it serves requests, \
+             it serves old code (a process manager that resolved `current` once, at start, \
+             keeps old code after a reload); restart it through its process manager",
+            shown(&others)
+        ));
+    }
+    if !daemons.is_empty() {
+        out.push(format!(
+            "{} has its working directory in {old}, not the live {live}: the pm2 daemon was \
+             started from inside a release (by a reload hook, or `pm2 start` run in current). \
+             It serves nothing itself, and nothing needs a restart now if the gate proved {live} \
+             answers (restarting the daemon restarts the app: an outage); prune keeps {old} \
+             while it is used. Start reload hooks with `cd \"$SHIPIT_DEPLOY_TO\" && ...` so the \
+             next daemon start happens outside the releases",
+            shown(&daemons)
         ));
     }
     out
@@ -252,6 +265,45 @@ mod tests {
             said[0].contains("restart it through its process manager"),
             "{}",
             said[0]
+        );
+
+        // An app process run by an interpreter outside the release sits in
+        // it only by its working directory: it may serve old code, and is
+        // told to restart. So is pm2's daemon under a longer version, cut
+        // at 15 bytes by the kernel, recognised as the daemon.
+        let python = Proc {
+            pid: 9,
+            name: "python3".into(),
+            via: Via::WorkingDirectory,
+        };
+        let cut = Proc {
+            pid: 10,
+            name: "PM2 v6.0.13: Go".into(),
+            via: Via::WorkingDirectory,
+        };
+        let said = stale_warnings(&[python, cut], &old, &live);
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(
+            said[0].starts_with("python3 (pid 9) has its working directory in"),
+            "{}",
+            said[0]
+        );
+        assert!(said[0].contains("it serves old code"), "{}", said[0]);
+        assert!(
+            said[0].contains("restart it through its process manager"),
+            "{}",
+            said[0]
+        );
+        assert!(!said[0].contains("nothing needs a restart"), "{}", said[0]);
+        assert!(
+            said[1].starts_with("PM2 v6.0.13: Go (pid 10)"),
+            "{}",
+            said[1]
+        );
+        assert!(
+            said[1].contains("nothing needs a restart now"),
+            "{}",
+            said[1]
         );
     }
 }

@@ -53,8 +53,8 @@ fn warn_if_build_dir(ctx: &Ctx, shipit: &std::path::Path) {
 pub(super) fn warn_if_build_dir_for(ui: crate::ui::Ui, shipit: &std::path::Path) {
     if let Some(dir) = githook::build_dir_of(shipit) {
         ui.warn(format!(
-            "the hook runs {}, inside the cargo build directory {}: `cargo clean` or a rebuild \
-             deletes it and every push then fails to deploy; install shipit (`cargo install \
+            "the hook runs {}, inside the cargo build directory {}: `cargo clean` deletes it, \
+             and every push then fails to deploy; install shipit (`cargo install \
              --path .`, or copy it to /usr/local/bin) and run `shipit hook install` again from there",
             shipit.display(),
             dir.display()

@@ -27,10 +27,9 @@ pub fn run(ui: Ui, args: &ManArgs) -> Result<()> {
             .into_iter()
             .find(|(name, _)| name.strip_prefix("shipit-") == Some(wanted.as_str()))
             .ok_or_else(|| {
-                let known: Vec<String> = root
-                    .get_subcommands()
-                    .filter(|s| !s.is_hide_set())
-                    .map(|s| s.get_name().to_string())
+                let known: Vec<String> = pages(&root)
+                    .into_iter()
+                    .filter_map(|(name, _)| name.strip_prefix("shipit-").map(String::from))
                     .collect();
                 Error::usage(format!("there is no man page for {wanted:?}"))
                     .hint(format!("pick one of: {}", known.join(", ")))
@@ -40,20 +39,35 @@ pub fn run(ui: Ui, args: &ManArgs) -> Result<()> {
     Ok(())
 }
 
-/// `shipit` and every visible subcommand, each under its page name
-/// (`shipit-deploy`).
+/// `shipit` and every visible subcommand, nested ones included, each under
+/// its page name (`shipit-deploy`, `shipit-hook-install`).
 fn pages(root: &clap::Command) -> Vec<(String, clap::Command)> {
     let mut out = vec![("shipit".to_string(), root.clone())];
-    for sub in root.get_subcommands().filter(|s| !s.is_hide_set()) {
-        let name = format!("shipit-{}", sub.get_name());
+    add_pages(root, "shipit", "shipit", &mut out);
+    out
+}
+
+fn add_pages(
+    parent: &clap::Command,
+    page: &str,
+    bin: &str,
+    out: &mut Vec<(String, clap::Command)>,
+) {
+    for sub in parent
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
+        let name = format!("{page}-{}", sub.get_name());
+        let bin_name = format!("{bin} {}", sub.get_name());
         let cmd = sub
             .clone()
             .name(name.clone())
-            .bin_name(format!("shipit {}", sub.get_name()))
-            .version(env!("CARGO_PKG_VERSION"));
-        out.push((name, cmd));
+            .bin_name(bin_name.clone())
+            .version(env!("CARGO_PKG_VERSION"))
+            .disable_help_subcommand(true);
+        out.push((name.clone(), cmd));
+        add_pages(sub, &name, &bin_name, out);
     }
-    out
 }
 
 fn render(cmd: &clap::Command, name: &str) -> Result<Vec<u8>> {
@@ -154,7 +168,7 @@ const FILES: &[(&str, &str)] = &[
     ),
     (
         "<deploy_to>/run/",
-        "With slots: blue.sock, green.sock, and app.sock, the link the front proxy connects through.",
+        "With slots: blue.sock, green.sock, and app.sock, the link the front proxy connects through; blue.release and green.release, links to the release each slot was started for.",
     ),
     (
         "<deploy_to>/.shipit/lock",

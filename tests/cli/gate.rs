@@ -211,7 +211,8 @@ fn a_failed_reload_after_a_rollback_is_probed_before_it_is_called_an_outage() {
     run.ok()
         .says("the reload hook failed")
         .says("but the health gate passed")
-        .says(&format!("{first} is live and answers"));
+        .says("answered status 200, body")
+        .says(&format!("{first} is live and serving"));
     assert!(!run.stderr.contains("may be down"), "{}", run.stderr);
     assert_eq!(server.answer(), (200, format!("release={first}\n")));
 
@@ -224,6 +225,19 @@ fn a_failed_reload_after_a_rollback_is_probed_before_it_is_called_an_outage() {
         .says("the health gate then failed too")
         .says("status 500")
         .says("the site may be down");
+
+    // Without expect_body naming the release, a passing probe cannot tell
+    // the target from the release left behind: the failure stands, and
+    // says what was seen.
+    fs::remove_file(first_dir.join("health-status")).unwrap();
+    sb.run(&["rollback", "--to", &second]).ok();
+    sb.write_config_replacing("expect_body = \"release={release}\"\n", "");
+    let run = sb.run(&["rollback", "--to", &first]);
+    run.code(5)
+        .says("the reload hook failed")
+        .says("does not name the release, so shipit cannot tell whether")
+        .says("status 200, body");
+    assert!(!run.stderr.contains("may be down"), "{}", run.stderr);
 }
 
 #[test]

@@ -520,12 +520,16 @@ fn man_pages_cover_every_subcommand_with_exit_status_files_and_environment() {
         "shipit-init",
         "shipit-check",
         "shipit-man",
+        "shipit-hook-install",
     ] {
         assert!(
             pages.contains(&format!("{sub}.1")),
             "{sub}.1 missing from {pages:?}"
         );
     }
+    assert!(!pages.contains(&"shipit-help.1".to_string()), "{pages:?}");
+    let install = std::fs::read_to_string(dir.join("shipit-hook-install.1")).unwrap();
+    assert!(install.contains("git\\-dir"), "{install}");
     let deploy = std::fs::read_to_string(dir.join("shipit-deploy.1")).unwrap();
     for needle in [
         ".TH SHIPIT-DEPLOY 1",

@@ -116,7 +116,7 @@ fn a_refusal_during_a_gate_says_the_live_release_is_not_proven_yet() {
         .says("still held after waiting 1s")
         .says(&format!("ps -fp {}", gating.id()))
         .says(&format!(
-            "live now: releases/{new} (being gated by the running command: not proven yet"
+            "live now: releases/{new} (put live by the running command, which has not finished checking it)"
         ));
     assert!(!busy.stderr.contains("pass --wait"), "{}", busy.stderr);
     sb.run(&["rollback"]).code(6).says("pass --wait[=DURATION]");
