@@ -415,9 +415,30 @@ fn on_path(program: &str) -> bool {
 
 /// The simple commands of a compound one (`cd x && pm2 start y`), split
 /// where a shell would run the next command.
+/// An `&` that is part of a redirection (`2>&1`, `>&2`, `<&3`, `&>file`)
+/// separates nothing.
 fn simple_commands(command: &str) -> Vec<&str> {
-    command
-        .split(['\n', ';', '|', '&'])
+    let bytes = command.as_bytes();
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let split = match b {
+            b'\n' | b';' | b'|' => true,
+            b'&' => {
+                let after_redirect = i > 0 && matches!(bytes[i - 1], b'>' | b'<');
+                let before_redirect = bytes.get(i + 1) == Some(&b'>');
+                !after_redirect && !before_redirect
+            }
+            _ => false,
+        };
+        if split {
+            parts.push(&command[start..i]);
+            start = i + 1;
+        }
+    }
+    parts.push(&command[start..]);
+    parts
+        .into_iter()
         .map(str::trim)
         .filter(|c| !c.is_empty())
         .collect()
@@ -523,5 +544,18 @@ mod tests {
         assert_eq!(program_of("./bin/build"), None);
         assert_eq!(program_of("$HOME/bin/x"), None);
         assert_eq!(program_of("echo hi"), None);
+    }
+
+    #[test]
+    fn compound_commands_split_where_a_shell_runs_the_next_one() {
+        assert_eq!(
+            simple_commands("cd \"$X\" && pm2 startOrReload a; b | c\nd & e"),
+            ["cd \"$X\"", "pm2 startOrReload a", "b", "c", "d", "e"]
+        );
+        // Redirections are not separators.
+        assert_eq!(
+            simple_commands("npm ci >/dev/null 2>&1 && make &>log; x <&3 >&2"),
+            ["npm ci >/dev/null 2>&1", "make &>log", "x <&3 >&2"]
+        );
     }
 }

@@ -2,7 +2,39 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+
+use crate::error::Kind;
+
+/// The command line as `--help` and the man pages show it: the derived
+/// definition plus the exit codes, which scripts branch on.
+pub fn command() -> clap::Command {
+    let codes = exit_codes_help();
+    Cli::command()
+        .after_long_help(codes.clone())
+        .mut_subcommands(|sub| sub.after_long_help(codes.clone()))
+}
+
+/// Parse the process's arguments (exits with clap's message and code 2 on
+/// bad ones, or after printing help or the version).
+pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// The exit code table, as plain text.
+pub fn exit_codes_help() -> String {
+    let mut text = String::from("Exit codes:\n    0  ok\n");
+    for kind in Kind::ALL {
+        text.push_str(&format!(
+            "  {:>3}  {}: {}\n",
+            kind.exit_code(),
+            kind.name(),
+            kind.meaning()
+        ));
+    }
+    text
+}
 
 /// Zero-downtime release-directory deploys: build each release into
 /// releases/<id>, swap `current` atomically, reload, gate on health, roll
@@ -47,11 +79,46 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff), e.g. `shipit man | man -l -`
-    Man,
+    /// Print a man page (roff), e.g. `shipit man deploy | man -l -`, or
+    /// write them all with --dir
+    Man(ManArgs),
     /// Fleet: what the controller runs on a host over ssh
     #[command(hide = true, name = "fleet-agent")]
     FleetAgent(FleetAgentArgs),
+}
+
+impl Command {
+    /// The command was asked for `--json` output.
+    pub fn json(&self) -> bool {
+        match self {
+            Command::Deploy(a) => a.json,
+            Command::Rollback(a) => a.json,
+            Command::Releases(a) => a.json,
+            Command::Prune(a) => a.json,
+            Command::History(a) => a.json,
+            Command::Status(a) => a.json,
+            // `check --json` prints its report, failed checks included.
+            Command::Check(_)
+            | Command::Hook(_)
+            | Command::Init(_)
+            | Command::Completions { .. }
+            | Command::Man(_) => false,
+            // The agent prints its own JSON, failures included.
+            Command::FleetAgent(_) => false,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The subcommand whose page to print [default: the page of shipit itself]
+    #[arg(value_name = "COMMAND")]
+    pub command: Option<String>,
+
+    /// Write every page (shipit.1, shipit-deploy.1, ...) into this directory
+    /// instead, e.g. /usr/local/share/man/man1
+    #[arg(long, value_name = "DIR", conflicts_with = "command")]
+    pub dir: Option<PathBuf>,
 }
 
 /// `--no-revert` of a fleet deploy or rollback.
@@ -310,6 +377,8 @@ pub enum TemplateName {
     NginxSlots,
     /// Slots: a pm2 file that runs one release per slot on its socket
     Pm2Slots,
+    /// Slots: a systemd template unit, one instance per slot (APP@blue, APP@green)
+    SystemdSlots,
     /// All of the above
     All,
 }

@@ -18,6 +18,9 @@ pub const DEFAULT_FILE: &str = "shipit.toml";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The app's name, for the files `init --template` writes (unit,
+    /// upstream and pm2 names); default: the last part of `deploy_to`.
+    pub app: Option<String>,
     /// Absolute after loading (relative paths resolve against the file).
     pub deploy_to: PathBuf,
     #[serde(default = "default_keep")]
@@ -90,6 +93,10 @@ pub struct HealthConfig {
     pub request_timeout: Duration,
     #[serde(default, deserialize_with = "duration")]
     pub initial_delay: Duration,
+    /// Consecutive answers with an error status (4xx/5xx but 502-504) that
+    /// fail the gate at once; 0 waits out the whole `timeout`.
+    #[serde(default = "default_fail_after")]
+    pub fail_after: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -202,6 +209,10 @@ fn default_build_timeout() -> Duration {
 fn default_reload_timeout() -> Duration {
     Duration::from_secs(120)
 }
+fn default_fail_after() -> u32 {
+    5
+}
+
 fn default_health_timeout() -> Duration {
     Duration::from_secs(30)
 }
@@ -227,6 +238,7 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
     (
         "",
         &[
+            "app",
             "deploy_to",
             "keep_releases",
             "shared",
@@ -254,6 +266,7 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
             "expect_body",
             "request_timeout",
             "initial_delay",
+            "fail_after",
         ],
     ),
     ("lock", &["wait"]),
@@ -425,6 +438,14 @@ impl Config {
     fn validate(&self) -> Result<()> {
         let file = self.file.display();
         let err = |msg: String, hint: &str| Error::usage(msg).hint(hint.to_string());
+        if let Some(app) = &self.app
+            && crate::templates::check_app(app).is_err()
+        {
+            return Err(err(
+                format!("app = {app:?} in {file} is not a usable app name"),
+                "use letters, digits, '.', '_' and '-' (it names units, upstreams and pm2 apps), e.g. app = \"myapp\"",
+            ));
+        }
         if self.deploy_to.as_os_str().is_empty() || self.deploy_to == Path::new("/") {
             return Err(err(
                 format!(
@@ -793,6 +814,7 @@ mod tests {
     #[test]
     fn schema_lists_every_field() {
         let all = r#"
+            app = "shop"
             deploy_to = "/srv/app"
             keep_releases = 3
             shared = [".env"]
@@ -813,6 +835,7 @@ mod tests {
             expect_body = "x"
             request_timeout = "1s"
             initial_delay = "1s"
+            fail_after = 3
             [lock]
             wait = "1s"
             [slots]

@@ -300,11 +300,21 @@ fn stage(
     let exporting = match resolved.revision.as_deref() {
         Some(sha) => ctx.ui.long_step(
             "Exporting",
-            format!("{} into {}", &sha[..sha.len().min(12)], Layout::display(id)),
+            format!(
+                "{} into {} (it becomes {} once built)",
+                &sha[..sha.len().min(12)],
+                staging_display(layout, id),
+                Layout::display(id)
+            ),
         ),
         None => ctx.ui.long_step(
             "Copying",
-            format!("{} into {}", resolved.source, Layout::display(id)),
+            format!(
+                "{} into {} (it becomes {} once built)",
+                resolved.source,
+                staging_display(layout, id),
+                Layout::display(id)
+            ),
         ),
     };
     source::export(&ctx.config, layout, resolved, staging)?;
@@ -388,4 +398,14 @@ pub(crate) fn link_shared(ctx: &Ctx, release: &Path) -> Result<()> {
         symlink(&shared, &link).with_path("could not link shared path", &link)?;
     }
     Ok(())
+}
+
+/// Where a release is built, as progress lines name it.
+fn staging_display(layout: &Layout, id: &ReleaseId) -> String {
+    let staging = layout.staging(id);
+    staging
+        .strip_prefix(layout.root())
+        .unwrap_or(&staging)
+        .display()
+        .to_string()
 }

@@ -52,6 +52,32 @@ impl Kind {
         Kind::Interrupted,
     ];
 
+    /// What the exit code tells a script, for `--help` and the man page.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Kind::Internal => "an unexpected error (I/O outside a deploy, a bug)",
+            Kind::Usage => "bad command line, config or input; nothing was changed",
+            Kind::BeforeSwap => "the deploy failed before the swap; nothing live changed",
+            Kind::RolledBack => {
+                "the deploy failed after the swap (or in its slot) and what was live is live again"
+            }
+            Kind::RollbackFailed => {
+                "a rollback (manual or automatic) did not prove healthy: the site may be down"
+            }
+            Kind::LockBusy => "another shipit command holds the deploy lock",
+            Kind::LeftLive => "the deploy failed and --no-rollback left it live",
+            Kind::FleetReverted => {
+                "fleet: a host failed; every host runs what it ran before the rollout"
+            }
+            Kind::FleetNotReverted => {
+                "fleet: a host failed; not every host runs what it ran before (see the table)"
+            }
+            Kind::Interrupted => {
+                "interrupted (SIGINT, SIGTERM, SIGHUP); cleaned up or rolled back first"
+            }
+        }
+    }
+
     pub fn exit_code(self) -> u8 {
         match self {
             Kind::Internal => 1,
@@ -91,6 +117,9 @@ pub struct Error {
     pub causes: Vec<String>,
     pub live: Option<String>,
     pub hint: Option<String>,
+    /// Its `--json` form went out already, inside the command's own report
+    /// (a fleet rollout reports every host, failed or not).
+    pub reported: bool,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -103,6 +132,7 @@ impl Error {
             causes: Vec::new(),
             live: None,
             hint: None,
+            reported: false,
         }
     }
 
@@ -156,6 +186,21 @@ impl Error {
 
     pub fn exit_code(&self) -> u8 {
         self.kind.exit_code()
+    }
+
+    /// The error as `--json` commands print it on stdout, so a script
+    /// reading stdout learns of the failure as well as of success.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": {
+                "outcome": self.kind.name(),
+                "exit_code": self.exit_code(),
+                "message": self.message,
+                "causes": self.causes,
+                "live": self.live,
+                "hint": self.hint,
+            }
+        })
     }
 }
 

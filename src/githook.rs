@@ -113,6 +113,8 @@ pub struct Installed {
     pub path: PathBuf,
     pub backup: Option<PathBuf>,
     pub removed_other: Option<PathBuf>,
+    /// The binary the hook runs.
+    pub shipit: PathBuf,
 }
 
 /// The hooks directory git runs for a bare or non-bare repository: the
@@ -214,7 +216,18 @@ pub fn install(
         path,
         backup,
         removed_other,
+        shipit,
     })
+}
+
+/// The cargo build directory (`target/`) that `binary` lives in, if any:
+/// `cargo clean` or the next build would delete or replace it under a hook
+/// that names it.
+pub fn build_dir_of(binary: &Path) -> Option<&Path> {
+    binary
+        .ancestors()
+        .skip(1)
+        .find(|dir| dir.join(".rustc_info.json").exists() || dir.join("CACHEDIR.TAG").exists())
 }
 
 /// Run as the git hook: read the push from stdin and deploy it if it

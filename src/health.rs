@@ -29,6 +29,17 @@ pub struct Observation {
     pub passed: bool,
     /// What was seen, e.g. `status 500, body "oops"` or `connection refused`.
     pub detail: String,
+    /// The release itself answered with an error status (see
+    /// [`is_error_status`]): not "still starting", but "running and broken".
+    pub error_answer: bool,
+}
+
+/// An answer that says the app runs and fails: 4xx and 5xx, except 502,
+/// 503 and 504, which a proxy (or an app still warming up) gives while the
+/// app cannot answer yet. Those wait out the whole gate, like a refused
+/// connection.
+pub fn is_error_status(status: u16) -> bool {
+    status >= 400 && !matches!(status, 502..=504)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,22 +50,29 @@ pub enum Decision {
     Wait,
 }
 
-/// The gate's state: consecutive passes so far, and the last thing seen.
+/// The gate's state: consecutive passes so far, consecutive error answers,
+/// and the last thing seen.
 #[derive(Debug)]
 pub struct Gate {
     needed: u32,
     budget: Duration,
+    /// Consecutive error answers that fail the gate before its budget; 0
+    /// never does.
+    fail_after: u32,
     streak: u32,
+    errors: u32,
     probes: u32,
     last: Option<Observation>,
 }
 
 impl Gate {
-    pub fn new(needed: u32, budget: Duration) -> Gate {
+    pub fn new(needed: u32, budget: Duration, fail_after: u32) -> Gate {
         Gate {
             needed,
             budget,
+            fail_after,
             streak: 0,
+            errors: 0,
             probes: 0,
             last: None,
         }
@@ -64,6 +82,11 @@ impl Gate {
         self.probes += 1;
         self.streak = if observation.passed {
             self.streak + 1
+        } else {
+            0
+        };
+        self.errors = if observation.error_answer {
+            self.errors + 1
         } else {
             0
         };
@@ -80,6 +103,17 @@ impl Gate {
         if self.streak >= self.needed {
             return Decision::Pass;
         }
+        if self.fail_after > 0 && self.errors >= self.fail_after {
+            let last = self.last.as_ref().map(|o| o.detail.as_str()).unwrap_or("");
+            return Decision::Fail(format!(
+                "the release answered {} probes in a row with an error status \
+                 (health.fail_after = {}), after {} of {} allowed; last: {last}",
+                self.errors,
+                self.fail_after,
+                humantime::format_duration(round_ms(elapsed)),
+                humantime::format_duration(self.budget),
+            ));
+        }
         if elapsed >= self.budget {
             let last = match &self.last {
                 Some(o) => o.detail.clone(),
@@ -95,6 +129,10 @@ impl Gate {
         }
         Decision::Wait
     }
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
 }
 
 /// Substitute `{release}` and `{revision}` in an expected body.
@@ -166,6 +204,7 @@ fn fail(detail: String) -> Observation {
     Observation {
         passed: false,
         detail,
+        error_answer: false,
     }
 }
 
@@ -183,7 +222,10 @@ fn judge(
         return fail(format!("status {got}, body unreadable: {e}"));
     }
     if got != status {
-        return fail(format!("status {got} (expected {status}), body {shown:?}"));
+        return Observation {
+            error_answer: is_error_status(got),
+            ..fail(format!("status {got} (expected {status}), body {shown:?}"))
+        };
     }
     if let Some(want) = body
         && !text.contains(want)
@@ -195,6 +237,7 @@ fn judge(
     Observation {
         passed: true,
         detail: format!("status {got}, body {shown:?}"),
+        error_answer: false,
     }
 }
 
@@ -329,7 +372,7 @@ pub fn gate_on(config: &HealthConfig, target: &Target, body: Option<&str>, ui: &
     let name = target.describe();
     let started = Instant::now();
     sleep_interruptibly(config.initial_delay)?;
-    let mut gate = Gate::new(config.successes, config.timeout);
+    let mut gate = Gate::new(config.successes, config.timeout, config.fail_after);
     let mut last_detail = String::new();
     loop {
         let observation = once();
@@ -388,14 +431,70 @@ mod tests {
         Observation {
             passed,
             detail: if passed { "status 200" } else { "status 500" }.into(),
+            error_answer: !passed,
         }
+    }
+
+    fn refused() -> Observation {
+        Observation {
+            passed: false,
+            detail: "connection refused".into(),
+            error_answer: false,
+        }
+    }
+
+    #[test]
+    fn error_answers_in_a_row_fail_before_the_budget() {
+        let mut g = Gate::new(2, BUDGET, 3);
+        for o in [obs(false), obs(false), refused(), obs(false), obs(false)] {
+            g.observe(o);
+            assert_eq!(g.decide(Duration::from_secs(1)), Decision::Wait);
+        }
+        g.observe(obs(false));
+        match g.decide(Duration::from_secs(1)) {
+            Decision::Fail(why) => {
+                assert!(why.contains("3 probes in a row"), "{why}");
+                assert!(why.contains("health.fail_after = 3"), "{why}");
+            }
+            other => panic!("three error answers in a row must fail: {other:?}"),
+        }
+        // Refused connections (still starting) never fail early; 0 turns
+        // the early failure off.
+        let mut g = Gate::new(2, BUDGET, 3);
+        let mut off = Gate::new(2, BUDGET, 0);
+        for _ in 0..10 {
+            g.observe(refused());
+            off.observe(obs(false));
+        }
+        assert_eq!(g.decide(Duration::from_secs(1)), Decision::Wait);
+        assert_eq!(off.decide(Duration::from_secs(1)), Decision::Wait);
+    }
+
+    #[test]
+    fn which_statuses_count_as_error_answers() {
+        for (status, error) in [
+            (500, true),
+            (404, true),
+            (401, true),
+            (502, false),
+            (503, false),
+            (504, false),
+            (200, false),
+            (302, false),
+        ] {
+            assert_eq!(is_error_status(status), error, "status {status}");
+            let seen = judge(status, b"", None, 200, None);
+            assert_eq!(seen.error_answer, error, "status {status}");
+        }
+        // A 200 with another release's body is "not yet", not an error.
+        assert!(!judge(200, b"old", None, 200, Some("new")).error_answer);
     }
 
     const BUDGET: Duration = Duration::from_secs(10);
 
     #[test]
     fn passes_after_enough_consecutive_successes() {
-        let mut g = Gate::new(3, BUDGET);
+        let mut g = Gate::new(3, BUDGET, 0);
         g.observe(obs(true));
         g.observe(obs(true));
         assert_eq!(g.decide(Duration::from_secs(1)), Decision::Wait);
@@ -405,7 +504,7 @@ mod tests {
 
     #[test]
     fn a_failure_resets_the_streak() {
-        let mut g = Gate::new(3, BUDGET);
+        let mut g = Gate::new(3, BUDGET, 0);
         for passed in [true, true, false, true, true] {
             g.observe(obs(passed));
         }
@@ -416,7 +515,7 @@ mod tests {
 
     #[test]
     fn one_success_does_not_fool_a_gate_that_needs_three() {
-        let mut g = Gate::new(3, BUDGET);
+        let mut g = Gate::new(3, BUDGET, 0);
         g.observe(obs(true));
         for _ in 0..5 {
             g.observe(obs(false));
@@ -432,7 +531,7 @@ mod tests {
 
     #[test]
     fn out_of_time_with_no_probe_says_so() {
-        let g = Gate::new(1, BUDGET);
+        let g = Gate::new(1, BUDGET, 0);
         match g.decide(BUDGET) {
             Decision::Fail(why) => assert!(why.contains("no probe finished"), "{why}"),
             other => panic!("{other:?}"),
@@ -441,7 +540,7 @@ mod tests {
 
     #[test]
     fn a_pass_at_the_deadline_still_counts() {
-        let mut g = Gate::new(1, BUDGET);
+        let mut g = Gate::new(1, BUDGET, 0);
         g.observe(obs(true));
         assert_eq!(g.decide(BUDGET * 2), Decision::Pass);
     }

@@ -82,11 +82,49 @@ pub fn record(
         if e.kind == crate::error::Kind::Usage {
             return;
         }
-        event.outcome = e.kind.name().into();
+        event.outcome = outcome_of(&event, e.kind).into();
         event.message = Some(e.message.clone());
     }
     if let Err(e) = append(layout, &event) {
         ui.warn(format!("could not record history: {e}"));
+    }
+}
+
+/// The outcome name of a failed event: the exit code's name, except that
+/// a first deploy that failed after its swap had nothing to roll back to.
+fn outcome_of(event: &Event, kind: crate::error::Kind) -> &'static str {
+    match kind {
+        crate::error::Kind::RolledBack if event.event == "deploy" && event.previous.is_none() => {
+            FAILED_NOTHING_LIVE
+        }
+        kind => kind.name(),
+    }
+}
+
+/// The outcome of a first deploy that failed after its swap: `current` was
+/// removed again, so nothing is live.
+pub const FAILED_NOTHING_LIVE: &str = "failed-nothing-live";
+
+impl Event {
+    /// What the event did, in a few words: `A -> B` for a rollback or a
+    /// deploy that went live, with where a failed one left things.
+    pub fn what(&self) -> String {
+        let id = |r: &Option<ReleaseId>| r.as_ref().map(|r| r.to_string());
+        let from = id(&self.previous).unwrap_or_else(|| "nothing".into());
+        let to = id(&self.live).unwrap_or_else(|| "nothing".into());
+        match (self.event.as_str(), self.outcome.as_str()) {
+            ("rollback", _) => format!("{from} -> {to}"),
+            ("deploy", "ok") => format!("{from} -> {to}"),
+            ("deploy", _) if self.release.is_some() && self.release == self.live => {
+                format!("{from} -> {to} (left live, failing)")
+            }
+            ("deploy", _) => {
+                let release = id(&self.release).unwrap_or_else(|| "a new release".into());
+                format!("{release} not live; live: {to}")
+            }
+            ("prune", _) => format!("removed {}", self.removed.len()),
+            _ => to,
+        }
     }
 }
 

@@ -138,7 +138,8 @@ pub fn run(hook: &Hook, ui: &Ui, mut log: Option<&mut File>) -> Result<()> {
         let text = text.trim_end_matches(['\r', '\n']);
         ui.hook_line(hook.name, text);
         if let Some(log) = log.as_deref_mut() {
-            let _ = writeln!(log, "{} | {text}", hook.name);
+            // Colour codes are for terminals; a log is read with less and grep.
+            let _ = writeln!(log, "{} | {}", hook.name, console::strip_ansi_codes(text));
         }
     };
 

@@ -160,20 +160,38 @@ fn read_holder(file: &mut File) -> String {
 }
 
 fn busy(text: &str, waited: Option<Duration>) -> Error {
-    let holder = serde_json::from_str::<Holder>(text.trim())
+    let parsed = serde_json::from_str::<Holder>(text.trim()).ok();
+    let holder = parsed
+        .as_ref()
         .map(|h| h.describe())
-        .unwrap_or_else(|_| "another shipit process (it has not said who yet)".into());
-    let message = match waited {
-        Some(w) => format!(
-            "the deploy lock is still held after waiting {}",
-            humantime::format_duration(w)
+        .unwrap_or_else(|| "another shipit process (it has not said who yet)".into());
+    const NEVER_DELETE: &str =
+        "the lock frees itself when that process exits, so never delete the lock file";
+    let (message, hint) = match waited {
+        Some(w) => {
+            let check = parsed
+                .as_ref()
+                .map(|h| format!("check on it (`ps -fp {}`)", h.pid))
+                .unwrap_or_else(|| "check on it".into());
+            (
+                format!(
+                    "the deploy lock is still held after waiting {}",
+                    humantime::format_duration(w)
+                ),
+                format!(
+                    "the command holding it is still running: {check}, then retry, or queue \
+                     for longer; {NEVER_DELETE}"
+                ),
+            )
+        }
+        None => (
+            "another shipit command is running in this deploy directory".into(),
+            format!(
+                "wait for it to finish, or pass --wait[=DURATION] to queue behind it; {NEVER_DELETE}"
+            ),
         ),
-        None => "another shipit command is running in this deploy directory".into(),
     };
     Error::new(Kind::LockBusy, message)
         .cause(format!("held by {holder}"))
-        .hint(
-            "wait for it to finish, or pass --wait[=DURATION] to queue behind it; \
-             the lock frees itself when that process exits, so never delete the lock file",
-        )
+        .hint(hint)
 }

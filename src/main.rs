@@ -33,14 +33,16 @@ mod whoami;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = cli::parse();
     let ui = ui::Ui::new(cli.quiet);
+    let json = cli.command.json();
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
+            if json && !err.reported {
+                ui::out_json_error(&err.to_json());
+            }
             ui.error(&err);
             ExitCode::from(err.exit_code())
         }

@@ -44,8 +44,29 @@ pub fn begin(ctx: &Ctx, wait: Option<Duration>) -> Result<Lock> {
     lock::acquire(&ctx.layout, wait, &command.join(" ")).map_err(|e| {
         // Refused: say what is serving, as of now (the holder may change it).
         match store::read_current(layout) {
-            Ok(current) if e.kind == Kind::LockBusy => e.live(current.describe()),
+            Ok(current) if e.kind == Kind::LockBusy => e.live(live_while_busy(layout, &current)),
             _ => e,
         }
     })
+}
+
+/// What is live while another command holds the lock. A release that is
+/// current but not yet marked live (`ready`, or `rolled-back` for a
+/// rollback's target) was put there by that command, which has not
+/// finished checking it; one marked `failed` was left live failing.
+fn live_while_busy(layout: &crate::layout::Layout, current: &store::Current) -> String {
+    let status = current.id().and_then(|id| {
+        store::read_metadata(layout, id)
+            .ok()
+            .flatten()
+            .map(|m| m.status)
+    });
+    match status {
+        Some(store::Status::Ready | store::Status::RolledBack) => format!(
+            "{} (put live by the running command, which has not finished checking it)",
+            current.describe()
+        ),
+        Some(store::Status::Failed) => format!("{} (failed, but left live)", current.describe()),
+        _ => current.describe(),
+    }
 }

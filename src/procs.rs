@@ -23,6 +23,19 @@ use crate::layout::{Layout, ReleaseId};
 pub struct Proc {
     pub pid: u32,
     pub name: String,
+    /// How it uses the release: only as its working directory, or by
+    /// running an executable from it.
+    pub via: Via,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// Only its working directory lies in the release: it may run code
+    /// from anywhere (a process manager's daemon started from inside a
+    /// release serves nothing itself).
+    WorkingDirectory,
+    /// Its executable lies in the release: it runs that release's code.
+    Executable,
 }
 
 /// What a look through `/proc` found.
@@ -171,17 +184,22 @@ fn scan_with(
 ) -> Usage {
     let mut usage = Usage::default();
     for pid in pids {
-        let mut ids: Vec<ReleaseId> = Vec::new();
+        let mut ids: Vec<(ReleaseId, Via)> = Vec::new();
         let mut unreadable: Option<(&str, io::Error)> = None;
-        for link in ["cwd", "exe"] {
+        for (link, via) in [("cwd", Via::WorkingDirectory), ("exe", Via::Executable)] {
             match source.link(pid, link) {
-                Ok(path) => ids.extend(release_of(releases, &path)),
+                Ok(path) => {
+                    if let Some(id) = release_of(releases, &path) {
+                        // The executable's release wins over the cwd's.
+                        ids.retain(|(seen, _)| *seen != id);
+                        ids.push((id, via));
+                    }
+                }
                 // Gone since the listing, or no executable (a zombie).
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => unreadable = unreadable.or(Some((link, e))),
             }
         }
-        ids.dedup();
         if let Some((link, error)) = unreadable
             && !source.is_kernel_thread(pid)
         {
@@ -197,10 +215,11 @@ fn scan_with(
             continue;
         }
         let name = source.name(pid);
-        for id in ids {
+        for (id, via) in ids {
             usage.used.entry(id).or_default().push(Proc {
                 pid,
                 name: name.clone(),
+                via,
             });
         }
     }

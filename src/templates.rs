@@ -23,10 +23,11 @@ pub enum Template {
     GitHook,
     NginxSlots,
     Pm2Slots,
+    SystemdSlots,
 }
 
 impl Template {
-    pub const EACH: [Template; 7] = [
+    pub const EACH: [Template; 8] = [
         Template::Systemd,
         Template::SystemdSocket,
         Template::Nginx,
@@ -34,6 +35,7 @@ impl Template {
         Template::GitHook,
         Template::NginxSlots,
         Template::Pm2Slots,
+        Template::SystemdSlots,
     ];
 
     pub fn file_name(self, app: &str) -> String {
@@ -45,6 +47,7 @@ impl Template {
             Template::GitHook => "post-receive".into(),
             Template::NginxSlots => format!("nginx-{app}-slots.conf"),
             Template::Pm2Slots => "slots.config.js".into(),
+            Template::SystemdSlots => format!("{app}@.service"),
         }
     }
 }
@@ -75,7 +78,7 @@ impl Values {
     /// Values read from a loaded config. The app name defaults to the last
     /// part of `deploy_to`; the port to the health URL's (else 3000).
     pub fn from_config(config: &Config, app: Option<&str>) -> Result<Values> {
-        let app = match app {
+        let app = match app.or(config.app.as_deref()) {
             Some(a) => a.to_string(),
             None => config
                 .deploy_to
@@ -113,7 +116,7 @@ impl Values {
 }
 
 /// App names become file names, nginx upstream names and unit names.
-fn check_app(app: &str) -> Result<()> {
+pub fn check_app(app: &str) -> Result<()> {
     let ok = !app.is_empty()
         && app.len() <= 64
         && !app.starts_with(['.', '-'])
@@ -193,13 +196,11 @@ pub fn render(template: Template, values: &Values, config_file: &Path) -> Result
     }
     let current = format!("{deploy_to}/current");
     let port = values.port.to_string();
-    let port2 = values.port.saturating_add(1).to_string();
     let health_path = values.health_path();
     let common = [
         ("APP", values.app.as_str()),
         ("DEPLOY_TO", deploy_to.as_str()),
         ("PORT", port.as_str()),
-        ("PORT2", port2.as_str()),
         ("USER", values.user.as_str()),
         ("HEALTH_PATH", health_path.as_str()),
     ];
@@ -219,6 +220,28 @@ pub fn render(template: Template, values: &Values, config_file: &Path) -> Result
             ],
         ),
         Template::SystemdSocket => with(include_str!("../templates/systemd.socket"), &[]),
+        Template::SystemdSlots => {
+            // `%i` is the slot: these paths name the slot's release link
+            // and socket, which shipit keeps under run/.
+            let run = format!("{deploy_to}/run/");
+            with(
+                include_str!("../templates/systemd-slots.service"),
+                &[
+                    (
+                        "WORKING_DIRECTORY",
+                        &format!("{}%i.release", systemd_path(&run)),
+                    ),
+                    (
+                        "EXEC_START",
+                        &format!("\"{}%i.release/bin/start\"", systemd_exec_escape(&run)),
+                    ),
+                    (
+                        "SOCKET_ENV",
+                        &format!("\"SOCKET={}%i.sock\"", systemd_env_escape(&run)),
+                    ),
+                ],
+            )
+        }
         Template::Nginx => with(
             include_str!("../templates/nginx.conf"),
             &[("ROOT", &nginx_string(&format!("{current}/public"))?)],
@@ -263,12 +286,20 @@ fn systemd_path(path: &str) -> String {
 /// escaped, `$` doubled (no variable expansion) and `%` doubled (no
 /// specifier), as systemd.service(5) "Command lines" describes.
 fn systemd_exec_word(word: &str) -> String {
-    let escaped = word
-        .replace('\\', "\\\\")
+    format!("\"{}\"", systemd_exec_escape(word))
+}
+
+/// The inside of a double-quoted Exec*= word (see [`systemd_exec_word`]).
+fn systemd_exec_escape(text: &str) -> String {
+    systemd_env_escape(text).replace('$', "$$")
+}
+
+/// The inside of a double-quoted `Environment=` assignment: `\` and `"`
+/// escaped, `%` doubled; `$` means nothing there (systemd.exec(5)).
+fn systemd_env_escape(text: &str) -> String {
+    text.replace('\\', "\\\\")
         .replace('"', "\\\"")
-        .replace('$', "$$")
-        .replace('%', "%%");
-    format!("\"{escaped}\"")
+        .replace('%', "%%")
 }
 
 /// A double-quoted nginx string. nginx expands `$name` in `root` and has no
@@ -333,6 +364,66 @@ mod tests {
                 rest.find(|c: char| !(c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit()))?;
             (end > 0 && rest[end..].starts_with('@')).then(|| &rest[..end])
         })
+    }
+
+    /// The reload hook every template and the README print for pm2.
+    pub const PM2_RELOAD: &str =
+        r#"reload = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 startOrReload shared/ecosystem.config.js""#;
+
+    #[test]
+    fn every_place_that_suggests_a_pm2_reload_hook_suggests_the_same_one() {
+        let values = Values::fresh("shop").unwrap();
+        let file = Path::new("/etc/shop/shipit.toml");
+        let readme = include_str!("../README.md");
+        let texts = [
+            ("shipit.toml", config(&values)),
+            ("pm2", render(Template::Pm2, &values, file).unwrap()),
+            ("README.md", readme.to_string()),
+        ];
+        for (name, text) in &texts {
+            assert!(
+                text.contains(PM2_RELOAD),
+                "{name} does not suggest {PM2_RELOAD}"
+            );
+            for line in text.lines().filter(|l| l.contains("pm2 ")) {
+                let hook = line.trim_start_matches(['#', '/', ' ']);
+                if hook.starts_with("reload =") {
+                    assert!(
+                        hook.starts_with(PM2_RELOAD),
+                        "{name} suggests another pm2 reload hook: {line}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// `host:port` of each `server` line of an nginx upstream.
+    fn upstream_servers(text: &str) -> Vec<&str> {
+        text.lines()
+            .map(str::trim)
+            .filter(|l| l.ends_with(';'))
+            .filter_map(|l| l.strip_prefix("server "))
+            .filter_map(|l| l.split([' ', ';']).next())
+            .collect()
+    }
+
+    #[test]
+    fn the_nginx_site_fronts_the_address_the_process_templates_listen_on() {
+        let text = "deploy_to = \"/srv/shop\"\n[source]\ngit = \"/g\"\n[health]\nurl = \"http://127.0.0.1:4100/up\"\n";
+        let config = crate::config::parse(text, Path::new("/etc/shipit.toml")).unwrap();
+        let values = Values::from_config(&config, None).unwrap();
+        let file = Path::new("/etc/shop/shipit.toml");
+        let nginx = render(Template::Nginx, &values, file).unwrap();
+        assert_eq!(upstream_servers(&nginx), ["127.0.0.1:4100"]);
+        let pm2 = render(Template::Pm2, &values, file).unwrap();
+        assert!(pm2.contains(r#"PORT: "4100""#), "{pm2}");
+        let socket = render(Template::SystemdSocket, &values, file).unwrap();
+        assert!(socket.contains("ListenStream=127.0.0.1:4100"), "{socket}");
+        let slots = render(Template::NginxSlots, &values, file).unwrap();
+        assert_eq!(
+            upstream_servers(&slots),
+            [r#""unix:/srv/shop/run/app.sock""#]
+        );
     }
 
     #[test]

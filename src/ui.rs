@@ -127,7 +127,13 @@ impl Ui {
             return;
         }
         let prefix = self.paint(Style::new().dim(), &format!("{name:>12} |"));
-        say(format_args!("{prefix} {line}"));
+        if self.color {
+            say(format_args!("{prefix} {line}"));
+        } else {
+            // NO_COLOR, a pipe, a git hook's `remote:` lines: no escape codes,
+            // the hook's included.
+            say(format_args!("{prefix} {}", console::strip_ansi_codes(line)));
+        }
     }
 
     /// One line a fleet host said: `deploy@web1 |      Swapping current -> ...`.
@@ -156,6 +162,11 @@ impl Ui {
             );
         }
         say(format_args!("{}: {lines}", self.paint(red, "error")));
+    }
+
+    /// `--quiet`: only warnings, errors and results.
+    pub fn quiet(&self) -> bool {
+        self.quiet
     }
 
     pub fn bold(&self, text: &str) -> String {
@@ -204,18 +215,19 @@ fn say(args: std::fmt::Arguments) {
     let _ = stderr.write_fmt(args).and_then(|_| stderr.write_all(b"\n"));
 }
 
-/// Write a command's result to stdout. A closed pipe (`shipit releases |
-/// head`) ends the process quietly with exit 0.
+/// Write a command's result to stdout. The reader may be gone (`shipit
+/// releases | head`): callers ignore the error, and the exit code still
+/// says how the command went.
 pub fn out(text: &str) -> io::Result<()> {
     let mut stdout = io::stdout().lock();
-    let written = stdout
+    stdout
         .write_all(text.as_bytes())
-        .and_then(|_| stdout.flush());
-    match written {
-        // The reader is gone (`shipit releases | head`): nothing more to say.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => std::process::exit(0),
-        other => other,
-    }
+        .and_then(|_| stdout.flush())
+}
+
+/// A failed command's JSON error object on stdout (see [`out`]).
+pub fn out_json_error(value: &serde_json::Value) {
+    let _ = out_json(value);
 }
 
 /// Pretty JSON to stdout, newline-terminated.

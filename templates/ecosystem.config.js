@@ -1,8 +1,15 @@
 // pm2 ecosystem file for @APP@, written by `shipit init --template pm2`.
-// Start once:  pm2 start ecosystem.config.js   (keep this file outside the
-//              releases, e.g. in @DEPLOY_TO@/shared/)
-// shipit.toml: reload = "pm2 reload @APP@"
-// Change: script, instances, env.
+// Install: copy it to @DEPLOY_TO@/shared/ecosystem.config.js (outside the
+//          releases; shipit creates shared/ on the first deploy, or create
+//          it yourself) and set in shipit.toml:
+//   [hooks]
+//   reload = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 startOrReload shared/ecosystem.config.js"
+// That one hook starts the app on the first deploy (after the swap, when
+// @DEPLOY_TO@/current exists) and reloads it gracefully, one worker at a
+// time, on every later deploy and rollback. Run from the deploy root, it
+// never leaves the pm2 daemon's working directory inside a release.
+// Change: script, instances, env (PORT must match the nginx template's
+// upstream and health.url).
 //
 // Why the paths go through `current`: pm2 remembers the paths it was given.
 // Given @DEPLOY_TO@/current, every worker that `pm2 reload` starts resolves

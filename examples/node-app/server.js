@@ -1,14 +1,18 @@
 // A small web app for shipit's zero-downtime proof, behind nginx: run by
-// pm2 in cluster mode on a TCP port (the reload strategy), or one process
-// per slot on a unix socket (slots).
+// pm2 in cluster mode on a TCP port (the reload strategy), by systemd with
+// socket activation, or one process per slot on a unix socket (slots).
 //
 // - GET /healthz answers {"release": "<id>"}: the release directory this
 //   worker runs from, so the health gate can prove the new release serves.
 // - A release that contains a file named BROKEN (or runs with BROKEN=1)
 //   answers 500 everywhere; one with NEVER_READY never listens.
-// - SOCKET=<path> listens on that unix socket (a stale socket file is
-//   removed first; mode 0666 so that nginx workers, another user, can
-//   connect); otherwise PORT (default 3000) on LISTEN_HOST (default
+// - Started by systemd with a socket unit (LISTEN_FDS >= 1 and LISTEN_PID
+//   naming this process, as sd_listen_fds(3) describes), it serves the
+//   socket systemd passed as fd 3 and binds nothing itself: systemd keeps
+//   that socket open across restarts, so connections wait instead of being
+//   refused. Otherwise SOCKET=<path> listens on that unix socket (a stale
+//   socket file is removed first; mode 0666 so that nginx workers, another
+//   user, can connect), else PORT (default 3000) on LISTEN_HOST (default
 //   127.0.0.1).
 // - It tells pm2 it is ready (wait_ready) only once it listens.
 // - On SIGINT/SIGTERM it stops taking new connections and answers every
@@ -30,6 +34,9 @@ const broken =
 const never = fs.existsSync(path.join(__dirname, "NEVER_READY"));
 const port = Number(process.env.PORT || 3000);
 const socket = process.env.SOCKET || "";
+const activated =
+  Number(process.env.LISTEN_FDS || 0) >= 1 &&
+  Number(process.env.LISTEN_PID) === process.pid;
 const lingerMs = Number(process.env.LINGER_MS || 1000);
 let stopping = false;
 
@@ -49,13 +56,16 @@ const server = http.createServer((req, res) => {
 server.keepAliveTimeout = 5000;
 
 function ready() {
-  if (socket) fs.chmodSync(socket, 0o666);
+  if (socket && !activated) fs.chmodSync(socket, 0o666);
   if (process.send) process.send("ready");
 }
 
 if (never) {
   // A release that never comes up: alive, but listening nowhere.
   setInterval(() => {}, 60000);
+} else if (activated) {
+  // Closing it (on SIGTERM) closes this process's copy only.
+  server.listen({ fd: 3 }, ready);
 } else if (socket) {
   try {
     fs.unlinkSync(socket);

@@ -6,7 +6,7 @@
 //! rollback whose gate fails stays where it is and says so loudly: bouncing
 //! between two releases would only add outages.
 
-use super::{Failed, Live, reload_and_gate};
+use super::{Failed, Live, gate, reload, reload_and_gate};
 use crate::context::Ctx;
 use crate::error::{Error, Kind};
 use crate::interrupt;
@@ -140,17 +140,19 @@ fn recover(ctx: &Ctx, no_rollback: bool, live: &Live, failure: Error) -> Failed 
         branch: prev_meta.as_ref().and_then(|m| m.branch.as_deref()),
         previous: Some(id),
     };
-    if let Err(again) = reload_and_gate(ctx, &back) {
+    if let Err(again) = reload_then_probe(ctx, &back) {
+        let state = if again.site_may_be_down {
+            "unhealthy: the site may be down"
+        } else {
+            "answering, but not proven to be this release"
+        };
         let e = err
             .cause(format!(
                 "rolled back to {}, but it did not prove healthy either: {}",
                 Layout::display(prev),
-                again.to_string().replace('\n', "; ")
+                one_line(&again.error)
             ))
-            .live(format!(
-                "{} (unhealthy: the site may be down)",
-                Layout::display(prev)
-            ))
+            .live(format!("{} ({state})", Layout::display(prev)))
             .hint("check the app and its process manager now; `shipit status` probes it again");
         return failed(Kind::RollbackFailed, e, Some(prev));
     }
@@ -180,25 +182,124 @@ pub fn rollback(ctx: &Ctx, live: &Live) -> Result<(), Failed> {
             live: from.cloned(),
         });
     }
-    reload_and_gate(ctx, live).map_err(|e| {
-        let interrupted = e.kind == Kind::Interrupted;
-        let mut e = e.context(format!(
-            "rolled back to {}, but it did not prove healthy: the site may be down",
-            Layout::display(target)
-        ));
-        e.kind = if interrupted {
-            Kind::Interrupted
-        } else {
-            Kind::RollbackFailed
-        };
-        let back = from
-            .map(|f| format!("; `shipit rollback --to {f}` returns to the release you left"))
-            .unwrap_or_default();
-        Failed {
-            error: e
-                .live(format!("{} (not proven healthy)", Layout::display(target)))
-                .hint(format!("check the app and its process manager now{back}")),
-            live: Some(target.clone()),
+    reload_then_probe(ctx, live).map_err(|e| unproven(live, e))
+}
+
+/// Reload and gate a release that users are already being sent to (a
+/// rollback, or the swap back after a failed deploy). A failed reload hook
+/// does not by itself mean the site is down: the health URL is probed
+/// either way, and only what it answers decides. A passing probe proves the
+/// release only when `expect_body` names it (`{release}` or `{revision}`);
+/// otherwise the processes of the release left behind could be the ones
+/// answering, and the failure stands.
+fn reload_then_probe(ctx: &Ctx, live: &Live) -> Result<(), Unproven> {
+    let down = |error: Error| Unproven {
+        error,
+        site_may_be_down: true,
+    };
+    let reloaded = reload(ctx, live);
+    if let Err(e) = reloaded {
+        if e.kind == Kind::Interrupted {
+            return Err(down(e));
         }
+        return probe_after_failed_reload(ctx, live, e);
+    }
+    gate(ctx, live).map_err(down)
+}
+
+/// Why a release users are sent to is not proven, and whether the health
+/// URL failed too (the site may be down) or answered without proving which
+/// release serves.
+struct Unproven {
+    error: Error,
+    site_may_be_down: bool,
+}
+
+fn probe_after_failed_reload(ctx: &Ctx, live: &Live, reload_error: Error) -> Result<(), Unproven> {
+    let down = |error: Error| Unproven {
+        error,
+        site_may_be_down: true,
+    };
+    let Some(health) = &ctx.config.health else {
+        return Err(down(reload_error.context(
+            "the reload hook failed, and without [health] nothing could be probed",
+        )));
+    };
+    if let Err(gate_error) = gate(ctx, live) {
+        return Err(down(gate_error.context(format!(
+            "the reload hook failed ({}), and the health gate then failed too",
+            one_line(&reload_error)
+        ))));
+    }
+    let body = health
+        .expect_body
+        .as_deref()
+        .map(|t| crate::health::expected_body(t, live.id.as_str(), live.revision));
+    let seen = crate::health::probe(
+        &crate::health::agent(health.request_timeout),
+        &health.url,
+        health.expect_status,
+        body.as_deref(),
+    )
+    .detail;
+    let url = crate::health::redact_url(&health.url);
+    let names_release = health
+        .expect_body
+        .as_deref()
+        .is_some_and(|b| b.contains("{release}") || b.contains("{revision}"));
+    if names_release {
+        ctx.ui.warn(format!(
+            "the reload hook failed ({}), but the health gate passed: {url} answered {seen}, so \
+             {} is live and serving; look at the reload hook before the next deploy",
+            one_line(&reload_error),
+            Layout::display(live.id)
+        ));
+        return Ok(());
+    }
+    Err(Unproven {
+        error: reload_error.context(format!(
+            "the reload hook failed; {url} answers ({seen}), but health.expect_body does not \
+             name the release, so shipit cannot tell whether {} or processes of the release you \
+             left are answering (set expect_body = \"{{release}}\", with the app reporting its \
+             release, to prove it)",
+            Layout::display(live.id)
+        )),
+        site_may_be_down: false,
     })
+}
+
+fn one_line(e: &Error) -> String {
+    e.to_string().replace('\n', "; ")
+}
+
+/// A rollback whose target did not prove healthy: it stays live (bouncing
+/// back would only add an outage), and the error says so loudly.
+fn unproven(live: &Live, why: Unproven) -> Failed {
+    let target = live.id;
+    let e = why.error;
+    let interrupted = e.kind == Kind::Interrupted;
+    let down = if why.site_may_be_down {
+        ": the site may be down"
+    } else {
+        ""
+    };
+    let mut e = e.context(format!(
+        "rolled back to {}, but it did not prove healthy{down}",
+        Layout::display(target)
+    ));
+    e.kind = if interrupted {
+        Kind::Interrupted
+    } else {
+        Kind::RollbackFailed
+    };
+    let back = live
+        .previous
+        .map(|f| format!("; `shipit rollback --to {f}` returns to the release you left"))
+        .unwrap_or_default();
+    Failed {
+        error: e
+            .live(format!("{} (not proven healthy)", Layout::display(target)))
+            .hint(format!("check the app and its process manager now{back}")),
+        live: Some(target.clone()),
+    }
 }

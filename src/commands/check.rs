@@ -38,6 +38,6 @@ pub fn run(config_flag: Option<&Path>, ui: Ui, args: &CheckArgs) -> Result<()> {
             checks.len()
         )));
     }
-    ui.step("Checked", format!("{} checks passed", checks.len()));
+    ui.step("Passed", format!("all {} checks", checks.len()));
     Ok(())
 }

@@ -41,5 +41,9 @@ pub fn run(ctx: &Ctx, args: &DeployArgs) -> Result<()> {
         }));
     }
     super::report_deployed(ctx, &outcome);
+    if ctx.ui.quiet() && !args.json {
+        // The result of a quiet deploy, for scripts: the release id.
+        let _ = ui::out(&format!("{}\n", outcome.release));
+    }
     Ok(())
 }

@@ -23,31 +23,36 @@ pub fn run(ctx: &Ctx, args: &HistoryArgs) -> Result<()> {
         return Ok(());
     }
     let mut text = String::new();
+    if !events.is_empty() {
+        text.push_str(&ctx.ui.dim(&format!(
+            "{:<19}  {:<8}  {:<19}  {:<32}  {:<10}  {:<12}  {:<20}  {:>6}",
+            "TIME (UTC)",
+            "EVENT",
+            "OUTCOME",
+            "RELEASES (FROM -> TO)",
+            "REVISION",
+            "BRANCH",
+            "BY",
+            "TOOK"
+        )));
+        text.push('\n');
+    }
     for e in &events {
-        let release = e
-            .release
-            .as_ref()
-            .map(|r| r.to_string())
-            .unwrap_or_else(|| "-".into());
         let mut line = format!(
-            "{}  {:<8}  {:<18}  {:<14}  {:<10}  {:<12}  {}@{}  {:.1}s",
+            "{}  {:<8}  {:<19}  {:<32}  {:<10}  {:<12}  {:<20}  {:>5.1}s",
             e.time.format("%Y-%m-%d %H:%M:%S"),
             e.event,
             e.outcome,
-            release,
+            e.what(),
             super::short(e.revision.as_deref()),
             e.branch.as_deref().unwrap_or("-"),
-            e.user,
-            e.host,
+            format!("{}@{}", e.user, e.host),
             e.duration_ms as f64 / 1000.0
         );
-        if !e.removed.is_empty() {
-            line.push_str(&format!("  removed {}", e.removed.len()));
-        }
         if let Some(m) = &e.message {
             line.push_str(&format!("  {}", ctx.ui.dim(m)));
         }
-        text.push_str(&line);
+        text.push_str(line.trim_end());
         text.push('\n');
     }
     if events.is_empty() {

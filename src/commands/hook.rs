@@ -31,6 +31,7 @@ pub fn run(ctx: &Ctx, args: HookArgs) -> Result<()> {
             }
             ctx.ui
                 .step("Installed", installed.path.display().to_string());
+            warn_if_build_dir(ctx, &installed.shipit);
             warn_if_other_source(ctx, &git_dir, mode);
             return Ok(());
         }
@@ -41,6 +42,24 @@ pub fn run(ctx: &Ctx, args: HookArgs) -> Result<()> {
         super::report_deployed(ctx, &outcome);
     }
     Ok(())
+}
+
+/// The hook names the binary that installed it; one in a cargo build
+/// directory disappears with `cargo clean`, and every push then fails.
+fn warn_if_build_dir(ctx: &Ctx, shipit: &std::path::Path) {
+    warn_if_build_dir_for(ctx.ui, shipit);
+}
+
+pub(super) fn warn_if_build_dir_for(ui: crate::ui::Ui, shipit: &std::path::Path) {
+    if let Some(dir) = githook::build_dir_of(shipit) {
+        ui.warn(format!(
+            "the hook runs {}, inside the cargo build directory {}: `cargo clean` deletes it, \
+             and every push then fails to deploy; install shipit (`cargo install \
+             --path .`, or copy it to /usr/local/bin) and run `shipit hook install` again from there",
+            shipit.display(),
+            dir.display()
+        ));
+    }
 }
 
 /// A post-receive deploy fetches `source.git`; if that is not the repository

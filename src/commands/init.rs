@@ -34,11 +34,19 @@ pub fn run(config_flag: Option<&Path>, ui: Ui, args: &InitArgs) -> Result<()> {
     std::fs::create_dir_all(&args.out).with_path("could not create", &args.out)?;
     for (template, path) in targets {
         let text = templates::render(template, &values, &config.file)?;
-        fsutil::atomic_write(&path, text.as_bytes()).with_path("could not write", &path)?;
-        if template == Template::GitHook {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-                .with_path("could not make executable", &path)?;
+        // Readable by the services that load them (nginx, systemd, pm2);
+        // the git hook is a program.
+        let mode = if template == Template::GitHook {
+            0o755
+        } else {
+            0o644
+        };
+        fsutil::atomic_write_mode(&path, text.as_bytes(), Some(mode))
+            .with_path("could not write", &path)?;
+        if template == Template::GitHook
+            && let Ok(shipit) = std::env::current_exe().and_then(std::fs::canonicalize)
+        {
+            super::hook::warn_if_build_dir_for(ui, &shipit);
         }
         ui.step("Wrote", path.display().to_string());
     }
@@ -61,7 +69,7 @@ fn write_config(path: &Path, ui: Ui, args: &InitArgs) -> Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).with_path("could not create", parent)?;
     }
-    fsutil::atomic_write(path, templates::config(&values).as_bytes())
+    fsutil::atomic_write_mode(path, templates::config(&values).as_bytes(), Some(0o644))
         .with_path("could not write", path)?;
     ui.step("Wrote", path.display().to_string());
     ui.step(
@@ -85,6 +93,7 @@ fn template(name: TemplateName) -> Option<Template> {
         TemplateName::GitHook => Template::GitHook,
         TemplateName::NginxSlots => Template::NginxSlots,
         TemplateName::Pm2Slots => Template::Pm2Slots,
+        TemplateName::SystemdSlots => Template::SystemdSlots,
         TemplateName::All => return None,
     })
 }

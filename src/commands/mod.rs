@@ -6,6 +6,7 @@ mod deploy;
 mod history;
 mod hook;
 mod init;
+mod man;
 mod prune;
 mod releases;
 mod rollback;
@@ -42,16 +43,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::FleetAgent(args) => crate::fleet::agent::run(&load()?, &args),
-        Command::Man => {
-            let mut out = Vec::new();
-            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
-                .render(&mut out)
-                .map_err(|e| {
-                    crate::error::Error::internal("could not render the man page").cause(e)
-                })?;
-            let _ = crate::ui::out(&String::from_utf8_lossy(&out));
-            Ok(())
-        }
+        Command::Man(args) => man::run(ui, &args),
     }
 }
 
@@ -98,12 +90,16 @@ fn fleet(
 
 /// The closing line of a successful deploy.
 fn report_deployed(ctx: &Ctx, outcome: &crate::deploy::Outcome) {
+    let revision = outcome
+        .revision
+        .as_deref()
+        .map(|r| format!(" ({})", short(Some(r))))
+        .unwrap_or_default();
     ctx.ui.step(
         "Deployed",
         format!(
-            "{} ({}) in {:.1}s",
+            "{}{revision} in {:.1}s",
             crate::layout::Layout::display(&outcome.release),
-            short(outcome.revision.as_deref()),
             outcome.duration.as_secs_f64()
         ),
     );

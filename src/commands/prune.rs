@@ -60,9 +60,10 @@ pub fn run(ctx: &Ctx, args: &PruneArgs) -> Result<()> {
         ctx.ui.step(verb, Layout::display(id));
     }
     if plan.remove.is_empty() {
+        let verb = if args.dry_run { "Would keep" } else { "Kept" };
         ctx.ui.step(
-            "Pruned",
-            format!("nothing to remove ({} kept)", plan.keep.len()),
+            verb,
+            format!("all {} release(s): nothing to remove", plan.keep.len()),
         );
     }
     Ok(())

@@ -9,7 +9,6 @@ use crate::context::Ctx;
 use crate::error::Result;
 use crate::health;
 use crate::history;
-use crate::layout::Layout;
 use crate::store;
 use crate::ui;
 
@@ -61,6 +60,10 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
         }
     };
     let last_deploy = events.iter().rev().find(|e| e.event == "deploy");
+    let last_event = events
+        .iter()
+        .rev()
+        .find(|e| e.event == "deploy" || e.event == "rollback");
 
     if args.json {
         let health = match &probe {
@@ -76,16 +79,17 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
             "health": health,
             "slots": slots.as_ref().map(|v| v.to_json()),
             "last_deploy": last_deploy,
+            "last_event": last_event,
         }));
         return Ok(());
     }
     let mut text = format!("live:         {}\n", current.describe());
     if let Some(m) = &meta {
-        text.push_str(&format!(
-            "revision:     {} ({})\n",
-            m.revision.as_deref().unwrap_or("-"),
-            m.branch.as_deref().unwrap_or("-")
-        ));
+        text.push_str(&match (&m.revision, &m.branch) {
+            (Some(rev), Some(branch)) => format!("revision:     {rev} ({branch})\n"),
+            (Some(rev), None) => format!("revision:     {rev}\n"),
+            _ => "revision:     none (deployed from a directory)\n".to_string(),
+        });
         text.push_str(&format!(
             "deployed:     {} by {}\n",
             m.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
@@ -107,18 +111,35 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
             text.push_str(&format!("slot:         {line}\n"));
         }
     }
-    match last_deploy {
+    let when = |e: &history::Event| e.time.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+    let said = |e: &history::Event| {
+        e.message
+            .as_ref()
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default()
+    };
+    match last_event {
         Some(e) => text.push_str(&format!(
-            "last deploy:  {} {} at {}{}\n",
+            "last event:   {} {}, {} at {}{}\n",
+            e.event,
             e.outcome,
-            e.release.as_ref().map(Layout::display).unwrap_or_default(),
-            e.time.format("%Y-%m-%d %H:%M:%S UTC"),
-            e.message
-                .as_ref()
-                .map(|m| format!(": {m}"))
-                .unwrap_or_default()
+            e.what(),
+            when(e),
+            said(e)
         )),
-        None => text.push_str("last deploy:  none recorded\n"),
+        None => text.push_str("last event:   none recorded\n"),
+    }
+    // The last deploy too, when a rollback came after it.
+    if let Some(d) = last_deploy
+        && !last_event.is_some_and(|e| std::ptr::eq(e, d))
+    {
+        text.push_str(&format!(
+            "last deploy:  {} {} at {}{}\n",
+            d.outcome,
+            d.what(),
+            when(d),
+            said(d)
+        ));
     }
     let _ = ui::out(&text);
     Ok(())

@@ -79,12 +79,13 @@ pub fn run(ctx: &Ctx, config: &FleetConfig, req: &Request) -> Result<()> {
         result.as_ref().err(),
         live,
     );
+    let mut result = result;
     let outcome = match &result {
         Ok(()) => "ok",
         Err(e) => e.kind.name(),
     };
     if req.json {
-        let _ = ui::out_json(&json!({
+        let mut report = json!({
             "event": req.event,
             "outcome": outcome,
             "release": event.release,
@@ -92,7 +93,13 @@ pub fn run(ctx: &Ctx, config: &FleetConfig, req: &Request) -> Result<()> {
             "branch": event.branch,
             "hosts": hosts_json,
             "duration_ms": started.elapsed().as_millis() as u64,
-        }));
+        });
+        // One JSON document: the error object goes inside the report.
+        if let Err(e) = &mut result {
+            report["error"] = e.to_json()["error"].clone();
+            e.reported = true;
+        }
+        let _ = ui::out_json(&report);
     } else {
         let _ = ui::out(&report::table(&hosts));
     }

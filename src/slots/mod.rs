@@ -287,12 +287,24 @@ impl<'a> Dance<'a> {
         let config = self.config;
         let timeout = (config.stop_timeout, "slots.stop_timeout");
         self.hook("stop", &config.stop, timeout, slot, release)?;
-        self.slots.clear_record(slot)
+        self.slots.clear_record(slot)?;
+        let link = self.slots.release_link(slot);
+        match std::fs::remove_file(&link) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io("could not remove", &link, e))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn start_and_gate(&self, slot: Slot) -> Result<()> {
         interrupt::check()?;
         self.slots.set_record(slot, self.id())?;
+        swap::point_link(
+            &self.slots.release_link(slot),
+            &Slots::release_link_target(self.id()),
+        )
+        .map(|s| s.report(&self.ctx.ui))?;
         self.ctx.ui.step(
             "Starting",
             format!("{} in slot {slot}", Layout::display(self.id())),

@@ -81,6 +81,20 @@ impl Slots {
         self.layout.run().join(format!("{slot}.sock"))
     }
 
+    /// `run/<slot>.release`: a link to the release the slot was started
+    /// for, so that a unit file can say "the release of this slot"
+    /// (`run/%i.release`) without being rewritten per release. Set before
+    /// `start`, removed once `stop` succeeded.
+    pub fn release_link(&self, slot: Slot) -> PathBuf {
+        self.layout.run().join(format!("{slot}.release"))
+    }
+
+    /// What the release link contains for `release` (relative, like
+    /// `current`).
+    pub fn release_link_target(release: &ReleaseId) -> PathBuf {
+        PathBuf::from("..").join(Layout::current_target(release))
+    }
+
     /// The slot's TCP port, in the port variant.
     pub fn port(&self, slot: Slot) -> Option<u16> {
         self.ports.map(|(blue, green)| match slot {

@@ -365,3 +365,29 @@ fn an_unwritable_deploy_to_is_named_and_nothing_changes() {
     assert!(!said.contains("panicked"), "{said}");
     assert_eq!(sb.fingerprint(), before);
 }
+
+/// A stdout whose reader is gone must not turn a failure into exit 0.
+#[test]
+fn a_failing_command_keeps_its_exit_code_when_stdout_is_closed() {
+    let sb = Sandbox::new();
+    sb.write_config("shared = [\".env\"]\n");
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    for (args, code) in [
+        (&["check", "--json"][..], 2),
+        (&["check"], 2),
+        (&["deploy", "--json"], 3),
+    ] {
+        let out = sb
+            .command(args)
+            .stdout(std::process::Stdio::from(write.try_clone().unwrap()))
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "shipit {args:?} with a closed stdout: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -78,6 +78,33 @@ fn a_release_that_answers_500_is_rolled_back_and_marked_failed() {
     sb.run(&["deploy"]).ok();
 }
 
+/// Users see a broken release for as long as the gate runs: one that keeps
+/// answering with an error status fails the gate after `fail_after`
+/// answers, long before a generous `timeout` (here one that would outlast
+/// the test's patience: the outcome says which rule ended the gate).
+#[test]
+fn a_release_that_keeps_answering_errors_fails_the_gate_early() {
+    let sb = Sandbox::new();
+    let _server = sb.with_server("", "timeout = \"90s\"\nfail_after = 3");
+    let first = sb.deploy();
+    sb.commit("health-status", "500\n");
+    sb.run(&["deploy"])
+        .code(4)
+        .says("answered 3 probes in a row with an error status (health.fail_after = 3)")
+        .says("status 500")
+        .says("rolled back; healthy");
+    assert_eq!(sb.current().unwrap(), first);
+
+    // 503 is "not ready yet": it waits out the timeout instead.
+    sb.write_config_replacing("timeout = \"90s\"", "timeout = \"2s\"");
+    sb.commit("health-status", "503\n");
+    sb.run(&["deploy"])
+        .code(4)
+        .says("0 of 2 consecutive probes passed within 2s")
+        .says("status 503");
+    assert_eq!(sb.current().unwrap(), first);
+}
+
 #[test]
 fn a_release_that_never_starts_is_rolled_back_within_the_timeout() {
     let sb = Sandbox::new();
@@ -168,6 +195,51 @@ fn rollback_runs_the_reload_and_the_gate() {
     assert_eq!(sb.current().unwrap(), first, "no bouncing back");
 }
 
+/// A reload hook that fails is not by itself an outage: after a rollback
+/// the health URL is probed, and a release that answers is reported as
+/// live and healthy (with a warning), not as "the site may be down".
+#[test]
+fn a_failed_reload_after_a_rollback_is_probed_before_it_is_called_an_outage() {
+    let sb = Sandbox::new();
+    let server = sb.with_server("", "timeout = \"20s\"");
+    let first = sb.deploy();
+    sb.commit("index.html", "v2\n");
+    let second = sb.deploy();
+    let first_dir = sb.deploy_to().join("releases").join(&first);
+    fs::write(first_dir.join("reload-fails-after-start"), "").unwrap();
+    let run = sb.run(&["rollback"]);
+    run.ok()
+        .says("the reload hook failed")
+        .says("but the health gate passed")
+        .says("answered status 200, body")
+        .says(&format!("{first} is live and serving"));
+    assert!(!run.stderr.contains("may be down"), "{}", run.stderr);
+    assert_eq!(server.answer(), (200, format!("release={first}\n")));
+
+    // When it answers with errors too, the error says both.
+    sb.run(&["rollback", "--to", &second]).ok();
+    fs::write(first_dir.join("health-status"), "500").unwrap();
+    sb.run(&["rollback", "--to", &first])
+        .code(5)
+        .says("the reload hook failed (")
+        .says("the health gate then failed too")
+        .says("status 500")
+        .says("the site may be down");
+
+    // Without expect_body naming the release, a passing probe cannot tell
+    // the target from the release left behind: the failure stands, and
+    // says what was seen.
+    fs::remove_file(first_dir.join("health-status")).unwrap();
+    sb.run(&["rollback", "--to", &second]).ok();
+    sb.write_config_replacing("expect_body = \"release={release}\"\n", "");
+    let run = sb.run(&["rollback", "--to", &first]);
+    run.code(5)
+        .says("the reload hook failed")
+        .says("does not name the release, so shipit cannot tell whether")
+        .says("status 200, body");
+    assert!(!run.stderr.contains("may be down"), "{}", run.stderr);
+}
+
 #[test]
 fn one_success_does_not_fool_a_gate_that_needs_three() {
     let sb = Sandbox::new();
@@ -200,7 +272,7 @@ fn a_process_left_in_an_old_release_is_named_and_its_release_kept() {
     let _ = straggler.kill();
     let _ = straggler.wait();
     run.ok().says(&format!(
-        "sleep (pid {}) still runs from releases/{first}",
+        "sleep (pid {}) has its working directory in releases/{first}",
         straggler.id()
     ));
     assert!(

@@ -90,10 +90,9 @@ fn the_nginx_template_passes_nginx_t() {
     let site = sb.path().join("tpl/nginx-shop.conf");
     nginx_t(&sb, &site);
     let text = fs::read_to_string(&site).unwrap();
-    assert!(
-        text.contains("127.0.0.1:4100") && text.contains("127.0.0.1:4101"),
-        "{text}"
-    );
+    // One app address: the one the pm2 and systemd-socket templates use.
+    assert!(text.contains("server 127.0.0.1:4100;"), "{text}");
+    assert!(!text.contains("127.0.0.1:4101"), "{text}");
     assert!(text.contains("location = /up"), "{text}");
 }
 
@@ -153,7 +152,7 @@ fn templates_carry_a_deploy_to_with_a_space() {
             "no {line} in:\n{service}"
         );
     }
-    verify_with_systemd(&sb.path().join("tpl"));
+    verify_with_systemd(&sb.path().join("tpl"), &sb.path().join("my app/100%"));
     let site = sb.path().join("tpl/nginx-shop.conf");
     nginx_t(&sb, &site);
     let text = fs::read_to_string(&site).unwrap();
@@ -271,42 +270,84 @@ fn the_systemd_units_have_the_keys_a_graceful_service_needs() {
     let current = format!("{}/current", sb.deploy_to().display());
     for line in [
         format!("WorkingDirectory={current}"),
+        format!("ExecStart=\"{current}/bin/start\""),
         "KillSignal=SIGTERM".to_string(),
         "TimeoutStopSec=30".to_string(),
-        "ExecReload=".to_string(),
         "Requires=shop.socket".to_string(),
-        "Environment=PORT=4100".to_string(),
+        "StartLimitIntervalSec=0".to_string(),
+        // Only for an app that binds the port itself, instead of the socket.
+        "#Environment=PORT=4100".to_string(),
     ] {
         assert!(
             service.lines().any(|l| l.starts_with(&line)),
             "no {line} in:\n{service}"
         );
     }
+    // The socket unit holds the port: a PORT for the app too would make an
+    // app that binds it fail with EADDRINUSE. And a reload cannot move a
+    // started service to a new release.
+    for key in ["Environment=PORT", "ExecReload="] {
+        assert!(
+            !service.lines().any(|l| l.starts_with(key)),
+            "{key} in:\n{service}"
+        );
+    }
     let socket = fs::read_to_string(sb.path().join("tpl/shop.socket")).unwrap();
     assert!(socket.contains("ListenStream=127.0.0.1:4100"), "{socket}");
-    verify_with_systemd(&sb.path().join("tpl"));
+
+    // The slot unit runs the release shipit links for its slot, on the
+    // slot's socket.
+    let slot = fs::read_to_string(sb.path().join("tpl/shop@.service")).unwrap();
+    let run = format!("{}/run", sb.deploy_to().display());
+    for line in [
+        format!("WorkingDirectory={run}/%i.release"),
+        format!("ExecStart=\"{run}/%i.release/bin/start\""),
+        format!("Environment=\"SOCKET={run}/%i.sock\""),
+        "StartLimitIntervalSec=0".to_string(),
+        "WantedBy=multi-user.target".to_string(),
+    ] {
+        assert!(
+            slot.lines().any(|l| l.starts_with(&line)),
+            "no {line} in:\n{slot}"
+        );
+    }
+    assert!(
+        slot.contains("start = \"systemctl enable --now shop@$SHIPIT_SLOT.service\""),
+        "{slot}"
+    );
+    verify_with_systemd(&sb.path().join("tpl"), &sb.deploy_to());
 }
 
-/// `systemd-analyze verify` where it exists (it is part of systemd).
-fn verify_with_systemd(dir: &Path) {
-    let available = Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !available {
-        return;
-    }
+/// `systemd-analyze verify` on the units `init --template all` wrote into
+/// `dir`, the slot unit as instance `blue` with the release link a slots
+/// deploy makes.
+fn verify_with_systemd(dir: &Path, deploy_to: &Path) {
+    require("systemd-analyze", "apt-get install systemd");
+    let current = fs::read_link(deploy_to.join("current")).unwrap();
+    fs::create_dir_all(deploy_to.join("run")).unwrap();
+    let _ = fs::remove_file(deploy_to.join("run/blue.release"));
+    std::os::unix::fs::symlink(
+        Path::new("..").join(current),
+        deploy_to.join("run/blue.release"),
+    )
+    .unwrap();
+    let _ = fs::remove_file(dir.join("shop@blue.service"));
+    std::os::unix::fs::symlink("shop@.service", dir.join("shop@blue.service")).unwrap();
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(dir.join("shop.socket"))
         .arg(dir.join("shop.service"))
+        .arg(dir.join("shop@blue.service"))
         .env("SYSTEMD_LOG_LEVEL", "warning")
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&out.stderr);
     // Verification runs outside a booted systemd here; only messages about
     // the units themselves count.
-    let about_units: Vec<&str> = said.lines().filter(|l| l.contains("shop.s")).collect();
+    let about_units: Vec<&str> = said
+        .lines()
+        .filter(|l| l.contains("shop.s") || l.contains("shop@"))
+        .collect();
     assert!(about_units.is_empty(), "systemd-analyze verify:\n{said}");
 }
 
@@ -390,6 +431,7 @@ fn check_reports_each_failure_with_its_fix_and_changes_nothing() {
     sb.write_raw_config(&format!(
         "deploy_to = \"deploy\"\nshared = [\".env\"]\n[source]\ngit = \"app\"\nbranch = \"no-such-branch\"\n\
          [hooks]\nbuild = [\"no-such-program-xyz --flag\"]\n\
+         reload = \"cd \\\"$SHIPIT_DEPLOY_TO\\\" && no-such-reloader-xyz startOrReload x\"\n\
          [health]\nurl = \"http://127.0.0.1:{}/healthz\"\nrequest_timeout = \"300ms\"\n",
         closed_port()
     ));
@@ -400,6 +442,8 @@ fn check_reports_each_failure_with_its_fix_and_changes_nothing() {
     failed(&checks, "source", "no-such-branch");
     failed(&checks, "shared", ".env");
     failed(&checks, "hooks", "no-such-program-xyz");
+    // Each simple command of a compound hook is checked.
+    failed(&checks, "hooks", "no-such-reloader-xyz (in hooks.reload");
     failed(&checks, "releases", "not-a-release");
     failed(&checks, "health", "does not pass for the live");
     assert_eq!(
@@ -448,9 +492,86 @@ fn completions_and_the_man_page_come_from_the_cli_definitions() {
     let man = sb.run(&["man"]);
     man.ok();
     assert!(
-        man.stdout.contains(".TH shipit"),
+        man.stdout.contains(".TH SHIPIT "),
         "{}",
         &man.stdout[..200.min(man.stdout.len())]
     );
     assert!(man.stdout.contains("deploy"));
+}
+
+/// One man page per subcommand, each with its options and the sections a
+/// reader looks for; the exit codes are in `--help` too.
+#[test]
+fn man_pages_cover_every_subcommand_with_exit_status_files_and_environment() {
+    let sb = Sandbox::new();
+    let dir = sb.path().join("man1");
+    sb.run(&["man", "--dir", dir.to_str().unwrap()]).ok();
+    let mut pages = crate::sandbox::dir_names(&dir);
+    pages.sort();
+    for sub in [
+        "shipit",
+        "shipit-deploy",
+        "shipit-rollback",
+        "shipit-releases",
+        "shipit-prune",
+        "shipit-history",
+        "shipit-status",
+        "shipit-hook",
+        "shipit-init",
+        "shipit-check",
+        "shipit-man",
+        "shipit-hook-install",
+    ] {
+        assert!(
+            pages.contains(&format!("{sub}.1")),
+            "{sub}.1 missing from {pages:?}"
+        );
+    }
+    assert!(!pages.contains(&"shipit-help.1".to_string()), "{pages:?}");
+    let install = std::fs::read_to_string(dir.join("shipit-hook-install.1")).unwrap();
+    assert!(install.contains("git\\-dir"), "{install}");
+    let deploy = std::fs::read_to_string(dir.join("shipit-deploy.1")).unwrap();
+    for needle in [
+        ".TH SHIPIT-DEPLOY 1",
+        "no\\-rollback",
+        ".SH \"EXIT STATUS\"",
+        "rolled\\-back",
+        "130",
+        ".SH ENVIRONMENT",
+        "SHIPIT_CONFIG",
+        ".SH FILES",
+        "history.jsonl",
+    ] {
+        assert!(
+            deploy.contains(needle),
+            "shipit-deploy.1 lacks {needle:?}:\n{deploy}"
+        );
+    }
+    let one = sb.run(&["man", "rollback"]);
+    one.ok();
+    assert!(
+        one.stdout.contains(".TH SHIPIT-ROLLBACK 1"),
+        "{}",
+        one.stdout
+    );
+    sb.run(&["man", "nope"])
+        .code(2)
+        .says("no man page for \"nope\"")
+        .says("deploy");
+
+    let help = sb.run(&["deploy", "--help"]);
+    help.ok();
+    for needle in [
+        "Exit codes:",
+        "4  rolled-back:",
+        "6  lock-busy:",
+        "130  interrupted:",
+    ] {
+        assert!(
+            help.stdout.contains(needle),
+            "deploy --help lacks {needle:?}:\n{}",
+            help.stdout
+        );
+    }
+    sb.run(&["--help"]).ok();
 }

@@ -96,3 +96,37 @@ fn a_lock_left_to_a_dead_holders_child_is_waited_out() {
     run.ok();
     assert_ne!(sb.current().unwrap(), first);
 }
+
+/// While the holder is still gating the release it swapped in, a refused
+/// command says that release is not proven yet; after `--wait=DURATION`
+/// ran out, the hint does not tell the user to pass `--wait`.
+#[test]
+fn a_refusal_during_a_gate_says_the_live_release_is_not_proven_yet() {
+    let sb = Sandbox::new();
+    let _server = sb.with_server("", "timeout = \"120s\"");
+    let first = sb.deploy();
+    sb.commit("no-start", "");
+    let mut gating = sb.spawn_deploy_holding_lock();
+    crate::sandbox::wait_until("the deploy to swap", Duration::from_secs(60), || {
+        sb.current().is_some_and(|c| c != first)
+    });
+    let new = sb.current().unwrap();
+    let busy = sb.run(&["rollback", "--wait=1s"]);
+    busy.code(6)
+        .says("still held after waiting 1s")
+        .says(&format!("ps -fp {}", gating.id()))
+        .says(&format!(
+            "live now: releases/{new} (put live by the running command, which has not finished checking it)"
+        ));
+    assert!(!busy.stderr.contains("pass --wait"), "{}", busy.stderr);
+    sb.run(&["rollback"]).code(6).says("pass --wait[=DURATION]");
+    // Interrupted, the gating deploy rolls back.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(gating.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_bounded(&mut gating, Duration::from_secs(120));
+    assert_eq!(sb.current().unwrap(), first);
+    sb.run(&["status"]).ok();
+}

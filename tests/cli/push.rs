@@ -552,3 +552,30 @@ fn hook_install_says_so_when_git_cannot_read_the_repository() {
     run.code(2).says("git cannot read").says("safe.directory");
     assert!(!repo.join("hooks/post-receive").exists());
 }
+
+/// A hook that names `target/debug/shipit` breaks at the next `cargo
+/// clean`: installing it from a build directory warns, and names the fix;
+/// an installed copy does not.
+#[test]
+fn hook_install_warns_when_the_binary_lives_in_a_build_directory() {
+    let sb = Sandbox::new();
+    server(&sb, "");
+    sb.run(&["hook", "install", "--git-dir", "server.git"])
+        .ok()
+        .says("inside the cargo build directory")
+        .says("cargo install --path .");
+    let bin = sb.path().join("bin");
+    fs::create_dir(&bin).unwrap();
+    let installed = bin.join("shipit");
+    fs::copy(crate::sandbox::SHIPIT, &installed).unwrap();
+    let args = ["hook", "install", "--git-dir", "server.git"];
+    let out = sb
+        .command_with(installed.to_str().unwrap(), &args)
+        .output()
+        .unwrap();
+    let run = crate::sandbox::Run::from(&args, out);
+    run.ok();
+    assert!(!run.stderr.contains("build directory"), "{}", run.stderr);
+    let hook = fs::read_to_string(sb.path().join("server.git/hooks/post-receive")).unwrap();
+    assert!(hook.contains(installed.to_str().unwrap()), "{hook}");
+}

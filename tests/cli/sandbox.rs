@@ -25,7 +25,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(args: &[&str], out: Output) -> Run {
+    pub fn from(args: &[&str], out: Output) -> Run {
         Run {
             args: args.iter().map(|s| s.to_string()).collect(),
             code: out.status.code().unwrap_or(-1),

@@ -180,6 +180,14 @@ fn a_deploy_gates_the_idle_slot_then_switches_and_retires_the_old_one() {
     wait_until("the old slot to exit", Duration::from_secs(30), || {
         !Slotted::alive(blue)
     });
+    // Each running slot's release link names its release; a stopped
+    // slot has none.
+    let run = w.sb.deploy_to().join("run");
+    assert_eq!(
+        fs::read_link(run.join("green.release")).unwrap(),
+        Path::new("../releases").join(&second)
+    );
+    assert!(fs::symlink_metadata(run.join("blue.release")).is_err());
     assert_eq!(
         w.hooks_log(),
         [

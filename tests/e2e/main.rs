@@ -1,17 +1,23 @@
-//! The zero-downtime proof: the example Node app (examples/node-app) under
-//! pm2 in cluster mode, behind real nginx on 127.0.0.1, deployed and rolled
-//! back by shipit while a load generator runs through nginx for the whole
-//! run. Every good deploy and rollback must drop zero requests; a broken
-//! release must be rolled back by the health gate.
+//! The zero-downtime proof: the example Node app (examples/node-app)
+//! behind real nginx on 127.0.0.1, deployed and rolled back by shipit while
+//! a load generator runs through nginx for the whole run, on the files
+//! `shipit init --template` writes. Every good deploy and rollback must drop
+//! zero requests; a broken release must be rolled back by the health gate
+//! (reload path) or never answer a user (slots). Scenarios: pm2 in cluster
+//! mode (reload path), pm2 slots, and, in `systemd.rs`, the app under a
+//! real systemd booted in a container (socket activation, and slots as
+//! template-unit instances).
 //!
-//! It installs nothing. It needs nginx, node and pm2 (`.ci/run` installs
-//! them: nginx from Debian, pm2 from npm into target/e2e-tools) and fails
-//! with the install command when one is missing. Everything it starts
-//! (nginx, the pm2 daemon and its workers, the load) is stopped by pid.
-//! Figures go to stdout and to target/e2e/ (report.md, timeline.svg).
+//! It installs nothing. It needs nginx, node, pm2 and systemd-nspawn
+//! (`.ci/run` installs them: nginx, node and systemd-container from Debian,
+//! pm2 from npm into target/e2e-tools) and fails with the install command
+//! when one is missing. Everything it starts (nginx, the pm2 daemon and its
+//! workers, containers, the load) is stopped by pid. Figures go to stdout
+//! and to target/e2e/.
 
 mod load;
 mod report;
+mod systemd;
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener};
@@ -163,9 +169,19 @@ impl World {
         git(&app, &["init", "-q", "-b", "main"]);
         git(&app, &["add", "-A"]);
         git(&app, &["commit", "-q", "-m", "v0"]);
-        let pm2 = world.tools.pm2.display().to_string();
+        world.write_reload_config("", None);
+        world
+    }
+
+    /// The reload path's config: `hook` is the reload line (as a template
+    /// prints it), `fail_after` the gate's setting when given (the default
+    /// otherwise).
+    fn write_reload_config(&self, hook: &str, fail_after: Option<u32>) {
+        let fail_after = fail_after
+            .map(|n| format!("fail_after = {n}\n"))
+            .unwrap_or_default();
         fs::write(
-            world.path().join("shipit.toml"),
+            self.path().join("shipit.toml"),
             format!(
                 r#"deploy_to = "deploy"
 keep_releases = 30
@@ -174,9 +190,8 @@ keep_releases = 30
 git = "app"
 
 [hooks]
-# From the deploy root, so that a pm2 daemon started here never holds a
-# release as its working directory.
-reload = "cd \"$SHIPIT_DEPLOY_TO\" && '{pm2}' startOrReload shared/ecosystem.config.js"
+# As the pm2 template prints it.
+{hook}
 reload_timeout = "90s"
 
 [health]
@@ -185,12 +200,11 @@ expect_body = "\"release\":\"{{release}}\""
 successes = 3
 interval = "200ms"
 timeout = "8s"
-"#,
-                port = world.app_port
+{fail_after}"#,
+                port = self.app_port
             ),
         )
         .unwrap();
-        world
     }
 
     fn path(&self) -> &Path {
@@ -211,7 +225,7 @@ timeout = "8s"
             .expect("pm2 runs")
     }
 
-    fn shipit(&self, args: &[&str]) -> Output {
+    fn shipit_command(&self, args: &[&str]) -> Command {
         // Hooks written as the templates print them call a bare `pm2`.
         let pm2_dir = self.tools.pm2.parent().expect("pm2 lives in a directory");
         let path = format!(
@@ -219,15 +233,48 @@ timeout = "8s"
             pm2_dir.display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        Command::new(SHIPIT)
+        let mut command = Command::new(SHIPIT);
+        command
             .args(args)
             .current_dir(self.path())
             .env("PATH", path)
             .env("PM2_HOME", self.pm2_home())
             .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .output()
-            .expect("shipit runs")
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn shipit(&self, args: &[&str]) -> Output {
+        self.shipit_command(args).output().expect("shipit runs")
+    }
+
+    /// Run shipit and note when (on the load's clock) each line of its
+    /// progress appeared, to place its phases among the samples.
+    fn shipit_noting(&self, args: &[&str], load: &load::Load) -> (Output, Vec<(Duration, String)>) {
+        use std::io::BufRead;
+        let mut child = self
+            .shipit_command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("shipit runs");
+        let mut lines = Vec::new();
+        let mut text = String::new();
+        for line in std::io::BufReader::new(child.stderr.take().unwrap())
+            .lines()
+            .map_while(Result::ok)
+        {
+            lines.push((load.now(), line.clone()));
+            text.push_str(&line);
+            text.push('\n');
+        }
+        let status = child.wait().expect("shipit exits");
+        let out = Output {
+            status,
+            stdout: Vec::new(),
+            stderr: text.into_bytes(),
+        };
+        (out, lines)
     }
 
     fn current(&self) -> String {
@@ -243,19 +290,6 @@ timeout = "8s"
         }
         git(&app, &["add", "-A"]);
         git(&app, &["commit", "-q", "-m", file]);
-    }
-
-    /// Run nginx with an upstream to the pm2 cluster's port.
-    fn start_nginx(&mut self) {
-        let http = format!(
-            "upstream app {{ server 127.0.0.1:{app}; keepalive 16; }}\n\
-             server {{\n    listen 127.0.0.1:{port};\n\
-               location / {{\n      proxy_pass http://app;\n      proxy_http_version 1.1;\n\
-                 proxy_set_header Connection \"\";\n      proxy_next_upstream error timeout;\n    }}\n  }}\n",
-            app = self.app_port,
-            port = self.nginx_port
-        );
-        self.start_nginx_serving(&http);
     }
 
     /// Run nginx with `site` (a file `shipit init --template` wrote)
@@ -319,6 +353,15 @@ timeout = "8s"
     }
 }
 
+/// The `reload = ...` line a generated file prints in its comments.
+fn printed_pm2_hook(text: &str) -> String {
+    text.lines()
+        .map(|l| l.trim_start_matches(['#', '/', ' ']))
+        .find(|l| l.starts_with("reload = ") && l.contains("pm2 "))
+        .unwrap_or_else(|| panic!("no pm2 reload hook printed in:\n{text}"))
+        .to_string()
+}
+
 /// One plain GET with a fresh connection (for checks, not for load).
 fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
@@ -346,26 +389,42 @@ fn deploys_and_rollbacks_under_load_drop_no_requests() {
     let mut world = World::new();
     let shared = world.path().join("deploy/shared");
     fs::create_dir_all(&shared).unwrap();
-    // The pm2 file comes from shipit's own template.
+    // The pm2 file, the nginx site and the reload hook come from shipit's
+    // own templates, unedited but for what their comments say to change.
     expect(
         &world.shipit(&[
             "init",
             "--template",
             "pm2",
+            "--template",
+            "nginx",
             "--app",
             "shipit-e2e",
             "--out",
             shared.to_str().unwrap(),
         ]),
         0,
-        "render the pm2 template",
+        "render the pm2 and nginx templates",
     );
-    // Start the pm2 daemon outside any release.
-    assert!(world.pm2(&["ping"]).status.success());
+    let hook = printed_pm2_hook(&fs::read_to_string(shared.join("ecosystem.config.js")).unwrap());
+    world.write_reload_config(&hook, None);
+    let site = shared.join("nginx-shipit-e2e.conf");
+    let text = fs::read_to_string(&site).unwrap();
+    // Its comment says: change listen (and server_name).
+    assert!(text.contains("listen 80;"), "{text}");
+    fs::write(
+        &site,
+        text.replace(
+            "listen 80;",
+            &format!("listen 127.0.0.1:{};", world.nginx_port),
+        ),
+    )
+    .unwrap();
 
+    // No pm2 daemon runs yet: the first deploy's hook starts it.
     expect(&world.shipit(&["deploy"]), 0, "first deploy");
     let first = world.current();
-    world.start_nginx();
+    world.start_nginx_with_site(&site);
     let deadline = Instant::now() + Duration::from_secs(20);
     while world.served_release(1).as_deref() != Some(first.as_str()) {
         assert!(
@@ -391,7 +450,8 @@ fn deploys_and_rollbacks_under_load_drop_no_requests() {
         });
         let said = expect(&out, 0, &format!("deploy {n}"));
         assert!(
-            !said.contains("still runs from"),
+            !said.contains("runs an executable from")
+                && !said.contains("has its working directory in"),
             "pm2 left a worker in an old release:\n{said}"
         );
         let id = world.current();
@@ -430,42 +490,96 @@ fn deploys_and_rollbacks_under_load_drop_no_requests() {
     std::thread::sleep(Duration::from_secs(1));
 
     // A release whose every answer is a 500: the gate must roll it back.
+    // First with the early failure off (the gate waits out its timeout),
+    // then as configured by default (it fails after health.fail_after
+    // error answers): users see errors only while the gate runs.
     let live = world.current();
     world.commit("BROKEN", Some(""));
-    let start = load.now();
-    let out = world.shipit(&["deploy"]);
-    marks.push(Mark {
-        kind: Kind::Broken,
-        start,
-        end: load.now(),
-    });
-    let said = expect(&out, 4, "the broken deploy is rolled back");
-    assert!(said.contains("status 500"), "{said}");
-    assert_eq!(world.current(), live);
-    assert_eq!(world.served_release(6).as_deref(), Some(live.as_str()));
-    std::thread::sleep(Duration::from_secs(3));
+    let mut broken = Vec::new();
+    let mut gates = Vec::new();
+    for (kind, fail_after) in [(Kind::Broken, Some(0)), (Kind::BrokenFailFast, None)] {
+        world.write_reload_config(&hook, fail_after);
+        let start = load.now();
+        let (out, lines) = world.shipit_noting(&["deploy"], &load);
+        let end = load.now();
+        marks.push(Mark { kind, start, end });
+        broken.push(end - start);
+        // The gate runs from its first probe line to the swap back.
+        let at = |verb: &str| {
+            lines
+                .iter()
+                .find(|(_, l)| l.trim_start().starts_with(verb))
+                .map(|(t, _)| *t)
+                .unwrap_or_else(|| panic!("no {verb:?} line in:\n{lines:#?}"))
+        };
+        gates.push((at("Checking"), at("Rolling back")));
+        let said = expect(&out, 4, "the broken deploy is rolled back");
+        assert!(said.contains("status 500"), "{said}");
+        assert_eq!(
+            said.contains("in a row with an error status (health.fail_after = 5)"),
+            fail_after.is_none(),
+            "which rule ended the gate:\n{said}"
+        );
+        assert_eq!(world.current(), live);
+        assert_eq!(world.served_release(6).as_deref(), Some(live.as_str()));
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    std::thread::sleep(Duration::from_secs(1));
 
     let run = load.now();
     let samples = load.finish();
     let good_failures: Vec<_> = samples
         .iter()
-        .filter(|s| !s.outcome.ok() && report::window_of(&marks, s.at) != Some(Kind::Broken))
+        .filter(|s| {
+            !s.outcome.ok()
+                && !matches!(
+                    report::window_of(&marks, s.at),
+                    Some(Kind::Broken | Kind::BrokenFailFast)
+                )
+        })
         .collect();
 
     let table = report::table(&samples, &marks, run);
-    let broken_5xx = samples
+    // How many 5xx users got while a broken release was live: in all, and
+    // while its gate ran (the part `health.fail_after` shortens; the
+    // reloads into and out of the release take what they take).
+    let errors_between = |from: Duration, to: Duration| {
+        samples
+            .iter()
+            .filter(|s| s.at >= from && s.at <= to)
+            .filter(|s| matches!(s.outcome, load::Outcome::Status(500..=599)))
+            .count()
+    };
+    let windows: Vec<_> = [Kind::Broken, Kind::BrokenFailFast]
         .iter()
-        .filter(|s| report::window_of(&marks, s.at) == Some(Kind::Broken))
-        .filter(|s| matches!(s.outcome, load::Outcome::Status(500..=599)))
-        .count();
+        .zip(&gates)
+        .map(|(kind, (gate_from, gate_to))| {
+            let mark = marks.iter().find(|m| m.kind == *kind).unwrap();
+            (
+                errors_between(mark.start, mark.end),
+                (*gate_to - *gate_from).as_secs_f64(),
+                errors_between(*gate_from, *gate_to),
+            )
+        })
+        .collect();
+    let (slow_5xx, slow_gate, slow_gate_5xx) = windows[0];
+    let (fast_5xx, fast_gate, fast_gate_5xx) = windows[1];
     let text = format!(
         "{DEPLOYS} deploys and {ROLLBACKS} rollbacks of a pm2 cluster (2 workers) behind nginx, \
-         {CONNECTIONS} keep-alive connections of load through nginx for {:.0} s:\n\n{table}\n\
+         {CONNECTIONS} keep-alive connections of load through nginx for {:.0} s, on the files \
+         `shipit init --template pm2 nginx` writes:\n\n{table}\n\
          Failed requests across good deploys, rollbacks and steady state: {}.\n\
-         5xx answers while the broken release was live, before the gate rolled it back: {broken_5xx}.\n\
+         A broken release (every answer a 500), health.timeout = 8s, interval 200ms:\n\
+         - fail_after = 0 (wait out the timeout): the gate ran {slow_gate:.1} s, users got \
+         {slow_gate_5xx} 5xx during it; {slow_5xx} 5xx in the whole deploy ({:.1} s);\n\
+         - fail_after = 5 (the default): the gate ran {fast_gate:.1} s, users got \
+         {fast_gate_5xx} 5xx during it; {fast_5xx} 5xx in the whole deploy ({:.1} s).\n\
+         The rest of each deploy is pm2 reloading into the broken release and back.\n\
          nginx was not reloaded in this scenario, so no client connection was closed by a reload.\n",
         run.as_secs_f64(),
-        good_failures.len()
+        good_failures.len(),
+        broken[0].as_secs_f64(),
+        broken[1].as_secs_f64(),
     );
     println!("{text}");
     let out_dir = Path::new(MANIFEST).join("target/e2e");
@@ -489,8 +603,8 @@ fn deploys_and_rollbacks_under_load_drop_no_requests() {
         &good_failures[..good_failures.len().min(5)]
     );
     assert!(
-        broken_5xx > 0,
-        "the load saw the broken release answer 5xx before the rollback"
+        slow_5xx > 0 && fast_5xx > 0,
+        "the load saw the broken release answer 5xx before each rollback"
     );
 }
 

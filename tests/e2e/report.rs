@@ -11,6 +11,8 @@ pub enum Kind {
     Rollback,
     /// A deploy of a release that fails its gate and is rolled back.
     Broken,
+    /// The same, with the gate's early failure on error answers.
+    BrokenFailFast,
 }
 
 #[derive(Clone, Debug)]
@@ -88,8 +90,16 @@ pub fn table(samples: &[Sample], marks: &[Mark], run: Duration) -> String {
             .iter()
             .filter(move |s| window_of(marks, s.at).is_some_and(|k| kinds.contains(&k)))
     };
-    let steady_secs =
-        run.as_secs_f64() - total(marks, &[Kind::Deploy, Kind::Rollback, Kind::Broken]);
+    let steady_secs = run.as_secs_f64()
+        - total(
+            marks,
+            &[
+                Kind::Deploy,
+                Kind::Rollback,
+                Kind::Broken,
+                Kind::BrokenFailFast,
+            ],
+        );
     let rows = [
         (
             "steady state",
@@ -109,6 +119,13 @@ pub fn table(samples: &[Sample], marks: &[Mark], run: Duration) -> String {
         (
             "broken deploy (gate fails, rolled back)",
             summarize(in_kinds(&[Kind::Broken]), total(marks, &[Kind::Broken])),
+        ),
+        (
+            "broken deploy, gate failing fast",
+            summarize(
+                in_kinds(&[Kind::BrokenFailFast]),
+                total(marks, &[Kind::BrokenFailFast]),
+            ),
         ),
         ("whole run", summarize(samples.iter(), run.as_secs_f64())),
     ];
@@ -174,6 +191,7 @@ pub fn svg(samples: &[Sample], marks: &[Mark], run: Duration) -> String {
             Kind::Deploy => ("#cdeccd", "D"),
             Kind::Rollback => ("#cfe0f5", "R"),
             Kind::Broken => ("#f7cccc", "broken"),
+            Kind::BrokenFailFast => ("#f7e0cc", "broken, fast"),
         };
         let (x0, x1) = (x(m.start.as_secs_f64()), x(m.end.as_secs_f64()));
         let _ = writeln!(
