@@ -328,6 +328,7 @@ fn a_host_failing_its_gate_mid_rollout_leaves_the_fleet_as_it_was() {
     run.code(8);
     let json = run.json();
     assert_eq!(json["outcome"], "fleet-reverted");
+    assert_eq!(json["error"]["exit_code"], 8, "{json}");
     assert_eq!(outcomes(&json), ["reverted", "failed", "untouched"]);
     let bad = json["release"].as_str().unwrap();
     // Every host runs, and serves, what it ran before.
