@@ -539,3 +539,57 @@ pub fn status(ctx: &Ctx, config: &FleetConfig, json_out: bool) -> Result<()> {
     }
     unreachable_error(&views)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(name: &str, live: Option<&str>) -> HostReport {
+        let mut h = HostReport::new(name);
+        h.before = live.map(|l| ReleaseId::parse(l).unwrap());
+        h
+    }
+
+    fn info(live: &str, target: Option<&str>, ids: &[&str]) -> Value {
+        json!({
+            "current": live,
+            "rollback_target": target,
+            "releases": ids.iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
+        })
+    }
+
+    const A: &str = "20260101000001";
+    const B: &str = "20260101000002";
+    const C: &str = "20260101000003";
+
+    #[test]
+    fn a_fleet_rollback_goes_where_every_host_agrees() {
+        let hosts = [host("web1", Some(C)), host("web2", Some(C))];
+        let infos = [info(C, Some(B), &[A, B, C]), info(C, Some(B), &[A, B, C])];
+        assert_eq!(rollback_target(&hosts, &infos, None).unwrap().as_str(), B);
+        // --to must be on every host.
+        let infos = [info(C, Some(B), &[A, B, C]), info(C, Some(B), &[B, C])];
+        let a = ReleaseId::parse(A).unwrap();
+        let e = rollback_target(&hosts, &infos, Some(&a)).unwrap_err();
+        assert!(e.message.contains("is not on web2"), "{e}");
+        // Hosts that step back to different releases are refused.
+        let infos = [info(C, Some(B), &[A, B, C]), info(C, Some(A), &[A, B, C])];
+        let e = rollback_target(&hosts, &infos, None).unwrap_err();
+        assert!(e.hint.unwrap().contains("--to"));
+        // So are hosts that do not run the same release.
+        let hosts = [host("web1", Some(C)), host("web2", Some(B))];
+        let e = rollback_target(&hosts, &infos, None).unwrap_err();
+        assert!(e.message.contains("web2 runs releases/"), "{e}");
+    }
+
+    #[test]
+    fn shared_live_needs_every_host() {
+        let mut a = host("web1", None);
+        let mut b = host("web2", None);
+        a.live = Some(ReleaseId::parse(C).unwrap());
+        b.live = a.live.clone();
+        assert_eq!(shared_live(&[a.clone(), b.clone()]), a.live);
+        b.live = Some(ReleaseId::parse(B).unwrap());
+        assert_eq!(shared_live(&[a, b]), None);
+    }
+}
