@@ -73,7 +73,11 @@ pub fn run(ctx: &Ctx, args: &FleetAgentArgs) -> Result<()> {
                 "ok": false,
                 "live": live,
                 "outcome": e.kind.name(),
-                "message": e.message,
+                // What failed, and the first reason why.
+                "message": match e.causes.first() {
+                    Some(cause) => format!("{}: {cause}", e.message),
+                    None => e.message.clone(),
+                },
             });
             let _ = ui::out(&format!("{report}\n"));
             Err(e)

@@ -209,11 +209,11 @@ fn sequence(
         (false, _) => Kind::FleetNotReverted,
     };
     let live = if as_before {
-        "every host runs what it ran before the rollout (table above)".to_string()
+        "every host runs what it ran before the rollout".to_string()
     } else if req.no_revert {
-        "the hosts switched before the failure stay switched (--no-revert; table above)".to_string()
+        "the hosts switched before the failure stay switched (--no-revert); each host's outcome says what it runs".to_string()
     } else {
-        "not every host could be put back: see the table above".to_string()
+        "not every host could be put back; each host's outcome says what it runs".to_string()
     };
     let mut e = failure;
     e.kind = kind;

@@ -304,6 +304,15 @@ pub fn roll(
     Some(failure)
 }
 
+/// `releases/<id>`, or what `none` means.
+fn shown(to: &str) -> String {
+    if to == "none" {
+        "nothing live (as before this rollout)".into()
+    } else {
+        format!("releases/{to}")
+    }
+}
+
 fn interrupted() -> Error {
     Error::new(
         crate::error::Kind::Interrupted,
@@ -451,7 +460,7 @@ fn revert(fleet: &Fleet, hosts: &mut [HostReport]) {
                 fleet
                     .ctx
                     .ui
-                    .step("Reverting", format!("{} to {to}", hosts[i].host));
+                    .step("Reverting", format!("{} to {}", hosts[i].host, shown(&to)));
                 (i, hosts[i].host.clone(), to)
             })
             .collect();

@@ -6,7 +6,7 @@
 //!
 //! It needs root (mount namespaces), sshd, ssh, node and tar, and fails with
 //! the install command when one is missing (`.ci/run` installs them).
-//! `FLEET_TRACE=1` prints what each deploy said and how long it took.
+//! `FLEET_TRACE=1` prints what each shipit run said and how long it took.
 
 mod ansible;
 mod hosts;
@@ -160,6 +160,7 @@ timeout = "8s"
     }
 
     pub fn shipit(&self, args: &[&str]) -> Run {
+        let started = std::time::Instant::now();
         let config = self.config();
         let mut all = vec!["--config", config.to_str().unwrap()];
         all.extend_from_slice(args);
@@ -178,7 +179,18 @@ timeout = "8s"
             .stdin(Stdio::null())
             .output()
             .expect("shipit runs");
-        Run::from(args, out)
+        let run = Run::from(args, out);
+        if std::env::var_os("FLEET_TRACE").is_some() {
+            eprintln!(
+                "$ shipit {} (exit {}, {:.1?})\n{}{}",
+                args.join(" "),
+                run.code,
+                started.elapsed(),
+                run.stdout,
+                run.stderr
+            );
+        }
+        run
     }
 
     /// Commit a change to the app; returns the new sha.
@@ -213,11 +225,7 @@ timeout = "8s"
     /// Deploy and return the release id every host now runs.
     #[track_caller]
     pub fn deploy_ok(&self) -> String {
-        let started = std::time::Instant::now();
         let run = self.shipit(&["deploy", "--json"]);
-        if std::env::var_os("FLEET_TRACE").is_some() {
-            eprintln!("{}\n{:?}", run.stderr, started.elapsed());
-        }
         run.code(0);
         let id = run.json()["release"].as_str().unwrap().to_string();
         assert_eq!(
