@@ -307,10 +307,18 @@ fn discard(ctx: &Ctx, id: &ReleaseId) -> Result<Value> {
             Layout::display(id)
         )));
     }
-    if layout.release(id).exists() {
-        store::remove_release(layout, id)?;
-        ctx.ui.step("Removed", Layout::display(id));
+    if !layout.release(id).exists() {
+        return Ok(json!({"removed": null}));
     }
+    // Only a release that never went live here: a failed one is kept for
+    // inspection (and is never a rollback target), like a single-host
+    // deploy keeps it.
+    let status = store::read_metadata(layout, id)?.map(|m| m.status);
+    if status != Some(Status::Ready) {
+        return Ok(json!({"removed": null, "kept": id}));
+    }
+    store::remove_release(layout, id)?;
+    ctx.ui.step("Removed", Layout::display(id));
     Ok(json!({"removed": id}))
 }
 

@@ -302,9 +302,10 @@ fn prepare(
         }
         return Ok(Switch::Activate(built.id));
     }
-    // Nothing went live: take the release back from the hosts that got it.
+    // Nothing went live: take the release back from every host that may
+    // have it (a receive whose answer was lost may have published it).
     let got: Vec<usize> = (0..hosts.len())
-        .filter(|&i| hosts[i].outcome == Outcome::Received)
+        .filter(|&i| hosts[i].outcome != Outcome::Unreachable)
         .collect();
     let names: Vec<String> = got.iter().map(|&i| hosts[i].host.clone()).collect();
     let id = built.id.to_string();
@@ -313,7 +314,9 @@ fn prepare(
     });
     for (&i, reply) in got.iter().zip(replies) {
         if reply.ok() {
-            hosts[i].outcome = Outcome::Discarded;
+            if hosts[i].outcome == Outcome::Received {
+                hosts[i].outcome = Outcome::Discarded;
+            }
         } else {
             hosts[i].message = Some(format!("could not remove it again: {}", reply.message));
         }
@@ -330,12 +333,18 @@ fn prepare(
     .hint("fix the host named above and deploy again"))
 }
 
-/// After a failed rollout, the hosts it never reached get rid of the
-/// release they received: they are left exactly as they were, and a release
-/// that never went live can never become their rollback target.
+/// After a failed rollout, every host where the release never went live
+/// (not reached by the roll, or stopped before its switch) gets rid of it:
+/// they are left exactly as they were, and a release that never went live
+/// can never become their rollback target. The host removes it only if it
+/// never went live there.
 fn discard_unswitched(fleet: &Fleet, hosts: &mut [HostReport], id: &ReleaseId) {
     let untouched: Vec<usize> = (0..hosts.len())
-        .filter(|&i| hosts[i].outcome == Outcome::Untouched)
+        .filter(|&i| {
+            hosts[i].outcome != Outcome::Unreachable
+                && !hosts[i].unknown
+                && hosts[i].live.as_ref() != Some(id)
+        })
         .collect();
     let names: Vec<String> = untouched.iter().map(|&i| hosts[i].host.clone()).collect();
     let id = id.to_string();
@@ -438,6 +447,15 @@ fn views(ctx: &Ctx, config: &FleetConfig, probe: bool) -> Result<Vec<HostView>> 
         .collect())
 }
 
+/// One JSON document: a failure goes inside the report, and is not printed
+/// again as an error object.
+fn with_error(report: &mut Value, result: &mut Result<()>) {
+    if let Err(e) = result {
+        report["error"] = e.to_json()["error"].clone();
+        e.reported = true;
+    }
+}
+
 fn unreachable_error(views: &[HostView]) -> Result<()> {
     let gone: Vec<&str> = views
         .iter()
@@ -457,12 +475,15 @@ fn unreachable_error(views: &[HostView]) -> Result<()> {
 pub fn releases(ctx: &Ctx, config: &FleetConfig, json_out: bool) -> Result<()> {
     let views = views(ctx, config, false)?;
     let agree = report::agree(&views);
+    let mut result = unreachable_error(&views);
     if json_out {
-        let _ = ui::out_json(&json!({
+        let mut report = json!({
             "hosts": report::views_json(&views),
             "agree": agree,
             "live": if agree { views.first().and_then(|v| v.current()) } else { None },
-        }));
+        });
+        with_error(&mut report, &mut result);
+        let _ = ui::out_json(&report);
     } else {
         let _ = ui::out(&report::releases_text(&views));
     }
@@ -476,7 +497,7 @@ pub fn releases(ctx: &Ctx, config: &FleetConfig, json_out: bool) -> Result<()> {
                 .join(", ")
         ));
     }
-    unreachable_error(&views)
+    result
 }
 
 /// `shipit status` with a fleet: each host's live release and a health
@@ -487,12 +508,15 @@ pub fn status(ctx: &Ctx, config: &FleetConfig, json_out: bool) -> Result<()> {
         .ok()
         .and_then(|log| log.events.into_iter().rev().find(|e| e.event == "deploy"));
     let agree = report::agree(&views);
+    let mut result = unreachable_error(&views);
     if json_out {
-        let _ = ui::out_json(&json!({
+        let mut report = json!({
             "hosts": report::views_json(&views),
             "agree": agree,
             "last_rollout": last,
-        }));
+        });
+        with_error(&mut report, &mut result);
+        let _ = ui::out_json(&report);
     } else {
         let mut text = String::new();
         for v in &views {
@@ -537,7 +561,7 @@ pub fn status(ctx: &Ctx, config: &FleetConfig, json_out: bool) -> Result<()> {
         ctx.ui
             .warn("the hosts disagree about what is live; `shipit releases` shows each");
     }
-    unreachable_error(&views)
+    result
 }
 
 #[cfg(test)]

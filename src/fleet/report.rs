@@ -57,6 +57,9 @@ pub struct HostReport {
     pub message: Option<String>,
     /// Contact was lost during a switch: `live` is not known.
     pub unknown: bool,
+    /// What it runs did not prove healthy (its own rollback, or a switch
+    /// back, failed its gate): never back into rotation.
+    pub unhealthy: bool,
 }
 
 impl HostReport {
@@ -68,12 +71,42 @@ impl HostReport {
             outcome: Outcome::Untouched,
             message: None,
             unknown: false,
+            unhealthy: false,
         }
     }
 
-    /// Does it run what it ran before the rollout?
+    /// Does it run what it ran before the rollout, proven healthy? A host
+    /// that had nothing live before and was activated may still run the
+    /// app its reload hook started (removing `current` stops nothing), so
+    /// it does not count as put back.
     pub fn as_before(&self) -> bool {
-        !self.unknown && self.live == self.before
+        let activated_from_nothing = self.before.is_none()
+            && matches!(
+                self.outcome,
+                Outcome::Failed | Outcome::Reverted | Outcome::RevertFailed
+            );
+        !self.unknown
+            && !self.unhealthy
+            && self.outcome != Outcome::RevertFailed
+            && !activated_from_nothing
+            && self.live == self.before
+    }
+
+    /// Why [`HostReport::as_before`] is false, for the warning that keeps
+    /// the host drained.
+    pub fn why_not_as_before(&self) -> &'static str {
+        if self.unknown {
+            "what it runs is unknown"
+        } else if self.unhealthy {
+            "what it runs did not prove healthy"
+        } else if self.before.is_none() && self.live.is_none() {
+            "it had nothing live before, and the app this rollout started there may still run: \
+             stop it"
+        } else if self.outcome == Outcome::RevertFailed {
+            "switching it back failed"
+        } else {
+            "it does not run what it ran before"
+        }
     }
 
     pub fn to_json(&self) -> Value {
@@ -82,6 +115,7 @@ impl HostReport {
             "before": self.before,
             "live": self.live,
             "live_known": !self.unknown,
+            "live_healthy": !self.unknown && !self.unhealthy,
             "outcome": self.outcome.name(),
             "message": self.message,
         })

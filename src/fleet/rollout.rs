@@ -172,8 +172,17 @@ impl<'a> Fleet<'a> {
     /// it gave one; when the connection broke instead, ask again; when that
     /// fails too, it is unknown (and the host is not put back in rotation).
     pub fn learn_live(&self, host: &mut HostReport, reply: &Reply) {
+        // The host's own rollback (or switch back) swapped, but what it
+        // swapped to did not prove healthy.
+        if matches!(
+            reply.json["outcome"].as_str(),
+            Some("rollback-failed" | "failed-left-live")
+        ) {
+            host.unhealthy = true;
+        }
         if reply.json.get("live").is_some() {
             host.live = reply.live.clone();
+            host.unknown = false;
             return;
         }
         let again = self.agent(&host.host, &["state"], None);
@@ -181,6 +190,7 @@ impl<'a> Fleet<'a> {
             host.live = again.json["current"]
                 .as_str()
                 .and_then(|s| ReleaseId::parse(s).ok());
+            host.unknown = false;
         } else {
             host.unknown = true;
             self.ctx.ui.warn(format!(
@@ -399,8 +409,9 @@ fn switch_batch(
         let healthy = hosts[i].outcome == Outcome::Switched || hosts[i].as_before();
         if !healthy {
             fleet.ctx.ui.warn(format!(
-                "{} stays drained: it does not run what it ran before",
-                hosts[i].host
+                "{} stays drained: {}",
+                hosts[i].host,
+                hosts[i].why_not_as_before()
             ));
             continue;
         }
@@ -486,8 +497,9 @@ fn revert(fleet: &Fleet, hosts: &mut [HostReport]) {
         for &i in &drained {
             if !hosts[i].as_before() {
                 fleet.ctx.ui.warn(format!(
-                    "{} stays drained: it does not run what it ran before",
-                    hosts[i].host
+                    "{} stays drained: {}",
+                    hosts[i].host,
+                    hosts[i].why_not_as_before()
                 ));
                 continue;
             }

@@ -150,4 +150,15 @@ fn ansible_serial_one_deploys_host_by_host_with_one_revision() {
     assert_eq!(revision_of(&w, 0).as_deref(), Some(bad.as_str()), "{said}");
     assert_eq!(revision_of(&w, 1).as_deref(), Some(sha.as_str()), "{said}");
     assert_eq!(revision_of(&w, 2).as_deref(), Some(sha.as_str()), "{said}");
+    // host2 rolled itself back (exit 4), so it went back into rotation.
+    let order = fs::read_to_string(&log).unwrap();
+    let tail: Vec<&str> = order.lines().rev().take(2).collect();
+    assert_eq!(
+        tail,
+        [
+            format!("undrain {}", names[1]),
+            format!("drain {}", names[1])
+        ],
+        "{said}"
+    );
 }

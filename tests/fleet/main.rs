@@ -144,7 +144,9 @@ url = "http://app.fleet.test:{port}/healthz"
 expect_body = "\"release\":\"{{release}}\""
 successes = 2
 interval = "100ms"
-timeout = "8s"
+# Generous: a release meant to pass must pass on a busy machine; a broken
+# one (every answer a 500) fails after fail_after answers anyway.
+timeout = "60s"
 
 [fleet]
 {fleet}batch = {batch}
@@ -383,6 +385,54 @@ fn a_host_failing_its_gate_mid_rollout_leaves_the_fleet_as_it_was() {
     assert!(releases.stdout.contains("(differs)"), "{}", releases.stdout);
 }
 
+/// A host whose own rollback does not prove healthy runs "what it ran
+/// before" by id only: it must stay out of rotation, and the rollout must
+/// not claim the fleet was put back (exit 9, not 8).
+#[test]
+fn a_host_whose_own_rollback_is_unhealthy_stays_drained_and_is_not_called_reverted() {
+    let w = World::new(
+        3,
+        Options {
+            drain: Some("echo \"drain $SHIPIT_HOST\" >> ../drain.log"),
+            undrain: Some("echo \"undrain $SHIPIT_HOST\" >> ../drain.log"),
+            ..Options::default()
+        },
+    );
+    let good = w.deploy_ok();
+    fs::remove_file(w.path().join("drain.log")).unwrap();
+    // On host2, the release it would roll back to breaks at its next
+    // reload too.
+    let h = &w.hosts.hosts;
+    fs::write(
+        h[1].deploy().join("releases").join(&good).join("BROKEN_ON"),
+        "host2\n",
+    )
+    .unwrap();
+    w.commit("BROKEN_ON", "host2\n");
+    let run = w.shipit(&["deploy", "--json"]);
+    run.code(9);
+    let json = run.json();
+    assert_eq!(json["outcome"], "fleet-not-reverted", "{json}");
+    assert_eq!(outcomes(&json), ["reverted", "failed", "untouched"]);
+    assert_eq!(json["hosts"][1]["live_healthy"], false, "{json}");
+    assert!(
+        run.stderr
+            .contains("stays drained: what it runs did not prove healthy"),
+        "{}",
+        run.stderr
+    );
+    // host2 was drained and never put back; host1 was put back after its
+    // revert.
+    let log = fs::read_to_string(w.path().join("drain.log")).unwrap();
+    let undrained: Vec<&str> = log.lines().filter(|l| l.starts_with("undrain")).collect();
+    assert!(
+        !undrained.iter().any(|l| l.ends_with(&h[1].dest)),
+        "an unhealthy host went back into rotation:\n{log}"
+    );
+    assert!(undrained.iter().any(|l| l.ends_with(&h[0].dest)), "{log}");
+    assert_eq!(w.currents(), vec![Some(good.clone()); 3]);
+}
+
 #[test]
 fn shipit_rollback_rolls_the_fleet_back() {
     let w = World::new(3, Options::default());
@@ -603,17 +653,20 @@ fn an_interrupted_rollout_puts_the_fleet_back() {
     w.commit("PAUSE", "\n");
     let out = fs::File::create(w.path().join("deploy.out")).unwrap();
     let err = fs::File::create(w.path().join("deploy.err")).unwrap();
-    let mut child = Command::new(SHIPIT)
-        .arg("--config")
-        .arg(w.config())
-        .args(["deploy", "--json"])
-        .current_dir(w.path())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .unwrap();
+    let mut child = Stopped(
+        Command::new(SHIPIT)
+            .arg("--config")
+            .arg(w.config())
+            .args(["deploy", "--json"])
+            .current_dir(w.path())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut child.0;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while !w.path().join("paused").exists() {
         if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
@@ -632,7 +685,17 @@ fn an_interrupted_rollout_puts_the_fleet_back() {
     )
     .unwrap();
     fs::write(w.path().join("go"), "").unwrap();
-    let status = child.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the interrupted rollout did not end within 300 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     let said = fs::read_to_string(w.path().join("deploy.err")).unwrap();
     assert_eq!(status.code(), Some(130), "{said}");
     let json: Value =
@@ -644,4 +707,16 @@ fn an_interrupted_rollout_puts_the_fleet_back() {
     );
     assert_eq!(w.currents(), vec![Some(good.clone()); 3]);
     assert_eq!(w.serving(), vec![Some(good.clone()); 3]);
+}
+
+/// A child process killed (and reaped) when the test ends, however it ends.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
