@@ -63,6 +63,13 @@ pub fn preflight(ctx: &Ctx, req: &Request) -> Result<()> {
         source::check_remote_ref(url, reference)
             .map_err(|e| e.in_phase(Kind::BeforeSwap).live(current.describe()))?;
     }
+    check_shared(ctx)
+}
+
+/// Every listed shared path exists in `shared/` as what it is listed as:
+/// a release must not go live with a dangling link where a secret should
+/// be.
+pub(crate) fn check_shared(ctx: &Ctx) -> Result<()> {
     for (rel, is_dir) in ctx.config.shared_paths() {
         let path = ctx.layout.shared().join(&rel);
         if is_dir {
@@ -103,17 +110,7 @@ pub fn run(ctx: &Ctx, req: &Request) -> Result<Outcome> {
     listing.require_no_foreign(layout)?;
     let current = store::require_sane_current(layout)?;
     let previous = current.id().cloned();
-    for (leftover, error) in store::clear_leftovers(layout) {
-        match error {
-            None => ctx.ui.step(
-                "Cleaning",
-                format!("removed leftover {}", leftover.display()),
-            ),
-            Some(e) => ctx
-                .ui
-                .warn(format!("{e} (it will be retried on the next deploy)")),
-        }
-    }
+    clear_leftovers(ctx);
 
     let mut event = Event::new("deploy", "ok");
     event.previous = previous.clone();
@@ -282,20 +279,17 @@ fn stage(
     let layout = &ctx.layout;
     let started = Instant::now();
     fs::create_dir_all(staging).with_path("could not create", staging)?;
-    let log_path = layout.build_log(id);
-    let mut log = crate::state::open_or_explain(
-        &log_path,
-        File::options().write(true).create(true).truncate(true),
-        "the build log",
+    let mut log = open_build_log(
+        layout,
+        id,
+        &format!(
+            "release {id}\nsource {}\nrevision {}\nbranch {}\nstarted {}",
+            resolved.source,
+            resolved.revision.as_deref().unwrap_or("-"),
+            resolved.branch.as_deref().unwrap_or("-"),
+            Utc::now().to_rfc3339()
+        ),
     )?;
-    let _ = writeln!(
-        log,
-        "release {id}\nsource {}\nrevision {}\nbranch {}\nstarted {}",
-        resolved.source,
-        resolved.revision.as_deref().unwrap_or("-"),
-        resolved.branch.as_deref().unwrap_or("-"),
-        Utc::now().to_rfc3339()
-    );
 
     let exporting = match resolved.revision.as_deref() {
         Some(sha) => ctx.ui.long_step(
@@ -327,21 +321,7 @@ fn stage(
         branch: resolved.branch.as_deref(),
         previous,
     };
-    let mut env = activate::hook_env(layout, &live);
-    env.push(("SHIPIT_BUILD_PATH".into(), staging.display().to_string()));
-    for command in &ctx.config.hooks.build {
-        interrupt::check()?;
-        ctx.ui.step("Building", command);
-        let hook = Hook {
-            name: "build",
-            command,
-            cwd: staging,
-            env: &env,
-            timeout: ctx.config.hooks.build_timeout,
-            timeout_key: "hooks.build_timeout",
-        };
-        hooks::run(&hook, &ctx.ui, Some(&mut log))?;
-    }
+    run_build_hooks(ctx, activate::hook_env(layout, &live), staging, &mut log)?;
 
     let meta = Metadata {
         id: id.clone(),
@@ -408,4 +388,56 @@ fn staging_display(layout: &Layout, id: &ReleaseId) -> String {
         .unwrap_or(&staging)
         .display()
         .to_string()
+}
+
+/// Remove what an interrupted run left under `.shipit` (staging, trash),
+/// saying what was removed; what could not be is retried next time.
+pub(crate) fn clear_leftovers(ctx: &Ctx) {
+    for (leftover, error) in store::clear_leftovers(&ctx.layout) {
+        match error {
+            None => ctx.ui.step(
+                "Cleaning",
+                format!("removed leftover {}", leftover.display()),
+            ),
+            Some(e) => ctx
+                .ui
+                .warn(format!("{e} (it will be retried on the next run)")),
+        }
+    }
+}
+
+/// A release's build log, started afresh with `header`.
+pub(crate) fn open_build_log(layout: &Layout, id: &ReleaseId, header: &str) -> Result<File> {
+    let mut log = crate::state::open_or_explain(
+        &layout.build_log(id),
+        File::options().write(true).create(true).truncate(true),
+        "the build log",
+    )?;
+    let _ = writeln!(log, "{header}");
+    Ok(log)
+}
+
+/// The build hooks, in order, in `cwd` (which `SHIPIT_BUILD_PATH` names),
+/// with the hook variables `env`.
+pub(crate) fn run_build_hooks(
+    ctx: &Ctx,
+    mut env: Vec<(String, String)>,
+    cwd: &Path,
+    log: &mut File,
+) -> Result<()> {
+    env.push(("SHIPIT_BUILD_PATH".into(), cwd.display().to_string()));
+    for command in &ctx.config.hooks.build {
+        interrupt::check()?;
+        ctx.ui.step("Building", command);
+        let hook = Hook {
+            name: "build",
+            command,
+            cwd,
+            env: &env,
+            timeout: ctx.config.hooks.build_timeout,
+            timeout_key: "hooks.build_timeout",
+        };
+        hooks::run(&hook, &ctx.ui, Some(&mut *log))?;
+    }
+    Ok(())
 }

@@ -30,17 +30,7 @@ pub fn run(ctx: &Ctx, args: &ReleasesArgs) -> Result<()> {
         ));
     }
     let newest_first = listing.releases.iter().rev();
-    let slots = match &ctx.config.slots {
-        // A bad link must not hide the rest of what is live.
-        Some(config) => match crate::slots::describe(ctx, config) {
-            Ok(view) => Some(view),
-            Err(e) => {
-                ctx.ui.warn(format!("{e}"));
-                None
-            }
-        },
-        None => None,
-    };
+    let slots = crate::slots::describe_or_warn(ctx);
     let slot_of = |id: &crate::layout::ReleaseId| slots.as_ref().and_then(|v| v.slot_of(id));
     if args.json {
         let releases: Vec<_> = newest_first

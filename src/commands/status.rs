@@ -41,17 +41,7 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
             health::probe(&agent, &h.url, h.expect_status, body.as_deref()),
         )
     });
-    let slots = match &ctx.config.slots {
-        // A bad link must not hide the rest of what is live.
-        Some(config) => match crate::slots::describe(ctx, config) {
-            Ok(view) => Some(view),
-            Err(e) => {
-                ctx.ui.warn(format!("{e}"));
-                None
-            }
-        },
-        None => None,
-    };
+    let slots = crate::slots::describe_or_warn(ctx);
     let events = match history::read(&ctx.layout) {
         Ok(log) => log.events,
         Err(e) => {

@@ -12,8 +12,7 @@
 //! `message`) and exits with the code of its outcome; progress and errors
 //! go to stderr, which the controller shows prefixed with the host.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -154,7 +153,7 @@ fn receive(ctx: &Ctx, mut meta: Metadata) -> Result<Value> {
     listing.require_no_foreign(layout)?;
     let current = store::require_sane_current(layout)?;
     let _lock = crate::mutation::begin(ctx, None)?;
-    clear_leftovers(ctx);
+    crate::deploy::clear_leftovers(ctx);
     if listing.get(&id).is_some() || layout.release(&id).exists() {
         return Err(Error::usage(format!(
             "{} exists on this host already",
@@ -163,6 +162,7 @@ fn receive(ctx: &Ctx, mut meta: Metadata) -> Result<Value> {
         .live(current.describe())
         .hint("deploy again: the next rollout picks a new release id"));
     }
+    crate::deploy::check_shared(ctx).map_err(|e| e.live(current.describe()))?;
     meta.previous = current.id().cloned();
     let staging = layout.staging(&id);
     let unpacked = unpack(ctx, &meta, &staging).and_then(|_| store::publish(layout, &staging, &id));
@@ -182,22 +182,19 @@ fn receive(ctx: &Ctx, mut meta: Metadata) -> Result<Value> {
 fn unpack(ctx: &Ctx, meta: &Metadata, staging: &std::path::Path) -> Result<()> {
     let layout = &ctx.layout;
     fs::create_dir_all(staging).with_path("could not create", staging)?;
-    let log_path = layout.build_log(&meta.id);
-    let mut log = crate::state::open_or_explain(
-        &log_path,
-        File::options().write(true).create(true).truncate(true),
-        "the build log",
+    crate::deploy::open_build_log(
+        layout,
+        &meta.id,
+        &format!(
+            "release {}\nsource {}\nrevision {}\nbranch {}\nbuilt by {} (fleet controller)\nreceived {}",
+            meta.id,
+            meta.source,
+            meta.revision.as_deref().unwrap_or("-"),
+            meta.branch.as_deref().unwrap_or("-"),
+            meta.deployed_by,
+            Utc::now().to_rfc3339()
+        ),
     )?;
-    let _ = writeln!(
-        log,
-        "release {}\nsource {}\nrevision {}\nbranch {}\nbuilt by {} (fleet controller)\nreceived {}",
-        meta.id,
-        meta.source,
-        meta.revision.as_deref().unwrap_or("-"),
-        meta.branch.as_deref().unwrap_or("-"),
-        meta.deployed_by,
-        Utc::now().to_rfc3339()
-    );
     // Files belong to the user shipit runs as here, whoever built them.
     let status = Command::new("tar")
         .args(["-x", "-f", "-", "--no-same-owner", "-C"])
@@ -320,18 +317,4 @@ fn discard(ctx: &Ctx, id: &ReleaseId) -> Result<Value> {
     store::remove_release(layout, id)?;
     ctx.ui.step("Removed", Layout::display(id));
     Ok(json!({"removed": id}))
-}
-
-fn clear_leftovers(ctx: &Ctx) {
-    for (leftover, error) in store::clear_leftovers(&ctx.layout) {
-        match error {
-            None => ctx.ui.step(
-                "Cleaning",
-                format!("removed leftover {}", leftover.display()),
-            ),
-            Some(e) => ctx
-                .ui
-                .warn(format!("{e} (it will be retried on the next deploy)")),
-        }
-    }
 }

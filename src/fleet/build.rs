@@ -8,7 +8,7 @@
 //! on every host. The tree is packed once into a tar file and streamed to
 //! each host over ssh.
 
-use std::fs::{self, File};
+use std::fs;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -18,7 +18,6 @@ use chrono::Utc;
 use crate::activate::{self, Live};
 use crate::context::Ctx;
 use crate::error::{Error, IoContext, Kind, Result};
-use crate::hooks::{self, Hook};
 use crate::layout::{Layout, ReleaseId};
 use crate::source;
 
@@ -117,27 +116,19 @@ fn stage_and_pack(ctx: &Ctx, built: &Built, resolved: &source::Resolved) -> Resu
         branch: resolved.branch.as_deref(),
         previous: None,
     };
-    let mut env = activate::hook_env(&hosts, &live);
-    env.push(("SHIPIT_BUILD_PATH".into(), tree.display().to_string()));
-    let log_path = layout.build_log(&built.id);
-    let mut log = crate::state::open_or_explain(
-        &log_path,
-        File::options().write(true).create(true).truncate(true),
-        "the build log",
+    let mut log = crate::deploy::open_build_log(
+        layout,
+        &built.id,
+        &format!(
+            "release {}\nsource {}\nrevision {}\nbranch {}\nbuilt for the fleet {}",
+            built.id,
+            resolved.source,
+            resolved.revision.as_deref().unwrap_or("-"),
+            resolved.branch.as_deref().unwrap_or("-"),
+            chrono::Utc::now().to_rfc3339()
+        ),
     )?;
-    for command in &ctx.config.hooks.build {
-        crate::interrupt::check()?;
-        ctx.ui.step("Building", command);
-        let hook = Hook {
-            name: "build",
-            command,
-            cwd: tree,
-            env: &env,
-            timeout: ctx.config.hooks.build_timeout,
-            timeout_key: "hooks.build_timeout",
-        };
-        hooks::run(&hook, &ctx.ui, Some(&mut log))?;
-    }
+    crate::deploy::run_build_hooks(ctx, activate::hook_env(&hosts, &live), tree, &mut log)?;
     ctx.ui.step("Packing", built.tarball.display().to_string());
     let status = Command::new("tar")
         .arg("-c")

@@ -54,17 +54,7 @@ pub fn run(ctx: &Ctx, config: &FleetConfig, req: &Request) -> Result<()> {
     let started = Instant::now();
     let fleet = Fleet::open(ctx, config)?;
     let _lock = crate::mutation::begin(ctx, req.wait)?;
-    for (leftover, error) in crate::store::clear_leftovers(&ctx.layout) {
-        match error {
-            None => ctx.ui.step(
-                "Cleaning",
-                format!("removed leftover {}", leftover.display()),
-            ),
-            Some(e) => ctx
-                .ui
-                .warn(format!("{e} (it will be retried on the next run)")),
-        }
-    }
+    crate::deploy::clear_leftovers(ctx);
     let mut event = Event::new(req.event, "ok");
     let mut hosts: Vec<HostReport> = config.hosts.iter().map(|h| HostReport::new(h)).collect();
     let result = sequence(&fleet, req, &mut hosts, &mut event);

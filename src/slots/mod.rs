@@ -628,6 +628,15 @@ enum Phase {
 
 /// Before anything is built or locked: with slots, the link must name a
 /// slot (a bad one is found now, not after a build).
+/// The slots' view for `status` and `releases`, or `None` without slots. A
+/// bad link must not hide the rest of what is live: it is a warning here.
+pub fn describe_or_warn(ctx: &Ctx) -> Option<SlotView> {
+    let config = ctx.config.slots.as_ref()?;
+    describe(ctx, config)
+        .map_err(|e| ctx.ui.warn(format!("{e}")))
+        .ok()
+}
+
 pub fn preflight(ctx: &Ctx) -> Result<()> {
     match &ctx.config.slots {
         Some(config) => Slots::new(&ctx.layout, config).live().map(|_| ()),
