@@ -221,7 +221,7 @@ pub fn install(
 }
 
 /// The cargo build directory (`target/`) that `binary` lives in, if any:
-/// `cargo clean` or the next build would delete or replace it under a hook
+/// `cargo clean` would delete it from under a hook
 /// that names it.
 pub fn build_dir_of(binary: &Path) -> Option<&Path> {
     binary

@@ -196,6 +196,46 @@ mod tests {
     use super::*;
 
     #[test]
+    fn what_an_event_did_reads_true_for_each_ending() {
+        let a = ReleaseId::parse("20260101000000").unwrap();
+        let b = ReleaseId::parse("20260102000000").unwrap();
+        let event = |name: &str, outcome: &str, release: &ReleaseId, previous, live| Event {
+            release: Some(release.clone()),
+            previous,
+            live,
+            ..Event::new(name, outcome)
+        };
+        let ok = event("deploy", "ok", &b, Some(a.clone()), Some(b.clone()));
+        assert_eq!(ok.what(), "20260101000000 -> 20260102000000");
+        let back = event("rollback", "ok", &a, Some(b.clone()), Some(a.clone()));
+        assert_eq!(back.what(), "20260102000000 -> 20260101000000");
+        let rolled = event(
+            "deploy",
+            "rolled-back",
+            &b,
+            Some(a.clone()),
+            Some(a.clone()),
+        );
+        assert_eq!(
+            rolled.what(),
+            "20260102000000 not live; live: 20260101000000"
+        );
+        let first = event("deploy", FAILED_NOTHING_LIVE, &b, None, None);
+        assert_eq!(first.what(), "20260102000000 not live; live: nothing");
+        let left = event(
+            "deploy",
+            "failed-left-live",
+            &b,
+            Some(a.clone()),
+            Some(b.clone()),
+        );
+        assert_eq!(
+            left.what(),
+            "20260101000000 -> 20260102000000 (left live, failing)"
+        );
+    }
+
+    #[test]
     fn a_torn_line_does_not_swallow_the_next_event() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());

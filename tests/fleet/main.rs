@@ -9,6 +9,8 @@
 //! `FLEET_TRACE=1` prints what each shipit run said and how long it took.
 
 mod ansible;
+#[path = "../e2e/front.rs"]
+mod front;
 mod hosts;
 mod zero_downtime;
 
@@ -16,7 +18,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use hosts::{Hosts, git, http_get};
+use front::http_get;
+use hosts::{Hosts, git};
 use serde_json::Value;
 
 pub const SHIPIT: &str = env!("CARGO_BIN_EXE_shipit");
@@ -506,6 +509,35 @@ fn drain_and_undrain_run_in_host_order() {
     .map(|(verb, i)| format!("{verb} {}", h[*i].dest))
     .collect();
     assert_eq!(log.lines().collect::<Vec<_>>(), expected);
+}
+
+/// A host that lacks a listed shared file refuses the release while it is
+/// prepared, as a single-host deploy would: nothing is switched anywhere,
+/// and the hosts that got the release remove it again.
+#[test]
+fn a_host_missing_a_shared_file_fails_the_prepare_and_nothing_is_switched() {
+    let w = World::new(3, Options::default());
+    let good = w.deploy_ok();
+    let before: Vec<Vec<String>> = w.hosts.hosts.iter().map(|h| h.releases()).collect();
+    let text = fs::read_to_string(w.config()).unwrap();
+    fs::write(
+        w.config(),
+        text.replacen("\n[source]", "\nshared = [\".env\"]\n[source]", 1),
+    )
+    .unwrap();
+    for (i, h) in w.hosts.hosts.iter().enumerate() {
+        if i != 1 {
+            fs::write(h.deploy().join("shared/.env"), "SECRET=1\n").unwrap();
+        }
+    }
+    w.commit("VERSION", "2\n");
+    let run = w.shipit(&["deploy", "--json"]);
+    run.code(3);
+    assert!(run.stderr.contains("shared file"), "{}", run.stderr);
+    assert!(run.stderr.contains(".env is missing"), "{}", run.stderr);
+    assert_eq!(w.currents(), vec![Some(good.clone()); 3]);
+    let after: Vec<Vec<String>> = w.hosts.hosts.iter().map(|h| h.releases()).collect();
+    assert_eq!(after, before, "the release was removed again everywhere");
 }
 
 #[test]
