@@ -15,15 +15,16 @@
 //! workers, containers, the load) is stopped by pid. Figures go to stdout
 //! and to target/e2e/.
 
+mod front;
 mod load;
 mod report;
 mod systemd;
 
 use std::fs;
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use report::{Kind, Mark};
 
@@ -101,7 +102,7 @@ struct World {
     tools: Tools,
     app_port: u16,
     nginx_port: u16,
-    nginx: Option<Child>,
+    front: Option<front::Front>,
 }
 
 impl Drop for World {
@@ -109,10 +110,6 @@ impl Drop for World {
         // Keep the logs of the run for a post-mortem.
         let out = Path::new(MANIFEST).join("target/e2e");
         let _ = fs::create_dir_all(&out);
-        let _ = fs::copy(
-            self.path().join("nginx/logs/error.log"),
-            out.join("nginx-error.log"),
-        );
         if let Ok(logs) = fs::read_dir(self.pm2_home().join("logs")) {
             for log in logs.flatten() {
                 let _ = fs::copy(
@@ -121,18 +118,8 @@ impl Drop for World {
                 );
             }
         }
-        if let Some(mut nginx) = self.nginx.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(nginx.id() as i32),
-                nix::sys::signal::Signal::SIGQUIT,
-            );
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && nginx.try_wait().ok().flatten().is_none() {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = nginx.kill();
-            let _ = nginx.wait();
-        }
+        // nginx first, then the app behind it.
+        self.front = None;
         // `pm2 kill` stops the workers and the daemon; then make sure of the
         // daemon by its pid file.
         let _ = self.pm2(&["kill"]);
@@ -154,7 +141,7 @@ impl World {
             tools: Tools::find(),
             app_port: free_port(),
             nginx_port: free_port(),
-            nginx: None,
+            front: None,
         };
         let app = world.path().join("app");
         fs::create_dir(&app).unwrap();
@@ -295,62 +282,157 @@ timeout = "8s"
     /// Run nginx with `site` (a file `shipit init --template` wrote)
     /// included in its http block.
     fn start_nginx_with_site(&mut self, site: &Path) {
-        self.start_nginx_serving(&format!("include {};\n", site.display()));
+        self.front = Some(front::Front::start(
+            &self.tools.nginx,
+            &self.path().join("nginx"),
+            self.nginx_port,
+            Path::new(MANIFEST).join("target/e2e/nginx-error.log"),
+            &format!("include {};\n", site.display()),
+        ));
     }
 
-    /// Run nginx on 127.0.0.1 with its own prefix, pid file and logs in the
-    /// world's temp dir, and `http` inside its http block.
-    fn start_nginx_serving(&mut self, http: &str) {
-        let prefix = self.path().join("nginx");
-        fs::create_dir_all(prefix.join("logs")).unwrap();
-        let p = prefix.display();
-        fs::write(
-            prefix.join("nginx.conf"),
-            format!(
-                "worker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log warn;\n\
-                 events {{ worker_connections 1024; }}\n\
-                 http {{\n  access_log off;\n  keepalive_requests 1000000;\n\
-                   client_body_temp_path {p}/tmp-body;\n  proxy_temp_path {p}/tmp-proxy;\n\
-                   fastcgi_temp_path {p}/tmp-fcgi;\n  uwsgi_temp_path {p}/tmp-uwsgi;\n  scgi_temp_path {p}/tmp-scgi;\n\
-                   {http}}}\n"
-            ),
-        )
-        .unwrap();
-        let child = Command::new(&self.tools.nginx)
-            .arg("-p")
-            .arg(&prefix)
-            .arg("-c")
-            .arg(prefix.join("nginx.conf"))
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("nginx starts");
-        self.nginx = Some(child);
+    fn front(&self) -> &front::Front {
+        self.front.as_ref().expect("nginx was started")
     }
+}
 
-    fn nginx_addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.nginx_port))
+/// What the load scenarios drive: shipit, the app's repository, and nginx
+/// in front.
+pub(crate) trait Stage {
+    fn shipit(&self, args: &[&str]) -> Output;
+    fn current(&self) -> String;
+    fn commit(&self, file: &str, content: Option<&str>);
+    fn front(&self) -> &front::Front;
+    fn releases_json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.shipit(&["releases", "--json"]).stdout)
+            .expect("releases --json prints JSON")
     }
+}
 
-    /// The release serving through nginx, asked `n` times: all must agree.
-    fn served_release(&self, n: usize) -> Option<String> {
-        let mut seen = Vec::new();
-        for _ in 0..n {
-            let (status, body) = http_get(self.nginx_addr(), "/healthz")?;
-            if status != 200 {
-                return None;
-            }
-            let release = body
-                .split("\"release\":\"")
-                .nth(1)?
-                .split('"')
-                .next()?
-                .to_string();
-            seen.push(release);
-        }
-        seen.dedup();
-        (seen.len() == 1).then(|| seen.remove(0))
+impl Stage for World {
+    fn shipit(&self, args: &[&str]) -> Output {
+        World::shipit(self, args)
     }
+    fn current(&self) -> String {
+        World::current(self)
+    }
+    fn commit(&self, file: &str, content: Option<&str>) {
+        World::commit(self, file, content)
+    }
+    fn front(&self) -> &front::Front {
+        World::front(self)
+    }
+}
+
+/// A step of [`deploy_then_roll_back`], for its `after` check.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Step {
+    Deploy,
+    Rollback,
+}
+
+/// Under `load`: `deploys` deploys of new revisions, then `rollbacks`
+/// rollbacks each stepping back one release, each marked on the load's
+/// clock. After each, `current` names a new (or the previous) release,
+/// nginx serves it, no process is left in an old release, and `after` runs
+/// with what shipit said. `releases` starts with what is live.
+pub(crate) fn deploy_then_roll_back(
+    stage: &dyn Stage,
+    load: &load::Load,
+    marks: &mut Vec<Mark>,
+    releases: &mut Vec<String>,
+    (deploys, rollbacks): (usize, usize),
+    mut after: impl FnMut(Step, &str),
+) {
+    let stale = |said: &str| {
+        assert!(
+            !said.contains("runs an executable from")
+                && !said.contains("has its working directory in"),
+            "a process was left in an old release:\n{said}"
+        );
+    };
+    for n in 1..=deploys {
+        stage.commit("VERSION", Some(&format!("{n}\n")));
+        let start = load.now();
+        let out = stage.shipit(&["deploy"]);
+        marks.push(Mark {
+            kind: Kind::Deploy,
+            start,
+            end: load.now(),
+        });
+        let said = expect(&out, 0, &format!("deploy {n}"));
+        stale(&said);
+        let id = stage.current();
+        assert_ne!(Some(&id), releases.last(), "deploy {n} made a new release");
+        assert_eq!(
+            stage.front().served_release(6).as_deref(),
+            Some(id.as_str()),
+            "after deploy {n}, nginx serves it"
+        );
+        releases.push(id);
+        after(Step::Deploy, &said);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for n in 1..=rollbacks {
+        let start = load.now();
+        let out = stage.shipit(&["rollback"]);
+        marks.push(Mark {
+            kind: Kind::Rollback,
+            start,
+            end: load.now(),
+        });
+        let said = expect(&out, 0, &format!("rollback {n}"));
+        stale(&said);
+        let want = &releases[releases.len() - 1 - n];
+        assert_eq!(
+            &stage.current(),
+            want,
+            "rollback {n} stepped back one release"
+        );
+        assert_eq!(
+            stage.front().served_release(6).as_ref(),
+            Some(want),
+            "after rollback {n}, nginx serves it"
+        );
+        after(Step::Rollback, &said);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// With slots: a release that answers 500 and one that never listens are
+/// each refused (exit 4) while `current` and what nginx serves stay put;
+/// `after` runs after each. Returns the refused release ids.
+pub(crate) fn refuse_broken_releases(
+    stage: &dyn Stage,
+    load: &load::Load,
+    marks: &mut Vec<Mark>,
+    mut after: impl FnMut(),
+) -> Vec<String> {
+    let live = stage.current();
+    let mut refused = Vec::new();
+    for (file, seen) in [("BROKEN", "status 500"), ("NEVER_READY", "failed its gate")] {
+        stage.commit(file, Some(""));
+        let start = load.now();
+        let out = stage.shipit(&["deploy"]);
+        marks.push(Mark {
+            kind: Kind::Broken,
+            start,
+            end: load.now(),
+        });
+        let said = expect(&out, 4, &format!("the {file} release is refused"));
+        assert!(said.contains("no user request reached it"), "{said}");
+        assert!(said.contains(seen), "{said}");
+        assert_eq!(stage.current(), live);
+        assert_eq!(
+            stage.front().served_release(6).as_deref(),
+            Some(live.as_str())
+        );
+        after();
+        let json = stage.releases_json();
+        refused.push(json["releases"][0]["id"].as_str().unwrap().to_string());
+        stage.commit(file, None);
+    }
+    refused
 }
 
 /// The `reload = ...` line a generated file prints in its comments.
@@ -360,21 +442,6 @@ fn printed_pm2_hook(text: &str) -> String {
         .find(|l| l.starts_with("reload = ") && l.contains("pm2 "))
         .unwrap_or_else(|| panic!("no pm2 reload hook printed in:\n{text}"))
         .to_string()
-}
-
-/// One plain GET with a fresh connection (for checks, not for load).
-fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    Some((
-        status,
-        text.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
-    ))
 }
 
 #[track_caller]
@@ -425,68 +492,21 @@ fn deploys_and_rollbacks_under_load_drop_no_requests() {
     expect(&world.shipit(&["deploy"]), 0, "first deploy");
     let first = world.current();
     world.start_nginx_with_site(&site);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while world.served_release(1).as_deref() != Some(first.as_str()) {
-        assert!(
-            Instant::now() < deadline,
-            "nginx never served the first release"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    world.front().wait_for(&first);
 
-    let load = load::Load::start(world.nginx_addr(), CONNECTIONS);
+    let load = load::Load::start(world.front().addr(), CONNECTIONS);
     let mut marks: Vec<Mark> = Vec::new();
     let mut releases = vec![first];
     std::thread::sleep(Duration::from_secs(3));
 
-    for n in 1..=DEPLOYS {
-        world.commit("VERSION", Some(&format!("{n}\n")));
-        let start = load.now();
-        let out = world.shipit(&["deploy"]);
-        marks.push(Mark {
-            kind: Kind::Deploy,
-            start,
-            end: load.now(),
-        });
-        let said = expect(&out, 0, &format!("deploy {n}"));
-        assert!(
-            !said.contains("runs an executable from")
-                && !said.contains("has its working directory in"),
-            "pm2 left a worker in an old release:\n{said}"
-        );
-        let id = world.current();
-        assert_ne!(Some(&id), releases.last(), "deploy {n} made a new release");
-        assert_eq!(
-            world.served_release(6).as_deref(),
-            Some(id.as_str()),
-            "after deploy {n}, nginx serves it"
-        );
-        releases.push(id);
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    std::thread::sleep(Duration::from_secs(1));
-    for n in 1..=ROLLBACKS {
-        let start = load.now();
-        let out = world.shipit(&["rollback"]);
-        marks.push(Mark {
-            kind: Kind::Rollback,
-            start,
-            end: load.now(),
-        });
-        expect(&out, 0, &format!("rollback {n}"));
-        let want = &releases[releases.len() - 1 - n];
-        assert_eq!(
-            &world.current(),
-            want,
-            "rollback {n} stepped back one release"
-        );
-        assert_eq!(
-            world.served_release(6).as_ref(),
-            Some(want),
-            "after rollback {n}, nginx serves it"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    deploy_then_roll_back(
+        &world,
+        &load,
+        &mut marks,
+        &mut releases,
+        (DEPLOYS, ROLLBACKS),
+        |_, _| {},
+    );
     std::thread::sleep(Duration::from_secs(1));
 
     // A release whose every answer is a 500: the gate must roll it back.
@@ -521,7 +541,10 @@ fn deploys_and_rollbacks_under_load_drop_no_requests() {
             "which rule ended the gate:\n{said}"
         );
         assert_eq!(world.current(), live);
-        assert_eq!(world.served_release(6).as_deref(), Some(live.as_str()));
+        assert_eq!(
+            world.front().served_release(6).as_deref(),
+            Some(live.as_str())
+        );
         std::thread::sleep(Duration::from_secs(2));
     }
     std::thread::sleep(Duration::from_secs(1));
@@ -683,73 +706,29 @@ stop = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 delete shared/slots.config.js"
 
     expect(&world.shipit(&["deploy"]), 0, "first deploy into slot blue");
     let first = world.current();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while world.served_release(1).as_deref() != Some(first.as_str()) {
-        assert!(
-            Instant::now() < deadline,
-            "nginx never served the first release"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    world.front().wait_for(&first);
 
-    let load = load::Load::start(world.nginx_addr(), CONNECTIONS);
+    let load = load::Load::start(world.front().addr(), CONNECTIONS);
     let mut marks: Vec<Mark> = Vec::new();
     let mut releases = vec![first];
     std::thread::sleep(Duration::from_secs(2));
     let mut gate_to_switch = Vec::new();
-    for n in 1..=SLOT_DEPLOYS {
-        world.commit("VERSION", Some(&format!("{n}\n")));
-        let start = load.now();
-        let out = world.shipit(&["deploy"]);
-        marks.push(Mark {
-            kind: Kind::Deploy,
-            start,
-            end: load.now(),
-        });
-        let said = expect(&out, 0, &format!("slots deploy {n}"));
-        let id = world.current();
-        assert_ne!(Some(&id), releases.last(), "deploy {n} made a new release");
-        assert_eq!(world.served_release(6).as_deref(), Some(id.as_str()));
-        gate_to_switch.push(said.lines().any(|l| l.contains("Switching")));
-        releases.push(id);
-    }
-    for n in 1..=SLOT_ROLLBACKS {
-        let start = load.now();
-        let out = world.shipit(&["rollback"]);
-        marks.push(Mark {
-            kind: Kind::Rollback,
-            start,
-            end: load.now(),
-        });
-        expect(&out, 0, &format!("slots rollback {n}"));
-        let want = &releases[releases.len() - 1 - n];
-        assert_eq!(&world.current(), want);
-        assert_eq!(world.served_release(6).as_ref(), Some(want));
-    }
+    deploy_then_roll_back(
+        &world,
+        &load,
+        &mut marks,
+        &mut releases,
+        (SLOT_DEPLOYS, SLOT_ROLLBACKS),
+        |step, said| {
+            if matches!(step, Step::Deploy) {
+                gate_to_switch.push(said.lines().any(|l| l.contains("Switching")));
+            }
+        },
+    );
 
     // Two releases that must never answer a user: one that answers 500,
     // one that never comes up.
-    let live = world.current();
-    let mut refused = Vec::new();
-    for (file, seen) in [("BROKEN", "status 500"), ("NEVER_READY", "failed its gate")] {
-        world.commit(file, Some(""));
-        let start = load.now();
-        let out = world.shipit(&["deploy"]);
-        marks.push(Mark {
-            kind: Kind::Broken,
-            start,
-            end: load.now(),
-        });
-        let said = expect(&out, 4, &format!("the {file} release is refused"));
-        assert!(said.contains("no user request reached it"), "{said}");
-        assert!(said.contains(seen), "{said}");
-        assert_eq!(world.current(), live);
-        assert_eq!(world.served_release(6).as_deref(), Some(live.as_str()));
-        let json: serde_json::Value =
-            serde_json::from_slice(&world.shipit(&["releases", "--json"]).stdout).unwrap();
-        refused.push(json["releases"][0]["id"].as_str().unwrap().to_string());
-        world.commit(file, None);
-    }
+    let refused = refuse_broken_releases(&world, &load, &mut marks, || {});
     std::thread::sleep(Duration::from_secs(2));
 
     let run = load.now();

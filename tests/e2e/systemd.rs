@@ -22,15 +22,18 @@
 
 use std::fs;
 use std::io::{Read, Seek};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::front::Front;
 use crate::load::{self, Sample};
 use crate::report::{self, Kind, Mark};
-use crate::{MANIFEST, SHIPIT, expect, free_port, git, http_get, which};
+use crate::{
+    MANIFEST, SHIPIT, Stage, deploy_then_roll_back, expect, free_port, git, refuse_broken_releases,
+    which,
+};
 
 const CONNECTIONS: usize = 4;
 
@@ -305,100 +308,18 @@ impl Drop for Machine {
     }
 }
 
-/// nginx on the host, on 127.0.0.1, with its own prefix; stopped by pid.
-struct Front {
-    child: Child,
-    prefix: PathBuf,
-    port: u16,
-    tag: String,
-}
-
-impl Front {
-    /// `http` goes inside nginx's http block.
-    fn start(tools: &Tools, prefix: &Path, port: u16, tag: &str, http: &str) -> Front {
-        fs::create_dir_all(prefix.join("logs")).unwrap();
-        let p = prefix.display();
-        fs::write(
-            prefix.join("nginx.conf"),
-            format!(
-                "worker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log warn;\n\
-                 events {{ worker_connections 1024; }}\n\
-                 http {{\n  access_log off;\n  keepalive_requests 1000000;\n\
-                   client_body_temp_path {p}/tmp-body;\n  proxy_temp_path {p}/tmp-proxy;\n\
-                   fastcgi_temp_path {p}/tmp-fcgi;\n  uwsgi_temp_path {p}/tmp-uwsgi;\n  scgi_temp_path {p}/tmp-scgi;\n\
-                   {http}}}\n"
-            ),
-        )
-        .unwrap();
-        let child = Command::new(&tools.nginx)
-            .arg("-p")
-            .arg(prefix)
-            .arg("-c")
-            .arg(prefix.join("nginx.conf"))
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("nginx starts");
-        Front {
-            child,
-            prefix: prefix.to_path_buf(),
-            port,
-            tag: tag.to_string(),
-        }
+impl Stage for Site {
+    fn shipit(&self, args: &[&str]) -> Output {
+        Site::shipit(self, args)
     }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+    fn current(&self) -> String {
+        Site::current(self)
     }
-
-    /// The release serving through nginx, asked `n` times: all must agree.
-    fn served_release(&self, n: usize) -> Option<String> {
-        let mut seen = Vec::new();
-        for _ in 0..n {
-            let (status, body) = http_get(self.addr(), "/healthz")?;
-            if status != 200 {
-                return None;
-            }
-            seen.push(
-                body.split("\"release\":\"")
-                    .nth(1)?
-                    .split('"')
-                    .next()?
-                    .to_string(),
-            );
-        }
-        seen.dedup();
-        (seen.len() == 1).then(|| seen.remove(0))
+    fn commit(&self, file: &str, content: Option<&str>) {
+        Site::commit(self, file, content)
     }
-
-    /// Wait (bounded) until nginx serves `release`.
-    fn wait_for(&self, release: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.served_release(1).as_deref() != Some(release) {
-            assert!(Instant::now() < deadline, "nginx never served {release}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Front {
-    fn drop(&mut self) {
-        let out = Path::new(MANIFEST).join("target/e2e");
-        let _ = fs::create_dir_all(&out);
-        let _ = fs::copy(
-            self.prefix.join("logs/error.log"),
-            out.join(format!("{}-nginx-error.log", self.tag)),
-        );
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGQUIT,
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline && self.child.try_wait().ok().flatten().is_none() {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn front(&self) -> &Front {
+        Site::front(self)
     }
 }
 
@@ -467,6 +388,17 @@ impl Site {
 
     fn machine(&self) -> &Machine {
         self.machine.as_ref().expect("the machine was booted")
+    }
+
+    /// nginx on the host in front of the app, `http` inside its http block.
+    fn start_front(&mut self, http: &str) {
+        self.front = Some(Front::start(
+            &self.tools.nginx,
+            &self.path().join("nginx"),
+            self.nginx_port,
+            Path::new(MANIFEST).join(format!("target/e2e/{}-nginx-error.log", self.tag)),
+            http,
+        ));
     }
 
     fn front(&self) -> &Front {
@@ -544,11 +476,6 @@ impl Site {
         let mut config = fs::read_to_string(&path).unwrap_or_default();
         config.push_str(text);
         fs::write(path, config).unwrap();
-    }
-
-    fn releases_json(&self) -> serde_json::Value {
-        let out = self.shipit(&["releases", "--json"]);
-        serde_json::from_slice(&out.stdout).expect("releases --json")
     }
 }
 
@@ -687,62 +614,21 @@ timeout = "30s"
     expect(&site.shipit(&["deploy"]), 0, "first deploy");
     let first = site.current();
     let http = format!("include {};\n", nginx_site.display());
-    site.front = Some(Front::start(
-        &site.tools,
-        &site.path().join("nginx"),
-        site.nginx_port,
-        &site.tag,
-        &http,
-    ));
+    site.start_front(&http);
     site.front().wait_for(&first);
 
     let load = load::Load::start(site.front().addr(), CONNECTIONS);
     let mut marks = Vec::new();
     let mut releases = vec![first];
     std::thread::sleep(Duration::from_secs(2));
-    for n in 1..=deploys {
-        site.commit("VERSION", Some(&format!("{n}\n")));
-        let start = load.now();
-        let out = site.shipit(&["deploy"]);
-        marks.push(Mark {
-            kind: Kind::Deploy,
-            start,
-            end: load.now(),
-        });
-        let said = expect(&out, 0, &format!("deploy {n}"));
-        assert!(
-            !said.contains("runs an executable from")
-                && !said.contains("has its working directory in"),
-            "systemd left a process in an old release:\n{said}"
-        );
-        let id = site.current();
-        assert_ne!(Some(&id), releases.last(), "deploy {n} made a new release");
-        assert_eq!(
-            site.front().served_release(6).as_deref(),
-            Some(id.as_str()),
-            "after deploy {n}, nginx serves it"
-        );
-        releases.push(id);
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    for n in 1..=rollbacks {
-        let start = load.now();
-        let out = site.shipit(&["rollback"]);
-        marks.push(Mark {
-            kind: Kind::Rollback,
-            start,
-            end: load.now(),
-        });
-        expect(&out, 0, &format!("rollback {n}"));
-        let want = &releases[releases.len() - 1 - n];
-        assert_eq!(&site.current(), want, "rollback {n} stepped back");
-        assert_eq!(
-            site.front().served_release(6).as_ref(),
-            Some(want),
-            "after rollback {n}, nginx serves it"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    deploy_then_roll_back(
+        &site,
+        &load,
+        &mut marks,
+        &mut releases,
+        (deploys, rollbacks),
+        |_, _| {},
+    );
     std::thread::sleep(Duration::from_secs(1));
     let length = load.now();
     let samples = load.finish();
@@ -896,13 +782,7 @@ timeout = "10s"
     );
     assert!(out.status.success(), "install the unit: {out:?}");
     machine.systemctl(&["daemon-reload"]);
-    site.front = Some(Front::start(
-        &site.tools,
-        &site.path().join("nginx"),
-        site.nginx_port,
-        &site.tag,
-        &format!("include {};\n", nginx_site.display()),
-    ));
+    site.start_front(&format!("include {};\n", nginx_site.display()));
 
     expect(&site.shipit(&["deploy"]), 0, "first deploy into slot blue");
     let first = site.current();
@@ -929,65 +809,21 @@ timeout = "10s"
     let mut releases = vec![first];
     let mut live = "blue";
     std::thread::sleep(Duration::from_secs(2));
-    for n in 1..=DEPLOYS {
-        site.commit("VERSION", Some(&format!("{n}\n")));
-        let start = load.now();
-        let out = site.shipit(&["deploy"]);
-        marks.push(Mark {
-            kind: Kind::Deploy,
-            start,
-            end: load.now(),
-        });
-        expect(&out, 0, &format!("slots deploy {n}"));
-        let id = site.current();
-        assert_ne!(Some(&id), releases.last(), "deploy {n} made a new release");
-        assert_eq!(site.front().served_release(6).as_deref(), Some(id.as_str()));
-        live = if live == "blue" { "green" } else { "blue" };
-        slot_units(live);
-        releases.push(id);
-    }
-    for n in 1..=ROLLBACKS {
-        let start = load.now();
-        let out = site.shipit(&["rollback"]);
-        marks.push(Mark {
-            kind: Kind::Rollback,
-            start,
-            end: load.now(),
-        });
-        expect(&out, 0, &format!("slots rollback {n}"));
-        let want = &releases[releases.len() - 1 - n];
-        assert_eq!(&site.current(), want);
-        assert_eq!(site.front().served_release(6).as_ref(), Some(want));
-        live = if live == "blue" { "green" } else { "blue" };
-        slot_units(live);
-    }
+    deploy_then_roll_back(
+        &site,
+        &load,
+        &mut marks,
+        &mut releases,
+        (DEPLOYS, ROLLBACKS),
+        |_, _| {
+            live = if live == "blue" { "green" } else { "blue" };
+            slot_units(live);
+        },
+    );
 
     // Two releases that must never answer a user: one that answers 500,
     // one that never listens.
-    let serving = site.current();
-    let mut refused = Vec::new();
-    for (file, seen) in [("BROKEN", "status 500"), ("NEVER_READY", "failed its gate")] {
-        site.commit(file, Some(""));
-        let start = load.now();
-        let out = site.shipit(&["deploy"]);
-        marks.push(Mark {
-            kind: Kind::Broken,
-            start,
-            end: load.now(),
-        });
-        let said = expect(&out, 4, &format!("the {file} release is refused"));
-        assert!(said.contains("no user request reached it"), "{said}");
-        assert!(said.contains(seen), "{said}");
-        assert_eq!(site.current(), serving);
-        assert_eq!(
-            site.front().served_release(6).as_deref(),
-            Some(serving.as_str())
-        );
-        slot_units(live);
-        let json = site.releases_json();
-        refused.push(json["releases"][0]["id"].as_str().unwrap().to_string());
-        site.commit(file, None);
-    }
+    let refused = refuse_broken_releases(&site, &load, &mut marks, || slot_units(live));
     std::thread::sleep(Duration::from_secs(1));
 
     let length = load.now();

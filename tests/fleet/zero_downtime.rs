@@ -17,33 +17,14 @@
 #[path = "../e2e/load.rs"]
 mod load;
 
+use crate::front::Front;
+
 use std::fs;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::hosts::{self, MANIFEST, free_port, which};
+use crate::hosts::{MANIFEST, free_port, which};
 use crate::{Options, World};
-
-struct Nginx {
-    child: Child,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGQUIT,
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline && self.child.try_wait().ok().flatten().is_none() {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn upstream_file(dir: &Path, host: &str) -> PathBuf {
     let name: String = host
@@ -86,21 +67,15 @@ fn a_rolling_deploy_with_drain_drops_no_request() {
     }
     let port = free_port();
     let p = prefix.display();
-    fs::write(
-        prefix.join("nginx.conf"),
-        format!(
-            "worker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log warn;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{\n  access_log off;\n  keepalive_timeout 0;\n\
-               client_body_temp_path {p}/tmp-body;\n  proxy_temp_path {p}/tmp-proxy;\n\
-               fastcgi_temp_path {p}/tmp-fcgi;\n  uwsgi_temp_path {p}/tmp-uwsgi;\n  scgi_temp_path {p}/tmp-scgi;\n\
-               upstream app {{ include {p}/upstreams/*.conf; keepalive 16; }}\n\
-               server {{\n    listen 127.0.0.1:{port};\n\
-                 location / {{\n      proxy_pass http://app;\n      proxy_http_version 1.1;\n\
-                   proxy_set_header Connection \"\";\n      proxy_next_upstream off;\n    }}\n  }}\n}}\n"
-        ),
-    )
-    .unwrap();
+    // Client connections close after each answer; upstream ones are pooled;
+    // no retry on another host.
+    let http = format!(
+        "keepalive_timeout 0;\n\
+         upstream app {{ include {p}/upstreams/*.conf; keepalive 16; }}\n\
+         server {{\n    listen 127.0.0.1:{port};\n\
+           location / {{\n      proxy_pass http://app;\n      proxy_http_version 1.1;\n\
+             proxy_set_header Connection \"\";\n      proxy_next_upstream off;\n    }}\n  }}\n"
+    );
     let hook = |action: &str| {
         format!(
             "UPSTREAMS='{u}' NGINX='{n}' NGINX_PREFIX='{p}' NGINX_CONF='{p}/nginx.conf' NGINX_PID='{p}/nginx.pid' sh '{m}/examples/fleet/nginx-drain.sh' {action}",
@@ -115,22 +90,18 @@ fn a_rolling_deploy_with_drain_drops_no_request() {
         drain: Some(&drain),
         undrain: Some(&undrain),
     });
-    let _nginx = Nginx {
-        child: Command::new(&nginx_bin)
-            .arg("-p")
-            .arg(&prefix)
-            .arg("-c")
-            .arg(prefix.join("nginx.conf"))
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("nginx starts"),
-    };
+    let nginx = Front::start(
+        &nginx_bin,
+        &prefix,
+        port,
+        Path::new(MANIFEST).join("target/fleet/nginx-error.log"),
+        &http,
+    );
     let first = w.deploy_ok();
-    let front = SocketAddr::from(([127, 0, 0, 1], port));
+    let front = nginx.addr();
     // nginx and every app answer before the load starts.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while hosts::http_get(front, "/").is_none_or(|(s, _)| s != 200) {
+    while crate::front::http_get(front, "/").is_none_or(|(s, _)| s != 200) {
         assert!(Instant::now() < deadline, "nginx never answered 200");
         std::thread::sleep(Duration::from_millis(50));
     }
