@@ -3,6 +3,8 @@
 //! links once); modules by area.
 
 mod sandbox;
+#[path = "../support/mod.rs"]
+mod support;
 
 mod bad_input;
 mod concurrency;
@@ -10,6 +12,7 @@ mod config;
 mod core;
 mod crash;
 mod durability;
+mod etxtbsy;
 mod gate;
 mod hooks;
 mod init;

@@ -2,7 +2,7 @@
 //! repository with the installed hook.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -567,7 +567,7 @@ fn hook_install_warns_when_the_binary_lives_in_a_build_directory() {
     let bin = sb.path().join("bin");
     fs::create_dir(&bin).unwrap();
     let installed = bin.join("shipit");
-    fs::copy(crate::sandbox::SHIPIT, &installed).unwrap();
+    crate::support::exec::copy_executable(Path::new(crate::sandbox::SHIPIT), &installed);
     let args = ["hook", "install", "--git-dir", "server.git"];
     let out = sb
         .command_with(installed.to_str().unwrap(), &args)

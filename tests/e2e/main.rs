@@ -18,6 +18,8 @@
 mod front;
 mod load;
 mod report;
+#[path = "../support/mod.rs"]
+mod support;
 mod systemd;
 
 use std::fs;

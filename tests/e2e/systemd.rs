@@ -378,7 +378,7 @@ impl Site {
         // The container sees only this directory (and /usr): it gets its
         // own copy of shipit.
         fs::create_dir(site.path().join("bin")).unwrap();
-        fs::copy(SHIPIT, site.path().join("bin/shipit")).unwrap();
+        crate::support::exec::copy_executable(Path::new(SHIPIT), &site.path().join("bin/shipit"));
         site
     }
 

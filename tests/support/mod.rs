@@ -1,0 +1,7 @@
+//! What every test binary shares. Each suite includes it with
+//! `#[path = "../support/mod.rs"] mod support;`, so a helper is written
+//! once and fixed once.
+
+#![allow(dead_code)]
+
+pub mod exec;
