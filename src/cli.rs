@@ -223,6 +223,11 @@ pub struct RollbackArgs {
     #[arg(long, value_name = "ID")]
     pub to: Option<String>,
 
+    /// With --to: accept a release that failed when it was deployed (it is
+    /// gated again, and stays marked failed)
+    #[arg(long, requires = "to")]
+    pub force: bool,
+
     /// Print the outcome as JSON on stdout
     #[arg(long)]
     pub json: bool,

@@ -178,7 +178,12 @@ pub fn go_live(
         return Err(failed.error);
     }
 
-    rollback::mark(ctx, &id, Status::Live);
+    if let Err(e) = store::mark_proven(layout, &id, Status::Live) {
+        ctx.ui.warn(format!(
+            "could not record {} as proven live: {e}",
+            Layout::display(&id)
+        ));
+    }
     if let Some(prev) = &previous
         && store::read_metadata(layout, prev)
             .ok()
@@ -334,6 +339,8 @@ fn stage(
         build_duration_ms: started.elapsed().as_millis() as u64,
         previous: previous.cloned(),
         failure: None,
+        proven: Some(false),
+        activation_started: None,
     };
     store::write_metadata(staging, &meta)?;
     // Every file and directory of the release, and the build log (same

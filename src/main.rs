@@ -6,6 +6,7 @@ mod cli;
 mod commands;
 mod config;
 mod context;
+mod crashpoint;
 mod deploy;
 mod error;
 mod fleet;

@@ -41,13 +41,46 @@ pub fn begin(ctx: &Ctx, wait: Option<Duration>) -> Result<Lock> {
         ))
     })?;
     let command: Vec<String> = std::env::args().collect();
-    lock::acquire(&ctx.layout, wait, &command.join(" ")).map_err(|e| {
+    let lock = lock::acquire(&ctx.layout, wait, &command.join(" ")).map_err(|e| {
         // Refused: say what is serving, as of now (the holder may change it).
         match store::read_current(layout) {
             Ok(current) if e.kind == Kind::LockBusy => e.live(live_while_busy(layout, &current)),
             _ => e,
         }
-    })
+    })?;
+    // The controller of a fleet has no releases of its own.
+    if ctx.config.fleet.is_none() {
+        after_a_crash(ctx)?;
+    }
+    Ok(lock)
+}
+
+/// What a command killed mid-way (SIGKILL, OOM, power cut) left, put right
+/// under the lock before anything else happens: `current` follows the
+/// slot the front reaches, and a release whose activation was cut short
+/// before it proved itself is marked failed, so it is never a rollback
+/// target and prune removes it first. Its slot, if it was started, is
+/// stopped by the next deploy or rollback before the slot is reused.
+fn after_a_crash(ctx: &Ctx) -> Result<()> {
+    crate::slots::reconcile(ctx)?;
+    let layout = &ctx.layout;
+    let current = store::read_current(layout)?;
+    for release in store::list(layout)?.releases {
+        if !release.interrupted() || current.id() == Some(&release.id) {
+            continue;
+        }
+        let why = "interrupted: shipit was stopped while making it live, before it passed its \
+                   gate";
+        ctx.ui.step(
+            "Marking",
+            format!(
+                "{} failed ({why})",
+                crate::layout::Layout::display(&release.id)
+            ),
+        );
+        store::set_status(layout, &release.id, store::Status::Failed, Some(why.into()))?;
+    }
+    Ok(())
 }
 
 /// What is live while another command holds the lock. A release that is

@@ -201,7 +201,10 @@ pub(crate) mod tests {
                 build_duration_ms: 0,
                 previous: None,
                 failure: None,
+                proven: Some(status != Status::Failed),
+                activation_started: None,
             }),
+            proven: status != Status::Failed,
             id,
         }
     }

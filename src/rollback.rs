@@ -2,9 +2,11 @@
 //! activation as a deploy ([`crate::activate`]). No rebuild.
 //!
 //! Without `--to`, the target is the newest release older than `current`
-//! that neither failed nor was rolled away from, so repeated rollbacks keep
+//! that proved itself live (passed its gate as the release users reach) and
+//! neither failed since nor was rolled away from, so repeated rollbacks keep
 //! stepping back and never return to a release an operator already backed
-//! out of.
+//! out of, nor to one whose deploy was cut short before its gate. `--to`
+//! names any release, except a failed one, which takes `--force`.
 
 use std::time::{Duration, Instant};
 
@@ -19,7 +21,11 @@ use crate::store::{self, Current, Release, Status};
 pub fn target(releases: &[Release], current: &ReleaseId) -> Option<ReleaseId> {
     releases
         .iter()
-        .filter(|r| &r.id < current && !matches!(r.status(), Status::Failed | Status::RolledBack))
+        .filter(|r| {
+            &r.id < current
+                && r.proven
+                && !matches!(r.status(), Status::Failed | Status::RolledBack)
+        })
         .map(|r| r.id.clone())
         .max()
 }
@@ -32,7 +38,7 @@ pub struct Outcome {
 }
 
 /// Check the request against the disk and pick the target, changing nothing.
-pub fn choose(ctx: &Ctx, to: Option<&ReleaseId>) -> Result<(Current, ReleaseId)> {
+pub fn choose(ctx: &Ctx, to: Option<&ReleaseId>, force: bool) -> Result<(Current, ReleaseId)> {
     let layout = &ctx.layout;
     let listing = store::list(layout)?;
     listing.require_no_foreign(layout)?;
@@ -53,6 +59,23 @@ pub fn choose(ctx: &Ctx, to: Option<&ReleaseId>) -> Result<(Current, ReleaseId)>
                     Error::usage(format!("{} is already live", Layout::display(id)))
                         .live(current.describe()),
                 );
+            }
+            let failed = listing
+                .get(id)
+                .and_then(|r| r.meta.as_ref())
+                .filter(|m| m.status == Status::Failed);
+            if let (Some(meta), false) = (failed, force) {
+                let why = meta.failure.as_deref().unwrap_or("no reason was recorded");
+                return Err(Error::usage(format!(
+                    "{} failed when it was deployed: {why}",
+                    Layout::display(id)
+                ))
+                .live(current.describe())
+                .hint(format!(
+                    "pick a good release (`shipit releases` lists them), or pass --force to \
+                     make {} live anyway (it is gated again)",
+                    Layout::display(id)
+                )));
             }
             id.clone()
         }
@@ -78,10 +101,10 @@ pub fn choose(ctx: &Ctx, to: Option<&ReleaseId>) -> Result<(Current, ReleaseId)>
 }
 
 /// Roll back. Callers hold the deploy lock.
-pub fn run(ctx: &Ctx, to: Option<&ReleaseId>) -> Result<Outcome> {
+pub fn run(ctx: &Ctx, to: Option<&ReleaseId>, force: bool) -> Result<Outcome> {
     let started = Instant::now();
     let layout = &ctx.layout;
-    let (current, target) = choose(ctx, to)?;
+    let (current, target) = choose(ctx, to, force)?;
     let from = current.id().cloned();
 
     let mut event = Event::new("rollback", "ok");
@@ -116,7 +139,20 @@ pub fn run(ctx: &Ctx, to: Option<&ReleaseId>) -> Result<Outcome> {
         {
             mark(ctx, from, Status::RolledBack);
         }
-        if meta.as_ref().is_some_and(|m| m.status != Status::Failed) {
+        if activated.is_ok() {
+            // It passed its gate as the live release (a forced failed one
+            // too: it stays failed, but it has now proved itself).
+            let status = match meta.as_ref().map(|m| m.status) {
+                Some(Status::Failed) => Status::Failed,
+                _ => Status::Live,
+            };
+            if let Err(e) = store::mark_proven(layout, &target, status) {
+                ctx.ui.warn(format!(
+                    "could not record {} as proven: {e}",
+                    Layout::display(&target)
+                ));
+            }
+        } else if meta.as_ref().is_some_and(|m| m.status != Status::Failed) {
             mark(ctx, &target, Status::Live);
         }
     }

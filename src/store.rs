@@ -58,6 +58,17 @@ pub struct Metadata {
     /// Why it failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// Whether it ever passed its gate as the release users reach: only a
+    /// proven release is a default rollback target. `false` from the
+    /// moment it is published; absent in metadata written before shipit
+    /// recorded it, and then derived from the history (see [`list`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proven: Option<bool>,
+    /// When its activation began (recorded durably before the swap, or
+    /// before its slot starts). Begun, not proven and not live means the
+    /// activation was cut short: a crash, a kill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_started: Option<DateTime<Utc>>,
 }
 
 /// One release directory and its metadata (absent or unreadable for a
@@ -66,6 +77,9 @@ pub struct Metadata {
 pub struct Release {
     pub id: ReleaseId,
     pub meta: Option<Metadata>,
+    /// Passed its gate as the live release at least once (see
+    /// [`Metadata::proven`]).
+    pub proven: bool,
 }
 
 impl Release {
@@ -73,6 +87,39 @@ impl Release {
     pub fn status(&self) -> Status {
         self.meta.as_ref().map_or(Status::Ready, |m| m.status)
     }
+
+    /// Its activation began and never proved it: shipit was killed while
+    /// making it live (unless it is live now, or failed since).
+    pub fn interrupted(&self) -> bool {
+        self.meta.as_ref().is_some_and(|m| {
+            m.activation_started.is_some() && !self.proven && m.status == Status::Ready
+        })
+    }
+}
+
+/// Whether a release whose metadata predates the `proven` record went live
+/// and passed: the history names it as the release of a successful deploy
+/// or rollback. A release the history does not know at all (older than the
+/// history itself) keeps the old rule: any status but failed or
+/// rolled-back. So an upgrade keeps its rollback target.
+fn proven_by_history(
+    meta: Option<&Metadata>,
+    id: &ReleaseId,
+    events: &[crate::history::Event],
+) -> bool {
+    if let Some(proven) = meta.and_then(|m| m.proven) {
+        return proven;
+    }
+    let named: Vec<_> = events
+        .iter()
+        .filter(|e| e.release.as_ref() == Some(id))
+        .collect();
+    if named.is_empty() {
+        return meta.is_none_or(|m| !matches!(m.status, Status::Failed));
+    }
+    named
+        .iter()
+        .any(|e| e.outcome == "ok" && e.live.as_ref() == Some(id))
 }
 
 /// What `current` is right now.
@@ -199,9 +246,23 @@ pub fn list(layout: &Layout) -> Result<Listing> {
         match ReleaseId::parse(&name) {
             Ok(id) if is_dir => {
                 let meta = read_metadata(layout, &id).ok().flatten();
-                listing.releases.push(Release { id, meta });
+                let proven = meta.as_ref().and_then(|m| m.proven).unwrap_or(false);
+                listing.releases.push(Release { id, meta, proven });
             }
             _ => listing.foreign.push(name),
+        }
+    }
+    // Only releases published before the record existed need the history.
+    if listing
+        .releases
+        .iter()
+        .any(|r| r.meta.as_ref().is_none_or(|m| m.proven.is_none()))
+    {
+        let events = crate::history::read(layout)
+            .map(|log| log.events)
+            .unwrap_or_default();
+        for r in &mut listing.releases {
+            r.proven = proven_by_history(r.meta.as_ref(), &r.id, &events);
         }
     }
     listing.releases.sort_by(|a, b| a.id.cmp(&b.id));
@@ -229,6 +290,30 @@ pub fn write_metadata(release_dir: &Path, meta: &Metadata) -> Result<()> {
     let mut bytes = serde_json::to_vec_pretty(meta).expect("metadata serializes");
     bytes.push(b'\n');
     fsutil::atomic_write(&path, &bytes).with_path("could not write", &path)
+}
+
+/// Record that `id`'s activation begins now, before anything moves.
+pub fn mark_activation_started(layout: &Layout, id: &ReleaseId) -> Result<()> {
+    update(layout, id, |meta| {
+        meta.activation_started = Some(Utc::now())
+    })
+}
+
+/// Record that `id` passed its gate as the live release.
+pub fn mark_proven(layout: &Layout, id: &ReleaseId, status: Status) -> Result<()> {
+    update(layout, id, |meta| {
+        meta.proven = Some(true);
+        meta.status = status;
+    })
+}
+
+fn update(layout: &Layout, id: &ReleaseId, change: impl FnOnce(&mut Metadata)) -> Result<()> {
+    let Some(mut meta) = read_metadata(layout, id)? else {
+        // A release without metadata (not built by shipit) keeps none.
+        return Ok(());
+    };
+    change(&mut meta);
+    write_metadata(&layout.release(id), &meta)
 }
 
 /// Update the stored status (and failure reason) of a published release.

@@ -46,6 +46,22 @@ pub struct Failed {
 /// live before is live again (unless `no_rollback` left the new one live),
 /// and the error's kind says which.
 pub fn deploy(ctx: &Ctx, live: &Live, no_rollback: bool) -> Result<(), Failed> {
+    // Durably, before anything moves: if shipit dies from here on, the next
+    // command knows this release began to go live and never proved itself.
+    if let Err(e) = crate::store::mark_activation_started(&ctx.layout, live.id) {
+        let was = live.previous.map_or("nothing".into(), Layout::display);
+        return Err(Failed {
+            error: e
+                .context(format!(
+                    "could not record that {} is going live, so it was not",
+                    Layout::display(live.id)
+                ))
+                .in_phase(crate::error::Kind::BeforeSwap)
+                .live(format!("{was} (unchanged)")),
+            live: live.previous.cloned(),
+        });
+    }
+    crate::crashpoint::hit("activation-started");
     match &ctx.config.slots {
         Some(slots) => crate::slots::deploy(ctx, slots, live),
         None => reload::deploy(ctx, live, no_rollback),
@@ -121,7 +137,9 @@ pub(crate) fn reload(ctx: &Ctx, live: &Live) -> Result<()> {
         timeout: ctx.config.hooks.reload_timeout,
         timeout_key: "hooks.reload_timeout",
     };
-    hooks::run(&hook, &ctx.ui, log.as_mut())
+    let ran = hooks::run(&hook, &ctx.ui, log.as_mut());
+    crate::crashpoint::hit("reload:after-reload");
+    ran
 }
 
 /// Gate `live` on health (passes at once without `[health]`), then name
@@ -136,6 +154,7 @@ pub(crate) fn gate(ctx: &Ctx, live: &Live) -> Result<()> {
                 Layout::display(live.id)
             ),
         );
+        crate::crashpoint::hit("reload:gate");
         health::gate(health, live.id.as_str(), live.revision, &ctx.ui)?;
     }
     warn_stale_processes(ctx, live.id, &[]);

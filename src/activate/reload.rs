@@ -37,6 +37,7 @@ pub fn deploy(ctx: &Ctx, live: &Live, no_rollback: bool) -> Result<(), Failed> {
             live: live.previous.cloned(),
         });
     }
+    crate::crashpoint::hit("reload:after-swap");
     reload_and_gate(ctx, live).map_err(|e| recover(ctx, no_rollback, live, e))
 }
 

@@ -13,6 +13,8 @@ pub fn shown_status(release: &Release, is_current: bool) -> &'static str {
     match (release.status(), is_current) {
         (Status::Failed, _) => "failed",
         (_, true) => "live",
+        _ if release.interrupted() => "interrupted",
+        (Status::Live | Status::Ready, false) if !release.proven => "never-live",
         (Status::Live, false) => "ready",
         (status, false) => status.as_str(),
     }
@@ -41,6 +43,7 @@ pub fn run(ctx: &Ctx, args: &ReleasesArgs) -> Result<()> {
                     "id": r.id,
                     "current": is_current,
                     "status": shown_status(r, is_current),
+                    "proven": r.proven,
                     "revision": m.and_then(|m| m.revision.clone()),
                     "branch": m.and_then(|m| m.branch.clone()),
                     "source": m.map(|m| m.source.clone()),

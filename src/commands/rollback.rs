@@ -25,9 +25,9 @@ pub fn run(ctx: &Ctx, args: &RollbackArgs) -> Result<()> {
             wait,
         );
     }
-    rollback::choose(ctx, to.as_ref())?;
+    rollback::choose(ctx, to.as_ref(), args.force)?;
     let _lock = crate::mutation::begin(ctx, wait)?;
-    let outcome = rollback::run(ctx, to.as_ref())?;
+    let outcome = rollback::run(ctx, to.as_ref(), args.force)?;
     if args.json {
         let _ = ui::out_json(&json!({
             "from": outcome.from,

@@ -16,7 +16,24 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
     if let Some(fleet) = &ctx.config.fleet {
         return crate::fleet::status(ctx, fleet, args.json);
     }
-    let current = store::read_current(&ctx.layout)?;
+    let mut current = store::read_current(&ctx.layout)?;
+    // With slots, users reach what the front's link names; after a crash
+    // between the two switches `current` lags behind until the next
+    // mutating command repairs it. Show what users reach.
+    if let Some(front) = crate::slots::live_release(ctx)
+        && current.id() != Some(&front)
+    {
+        ctx.ui.warn(format!(
+            "the front reaches {}, but current names {}: shipit was stopped between the two \
+             switches; the next deploy or rollback repairs current",
+            crate::layout::Layout::display(&front),
+            current.describe()
+        ));
+        current = store::Current::Release(front);
+    }
+    let release = current
+        .id()
+        .and_then(|id| store::list(&ctx.layout).ok()?.get(id).cloned());
     // Damaged metadata must not hide what is live and whether it is healthy.
     let meta = match current.id().map(|id| store::read_metadata(&ctx.layout, id)) {
         Some(Ok(meta)) => meta,
@@ -66,6 +83,7 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
             "revision": meta.as_ref().and_then(|m| m.revision.clone()),
             "branch": meta.as_ref().and_then(|m| m.branch.clone()),
             "status": meta.as_ref().map(|m| m.status.as_str()),
+            "proven": release.as_ref().map(|r| r.proven),
             "health": health,
             "slots": slots.as_ref().map(|v| v.to_json()),
             "last_deploy": last_deploy,
@@ -74,6 +92,12 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
         return Ok(());
     }
     let mut text = format!("live:         {}\n", current.describe());
+    if release.as_ref().is_some_and(|r| !r.proven) {
+        text.push_str(
+            "proven:       no: it has not passed its gate as the live release (`shipit rollback` \
+             returns to the last one that did)\n",
+        );
+    }
     if let Some(m) = &meta {
         text.push_str(&match (&m.revision, &m.branch) {
             (Some(rev), Some(branch)) => format!("revision:     {rev} ({branch})\n"),

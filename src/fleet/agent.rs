@@ -50,6 +50,8 @@ pub fn run(ctx: &Ctx, args: &FleetAgentArgs) -> Result<()> {
                 build_duration_ms: *build_ms,
                 previous: None,
                 failure: None,
+                proven: Some(false),
+                activation_started: None,
             };
             receive(ctx, meta)
         }
@@ -287,9 +289,11 @@ fn switch(ctx: &Ctx, to: &str) -> Result<Value> {
             .step("Live", format!("{} already", Layout::display(&id)));
         return Ok(json!({"to": id}));
     }
-    crate::rollback::choose(ctx, Some(&id))?;
+    // The controller chose it: what this host ran before the rollout, or
+    // the fleet's rollback target.
+    crate::rollback::choose(ctx, Some(&id), true)?;
     let _lock = crate::mutation::begin(ctx, None)?;
-    let outcome = crate::rollback::run(ctx, Some(&id))?;
+    let outcome = crate::rollback::run(ctx, Some(&id), true)?;
     Ok(json!({"from": outcome.from, "to": outcome.to}))
 }
 

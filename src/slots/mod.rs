@@ -150,6 +150,17 @@ impl<'a> Dance<'a> {
             }
         }
         self.switch(idle, live_slot)?;
+        // Proven: it passed its gate and the front reaches it. Recorded
+        // before the old slot is retired, so a crash while it drains does
+        // not cost this release its place as a rollback target.
+        if self.purpose == Purpose::Deploy
+            && let Err(e) = store::mark_proven(&self.ctx.layout, self.id(), Status::Live)
+        {
+            self.ctx.ui.warn(format!(
+                "could not record {} as proven live: {e}",
+                Layout::display(self.id())
+            ));
+        }
         if let Some(old) = live_slot {
             self.retire(old);
         }
@@ -312,6 +323,7 @@ impl<'a> Dance<'a> {
         let config = self.config;
         let timeout = (config.start_timeout, "slots.start_timeout");
         self.hook("start", &config.start, timeout, slot, self.id())?;
+        crate::crashpoint::hit("slots:after-start");
         self.ctx.ui.step(
             "Checking",
             format!(
@@ -319,12 +331,14 @@ impl<'a> Dance<'a> {
                 Layout::display(self.id())
             ),
         );
-        health::gate_on(
+        let passed = health::gate_on(
             self.health(),
             &self.target(slot),
             self.expected_body().as_deref(),
             &self.ctx.ui,
-        )
+        );
+        crate::crashpoint::hit("slots:after-gate");
+        passed
     }
 
     /// The new slot did not prove itself, or the switch to it did not take:
@@ -439,6 +453,7 @@ impl<'a> Dance<'a> {
         if let Err(e) = interrupt::check().and_then(|_| self.point_link(slot)) {
             return Err(self.refused(slot, old, e, Phase::Switch));
         }
+        crate::crashpoint::hit("slots:after-link");
         let switched = self
             .tell_proxy(slot, self.id())
             .map_err(|e| (e, Phase::Switch));
@@ -447,14 +462,14 @@ impl<'a> Dance<'a> {
                 "Swapping",
                 format!("current -> {}", Layout::display(self.id())),
             );
-            swap::point_current(layout, self.id())
-                .map(|s| s.report(ui))
-                .map_err(|e| {
-                    (
-                        e.context("current could not follow the switch"),
-                        Phase::Switch,
-                    )
-                })
+            let swapped = swap::point_current(layout, self.id()).map(|s| s.report(ui));
+            crate::crashpoint::hit("slots:after-current");
+            swapped.map_err(|e| {
+                (
+                    e.context("current could not follow the switch"),
+                    Phase::Switch,
+                )
+            })
         });
         let checked = swapped.and_then(|_| {
             if self.config.front_check {
@@ -598,6 +613,7 @@ impl<'a> Dance<'a> {
             // An interrupt cuts the wait short.
             let _ = health::sleep_interruptibly(self.config.retire_delay);
         }
+        crate::crashpoint::hit("slots:retire");
         // The new release is live: the stop must run even after a signal.
         interrupt::clear();
         ui.step(
@@ -632,9 +648,55 @@ enum Phase {
 /// bad link must not hide the rest of what is live: it is a warning here.
 pub fn describe_or_warn(ctx: &Ctx) -> Option<SlotView> {
     let config = ctx.config.slots.as_ref()?;
-    describe(ctx, config)
+    let view = describe(ctx, config)
         .map_err(|e| ctx.ui.warn(format!("{e}")))
-        .ok()
+        .ok()?;
+    for (slot, why) in &view.unreadable {
+        ctx.ui.warn(format!("slot {slot}: {why}"));
+    }
+    Some(view)
+}
+
+/// After a crash between moving the front's link and swapping `current`,
+/// users reach one release while `current` names another. The link is
+/// what users reach, so `current` follows it, and the operator is told.
+/// Callers hold the deploy lock.
+pub fn reconcile(ctx: &Ctx) -> Result<()> {
+    let Some(config) = &ctx.config.slots else {
+        return Ok(());
+    };
+    let slots = Slots::new(&ctx.layout, config);
+    let Some(live) = slots.live()? else {
+        return Ok(());
+    };
+    let Some(record) = slots.record(live)? else {
+        return Ok(());
+    };
+    let current = store::read_current(&ctx.layout)?;
+    if current.id() == Some(&record.release) || !ctx.layout.release(&record.release).is_dir() {
+        return Ok(());
+    }
+    ctx.ui.step(
+        "Repairing",
+        format!(
+            "current -> {} (the front reaches slot {live}, which runs it; current still named {}: \
+             shipit was stopped between the two switches)",
+            Layout::display(&record.release),
+            current.describe()
+        ),
+    );
+    swap::point_current(&ctx.layout, &record.release).map(|s| s.report(&ctx.ui))
+}
+
+/// What users reach with slots: the release the live slot runs (which
+/// `current` names, except after a crash between the two switches, until
+/// the next mutating command repairs it). `None` without slots or when
+/// nothing is live.
+pub fn live_release(ctx: &Ctx) -> Option<ReleaseId> {
+    let config = ctx.config.slots.as_ref()?;
+    let slots = Slots::new(&ctx.layout, config);
+    let live = slots.live().ok()??;
+    slots.record(live).ok()?.map(|r| r.release)
 }
 
 pub fn preflight(ctx: &Ctx) -> Result<()> {
@@ -653,9 +715,24 @@ pub fn describe(ctx: &Ctx, config: &SlotsConfig) -> Result<SlotView> {
         blue: None,
         green: None,
         pointer: slots.pointer(),
+        unreadable: Vec::new(),
     };
     for slot in Slot::BOTH {
-        let release = slots.record(slot).ok().flatten().map(|r| r.release);
+        // A torn record must not read as an idle slot: something may run
+        // there, and deploy, rollback and prune refuse until it is fixed.
+        let release = match slots.record(slot) {
+            Ok(record) => record.map(|r| r.release),
+            Err(e) => {
+                let hint = e
+                    .hint
+                    .clone()
+                    .map(|h| format!("; hint: {h}"))
+                    .unwrap_or_default();
+                view.unreadable
+                    .push((slot, format!("unreadable record: {e}{hint}")));
+                None
+            }
+        };
         match slot {
             Slot::Blue => view.blue = release,
             Slot::Green => view.green = release,
@@ -671,6 +748,8 @@ pub struct SlotView {
     pub blue: Option<ReleaseId>,
     pub green: Option<ReleaseId>,
     pub pointer: PathBuf,
+    /// Slots whose record could not be read, and what to do about it.
+    pub unreadable: Vec<(Slot, String)>,
 }
 
 impl SlotView {
@@ -694,11 +773,17 @@ impl SlotView {
 
     /// `{"live": "blue", "blue": "<id>", "green": null}`
     pub fn to_json(&self) -> serde_json::Value {
+        let unreadable: serde_json::Map<String, serde_json::Value> = self
+            .unreadable
+            .iter()
+            .map(|(slot, why)| (slot.to_string(), why.clone().into()))
+            .collect();
         serde_json::json!({
             "live": self.live,
             "link": self.pointer,
             "blue": self.blue,
             "green": self.green,
+            "unreadable": unreadable,
         })
     }
 
@@ -711,10 +796,17 @@ impl SlotView {
                     .release_in(slot)
                     .map(Layout::display)
                     .unwrap_or_else(|| "-".into());
+                let unreadable = self.unreadable.iter().find(|(s, _)| *s == slot);
                 let role = match (self.live == Some(slot), self.release_in(slot).is_some()) {
+                    _ if unreadable.is_some() => "UNKNOWN: its record is unreadable",
                     (true, _) => "live (the front connects here)",
                     (false, true) => "running, not live (warm standby or left by a crash)",
                     (false, false) => "idle",
+                };
+                let release = if unreadable.is_some() {
+                    "?".to_string()
+                } else {
+                    release
                 };
                 format!("{:<5}  {release:<24}  {role}", slot.name())
             })

@@ -161,3 +161,144 @@ fn rolling_back_from_a_failed_release_leaves_it_failed() {
     assert_eq!(status(&c), None, "the failed release was pruned");
     assert_eq!(sb.releases(), [a, b]);
 }
+
+/// `rollback --to` a release that failed its gate took a site down for a
+/// whole gate: it is refused with the reason it failed, and `--force`
+/// overrides.
+#[test]
+fn rollback_to_a_failed_release_is_refused_unless_forced() {
+    let sb = Sandbox::new();
+    let _server = sb.with_server("", "timeout = \"3s\"");
+    let first = sb.deploy();
+    sb.commit("index.html", "v2\n");
+    let second = sb.deploy();
+    sb.commit("health-status", "500\n");
+    sb.run(&["deploy"]).code(4);
+    let broken = sb.releases().into_iter().max().unwrap();
+    assert_ne!(broken, second);
+    let before = sb.fingerprint();
+    sb.run(&["rollback", "--to", &broken])
+        .code(2)
+        .says(&format!("releases/{broken} failed when it was deployed"))
+        .says("status 500")
+        .says("--force");
+    assert_eq!(sb.fingerprint(), before, "nothing changed");
+    assert_eq!(sb.current().unwrap(), second);
+
+    // Forced, it is gated again (and fails again: the swap is undone).
+    sb.run(&["rollback", "--to", &broken, "--force"]).code(5);
+    sb.run(&["rollback", "--to", &first]).ok();
+    assert_eq!(sb.current().unwrap(), first);
+}
+
+/// A crash (here a crash point of the debug build) during a deploy on the
+/// reload path, at each step after the release began to go live: the
+/// release never proved itself, so `status` says so and `rollback` goes to
+/// the release that did, not to it; the next mutating command marks it.
+#[test]
+fn a_release_whose_deploy_was_killed_is_never_the_rollback_target() {
+    use std::os::unix::process::ExitStatusExt;
+    for point in [
+        "activation-started",
+        "reload:after-swap",
+        "reload:after-reload",
+        "reload:gate",
+    ] {
+        let sb = Sandbox::new();
+        let _server = sb.with_server("", "");
+        let first = sb.deploy();
+        sb.commit("index.html", "v2\n");
+        let second = sb.deploy();
+        sb.commit("index.html", "v3\n");
+        let out = sb
+            .command(&["deploy"])
+            .env("SHIPIT_TEST_CRASH_AT", point)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.signal(), Some(9), "{point}");
+        let crashed = sb.releases().into_iter().max().unwrap();
+        assert_ne!(crashed, second);
+        let status = sb.run(&["status", "--json"]).ok().json();
+        let current = sb.current().unwrap();
+        assert_eq!(status["current"], current.as_str(), "{point}");
+        if current == crashed {
+            assert_eq!(status["proven"], false, "{point}: {status}");
+        }
+        let row = |id: &str| {
+            sb.releases_json()["releases"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["id"] == id)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(row(&crashed)["proven"], false, "{point}");
+        // From the crashed release, or from the one still current, rollback
+        // lands on a release that proved itself.
+        sb.run(&["rollback"]).ok();
+        let expected = if current == crashed { &second } else { &first };
+        assert_eq!(&sb.current().unwrap(), expected, "{point}");
+        assert_eq!(row(&crashed)["proven"], false, "{point}");
+        assert_ne!(row(&crashed)["status"], "ready", "{point}");
+    }
+}
+
+/// Releases published before shipit recorded `proven` keep their rollback
+/// target: the history says which of them went live and passed.
+#[test]
+fn releases_from_before_the_proven_record_are_judged_by_the_history() {
+    let sb = Sandbox::new();
+    let [a, b, c] = three_releases(&sb);
+    // Strip the record, as metadata written by an older shipit lacks it.
+    for id in [&a, &b, &c] {
+        let path = sb
+            .deploy_to()
+            .join("releases")
+            .join(id)
+            .join(".shipit-release.json");
+        let mut meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        meta.as_object_mut().unwrap().remove("proven");
+        meta.as_object_mut().unwrap().remove("activation_started");
+        std::fs::write(&path, meta.to_string()).unwrap();
+    }
+    // b never went live as far as the history knows (a deploy that was
+    // killed before it recorded anything, say).
+    let history = sb.deploy_to().join(".shipit/history.jsonl");
+    let kept: String = std::fs::read_to_string(&history)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains(&format!("\"release\":\"{b}\"")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&history, kept).unwrap();
+    let mut events: Vec<serde_json::Value> = std::fs::read_to_string(&history)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // ...but it is named by a deploy that did not pass.
+    let mut failed = events[0].clone();
+    failed["release"] = b.as_str().into();
+    failed["outcome"] = "interrupted".into();
+    failed["live"] = a.as_str().into();
+    events.push(failed);
+    let text: String = events.iter().map(|e| format!("{e}\n")).collect();
+    std::fs::write(&history, text).unwrap();
+
+    let json = sb.releases_json();
+    let proven = |id: &str| {
+        json["releases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap()["proven"]
+            .clone()
+    };
+    assert_eq!(proven(&a), true);
+    assert_eq!(proven(&b), false);
+    sb.run(&["rollback"]).ok();
+    assert_eq!(sb.current().unwrap(), a, "b never proved itself");
+}

@@ -702,3 +702,124 @@ fn a_first_slots_deploy_that_fails_the_front_keeps_the_old_current() {
     assert!(w.link().is_none(), "no slot was left live");
     assert!(w.pid("blue").is_none(), "the new slot was stopped");
 }
+
+/// SIGKILL at one step of a slots deploy (a crash point of the debug
+/// build), then the next commands must see the truth: `status --json`
+/// names the release the front serves, the next deploy drops no request,
+/// and `rollback` returns to a release that proved itself (the crashed one
+/// only when it had passed its gate and the front check before the kill).
+fn crash_a_slots_deploy_at(point: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    let mut w = Slotted::new("");
+    w.start_front();
+    let first = w.sb.deploy();
+    w.sb.commit("index.html", "v2\n");
+    let out =
+        w.sb.command(&["deploy"])
+            .env("SHIPIT_TEST_CRASH_AT", point)
+            .output()
+            .unwrap();
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "{point}: the deploy was killed there\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let crashed = w.sb.releases().into_iter().max().unwrap();
+    assert_ne!(crashed, first, "{point}: the release was published");
+
+    let (code, body) = w.get("/").expect("the front answers");
+    assert_eq!(code, 200, "{point}: {body}");
+    let served = body.trim().strip_prefix("release=").unwrap().to_string();
+    let status = w.sb.run(&["status", "--json"]).ok().json();
+    assert_eq!(
+        status["current"], served,
+        "{point}: status names what the front serves: {status}"
+    );
+
+    w.sb.commit("index.html", "v3\n");
+    let mut run = None;
+    let answers = under_load(&w, || run = Some(w.sb.run(&["deploy"])));
+    run.unwrap().ok();
+    let third = w.sb.current().unwrap();
+    assert!(!answers.is_empty());
+    let failed: Vec<_> = answers.iter().filter(|a| a.0 != 200).collect();
+    assert!(failed.is_empty(), "{point}: users got {failed:?}");
+
+    let proven = point == "slots:retire";
+    let json = w.sb.releases_json();
+    let row = json["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == crashed.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(row["proven"], proven, "{point}: {row}");
+    let expected = if proven { &crashed } else { &first };
+    w.sb.run(&["rollback"]).ok();
+    assert_eq!(
+        w.sb.current().as_ref(),
+        Some(expected),
+        "{point}: rollback from {third} picks a proven release"
+    );
+    assert_eq!(w.get("/").unwrap(), (200, format!("release={expected}\n")));
+}
+
+#[test]
+fn a_crash_after_publish_leaves_a_release_that_is_never_a_rollback_target() {
+    crash_a_slots_deploy_at("activation-started");
+}
+
+#[test]
+fn a_crash_after_the_slot_started_leaves_a_release_that_is_never_a_rollback_target() {
+    crash_a_slots_deploy_at("slots:after-start");
+}
+
+#[test]
+fn a_crash_after_the_slot_gate_leaves_a_release_that_is_never_a_rollback_target() {
+    crash_a_slots_deploy_at("slots:after-gate");
+}
+
+#[test]
+fn a_crash_between_the_front_link_and_current_is_repaired_by_the_next_command() {
+    crash_a_slots_deploy_at("slots:after-link");
+}
+
+#[test]
+fn a_crash_after_current_before_the_front_check_leaves_the_release_unproven() {
+    crash_a_slots_deploy_at("slots:after-current");
+}
+
+#[test]
+fn a_crash_while_the_old_slot_retires_keeps_the_proven_release() {
+    crash_a_slots_deploy_at("slots:retire");
+}
+
+/// A torn slot record must not read as an idle slot: `status` and
+/// `releases` say it is unreadable, with the fix.
+#[test]
+fn a_torn_slot_record_is_reported_unreadable_everywhere() {
+    let mut w = Slotted::new("warm_standby = true");
+    w.start_front();
+    w.sb.deploy();
+    w.sb.commit("index.html", "v2\n");
+    w.sb.deploy();
+    // Blue still runs the first release as a warm standby.
+    let record = w.sb.deploy_to().join(".shipit/slots/blue.json");
+    fs::write(&record, "{\"release\": \"2026").unwrap();
+    let status = w.sb.run(&["status", "--json"]);
+    status.ok().says("unreadable record");
+    let json = status.json();
+    assert!(
+        json["slots"]["unreadable"]["blue"]
+            .as_str()
+            .is_some_and(|s| s.contains("hint: stop slot blue by hand")),
+        "{json}"
+    );
+    w.sb.run(&["releases"]).ok().says("unreadable record");
+    let text = w.sb.run(&["status"]);
+    text.ok().says("unreadable record");
+    assert!(text.stdout.contains("UNKNOWN"), "{}", text.stdout);
+    w.sb.run(&["deploy"]).code(3).says("could not parse");
+}
