@@ -68,7 +68,7 @@ impl Lock {
 /// otherwise poll until it frees up or `wait` runs out.
 pub fn acquire(layout: &Layout, wait: Option<Duration>, command: &str) -> Result<Lock> {
     let path = layout.lock();
-    let deadline = wait.map(|w| Instant::now() + w);
+    let deadline = wait.map(crate::clock::after);
     let mut orphaned: Option<Instant> = None;
     loop {
         let file = state::open_or_explain(

@@ -113,7 +113,7 @@ fn run(expr: Expression, what: &str) -> Result<String> {
                 .cause(e)
                 .hint("install git (apt-get install git)")
         })?;
-    let deadline = Instant::now() + GIT_TIMEOUT;
+    let deadline = crate::clock::after(GIT_TIMEOUT);
     let handle = std::sync::Arc::new(handle);
     let (tx, rx) = mpsc::channel();
     // Detached, not scoped: after a kill, `wait` also waits for git's
