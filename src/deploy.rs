@@ -237,6 +237,9 @@ fn build_and_publish(
     if let Some(step) = fetching {
         step.done();
     }
+    if let Some(warning) = &resolved.warning {
+        ctx.ui.warn(warning);
+    }
     event.revision = resolved.revision.clone();
     event.branch = resolved.branch.clone();
     interrupt::check()?;
