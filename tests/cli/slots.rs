@@ -269,6 +269,23 @@ fn a_release_that_never_comes_up_is_refused_and_stopped() {
     assert!(w.pid("green").is_none());
 }
 
+/// Regression: `--no-rollback` was silently ignored with slots (a release
+/// that failed its gate was refused all the same, exit 4). It is refused
+/// up front as a usage error, as a fleet refuses it.
+#[test]
+fn no_rollback_is_refused_with_slots() {
+    let w = Slotted::new("front_check = false");
+    w.sb.deploy();
+    w.sb.commit("health-status", "500\n");
+    let before = (w.sb.fingerprint_of_links(), w.sb.releases());
+    w.sb.run(&["deploy", "--no-rollback"])
+        .code(2)
+        .says("--no-rollback does not apply with [slots]")
+        .says("hint: deploy without --no-rollback");
+    let after = (w.sb.fingerprint_of_links(), w.sb.releases());
+    assert_eq!(after, before, "a refused deploy changes nothing");
+}
+
 #[test]
 fn a_failed_first_deploy_leaves_nothing_live() {
     let w = Slotted::new("front_check = false");
