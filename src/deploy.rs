@@ -174,6 +174,9 @@ pub fn go_live(
         previous: previous.as_ref(),
     };
     if let Err(failed) = activate::deploy(ctx, &live, no_rollback) {
+        if failed.refused {
+            event.outcome = history::REFUSED.into();
+        }
         record(event, Some(&failed.error), failed.live);
         return Err(failed.error);
     }

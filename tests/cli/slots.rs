@@ -267,6 +267,16 @@ fn a_release_that_never_comes_up_is_refused_and_stopped() {
     assert_eq!(w.link().unwrap(), Path::new("blue.sock"));
     assert_eq!(w.sb.current().unwrap(), first);
     assert!(w.pid("green").is_none());
+    // Regression: recorded `rolled-back`, though nothing had switched.
+    let event = &w.sb.history_json()[0];
+    assert_eq!(event["outcome"], "refused", "{event}");
+    assert_eq!(event["live"], first.as_str(), "{event}");
+    assert!(
+        event["causes"].as_array().is_some_and(|c| !c.is_empty()),
+        "{event}"
+    );
+    let history = w.sb.run(&["history"]).ok().stdout.clone();
+    assert!(history.contains(" refused "), "{history}");
 }
 
 /// Regression: `--no-rollback` was silently ignored with slots (a release
