@@ -171,8 +171,15 @@ enum Holders {
 
 /// Decide who holds the lock from what the lock file says and which
 /// processes have it open (`openers`, this process excluded; other users'
-/// processes are invisible without root).
+/// processes are invisible without root). Of those, the ones whose
+/// descriptor holds the flock hold the lock; the rest are waiting for it
+/// (when the kernel shows no flock at all, all are taken to hold it).
 fn holders(recorded: Option<Holder>, openers: Vec<procs::Opener>) -> Holders {
+    let openers = if openers.iter().any(|o| o.holds_flock) {
+        openers.into_iter().filter(|o| o.holds_flock).collect()
+    } else {
+        openers
+    };
     let named_holds = |h: &Holder| openers.iter().any(|o| o.pid == h.pid);
     match recorded {
         Some(h) if openers.is_empty() || named_holds(&h) => {
@@ -317,6 +324,7 @@ mod tests {
             user: "deploy".into(),
             command: "sh -c sleep".into(),
             is_shipit,
+            holds_flock: true,
             started: None,
         }
     }
@@ -339,5 +347,14 @@ mod tests {
             matches!(unseen, Holders::Dying(ref then) if matches!(**then, Holders::Recorded(_)))
         );
         assert!(matches!(holders(None, vec![]), Holders::Unknown));
+        // A shipit waiting for the lock has the file open, without the flock.
+        let waiter = procs::Opener {
+            holds_flock: false,
+            ..opener(8, true)
+        };
+        let held = holders(Some(holder(gone)), vec![waiter, opener(7, false)]);
+        assert!(
+            matches!(held, Holders::Found { ref openers, .. } if openers.len() == 1 && openers[0].pid == 7)
+        );
     }
 }

@@ -246,6 +246,10 @@ pub struct Opener {
     /// It runs the same executable as this process (a shipit, or a fork of
     /// one that has not exec'd yet).
     pub is_shipit: bool,
+    /// A descriptor it has of the file holds a flock(2) on it: the kernel
+    /// lists the locks of an open file in `/proc/<pid>/fdinfo/<fd>`. A
+    /// process that opened the file only to wait for the lock has none.
+    pub holds_flock: bool,
     pub started: Option<DateTime<Utc>>,
 }
 
@@ -276,15 +280,26 @@ pub fn openers(files: &[FileId]) -> BTreeMap<FileId, Vec<Opener>> {
         let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
             continue;
         };
-        let mut opened: Vec<FileId> = fds
-            .flatten()
+        let mut opened: BTreeMap<FileId, bool> = BTreeMap::new();
+        for fd in fds.flatten() {
             // metadata() follows the descriptor's link to the open file.
-            .filter_map(|fd| fs::metadata(fd.path()).ok())
-            .map(|m| file_id(&m))
-            .filter(|id| files.contains(id))
-            .collect();
-        opened.sort();
-        opened.dedup();
+            let Ok(meta) = fs::metadata(fd.path()) else {
+                continue;
+            };
+            let id = file_id(&meta);
+            if !files.contains(&id) {
+                continue;
+            }
+            let info = fs::read_to_string(format!(
+                "/proc/{pid}/fdinfo/{}",
+                fd.file_name().to_string_lossy()
+            ))
+            .unwrap_or_default();
+            let flock = info
+                .lines()
+                .any(|l| l.starts_with("lock:") && l.contains("FLOCK"));
+            *opened.entry(id).or_default() |= flock;
+        }
         if opened.is_empty() {
             continue;
         }
@@ -294,10 +309,14 @@ pub fn openers(files: &[FileId]) -> BTreeMap<FileId, Vec<Opener>> {
             user: RealProc.user(pid),
             command: command_line(pid),
             is_shipit: own_exe.is_some() && exe.map(|m| file_id(&m)) == own_exe,
+            holds_flock: false,
             started: RealProc.started(pid),
         };
-        for id in opened {
-            found.entry(id).or_default().push(opener.clone());
+        for (id, holds_flock) in opened {
+            found.entry(id).or_default().push(Opener {
+                holds_flock,
+                ..opener.clone()
+            });
         }
     }
     found
