@@ -201,7 +201,7 @@ pub struct DeployArgs {
     pub reference: Option<String>,
 
     /// If the reload or health gate fails, leave the new release live
-    /// instead of rolling back
+    /// instead of rolling back (not with [slots] or [fleet])
     #[arg(long)]
     pub no_rollback: bool,
 

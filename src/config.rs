@@ -299,6 +299,45 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
     ),
 ];
 
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// The longest each duration key may be. humantime reads
+/// "18446744073709551615s" as a duration, and a deadline that far away
+/// overflows the clock: unbounded, such a value passed `check` and panicked
+/// mid-deploy, after the switch. Every bound is far above any real use.
+pub fn duration_limit(key: &str) -> Duration {
+    match key {
+        "hooks.build_timeout" | "lock.wait" | "--wait" => DAY,
+        "health.interval" | "health.request_timeout" => 10 * MINUTE,
+        "hooks.reload_timeout"
+        | "health.timeout"
+        | "health.initial_delay"
+        | "slots.start_timeout"
+        | "slots.stop_timeout"
+        | "slots.retire_delay"
+        | "fleet.drain_timeout" => HOUR,
+        _ => unreachable!("{key} is not a duration key"),
+    }
+}
+
+/// Refuse a config duration above [`duration_limit`] for `key`.
+fn check_limit(key: &str, value: Duration, file: &Path) -> Result<()> {
+    let limit = duration_limit(key);
+    if value <= limit {
+        return Ok(());
+    }
+    let limit = humantime::format_duration(limit);
+    Err(Error::usage(format!(
+        "{key} in {} is longer than its limit of {limit}",
+        file.display()
+    ))
+    .hint(format!(
+        "give {key} a duration of at most {limit} (the README lists every key's limit)"
+    )))
+}
+
 /// Parse a duration such as `30s`, `500ms`, `2m` or `1h 30m`.
 pub fn parse_duration(text: &str) -> Result<Duration> {
     humantime::parse_duration(text.trim()).map_err(|e| {
@@ -510,6 +549,9 @@ impl Config {
             shared_entry(entry)
                 .map_err(|e| e.context(format!("bad entry in shared = [...] in {file}")))?;
         }
+        for (key, value) in self.durations() {
+            check_limit(key, value, &self.file)?;
+        }
         for (name, d) in [
             ("hooks.build_timeout", self.hooks.build_timeout),
             ("hooks.reload_timeout", self.hooks.reload_timeout),
@@ -531,6 +573,34 @@ impl Config {
             fleet.validate(&self.file)?;
         }
         Ok(())
+    }
+
+    /// Every duration key that is set (or defaulted), with its value.
+    fn durations(&self) -> Vec<(&'static str, Duration)> {
+        let mut all = vec![
+            ("hooks.build_timeout", self.hooks.build_timeout),
+            ("hooks.reload_timeout", self.hooks.reload_timeout),
+            ("lock.wait", self.lock.wait),
+        ];
+        if let Some(h) = &self.health {
+            all.extend([
+                ("health.timeout", h.timeout),
+                ("health.interval", h.interval),
+                ("health.request_timeout", h.request_timeout),
+                ("health.initial_delay", h.initial_delay),
+            ]);
+        }
+        if let Some(s) = &self.slots {
+            all.extend([
+                ("slots.start_timeout", s.start_timeout),
+                ("slots.stop_timeout", s.stop_timeout),
+                ("slots.retire_delay", s.retire_delay),
+            ]);
+        }
+        if let Some(f) = &self.fleet {
+            all.push(("fleet.drain_timeout", f.drain_timeout));
+        }
+        all
     }
 
     /// Shared entries as (relative path, is_directory).
@@ -693,7 +763,9 @@ impl HealthConfig {
         }
         // The budget counts from the end of the reload, initial delay
         // included: the last of the required probes must start within it.
-        let soonest = self.initial_delay + self.interval * (self.successes - 1);
+        let soonest = self
+            .initial_delay
+            .saturating_add(self.interval.saturating_mul(self.successes - 1));
         if soonest >= self.timeout {
             let fmt = |d: Duration| humantime::format_duration(d).to_string();
             return Err(Error::usage(format!(
@@ -707,7 +779,7 @@ impl HealthConfig {
             .hint(format!(
                 "timeout includes initial_delay: make timeout longer than {} (e.g. \"{}\")",
                 fmt(soonest),
-                fmt(soonest + Duration::from_secs(30))
+                fmt(soonest.saturating_add(Duration::from_secs(30)))
             )));
         }
         Ok(())
@@ -1043,5 +1115,47 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("fast").is_err());
+    }
+
+    /// Regression: `retire_delay = "18446744073709551615s"` passed `check`,
+    /// then panicked after the switch. Every duration key has a bound, and
+    /// a value past it is refused naming the key and the bound.
+    #[test]
+    fn every_duration_key_is_bounded() {
+        let full = format!(
+            "{MIN}[health]\nurl = \"http://127.0.0.1:1/\"\n[slots]\nstart = \"s\"\nstop = \"s\"\n\
+             [fleet]\nhosts = [\"web1\"]\n"
+        );
+        let durations = parse_str(&full).unwrap().durations();
+        let keys: Vec<&str> = durations.iter().map(|(k, _)| *k).collect();
+        for (table, names) in SCHEMA {
+            for name in *names {
+                let key = format!("{table}.{name}");
+                let is_duration = key.ends_with("timeout")
+                    || key.ends_with("delay")
+                    || key.ends_with(".wait")
+                    || key.ends_with(".interval");
+                assert_eq!(is_duration, keys.contains(&key.as_str()), "{key}");
+            }
+        }
+        for key in keys {
+            let (table, name) = key.split_once('.').unwrap();
+            let text = full.replace(
+                &format!("[{table}]\n"),
+                &format!("[{table}]\n{name} = \"18446744073709551615s\"\n"),
+            );
+            let text = if text.contains(&format!("[{table}]")) {
+                text
+            } else {
+                format!("{text}[{table}]\n{name} = \"18446744073709551615s\"\n")
+            };
+            let e = parse_str(&text).unwrap_err();
+            let limit = humantime::format_duration(duration_limit(key)).to_string();
+            assert!(
+                e.message.contains(key) && e.message.contains(&format!("limit of {limit}")),
+                "{e}"
+            );
+            assert!(duration_limit(key) <= Duration::from_secs(7 * 24 * 3600));
+        }
     }
 }

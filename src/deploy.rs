@@ -174,6 +174,9 @@ pub fn go_live(
         previous: previous.as_ref(),
     };
     if let Err(failed) = activate::deploy(ctx, &live, no_rollback) {
+        if failed.refused {
+            event.outcome = history::REFUSED.into();
+        }
         record(event, Some(&failed.error), failed.live);
         return Err(failed.error);
     }
@@ -241,6 +244,9 @@ fn build_and_publish(
     let resolved = source::resolve(&ctx.config, layout, &wanted)?;
     if let Some(step) = fetching {
         step.done();
+    }
+    if let Some(warning) = &resolved.warning {
+        ctx.ui.warn(warning);
     }
     event.revision = resolved.revision.clone();
     event.branch = resolved.branch.clone();

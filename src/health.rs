@@ -267,7 +267,7 @@ pub fn probe_socket(
     body: Option<&str>,
 ) -> Observation {
     let (host, path) = split_url(url);
-    let deadline = Instant::now() + timeout;
+    let deadline = crate::clock::after(timeout);
     let mut stream = match UnixStream::connect(socket) {
         Ok(s) => s,
         Err(e) => return fail(format!("{}: {e}", socket.display())),
@@ -400,7 +400,7 @@ pub fn gate_on(config: &HealthConfig, target: &Target, body: Option<&str>, ui: &
 
 /// Sleep, but return `Err(Interrupted)` promptly on SIGINT/SIGTERM.
 pub fn sleep_interruptibly(duration: Duration) -> Result<()> {
-    let until = Instant::now() + duration;
+    let until = crate::clock::after(duration);
     loop {
         interrupt::check()?;
         let now = Instant::now();

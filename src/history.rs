@@ -21,7 +21,8 @@ pub struct Event {
     pub time: DateTime<Utc>,
     /// `deploy`, `rollback` or `prune`.
     pub event: String,
-    /// `ok`, or the failure kind (`failed-before-swap`, `rolled-back`, ...).
+    /// `ok`, or the failure kind (`failed-before-swap`, `rolled-back`, ...),
+    /// or [`REFUSED`] or [`FAILED_NOTHING_LIVE`].
     pub outcome: String,
     pub release: Option<ReleaseId>,
     /// What was live before.
@@ -35,6 +36,10 @@ pub struct Event {
     pub duration_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// What the failure came from, outermost first (the `caused by:` lines
+    /// shipit printed); only on failures.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub causes: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed: Vec<ReleaseId>,
     /// A fleet rollout recorded on the controller: every host and how it
@@ -58,6 +63,7 @@ impl Event {
             host: crate::whoami::host(),
             duration_ms: 0,
             message: None,
+            causes: Vec::new(),
             removed: Vec::new(),
             hosts: None,
         }
@@ -65,7 +71,8 @@ impl Event {
 }
 
 /// Finish `event` (duration since `started`, what is live after, the
-/// outcome of `error`) and append it; a failure to append only warns, since
+/// outcome of `error`, unless the caller set a failure outcome that says more,
+/// like [`REFUSED`]) and append it; a failure to append only warns, since
 /// the deploy or rollback it describes has already happened. Refused input
 /// (a bad ref, an unknown id) changed nothing and is not recorded.
 pub fn record(
@@ -82,8 +89,11 @@ pub fn record(
         if e.kind == crate::error::Kind::Usage {
             return;
         }
-        event.outcome = outcome_of(&event, e.kind).into();
+        if event.outcome == "ok" {
+            event.outcome = outcome_of(&event, e.kind).into();
+        }
         event.message = Some(e.message.clone());
+        event.causes = e.causes.clone();
     }
     if let Err(e) = append(layout, &event) {
         ui.warn(format!("could not record history: {e}"));
@@ -105,6 +115,11 @@ fn outcome_of(event: &Event, kind: crate::error::Kind) -> &'static str {
 /// removed again, so nothing is live.
 pub const FAILED_NOTHING_LIVE: &str = "failed-nothing-live";
 
+/// The outcome of a release refused before anything was switched (with
+/// slots: it failed its gate in the idle slot). It exits as `rolled-back`
+/// does (users reach what they reached before), but nothing was rolled back.
+pub const REFUSED: &str = "refused";
+
 impl Event {
     /// What the event did, in a few words: `A -> B` for a rollback or a
     /// deploy that went live, with where a failed one left things.
@@ -125,6 +140,17 @@ impl Event {
             ("prune", _) => format!("removed {}", self.removed.len()),
             _ => to,
         }
+    }
+
+    /// What a failed event said: its message, then each cause.
+    pub fn said(&self) -> Option<String> {
+        let message = self.message.as_ref()?;
+        let mut text = message.clone();
+        for cause in &self.causes {
+            text.push_str("; caused by: ");
+            text.push_str(cause);
+        }
+        Some(text.replace('\n', "; "))
     }
 }
 
@@ -232,6 +258,18 @@ mod tests {
         assert_eq!(
             left.what(),
             "20260101000000 -> 20260102000000 (left live, failing)"
+        );
+    }
+
+    #[test]
+    fn what_a_failure_said_includes_its_causes() {
+        let mut event = Event::new("deploy", REFUSED);
+        assert_eq!(event.said(), None);
+        event.message = Some("the gate failed".into());
+        event.causes = vec!["status 500".into(), "body \"x\"".into()];
+        assert_eq!(
+            event.said().unwrap(),
+            "the gate failed; caused by: status 500; caused by: body \"x\""
         );
     }
 

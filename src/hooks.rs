@@ -143,7 +143,7 @@ pub fn run(hook: &Hook, ui: &Ui, mut log: Option<&mut File>) -> Result<()> {
         }
     };
 
-    let deadline = Instant::now() + hook.timeout;
+    let deadline = crate::clock::after(hook.timeout);
     let mut exited: Option<(io::Result<ExitStatus>, Instant)> = None;
     let mut eof = false;
     let mut stopped: Option<Error> = None;

@@ -6,6 +6,14 @@
 //! locks a fresh file.) The holder writes who it is into the file so that a
 //! refused command can name it. The descriptor is close-on-exec, so hooks and
 //! the daemons they start never inherit the lock.
+//!
+//! The file can name a holder that no longer holds the lock: one that
+//! exited while a child that inherited the descriptor (a fork not yet
+//! exec'd, or a child given the lock on purpose) lives on. So a refused
+//! command also looks for the processes that have the lock open (as `lsof`
+//! does; `/proc/locks` names only the process that took the lock) and names
+//! those when the recorded one is not among them. Only forks of shipit are
+//! waited out, briefly: they die with their parent.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -18,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Kind, Result};
 use crate::interrupt;
 use crate::layout::Layout;
+use crate::procs;
 use crate::state;
 use crate::whoami;
 
@@ -68,7 +77,7 @@ impl Lock {
 /// otherwise poll until it frees up or `wait` runs out.
 pub fn acquire(layout: &Layout, wait: Option<Duration>, command: &str) -> Result<Lock> {
     let path = layout.lock();
-    let deadline = wait.map(|w| Instant::now() + w);
+    let deadline = wait.map(crate::clock::after);
     let mut orphaned: Option<Instant> = None;
     loop {
         let file = state::open_or_explain(
@@ -101,17 +110,23 @@ pub fn acquire(layout: &Layout, wait: Option<Duration>, command: &str) -> Result
                 let now = Instant::now();
                 if deadline.is_none_or(|d| now >= d) {
                     let text = read_holder(&mut file);
-                    // A holder that died (even by SIGKILL) can leave the
-                    // lock held for a moment by a child it had forked but
-                    // not yet exec'd (the descriptor is close-on-exec, not
-                    // close-on-fork); that child dies with it. Give it a
-                    // bounded moment rather than report a dead holder.
+                    let recorded = serde_json::from_str::<Holder>(text.trim()).ok();
+                    let openers = file
+                        .metadata()
+                        .map(|m| procs::openers(&[procs::file_id(&m)]))
+                        .unwrap_or_default()
+                        .into_values()
+                        .next()
+                        .unwrap_or_default();
                     let orphan_until = *orphaned.get_or_insert(now + ORPHAN_GRACE);
-                    if holder_is_gone(&text) && now < orphan_until {
-                        std::thread::sleep(Duration::from_millis(10));
-                        continue;
+                    match holders(recorded, openers) {
+                        Holders::Dying(_) if now < orphan_until => {
+                            std::thread::sleep(Duration::from_millis(10));
+                            continue;
+                        }
+                        Holders::Dying(holders) => return Err(busy(*holders, wait)),
+                        holders => return Err(busy(holders, wait)),
                     }
-                    return Err(busy(&text, wait));
                 }
                 interrupt::check()?;
                 std::thread::sleep(Duration::from_millis(100).min(deadline.unwrap() - now));
@@ -128,14 +143,66 @@ pub fn acquire(layout: &Layout, wait: Option<Duration>, command: &str) -> Result
 }
 
 /// How long a lock left by a dead holder may stay held by its dying
-/// children (see [`acquire`]).
+/// children (see [`holders`]).
 const ORPHAN_GRACE: Duration = Duration::from_secs(3);
 
-/// Is the recorded holder a process of this host that no longer runs?
-fn holder_is_gone(text: &str) -> bool {
-    let Ok(holder) = serde_json::from_str::<Holder>(text.trim()) else {
-        return false;
+/// Who holds the lock, as far as this process can tell.
+#[derive(Debug)]
+enum Holders {
+    /// The process the lock file names (it has the lock open, or nothing
+    /// that has it open could be seen).
+    Recorded(Holder),
+    /// Processes that have the lock open while the one the lock file names
+    /// does not (it exited; a child that inherited the descriptor, or was
+    /// started with it as stdin, holds the lock now).
+    Found {
+        openers: Vec<procs::Opener>,
+        recorded: Option<Holder>,
+    },
+    /// Only forks of a dead shipit: a child forked but not yet exec'd
+    /// holds the lock (the descriptor is close-on-exec, not close-on-fork)
+    /// and dies with its parent. Or a shipit that has just taken the lock
+    /// and not yet said who it is. Either way: worth a moment's wait; if
+    /// they are still there after it, they are reported as this.
+    Dying(Box<Holders>),
+    /// Nobody could be named.
+    Unknown,
+}
+
+/// Decide who holds the lock from what the lock file says and which
+/// processes have it open (`openers`, this process excluded; other users'
+/// processes are invisible without root). Of those, the ones whose
+/// descriptor holds the flock hold the lock; the rest are waiting for it
+/// (when the kernel shows no flock at all, all are taken to hold it).
+fn holders(recorded: Option<Holder>, openers: Vec<procs::Opener>) -> Holders {
+    let openers = if openers.iter().any(|o| o.holds_flock) {
+        openers.into_iter().filter(|o| o.holds_flock).collect()
+    } else {
+        openers
     };
+    let named_holds = |h: &Holder| openers.iter().any(|o| o.pid == h.pid);
+    match recorded {
+        Some(h) if openers.is_empty() || named_holds(&h) => {
+            if openers.is_empty() && holder_is_gone(&h) {
+                // Nothing seen, and the named holder is gone: a dying fork
+                // of it that we may not inspect, most likely.
+                Holders::Dying(Box::new(Holders::Recorded(h)))
+            } else {
+                Holders::Recorded(h)
+            }
+        }
+        None if openers.is_empty() => Holders::Unknown,
+        // Unnamed shipit processes: dying forks, or a newcomer about to
+        // write its name. A live newcomer is named on the next look.
+        recorded if openers.iter().all(|o| o.is_shipit) => {
+            Holders::Dying(Box::new(Holders::Found { openers, recorded }))
+        }
+        recorded => Holders::Found { openers, recorded },
+    }
+}
+
+/// Is the recorded holder a process of this host that no longer runs?
+fn holder_is_gone(holder: &Holder) -> bool {
     holder.host == whoami::host()
         && holder.pid != std::process::id()
         && std::fs::read_to_string(format!("/proc/{}/stat", holder.pid)).map_or(true, |stat| {
@@ -159,19 +226,33 @@ fn read_holder(file: &mut File) -> String {
     }
 }
 
-fn busy(text: &str, waited: Option<Duration>) -> Error {
-    let parsed = serde_json::from_str::<Holder>(text.trim()).ok();
-    let holder = parsed
-        .as_ref()
-        .map(|h| h.describe())
-        .unwrap_or_else(|| "another shipit process (it has not said who yet)".into());
+fn busy(holders: Holders, waited: Option<Duration>) -> Error {
+    let (holder, also, pid) = match &holders {
+        Holders::Recorded(h) => (h.describe(), None, Some(h.pid)),
+        Holders::Found { openers, recorded } => {
+            let described: Vec<String> = openers.iter().map(describe_opener).collect();
+            let also = recorded.as_ref().map(|h| {
+                let state = if holder_is_gone(h) {
+                    "which has exited"
+                } else {
+                    "which does not hold it"
+                };
+                format!("the lock file names {}, {state}", h.describe())
+            });
+            (described.join("; and by "), also, Some(openers[0].pid))
+        }
+        Holders::Dying(_) | Holders::Unknown => (
+            "another shipit process (it has not said who yet)".into(),
+            None,
+            None,
+        ),
+    };
     const NEVER_DELETE: &str =
         "the lock frees itself when that process exits, so never delete the lock file";
     let (message, hint) = match waited {
         Some(w) => {
-            let check = parsed
-                .as_ref()
-                .map(|h| format!("check on it (`ps -fp {}`)", h.pid))
+            let check = pid
+                .map(|pid| format!("check on it (`ps -fp {pid}`)"))
                 .unwrap_or_else(|| "check on it".into());
             (
                 format!(
@@ -191,7 +272,89 @@ fn busy(text: &str, waited: Option<Duration>) -> Error {
             ),
         ),
     };
-    Error::new(Kind::LockBusy, message)
-        .cause(format!("held by {holder}"))
-        .hint(hint)
+    let (message, hint) = match (&holders, waited) {
+        // Not a shipit: the hint cannot promise it finishes on its own.
+        (Holders::Found { openers, .. }, None) if openers.iter().any(|o| !o.is_shipit) => (
+            "another process holds the deploy lock of this deploy directory".to_string(),
+            format!(
+                "see what it is (`ps -fp {}`): the lock frees itself when it exits, or pass \
+                 --wait[=DURATION] to queue behind it; never delete the lock file",
+                pid.expect("found holders have a pid")
+            ),
+        ),
+        _ => (message, hint),
+    };
+    let mut error = Error::new(Kind::LockBusy, message).cause(format!("held by {holder}"));
+    if let Some(also) = also {
+        error = error.cause(also);
+    }
+    error.hint(hint)
+}
+
+/// `pid 4242 (deploy) running `sh -c ...` since ... (3m ago)`.
+fn describe_opener(o: &procs::Opener) -> String {
+    let since = o
+        .started
+        .map(|t| {
+            let ago = (Utc::now() - t).to_std().unwrap_or_default();
+            let ago = humantime::format_duration(Duration::from_secs(ago.as_secs()));
+            format!(" since {} ({ago} ago)", t.format("%Y-%m-%d %H:%M:%S UTC"))
+        })
+        .unwrap_or_default();
+    format!("pid {} ({}) running `{}`{since}", o.pid, o.user, o.command)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holder(pid: u32) -> Holder {
+        Holder {
+            pid,
+            user: "deploy".into(),
+            host: whoami::host(),
+            command: "shipit deploy".into(),
+            since: Utc::now(),
+        }
+    }
+
+    fn opener(pid: u32, is_shipit: bool) -> procs::Opener {
+        procs::Opener {
+            pid,
+            user: "deploy".into(),
+            command: "sh -c sleep".into(),
+            is_shipit,
+            holds_flock: true,
+            started: None,
+        }
+    }
+
+    #[test]
+    fn the_real_holder_is_named_and_only_shipit_forks_are_waited_for() {
+        // The parent of this test process is alive; pid u32::MAX is no one.
+        let alive = std::os::unix::process::parent_id();
+        let gone = u32::MAX;
+        let named = holders(Some(holder(alive)), vec![opener(alive, true)]);
+        assert!(matches!(named, Holders::Recorded(h) if h.pid == alive));
+        let hidden = holders(Some(holder(alive)), vec![]);
+        assert!(matches!(hidden, Holders::Recorded(_)));
+        let inherited = holders(Some(holder(gone)), vec![opener(7, false)]);
+        assert!(matches!(inherited, Holders::Found { ref openers, .. } if openers[0].pid == 7));
+        let fork = holders(Some(holder(gone)), vec![opener(7, true)]);
+        assert!(matches!(fork, Holders::Dying(_)));
+        let unseen = holders(Some(holder(gone)), vec![]);
+        assert!(
+            matches!(unseen, Holders::Dying(ref then) if matches!(**then, Holders::Recorded(_)))
+        );
+        assert!(matches!(holders(None, vec![]), Holders::Unknown));
+        // A shipit waiting for the lock has the file open, without the flock.
+        let waiter = procs::Opener {
+            holds_flock: false,
+            ..opener(8, true)
+        };
+        let held = holders(Some(holder(gone)), vec![waiter, opener(7, false)]);
+        assert!(
+            matches!(held, Holders::Found { ref openers, .. } if openers.len() == 1 && openers[0].pid == 7)
+        );
+    }
 }

@@ -3,6 +3,7 @@
 mod activate;
 mod check;
 mod cli;
+mod clock;
 mod commands;
 mod config;
 mod context;

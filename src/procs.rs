@@ -226,6 +226,131 @@ fn scan_with(
     usage
 }
 
+/// A file, as the kernel names it: device and inode. A descriptor names the
+/// same file however it was opened, and after the path was renamed or
+/// removed.
+pub type FileId = (u64, u64);
+
+pub fn file_id(meta: &fs::Metadata) -> FileId {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+/// A process that has a file open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Opener {
+    pub pid: u32,
+    pub user: String,
+    /// Its command line (`/proc/<pid>/cmdline`), or `[comm]` without one.
+    pub command: String,
+    /// It runs the same executable as this process (a shipit, or a fork of
+    /// one that has not exec'd yet).
+    pub is_shipit: bool,
+    /// A descriptor it has of the file holds a flock(2) on it: the kernel
+    /// lists the locks of an open file in `/proc/<pid>/fdinfo/<fd>`. A
+    /// process that opened the file only to wait for the lock has none.
+    pub holds_flock: bool,
+    pub started: Option<DateTime<Utc>>,
+}
+
+/// Every process but this one with one of `files` open, by file: a look at
+/// each `/proc/<pid>/fd`, as `lsof` does. `/proc/locks` would not do for a
+/// flock: it keeps the pid that took the lock, which may have exited while
+/// a child that inherited the descriptor still holds it. Processes whose
+/// descriptors cannot be read (another user's, when shipit is not root) are
+/// not seen.
+pub fn openers(files: &[FileId]) -> BTreeMap<FileId, Vec<Opener>> {
+    let mut found: BTreeMap<FileId, Vec<Opener>> = BTreeMap::new();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return found;
+    };
+    let me = std::process::id();
+    let own_exe = fs::metadata("/proc/self/exe").ok().map(|m| file_id(&m));
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        let mut opened: BTreeMap<FileId, bool> = BTreeMap::new();
+        for fd in fds.flatten() {
+            // metadata() follows the descriptor's link to the open file.
+            let Ok(meta) = fs::metadata(fd.path()) else {
+                continue;
+            };
+            let id = file_id(&meta);
+            if !files.contains(&id) {
+                continue;
+            }
+            let info = fs::read_to_string(format!(
+                "/proc/{pid}/fdinfo/{}",
+                fd.file_name().to_string_lossy()
+            ))
+            .unwrap_or_default();
+            let flock = info
+                .lines()
+                .any(|l| l.starts_with("lock:") && l.contains("FLOCK"));
+            *opened.entry(id).or_default() |= flock;
+        }
+        if opened.is_empty() {
+            continue;
+        }
+        let exe = fs::metadata(format!("/proc/{pid}/exe")).ok();
+        let opener = Opener {
+            pid,
+            user: RealProc.user(pid),
+            command: command_line(pid),
+            is_shipit: own_exe.is_some() && exe.map(|m| file_id(&m)) == own_exe,
+            holds_flock: false,
+            started: RealProc.started(pid),
+        };
+        for (id, holds_flock) in opened {
+            found.entry(id).or_default().push(Opener {
+                holds_flock,
+                ..opener.clone()
+            });
+        }
+    }
+    found
+}
+
+/// What `ps -o args` shows: the arguments, or the name in brackets.
+fn command_line(pid: u32) -> String {
+    const LIMIT: usize = 200;
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let args: Vec<String> = raw
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let mut line = if args.is_empty() {
+        format!("[{}]", RealProc.name(pid))
+    } else {
+        // A `sh -c` script spans lines; the report has one per holder.
+        args.join(" ")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    if line.len() > LIMIT {
+        let mut end = LIMIT;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+        line.push_str("...");
+    }
+    line
+}
+
 /// The `GIT_*` variables in shipit's environment. In a git hook they point
 /// at the pushed repository (and its quarantine) and would silently
 /// redirect any git command aimed elsewhere (SPEC §6), so every child that

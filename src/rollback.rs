@@ -157,6 +157,9 @@ pub fn run(ctx: &Ctx, to: Option<&ReleaseId>, force: bool) -> Result<Outcome> {
         }
     }
     if let Err(failed) = activated {
+        if failed.refused {
+            event.outcome = history::REFUSED.into();
+        }
         record(event, Some(&failed.error), failed.live);
         return Err(failed.error);
     }

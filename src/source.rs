@@ -8,6 +8,14 @@
 //! redirect commands meant for the mirror (SPEC §6). Refs come from outside
 //! and are passed as single arguments after `--end-of-options`, never through
 //! a shell.
+//!
+//! git must not tidy the mirror behind shipit's back: `git fetch` starts a
+//! detached `git maintenance run --auto` (or `gc --auto`) that outlives
+//! shipit and holds locks in the mirror while the next deploy fetches. So
+//! every git command here runs with automatic gc and maintenance off (on
+//! the command line: a fetch writes no config), and shipit runs `git gc
+//! --auto` itself after each fetch, in the foreground, bounded, under the
+//! deploy lock, so the mirror still does not grow without bound.
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -27,6 +35,12 @@ use crate::procs;
 /// Bound on one git step (fetch, export), so a hung remote cannot hold the
 /// deploy lock forever.
 const GIT_TIMEOUT: Duration = Duration::from_secs(900);
+/// Bound on the mirror's maintenance after a fetch (`git gc --auto`): it
+/// rarely has anything to do, but then it repacks.
+const MAINTENANCE_TIMEOUT: Duration = Duration::from_secs(300);
+/// For every git command aimed at the mirror: no automatic gc or
+/// maintenance (see the module doc).
+const NO_AUTO_GC: [&str; 4] = ["-c", "gc.auto=0", "-c", "maintenance.auto=false"];
 /// How often a wait for git wakes to check for an interrupt (the signal
 /// handler only sets a flag); git's exit itself is noticed at once.
 const TICK: Duration = Duration::from_millis(50);
@@ -42,6 +56,9 @@ pub struct Resolved {
     pub source: String,
     /// Where to export it from.
     pub origin: Origin,
+    /// What went wrong that the deploy can live with (the mirror's
+    /// maintenance), for the caller to show.
+    pub warning: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -70,7 +87,8 @@ pub struct Wanted<'a> {
     pub branch: Option<&'a str>,
 }
 
-/// A git command aimed at `git_dir`, with git's hook environment removed.
+/// A git command aimed at `git_dir`, with git's hook environment removed
+/// and no automatic gc.
 fn git(git_dir: &Path, args: &[&str]) -> Expression {
     let dir = format!("--git-dir={}", git_dir.display());
     let mut argv = vec![dir.as_str()];
@@ -78,8 +96,15 @@ fn git(git_dir: &Path, args: &[&str]) -> Expression {
     git_command(&argv)
 }
 
-/// A git command with git's hook environment removed.
+/// A git command with git's hook environment removed and no automatic gc.
 fn git_command(args: &[&str]) -> Expression {
+    let mut argv = NO_AUTO_GC.to_vec();
+    argv.extend_from_slice(args);
+    plain_git(&argv)
+}
+
+/// A git command with git's hook environment removed.
+fn plain_git(args: &[&str]) -> Expression {
     let mut expr = cmd("git", args);
     for key in procs::git_env() {
         expr = expr.env_remove(key);
@@ -103,6 +128,21 @@ fn unattended(expr: Expression) -> Expression {
 /// seen at once), while this one wakes every [`TICK`] only to notice an
 /// interrupt or the timeout, and then kills the command.
 fn run(expr: Expression, what: &str) -> Result<String> {
+    run_within(expr, what, GIT_TIMEOUT, false)
+}
+
+/// [`run`] with a timeout of its own. With `group`, the command runs in a
+/// process group of its own, and a stop kills the whole group: `git gc`
+/// leaves its work to children (`git repack`) that would outlive it.
+fn run_within(expr: Expression, what: &str, timeout: Duration, group: bool) -> Result<String> {
+    let expr = if group {
+        expr.before_spawn(|command| {
+            std::os::unix::process::CommandExt::process_group(command, 0);
+            Ok(())
+        })
+    } else {
+        expr
+    };
     let handle = expr
         .stdout_capture()
         .stderr_capture()
@@ -113,7 +153,7 @@ fn run(expr: Expression, what: &str) -> Result<String> {
                 .cause(e)
                 .hint("install git (apt-get install git)")
         })?;
-    let deadline = Instant::now() + GIT_TIMEOUT;
+    let deadline = crate::clock::after(timeout);
     let handle = std::sync::Arc::new(handle);
     let (tx, rx) = mpsc::channel();
     // Detached, not scoped: after a kill, `wait` also waits for git's
@@ -137,11 +177,17 @@ fn run(expr: Expression, what: &str) -> Result<String> {
         } else if Instant::now() >= deadline {
             Error::internal(format!(
                 "could not {what}: no answer within {}",
-                humantime::format_duration(GIT_TIMEOUT)
+                humantime::format_duration(timeout)
             ))
         } else {
             continue;
         };
+        if group && let Some(&pid) = handle.pids().first() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         let _ = handle.kill();
         break (Err(std::io::Error::other("stopped")), Some(stopped));
     };
@@ -171,6 +217,7 @@ pub fn resolve(config: &Config, layout: &Layout, wanted: &Wanted) -> Result<Reso
             branch: None,
             source: dir.display().to_string(),
             origin: Origin::Directory,
+            warning: None,
         });
     }
     let url = config
@@ -188,10 +235,18 @@ pub fn resolve(config: &Config, layout: &Layout, wanted: &Wanted) -> Result<Reso
             branch: Some(branch),
             source: repo.display().to_string(),
             origin: Origin::PushedRepo(repo.to_path_buf()),
+            warning: None,
         });
     }
     fetch_mirror(url, layout)?;
     let mirror = layout.mirror();
+    let warning = maintain(&mirror).err().map(|e| {
+        format!(
+            "the maintenance of {} (`git gc --auto`) failed; the deploy goes on: {e}",
+            mirror.display()
+        )
+        .replace('\n', "; ")
+    });
     let revision = resolve_rev(|args| git(&mirror, args), reference).map_err(|e| {
         let hint = if wanted.reference.is_some() {
             format!("check the ref: `git ls-remote {url}` lists branches and tags")
@@ -208,6 +263,7 @@ pub fn resolve(config: &Config, layout: &Layout, wanted: &Wanted) -> Result<Reso
         branch: Some(branch),
         source: url.to_string(),
         origin: Origin::Mirror,
+        warning,
     })
 }
 
@@ -322,23 +378,88 @@ fn fetch_mirror(url: &str, layout: &Layout) -> Result<()> {
     Ok(())
 }
 
+/// What git's automatic gc would do, in the foreground and bounded: `git gc
+/// --auto` does nothing until loose objects or packs pile up (gc.auto,
+/// gc.autoPackLimit), then repacks. It runs under the deploy lock, so no
+/// other shipit git command meets its locks.
+fn maintain(mirror: &Path) -> Result<()> {
+    let dir = format!("--git-dir={}", mirror.display());
+    let args = [
+        dir.as_str(),
+        "-c",
+        "gc.autoDetach=false",
+        "-c",
+        "maintenance.autoDetach=false",
+        "gc",
+        "--auto",
+        "--quiet",
+    ];
+    run_within(
+        plain_git(&args),
+        "tidy the mirror",
+        MAINTENANCE_TIMEOUT,
+        true,
+    )
+    .map(drop)
+}
+
 /// Remove `*.lock` files that a killed git left in the mirror (git refuses
 /// to update a ref whose lock file exists, so one SIGKILL mid-fetch would
-/// break every later deploy). They can only be stale: callers hold the
-/// deploy lock, and git children die with the shipit that ran them.
+/// break every later deploy). A lock file is left alone while any process
+/// has it open (it is live: a `git gc` someone started by hand, say), and
+/// all of them while a gc that `gc.pid` names still runs: git closes some
+/// lock files before it renames them. shipit's own git commands run under
+/// the deploy lock and die with the shipit that ran them.
 fn clear_stale_git_locks(mirror: &Path) -> Result<()> {
+    if gc_is_running(mirror) {
+        return Ok(());
+    }
     let walk = walkdir::WalkDir::new(mirror)
         .into_iter()
         .filter_entry(|e| e.file_name() != "objects");
+    let mut locks = Vec::new();
     for entry in walk.flatten() {
         let is_lock =
             entry.file_type().is_file() && entry.file_name().to_string_lossy().ends_with(".lock");
-        if is_lock {
-            fs::remove_file(entry.path())
-                .with_path("could not remove the stale git lock", entry.path())?;
+        if is_lock && let Ok(meta) = entry.metadata() {
+            locks.push((entry.into_path(), procs::file_id(&meta)));
+        }
+    }
+    if locks.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<procs::FileId> = locks.iter().map(|(_, id)| *id).collect();
+    let open = procs::openers(&ids);
+    for (path, id) in locks {
+        if !open.contains_key(&id) {
+            fs::remove_file(&path).with_path("could not remove the stale git lock", &path)?;
         }
     }
     Ok(())
+}
+
+/// Does `gc.pid` in the mirror name a gc that still runs on this host?
+/// git writes "<pid> <hostname>" there for as long as a gc runs, and, as
+/// git does, a file older than 12 hours is taken to be stale.
+fn gc_is_running(mirror: &Path) -> bool {
+    let path = mirror.join("gc.pid");
+    let recent = fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(12 * 3600));
+    let Ok(text) = fs::read_to_string(&path) else {
+        return false;
+    };
+    if !recent {
+        return false;
+    }
+    let mut words = text.split_whitespace();
+    let (Some(pid), Some(host)) = (words.next(), words.next()) else {
+        return false;
+    };
+    host == crate::whoami::host()
+        && pid.parse::<i32>().is_ok_and(|pid| {
+            pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+        })
 }
 
 /// Resolve `wanted` (branch, tag, sha) to a full commit sha with `git`

@@ -40,6 +40,9 @@ pub struct Live<'a> {
 pub struct Failed {
     pub error: Error,
     pub live: Option<ReleaseId>,
+    /// The release was refused before anything was switched (a slot that
+    /// failed its gate): history says `refused`, not `rolled-back`.
+    pub refused: bool,
 }
 
 /// Deploy: make the freshly published `live.id` live. On failure, what was

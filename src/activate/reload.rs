@@ -35,6 +35,7 @@ pub fn deploy(ctx: &Ctx, live: &Live, no_rollback: bool) -> Result<(), Failed> {
         return Err(Failed {
             error: e.in_phase(Kind::BeforeSwap).live(describe(live.previous)),
             live: live.previous.cloned(),
+            refused: false,
         });
     }
     crate::crashpoint::hit("reload:after-swap");
@@ -75,6 +76,7 @@ fn recover(ctx: &Ctx, no_rollback: bool, live: &Live, failure: Error) -> Failed 
     let failed = |kind: Kind, error: Error, live: Option<&ReleaseId>| Failed {
         error: Error { kind, ..error },
         live: live.cloned(),
+        refused: false,
     };
 
     if no_rollback && !interrupted {
@@ -181,6 +183,7 @@ pub fn rollback(ctx: &Ctx, live: &Live) -> Result<(), Failed> {
                 .context("rollback failed: the swap did not happen")
                 .live(describe(from)),
             live: from.cloned(),
+            refused: false,
         });
     }
     reload_then_probe(ctx, live).map_err(|e| unproven(live, e))
@@ -302,5 +305,6 @@ fn unproven(live: &Live, why: Unproven) -> Failed {
             .live(format!("{} (not proven healthy)", Layout::display(target)))
             .hint(format!("check the app and its process manager now{back}")),
         live: Some(target.clone()),
+        refused: false,
     }
 }

@@ -27,6 +27,16 @@ pub fn run(ctx: &Ctx, args: &DeployArgs) -> Result<()> {
             wait,
         );
     }
+    if args.no_rollback && ctx.config.slots.is_some() {
+        return Err(crate::error::Error::usage(
+            "--no-rollback does not apply with [slots]: a release that fails its gate in the \
+             idle slot was never live, so there is nothing to leave live",
+        )
+        .hint(
+            "deploy without --no-rollback; to inspect a refused release, read its build log \
+             (`shipit releases` lists it as failed)",
+        ));
+    }
     deploy::preflight(ctx, &req)?;
     let _lock = crate::mutation::begin(ctx, wait)?;
     let outcome = deploy::run(ctx, &req)?;

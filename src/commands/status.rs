@@ -126,12 +126,7 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
         }
     }
     let when = |e: &history::Event| e.time.format("%Y-%m-%d %H:%M:%S UTC").to_string();
-    let said = |e: &history::Event| {
-        e.message
-            .as_ref()
-            .map(|m| format!(": {m}"))
-            .unwrap_or_default()
-    };
+    let said = |e: &history::Event| e.said().map(|m| format!(": {m}")).unwrap_or_default();
     match last_event {
         Some(e) => text.push_str(&format!(
             "last event:   {} {}, {} at {}{}\n",

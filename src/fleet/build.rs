@@ -62,6 +62,9 @@ pub fn build(ctx: &Ctx, reference: Option<&str>, taken: &[ReleaseId]) -> Result<
     if let Some(step) = fetching {
         step.done();
     }
+    if let Some(warning) = &resolved.warning {
+        ctx.ui.warn(warning);
+    }
     crate::interrupt::check()?;
     let id = ReleaseId::allocate(Utc::now(), taken);
     let tree = layout.staging(&id);

@@ -179,6 +179,7 @@ impl<'a> Dance<'a> {
         Failed {
             error: e.in_phase(Kind::BeforeSwap).live(self.unchanged(live_slot)),
             live: self.live.previous.cloned(),
+            refused: false,
         }
     }
 
@@ -425,6 +426,9 @@ impl<'a> Dance<'a> {
         Failed {
             error,
             live: self.live.previous.cloned(),
+            // Only a gate failure switched nothing: a failed switch or
+            // front check was undone, which is a rollback.
+            refused: !interrupted && matches!(phase, Phase::Gate),
         }
     }
 
@@ -508,6 +512,7 @@ impl<'a> Dance<'a> {
                     ..error
                 },
                 live: Some(self.id().clone()),
+                refused: false,
             });
         }
         Err(self.refused(slot, old, failure, phase))

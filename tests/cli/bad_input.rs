@@ -291,6 +291,14 @@ fn corpus() -> Vec<Case> {
             args: &["deploy", "--wait=soon"],
             names: "--wait=soon",
         },
+        Case {
+            // Regression: it parsed, and the lock's deadline overflowed
+            // (a panic, exit 101).
+            name: "--wait past its limit",
+            setup: |_| {},
+            args: &["deploy", "--wait=18446744073709551615s"],
+            names: "--wait=18446744073709551615s is longer than its limit of 1day",
+        },
     ]
 }
 

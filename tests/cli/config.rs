@@ -38,6 +38,37 @@ fn a_gate_whose_delay_outlasts_its_timeout_fails_check() {
     check_fails_saying(&sb, &["can never pass", "timeout includes initial_delay"]);
 }
 
+/// Regression: `retire_delay = "18446744073709551615s"` passed `check`;
+/// the deploy switched, then panicked (exit 101) with no history and the old
+/// slot left running. `lock.wait` and `build_timeout` overflowed the same
+/// way. Every duration is bounded when the config is read.
+#[test]
+fn a_duration_past_its_limit_fails_check_naming_the_key_and_the_limit() {
+    const HUGE: &str = "\"18446744073709551615s\"";
+    let slots = "[health]\nurl = \"http://127.0.0.1:9/healthz\"\n\
+                 [slots]\nstart = \"true\"\nstop = \"true\"\n";
+    for (body, key, limit) in [
+        (
+            format!("{slots}retire_delay = {HUGE}\n"),
+            "slots.retire_delay",
+            "1h",
+        ),
+        (format!("[lock]\nwait = {HUGE}\n"), "lock.wait", "1day"),
+        (
+            format!("[hooks]\nbuild_timeout = {HUGE}\n"),
+            "hooks.build_timeout",
+            "1day",
+        ),
+    ] {
+        let sb = Sandbox::new();
+        sb.write_config(&body);
+        check_fails_saying(&sb, &[key, &format!("longer than its limit of {limit}")]);
+        let deploy = sb.run(&["deploy", "--wait"]);
+        deploy.code(2).says(key);
+        assert!(!sb.deploy_to().exists(), "a refused deploy creates nothing");
+    }
+}
+
 #[test]
 fn credentials_in_the_health_url_are_never_printed() {
     let sb = Sandbox::new();

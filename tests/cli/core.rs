@@ -227,6 +227,105 @@ fn a_stale_git_lock_in_the_mirror_is_cleared() {
     assert_eq!(sb.served(), "v2\n");
 }
 
+/// Regression: a lock file that a live process holds open (a `git gc`
+/// someone runs in the mirror) was deleted with the stale ones, from under
+/// it. Only lock files that no process has open are stale.
+#[test]
+fn a_git_lock_held_open_survives_and_a_stale_one_is_cleared() {
+    let sb = Sandbox::new();
+    sb.deploy();
+    let mirror = sb.deploy_to().join(".shipit/repo.git");
+    let held = mirror.join("refs/heads/held.lock");
+    let stale = mirror.join("refs/heads/main.lock");
+    fs::write(&held, "").unwrap();
+    fs::write(&stale, "").unwrap();
+    let ready = sb.path().join("holding");
+    let mut holder = std::process::Command::new("sh")
+        .args(["-c", "exec 3<\"$0\" && : >\"$1\" && exec sleep 60"])
+        .arg(&held)
+        .arg(&ready)
+        .spawn()
+        .unwrap();
+    crate::sandbox::wait_until(
+        "sh to open the lock",
+        std::time::Duration::from_secs(20),
+        || ready.exists(),
+    );
+    sb.commit("index.html", "v2\n");
+    let run = sb.run(&["deploy"]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    run.ok();
+    assert_eq!(sb.served(), "v2\n");
+    assert!(
+        held.exists(),
+        "a lock file a live process holds was removed"
+    );
+    assert!(!stale.exists(), "the stale lock file is still there");
+}
+
+/// Regression: `git fetch` started a detached `git maintenance run --auto`
+/// that was still running after shipit exited, holding locks in the
+/// mirror. Here git's automatic gc is made due in the mirror (gc.auto = 1
+/// and two loose objects where git counts them), with a `pre-auto-gc` hook
+/// that records its pid, takes a while, then refuses (so nothing is
+/// repacked). shipit runs git's gc itself, in the foreground: when it
+/// exits, the hook has run and is gone.
+#[test]
+fn a_fetch_leaves_no_git_running_after_shipit_exits() {
+    let sb = Sandbox::new();
+    sb.deploy();
+    let mirror = sb.deploy_to().join(".shipit/repo.git");
+    git(
+        sb.path(),
+        &[
+            "config",
+            "--file",
+            mirror.join("config").to_str().unwrap(),
+            "gc.auto",
+            "1",
+        ],
+    );
+    fs::create_dir_all(mirror.join("objects/17")).unwrap();
+    for name in ["aa", "bb"] {
+        fs::write(mirror.join("objects/17").join(name.repeat(19)), "").unwrap();
+    }
+    let pidfile = sb.path().join("gc-hook.pid");
+    let hook = format!(
+        "#!/bin/sh\necho $$ > '{}.tmp' && mv '{0}.tmp' '{0}'\nsleep 3\nexit 1\n",
+        pidfile.display()
+    );
+    // Written and made executable by a child, not by this process (a fork
+    // in another test thread could hold it open for writing: ETXTBSY).
+    let hook_path = mirror.join("hooks/pre-auto-gc");
+    let wrote = std::process::Command::new("sh")
+        .args(["-c", "printf '%s' \"$1\" > \"$0\" && chmod +x \"$0\""])
+        .arg(&hook_path)
+        .arg(&hook)
+        .status()
+        .unwrap();
+    assert!(wrote.success());
+    sb.commit("index.html", "v2\n");
+    sb.run(&["deploy"]).ok();
+    crate::sandbox::wait_until(
+        "the pre-auto-gc hook to run",
+        std::time::Duration::from_secs(20),
+        || pidfile.exists(),
+    );
+    let pid: u32 = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let still_running = crate::sandbox::alive(pid);
+    crate::sandbox::kill(pid);
+    assert!(
+        !still_running,
+        "git's gc (its hook, pid {pid}) outlived shipit"
+    );
+    assert_eq!(sb.served(), "v2\n");
+}
+
 /// Regression (found by reading the swap for crash safety): a swap killed
 /// between creating its temporary link and renaming it left `.current-*`
 /// in the deploy directory.

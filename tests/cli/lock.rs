@@ -57,44 +57,102 @@ fn the_lock_frees_itself_when_its_holder_is_killed() {
     sb.run(&["deploy"]).ok();
 }
 
-/// Regression: right after a deploy was SIGKILLed (and waited for), the next
-/// deploy found the lock held, "0s ago", by the dead deploy: a child it had
-/// forked but not yet exec'd still had the lock's descriptor (close-on-exec
-/// is not close-on-fork) and was about to die. Here `flock(1)` plays that
-/// child: it holds the lock for a moment, while the lock file names a
-/// holder that is gone. The deploy waits it out instead of failing.
-#[test]
-fn a_lock_left_to_a_dead_holders_child_is_waited_out() {
-    let sb = Sandbox::new();
-    let first = sb.deploy();
-    let mut gone = std::process::Command::new("true").spawn().unwrap();
-    gone.wait().unwrap();
+/// The lock file of `sb` names `pid`, with this host, as its holder.
+fn record_holder(sb: &Sandbox, pid: u32) {
     let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
-    let lock = sb.deploy_to().join(".shipit/lock");
     std::fs::write(
-        &lock,
+        sb.deploy_to().join(".shipit/lock"),
         format!(
-            "{{\"pid\":{},\"user\":\"root\",\"host\":\"{host}\",\"command\":\"shipit deploy\",\
-             \"since\":\"2026-01-01T00:00:00Z\"}}\n",
-            gone.id()
+            "{{\"pid\":{pid},\"user\":\"root\",\"host\":\"{host}\",\"command\":\"shipit deploy\",\
+             \"since\":\"2026-01-01T00:00:00Z\"}}\n"
         ),
     )
     .unwrap();
+}
+
+/// A pid that no process has any more.
+fn gone_pid() -> u32 {
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    gone.id()
+}
+
+/// Regression: right after a deploy was SIGKILLed (and waited for), the next
+/// deploy found the lock held, "0s ago", by the dead deploy: a child it had
+/// forked but not yet exec'd still had the lock's descriptor (close-on-exec
+/// is not close-on-fork) and was about to die. Here a running deploy plays
+/// that child (a shipit process the lock file does not name, about to
+/// release the lock), while the lock file names a holder that is gone. The
+/// deploy waits it out instead of failing.
+#[test]
+fn a_lock_left_to_a_dying_shipit_is_waited_out() {
+    let sb = Sandbox::new();
+    let first = sb.deploy();
+    let gate = sb.path().join("gate");
+    sb.write_config(&format!(
+        "[hooks]\nbuild = [\"i=0; while [ ! -e '{}' ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done\"]\n",
+        gate.display()
+    ));
+    sb.commit("index.html", "v2\n");
+    let mut child = sb.spawn_deploy_holding_lock();
+    record_holder(&sb, gone_pid());
+    std::fs::write(&gate, "").unwrap();
+    let run = sb.run(&["deploy"]);
+    assert!(wait_bounded(&mut child, Duration::from_secs(120)).success());
+    run.ok();
+    assert_ne!(sb.current().unwrap(), first);
+}
+
+/// Regression: with the lock held by a live process that the lock file does
+/// not name (a `sh` that inherited the descriptor from a killed shipit), a
+/// deploy waited 3 s, then named the holder recorded in the file, a pid
+/// that had exited long ago. Here `flock(1)` takes the lock, hands the
+/// descriptor to its child and is killed: the child holds the lock,
+/// `/proc/locks` still names flock, and the file names another dead pid.
+/// The refusal names the child, at once (no wait for a dying holder).
+#[test]
+fn a_lock_held_by_a_process_the_lock_file_does_not_name_is_refused_naming_it() {
+    let sb = Sandbox::new();
+    sb.deploy();
+    let dead = gone_pid();
+    record_holder(&sb, dead);
     let ready = sb.path().join("child-holds-the-lock");
-    let mut child = std::process::Command::new("flock")
-        .arg(&lock)
-        .args(["sh", "-c", "touch \"$0\"; sleep 1"])
+    let mut flock = std::process::Command::new("flock")
+        .arg(sb.deploy_to().join(".shipit/lock"))
+        .args([
+            "sh",
+            "-c",
+            "echo $$ > \"$0.tmp\" && mv \"$0.tmp\" \"$0\" && exec sleep 60",
+        ])
         .arg(&ready)
         .spawn()
         .expect("flock (util-linux) runs");
-    crate::sandbox::wait_until("flock to take the lock", Duration::from_secs(20), || {
-        ready.exists()
-    });
-    sb.commit("index.html", "v2\n");
-    let run = sb.run(&["deploy"]);
-    crate::sandbox::wait_bounded(&mut child, Duration::from_secs(30));
-    run.ok();
-    assert_ne!(sb.current().unwrap(), first);
+    crate::sandbox::wait_until(
+        "flock's child to hold the lock",
+        Duration::from_secs(20),
+        || ready.exists(),
+    );
+    let holder: u32 = std::fs::read_to_string(&ready)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    flock.kill().unwrap();
+    flock.wait().unwrap();
+
+    let busy = sb.run(&["deploy"]);
+    crate::sandbox::kill(holder);
+    busy.code(6)
+        .says(&format!("held by pid {holder} ("))
+        .says("running `sleep 60`")
+        .says(&format!("the lock file names pid {dead} "))
+        .says("which has exited")
+        .says(&format!("ps -fp {holder}"));
+    assert!(
+        !busy.stderr.contains(&format!("held by pid {dead}")),
+        "{}",
+        busy.stderr
+    );
 }
 
 /// While the holder is still gating the release it swapped in, a refused

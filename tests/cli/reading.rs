@@ -66,6 +66,83 @@ fn status_after_a_rollback_shows_the_rollback_and_history_says_from_and_to() {
     );
 }
 
+/// Regressions: a history event kept the failure's message but not its
+/// cause chain (which `releases --json` had), and a long releases cell
+/// ("<id> not live; live: <id>") pushed the rest of its row out of line.
+#[test]
+fn history_keeps_what_a_failure_came_from_and_its_columns_aligned() {
+    let sb = Sandbox::new();
+    let _server = sb.with_server("", "timeout = \"3s\"");
+    sb.deploy();
+    sb.commit("health-status", "500\n");
+    sb.run(&["deploy"]).code(4);
+
+    let events = sb.history_json();
+    let failed = events
+        .iter()
+        .find(|e| e["outcome"] == "rolled-back")
+        .unwrap();
+    let causes: Vec<&str> = failed["causes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no causes: {failed}"))
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(!causes.is_empty(), "{failed}");
+    let releases = sb.releases_json();
+    let failure = releases["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["status"] == "failed")
+        .unwrap()["failure"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for cause in &causes {
+        assert!(failure.contains(cause), "{cause:?} is not in {failure:?}");
+    }
+
+    let history = sb.run(&["history"]);
+    let text = history.ok().stdout.clone();
+    assert!(
+        text.contains(&format!("caused by: {}", causes[0])),
+        "{text}"
+    );
+    // Every cell starts where its column's header starts.
+    let lines: Vec<&str> = text.lines().collect();
+    let starts = |line: &str| -> Vec<usize> {
+        let mut starts = vec![0];
+        let bytes = line.as_bytes();
+        for i in 2..bytes.len() {
+            if bytes[i - 2] == b' ' && bytes[i - 1] == b' ' && bytes[i] != b' ' {
+                starts.push(i);
+            }
+        }
+        starts
+    };
+    let header = starts(lines[0]);
+    assert_eq!(header.len(), 8, "{}", lines[0]);
+    for line in &lines[1..] {
+        // The columns, without the message after the last one.
+        let cells: Vec<usize> = starts(line).into_iter().take(8).collect();
+        // TOOK is right-aligned: its cell ends where its header ends.
+        assert_eq!(
+            cells[..7],
+            header[..7],
+            "out of line:\n{}\n{line}",
+            lines[0]
+        );
+        let took_end = lines[0].len();
+        assert_eq!(
+            line.as_bytes()[took_end - 1],
+            b's',
+            "out of line:\n{}\n{line}",
+            lines[0]
+        );
+    }
+}
+
 #[test]
 fn a_failed_first_deploy_is_not_called_rolled_back() {
     let sb = Sandbox::new();

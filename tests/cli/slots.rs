@@ -267,6 +267,33 @@ fn a_release_that_never_comes_up_is_refused_and_stopped() {
     assert_eq!(w.link().unwrap(), Path::new("blue.sock"));
     assert_eq!(w.sb.current().unwrap(), first);
     assert!(w.pid("green").is_none());
+    // Regression: recorded `rolled-back`, though nothing had switched.
+    let event = &w.sb.history_json()[0];
+    assert_eq!(event["outcome"], "refused", "{event}");
+    assert_eq!(event["live"], first.as_str(), "{event}");
+    assert!(
+        event["causes"].as_array().is_some_and(|c| !c.is_empty()),
+        "{event}"
+    );
+    let history = w.sb.run(&["history"]).ok().stdout.clone();
+    assert!(history.contains(" refused "), "{history}");
+}
+
+/// Regression: `--no-rollback` was silently ignored with slots (a release
+/// that failed its gate was refused all the same, exit 4). It is refused
+/// up front as a usage error, as a fleet refuses it.
+#[test]
+fn no_rollback_is_refused_with_slots() {
+    let w = Slotted::new("front_check = false");
+    w.sb.deploy();
+    w.sb.commit("health-status", "500\n");
+    let before = (w.sb.fingerprint_of_links(), w.sb.releases());
+    w.sb.run(&["deploy", "--no-rollback"])
+        .code(2)
+        .says("--no-rollback does not apply with [slots]")
+        .says("hint: deploy without --no-rollback");
+    let after = (w.sb.fingerprint_of_links(), w.sb.releases());
+    assert_eq!(after, before, "a refused deploy changes nothing");
 }
 
 #[test]
