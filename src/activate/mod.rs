@@ -62,6 +62,7 @@ pub fn deploy(ctx: &Ctx, live: &Live, no_rollback: bool) -> Result<(), Failed> {
                 .in_phase(crate::error::Kind::BeforeSwap)
                 .live(format!("{was} (unchanged)")),
             live: live.previous.cloned(),
+            refused: false,
         });
     }
     crate::crashpoint::hit("activation-started");
