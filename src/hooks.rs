@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
+use crate::clock::deadline as deadline_from;
 use crate::error::{Error, Kind, Result};
 use crate::interrupt;
 use crate::procs;
@@ -183,8 +184,8 @@ pub fn run(hook: &Hook, ui: &Ui, mut log: Option<&mut File>) -> Result<()> {
             let due = match (&exited, &stopped) {
                 // The shell is gone; make sure its children are too.
                 (Some(_), Some(_)) => now,
-                (Some((_, at)), None) => *at + OUTPUT_GRACE,
-                (None, _) => termed + KILL_GRACE,
+                (Some((_, at)), None) => deadline_from(*at, OUTPUT_GRACE),
+                (None, _) => deadline_from(termed, KILL_GRACE),
             };
             if now >= due {
                 let _ = killpg(group, Signal::SIGKILL);
@@ -198,10 +199,10 @@ pub fn run(hook: &Hook, ui: &Ui, mut log: Option<&mut File>) -> Result<()> {
         if exited.is_some() && eof && group_done {
             break;
         }
-        let mut wake = now + TICK;
+        let mut wake = deadline_from(now, TICK);
         if let Some((_, at)) = &exited {
             let waited_from = kill_sent.map_or(*at, |k| k.max(*at));
-            let give_up = waited_from + OUTPUT_GRACE;
+            let give_up = deadline_from(waited_from, OUTPUT_GRACE);
             if now >= give_up {
                 if let Some(spare) = spare {
                     drain(spare);

@@ -118,7 +118,8 @@ pub fn acquire(layout: &Layout, wait: Option<Duration>, command: &str) -> Result
                         .into_values()
                         .next()
                         .unwrap_or_default();
-                    let orphan_until = *orphaned.get_or_insert(now + ORPHAN_GRACE);
+                    let orphan_until =
+                        *orphaned.get_or_insert(crate::clock::deadline(now, ORPHAN_GRACE));
                     match holders(recorded, openers) {
                         Holders::Dying(_) if now < orphan_until => {
                             std::thread::sleep(Duration::from_millis(10));
@@ -215,7 +216,7 @@ fn holder_is_gone(holder: &Holder) -> bool {
 /// lock, so a reader that comes in between sees an empty file: give it a
 /// moment (bounded) before reporting an unnamed holder.
 fn read_holder(file: &mut File) -> String {
-    let deadline = Instant::now() + Duration::from_millis(500);
+    let deadline = crate::clock::after(Duration::from_millis(500));
     loop {
         let mut text = String::new();
         let _ = file.rewind().and_then(|_| file.read_to_string(&mut text));
