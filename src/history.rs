@@ -185,6 +185,8 @@ pub fn append(layout: &Layout, event: &Event) -> Result<()> {
 pub struct Log {
     pub events: Vec<Event>,
     pub skipped: usize,
+    /// Where each skipped line was: how many events came before it.
+    pub damaged: Vec<usize>,
 }
 
 /// All readable events. An unreadable line (invalid UTF-8, not JSON, torn)
@@ -211,10 +213,150 @@ fn parse(bytes: &[u8]) -> Log {
         }
         match serde_json::from_slice(line) {
             Ok(event) => log.events.push(event),
-            Err(_) => log.skipped += 1,
+            Err(_) => {
+                log.skipped += 1;
+                log.damaged.push(log.events.len());
+            }
         }
     }
     log
+}
+
+/// Which releases could have been `current` when, as the history tells.
+///
+/// Every deploy and rollback is recorded once it ends, with what was live
+/// before (`previous`), the release it made live or tried to (`release`),
+/// what was live after (`live`), when it began (`time`) and how long it took.
+/// Between two events `current` does not move (every command that moves it
+/// holds the lock and records itself), so the history accounts for every
+/// moment: during an event, any of the releases it names may have been
+/// current; between events, the one the earlier event left live. What the
+/// history cannot account for is said so ([`Timeline::current_during`]
+/// answers `None`), and callers fall back to not knowing.
+#[derive(Debug, Default)]
+pub struct Timeline {
+    /// One per event, by start.
+    spans: Vec<Span>,
+    /// Stretches the log cannot account for: a line between two events was
+    /// unreadable. `None` is unbounded.
+    damaged: Vec<(Bound, Bound)>,
+    /// Releases whose activation began at a time the log may not record (a
+    /// deploy killed before it could append its event), and until when they
+    /// may have been current.
+    activations: Vec<(ReleaseId, DateTime<Utc>, Bound)>,
+    /// What is current now.
+    now: Option<ReleaseId>,
+}
+
+/// One end of a stretch of time; `None` is unbounded.
+type Bound = Option<DateTime<Utc>>;
+
+#[derive(Debug)]
+struct Span {
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    previous: Option<ReleaseId>,
+    named: Vec<ReleaseId>,
+    live: Option<ReleaseId>,
+}
+
+impl Timeline {
+    /// `activations`: each release and when its activation last began
+    /// (from its metadata); `now`: what `current` names now.
+    pub fn new(
+        log: &Log,
+        activations: impl IntoIterator<Item = (ReleaseId, DateTime<Utc>)>,
+        now: Option<ReleaseId>,
+    ) -> Timeline {
+        let end = |e: &Event| e.time + chrono::TimeDelta::milliseconds(e.duration_ms as i64);
+        let mut spans: Vec<Span> = log
+            .events
+            .iter()
+            .map(|e| Span {
+                start: e.time,
+                end: end(e),
+                previous: e.previous.clone(),
+                named: [&e.previous, &e.release, &e.live]
+                    .into_iter()
+                    .flatten()
+                    .cloned()
+                    .collect(),
+                live: e.live.clone(),
+            })
+            .collect();
+        // The line before a damaged one ended before it began, and the line
+        // after it began after it ended (commands that record hold the lock).
+        let damaged = log
+            .damaged
+            .iter()
+            .map(|&at| {
+                let before = at.checked_sub(1).and_then(|i| log.events.get(i));
+                (before.map(|e| e.time), log.events.get(at).map(end))
+            })
+            .collect();
+        spans.sort_by_key(|s| s.start);
+        // A deploy killed mid-activation never recorded its event; the
+        // release may have been current until the next command, which
+        // began after it died.
+        let activations = activations
+            .into_iter()
+            .map(|(id, began)| {
+                let until = spans.iter().map(|s| s.end).filter(|e| *e >= began).min();
+                (id, began, until)
+            })
+            .collect();
+        Timeline {
+            spans,
+            damaged,
+            activations,
+            now,
+        }
+    }
+
+    /// Every release that may have been `current` at some moment from
+    /// `from` to `to`, or `None` when the history cannot say (no events, or
+    /// an unreadable line in that stretch).
+    pub fn current_during(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Option<std::collections::BTreeSet<ReleaseId>> {
+        if self.spans.is_empty() {
+            return None;
+        }
+        let overlaps = |start: Bound, end: Bound| {
+            start.is_none_or(|s| s <= to) && end.is_none_or(|e| e >= from)
+        };
+        if self.damaged.iter().any(|(s, e)| overlaps(*s, *e)) {
+            return None;
+        }
+        let mut found = std::collections::BTreeSet::new();
+        for span in &self.spans {
+            if overlaps(Some(span.start), Some(span.end)) {
+                found.extend(span.named.iter().cloned());
+            }
+        }
+        // What was current as the stretch began: what the last event before
+        // it left live, which is also what the next event found live.
+        if let Some(before) = self
+            .spans
+            .iter()
+            .filter(|s| s.end < from)
+            .max_by_key(|s| s.end)
+        {
+            found.extend(before.live.clone());
+        }
+        match self.spans.iter().find(|s| s.start > from) {
+            Some(after) => found.extend(after.previous.clone()),
+            None => found.extend(self.now.clone()),
+        }
+        for (id, began, until) in &self.activations {
+            if overlaps(Some(*began), *until) {
+                found.insert(id.clone());
+            }
+        }
+        Some(found)
+    }
 }
 
 #[cfg(test)]

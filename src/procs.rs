@@ -4,9 +4,18 @@
 //! the old release after a reload; a process whose working directory or
 //! executable lies inside `releases/<id>` is still using that release. After
 //! a reload shipit names such processes, and prune never deletes a release
-//! that one of them uses. A process shipit may not inspect (another
-//! user's, when shipit is not root) could be using any release: prune
-//! treats that as a reason to keep, never as "not in use".
+//! that one of them uses.
+//!
+//! A process shipit may not inspect (another user's, when shipit is not
+//! root) is never taken as "not in use", and never as "may use anything"
+//! either: every root process started since the last deploy (an ssh
+//! session, a cron job) would then keep every release, and a non-root
+//! prune would never free a byte. [`Hidden::reach`] says which releases
+//! one may run from: those `current` named around the time it started (the
+//! history says which), since processes reach a release through `current`
+//! when they start (a unit's `ExecStart=`, a process manager's `cwd`), and
+//! any release its command line names. Where the history cannot say, the
+//! old answer stands: any release that existed when it started.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -58,18 +67,69 @@ pub struct Hidden {
     pub error: String,
     /// When it started, if known.
     pub started: Option<DateTime<Utc>>,
+    /// Releases its command line names (`/proc/<pid>/cmdline` is readable
+    /// to everyone): one started from a release directory directly, like a
+    /// slot's app given `$SHIPIT_RELEASE_PATH/bin/server`.
+    pub named: Vec<ReleaseId>,
+}
+
+/// How far a process's start time, as `/proc` gives it (whole seconds of
+/// boot time plus ticks), may be from the wall clock that stamped the
+/// history: a process is taken to have started anywhere in this much either
+/// side of what `/proc` says.
+pub const START_SLACK: chrono::TimeDelta = chrono::TimeDelta::seconds(2);
+
+/// Which releases a process that could not be inspected may run from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// Those `current` named around its start, and those its command line
+    /// names.
+    Releases(std::collections::BTreeSet<ReleaseId>),
+    /// The history cannot say what was live when it started: any release
+    /// created before then (a process started before a release existed can
+    /// get there only by a later chdir or exec).
+    CreatedBefore(DateTime<Utc>),
+    /// Its start time is unknown: any release.
+    Any,
+}
+
+impl Reach {
+    pub fn includes(&self, release: &ReleaseId) -> bool {
+        match self {
+            Reach::Releases(ids) => ids.contains(release),
+            // The release id is the time its deploy began, before its
+            // directory existed, so the comparison errs on the side of keeping.
+            Reach::CreatedBefore(started) => release.time() <= *started,
+            Reach::Any => true,
+        }
+    }
 }
 
 impl Hidden {
-    /// Could this process run from `release`? A process started before the
-    /// release existed can get there only by a later chdir or exec, which
-    /// app processes do not do (process managers start new processes in
-    /// the release); one started after it, or at an unknown time, may.
-    /// The release id is the time its deploy began, before its directory
-    /// existed, so the comparison errs on the side of keeping.
-    pub fn may_use(&self, release: &ReleaseId) -> bool {
-        self.started
-            .is_none_or(|started| started + chrono::TimeDelta::seconds(2) >= release.time())
+    /// Which releases this process may run from, given what the history
+    /// says was live when (`None`: the history could not be read).
+    ///
+    /// The rule assumes what process managers and unit files do: a process
+    /// resolves `current` (its working directory, its executable) as it
+    /// starts, so it runs the release live then; a later restart is a new
+    /// process with a new start time. A process that stays up and re-execs
+    /// itself into `current` later (an in-place hot restart), or one
+    /// started from a release directory by a path its command line does not
+    /// show, is not seen: run prune as root, or as the app's user, to
+    /// inspect such processes instead of inferring.
+    pub fn reach(&self, timeline: Option<&crate::history::Timeline>) -> Reach {
+        let Some(started) = self.started else {
+            return Reach::Any;
+        };
+        let during =
+            timeline.and_then(|t| t.current_during(started - START_SLACK, started + START_SLACK));
+        match during {
+            Some(mut ids) => {
+                ids.extend(self.named.iter().cloned());
+                Reach::Releases(ids)
+            }
+            None => Reach::CreatedBefore(started + START_SLACK),
+        }
     }
 }
 
@@ -94,7 +154,8 @@ pub fn scan(layout: &Layout) -> Usage {
             .to_str()
             .and_then(|s| s.parse::<u32>().ok())
     });
-    scan_with(&releases, pids, &RealProc)
+    let configured = layout.releases();
+    scan_with(&[&releases, &configured], pids, &RealProc)
 }
 
 /// What [`scan_with`] reads about a process; `/proc` in production, a fake
@@ -108,11 +169,17 @@ trait ProcSource {
     /// are unreadable to everyone but root: never a reason to hold back.
     fn is_kernel_thread(&self, pid: u32) -> bool;
     fn started(&self, pid: u32) -> Option<DateTime<Utc>>;
+    /// Its arguments, NUL-separated, as `/proc/<pid>/cmdline` holds them.
+    fn command_line(&self, pid: u32) -> Vec<u8>;
 }
 
 struct RealProc;
 
 impl ProcSource for RealProc {
+    fn command_line(&self, pid: u32) -> Vec<u8> {
+        fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()
+    }
+
     fn link(&self, pid: u32, link: &str) -> io::Result<PathBuf> {
         fs::read_link(format!("/proc/{pid}/{link}"))
     }
@@ -177,11 +244,14 @@ impl ProcSource for RealProc {
     }
 }
 
+/// `roots`: `releases/` as configured and as resolved; the first is where
+/// `/proc` links point.
 fn scan_with(
-    releases: &Path,
+    roots: &[&Path],
     pids: impl IntoIterator<Item = u32>,
     source: &impl ProcSource,
 ) -> Usage {
+    let releases = roots[0];
     let mut usage = Usage::default();
     for pid in pids {
         let mut ids: Vec<(ReleaseId, Via)> = Vec::new();
@@ -209,6 +279,7 @@ fn scan_with(
                 user: source.user(pid),
                 error: format!("/proc/{pid}/{link}: {error}"),
                 started: source.started(pid),
+                named: releases_named(roots, &source.command_line(pid)),
             });
         }
         if ids.is_empty() {
@@ -390,6 +461,31 @@ pub fn die_with_shipit(command: &mut Command) {
     }
 }
 
+/// The releases that a command line names by a path under one of `roots`
+/// (`<root>/<id>`, not followed by more digits), anywhere in an argument:
+/// `sh -c 'cd <root>/<id> && exec ./server'` names it too.
+fn releases_named(roots: &[&Path], command_line: &[u8]) -> Vec<ReleaseId> {
+    let mut found = Vec::new();
+    let text = String::from_utf8_lossy(command_line);
+    for arg in text.split('\0') {
+        for root in roots {
+            let prefix = format!("{}/", root.display());
+            for (at, _) in arg.match_indices(&prefix) {
+                let rest = &arg[at + prefix.len()..];
+                let name = rest.get(..14).unwrap_or("");
+                let ends = !rest[name.len()..].starts_with(|c: char| c.is_ascii_digit());
+                if ends
+                    && let Ok(id) = ReleaseId::parse(name)
+                    && !found.contains(&id)
+                {
+                    found.push(id);
+                }
+            }
+        }
+    }
+    found
+}
+
 /// The release that `path` lies in, if any. A deleted cwd reads as
 /// "<path> (deleted)": that release is gone already and needs no keeping.
 fn release_of(releases: &Path, path: &Path) -> Option<ReleaseId> {
@@ -446,6 +542,9 @@ mod tests {
         fn started(&self, _: u32) -> Option<DateTime<Utc>> {
             ReleaseId::parse("20260101120000").ok().map(|id| id.time())
         }
+        fn command_line(&self, pid: u32) -> Vec<u8> {
+            format!("proc{pid}\0--root=/srv/app/releases/20260101000000/bin\0").into_bytes()
+        }
     }
 
     /// Regression: an unreadable process was skipped as if it used no
@@ -468,7 +567,7 @@ mod tests {
             ],
             vec![2],
         );
-        let usage = scan_with(root, [10, 20, 30, 2], &fake);
+        let usage = scan_with(&[root], [10, 20, 30, 2], &fake);
         assert_eq!(
             usage.used.keys().map(|id| id.as_str()).collect::<Vec<_>>(),
             ["20260101000000"]
@@ -480,17 +579,194 @@ mod tests {
         );
         assert_eq!(usage.hidden[0].user, "www-data");
         assert!(usage.hidden[0].error.contains("/proc/20/cwd"));
-        // Started at 12:00: it may run from releases made before then (an
-        // app started from an existing release), not from later ones.
+        assert_eq!(usage.hidden[0].named, [id("20260101000000")]);
+        // Without a history, started at 12:00: it may run from releases
+        // made before then (an app started from an existing release), not
+        // from later ones.
         let hidden = &usage.hidden[0];
-        assert!(hidden.may_use(&ReleaseId::parse("20260101115959").unwrap()));
-        assert!(hidden.may_use(&ReleaseId::parse("20260101000000").unwrap()));
-        assert!(!hidden.may_use(&ReleaseId::parse("20260101120100").unwrap()));
+        let reach = hidden.reach(None);
+        assert!(reach.includes(&id("20260101115959")));
+        assert!(reach.includes(&id("20260101000000")));
+        assert!(!reach.includes(&id("20260101120100")));
         let unknown = Hidden {
             started: None,
             ..hidden.clone()
         };
-        assert!(unknown.may_use(&ReleaseId::parse("20990101000000").unwrap()));
+        assert_eq!(unknown.reach(None), Reach::Any);
+        assert!(Reach::Any.includes(&id("20990101000000")));
+    }
+
+    fn id(s: &str) -> ReleaseId {
+        ReleaseId::parse(s).unwrap()
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        id(s).time()
+    }
+
+    /// An event of `kind` that began at `start`, took `secs`, and moved
+    /// `current` from `previous` to `live`, making (or trying) `release`.
+    fn event(
+        kind: &str,
+        start: &str,
+        secs: i64,
+        previous: Option<&str>,
+        release: Option<&str>,
+        live: Option<&str>,
+    ) -> crate::history::Event {
+        crate::history::Event {
+            time: at(start),
+            duration_ms: (secs * 1000) as u64,
+            previous: previous.map(id),
+            release: release.map(id),
+            live: live.map(id),
+            ..crate::history::Event::new(kind, "ok")
+        }
+    }
+
+    fn ids(reach: &Reach) -> Vec<&str> {
+        match reach {
+            Reach::Releases(ids) => ids.iter().map(|i| i.as_str()).collect(),
+            other => panic!("the history should have answered: {other:?}"),
+        }
+    }
+
+    const R1: &str = "20260101100000";
+    const R2: &str = "20260101110000";
+    const R3: &str = "20260101120000";
+    const R4: &str = "20260101130000";
+
+    /// R1 deployed at 10:00, R2 at 11:00, R3 at 12:00, R4 at 13:00 (each
+    /// taking 30 s), then a rollback to R2 at 14:00.
+    fn history() -> crate::history::Log {
+        crate::history::Log {
+            events: vec![
+                event("deploy", R1, 30, None, Some(R1), Some(R1)),
+                event("deploy", R2, 30, Some(R1), Some(R2), Some(R2)),
+                event("deploy", R3, 30, Some(R2), Some(R3), Some(R3)),
+                event("prune", "20260101123000", 1, None, None, Some(R3)),
+                event("deploy", R4, 30, Some(R3), Some(R4), Some(R4)),
+                event(
+                    "rollback",
+                    "20260101140000",
+                    5,
+                    Some(R4),
+                    Some(R2),
+                    Some(R2),
+                ),
+            ],
+            ..Default::default()
+        }
+    }
+
+    fn started_at(time: &str) -> Hidden {
+        Hidden {
+            pid: 1,
+            name: "sshd".into(),
+            user: "root".into(),
+            error: "denied".into(),
+            started: Some(at(time)),
+            named: Vec::new(),
+        }
+    }
+
+    /// Issue #27: a root process started after every release (an ssh login,
+    /// a cron job) kept them all, and a non-root prune never freed a byte.
+    /// It may run only what was live as it started.
+    #[test]
+    fn a_hidden_process_reaches_what_was_live_as_it_started() {
+        let log = history();
+        let timeline = crate::history::Timeline::new(&log, [], Some(id(R2)));
+        let t = Some(&timeline);
+        // Started at 12:40, when R3 was live: R3 alone, not R1 or R2.
+        assert_eq!(ids(&started_at("20260101124000").reach(t)), [R3]);
+        // Started after the rollback: R2, which is current.
+        assert_eq!(ids(&started_at("20260101150000").reach(t)), [R2]);
+        // Started at boot, before any deploy: nothing was live.
+        assert_eq!(
+            ids(&started_at("20250101000000").reach(t)),
+            Vec::<&str>::new()
+        );
+        // Started during R4's deploy: R3 or R4, whichever current named.
+        assert_eq!(ids(&started_at("20260101130010").reach(t)), [R3, R4]);
+        // Within the slack of the deploy's end: either side of it.
+        assert_eq!(ids(&started_at("20260101130031").reach(t)), [R3, R4]);
+        assert_eq!(ids(&started_at("20260101130040").reach(t)), [R4]);
+        // A release its command line names, whatever was live.
+        let named = Hidden {
+            named: vec![id(R1)],
+            ..started_at("20260101124000")
+        };
+        assert_eq!(ids(&named.reach(t)), [R1, R3]);
+    }
+
+    #[test]
+    fn where_the_history_cannot_say_the_old_rule_stands() {
+        let created_before = |t: &str| Reach::CreatedBefore(at(t) + START_SLACK);
+        // No history at all (unreadable, or empty).
+        let empty = crate::history::Timeline::new(&Default::default(), [], None);
+        let p = started_at("20260101124000");
+        assert_eq!(p.reach(Some(&empty)), created_before("20260101124000"));
+        assert_eq!(p.reach(None), created_before("20260101124000"));
+        // A damaged line between the prune (12:30) and R4's deploy (13:00):
+        // that stretch is unknown, the rest is not.
+        let mut log = history();
+        log.damaged = vec![4];
+        let timeline = crate::history::Timeline::new(&log, [], Some(id(R2)));
+        let t = Some(&timeline);
+        assert_eq!(p.reach(t), created_before("20260101124000"));
+        assert_eq!(ids(&started_at("20260101113000").reach(t)), [R2]);
+        assert_eq!(ids(&started_at("20260101133000").reach(t)), [R4]);
+        // A torn last line: everything after the last event is unknown.
+        let mut log = history();
+        log.damaged = vec![log.events.len()];
+        let timeline = crate::history::Timeline::new(&log, [], Some(id(R2)));
+        let late = started_at("20260101150000");
+        assert_eq!(
+            late.reach(Some(&timeline)),
+            created_before("20260101150000")
+        );
+    }
+
+    /// A deploy killed after its swap never recorded its event: its release
+    /// may have been current from its activation until the next command.
+    #[test]
+    fn an_activation_the_history_never_recorded_counts() {
+        let log = history();
+        let killed = "20260101123500";
+        let timeline =
+            crate::history::Timeline::new(&log, [(id(killed), at("20260101123510"))], Some(id(R2)));
+        let t = Some(&timeline);
+        assert_eq!(ids(&started_at("20260101124000").reach(t)), [R3, killed]);
+        assert_eq!(ids(&started_at("20260101123000").reach(t)), [R3]);
+        assert_eq!(ids(&started_at("20260101133000").reach(t)), [R4]);
+    }
+
+    #[test]
+    fn releases_named_on_a_command_line() {
+        let root = Path::new("/srv/app/releases");
+        let named = |line: &str| {
+            releases_named(&[root], line.replace(' ', "\0").as_bytes())
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            named("/srv/app/releases/20260101000000/bin/server --port 3000"),
+            ["20260101000000"]
+        );
+        assert_eq!(
+            named("sh -c cd\0/srv/app/releases/20260101000000"),
+            ["20260101000000"]
+        );
+        assert!(named("/srv/app/releases/202601010000001/x").is_empty());
+        assert!(named("/srv/other/releases/20260101000000/x").is_empty());
+        assert!(named("/srv/app/current/bin/server").is_empty());
+        let script = b"sh\0-c\0cd /srv/app/releases/20260101000000 && exec ./s\0";
+        assert_eq!(
+            releases_named(&[root], script),
+            [ReleaseId::parse("20260101000000").unwrap()]
+        );
     }
 
     #[test]

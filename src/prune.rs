@@ -114,29 +114,8 @@ pub fn run(ctx: &Ctx, keep: usize, dry_run: bool) -> Result<(Plan, Vec<ReleaseId
         e.context("prune cannot tell which release a slot runs, so it removes nothing")
     })?);
     let mut plan = plan(&listing.releases, current.id(), &in_use, keep);
-    let held = plan.hold_back(|id| usage.hidden.iter().any(|h| h.may_use(id)));
-    if !held.is_empty() {
-        let held: Vec<String> = held.iter().map(Layout::display).collect();
-        let blockers: Vec<String> = usage
-            .hidden
-            .iter()
-            .filter(|h| {
-                plan.keep
-                    .iter()
-                    .any(|(id, r)| *r == Reason::Unverified && h.may_use(id))
-            })
-            .take(3)
-            .map(|h| format!("{} (pid {}) of {}: {}", h.name, h.pid, h.user, h.error))
-            .collect();
-        ctx.ui.warn(format!(
-            "kept {}, which prune would remove: processes that started after {} could not be \
-             inspected, so shipit cannot tell whether they run from {} ({})\n\
-             hint: run `shipit prune` as root or as the user those processes run as",
-            held.join(", "),
-            if held.len() == 1 { "it" } else { "them" },
-            if held.len() == 1 { "it" } else { "them" },
-            blockers.join("; ")
-        ));
+    if !usage.hidden.is_empty() {
+        hold_back_hidden(ctx, &listing.releases, &current, &usage.hidden, &mut plan);
     }
     if dry_run {
         return Ok((plan, Vec::new()));
@@ -148,6 +127,79 @@ pub fn run(ctx: &Ctx, keep: usize, dry_run: bool) -> Result<(Plan, Vec<ReleaseId
     }
     let removed = apply(layout, &plan)?;
     Ok((plan, removed))
+}
+
+/// Keep what processes that could not be inspected may run from (see
+/// [`procs::Hidden::reach`]), and say what was kept for whom.
+fn hold_back_hidden(
+    ctx: &Ctx,
+    releases: &[Release],
+    current: &store::Current,
+    hidden: &[procs::Hidden],
+    plan: &mut Plan,
+) {
+    let timeline = match crate::history::read(&ctx.layout) {
+        Ok(log) => Some(crate::history::Timeline::new(
+            &log,
+            releases.iter().filter_map(|r| {
+                let began = r.meta.as_ref()?.activation_started?;
+                Some((r.id.clone(), began))
+            }),
+            current.id().cloned(),
+        )),
+        Err(e) => {
+            ctx.ui.warn(format!(
+                "{e}: prune cannot tell which release was live when the processes it cannot \
+                 inspect started, so it keeps every release older than they are"
+            ));
+            None
+        }
+    };
+    let reaches: Vec<(&procs::Hidden, procs::Reach)> = hidden
+        .iter()
+        .map(|h| (h, h.reach(timeline.as_ref())))
+        .collect();
+    let held = plan.hold_back(|id| reaches.iter().any(|(_, reach)| reach.includes(id)));
+    if held.is_empty() {
+        return;
+    }
+    let blocking: Vec<&(&procs::Hidden, procs::Reach)> = reaches
+        .iter()
+        .filter(|(_, reach)| held.iter().any(|id| reach.includes(id)))
+        .collect();
+    let named: Vec<String> = blocking
+        .iter()
+        .take(3)
+        .map(|(h, _)| format!("{} (pid {}) of {}: {}", h.name, h.pid, h.user, h.error))
+        .collect();
+    let more = match blocking.len().saturating_sub(named.len()) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    let unknown = blocking
+        .iter()
+        .filter(|(_, reach)| !matches!(reach, procs::Reach::Releases(_)))
+        .count();
+    let guessing = match unknown {
+        0 => String::new(),
+        n => format!(
+            "; for {n} of them shipit cannot tell what was live when they started (the history \
+             does not say), so every release older than they are is kept"
+        ),
+    };
+    let held: Vec<String> = held.iter().map(Layout::display).collect();
+    let (them, what) = if held.len() == 1 {
+        ("it", "it was")
+    } else {
+        ("them", "each was")
+    };
+    ctx.ui.warn(format!(
+        "kept {}, which prune would remove: processes that shipit cannot inspect may run from \
+         {them}, since {what} live when one of them started ({}{more}){guessing}\n\
+         hint: run `shipit prune` as root or as the user those processes run as",
+        held.join(", "),
+        named.join("; ")
+    ));
 }
 
 /// Delete what `plan` says, then build logs of releases older than the

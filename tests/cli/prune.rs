@@ -1,6 +1,7 @@
 //! Pruning: keep N, never current, the rollback target or a release in use.
 
 use std::process::Command;
+use std::time::Duration;
 
 use crate::sandbox::{Sandbox, dir_names};
 
@@ -85,70 +86,172 @@ fn keep_zero_is_refused() {
     assert_eq!(sb.fingerprint(), before);
 }
 
+/// Give the deploy directory and the config to `nobody`, so that prune can
+/// run as that user (a deploy user who is not root).
+fn hand_to_nobody(sb: &Sandbox) {
+    use crate::sandbox::NOBODY;
+    sb.open_to_nobody();
+    for entry in walkdir::WalkDir::new(sb.deploy_to()).into_iter().flatten() {
+        let _ = std::os::unix::fs::lchown(entry.path(), Some(NOBODY), Some(NOBODY));
+    }
+    std::os::unix::fs::chown(sb.config_path(), Some(NOBODY), Some(NOBODY)).unwrap();
+}
+
+/// The ids of the releases `prune --json` kept, with their reasons.
+fn kept(plan: &serde_json::Value) -> Vec<(String, String)> {
+    plan["kept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            let field = |f: &str| k[f].as_str().unwrap().to_string();
+            (field("id"), field("reason"))
+        })
+        .collect()
+}
+
 /// Regression: prune, running as a user who may not read another user's
 /// `/proc/<pid>/cwd`, took that process for one that uses no release and
-/// deleted the release it ran from. Here the process runs as root and
-/// prune as `nobody` (through setpriv), so this needs root to set up.
+/// deleted the release it ran from. Here a root service runs from the
+/// release that was live when it started (as a unit's `ExecStart=` under
+/// `current` does) and prune runs as `nobody` (through setpriv), so this
+/// needs root to set up.
 #[test]
 fn a_release_used_by_a_process_prune_cannot_inspect_is_kept() {
-    use std::os::unix::fs::{PermissionsExt, chown};
-    if !nix::unistd::getuid().is_root() {
-        eprintln!(
-            "SKIPPED a_release_used_by_a_process_prune_cannot_inspect_is_kept: it needs root \
-             (a process of one user, prune as another); the unit test \
-             procs::tests::an_unreadable_process_is_reported_not_skipped covers the logic"
-        );
+    if !crate::sandbox::root_or_say_skipped(
+        "a_release_used_by_a_process_prune_cannot_inspect_is_kept",
+    ) {
         return;
     }
     let sb = Sandbox::new();
     sb.write_config("keep_releases = 5\n");
-    let mut ids = Vec::new();
-    for n in 0..3 {
+    let mut ids = vec![sb.deploy()];
+    // Started from `current` while the first release is live, so it runs
+    // that release; the deploys after it are no reason to keep anything.
+    let mut straggler = Command::new("sleep")
+        .arg("120")
+        .current_dir(sb.deploy_to().join("current"))
+        .spawn()
+        .unwrap();
+    for n in 2..4 {
         sb.commit("index.html", &format!("v{n}\n"));
         ids.push(sb.deploy());
     }
-    let oldest = sb.deploy_to().join("releases").join(&ids[0]);
-    let mut straggler = Command::new("sleep")
-        .arg("120")
-        .current_dir(&oldest)
-        .spawn()
-        .unwrap();
-    // nobody must reach the sandbox and own the deploy directory.
-    let mut dir = sb.path().to_path_buf();
-    loop {
-        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode | 0o755)).unwrap();
-        if !dir.pop() || dir == std::path::Path::new("/") {
-            break;
-        }
-    }
-    for entry in walkdir::WalkDir::new(sb.deploy_to()).into_iter().flatten() {
-        let _ = std::os::unix::fs::lchown(entry.path(), Some(65534), Some(65534));
-    }
-    chown(sb.config_path(), Some(65534), Some(65534)).unwrap();
-    let out = sb
-        .command_with(
-            "setpriv",
-            &[
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                crate::sandbox::SHIPIT,
-                "prune",
-                "--keep",
-                "1",
-            ],
-        )
-        .env("HOME", "/nonexistent")
-        .output()
-        .expect("setpriv (util-linux) runs");
-    let _ = straggler.kill();
+    hand_to_nobody(&sb);
+    let run = sb.run_as_nobody(&["prune", "--keep", "1"]);
+    crate::sandbox::kill(straggler.id());
     let _ = straggler.wait();
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{said}");
+    run.ok();
     assert!(
         sb.releases().contains(&ids[0]),
-        "prune deleted a release a process it could not inspect runs from\n{said}"
+        "prune deleted a release a process it could not inspect runs from\n{}",
+        run.stderr
     );
-    assert!(said.contains("could not be inspected"), "{said}");
+    run.says("cannot inspect").says(&ids[0]);
+}
+
+/// Whether this machine lets root make a PID namespace (a container may
+/// not); tests that need one say loudly that they were skipped.
+fn pid_namespaces_or_say_skipped(test: &str) -> bool {
+    let works = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !works {
+        eprintln!(
+            "\n*** SKIPPED {test}: it needs `unshare --pid --mount-proc` (root, util-linux) to \
+             see only its own processes ***\n"
+        );
+    }
+    works
+}
+
+/// Issue #27: as a deploy user who is not root, prune kept every release
+/// older than any root process (an ssh session, a cron job), so releases
+/// piled up until the disk filled. Now a process it cannot inspect keeps
+/// only what was live when it started. In a PID namespace of its own, so
+/// that the processes of other tests (root too) are not in the count.
+#[test]
+fn a_non_root_prune_keeps_only_what_uninspectable_processes_may_run() {
+    let test = "a_non_root_prune_keeps_only_what_uninspectable_processes_may_run";
+    if !crate::sandbox::root_or_say_skipped(test) || !pid_namespaces_or_say_skipped(test) {
+        return;
+    }
+    let sb = Sandbox::new();
+    sb.write_config("keep_releases = 20\n");
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        sb.commit("index.html", &format!("v{n}\n"));
+        ids.push(sb.deploy());
+    }
+    sb.run(&["rollback", "--to", &ids[3]]).ok();
+    // Let the clock pass the slack around a process's start time, so that
+    // the processes below start when the fourth release alone is live.
+    let rolled = std::time::Instant::now();
+    crate::sandbox::wait_until(
+        "the start-time slack to pass",
+        Duration::from_secs(10),
+        || rolled.elapsed() > Duration::from_secs(3),
+    );
+    let ready = sb.path().join("ready");
+    let go = sb.path().join("go");
+    let out = sb.path().join("prune.out");
+    // In the namespace: a deploy user's process in an old release, a root
+    // service started from `current` (the fourth release), a root process
+    // that uses no release; then, once told to, prune as nobody.
+    let script = format!(
+        "cd '{old}' && setpriv --reuid=65534 --regid=65534 --clear-groups sleep 300 &\n\
+         (cd '{deploy}/current' && exec sleep 300) &\n\
+         (cd / && exec sleep 300) &\n\
+         touch '{ready}'\n\
+         i=0; while [ ! -e '{go}' ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\n\
+         cd '{sandbox}' && setpriv --reuid=65534 --regid=65534 --clear-groups \
+         env HOME=/nonexistent NO_COLOR=1 '{shipit}' prune --json >'{out}' 2>'{out}.err'\n\
+         echo $? >'{out}.code'\n",
+        old = sb.deploy_to().join("releases").join(&ids[1]).display(),
+        deploy = sb.deploy_to().display(),
+        ready = ready.display(),
+        go = go.display(),
+        sandbox = sb.path().display(),
+        shipit = crate::sandbox::SHIPIT,
+        out = out.display(),
+    );
+    let mut namespace = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    crate::sandbox::wait_until("the processes to start", Duration::from_secs(30), || {
+        ready.exists()
+    });
+    // After they started, the sixth release goes live: they cannot run it
+    // (it is current anyway), nor the fifth, the rollback target now.
+    sb.run(&["rollback", "--to", &ids[5]]).ok();
+    sb.write_config("keep_releases = 3\n");
+    hand_to_nobody(&sb);
+    std::fs::write(&go, "").unwrap();
+    // When the namespace's first process exits, the kernel ends the rest.
+    crate::sandbox::wait_bounded(&mut namespace, Duration::from_secs(120));
+    let read = |suffix: &str| {
+        std::fs::read_to_string(format!("{}{suffix}", out.display())).unwrap_or_default()
+    };
+    let said = read(".err");
+    assert_eq!(read(".code").trim(), "0", "{said}");
+    let plan: serde_json::Value = serde_json::from_str(&read("")).expect(&said);
+    let by_reason = |reason: &str| -> Vec<String> {
+        kept(&plan)
+            .into_iter()
+            .filter(|(_, r)| r == reason)
+            .map(|(id, _)| id)
+            .collect()
+    };
+    assert_eq!(by_reason("newest"), ids[7..].to_vec(), "{plan}");
+    assert_eq!(by_reason("current"), [ids[5].clone()], "{plan}");
+    assert_eq!(by_reason("rollback-target"), [ids[4].clone()], "{plan}");
+    assert_eq!(by_reason("in-use"), [ids[1].clone()], "{plan}");
+    assert_eq!(by_reason("unverified"), [ids[3].clone()], "{plan}\n{said}");
+    let mut left = vec![ids[1].clone()];
+    left.extend(ids[3..=5].iter().cloned());
+    left.extend(ids[7..].iter().cloned());
+    assert_eq!(sb.releases(), left, "{said}");
+    assert!(said.contains("cannot inspect"), "{said}");
 }
