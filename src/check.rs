@@ -230,14 +230,23 @@ fn releases(layout: &Layout) -> Check {
         Ok(listing) if listing.foreign.is_empty() => {
             pass("releases", format!("{} releases", listing.releases.len()))
         }
-        Ok(listing) => fail(
-            "releases",
-            format!(
-                "releases/ holds entries that are not releases: {}",
-                listing.foreign.join(", ")
+        // Not a failure: deploy and prune work around them and warn.
+        Ok(listing) => Check {
+            fix: Some(
+                "move them out of releases/ if they should not be there (release directories \
+                 are named like 20261121174500; shipit never deletes what it did not create)"
+                    .into(),
             ),
-            "move them out of releases/ (release directories are named like 20261121174500)",
-        ),
+            ..pass(
+                "releases",
+                format!(
+                    "{} releases; releases/ also holds entries that are not releases, which \
+                     shipit leaves alone: {}",
+                    listing.releases.len(),
+                    listing.foreign.join(", ")
+                ),
+            )
+        },
         Err(e) => fail(
             "releases",
             e.to_string(),

@@ -54,7 +54,6 @@ pub fn preflight(ctx: &Ctx, req: &Request) -> Result<()> {
     if let Some(reference) = &req.reference {
         crate::gitref::check_ref(reference)?;
     }
-    store::list(&ctx.layout)?.require_no_foreign(&ctx.layout)?;
     let current = store::require_sane_current(&ctx.layout)?;
     crate::slots::preflight(ctx)?;
     if let (Some(reference), Some(url), None) =
@@ -107,7 +106,9 @@ pub fn run(ctx: &Ctx, req: &Request) -> Result<Outcome> {
     let started = Instant::now();
     let layout = &ctx.layout;
     let listing = store::list(layout)?;
-    listing.require_no_foreign(layout)?;
+    if let Some(warning) = listing.stray_warning(layout) {
+        ctx.ui.warn(warning);
+    }
     let current = store::require_sane_current(layout)?;
     let previous = current.id().cloned();
     clear_leftovers(ctx);
@@ -118,15 +119,15 @@ pub fn run(ctx: &Ctx, req: &Request) -> Result<Outcome> {
         history::record(layout, &ctx.ui, event, started, error, live)
     };
 
-    let (id, resolved) =
-        match build_and_publish(ctx, req, &listing.ids(), previous.as_ref(), &mut event) {
-            Ok(built) => built,
-            Err(e) => {
-                let e = e.in_phase(Kind::BeforeSwap).live(current.describe());
-                record(event, Some(&e), previous.clone());
-                return Err(e);
-            }
-        };
+    let (id, resolved) = match build_and_publish(ctx, req, &listing, previous.as_ref(), &mut event)
+    {
+        Ok(built) => built,
+        Err(e) => {
+            let e = e.in_phase(Kind::BeforeSwap).live(current.describe());
+            record(event, Some(&e), previous.clone());
+            return Err(e);
+        }
+    };
 
     // The release is complete and published; nothing is live yet.
     let published = Published {
@@ -223,7 +224,7 @@ pub fn go_live(
 fn build_and_publish(
     ctx: &Ctx,
     req: &Request,
-    taken: &[ReleaseId],
+    listing: &store::Listing,
     previous: Option<&ReleaseId>,
     event: &mut Event,
 ) -> Result<(ReleaseId, Resolved)> {
@@ -252,7 +253,7 @@ fn build_and_publish(
     event.branch = resolved.branch.clone();
     interrupt::check()?;
 
-    let id = ReleaseId::allocate(Utc::now(), taken);
+    let id = listing.allocate(Utc::now());
     event.release = Some(id.clone());
     let staging = layout.staging(&id);
     let staged = stage(ctx, &id, &staging, &resolved, previous)

@@ -103,8 +103,9 @@ impl Plan {
 pub fn run(ctx: &Ctx, keep: usize, dry_run: bool) -> Result<(Plan, Vec<ReleaseId>)> {
     let _timing = crate::ui::Timing::start("prune");
     let layout = &ctx.layout;
+    // Entries that are not releases are left alone: the plan is made of
+    // releases only (the commands that run prune warn about them).
     let listing = store::list(layout)?;
-    listing.require_no_foreign(layout)?;
     let current = store::require_sane_current(layout)?;
     let usage = procs::scan(layout);
     let mut in_use: BTreeSet<ReleaseId> = usage.used.keys().cloned().collect();

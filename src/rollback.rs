@@ -41,7 +41,6 @@ pub struct Outcome {
 pub fn choose(ctx: &Ctx, to: Option<&ReleaseId>, force: bool) -> Result<(Current, ReleaseId)> {
     let layout = &ctx.layout;
     let listing = store::list(layout)?;
-    listing.require_no_foreign(layout)?;
     let current = store::read_current(layout)?;
     if current == Current::NotSymlink {
         return Err(store::require_sane_current(layout).unwrap_err());
@@ -105,6 +104,12 @@ pub fn run(ctx: &Ctx, to: Option<&ReleaseId>, force: bool) -> Result<Outcome> {
     let started = Instant::now();
     let layout = &ctx.layout;
     let (current, target) = choose(ctx, to, force)?;
+    if let Some(warning) = store::list(&ctx.layout)
+        .ok()
+        .and_then(|listing| listing.stray_warning(&ctx.layout))
+    {
+        ctx.ui.warn(warning);
+    }
     let from = current.id().cloned();
 
     let mut event = Event::new("rollback", "ok");

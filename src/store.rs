@@ -216,18 +216,40 @@ impl Listing {
         self.releases.iter().find(|r| &r.id == id)
     }
 
-    /// Refuse to mutate a deploy directory with unknown things in
-    /// `releases/`: shipit would never delete them, but an operator should
-    /// know they are there before anything is swapped or pruned.
-    pub fn require_no_foreign(&self, layout: &Layout) -> Result<()> {
-        match self.foreign.first() {
-            None => Ok(()),
-            Some(name) => Err(Error::usage(format!(
-                "{} is not a release (release directories are named like 20261121174500)",
-                layout.releases().join(name).display()
-            ))
-            .hint("move it out of releases/; shipit never deletes what it did not create")),
+    /// What to say about entries that are not releases, if there are any.
+    /// They are never deleted (shipit deletes only what it created) and
+    /// never block a command: a disk that fills because one stray
+    /// directory stopped every prune is worse than a warning.
+    pub fn stray_warning(&self, layout: &Layout) -> Option<String> {
+        if self.foreign.is_empty() {
+            return None;
         }
+        let names: Vec<String> = self
+            .foreign
+            .iter()
+            .map(|name| layout.releases().join(name).display().to_string())
+            .collect();
+        let (is, it) = if names.len() == 1 {
+            ("is not a release", "it")
+        } else {
+            ("are not releases", "them")
+        };
+        Some(format!(
+            "{} {is} (release directories are named like 20261121174500): shipit leaves {it} \
+             alone and never deletes what it did not create\n\
+             hint: move {it} out of releases/ if {it} should not be there",
+            names.join(", ")
+        ))
+    }
+
+    /// The id for a new release ([`ReleaseId::allocate`]), past any stray
+    /// entry that happens to have a release's name (a file, a symlink).
+    pub fn allocate(&self, now: DateTime<Utc>) -> ReleaseId {
+        let mut id = ReleaseId::allocate(now, &self.ids());
+        while self.foreign.iter().any(|name| name == id.as_str()) {
+            id = ReleaseId::from_time(id.time() + chrono::TimeDelta::seconds(1));
+        }
+        id
     }
 }
 
@@ -489,6 +511,26 @@ mod tests {
         let ids: Vec<_> = l.ids().iter().map(|i| i.to_string()).collect();
         assert_eq!(ids, ["20260101000000", "20260102000000"]);
         assert_eq!(l.foreign, ["20260103000000", "20269999000000", "backup"]);
+    }
+
+    /// A stray file named like the next release would make the publish
+    /// fail: the new id steps past it.
+    #[test]
+    fn a_new_id_steps_past_a_stray_entry_with_a_release_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        fs::create_dir_all(layout.releases().join("20260101000000")).unwrap();
+        fs::write(layout.releases().join("20260101000001"), "a file").unwrap();
+        let listing = list(&layout).unwrap();
+        let now = ReleaseId::parse("20260101000000").unwrap().time();
+        assert_eq!(listing.allocate(now).as_str(), "20260101000002");
+        let later = ReleaseId::parse("20260102000000").unwrap().time();
+        assert_eq!(listing.allocate(later).as_str(), "20260102000000");
+        let warning = listing.stray_warning(&layout).unwrap();
+        assert!(
+            warning.contains("releases/20260101000001 is not a release"),
+            "{warning}"
+        );
     }
 
     #[test]

@@ -26,8 +26,11 @@ pub fn run(ctx: &Ctx, args: &PruneArgs) -> Result<()> {
     let started = Instant::now();
     // Refuse what prune would refuse under the lock before taking it, so a
     // refusal leaves the deploy directory exactly as it was.
-    crate::store::list(&ctx.layout)?.require_no_foreign(&ctx.layout)?;
+    let listing = crate::store::list(&ctx.layout)?;
     crate::store::require_sane_current(&ctx.layout)?;
+    if let Some(warning) = listing.stray_warning(&ctx.layout) {
+        ctx.ui.warn(warning);
+    }
     let _lock = if args.dry_run {
         None
     } else {

@@ -26,10 +26,8 @@ pub fn run(ctx: &Ctx, args: &ReleasesArgs) -> Result<()> {
     }
     let listing = store::list(&ctx.layout)?;
     let current = store::read_current(&ctx.layout)?;
-    for name in &listing.foreign {
-        ctx.ui.warn(format!(
-            "releases/{name} is not a release; shipit ignores it"
-        ));
+    if let Some(warning) = listing.stray_warning(&ctx.layout) {
+        ctx.ui.warn(warning);
     }
     let newest_first = listing.releases.iter().rev();
     let slots = crate::slots::describe_or_warn(ctx);
@@ -60,6 +58,7 @@ pub fn run(ctx: &Ctx, args: &ReleasesArgs) -> Result<()> {
         let _ = ui::out_json(&json!({
             "current": current.id(),
             "releases": releases,
+            "stray": listing.foreign,
             "slots": slots.as_ref().map(|v| v.to_json()),
         }));
         return Ok(());

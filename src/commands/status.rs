@@ -31,9 +31,12 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
         ));
         current = store::Current::Release(front);
     }
+    let listing = store::list(&ctx.layout).ok();
     let release = current
         .id()
-        .and_then(|id| store::list(&ctx.layout).ok()?.get(id).cloned());
+        .and_then(|id| listing.as_ref()?.get(id).cloned());
+    // Entries in releases/ that are not releases: left alone, but shown.
+    let stray: Vec<String> = listing.map(|l| l.foreign).unwrap_or_default();
     // Damaged metadata must not hide what is live and whether it is healthy.
     let meta = match current.id().map(|id| store::read_metadata(&ctx.layout, id)) {
         Some(Ok(meta)) => meta,
@@ -86,6 +89,7 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
             "proven": release.as_ref().map(|r| r.proven),
             "health": health,
             "slots": slots.as_ref().map(|v| v.to_json()),
+            "stray": stray,
             "last_deploy": last_deploy,
             "last_event": last_event,
         }));
@@ -124,6 +128,12 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
         for line in view.lines() {
             text.push_str(&format!("slot:         {line}\n"));
         }
+    }
+    for name in &stray {
+        text.push_str(&format!(
+            "stray:        {} is not a release (shipit leaves it alone)\n",
+            ctx.layout.releases().join(name).display()
+        ));
     }
     let when = |e: &history::Event| e.time.format("%Y-%m-%d %H:%M:%S UTC").to_string();
     let said = |e: &history::Event| e.said().map(|m| format!(": {m}")).unwrap_or_default();

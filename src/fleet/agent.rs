@@ -152,7 +152,9 @@ fn receive(ctx: &Ctx, mut meta: Metadata) -> Result<Value> {
     let layout = &ctx.layout;
     let id = meta.id.clone();
     let listing = store::list(layout)?;
-    listing.require_no_foreign(layout)?;
+    if let Some(warning) = listing.stray_warning(layout) {
+        ctx.ui.warn(warning);
+    }
     let current = store::require_sane_current(layout)?;
     let _lock = crate::mutation::begin(ctx, None)?;
     crate::deploy::clear_leftovers(ctx);

@@ -92,18 +92,6 @@ fn config_errors_name_the_value() {
 }
 
 #[test]
-fn a_foreign_entry_in_releases_is_named() {
-    let sb = Sandbox::new();
-    sb.deploy();
-    fs::create_dir(sb.deploy_to().join("releases/backup-old")).unwrap();
-    let before = sb.fingerprint();
-    sb.run(&["deploy"])
-        .code(2)
-        .says("releases/backup-old is not a release");
-    assert_eq!(sb.fingerprint(), before);
-}
-
-#[test]
 fn releases_output_survives_a_closed_pipe() {
     let sb = Sandbox::new();
     for n in 0..3 {
@@ -272,12 +260,6 @@ fn corpus() -> Vec<Case> {
             },
             args: &["deploy"],
             names: "releases/20000101000000, which is not a release",
-        },
-        Case {
-            name: "foreign file in releases",
-            setup: |sb| fs::write(sb.deploy_to().join("releases/notes.txt"), "x").unwrap(),
-            args: &["prune"],
-            names: "notes.txt is not a release",
         },
         Case {
             name: "prune --keep 0",

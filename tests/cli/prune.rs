@@ -77,6 +77,75 @@ fn prune_keeps_a_release_that_a_process_still_runs_from() {
     assert!(sb.releases().contains(&ids[0]));
 }
 
+/// Issue #27: one entry in `releases/` that shipit did not make stopped
+/// every deploy and prune (exit 2), so releases piled up around it until the
+/// disk filled. Now it is named in a warning, listed by `status`, `releases`
+/// and `check`, left exactly as it is, and the releases around it are
+/// pruned.
+#[test]
+fn a_stray_entry_in_releases_is_named_left_alone_and_pruned_around() {
+    let sb = Sandbox::new();
+    sb.write_config("keep_releases = 2\n");
+    let mut ids = vec![sb.deploy()];
+    let releases = sb.deploy_to().join("releases");
+    std::fs::create_dir(releases.join("backup-old")).unwrap();
+    std::fs::write(releases.join("backup-old/poem.txt"), "kept\n").unwrap();
+    std::fs::write(releases.join("notes.txt"), "x").unwrap();
+    // Named like a release, but a link: never followed, never deleted.
+    std::os::unix::fs::symlink(&ids[0], releases.join("20000101000000")).unwrap();
+    for n in 2..5 {
+        sb.commit("index.html", &format!("v{n}\n"));
+        sb.run(&["deploy"])
+            .ok()
+            .says("backup-old")
+            .says("notes.txt")
+            .says("never deletes what it did not create");
+        ids.push(sb.current().unwrap());
+    }
+    let stray = ["20000101000000", "backup-old", "notes.txt"];
+    let mut expected: Vec<String> = stray.iter().map(|s| s.to_string()).collect();
+    expected.extend(ids[2..].iter().cloned());
+    expected.sort();
+    assert_eq!(sb.releases(), expected, "pruned around the stray entries");
+    assert_eq!(
+        std::fs::read_to_string(releases.join("backup-old/poem.txt")).unwrap(),
+        "kept\n"
+    );
+    sb.write_config("keep_releases = 10\n");
+    sb.commit("index.html", "v5\n");
+    ids.push(sb.deploy());
+    sb.run(&["prune", "--keep", "1"]).ok().says("backup-old");
+    let mut expected: Vec<String> = stray.iter().map(|s| s.to_string()).collect();
+    expected.extend(ids[3..].iter().cloned());
+    expected.sort();
+    assert_eq!(sb.releases(), expected);
+    assert!(releases.join("20000101000000").is_symlink());
+    let listed = |json: serde_json::Value| json["stray"].clone();
+    assert_eq!(listed(sb.releases_json()), serde_json::json!(stray));
+    assert_eq!(
+        listed(sb.run(&["status", "--json"]).ok().json()),
+        serde_json::json!(stray)
+    );
+    let check = sb.run(&["check", "--json"]).json();
+    let releases_check = check["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "releases")
+        .cloned()
+        .unwrap();
+    assert_eq!(releases_check["ok"], true, "{releases_check}");
+    assert!(
+        releases_check["detail"]
+            .as_str()
+            .unwrap()
+            .contains("backup-old"),
+        "{releases_check}"
+    );
+    let status = sb.run(&["status"]).ok().stdout.clone();
+    assert!(status.contains("backup-old is not a release"), "{status}");
+}
+
 #[test]
 fn keep_zero_is_refused() {
     let sb = Sandbox::new();
