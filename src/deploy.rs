@@ -356,12 +356,16 @@ fn stage(
 }
 
 /// Replace each shared path in the release with a symlink into `shared/`.
+///
+/// A shared directory that does not exist yet is created on first use,
+/// seeded with what the release holds at that path (Deployer's rule):
+/// otherwise the release's `uploads/` would vanish behind the link on the
+/// first deploy. Once it exists, `shared/` wins and the release's copy is
+/// replaced by the link, as for every later deploy. Shared files are never
+/// seeded: a missing one stops the deploy before this ([`check_shared`]).
 pub(crate) fn link_shared(ctx: &Ctx, release: &Path) -> Result<()> {
     for (rel, is_dir) in ctx.config.shared_paths() {
         let shared = ctx.layout.shared().join(&rel);
-        if is_dir {
-            fs::create_dir_all(&shared).with_path("could not create", &shared)?;
-        }
         // Refuse to follow a symlink from the repository on the way there:
         // it could point anywhere on the server.
         let mut prefix = release.to_path_buf();
@@ -379,6 +383,9 @@ pub(crate) fn link_shared(ctx: &Ctx, release: &Path) -> Result<()> {
             }
         }
         let link = release.join(&rel);
+        if is_dir && fs::symlink_metadata(&shared).is_err() {
+            create_shared_dir(ctx, &rel, &shared, &link)?;
+        }
         match fs::symlink_metadata(&link) {
             Ok(meta) if meta.is_dir() => {
                 fs::remove_dir_all(&link).with_path("could not replace", &link)?
@@ -391,6 +398,54 @@ pub(crate) fn link_shared(ctx: &Ctx, release: &Path) -> Result<()> {
         }
         symlink(&shared, &link).with_path("could not link shared path", &link)?;
     }
+    Ok(())
+}
+
+/// Create the shared directory `shared` (`shared/<rel>`), seeded with the
+/// release's directory `from` if it has one (a symlink in the release is
+/// not followed: it could point anywhere on the server). The copy is made
+/// under a temporary name and renamed into place, so a crash leaves either
+/// no shared directory (the next deploy seeds it) or a whole one.
+fn create_shared_dir(ctx: &Ctx, rel: &Path, shared: &Path, from: &Path) -> Result<()> {
+    let parent = shared.parent().expect("a shared path lies under shared/");
+    fs::create_dir_all(parent).with_path("could not create", parent)?;
+    let seed = fs::symlink_metadata(from).is_ok_and(|m| m.is_dir());
+    if !seed {
+        return fs::create_dir(shared).with_path("could not create", shared);
+    }
+    let name = shared
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // A draft a killed deploy left (callers hold the lock: none is in use).
+    let prefix = format!(".{name}.seed-");
+    for entry in fs::read_dir(parent).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+    let draft = tempfile::Builder::new()
+        .prefix(&prefix)
+        .tempdir_in(parent)
+        .with_path("could not create a directory in", parent)?;
+    source::copy_tree(from, draft.path())?;
+    let mode = fs::metadata(from)
+        .with_path("could not inspect", from)?
+        .permissions();
+    fs::set_permissions(draft.path(), mode).with_path("could not set permissions on", shared)?;
+    crate::fsutil::rename_noreplace(draft.path(), shared)
+        .with_path("could not create the shared directory", shared)?;
+    // The draft is the shared directory now: nothing left to clean up.
+    let _ = draft.keep();
+    ctx.ui.step(
+        "Seeding",
+        format!(
+            "shared/{} with the release's {} (a shared directory is seeded on first use; from \
+             now on shared/ wins)",
+            rel.display(),
+            rel.display()
+        ),
+    );
     Ok(())
 }
 

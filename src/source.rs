@@ -512,7 +512,7 @@ pub fn export(config: &Config, layout: &Layout, resolved: &Resolved, dest: &Path
 }
 
 /// Copy a directory as it is: symlinks stay symlinks, modes are kept.
-fn copy_tree(src: &Path, dest: &Path) -> Result<()> {
+pub(crate) fn copy_tree(src: &Path, dest: &Path) -> Result<()> {
     let mut checked = Instant::now();
     for entry in walkdir::WalkDir::new(src).min_depth(1).follow_links(false) {
         let entry = entry

@@ -161,7 +161,50 @@ fn shared_paths_are_linked_and_a_missing_shared_file_stops_the_deploy() {
     );
     assert!(release.join("log").is_symlink());
     assert!(sb.deploy_to().join("shared/log").is_dir());
-    assert!(!release.join("log/committed.txt").exists());
+    // The first use of shared/log seeded it from the release (see
+    // a_shared_directory_is_seeded_from_the_release_on_first_use).
+    assert!(sb.deploy_to().join("shared/log/committed.txt").is_file());
+}
+
+/// Issue #27: a shared directory created on the first deploy hid what the
+/// release held at that path: the release's `uploads/poem.txt` was gone
+/// behind the link. Now the new shared directory is seeded with it, and
+/// said so; once it exists, shared/ wins over what later releases hold.
+#[test]
+fn a_shared_directory_is_seeded_from_the_release_on_first_use() {
+    let sb = Sandbox::new();
+    sb.commit("uploads/poem.txt", "roses\n");
+    sb.commit("uploads/deep/er.txt", "deeper\n");
+    sb.write_config("shared = [\"uploads/\"]\n");
+    sb.run(&["deploy"])
+        .ok()
+        .says("Seeding")
+        .says("shared/uploads");
+    let shared = sb.deploy_to().join("shared");
+    let current = sb.deploy_to().join("current");
+    assert!(current.join("uploads").is_symlink());
+    assert_eq!(
+        fs::read_to_string(current.join("uploads/poem.txt")).unwrap(),
+        "roses\n"
+    );
+    assert_eq!(
+        fs::read_to_string(shared.join("uploads/deep/er.txt")).unwrap(),
+        "deeper\n"
+    );
+    assert_eq!(dir_names(&shared), ["uploads"], "no draft is left behind");
+
+    // Once it exists, what users uploaded stays and the release's copy is
+    // not seeded again.
+    fs::write(shared.join("uploads/user.txt"), "uploaded\n").unwrap();
+    sb.commit("uploads/poem.txt", "violets\n");
+    let second = sb.run(&["deploy"]);
+    second.ok();
+    assert!(!second.stderr.contains("Seeding"), "{}", second.stderr);
+    assert_eq!(
+        fs::read_to_string(current.join("uploads/poem.txt")).unwrap(),
+        "roses\n"
+    );
+    assert!(current.join("uploads/user.txt").is_file());
 }
 
 #[test]
