@@ -53,8 +53,8 @@ pub struct Usage {
     /// Releases in use, with the processes using them.
     pub used: BTreeMap<ReleaseId, Vec<Proc>>,
     /// Processes whose working directory or executable could not be read
-    /// (other users' processes, when shipit is not root): any of them may
-    /// run from any release.
+    /// (other users' processes, when shipit is not root): which releases
+    /// each may run from is [`Hidden::reach`]'s answer.
     pub hidden: Vec<Hidden>,
 }
 
