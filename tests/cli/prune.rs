@@ -219,6 +219,44 @@ fn a_release_used_by_a_process_prune_cannot_inspect_is_kept() {
     run.says("cannot inspect").says(&ids[0]);
 }
 
+/// Without the history, prune cannot tell what was live when a process it
+/// cannot inspect started: it falls back to keeping every release older
+/// than that process, and says so.
+#[test]
+fn without_a_history_an_uninspectable_process_keeps_every_older_release() {
+    if !crate::sandbox::root_or_say_skipped(
+        "without_a_history_an_uninspectable_process_keeps_every_older_release",
+    ) {
+        return;
+    }
+    let sb = Sandbox::new();
+    sb.write_config("keep_releases = 5\n");
+    let mut ids = Vec::new();
+    for n in 2..5 {
+        sb.commit("index.html", &format!("v{n}\n"));
+        ids.push(sb.deploy());
+    }
+    // A root process that uses no release, started after all of them.
+    let mut root = Command::new("sleep")
+        .arg("120")
+        .current_dir("/")
+        .spawn()
+        .unwrap();
+    std::fs::remove_file(sb.deploy_to().join(".shipit/history.jsonl")).unwrap();
+    hand_to_nobody(&sb);
+    let run = sb.run_as_nobody(&["prune", "--keep", "1", "--json"]);
+    crate::sandbox::kill(root.id());
+    let _ = root.wait();
+    run.ok().says("the history does not say");
+    let unverified: Vec<String> = kept(&run.json())
+        .into_iter()
+        .filter(|(_, reason)| reason == "unverified")
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(unverified, [ids[0].clone()], "{}", run.stderr);
+    assert_eq!(sb.releases(), ids);
+}
+
 /// Whether this machine lets root make a PID namespace (a container may
 /// not); tests that need one say loudly that they were skipped.
 fn pid_namespaces_or_say_skipped(test: &str) -> bool {
