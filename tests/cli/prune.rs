@@ -144,6 +144,8 @@ fn a_stray_entry_in_releases_is_named_left_alone_and_pruned_around() {
     );
     let status = sb.run(&["status"]).ok().stdout.clone();
     assert!(status.contains("backup-old is not a release"), "{status}");
+    sb.run(&["rollback"]).ok().says("backup-old");
+    assert_eq!(sb.current().unwrap(), ids[3]);
 }
 
 #[test]
@@ -257,6 +259,16 @@ fn without_a_history_an_uninspectable_process_keeps_every_older_release() {
     assert_eq!(sb.releases(), ids);
 }
 
+/// A child we started, killed by pid when the test ends however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        crate::sandbox::kill(self.0.id());
+        let _ = self.0.wait();
+    }
+}
+
 /// Whether this machine lets root make a PID namespace (a container may
 /// not); tests that need one say loudly that they were skipped.
 fn pid_namespaces_or_say_skipped(test: &str) -> bool {
@@ -323,10 +335,22 @@ fn a_non_root_prune_keeps_only_what_uninspectable_processes_may_run() {
         shipit = crate::sandbox::SHIPIT,
         out = out.display(),
     );
-    let mut namespace = Command::new("unshare")
-        .args(["--pid", "--fork", "--mount-proc", "sh", "-c", &script])
-        .spawn()
-        .unwrap();
+    // --kill-child: if this test fails early, dropping the guard kills
+    // unshare, which takes the namespace (and every process in it) along.
+    let mut namespace = KillOnDrop(
+        Command::new("unshare")
+            .args([
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "--kill-child",
+                "sh",
+                "-c",
+                &script,
+            ])
+            .spawn()
+            .unwrap(),
+    );
     crate::sandbox::wait_until("the processes to start", Duration::from_secs(30), || {
         ready.exists()
     });
@@ -337,7 +361,7 @@ fn a_non_root_prune_keeps_only_what_uninspectable_processes_may_run() {
     hand_to_nobody(&sb);
     std::fs::write(&go, "").unwrap();
     // When the namespace's first process exits, the kernel ends the rest.
-    crate::sandbox::wait_bounded(&mut namespace, Duration::from_secs(120));
+    crate::sandbox::wait_bounded(&mut namespace.0, Duration::from_secs(120));
     let read = |suffix: &str| {
         std::fs::read_to_string(format!("{}{suffix}", out.display())).unwrap_or_default()
     };
