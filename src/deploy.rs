@@ -322,7 +322,7 @@ fn stage(
             ),
         ),
     };
-    source::export(&ctx.config, layout, resolved, staging)?;
+    source::export(&ctx.config, layout, resolved, staging, &ctx.ui)?;
     exporting.done();
     link_shared(ctx, staging)?;
 

@@ -7,6 +7,7 @@ mod clock;
 mod commands;
 mod config;
 mod context;
+mod copy;
 mod crashpoint;
 mod deploy;
 mod error;
