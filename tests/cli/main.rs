@@ -11,6 +11,7 @@ mod concurrency;
 mod config;
 mod core;
 mod crash;
+mod docs;
 mod durability;
 mod etxtbsy;
 mod gate;
