@@ -12,6 +12,7 @@ mod config;
 mod copy;
 mod core;
 mod crash;
+mod docs;
 mod durability;
 mod etxtbsy;
 mod gate;
