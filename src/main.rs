@@ -38,6 +38,8 @@
 //! - `src/state.rs`: opening files under `.shipit/` without following links;
 //!   whose `.shipit` it is
 //! - `src/fsutil.rs`: durability: syncfs, atomic writes, no-replace renames
+//! - `src/copy.rs`: copies of trees: reflink clones where the filesystem
+//!   allows, then copy_file_range, then read/write
 //! - `src/history.rs`: the audit log
 //! - `src/procs.rs`: which processes still run from which release, and which
 //!   could not be inspected
