@@ -244,7 +244,7 @@ pub struct ReleasesArgs {
     #[command(subcommand)]
     pub action: Option<ReleasesAction>,
 
-    /// Print JSON on stdout (schema in the README)
+    /// Print JSON on stdout (schema in docs/json.md)
     #[arg(long, global = true)]
     pub json: bool,
 }
@@ -286,7 +286,7 @@ pub struct HistoryArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Print JSON on stdout (schema in the README)
+    /// Print JSON on stdout (schema in docs/json.md)
     #[arg(long)]
     pub json: bool,
 }
@@ -351,7 +351,7 @@ pub struct InitArgs {
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Print JSON on stdout (schema in the README)
+    /// Print JSON on stdout (schema in docs/json.md)
     #[arg(long)]
     pub json: bool,
 }

@@ -334,7 +334,7 @@ fn check_limit(key: &str, value: Duration, file: &Path) -> Result<()> {
         file.display()
     ))
     .hint(format!(
-        "give {key} a duration of at most {limit} (the README lists every key's limit)"
+        "give {key} a duration of at most {limit} (docs/configuration.md lists every key's limit)"
     )))
 }
 
@@ -942,13 +942,13 @@ mod tests {
         assert_eq!(counted + 1, in_schema);
     }
 
-    /// The README's config reference is where operators look: every key of
+    /// The configuration reference is where operators look: every key of
     /// the schema must be in its example, and the example must parse.
     #[test]
-    fn the_readme_documents_every_key() {
-        let readme = include_str!("../README.md");
-        let section = readme
-            .split("## Configuration")
+    fn the_configuration_reference_documents_every_key() {
+        let reference = include_str!("../docs/configuration.md");
+        let section = reference
+            .split("# Configuration")
             .nth(1)
             .expect("a configuration section");
         let block = section
@@ -983,11 +983,12 @@ mod tests {
                 assert!(
                     documented.contains(&full)
                         || (table.contains('.') && documented.contains(*table)),
-                    "the README does not document {full}"
+                    "docs/configuration.md does not document {full}"
                 );
             }
         }
-        parse(block, Path::new("/etc/app/shipit.toml")).expect("the README example parses");
+        parse(block, Path::new("/etc/app/shipit.toml"))
+            .expect("the example of docs/configuration.md parses");
     }
 
     #[test]

@@ -323,7 +323,7 @@ fn stage(
             ),
         ),
     };
-    source::export(&ctx.config, layout, resolved, staging)?;
+    source::export(&ctx.config, layout, resolved, staging, &ctx.ui)?;
     exporting.done();
     link_shared(ctx, staging)?;
 
@@ -428,7 +428,9 @@ fn create_shared_dir(ctx: &Ctx, rel: &Path, shared: &Path, from: &Path) -> Resul
         .prefix(&prefix)
         .tempdir_in(parent)
         .with_path("could not create a directory in", parent)?;
-    source::copy_tree(from, draft.path())?;
+    // A copy (cloned where the filesystem allows), never a move: the
+    // release stays whole should the deploy stop before its link is made.
+    crate::copy::Copier::new().tree(from, draft.path())?;
     let mode = fs::metadata(from)
         .with_path("could not inspect", from)?
         .permissions();

@@ -260,7 +260,7 @@ pub fn run(hook: &Hook, ui: &Ui, mut log: Option<&mut File>) -> Result<()> {
 /// after shipit is gone: `cat >/dev/null` in a session of its own, so
 /// neither shipit's exit nor a terminal hangup ends it. It exits when the
 /// last writer closes the pipe. Its output is discarded: a daemon that
-/// wants its output kept must redirect it (README, "Hook output").
+/// wants its output kept must redirect it (docs/configuration.md, "Hook output").
 fn drain(reader: io::PipeReader) {
     let mut command = Command::new("cat");
     // Its working directory is `/`: one inherited from shipit could be a

@@ -1,3 +1,60 @@
+//! shipit: release-directory deploys with zero downtime as the default.
+//!
+//! Where things live:
+//!
+//! - `src/main.rs`, `src/cli.rs`: parse the command line, map the error to an
+//!   exit code
+//! - `src/commands/`: one file per subcommand: settings, lock, operation,
+//!   report
+//! - `src/config.rs`: `shipit.toml`: schema, defaults, unknown-key errors
+//! - `src/layout.rs`: paths under `deploy_to`; the release id type
+//! - `src/store.rs`: releases, their metadata, leftovers, deletion through
+//!   trash
+//! - `src/source.rs`: the git mirror, export; directory sources
+//! - `src/gitref.rs`: the check every outside ref and branch name passes
+//! - `src/mutation.rs`: what every mutating command does first: signals,
+//!   skeleton, lock
+//! - `src/hooks.rs`: running one hook: process group, timeout, streamed output,
+//!   the build-hook guard, the drain for daemons
+//! - `src/swap.rs`: the swap of `current` (the only code that moves it)
+//! - `src/activate/`: the seam deploy and rollback share: make a published
+//!   release live; `reload.rs` is the swap + reload hook + gate + swap back
+//!   strategy
+//! - `src/fleet/`: rolling deploys over ssh: `ssh.rs` (the ssh invocations,
+//!   quoting), `install.rs` (the host's binary and config), `build.rs` (the one
+//!   build on the controller), `rollout.rs` (reach, prepare, roll, revert),
+//!   `agent.rs` (the host side: `shipit fleet-agent`), `report.rs` (per-host
+//!   outcomes, table, JSON)
+//! - `src/slots/`: the slots strategy (blue-green on one host): start the idle
+//!   slot, gate it on its socket, switch `run/app.sock`, retire the old slot;
+//!   `state.rs` reads which slot is live and what each runs
+//! - `src/health.rs`: the gate's decision and the HTTP probe (over TCP, or a
+//!   slot's unix socket)
+//! - `src/deploy.rs`, `src/rollback.rs`: the deploy (build → publish → activate
+//!   → prune) and rollback sequences
+//! - `src/prune.rs`: the prune plan and its application
+//! - `src/lock.rs`, `src/interrupt.rs`: the deploy lock; SIGINT/SIGTERM/SIGHUP
+//!   handling
+//! - `src/state.rs`: opening files under `.shipit/` without following links;
+//!   whose `.shipit` it is
+//! - `src/fsutil.rs`: durability: syncfs, atomic writes, no-replace renames
+//! - `src/copy.rs`: copies of trees: reflink clones where the filesystem
+//!   allows, then copy_file_range, then read/write
+//! - `src/history.rs`: the audit log, and the timeline it gives of which
+//!   release was `current` when
+//! - `src/procs.rs`: which processes still run from which release, which
+//!   could not be inspected, and which releases those may run
+//!   (`Hidden::reach`)
+//! - `src/githook.rs`, `src/templates.rs`, `src/check.rs`: push to deploy;
+//!   `init` templates; `check`
+//! - `src/ui.rs`: everything printed (never failing the caller): colour,
+//!   progress, plain lines, JSON, phase timings
+//!
+//! The deploy reads as one sequence in `deploy.rs`: build, publish,
+//! activate (`activate/`, the seam deploy and rollback share: the reload
+//! path or slots), prune. The user-facing documentation is the README and
+//! `docs/`.
+
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod activate;
@@ -7,6 +64,7 @@ mod clock;
 mod commands;
 mod config;
 mod context;
+mod copy;
 mod crashpoint;
 mod deploy;
 mod error;

@@ -18,7 +18,6 @@
 //! deploy lock, so the mirror still does not grow without bound.
 
 use std::fs;
-use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -31,6 +30,7 @@ use crate::gitref::check_ref;
 use crate::interrupt;
 use crate::layout::Layout;
 use crate::procs;
+use crate::ui::Ui;
 
 /// Bound on one git step (fetch, export), so a hung remote cannot hold the
 /// deploy lock forever.
@@ -490,7 +490,13 @@ fn resolve_rev(git: impl Fn(&[&str]) -> Expression, wanted: &str) -> Result<Stri
 }
 
 /// Write the source tree into `dest` (an empty, existing directory).
-pub fn export(config: &Config, layout: &Layout, resolved: &Resolved, dest: &Path) -> Result<()> {
+pub fn export(
+    config: &Config,
+    layout: &Layout,
+    resolved: &Resolved,
+    dest: &Path,
+    ui: &Ui,
+) -> Result<()> {
     let _timing = crate::ui::Timing::start("export");
     match &resolved.revision {
         Some(sha) => {
@@ -506,42 +512,17 @@ pub fn export(config: &Config, layout: &Layout, resolved: &Resolved, dest: &Path
         }
         None => {
             let src = config.source.path.as_ref().expect("path source");
-            copy_tree(src, dest)
+            copy_tree(src, dest, ui)
         }
     }
 }
 
-/// Copy a directory as it is: symlinks stay symlinks, modes are kept.
-pub(crate) fn copy_tree(src: &Path, dest: &Path) -> Result<()> {
-    let mut checked = Instant::now();
-    for entry in walkdir::WalkDir::new(src).min_depth(1).follow_links(false) {
-        let entry = entry
-            .map_err(|e| Error::internal(format!("could not read {}", src.display())).cause(e))?;
-        let rel = entry
-            .path()
-            .strip_prefix(src)
-            .expect("walkdir stays below its root");
-        let to: PathBuf = dest.join(rel);
-        let kind = entry.file_type();
-        if kind.is_symlink() {
-            let target =
-                fs::read_link(entry.path()).with_path("could not read link", entry.path())?;
-            symlink(&target, &to).with_path("could not create link", &to)?;
-        } else if kind.is_dir() {
-            fs::create_dir(&to).with_path("could not create", &to)?;
-            let mode = entry
-                .metadata()
-                .map_err(|e| Error::internal(e.to_string()))?
-                .permissions();
-            fs::set_permissions(&to, mode).with_path("could not set permissions on", &to)?;
-        } else if kind.is_file() {
-            fs::copy(entry.path(), &to).with_path("could not copy to", &to)?;
-        }
-        // Sockets, fifos and devices are not part of an app's code.
-        if checked.elapsed() > Duration::from_millis(50) {
-            checked = Instant::now();
-            interrupt::check()?;
-        }
-    }
+/// Copy a directory as it is: symlinks stay symlinks, modes and times are
+/// kept, files are cloned where the filesystem allows (see `copy`). How
+/// they were copied is said once.
+fn copy_tree(src: &Path, dest: &Path, ui: &Ui) -> Result<()> {
+    let mut copier = crate::copy::Copier::new();
+    copier.tree(src, dest)?;
+    ui.step("Copied", copier.summary());
     Ok(())
 }

@@ -366,7 +366,7 @@ mod tests {
         })
     }
 
-    /// The reload hook every template and the README print for pm2.
+    /// The reload hook every template and the docs print for pm2.
     pub const PM2_RELOAD: &str =
         r#"reload = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 startOrReload shared/ecosystem.config.js""#;
 
@@ -374,11 +374,14 @@ mod tests {
     fn every_place_that_suggests_a_pm2_reload_hook_suggests_the_same_one() {
         let values = Values::fresh("shop").unwrap();
         let file = Path::new("/etc/shop/shipit.toml");
-        let readme = include_str!("../README.md");
         let texts = [
             ("shipit.toml", config(&values)),
             ("pm2", render(Template::Pm2, &values, file).unwrap()),
-            ("README.md", readme.to_string()),
+            ("README.md", include_str!("../README.md").to_string()),
+            (
+                "docs/configuration.md",
+                include_str!("../docs/configuration.md").to_string(),
+            ),
         ];
         for (name, text) in &texts {
             assert!(

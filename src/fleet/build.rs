@@ -107,7 +107,7 @@ fn stage_and_pack(ctx: &Ctx, built: &Built, resolved: &source::Resolved) -> Resu
             tree.display()
         ),
     );
-    source::export(&ctx.config, layout, resolved, tree)?;
+    source::export(&ctx.config, layout, resolved, tree, &ctx.ui)?;
     exporting.done();
 
     // Hooks see the paths the release will have on the hosts; the build

@@ -453,13 +453,36 @@ impl<'a> Dance<'a> {
                 Layout::display(self.id())
             ),
         );
+        // With a switch hook, the proxy and the link move one after the
+        // other: the record says so until both name the new slot.
+        let mut switching = self.config.switch.is_some().then(|| state::Switching {
+            back_to: old,
+            back_to_release: self.live.previous.cloned(),
+            to: slot,
+            release: self.id().clone(),
+            settled: false,
+            started_at: chrono::Utc::now(),
+        });
+        if let Some(record) = &switching
+            && let Err(e) = self.slots.set_switching(record)
+        {
+            return Err(self.refused(slot, old, e, Phase::Switch));
+        }
         // `Err` from point_link means the link did not move.
         if let Err(e) = interrupt::check().and_then(|_| self.point_link(slot)) {
+            self.forget_switching();
             return Err(self.refused(slot, old, e, Phase::Switch));
         }
         crate::crashpoint::hit("slots:after-link");
         let switched = self
             .tell_proxy(slot, self.id())
+            .and_then(|_| match &mut switching {
+                Some(record) => {
+                    record.settled = true;
+                    self.slots.set_switching(record)
+                }
+                None => Ok(()),
+            })
             .map_err(|e| (e, Phase::Switch));
         let swapped = switched.and_then(|_| {
             ui.step(
@@ -483,10 +506,19 @@ impl<'a> Dance<'a> {
             }
         });
         let Err((failure, phase)) = checked else {
+            self.forget_switching();
             return Ok(());
         };
         // Undo, whatever signal arrives meanwhile.
         interrupt::clear();
+        // From here the proxy may reach either slot until the switch back
+        // is done: a crash now must lead the next command back to `old`.
+        if let Some(record) = &mut switching {
+            record.settled = false;
+            if let Err(e) = self.slots.set_switching(record) {
+                self.ctx.ui.warn(format!("{e}"));
+            }
+        }
         if let Err(e) = self.switch_back(old) {
             let error = failure
                 .context(format!(
@@ -515,7 +547,19 @@ impl<'a> Dance<'a> {
                 refused: false,
             });
         }
+        self.forget_switching();
         Err(self.refused(slot, old, failure, phase))
+    }
+
+    /// Link and proxy agree again: the switch record goes. Failing to
+    /// remove it only warns: a settled record is harmless, and an
+    /// unsettled one leads the next command back to the old slot.
+    fn forget_switching(&self) {
+        if self.config.switch.is_some()
+            && let Err(e) = self.slots.clear_switching()
+        {
+            self.ctx.ui.warn(format!("{e}"));
+        }
     }
 
     /// Undo a switch: the link (and the proxy) back to `old`, or no link
@@ -659,6 +703,23 @@ pub fn describe_or_warn(ctx: &Ctx) -> Option<SlotView> {
     for (slot, why) in &view.unreadable {
         ctx.ui.warn(format!("slot {slot}: {why}"));
     }
+    if let Some(s) = &view.switching {
+        let back = match (s.back_to, &s.back_to_release) {
+            (Some(slot), Some(release)) => {
+                format!(
+                    "points it back at slot {slot} ({})",
+                    Layout::display(release)
+                )
+            }
+            _ => "removes the link".into(),
+        };
+        ctx.ui.warn(format!(
+            "the switch to slot {} ({}) was cut short: the proxy may reach either slot until \
+             the next deploy or rollback, which {back}",
+            s.to,
+            Layout::display(&s.release)
+        ));
+    }
     Some(view)
 }
 
@@ -671,6 +732,9 @@ pub fn reconcile(ctx: &Ctx) -> Result<()> {
         return Ok(());
     };
     let slots = Slots::new(&ctx.layout, config);
+    if let Some(switching) = slots.switching()? {
+        finish_switch(ctx, config, &slots, &switching)?;
+    }
     let Some(live) = slots.live()? else {
         return Ok(());
     };
@@ -693,6 +757,85 @@ pub fn reconcile(ctx: &Ctx) -> Result<()> {
     swap::point_current(&ctx.layout, &record.release).map(|s| s.report(&ctx.ui))
 }
 
+/// A switch with a switch hook that shipit did not finish. Settled: link
+/// and proxy both name the new slot, only the record is left. Unsettled:
+/// the proxy may reach either slot, so both are pointed back at the slot
+/// that was live before (it still runs: a slot is retired only after the
+/// switch finished), and the new release is left unproven.
+fn finish_switch(
+    ctx: &Ctx,
+    config: &SlotsConfig,
+    slots: &Slots,
+    switching: &state::Switching,
+) -> Result<()> {
+    if switching.settled {
+        return slots.clear_switching();
+    }
+    let ui = &ctx.ui;
+    let new = format!(
+        "slot {} ({})",
+        switching.to,
+        Layout::display(&switching.release)
+    );
+    match (switching.back_to, &switching.back_to_release) {
+        (Some(back), Some(release)) => {
+            ui.step(
+                "Repairing",
+                format!(
+                    "the switch to {new} was cut short, so the proxy may reach either slot; \
+                     pointing it back at slot {back} ({})",
+                    Layout::display(release)
+                ),
+            );
+            let meta = store::read_metadata(&ctx.layout, release).ok().flatten();
+            let live = Live {
+                id: release,
+                revision: meta.as_ref().and_then(|m| m.revision.as_deref()),
+                branch: meta.as_ref().and_then(|m| m.branch.as_deref()),
+                previous: None,
+            };
+            let dance = Dance::new(ctx, config, &live, Purpose::Rollback);
+            dance
+                .tell_proxy(back, release)
+                .and_then(|_| dance.point_link(back))
+                .map_err(|e| {
+                    e.context(format!(
+                        "the switch to {new} was cut short, and pointing the proxy back at slot \
+                         {back} failed"
+                    ))
+                    .live(format!(
+                        "unknown: slot {back} ({}) or {new}",
+                        Layout::display(release)
+                    ))
+                    .hint(format!(
+                        "run your switch command for slot {back} by hand, point {} at {}, then \
+                         remove {}",
+                        slots.pointer().display(),
+                        slots.pointer_target(back).display(),
+                        ctx.layout.slots_state().join("switch.json").display()
+                    ))
+                })?;
+        }
+        _ => {
+            // Nothing was live before: nothing to go back to.
+            ui.step(
+                "Repairing",
+                format!(
+                    "the switch to {new} was cut short before it was checked; removing {}",
+                    slots.pointer().display()
+                ),
+            );
+            match std::fs::remove_file(slots.pointer()) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io("could not remove", &slots.pointer(), e));
+                }
+                _ => {}
+            }
+        }
+    }
+    slots.clear_switching()
+}
+
 /// What users reach with slots: the release the live slot runs (which
 /// `current` names, except after a crash between the two switches, until
 /// the next mutating command repairs it). `None` without slots or when
@@ -700,7 +843,7 @@ pub fn reconcile(ctx: &Ctx) -> Result<()> {
 pub fn live_release(ctx: &Ctx) -> Option<ReleaseId> {
     let config = ctx.config.slots.as_ref()?;
     let slots = Slots::new(&ctx.layout, config);
-    let live = slots.live().ok()??;
+    let live = slots.reached().ok()??;
     slots.record(live).ok()?.map(|r| r.release)
 }
 
@@ -714,9 +857,14 @@ pub fn preflight(ctx: &Ctx) -> Result<()> {
 /// What to show for each slot: the release its record names, if any.
 pub fn describe(ctx: &Ctx, config: &SlotsConfig) -> Result<SlotView> {
     let slots = Slots::new(&ctx.layout, config);
-    let live = slots.live()?;
+    let switching = slots.switching()?.filter(|s| !s.settled);
+    let live = match &switching {
+        Some(s) => s.back_to,
+        None => slots.live()?,
+    };
     let mut view = SlotView {
         live,
+        switching,
         blue: None,
         green: None,
         pointer: slots.pointer(),
@@ -755,6 +903,10 @@ pub struct SlotView {
     pub pointer: PathBuf,
     /// Slots whose record could not be read, and what to do about it.
     pub unreadable: Vec<(Slot, String)>,
+    /// A switch (with a switch hook) that was cut short: until the next
+    /// mutating command points everything back, the proxy may reach
+    /// either slot. `live` then names the slot it will be pointed back at.
+    pub switching: Option<state::Switching>,
 }
 
 impl SlotView {
@@ -789,6 +941,11 @@ impl SlotView {
             "blue": self.blue,
             "green": self.green,
             "unreadable": unreadable,
+            "switch_cut_short": self.switching.as_ref().map(|s| serde_json::json!({
+                "to": s.to,
+                "release": s.release,
+                "back_to": s.back_to,
+            })),
         })
     }
 

@@ -10,6 +10,14 @@
 //!   `stop` hook succeeded. A record left by a crash therefore means "this
 //!   slot may still run that release": the next deploy stops it before
 //!   reusing the slot, and prune keeps that release.
+//!
+//! With a switch hook (TCP ports need one), the proxy follows the hook,
+//! not the link, and the two cannot move together. So a switch writes
+//! `.shipit/slots/switch.json` before it moves either, and marks it
+//! `settled` once both name the new slot. An unsettled record found later
+//! means "the proxy may reach either slot": the next mutating command
+//! points link and proxy back at the slot that was live before, which
+//! still runs (a slot is retired only after the record is gone).
 
 use std::fmt;
 use std::io;
@@ -65,6 +73,21 @@ pub struct Slots {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     pub release: ReleaseId,
+    pub started_at: DateTime<Utc>,
+}
+
+/// What `.shipit/slots/switch.json` says: a switch with a switch hook,
+/// from `back_to` (the slot live before, running `back_to_release`) to
+/// `to` (running `release`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Switching {
+    pub back_to: Option<Slot>,
+    pub back_to_release: Option<ReleaseId>,
+    pub to: Slot,
+    pub release: ReleaseId,
+    /// The link names `to` and the switch hook told the proxy so. Until
+    /// then, the proxy may reach either slot.
+    pub settled: bool,
     pub started_at: DateTime<Utc>,
 }
 
@@ -185,6 +208,59 @@ impl Slots {
         bytes.push(b'\n');
         let path = self.record_path(slot);
         fsutil::atomic_write(&path, &bytes).with_path("could not write", &path)
+    }
+
+    fn switching_path(&self) -> PathBuf {
+        self.layout.slots_state().join("switch.json")
+    }
+
+    /// The switch record, if a switch with a switch hook has not finished.
+    pub fn switching(&self) -> Result<Option<Switching>> {
+        let path = self.switching_path();
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                Error::internal(format!("could not parse {}", path.display()))
+                    .cause(e)
+                    .hint(format!(
+                        "run your switch command for the slot users should reach, point {} at \
+                         it, then remove {}",
+                        self.pointer().display(),
+                        path.display()
+                    ))
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("could not read", &path, e)),
+        }
+    }
+
+    /// Write (atomically, durably) the switch record.
+    pub fn set_switching(&self, switching: &Switching) -> Result<()> {
+        let dir = self.layout.slots_state();
+        std::fs::create_dir_all(&dir).with_path("could not create", &dir)?;
+        let mut bytes = serde_json::to_vec_pretty(switching).expect("a record serializes");
+        bytes.push(b'\n');
+        let path = self.switching_path();
+        fsutil::atomic_write(&path, &bytes).with_path("could not write", &path)
+    }
+
+    /// The switch finished, or was undone: link and proxy agree.
+    pub fn clear_switching(&self) -> Result<()> {
+        let path = self.switching_path();
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("could not remove", &path, e)),
+        }
+    }
+
+    /// The slot users reach, as far as shipit can tell: the link's, unless
+    /// an unsettled switch says the proxy may still reach the slot that
+    /// was live before (the next mutating command makes that true).
+    pub fn reached(&self) -> Result<Option<Slot>> {
+        match self.switching()? {
+            Some(s) if !s.settled => Ok(s.back_to),
+            _ => self.live(),
+        }
     }
 
     /// `slot` was stopped: it runs nothing.

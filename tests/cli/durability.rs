@@ -8,152 +8,18 @@
 //! loudly on stderr and returns.
 
 use std::fs;
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 
+use crate::loopfs::{Fs, LoopMount};
 use crate::sandbox::Sandbox;
-
-/// `_IOR('X', 125, __u32)` from linux/ext4.h.
-const EXT4_IOC_SHUTDOWN: u64 = (2 << 30) | (4 << 16) | ((b'X' as u64) << 8) | 125;
-const EXT4_GOING_FLAGS_NOLOGFLUSH: u32 = 2;
-
-/// An ext4 image attached to a loop device and mounted; unmounted and
-/// detached when dropped, whatever happened in between.
-struct LoopMount {
-    device: String,
-    mount_point: PathBuf,
-    mounted: bool,
-}
-
-impl LoopMount {
-    /// `None` (after saying why, loudly) where loop devices are unavailable.
-    fn create(image: &Path, mount_point: &Path) -> Option<LoopMount> {
-        let skip = |why: &str| {
-            eprintln!(
-                "\n*** SKIPPED the power-cut test: {why}. It needs root and loop devices \
-                 (a privileged container or a VM); it proves nothing here. ***\n"
-            );
-            None
-        };
-        if !nix::unistd::geteuid().is_root() {
-            return skip("not running as root");
-        }
-        if !Path::new("/dev/loop-control").exists() {
-            return skip("/dev/loop-control does not exist");
-        }
-        let status = Command::new("truncate")
-            .args(["-s", "64M"])
-            .arg(image)
-            .status()
-            .expect("truncate (coreutils) runs");
-        assert!(status.success(), "truncate failed");
-        let mkfs = Command::new("mkfs.ext4")
-            .args(["-q", "-F"])
-            .arg(image)
-            .output();
-        let mkfs = mkfs.unwrap_or_else(|e| {
-            panic!("mkfs.ext4 could not run ({e}): install it with `apt-get install e2fsprogs`")
-        });
-        assert!(
-            mkfs.status.success(),
-            "mkfs.ext4 failed: {}",
-            String::from_utf8_lossy(&mkfs.stderr)
-        );
-        let out = Command::new("losetup")
-            .args(["-f", "--show"])
-            .arg(image)
-            .output()
-            .expect("losetup (util-linux) runs");
-        if !out.status.success() {
-            return skip(&format!(
-                "losetup could not attach a loop device ({})",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        let mut guard = LoopMount {
-            device: String::from_utf8_lossy(&out.stdout).trim().to_string(),
-            mount_point: mount_point.to_path_buf(),
-            mounted: false,
-        };
-        fs::create_dir_all(mount_point).unwrap();
-        guard.mount();
-        Some(guard)
-    }
-
-    fn mount(&mut self) {
-        let out = Command::new("mount")
-            .args(["-t", "ext4", &self.device])
-            .arg(&self.mount_point)
-            .output()
-            .expect("mount runs");
-        assert!(
-            out.status.success(),
-            "mount {} failed: {}",
-            self.device,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        self.mounted = true;
-    }
-
-    fn unmount(&mut self) {
-        if !self.mounted {
-            return;
-        }
-        let ok = |args: &[&str]| {
-            Command::new("umount")
-                .args(args)
-                .arg(&self.mount_point)
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        // A lazy unmount is the last resort: it never fails on a busy mount.
-        if !ok(&[]) {
-            ok(&["-l"]);
-        }
-        self.mounted = false;
-    }
-
-    /// Cut the power: the filesystem stops, and nothing that was not yet
-    /// written (journal included) ever reaches the disk.
-    fn power_cut(&self) {
-        let dir = fs::File::open(&self.mount_point).unwrap();
-        let flags = EXT4_GOING_FLAGS_NOLOGFLUSH;
-        // SAFETY: the ioctl reads one u32 through the pointer, which lives
-        // until the call returns.
-        let rc = unsafe {
-            nix::libc::ioctl(
-                dir.as_raw_fd(),
-                EXT4_IOC_SHUTDOWN as _,
-                &flags as *const u32,
-            )
-        };
-        assert_eq!(
-            rc,
-            0,
-            "EXT4_IOC_SHUTDOWN: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-}
-
-impl Drop for LoopMount {
-    fn drop(&mut self) {
-        self.unmount();
-        let _ = Command::new("losetup")
-            .args(["-d", &self.device])
-            .stderr(Stdio::null())
-            .status();
-    }
-}
 
 /// Regression: only the staging directory was fsynced, so after a power cut
 /// `current` pointed at the new release and its files were empty.
 #[test]
 fn a_power_cut_after_a_git_deploy_leaves_a_complete_release_live() {
     let sb = Sandbox::new();
-    let Some(mut disk) = LoopMount::create(&sb.path().join("disk.img"), &sb.deploy_to()) else {
+    let Some(mut disk) = LoopMount::create(&sb.path().join("disk.img"), &sb.deploy_to(), Fs::Ext4)
+    else {
         return;
     };
     sb.deploy();
@@ -177,7 +43,8 @@ fn a_power_cut_after_a_git_deploy_leaves_a_complete_release_live() {
 #[test]
 fn a_power_cut_after_a_directory_deploy_leaves_a_complete_release_live() {
     let sb = Sandbox::new();
-    let Some(mut disk) = LoopMount::create(&sb.path().join("disk.img"), &sb.deploy_to()) else {
+    let Some(mut disk) = LoopMount::create(&sb.path().join("disk.img"), &sb.deploy_to(), Fs::Ext4)
+    else {
         return;
     };
     let site = sb.path().join("site");

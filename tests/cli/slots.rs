@@ -18,6 +18,9 @@ struct Slotted {
     sb: Sandbox,
     front_port: u16,
     front: Option<Child>,
+    /// What the front forwards to: `run/app.sock`, or with TCP slots
+    /// `tcp:<file>`, the file the switch hook writes the live port into.
+    upstream: Option<String>,
 }
 
 impl Drop for Slotted {
@@ -68,7 +71,27 @@ impl Slotted {
             sb,
             front_port,
             front: None,
+            upstream: None,
         }
+    }
+
+    /// TCP slots: each slot listens on its own port, and the switch hook
+    /// repoints the front (it writes the live port into `upstream`, by
+    /// rename, so the front never reads a half-written file).
+    fn tcp(slots: &str) -> Slotted {
+        let mut w = Slotted::new(slots);
+        let root = w.sb.path().display().to_string();
+        let (blue, green) = (free_port(), free_port());
+        w.sb.write_config_replacing(
+            "[slots]\n",
+            &format!(
+                "[slots]\nports = {{ blue = {blue}, green = {green} }}\n\
+                 switch = \"echo $SHIPIT_SLOT $SHIPIT_SLOT_PORT > '{root}/upstream.new' && \
+                 mv '{root}/upstream.new' '{root}/upstream'\"\n"
+            ),
+        );
+        w.upstream = Some(format!("tcp:{root}/upstream"));
+        w
     }
 
     /// Start the front proxy and wait until it accepts connections.
@@ -76,7 +99,13 @@ impl Slotted {
         let child = Command::new("python3")
             .arg(self.sb.path().join("front.py"))
             .arg(self.front_port.to_string())
-            .arg(self.sb.deploy_to().join("run/app.sock"))
+            .arg(self.upstream.clone().unwrap_or_else(|| {
+                self.sb
+                    .deploy_to()
+                    .join("run/app.sock")
+                    .display()
+                    .to_string()
+            }))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -481,6 +510,7 @@ fn the_port_variant_gates_over_tcp_and_calls_the_switch_hook() {
         sb,
         front_port: 0,
         front: None,
+        upstream: None,
     };
     let sb = &guard.sb;
     sb.deploy();
@@ -736,8 +766,18 @@ fn a_first_slots_deploy_that_fails_the_front_keeps_the_old_current() {
 /// and `rollback` returns to a release that proved itself (the crashed one
 /// only when it had passed its gate and the front check before the kill).
 fn crash_a_slots_deploy_at(point: &str) {
+    crash_and_recover(Slotted::new(""), point);
+}
+
+/// The same, with TCP slots: the proxy follows the switch hook, not the
+/// link, so a crash between the two must not leave the next command
+/// stopping the slot users still reach.
+fn crash_a_tcp_slots_deploy_at(point: &str) {
+    crash_and_recover(Slotted::tcp(""), point);
+}
+
+fn crash_and_recover(mut w: Slotted, point: &str) {
     use std::os::unix::process::ExitStatusExt;
-    let mut w = Slotted::new("");
     w.start_front();
     let first = w.sb.deploy();
     w.sb.commit("index.html", "v2\n");
@@ -758,16 +798,28 @@ fn crash_a_slots_deploy_at(point: &str) {
     let (code, body) = w.get("/").expect("the front answers");
     assert_eq!(code, 200, "{point}: {body}");
     let served = body.trim().strip_prefix("release=").unwrap().to_string();
-    let status = w.sb.run(&["status", "--json"]).ok().json();
+    let status_run = w.sb.run(&["status", "--json"]);
+    let status = status_run.ok().json();
     assert_eq!(
         status["current"], served,
         "{point}: status names what the front serves: {status}"
     );
+    // With a switch hook, a crash before the hook told the proxy leaves
+    // the proxy's choice unknown to shipit: said, and put right next.
+    let cut_short = w.upstream.is_some() && point == "slots:after-link";
+    if cut_short {
+        status_run.says("was cut short");
+        assert_eq!(status["slots"]["switch_cut_short"]["to"], "green");
+    }
 
     w.sb.commit("index.html", "v3\n");
     let mut run = None;
     let answers = under_load(&w, || run = Some(w.sb.run(&["deploy"])));
-    run.unwrap().ok();
+    let run = run.unwrap();
+    run.ok();
+    if cut_short {
+        run.says("pointing it back at slot blue");
+    }
     let third = w.sb.current().unwrap();
     assert!(!answers.is_empty());
     let failed: Vec<_> = answers.iter().filter(|a| a.0 != 200).collect();
@@ -821,6 +873,21 @@ fn a_crash_after_current_before_the_front_check_leaves_the_release_unproven() {
 #[test]
 fn a_crash_while_the_old_slot_retires_keeps_the_proven_release() {
     crash_a_slots_deploy_at("slots:retire");
+}
+
+#[test]
+fn a_tcp_crash_before_the_switch_hook_leaves_users_on_the_old_slot() {
+    crash_a_tcp_slots_deploy_at("slots:after-link");
+}
+
+#[test]
+fn a_tcp_crash_after_the_switch_hook_leaves_users_on_the_new_slot() {
+    crash_a_tcp_slots_deploy_at("slots:after-current");
+}
+
+#[test]
+fn a_tcp_crash_while_the_old_slot_retires_keeps_the_proven_release() {
+    crash_a_tcp_slots_deploy_at("slots:retire");
 }
 
 /// A torn slot record must not read as an idle slot: `status` and
