@@ -804,3 +804,112 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::history::{Event, Log, Timeline};
+    use chrono::TimeDelta;
+    use proptest::prelude::*;
+
+    /// One command that moves `current`: a deploy that went live, a deploy
+    /// that went live and was swapped back, or a rollback to an older
+    /// release (by index, modulo those that exist). Times in ms: the gap
+    /// before it, when it swapped (and swapped back), how long it took.
+    #[derive(Clone, Debug)]
+    enum Op {
+        Deploy { swap: i64 },
+        Failed { swap: i64, back: i64 },
+        Rollback { to: usize, swap: i64 },
+    }
+
+    fn op() -> impl Strategy<Value = (i64, Op, i64)> {
+        let op = prop_oneof![
+            (0i64..5000).prop_map(|swap| Op::Deploy { swap }),
+            (0i64..5000, 0i64..5000).prop_map(|(swap, back)| Op::Failed { swap, back }),
+            (0usize..50, 0i64..5000).prop_map(|(to, swap)| Op::Rollback { to, swap }),
+        ];
+        (0i64..20_000, op, 0i64..5000)
+    }
+
+    fn at(base: DateTime<Utc>, ms: i64) -> DateTime<Utc> {
+        base + TimeDelta::milliseconds(ms)
+    }
+
+    proptest! {
+        /// Whatever was `current` at the moment a process started (when it
+        /// resolved `current`), its reach includes it, though `/proc` gives
+        /// the start up to a second early, whole seconds only.
+        #[test]
+        fn a_hidden_process_reaches_what_was_current_when_it_started(
+            ops in proptest::collection::vec(op(), 1..12),
+            when in 0.0f64..1.0,
+            error_ms in 0i64..1000,
+        ) {
+            let base = ReleaseId::parse("20260101000000").unwrap().time();
+            let mut now = 0i64;
+            let mut releases: Vec<ReleaseId> = Vec::new();
+            let mut current: Option<ReleaseId> = None;
+            // Every change of `current`: (ms, what it named from then on).
+            let mut truth: Vec<(i64, Option<ReleaseId>)> = vec![(i64::MIN, None)];
+            let mut log = Log::default();
+            for (gap, op, extra) in ops {
+                now += gap;
+                let start = now;
+                let previous = current.clone();
+                let (release, live, end) = match op {
+                    Op::Deploy { swap } => {
+                        let id = ReleaseId::from_time(base + TimeDelta::seconds(releases.len() as i64));
+                        releases.push(id.clone());
+                        truth.push((start + swap, Some(id.clone())));
+                        (Some(id.clone()), Some(id), start + swap + extra)
+                    }
+                    Op::Failed { swap, back } => {
+                        let id = ReleaseId::from_time(base + TimeDelta::seconds(releases.len() as i64));
+                        releases.push(id.clone());
+                        truth.push((start + swap, Some(id.clone())));
+                        truth.push((start + swap + back, previous.clone()));
+                        (Some(id), previous.clone(), start + swap + back + extra)
+                    }
+                    Op::Rollback { to, swap } => {
+                        if releases.is_empty() {
+                            continue;
+                        }
+                        let id = releases[to % releases.len()].clone();
+                        truth.push((start + swap, Some(id.clone())));
+                        (Some(id.clone()), Some(id), start + swap + extra)
+                    }
+                };
+                current = live.clone();
+                log.events.push(Event {
+                    time: at(base, start),
+                    duration_ms: (end - start) as u64,
+                    previous,
+                    release,
+                    live,
+                    ..Event::new("deploy", "ok")
+                });
+                now = end;
+            }
+            let timeline = Timeline::new(&log, [], current.clone());
+            // A moment from before the first event to after the last.
+            let t = -10_000 + ((now + 20_000) as f64 * when) as i64;
+            let live = truth.iter().rev().find(|(from, _)| *from <= t).and_then(|(_, id)| id.clone());
+            // What /proc says: whole seconds, up to a second early.
+            let seen = at(base, t - error_ms);
+            let seen = DateTime::from_timestamp(seen.timestamp(), 0).unwrap();
+            let hidden = Hidden {
+                pid: 1,
+                name: "app".into(),
+                user: "root".into(),
+                error: String::new(),
+                started: Some(seen),
+                named: Vec::new(),
+            };
+            let reach = hidden.reach(Some(&timeline));
+            if let Some(live) = live {
+                prop_assert!(reach.includes(&live), "started at {t} ms with {live} current; reach {reach:?}");
+            }
+        }
+    }
+}
