@@ -255,7 +255,9 @@ type Bound = Option<DateTime<Utc>>;
 struct Span {
     start: DateTime<Utc>,
     end: DateTime<Utc>,
-    previous: Option<ReleaseId>,
+    /// What was current as it began: `previous`, or for a prune (which
+    /// moves nothing and records only `live`), `live`.
+    before: Option<ReleaseId>,
     named: Vec<ReleaseId>,
     live: Option<ReleaseId>,
 }
@@ -275,7 +277,11 @@ impl Timeline {
             .map(|e| Span {
                 start: e.time,
                 end: end(e),
-                previous: e.previous.clone(),
+                before: if e.event == "prune" {
+                    e.live.clone()
+                } else {
+                    e.previous.clone()
+                },
                 named: [&e.previous, &e.release, &e.live]
                     .into_iter()
                     .flatten()
@@ -321,7 +327,12 @@ impl Timeline {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Option<std::collections::BTreeSet<ReleaseId>> {
-        if self.spans.is_empty() {
+        let first = self.spans.first()?;
+        // Before the first event the log knows only that nothing was live,
+        // if its first event says so (the first deploy ever); a log that
+        // begins with something already live (a directory that shipit took
+        // over, a rotated log) does not reach back that far.
+        if from < first.start && first.before.is_some() {
             return None;
         }
         let overlaps = |start: Bound, end: Bound| {
@@ -347,7 +358,7 @@ impl Timeline {
             found.extend(before.live.clone());
         }
         match self.spans.iter().find(|s| s.start > from) {
-            Some(after) => found.extend(after.previous.clone()),
+            Some(after) => found.extend(after.before.clone()),
             None => found.extend(self.now.clone()),
         }
         for (id, began, until) in &self.activations {

@@ -717,6 +717,20 @@ mod tests {
         assert_eq!(p.reach(t), created_before("20260101124000"));
         assert_eq!(ids(&started_at("20260101113000").reach(t)), [R2]);
         assert_eq!(ids(&started_at("20260101133000").reach(t)), [R4]);
+        // A log that begins with something already live (rotated, or a
+        // directory shipit took over) does not say what was live before it.
+        let mut log = history();
+        log.events.remove(0);
+        let timeline = crate::history::Timeline::new(&log, [], Some(id(R2)));
+        let early = started_at("20260101103000");
+        assert_eq!(
+            early.reach(Some(&timeline)),
+            created_before("20260101103000")
+        );
+        assert_eq!(
+            ids(&started_at("20260101113000").reach(Some(&timeline))),
+            [R2]
+        );
         // A torn last line: everything after the last event is unknown.
         let mut log = history();
         log.damaged = vec![log.events.len()];
