@@ -196,14 +196,11 @@ fn hold_back_hidden(
         ),
     };
     let held: Vec<String> = held.iter().map(Layout::display).collect();
-    let (them, what) = if held.len() == 1 {
-        ("it", "it was")
-    } else {
-        ("them", "each was")
-    };
+    let them = if held.len() == 1 { "it" } else { "them" };
     ctx.ui.warn(format!(
         "kept {}, which prune would remove: processes that shipit cannot inspect may run from \
-         {them}, since {what} live when one of them started ({}{more}){guessing}\n\
+         {them} ({}{more}); such a process is taken to run the release that was live when it \
+         started, and any release its command line names{guessing}\n\
          hint: run `shipit prune` as root or as the user those processes run as",
         held.join(", "),
         named.join("; ")
