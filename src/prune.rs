@@ -203,6 +203,7 @@ pub(crate) mod tests {
                 failure: None,
                 proven: Some(status != Status::Failed),
                 activation_started: None,
+                reuse: Default::default(),
             }),
             proven: status != Status::Failed,
             id,
