@@ -351,6 +351,49 @@ fn verify_with_systemd(dir: &Path, deploy_to: &Path) {
     assert!(about_units.is_empty(), "systemd-analyze verify:\n{said}");
 }
 
+/// Issue #24: `init` run as root filled in `User=root` without a word.
+#[test]
+fn a_systemd_unit_for_root_comes_with_a_warning_and_one_for_a_user_without() {
+    if !crate::sandbox::root_or_say_skipped("a_systemd_unit_for_root_comes_with_a_warning") {
+        return;
+    }
+    let sb = Sandbox::new();
+    sb.write_config("");
+    let run = sb.run(&[
+        "init",
+        "--template",
+        "systemd",
+        "--out",
+        "tpl",
+        "--app",
+        "shop",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    run.says("warning: shop.service runs the app as root")
+        .says("useradd --system --no-create-home shop");
+    let unit = fs::read_to_string(sb.path().join("tpl/shop.service")).unwrap();
+    assert!(unit.lines().any(|l| l == "User=root"), "{unit}");
+
+    // Run as another user, the unit names that user and nothing is said.
+    sb.open_to_nobody();
+    let out = sb.path().join("out");
+    fs::create_dir(&out).unwrap();
+    std::os::unix::fs::chown(&out, Some(crate::sandbox::NOBODY), None).unwrap();
+    let run = sb.run_as_nobody(&[
+        "init",
+        "--template",
+        "systemd",
+        "--out",
+        "out",
+        "--app",
+        "shop",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!run.stderr.contains("warning"), "{}", run.stderr);
+    let unit = fs::read_to_string(out.join("shop.service")).unwrap();
+    assert!(unit.lines().any(|l| l == "User=nobody"), "{unit}");
+}
+
 #[test]
 fn templates_never_overwrite_without_force() {
     let sb = rendered();
