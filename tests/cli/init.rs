@@ -509,6 +509,98 @@ fn check_reports_each_failure_with_its_fix_and_changes_nothing() {
     let _ = before;
 }
 
+/// `check --json` with `bin` first on PATH.
+fn check_json_with_path(sb: &Sandbox, bin: &Path) -> Vec<Value> {
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = sb
+        .command(&["check", "--json"])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    report["checks"].as_array().unwrap().clone()
+}
+
+/// The passed check named `name` whose detail contains `needle`.
+#[track_caller]
+fn passed<'a>(checks: &'a [Value], name: &str, needle: &str) -> &'a Value {
+    checks
+        .iter()
+        .find(|c| {
+            c["name"] == name && c["ok"] == true && c["detail"].as_str().unwrap().contains(needle)
+        })
+        .unwrap_or_else(|| panic!("no passed {name} check mentioning {needle:?} in {checks:#?}"))
+}
+
+/// Issue #24: `check` said "systemctl is on PATH" where systemd was not
+/// running (the deploy then failed "System has not been booted with
+/// systemd"), and passed a pm2 reload hook whose ecosystem file did not
+/// exist.
+#[test]
+fn check_finds_a_systemctl_hook_without_systemd_and_a_missing_pm2_file() {
+    let sb = Sandbox::new();
+    let bin = sb.path().join("bin");
+    fs::create_dir(&bin).unwrap();
+    for tool in ["systemctl", "pm2"] {
+        crate::support::exec::write_executable(&bin.join(tool), "#!/bin/sh\nexit 0\n");
+    }
+    sb.write_config("[hooks]\nreload = \"systemctl restart shop.service\"\n");
+    let checks = check_json_with_path(&sb, &bin);
+    // As systemd itself tells (sd_booted(3)).
+    if Path::new("/run/systemd/system").is_dir() {
+        passed(&checks, "hooks", "systemctl (in hooks.reload) is on PATH");
+    } else {
+        let found = failed(&checks, "hooks", "systemd is not running");
+        assert!(
+            found["detail"]
+                .as_str()
+                .unwrap()
+                .contains("System has not been booted with systemd"),
+            "{found}"
+        );
+        assert!(
+            !checks
+                .iter()
+                .any(|c| c["ok"] == true && c["detail"].as_str().unwrap().contains("systemctl")),
+            "a passing systemctl check gives false confidence: {checks:#?}"
+        );
+    }
+    // Through sudo, too.
+    sb.write_config("[hooks]\nreload = \"sudo -n systemctl restart shop.service\"\n");
+    let checks = check_json_with_path(&sb, &bin);
+    if !Path::new("/run/systemd/system").is_dir() {
+        failed(&checks, "hooks", "systemd is not running");
+    }
+
+    // The pm2 hook the templates print, before and after its file exists.
+    sb.write_config(
+        "[hooks]\nreload = \"cd \\\"$SHIPIT_DEPLOY_TO\\\" && pm2 startOrReload shared/ecosystem.config.js\"\n",
+    );
+    let file = sb.deploy_to().join("shared/ecosystem.config.js");
+    let checks = check_json_with_path(&sb, &bin);
+    let found = failed(&checks, "hooks", "shared/ecosystem.config.js");
+    assert!(
+        found["fix"]
+            .as_str()
+            .unwrap()
+            .contains("shipit init --template pm2"),
+        "{found}"
+    );
+    passed(&checks, "hooks", "pm2 (in hooks.reload) is on PATH");
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    fs::write(&file, "module.exports = {apps: []};\n").unwrap();
+    let checks = check_json_with_path(&sb, &bin);
+    passed(
+        &checks,
+        "hooks",
+        "shared/ecosystem.config.js (the pm2 file in hooks.reload) exists",
+    );
+}
+
 /// A port on 127.0.0.1 with nothing listening.
 fn closed_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
