@@ -383,8 +383,7 @@ mod tests {
     }
 
     /// The reload hook every template and the README print for pm2.
-    pub const PM2_RELOAD: &str =
-        r#"reload = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 startOrReload shared/ecosystem.config.js""#;
+    pub const PM2_RELOAD: &str = r#"reload = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 startOrReload shared/ecosystem.config.js >/dev/null""#;
 
     #[test]
     fn every_place_that_suggests_a_pm2_reload_hook_suggests_the_same_one() {

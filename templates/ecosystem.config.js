@@ -3,11 +3,13 @@
 //          releases; shipit creates shared/ on the first deploy, or create
 //          it yourself) and set in shipit.toml:
 //   [hooks]
-//   reload = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 startOrReload shared/ecosystem.config.js"
+//   reload = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 startOrReload shared/ecosystem.config.js >/dev/null"
 // That one hook starts the app on the first deploy (after the swap, when
 // @DEPLOY_TO@/current exists) and reloads it gracefully, one worker at a
 // time, on every later deploy and rollback. Run from the deploy root, it
 // never leaves the pm2 daemon's working directory inside a release.
+// `>/dev/null` drops pm2's banner and process table (a dozen lines a
+// deploy); pm2 writes its errors to stderr, which shipit shows and logs.
 // Change: script, instances, env (PORT must match the nginx template's
 // upstream and health.url).
 //

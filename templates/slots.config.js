@@ -2,9 +2,10 @@
 // `shipit init --template pm2-slots`. Keep it in @DEPLOY_TO@/shared/.
 // shipit.toml:
 //   [slots]
-//   start = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 start shared/slots.config.js"
-//   stop = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 delete shared/slots.config.js"
-// Change: script, env.
+//   start = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 start shared/slots.config.js >/dev/null"
+//   stop = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 delete shared/slots.config.js >/dev/null"
+// Change: script, env. (`>/dev/null` drops pm2's banner and process
+// table; its errors go to stderr, which shipit shows and logs.)
 //
 // pm2 reads this file with the slot hook's variables, so it describes one
 // app, @APP@-blue or @APP@-green: the release $SHIPIT_RELEASE_PATH
