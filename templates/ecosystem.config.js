@@ -19,6 +19,13 @@
 // (`cd current && pm2 start server.js`), pm2 records the resolved
 // releases/<id> path instead and keeps running the old release after every
 // reload: shipit's health gate (expect_body = "{release}") catches that.
+//
+// How the app knows its release id, for that gate: from the directory it
+// runs from, resolved: path.basename(process.cwd()) (cwd below goes
+// through `current`, and the kernel resolves it), or of
+// fs.realpathSync(__dirname). Not from $SHIPIT_RELEASE: pm2 keeps the
+// environment of the first start, so after a reload it names an old
+// release.
 module.exports = {
   apps: [
     {

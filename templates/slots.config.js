@@ -11,6 +11,8 @@
 // app, @APP@-blue or @APP@-green: the release $SHIPIT_RELEASE_PATH
 // listening on $SHIPIT_SLOT_SOCKET. The hooks run from the deploy root, so
 // pm2's own daemon never holds a release as its working directory.
+// The app tells its release id (for expect_body = "{release}") by the
+// directory it runs from: path.basename(process.cwd()).
 "use strict";
 
 const slot = process.env.SHIPIT_SLOT;

@@ -659,6 +659,7 @@ fn the_pm2_hook_keeps_pm2s_chatter_out_of_a_deploy_but_not_its_errors() {
     world.write_reload_config(&hook, None);
     // The first deploy spawns pm2's daemon (its banner), the second reloads.
     let first = expect(&world.shipit(&["deploy"]), 0, "first deploy");
+    let first_id = world.current();
     world.commit("VERSION", Some("1\n"));
     let second = expect(&world.shipit(&["deploy"]), 0, "second deploy");
     for said in [&first, &second] {
@@ -666,6 +667,17 @@ fn the_pm2_hook_keeps_pm2s_chatter_out_of_a_deploy_but_not_its_errors() {
         assert!(pm2_lines.is_empty(), "pm2 spoke in a deploy:\n{said}");
     }
     pin_deploy("pm2_deploy", &world, &second);
+    // The app names its release from the directory it runs from; the
+    // SHIPIT_RELEASE pm2 keeps in its environment names the first one
+    // (README, Health gate: why the example app does not read it).
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], world.app_port));
+    let (status, body) = front::http_get(addr, "/healthz").expect("the app answers");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let current = world.current();
+    assert_eq!(health["release"], current.as_str(), "{body}");
+    assert_ne!(current, first_id);
+    assert_eq!(health["env_release"], first_id.as_str(), "{body}");
 
     // A reload pm2 fails: its error reaches the deploy's output.
     fs::write(
