@@ -623,7 +623,10 @@ fn programs(config: &Config) -> Vec<Check> {
                 .map(|c| ("slots.switch", c)),
         )
         .collect();
-    let systemd = systemd_running();
+    // With [fleet] the hooks run on the hosts, and whether this machine
+    // (the controller) runs systemd or holds a pm2 file says nothing there.
+    let on_this_host = config.fleet.is_none();
+    let systemd = !on_this_host || systemd_running();
     for (key, command) in hooks {
         let parts = simple_commands(command);
         let mut said_systemd = false;
@@ -647,6 +650,7 @@ fn programs(config: &Config) -> Vec<Check> {
                 said_systemd = true;
             }
             if let Some((program, args)) = invoked
+                && on_this_host
                 && base_name(program) == "pm2"
                 && let Some(file) = pm2_file(&args, &parts[..i], &config.deploy_to)
             {

@@ -599,6 +599,25 @@ fn check_finds_a_systemctl_hook_without_systemd_and_a_missing_pm2_file() {
         "hooks",
         "shared/ecosystem.config.js (the pm2 file in hooks.reload) exists",
     );
+
+    // With a fleet the hooks run on the hosts: this machine's systemd and
+    // files say nothing about them.
+    fs::remove_file(&file).unwrap();
+    sb.write_raw_config(&format!(
+        "deploy_to = \"{}\"\n[source]\ngit = \"app\"\n\
+         [hooks]\nreload = \"systemctl restart a.service && cd \\\"$SHIPIT_DEPLOY_TO\\\" && pm2 reload shared/ecosystem.config.js\"\n\
+         [fleet]\nhosts = [\"deploy@web1\"]\n",
+        sb.deploy_to().display()
+    ));
+    let checks = check_json_with_path(&sb, &bin);
+    passed(&checks, "hooks", "pm2 (in hooks.reload) is on PATH");
+    assert!(
+        !checks.iter().any(|c| {
+            let d = c["detail"].as_str().unwrap();
+            c["ok"] == false && (d.contains("systemd") || d.contains("ecosystem"))
+        }),
+        "{checks:#?}"
+    );
 }
 
 /// A port on 127.0.0.1 with nothing listening.
