@@ -59,8 +59,154 @@ pub fn run(config: &Config) -> Vec<Check> {
     checks.push(health_now(config, &layout, &current));
     if let Some(slots) = &config.slots {
         checks.extend(slot_checks(slots, &layout));
+        checks.extend(slots_front(config, slots, &layout));
     }
     checks
+}
+
+/// With slots, `health.url` is how a deploy proves the front reaches the
+/// slot it switched to (SPEC §7: the front check), so it must go through
+/// the front to `run/app.sock`. Read-only: one probe of the live slot
+/// directly (its socket, or its port) and one of `health.url`, compared.
+fn slots_front(
+    config: &Config,
+    slots_config: &crate::config::SlotsConfig,
+    layout: &Layout,
+) -> Option<Check> {
+    use crate::slots::{Slot, Slots};
+    let h = config.health.as_ref()?;
+    let url = health::redact_url(&h.url);
+    let slots = Slots::new(layout, slots_config);
+    let url_port = health_url_port(&h.url);
+    if let Some(slot) = Slot::BOTH
+        .into_iter()
+        .find(|s| url_port.is_some() && slots.port(*s) == url_port)
+    {
+        return Some(fail(
+            "front",
+            format!(
+                "health.url {url} is slot {slot}'s own port, not the front: it probes that \
+                 slot whichever is live, so the check after a switch proves nothing"
+            ),
+            "point health.url at the front proxy (the nginx site), which forwards to the live slot",
+        ));
+    }
+    let front = match &slots_config.ports {
+        Some(_) => "the live slot".to_string(),
+        None => layout.app_socket().display().to_string(),
+    };
+    let live = slots.live().ok().flatten();
+    let record = live.and_then(|slot| slots.record(slot).ok().flatten().map(|r| (slot, r)));
+    let Some((slot, record)) = record else {
+        return Some(pass(
+            "front",
+            format!("no slot runs a release yet: {url} is checked against {front} once one does"),
+        ));
+    };
+    let release = &record.release;
+    let revision = store::read_metadata(layout, release)
+        .ok()
+        .flatten()
+        .and_then(|m| m.revision);
+    let body = h
+        .expect_body
+        .as_deref()
+        .map(|t| health::expected_body(t, release.as_str(), revision.as_deref()));
+    let (direct_name, direct) = match slots.port(slot) {
+        Some(port) => {
+            let direct_url = format!("http://127.0.0.1:{port}{}", health::url_path(&h.url));
+            let seen = health::probe(
+                &health::agent(h.request_timeout),
+                &direct_url,
+                h.expect_status,
+                body.as_deref(),
+            );
+            (direct_url, seen)
+        }
+        None => {
+            let socket = slots.socket(slot);
+            let seen = health::probe_socket(
+                &socket,
+                &h.url,
+                h.request_timeout,
+                h.expect_status,
+                body.as_deref(),
+            );
+            (socket.display().to_string(), seen)
+        }
+    };
+    let through = health::probe(
+        &health::agent(h.request_timeout),
+        &h.url,
+        h.expect_status,
+        body.as_deref(),
+    );
+    let live_name = format!("slot {slot} ({})", Layout::display(release));
+    if !direct.passed {
+        return Some(fail(
+            "front",
+            format!(
+                "the live {live_name} does not pass on {direct_name}: {}; {url} cannot be \
+                 compared with it",
+                direct.detail
+            ),
+            format!("check the app of slot {slot}, or `shipit rollback`"),
+        ));
+    }
+    let fix = match &slots_config.ports {
+        Some(_) => "point health.url at the front proxy, and make slots.switch point the front \
+                    at the live slot's port"
+            .to_string(),
+        None => format!(
+            "proxy the front to unix:{} (`shipit init --template nginx-slots` writes such a \
+             site) and point health.url at the front",
+            layout.app_socket().display()
+        ),
+    };
+    if !through.passed {
+        return Some(fail(
+            "front",
+            format!(
+                "{url} does not reach the live {live_name}: the slot answers on {direct_name} \
+                 ({}), {url} gives {}; a deploy's front check would fail and switch back",
+                direct.detail, through.detail
+            ),
+            fix,
+        ));
+    }
+    // Without a release-specific expect_body both can pass while the
+    // front reaches something else: an answer that names the live release
+    // on the slot and not through the front gives that away.
+    let names = |detail: &str| detail.contains(release.as_str());
+    if names(&direct.detail) && !names(&through.detail) {
+        return Some(fail(
+            "front",
+            format!(
+                "{url} answers, but not as the live {live_name} does: the slot answers on \
+                 {direct_name} ({}), {url} gives {}",
+                direct.detail, through.detail
+            ),
+            fix,
+        ));
+    }
+    Some(pass(
+        "front",
+        format!(
+            "{url} reaches the live {live_name} through the front, as on {direct_name}: {}",
+            through.detail
+        ),
+    ))
+}
+
+/// The port of an `http://host:port/...` URL (80 without one).
+fn health_url_port(url: &str) -> Option<u16> {
+    let rest = url.trim().strip_prefix("http://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    match host.rsplit_once(':') {
+        Some((_, port)) if !host.ends_with(']') => port.parse().ok(),
+        _ => Some(80),
+    }
 }
 
 /// The slots' run directory, link and sockets (SPEC §7).
@@ -455,40 +601,186 @@ fn simple_commands(command: &str) -> Vec<&str> {
 
 fn programs(config: &Config) -> Vec<Check> {
     let slots = config.slots.as_ref();
-    let hooks = config
+    let mut checks = Vec::new();
+    // Slots start and stop the app themselves: a reload hook left from the
+    // reload path never runs, and checking its programs would vouch for it.
+    let reload = match (slots, &config.hooks.reload) {
+        (Some(_), Some(command)) => {
+            checks.push(fail(
+                "hooks",
+                format!(
+                    "hooks.reload (`{command}`) is set, but with [slots] no deploy or rollback \
+                     runs it: slots.start and slots.stop start and stop the app"
+                ),
+                "remove hooks.reload from [hooks]",
+            ));
+            None
+        }
+        (_, reload) => reload.as_ref(),
+    };
+    let hooks: Vec<(&str, &String)> = config
         .hooks
         .build
         .iter()
         .map(|c| ("hooks.build", c))
-        .chain(config.hooks.reload.iter().map(|c| ("hooks.reload", c)))
+        .chain(reload.map(|c| ("hooks.reload", c)))
         .chain(slots.map(|s| ("slots.start", &s.start)))
         .chain(slots.map(|s| ("slots.stop", &s.stop)))
         .chain(
             slots
                 .and_then(|s| s.switch.as_ref())
                 .map(|c| ("slots.switch", c)),
-        );
-    let parts = hooks.flat_map(|(key, command)| {
-        simple_commands(command)
-            .into_iter()
-            .map(move |part| (key, command, part))
-    });
-    let mut checks = Vec::new();
-    for (key, command, part) in parts {
-        let Some(program) = program_of(part) else {
-            continue;
-        };
-        checks.push(if on_path(&program) {
-            pass("hooks", format!("{program} (in {key}) is on PATH"))
-        } else {
-            fail(
-                "hooks",
-                format!("{program} (in {key}: `{command}`) is not on PATH"),
-                format!("install {program}, or give its full path in {key}"),
-            )
-        });
+        )
+        .collect();
+    // With [fleet] the hooks run on the hosts, and whether this machine
+    // (the controller) runs systemd or holds a pm2 file says nothing there.
+    let on_this_host = config.fleet.is_none();
+    let systemd = !on_this_host || systemd_running();
+    for (key, command) in hooks {
+        let parts = simple_commands(command);
+        let mut said_systemd = false;
+        for (i, part) in parts.iter().enumerate() {
+            let invoked = invoked_program(part);
+            let runs_systemctl = invoked
+                .as_ref()
+                .is_some_and(|(p, _)| base_name(p) == "systemctl");
+            if runs_systemctl && !systemd && !said_systemd {
+                checks.push(fail(
+                    "hooks",
+                    format!(
+                        "{key} runs systemctl (`{command}`), but systemd is not running on \
+                             this machine ({SYSTEMD_BOOTED} does not exist): the hook would fail \
+                             with \"System has not been booted with systemd\""
+                    ),
+                    "deploy where systemd is PID 1 (a container booted with systemd as \
+                         its init), or reload through the process manager that runs the app \
+                         here (e.g. pm2: `shipit init --template pm2`)",
+                ));
+                said_systemd = true;
+            }
+            if let Some((program, args)) = invoked
+                && on_this_host
+                && base_name(program) == "pm2"
+                && let Some(file) = pm2_file(&args, &parts[..i], &config.deploy_to)
+            {
+                checks.push(pm2_file_check(key, &file));
+            }
+            let Some(program) = program_of(part) else {
+                continue;
+            };
+            if runs_systemctl && !systemd && base_name(&program) == "systemctl" {
+                // Being on PATH is not the point: said above.
+                continue;
+            }
+            checks.push(if on_path(&program) {
+                pass("hooks", format!("{program} (in {key}) is on PATH"))
+            } else {
+                fail(
+                    "hooks",
+                    format!("{program} (in {key}: `{command}`) is not on PATH"),
+                    format!("install {program}, or give its full path in {key}"),
+                )
+            });
+        }
     }
     checks
+}
+
+/// How systemd itself tells that it runs as the init system (sd_booted(3)):
+/// `systemctl` fails anywhere else.
+const SYSTEMD_BOOTED: &str = "/run/systemd/system";
+
+fn systemd_running() -> bool {
+    Path::new(SYSTEMD_BOOTED).is_dir()
+}
+
+fn base_name(program: &str) -> &str {
+    program.rsplit('/').next().unwrap_or(program)
+}
+
+/// The program a simple command runs and its arguments, quotes removed,
+/// looking through `VAR=x`, `exec`, `sudo`/`doas` and their options.
+fn invoked_program(command: &str) -> Option<(&str, Vec<&str>)> {
+    let mut words = command
+        .split_whitespace()
+        .map(|w| w.trim_matches(['"', '\'']))
+        .skip_while(|w| {
+            w.split_once('=').is_some_and(|(k, _)| {
+                !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
+        })
+        .peekable();
+    while let Some(w) = words.peek() {
+        if matches!(base_name(w), "exec" | "sudo" | "doas") || w.starts_with('-') {
+            words.next();
+        } else {
+            break;
+        }
+    }
+    let program = words.next()?;
+    Some((program, words.collect()))
+}
+
+/// The file a pm2 command is given (`pm2 startOrReload
+/// shared/ecosystem.config.js`), where it can be told before the hook runs:
+/// an absolute path, one under `$SHIPIT_DEPLOY_TO`, or a relative one after
+/// a `cd` to either. A path relative to the release is not known yet.
+fn pm2_file(args: &[&str], before: &[&str], deploy_to: &Path) -> Option<PathBuf> {
+    let file = args.iter().find(|a| {
+        let name = base_name(a);
+        !a.starts_with('-')
+            && (name.ends_with(".config.js")
+                || name.ends_with(".config.cjs")
+                || name.starts_with("ecosystem."))
+    })?;
+    let resolve = |word: &str| -> Option<PathBuf> {
+        for var in ["$SHIPIT_DEPLOY_TO", "${SHIPIT_DEPLOY_TO}"] {
+            if word == var {
+                return Some(deploy_to.to_path_buf());
+            }
+            if let Some(rest) = word.strip_prefix(var).and_then(|r| r.strip_prefix('/')) {
+                return Some(deploy_to.join(rest.trim_matches('"')));
+            }
+        }
+        word.starts_with('/').then(|| PathBuf::from(word))
+    };
+    if let Some(path) = resolve(file) {
+        return Some(path);
+    }
+    if file.contains('$') {
+        return None;
+    }
+    // The last `cd` before the pm2 command decides what a relative path means.
+    let dir = before.iter().rev().find_map(|part| {
+        let mut words = part.split_whitespace();
+        (words.next() == Some("cd")).then(|| words.next().map(|w| w.replace('"', "")))
+    })??;
+    resolve(&dir).map(|d| d.join(file))
+}
+
+fn pm2_file_check(key: &str, file: &Path) -> Check {
+    if file.is_file() {
+        return pass(
+            "hooks",
+            format!("{} (the pm2 file in {key}) exists", file.display()),
+        );
+    }
+    let template = if base_name(&file.display().to_string()) == "slots.config.js" {
+        "pm2-slots"
+    } else {
+        "pm2"
+    };
+    fail(
+        "hooks",
+        format!(
+            "{} (the pm2 file in {key}) does not exist: pm2 cannot start the app from it",
+            file.display()
+        ),
+        format!(
+            "`shipit init --template {template}` writes one: review it and copy it to {}",
+            file.display()
+        ),
+    )
 }
 
 fn health_now(config: &Config, layout: &Layout, current: &Current) -> Check {
@@ -553,6 +845,51 @@ mod tests {
         assert_eq!(program_of("./bin/build"), None);
         assert_eq!(program_of("$HOME/bin/x"), None);
         assert_eq!(program_of("echo hi"), None);
+    }
+
+    #[test]
+    fn the_program_a_command_invokes_is_found_through_sudo_and_quotes() {
+        let (p, args) = invoked_program("sudo -n systemctl restart a.service").unwrap();
+        assert_eq!((p, args), ("systemctl", vec!["restart", "a.service"]));
+        let (p, _) = invoked_program("FOO=1 exec /usr/bin/pm2 reload x").unwrap();
+        assert_eq!(base_name(p), "pm2");
+        assert_eq!(invoked_program("").map(|(p, _)| p), None);
+    }
+
+    #[test]
+    fn the_pm2_file_is_resolved_where_a_hook_says_where_it_is() {
+        let root = Path::new("/srv/shop");
+        let parts = simple_commands(
+            "cd \"$SHIPIT_DEPLOY_TO\" && pm2 startOrReload shared/ecosystem.config.js",
+        );
+        let (_, args) = invoked_program(parts[1]).unwrap();
+        assert_eq!(
+            pm2_file(&args, &parts[..1], root),
+            Some(PathBuf::from("/srv/shop/shared/ecosystem.config.js"))
+        );
+        let file = |hook: &str| {
+            let (_, args) = invoked_program(hook).unwrap();
+            pm2_file(&args, &[], root)
+        };
+        assert_eq!(
+            file("pm2 start \"$SHIPIT_DEPLOY_TO/shared/slots.config.js\" --only a"),
+            Some(PathBuf::from("/srv/shop/shared/slots.config.js"))
+        );
+        assert_eq!(
+            file("pm2 reload /etc/pm2/ecosystem.config.js"),
+            Some(PathBuf::from("/etc/pm2/ecosystem.config.js"))
+        );
+        // Relative to the release, which does not exist yet: not checked.
+        assert_eq!(file("pm2 startOrReload ecosystem.config.js"), None);
+        assert_eq!(file("pm2 reload all"), None);
+    }
+
+    #[test]
+    fn the_port_of_a_health_url() {
+        assert_eq!(health_url_port("http://127.0.0.1:3001/up"), Some(3001));
+        assert_eq!(health_url_port("http://u:p@front/up"), Some(80));
+        assert_eq!(health_url_port("http://[::1]:8080/"), Some(8080));
+        assert_eq!(health_url_port("http://[::1]/"), Some(80));
     }
 
     #[test]

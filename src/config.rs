@@ -39,9 +39,34 @@ pub struct Config {
     /// Rolling deploys over SSH (SPEC §8): with it, deploy, rollback,
     /// releases and status act on every host from this machine.
     pub fleet: Option<FleetConfig>,
+    /// Directories a build produces from a few key files (`node_modules`
+    /// from `package-lock.json`): reused from the newest proven release
+    /// whose key was the same, instead of built again (`[[reuse]]`).
+    #[serde(default)]
+    pub reuse: Vec<ReuseConfig>,
     /// Where the config was read from (set by [`load`]).
     #[serde(skip)]
     pub file: PathBuf,
+}
+
+/// One `[[reuse]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReuseConfig {
+    /// The directory, relative to the release.
+    pub path: String,
+    /// Files (globs allowed) whose content decides whether the directory
+    /// can be reused.
+    pub key: Vec<String>,
+    /// Environment variables whose values are part of the key.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// A command whose output is part of the key (`node --version`).
+    pub command: Option<String>,
+    /// What builds the directory (in the release, before `hooks.build`);
+    /// skipped when the directory is reused. One command or a list.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub run: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -203,6 +228,20 @@ fn default_keep() -> usize {
 fn default_branch() -> String {
     "main".into()
 }
+/// A string, or a list of strings.
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(one) => vec![one],
+        OneOrMany::Many(many) => many,
+    })
+}
+
 fn default_build_timeout() -> Duration {
     Duration::from_secs(600)
 }
@@ -248,8 +287,10 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
             "lock",
             "slots",
             "fleet",
+            "reuse",
         ],
     ),
+    ("reuse", &["path", "key", "env", "command", "run"]),
     ("source", &["git", "path", "branch"]),
     (
         "hooks",
@@ -444,7 +485,15 @@ fn check_keys(table: &toml::Table, file: &Path) -> Result<()> {
             if let Some(sub) = value.as_table()
                 && schema.contains_key(full.as_str())
             {
-                tables.push((full, sub));
+                tables.push((full.clone(), sub));
+            }
+            // An array of tables (`[[reuse]]`): each element is checked.
+            if let Some(items) = value.as_array()
+                && schema.contains_key(full.as_str())
+            {
+                for sub in items.iter().filter_map(|i| i.as_table()) {
+                    tables.push((full.clone(), sub));
+                }
             }
         }
     }
@@ -572,6 +621,16 @@ impl Config {
         if let Some(fleet) = &self.fleet {
             fleet.validate(&self.file)?;
         }
+        let mut seen = std::collections::BTreeSet::new();
+        for reuse in &self.reuse {
+            reuse.validate(self)?;
+            if !seen.insert(reuse.path.trim_end_matches('/')) {
+                return Err(err(
+                    format!("[[reuse]] in {file} lists path = {:?} twice", reuse.path),
+                    "give each directory one [[reuse]] entry",
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -609,6 +668,78 @@ impl Config {
             .iter()
             .map(|e| shared_entry(e).expect("validated at load"))
             .collect()
+    }
+}
+
+impl ReuseConfig {
+    /// The directory as a path inside the release.
+    pub fn dir(&self) -> PathBuf {
+        PathBuf::from(self.path.trim_end_matches('/'))
+    }
+
+    fn validate(&self, config: &Config) -> Result<()> {
+        let file = config.file.display();
+        let (path, _) = shared_entry(&self.path)
+            .map_err(|e| e.context(format!("bad path in [[reuse]] in {file}")))?;
+        if path.as_os_str() == ".shipit-release.json" {
+            return Err(Error::usage(format!(
+                "[[reuse]] path = {:?} in {file} is shipit's own file",
+                self.path
+            ))
+            .hint("name the directory a build produces, e.g. path = \"node_modules\""));
+        }
+        for (shared, _) in config.shared_paths() {
+            if shared.starts_with(&path) || path.starts_with(&shared) {
+                return Err(Error::usage(format!(
+                    "[[reuse]] path = {:?} in {file} overlaps the shared path {}",
+                    self.path,
+                    shared.display()
+                ))
+                .hint("a shared path is the same directory for every release; reuse is for what each release gets a copy of: keep one"));
+            }
+        }
+        if self.key.is_empty() {
+            return Err(Error::usage(format!(
+                "[[reuse]] path = {:?} in {file} has an empty key",
+                self.path
+            ))
+            .hint(
+                "list the files the directory is built from, e.g. key = [\"package-lock.json\"]",
+            ));
+        }
+        for pattern in &self.key {
+            let relative = Path::new(pattern)
+                .components()
+                .all(|c| matches!(c, Component::Normal(_)));
+            if !relative || globset::Glob::new(pattern).is_err() {
+                return Err(Error::usage(format!(
+                    "key entry {pattern:?} of [[reuse]] path = {:?} in {file} is not a file \
+                     pattern inside the release",
+                    self.path
+                ))
+                .hint("give paths or globs relative to the release, like \"package-lock.json\" or \"**/requirements*.txt\""));
+            }
+        }
+        for name in &self.env {
+            let ok = !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with(|c: char| c.is_ascii_digit());
+            if !ok {
+                return Err(Error::usage(format!(
+                    "env entry {name:?} of [[reuse]] path = {:?} in {file} is not a variable name",
+                    self.path
+                ))
+                .hint("list variable names, like env = [\"NODE_ENV\"]"));
+            }
+        }
+        if self.run.is_empty() || self.run.iter().any(|r| r.trim().is_empty()) {
+            return Err(Error::usage(format!(
+                "[[reuse]] path = {:?} in {file} needs run = [...]: the commands that build it",
+                self.path
+            ))
+            .hint("move the install command there from hooks.build, e.g. run = [\"npm ci --omit=dev\"]"));
+        }
+        Ok(())
     }
 }
 
@@ -928,11 +1059,24 @@ mod tests {
             undrain = "true"
             drain_timeout = "1m"
             state = "fleet-state"
+            [[reuse]]
+            path = "node_modules"
+            key = ["package-lock.json"]
+            env = ["NODE_ENV"]
+            command = "node --version"
+            run = ["npm ci"]
         "#;
         parse_str(all).unwrap();
         let table: toml::Table = toml::from_str(all).unwrap();
         let mut counted = table.len();
-        let mut tables: Vec<&toml::Table> = table.values().filter_map(|v| v.as_table()).collect();
+        let mut tables: Vec<&toml::Table> = table
+            .values()
+            .flat_map(|v| match v {
+                toml::Value::Table(t) => vec![t],
+                toml::Value::Array(items) => items.iter().filter_map(|i| i.as_table()).collect(),
+                _ => vec![],
+            })
+            .collect();
         while let Some(t) = tables.pop() {
             counted += t.len();
             tables.extend(t.values().filter_map(|v| v.as_table()));
@@ -959,7 +1103,12 @@ mod tests {
         let mut table = "";
         let mut documented = std::collections::BTreeSet::new();
         for line in block.lines().map(|l| l.trim_start_matches('#').trim()) {
-            if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            // `[table]`, or `[[table]]` for an array of tables.
+            if let Some(name) = line
+                .strip_prefix('[')
+                .map(|l| l.trim_start_matches('['))
+                .and_then(|l| l.split(']').next())
+            {
                 table = name;
                 documented.insert(name.to_string());
             } else if let Some((key, _)) = line.split_once(" =") {

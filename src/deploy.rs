@@ -207,6 +207,7 @@ pub fn go_live(
     for r in &removed {
         ctx.ui.step("Pruned", Layout::display(r));
     }
+    forget_unused_pristines(ctx);
     event.removed = removed.clone();
     record(event, None, Some(id.clone()));
     Ok(Outcome {
@@ -333,7 +334,9 @@ fn stage(
         branch: resolved.branch.as_deref(),
         previous,
     };
-    run_build_hooks(ctx, activate::hook_env(layout, &live), staging, &mut log)?;
+    let mut env = activate::hook_env(layout, &live);
+    let reuse = crate::reuse::prepare(ctx, id, staging, &mut env, &mut log)?;
+    run_build_hooks(ctx, env, staging, &mut log)?;
 
     let meta = Metadata {
         id: id.clone(),
@@ -348,6 +351,7 @@ fn stage(
         failure: None,
         proven: Some(false),
         activation_started: None,
+        reuse,
     };
     store::write_metadata(staging, &meta)?;
     // Every file and directory of the release, and the build log (same
@@ -461,9 +465,23 @@ fn staging_display(layout: &Layout, id: &ReleaseId) -> String {
         .to_string()
 }
 
+/// Remove the pristine copies of `[[reuse]]` directories that no release
+/// refers to any more; a failure only warns (it is retried next time).
+pub(crate) fn forget_unused_pristines(ctx: &Ctx) {
+    for (path, error) in crate::reuse::forget_unused(&ctx.layout) {
+        if let Some(e) = error {
+            ctx.ui.warn(format!(
+                "{e} (it will be retried on the next run): {}",
+                path.display()
+            ));
+        }
+    }
+}
+
 /// Remove what an interrupted run left under `.shipit` (staging, trash),
 /// saying what was removed; what could not be is retried next time.
 pub(crate) fn clear_leftovers(ctx: &Ctx) {
+    forget_unused_pristines(ctx);
     for (leftover, error) in store::clear_leftovers(&ctx.layout) {
         match error {
             None => ctx.ui.step(

@@ -55,7 +55,9 @@ impl Kind {
     /// What the exit code tells a script, for `--help` and the man page.
     pub fn meaning(self) -> &'static str {
         match self {
-            Kind::Internal => "an unexpected error (I/O outside a deploy, a bug)",
+            Kind::Internal => {
+                "an unexpected error (I/O or permissions outside a deploy, a bug); the message says what failed"
+            }
             Kind::Usage => "bad command line, config or input; nothing was changed",
             Kind::BeforeSwap => "the deploy failed before the swap; nothing live changed",
             Kind::RolledBack => {
@@ -274,6 +276,26 @@ mod tests {
                 .map(|k| (k.exit_code(), k.name().to_string())),
         );
         assert_eq!(rows, expected);
+    }
+
+    /// Exit code 1 is the one a script cannot tell from its phase, so the
+    /// README and `--help` (issue #24: they described it differently)
+    /// must say the same thing about it.
+    #[test]
+    fn readme_and_help_describe_exit_code_1_alike() {
+        let readme = include_str!("../README.md");
+        let row = readme
+            .split("## Exit codes")
+            .nth(1)
+            .and_then(|s| s.lines().find(|l| l.starts_with("| 1 |")))
+            .expect("README's exit code table has a row for 1");
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert_eq!(cells[3], Kind::Internal.meaning());
+        let help = crate::cli::exit_codes_help();
+        assert!(
+            help.contains(&format!("1  error: {}", Kind::Internal.meaning())),
+            "{help}"
+        );
     }
 
     #[test]

@@ -81,6 +81,7 @@ mod lock;
 mod mutation;
 mod procs;
 mod prune;
+mod reuse;
 mod rollback;
 mod slots;
 mod source;

@@ -260,6 +260,7 @@ pub(crate) mod tests {
                 failure: None,
                 proven: Some(status != Status::Failed),
                 activation_started: None,
+                reuse: Default::default(),
             }),
             proven: status != Status::Failed,
             id,

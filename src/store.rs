@@ -69,6 +69,22 @@ pub struct Metadata {
     /// activation was cut short: a crash, a kill.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activation_started: Option<DateTime<Utc>>,
+    /// The `[[reuse]]` directories of the release, by path: the hash of
+    /// their key and where their content came from.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub reuse: std::collections::BTreeMap<String, ReuseRecord>,
+}
+
+/// What a release records about one `[[reuse]]` directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReuseRecord {
+    /// sha256 of the key (files, variables, command output).
+    pub key: String,
+    /// The release whose build produced the pristine copy it came from.
+    pub built_by: ReleaseId,
+    /// The proven release it was reused from, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<ReleaseId>,
 }
 
 /// One release directory and its metadata (absent or unreadable for a

@@ -115,6 +115,22 @@ impl Values {
     }
 }
 
+/// A warning for a unit that would run the app as root: `init` fills
+/// `User=` with whoever runs it, and run as root that is root (issue #24).
+pub fn root_user_warning(template: Template, values: &Values) -> Option<String> {
+    let unit = matches!(template, Template::Systemd | Template::SystemdSlots);
+    (unit && values.user == "root").then(|| {
+        let app = &values.app;
+        format!(
+            "{} runs the app as root (User=root, because init ran as root): a flaw in the app \
+             would then own the machine. Make it a dedicated user: `useradd --system \
+             --no-create-home {app}`, set User={app} in the unit, and let that user read {}",
+            template.file_name(app),
+            values.deploy_to.display()
+        )
+    })
+}
+
 /// App names become file names, nginx upstream names and unit names.
 pub fn check_app(app: &str) -> Result<()> {
     let ok = !app.is_empty()
@@ -367,8 +383,7 @@ mod tests {
     }
 
     /// The reload hook every template and the docs print for pm2.
-    pub const PM2_RELOAD: &str =
-        r#"reload = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 startOrReload shared/ecosystem.config.js""#;
+    pub const PM2_RELOAD: &str = r#"reload = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 startOrReload shared/ecosystem.config.js >/dev/null""#;
 
     #[test]
     fn every_place_that_suggests_a_pm2_reload_hook_suggests_the_same_one() {
@@ -427,6 +442,25 @@ mod tests {
             upstream_servers(&slots),
             [r#""unix:/srv/shop/run/app.sock""#]
         );
+    }
+
+    #[test]
+    fn a_unit_that_would_run_as_root_is_warned_about() {
+        let mut values = Values::fresh("shop").unwrap();
+        values.user = "root".into();
+        let warning = root_user_warning(Template::Systemd, &values).unwrap();
+        assert!(
+            warning.contains("shop.service runs the app as root"),
+            "{warning}"
+        );
+        assert!(
+            warning.contains("useradd --system --no-create-home shop"),
+            "{warning}"
+        );
+        assert!(root_user_warning(Template::SystemdSlots, &values).is_some());
+        assert_eq!(root_user_warning(Template::Pm2, &values), None);
+        values.user = "deploy".into();
+        assert_eq!(root_user_warning(Template::Systemd, &values), None);
     }
 
     #[test]

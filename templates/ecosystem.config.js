@@ -3,11 +3,13 @@
 //          releases; shipit creates shared/ on the first deploy, or create
 //          it yourself) and set in shipit.toml:
 //   [hooks]
-//   reload = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 startOrReload shared/ecosystem.config.js"
+//   reload = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 startOrReload shared/ecosystem.config.js >/dev/null"
 // That one hook starts the app on the first deploy (after the swap, when
 // @DEPLOY_TO@/current exists) and reloads it gracefully, one worker at a
 // time, on every later deploy and rollback. Run from the deploy root, it
 // never leaves the pm2 daemon's working directory inside a release.
+// `>/dev/null` drops pm2's banner and process table (a dozen lines a
+// deploy); pm2 writes its errors to stderr, which shipit shows and logs.
 // Change: script, instances, env (PORT must match the nginx template's
 // upstream and health.url).
 //
@@ -17,6 +19,13 @@
 // (`cd current && pm2 start server.js`), pm2 records the resolved
 // releases/<id> path instead and keeps running the old release after every
 // reload: shipit's health gate (expect_body = "{release}") catches that.
+//
+// How the app knows its release id, for that gate: from the directory it
+// runs from, resolved: path.basename(process.cwd()) (cwd below goes
+// through `current`, and the kernel resolves it), or of
+// fs.realpathSync(__dirname). Not from $SHIPIT_RELEASE: pm2 keeps the
+// environment of the first start, so after a reload it names an old
+// release.
 module.exports = {
   apps: [
     {

@@ -2,14 +2,17 @@
 // `shipit init --template pm2-slots`. Keep it in @DEPLOY_TO@/shared/.
 // shipit.toml:
 //   [slots]
-//   start = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 start shared/slots.config.js"
-//   stop = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 delete shared/slots.config.js"
-// Change: script, env.
+//   start = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 start shared/slots.config.js >/dev/null"
+//   stop = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 delete shared/slots.config.js >/dev/null"
+// Change: script, env. (`>/dev/null` drops pm2's banner and process
+// table; its errors go to stderr, which shipit shows and logs.)
 //
 // pm2 reads this file with the slot hook's variables, so it describes one
 // app, @APP@-blue or @APP@-green: the release $SHIPIT_RELEASE_PATH
 // listening on $SHIPIT_SLOT_SOCKET. The hooks run from the deploy root, so
 // pm2's own daemon never holds a release as its working directory.
+// The app tells its release id (for expect_body = "{release}") by the
+// directory it runs from: path.basename(process.cwd()).
 "use strict";
 
 const slot = process.env.SHIPIT_SLOT;

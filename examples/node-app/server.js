@@ -28,7 +28,12 @@ const fs = require("fs");
 const http = require("http");
 const path = require("path");
 
-const release = path.basename(__dirname);
+// The release id is the name of the directory this code runs from,
+// resolved (releases/<id>, never `current`). Not $SHIPIT_RELEASE: pm2
+// keeps the environment of an app's first start, so after a reload that
+// variable still names the first release, and a gate on "{release}" would
+// fail however healthy the new one is.
+const release = path.basename(fs.realpathSync(__dirname));
 const broken =
   fs.existsSync(path.join(__dirname, "BROKEN")) || process.env.BROKEN === "1";
 const never = fs.existsSync(path.join(__dirname, "NEVER_READY"));
@@ -45,7 +50,12 @@ const server = http.createServer((req, res) => {
   const status = broken ? 500 : 200;
   const body =
     req.url === "/healthz"
-      ? JSON.stringify({ release, pid: process.pid })
+      ? JSON.stringify({
+          release,
+          pid: process.pid,
+          // Shown to prove the point above (the end-to-end suite reads it).
+          env_release: process.env.SHIPIT_RELEASE || null,
+        })
       : `hello from release ${release}\n`;
   res.writeHead(status, {
     "Content-Type": req.url === "/healthz" ? "application/json" : "text/plain",

@@ -49,6 +49,9 @@ pub fn run(config_flag: Option<&Path>, ui: Ui, args: &InitArgs) -> Result<()> {
             super::hook::warn_if_build_dir_for(ui, &shipit);
         }
         ui.step("Wrote", path.display().to_string());
+        if let Some(warning) = templates::root_user_warning(template, &values) {
+            ui.warn(warning);
+        }
     }
     Ok(())
 }

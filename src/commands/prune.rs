@@ -38,6 +38,7 @@ pub fn run(ctx: &Ctx, args: &PruneArgs) -> Result<()> {
     };
     let (plan, removed) = prune::run(ctx, keep, args.dry_run)?;
     if !args.dry_run {
+        crate::deploy::forget_unused_pristines(ctx);
         let mut event = Event::new("prune", "ok");
         event.removed = removed.clone();
         event.live = crate::store::read_current(&ctx.layout)?.id().cloned();

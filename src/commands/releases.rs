@@ -52,6 +52,7 @@ pub fn run(ctx: &Ctx, args: &ReleasesArgs) -> Result<()> {
                     "failure": m.and_then(|m| m.failure.clone()),
                     "path": ctx.layout.release(&r.id),
                     "slot": slot_of(&r.id),
+                    "reuse": m.map(|m| m.reuse.clone()).unwrap_or_default(),
                 })
             })
             .collect();

@@ -52,6 +52,7 @@ pub fn run(ctx: &Ctx, args: &FleetAgentArgs) -> Result<()> {
                 failure: None,
                 proven: Some(false),
                 activation_started: None,
+                reuse: Default::default(),
             };
             receive(ctx, meta)
         }

@@ -90,6 +90,13 @@ pub fn run(ctx: &Ctx, config: &FleetConfig, req: &Request) -> Result<()> {
             e.reported = true;
         }
         let _ = ui::out_json(&report);
+    } else if ctx.ui.quiet() && result.is_ok() {
+        // As on one host: a quiet deploy's result is its release id, a
+        // quiet rollback's its exit code. A failed rollout still prints
+        // the table: what each host runs is then the result.
+        if let (true, Some(id)) = (req.event == "deploy", &event.release) {
+            let _ = ui::out(&format!("{id}\n"));
+        }
     } else {
         let _ = ui::out(&report::table(&hosts));
     }

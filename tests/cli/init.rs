@@ -351,6 +351,49 @@ fn verify_with_systemd(dir: &Path, deploy_to: &Path) {
     assert!(about_units.is_empty(), "systemd-analyze verify:\n{said}");
 }
 
+/// Issue #24: `init` run as root filled in `User=root` without a word.
+#[test]
+fn a_systemd_unit_for_root_comes_with_a_warning_and_one_for_a_user_without() {
+    if !crate::sandbox::root_or_say_skipped("a_systemd_unit_for_root_comes_with_a_warning") {
+        return;
+    }
+    let sb = Sandbox::new();
+    sb.write_config("");
+    let run = sb.run(&[
+        "init",
+        "--template",
+        "systemd",
+        "--out",
+        "tpl",
+        "--app",
+        "shop",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    run.says("warning: shop.service runs the app as root")
+        .says("useradd --system --no-create-home shop");
+    let unit = fs::read_to_string(sb.path().join("tpl/shop.service")).unwrap();
+    assert!(unit.lines().any(|l| l == "User=root"), "{unit}");
+
+    // Run as another user, the unit names that user and nothing is said.
+    sb.open_to_nobody();
+    let out = sb.path().join("out");
+    fs::create_dir(&out).unwrap();
+    std::os::unix::fs::chown(&out, Some(crate::sandbox::NOBODY), None).unwrap();
+    let run = sb.run_as_nobody(&[
+        "init",
+        "--template",
+        "systemd",
+        "--out",
+        "out",
+        "--app",
+        "shop",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!run.stderr.contains("warning"), "{}", run.stderr);
+    let unit = fs::read_to_string(out.join("shop.service")).unwrap();
+    assert!(unit.lines().any(|l| l == "User=nobody"), "{unit}");
+}
+
 #[test]
 fn templates_never_overwrite_without_force() {
     let sb = rendered();
@@ -478,6 +521,117 @@ fn check_reports_each_failure_with_its_fix_and_changes_nothing() {
         text.stdout
     );
     let _ = before;
+}
+
+/// `check --json` with `bin` first on PATH.
+fn check_json_with_path(sb: &Sandbox, bin: &Path) -> Vec<Value> {
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = sb
+        .command(&["check", "--json"])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    report["checks"].as_array().unwrap().clone()
+}
+
+/// The passed check named `name` whose detail contains `needle`.
+#[track_caller]
+fn passed<'a>(checks: &'a [Value], name: &str, needle: &str) -> &'a Value {
+    checks
+        .iter()
+        .find(|c| {
+            c["name"] == name && c["ok"] == true && c["detail"].as_str().unwrap().contains(needle)
+        })
+        .unwrap_or_else(|| panic!("no passed {name} check mentioning {needle:?} in {checks:#?}"))
+}
+
+/// Issue #24: `check` said "systemctl is on PATH" where systemd was not
+/// running (the deploy then failed "System has not been booted with
+/// systemd"), and passed a pm2 reload hook whose ecosystem file did not
+/// exist.
+#[test]
+fn check_finds_a_systemctl_hook_without_systemd_and_a_missing_pm2_file() {
+    let sb = Sandbox::new();
+    let bin = sb.path().join("bin");
+    fs::create_dir(&bin).unwrap();
+    for tool in ["systemctl", "pm2"] {
+        crate::support::exec::write_executable(&bin.join(tool), "#!/bin/sh\nexit 0\n");
+    }
+    sb.write_config("[hooks]\nreload = \"systemctl restart shop.service\"\n");
+    let checks = check_json_with_path(&sb, &bin);
+    // As systemd itself tells (sd_booted(3)).
+    if Path::new("/run/systemd/system").is_dir() {
+        passed(&checks, "hooks", "systemctl (in hooks.reload) is on PATH");
+    } else {
+        let found = failed(&checks, "hooks", "systemd is not running");
+        assert!(
+            found["detail"]
+                .as_str()
+                .unwrap()
+                .contains("System has not been booted with systemd"),
+            "{found}"
+        );
+        assert!(
+            !checks
+                .iter()
+                .any(|c| c["ok"] == true && c["detail"].as_str().unwrap().contains("systemctl")),
+            "a passing systemctl check gives false confidence: {checks:#?}"
+        );
+    }
+    // Through sudo, too.
+    sb.write_config("[hooks]\nreload = \"sudo -n systemctl restart shop.service\"\n");
+    let checks = check_json_with_path(&sb, &bin);
+    if !Path::new("/run/systemd/system").is_dir() {
+        failed(&checks, "hooks", "systemd is not running");
+    }
+
+    // The pm2 hook the templates print, before and after its file exists.
+    sb.write_config(
+        "[hooks]\nreload = \"cd \\\"$SHIPIT_DEPLOY_TO\\\" && pm2 startOrReload shared/ecosystem.config.js\"\n",
+    );
+    let file = sb.deploy_to().join("shared/ecosystem.config.js");
+    let checks = check_json_with_path(&sb, &bin);
+    let found = failed(&checks, "hooks", "shared/ecosystem.config.js");
+    assert!(
+        found["fix"]
+            .as_str()
+            .unwrap()
+            .contains("shipit init --template pm2"),
+        "{found}"
+    );
+    passed(&checks, "hooks", "pm2 (in hooks.reload) is on PATH");
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    fs::write(&file, "module.exports = {apps: []};\n").unwrap();
+    let checks = check_json_with_path(&sb, &bin);
+    passed(
+        &checks,
+        "hooks",
+        "shared/ecosystem.config.js (the pm2 file in hooks.reload) exists",
+    );
+
+    // With a fleet the hooks run on the hosts: this machine's systemd and
+    // files say nothing about them.
+    fs::remove_file(&file).unwrap();
+    sb.write_raw_config(&format!(
+        "deploy_to = \"{}\"\n[source]\ngit = \"app\"\n\
+         [hooks]\nreload = \"systemctl restart a.service && cd \\\"$SHIPIT_DEPLOY_TO\\\" && pm2 reload shared/ecosystem.config.js\"\n\
+         [fleet]\nhosts = [\"deploy@web1\"]\n",
+        sb.deploy_to().display()
+    ));
+    let checks = check_json_with_path(&sb, &bin);
+    passed(&checks, "hooks", "pm2 (in hooks.reload) is on PATH");
+    assert!(
+        !checks.iter().any(|c| {
+            let d = c["detail"].as_str().unwrap();
+            c["ok"] == false && (d.contains("systemd") || d.contains("ecosystem"))
+        }),
+        "{checks:#?}"
+    );
 }
 
 /// A port on 127.0.0.1 with nothing listening.

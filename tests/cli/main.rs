@@ -24,6 +24,7 @@ mod output;
 mod prune;
 mod push;
 mod reading;
+mod reuse;
 mod rollback;
 mod signals;
 mod slots;

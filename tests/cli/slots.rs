@@ -598,6 +598,81 @@ fn check_names_a_socket_the_proxy_cannot_use_a_stale_one_and_missing_hook_progra
     );
 }
 
+/// The check of `check --json` named `name` whose detail holds `needle`.
+#[track_caller]
+fn check_named(sb: &Sandbox, name: &str, needle: &str) -> serde_json::Value {
+    let report = sb.run(&["check", "--json"]).json();
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name && c["detail"].as_str().unwrap().contains(needle))
+        .cloned()
+        .unwrap_or_else(|| panic!("no {name} check mentioning {needle:?} in {report:#}"))
+}
+
+/// Issue #24: with slots, `check` vouched for a leftover `hooks.reload`
+/// (which slots never run), and never asked whether `health.url` goes
+/// through the front to the live slot.
+#[test]
+fn check_compares_health_url_with_the_live_slot_and_flags_a_leftover_reload_hook() {
+    // A front fixed on blue's socket instead of the link: fine while blue
+    // is live, wrong once green is.
+    let mut w = Slotted::new("front_check = false");
+    w.upstream = Some(w.sb.deploy_to().join("run/blue.sock").display().to_string());
+    w.start_front();
+    let first = w.sb.deploy();
+    let ok = check_named(&w.sb, "front", "reaches the live slot blue");
+    assert_eq!(ok["ok"], true, "{ok}");
+    assert!(ok["detail"].as_str().unwrap().contains(&first), "{ok}");
+
+    w.sb.commit("index.html", "v2\n");
+    let second = w.sb.deploy();
+    let found = check_named(&w.sb, "front", "does not reach the live slot green");
+    assert_eq!(found["ok"], false, "{found}");
+    let detail = found["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&second) && detail.contains("green.sock"),
+        "{found}"
+    );
+    assert!(
+        found["fix"].as_str().unwrap().contains("run/app.sock"),
+        "{found}"
+    );
+
+    // A reload hook left from the reload path.
+    w.sb.write_config_replacing("[slots]\n", "[hooks]\nreload = \"true\"\n\n[slots]\n");
+    let found = check_named(
+        &w.sb,
+        "hooks",
+        "hooks.reload (`true`) is set, but with [slots]",
+    );
+    assert_eq!(found["ok"], false, "{found}");
+    assert!(
+        found["fix"]
+            .as_str()
+            .unwrap()
+            .contains("remove hooks.reload"),
+        "{found}"
+    );
+
+    // TCP slots: a health.url on a slot's own port bypasses the front.
+    let tcp = Slotted::tcp("");
+    let text = fs::read_to_string(tcp.sb.config_path()).unwrap();
+    let blue: u16 = text
+        .split("blue = ")
+        .nth(1)
+        .and_then(|r| r.split([',', ' ']).next())
+        .and_then(|p| p.parse().ok())
+        .expect("ports in the config");
+    tcp.sb.write_config_replacing(
+        &format!("127.0.0.1:{}/healthz", tcp.front_port),
+        &format!("127.0.0.1:{blue}/healthz"),
+    );
+    let found = check_named(&tcp.sb, "front", "is slot blue's own port");
+    assert_eq!(found["ok"], false, "{found}");
+}
+
 /// Kill every process whose command line names this sandbox: slot servers a
 /// SIGKILLed start hook spawned before it could write their pid file.
 fn kill_strays(sb: &Sandbox) {

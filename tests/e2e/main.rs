@@ -633,6 +633,88 @@ fn deploys_and_rollbacks_under_load_drop_no_requests() {
     );
 }
 
+/// Issue #24: pm2's banner and process table (14 lines per reload) were
+/// streamed into every deploy. The hook the pm2 template prints sends pm2's
+/// stdout away and keeps its stderr: a deploy shows shipit's own lines (a
+/// snapshot pins them), and a reload that fails still shows pm2's error.
+#[test]
+fn the_pm2_hook_keeps_pm2s_chatter_out_of_a_deploy_but_not_its_errors() {
+    let world = World::new();
+    let shared = world.path().join("deploy/shared");
+    fs::create_dir_all(&shared).unwrap();
+    expect(
+        &world.shipit(&[
+            "init",
+            "--template",
+            "pm2",
+            "--app",
+            "shipit-e2e",
+            "--out",
+            shared.to_str().unwrap(),
+        ]),
+        0,
+        "render the pm2 template",
+    );
+    let hook = printed_pm2_hook(&fs::read_to_string(shared.join("ecosystem.config.js")).unwrap());
+    world.write_reload_config(&hook, None);
+    // The first deploy spawns pm2's daemon (its banner), the second reloads.
+    let first = expect(&world.shipit(&["deploy"]), 0, "first deploy");
+    let first_id = world.current();
+    world.commit("VERSION", Some("1\n"));
+    let second = expect(&world.shipit(&["deploy"]), 0, "second deploy");
+    for said in [&first, &second] {
+        let pm2_lines: Vec<&str> = said.lines().filter(|l| l.contains("reload |")).collect();
+        assert!(pm2_lines.is_empty(), "pm2 spoke in a deploy:\n{said}");
+    }
+    pin_deploy("pm2_deploy", &world, &second);
+    // The app names its release from the directory it runs from; the
+    // SHIPIT_RELEASE pm2 keeps in its environment names the first one
+    // (README, Health gate: why the example app does not read it).
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], world.app_port));
+    let (status, body) = front::http_get(addr, "/healthz").expect("the app answers");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let current = world.current();
+    assert_eq!(health["release"], current.as_str(), "{body}");
+    assert_ne!(current, first_id);
+    assert_eq!(health["env_release"], first_id.as_str(), "{body}");
+
+    // A reload pm2 fails: its error reaches the deploy's output.
+    fs::write(
+        shared.join("ecosystem.config.js"),
+        "module.exports = {apps: [{name: \"x\",, }]};\n",
+    )
+    .unwrap();
+    world.commit("VERSION", Some("2\n"));
+    let out = world.shipit(&["deploy"]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("reload | [PM2][ERROR] File shared/ecosystem.config.js malformated"),
+        "pm2's error is not in the deploy's output:\n{said}"
+    );
+}
+
+/// Pin what a deploy printed, with ids, times, durations and paths redacted.
+fn pin_deploy(name: &str, world: &World, said: &str) {
+    let root = world.path().display().to_string();
+    let text = said.replace(&root, "[ROOT]");
+    insta::with_settings!({
+        snapshot_path => "snapshots",
+        prepend_module_to_snapshot => false,
+        filters => vec![
+            (r"\b20\d{12}\b", "[ID]"),
+            (r"\b[0-9a-f]{40}\b", "[SHA]"),
+            (r"\b[0-9a-f]{7,12}\b", "[SHORT-SHA]"),
+            (r"\b\d+(\.\d+)?(ms|s)\b", "[DUR]"),
+            (r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]"),
+            (r"(?m)^timing .*\n", ""),
+        ],
+    }, {
+        insta::assert_snapshot!(name, text);
+    });
+}
+
 /// Slots under load: every release is started in the idle slot and gated on
 /// its own socket before nginx's link moves to it. Good deploys and
 /// rollbacks drop nothing; a release that answers 500 and one that never
@@ -668,8 +750,8 @@ timeout = "20s"
 
 # As the pm2-slots template prints them.
 [slots]
-start = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 start shared/slots.config.js"
-stop = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 delete shared/slots.config.js"
+start = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 start shared/slots.config.js >/dev/null"
+stop = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 delete shared/slots.config.js >/dev/null"
 "#,
             port = world.nginx_port
         ),

@@ -322,6 +322,26 @@ fn a_rollout_puts_one_release_on_every_host() {
     }
 }
 
+/// Issue #24: `shipit -q deploy` with a fleet printed the host table, not
+/// the release id that a quiet deploy prints on one host.
+#[test]
+fn a_quiet_fleet_deploy_prints_only_the_release_id() {
+    let w = World::new(2, Options::default());
+    let run = w.shipit(&["-q", "deploy"]);
+    run.code(0);
+    let id = w.currents()[0].clone().expect("the fleet runs a release");
+    assert_eq!(run.stdout, format!("{id}\n"), "{}", run.stderr);
+    // No progress lines either, from the controller or a host.
+    for h in &w.hosts.hosts {
+        assert!(
+            !run.stderr.contains(&format!("{} |", h.dest)),
+            "{}",
+            run.stderr
+        );
+    }
+    assert!(!run.stderr.contains("Rolled out"), "{}", run.stderr);
+}
+
 #[test]
 fn a_host_failing_its_gate_mid_rollout_leaves_the_fleet_as_it_was() {
     let w = World::new(

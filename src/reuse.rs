@@ -1,0 +1,374 @@
+//! Dependency directories reused when what they are built from did not
+//! change (`[[reuse]]`, SPEC §11).
+//!
+//! Each entry names a directory of the release (`node_modules`), the files
+//! it is built from (`package-lock.json`; globs allowed), optionally
+//! environment variables and a command whose output belong to the key
+//! (`node --version`: a native module built for another runtime is not
+//! the same tree), and the commands that build it. Before the build hooks,
+//! the key is hashed; when the newest release that **was proven live** has
+//! the same key, the directory is copied into the new release from a
+//! pristine copy kept when it was built (never from a live release, whose
+//! directory the app may have written into at runtime), and the commands
+//! are skipped. Otherwise they run, and a pristine copy of what they built
+//! is kept under `.shipit/reuse/<release>/`.
+//!
+//! The copy is the new release's own: cloned where the filesystem allows,
+//! copied otherwise (see `copy`), never hardlinked. A failed, refused or
+//! rolled-back release is never a source. The key's hash is recorded in
+//! the release's metadata; the values it was made from are never printed.
+//!
+//! Pristine copies go when no release refers to them any more (after a
+//! prune, and before a deploy for what a crash left).
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::config::ReuseConfig;
+use crate::context::Ctx;
+use crate::copy::Copier;
+use crate::error::{Error, IoContext, Result};
+use crate::hooks::{self, Hook};
+use crate::layout::{Layout, ReleaseId};
+use crate::store::{self, Release, ReuseRecord as Record, Status};
+
+/// How long the key's command may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where the pristine copies of `release`'s built directories live.
+fn pristine_dir(layout: &Layout, release: &ReleaseId) -> PathBuf {
+    layout.state().join("reuse").join(release.as_str())
+}
+
+/// Reuse or build every `[[reuse]]` directory of the release in `staging`,
+/// before the build hooks. `env` is the hooks' environment; it gains
+/// `SHIPIT_REUSED`, the reused directories separated by spaces.
+pub fn prepare(
+    ctx: &Ctx,
+    id: &ReleaseId,
+    staging: &Path,
+    env: &mut Vec<(String, String)>,
+    log: &mut File,
+) -> Result<BTreeMap<String, Record>> {
+    let mut records = BTreeMap::new();
+    if ctx.config.reuse.is_empty() {
+        return Ok(records);
+    }
+    let layout = &ctx.layout;
+    let releases = store::list(layout)?.releases;
+    let mut reused = Vec::new();
+    let mut excluded: Vec<PathBuf> = ctx.config.reuse.iter().map(|e| e.dir()).collect();
+    excluded.push(PathBuf::from(".git"));
+    env.push(("SHIPIT_BUILD_PATH".into(), staging.display().to_string()));
+    for entry in &ctx.config.reuse {
+        crate::interrupt::check()?;
+        let key = key_of(entry, staging, env, &excluded)?;
+        let dir = entry.dir();
+        let target = staging.join(&dir);
+        match source(layout, &releases, &entry.path, &key) {
+            Some((from, record)) => {
+                let pristine = pristine_dir(layout, &record.built_by).join(&dir);
+                remove_any(&target)?;
+                if let Some(parent) = target.parent() {
+                    fs::create_dir_all(parent).with_path("could not create", parent)?;
+                }
+                fs::create_dir(&target).with_path("could not create", &target)?;
+                let mut copier = Copier::new();
+                copier.tree(&pristine, &target)?;
+                ctx.ui.step(
+                    "Reused",
+                    format!(
+                        "{} from {} (key unchanged; {})",
+                        entry.path,
+                        Layout::display(&from),
+                        copier.summary()
+                    ),
+                );
+                records.insert(
+                    entry.path.clone(),
+                    Record {
+                        key,
+                        built_by: record.built_by,
+                        reused_from: Some(from),
+                    },
+                );
+                reused.push(entry.path.clone());
+            }
+            None => {
+                ctx.ui.step(
+                    "Building",
+                    format!(
+                        "{} (no release that proved itself has this key)",
+                        entry.path
+                    ),
+                );
+                set_reused(env, &reused);
+                for command in &entry.run {
+                    crate::interrupt::check()?;
+                    ctx.ui.step("Building", command);
+                    let hook = Hook {
+                        name: "build",
+                        command,
+                        cwd: staging,
+                        env,
+                        timeout: ctx.config.hooks.build_timeout,
+                        timeout_key: "hooks.build_timeout",
+                    };
+                    hooks::run(&hook, &ctx.ui, Some(&mut *log))?;
+                }
+                if !target.is_dir() {
+                    return Err(Error::internal(format!(
+                        "the run commands of [[reuse]] path = {:?} did not create {}",
+                        entry.path,
+                        target.display()
+                    ))
+                    .hint("make run build that directory, or fix path"));
+                }
+                let pristine = pristine_dir(layout, id).join(&dir);
+                remove_any(&pristine)?;
+                fs::create_dir_all(&pristine).with_path("could not create", &pristine)?;
+                Copier::new().tree(&target, &pristine)?;
+                records.insert(
+                    entry.path.clone(),
+                    Record {
+                        key,
+                        built_by: id.clone(),
+                        reused_from: None,
+                    },
+                );
+            }
+        }
+    }
+    env.retain(|(k, _)| k != "SHIPIT_BUILD_PATH");
+    set_reused(env, &reused);
+    Ok(records)
+}
+
+/// Without reuse (a fleet's controller): run each entry's commands.
+pub fn build_all(ctx: &Ctx, cwd: &Path, env: &[(String, String)], log: &mut File) -> Result<()> {
+    for entry in &ctx.config.reuse {
+        for command in &entry.run {
+            crate::interrupt::check()?;
+            ctx.ui.step("Building", command);
+            let hook = Hook {
+                name: "build",
+                command,
+                cwd,
+                env,
+                timeout: ctx.config.hooks.build_timeout,
+                timeout_key: "hooks.build_timeout",
+            };
+            hooks::run(&hook, &ctx.ui, Some(&mut *log))?;
+        }
+    }
+    Ok(())
+}
+
+fn set_reused(env: &mut Vec<(String, String)>, reused: &[String]) {
+    env.retain(|(k, _)| k != "SHIPIT_REUSED");
+    env.push(("SHIPIT_REUSED".into(), reused.join(" ")));
+}
+
+fn remove_any(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path).with_path("could not remove", path),
+        Ok(_) => fs::remove_file(path).with_path("could not remove", path),
+        Err(_) => Ok(()),
+    }
+}
+
+/// The newest release that proved itself, is neither failed nor rolled
+/// back, has `key` for `path`, and whose pristine copy is on disk.
+fn source(
+    layout: &Layout,
+    releases: &[Release],
+    path: &str,
+    key: &str,
+) -> Option<(ReleaseId, Record)> {
+    releases.iter().rev().find_map(|release| {
+        let meta = release.meta.as_ref()?;
+        let usable = release.proven && !matches!(meta.status, Status::Failed | Status::RolledBack);
+        let record = meta.reuse.get(path)?;
+        let dir = pristine_dir(layout, &record.built_by).join(path.trim_end_matches('/'));
+        (usable && record.key == key && dir.is_dir()).then(|| (release.id.clone(), record.clone()))
+    })
+}
+
+/// The key's hash: the directory's name, the key files (path, size and
+/// content, in path order; a pattern that matches nothing counts too), the
+/// variables (name and value), and the command's output.
+fn key_of(
+    entry: &ReuseConfig,
+    staging: &Path,
+    env: &[(String, String)],
+    excluded: &[PathBuf],
+) -> Result<String> {
+    let mut hash = Sha256::new();
+    let mut field = |parts: &[&[u8]]| {
+        for part in parts {
+            hash.update((part.len() as u64).to_le_bytes());
+            hash.update(part);
+        }
+    };
+    field(&[b"shipit-reuse-1", entry.path.as_bytes()]);
+    for (pattern, files) in key_files(entry, staging, excluded)? {
+        if files.is_empty() {
+            field(&[b"no match", pattern.as_bytes()]);
+        }
+        for rel in files {
+            let path = staging.join(&rel);
+            let mut content = Vec::new();
+            File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut content))
+                .with_path("could not read the key file", &path)?;
+            field(&[b"file", rel.as_os_str().as_encoded_bytes(), &content]);
+        }
+    }
+    for name in &entry.env {
+        match std::env::var_os(name) {
+            Some(value) => field(&[b"env", name.as_bytes(), value.as_encoded_bytes()]),
+            None => field(&[b"env unset", name.as_bytes()]),
+        }
+    }
+    if let Some(command) = &entry.command {
+        let output = command_output(command, staging, env).map_err(|e| {
+            e.context(format!(
+                "the key command of [[reuse]] path = {:?}",
+                entry.path
+            ))
+        })?;
+        field(&[b"command", command.as_bytes(), &output]);
+    }
+    Ok(format!("{:x}", hash.finalize()))
+}
+
+/// The files each key pattern matches, relative to `staging`, sorted.
+/// `excluded` directories (the reused ones, `.git`) are never searched.
+fn key_files(
+    entry: &ReuseConfig,
+    staging: &Path,
+    excluded: &[PathBuf],
+) -> Result<Vec<(String, Vec<PathBuf>)>> {
+    let mut out = Vec::new();
+    for pattern in &entry.key {
+        let is_glob = pattern.contains(['*', '?', '[', '{']);
+        if !is_glob {
+            let path = PathBuf::from(pattern);
+            let found = staging.join(&path).is_file();
+            out.push((pattern.clone(), if found { vec![path] } else { vec![] }));
+            continue;
+        }
+        let matcher = globset::GlobBuilder::new(pattern)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| Error::usage(format!("key pattern {pattern:?}: {e}")))?
+            .compile_matcher();
+        let mut files = Vec::new();
+        let walk = walkdir::WalkDir::new(staging)
+            .min_depth(1)
+            .follow_links(false)
+            .into_iter()
+            .filter_entry(|e| {
+                let rel = e.path().strip_prefix(staging).unwrap_or(e.path());
+                !excluded.iter().any(|d| rel == d.as_path())
+            });
+        for e in walk {
+            let e = e.map_err(|e| Error::internal("could not search the release").cause(e))?;
+            if !e.file_type().is_file() {
+                continue;
+            }
+            let rel = e
+                .path()
+                .strip_prefix(staging)
+                .unwrap_or(e.path())
+                .to_path_buf();
+            if matcher.is_match(&rel) {
+                files.push(rel);
+            }
+        }
+        files.sort();
+        out.push((pattern.clone(), files));
+    }
+    Ok(out)
+}
+
+/// Run the key command in `cwd` and return its standard output; a failure
+/// or a command that outlives [`COMMAND_TIMEOUT`] is an error.
+fn command_output(command: &str, cwd: &Path, env: &[(String, String)]) -> Result<Vec<u8>> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .current_dir(cwd)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| Error::internal(format!("could not run `{command}`")).cause(e))?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = stdout.read_to_end(&mut out);
+        out
+    });
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::internal(format!(
+                    "`{command}` did not finish within {}s",
+                    COMMAND_TIMEOUT.as_secs()
+                )));
+            }
+        }
+    };
+    let out = reader.join().unwrap_or_default();
+    if !status.success() {
+        return Err(Error::internal(format!("`{command}` failed ({status})"))
+            .hint("the key command must succeed; run it in the release to see why"));
+    }
+    Ok(out)
+}
+
+/// Remove the pristine copies no release refers to any more.
+pub fn forget_unused(layout: &Layout) -> Vec<(PathBuf, Option<Error>)> {
+    let root = layout.state().join("reuse");
+    let Ok(entries) = fs::read_dir(&root) else {
+        return Vec::new();
+    };
+    let Ok(listing) = store::list(layout) else {
+        return Vec::new();
+    };
+    let used: Vec<ReleaseId> = listing
+        .releases
+        .iter()
+        .filter_map(|r| r.meta.as_ref())
+        .flat_map(|m| m.reuse.values().map(|r| r.built_by.clone()))
+        .collect();
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let keep = ReleaseId::parse(&name).is_ok_and(|id| used.contains(&id));
+        if keep {
+            continue;
+        }
+        let path = entry.path();
+        let result = fs::remove_dir_all(&path)
+            .map_err(|e| Error::io("could not remove", &path, e))
+            .err();
+        removed.push((path, result));
+    }
+    removed
+}
