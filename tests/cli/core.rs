@@ -175,12 +175,17 @@ fn a_shared_directory_is_seeded_from_the_release_on_first_use() {
     let sb = Sandbox::new();
     sb.commit("uploads/poem.txt", "roses\n");
     sb.commit("uploads/deep/er.txt", "deeper\n");
-    sb.write_config("shared = [\"uploads/\"]\n");
-    sb.run(&["deploy"])
-        .ok()
-        .says("Seeding")
-        .says("shared/uploads");
+    // A symlink in the repository is never followed to seed from: it could
+    // point anywhere on the server.
+    std::os::unix::fs::symlink("/etc", sb.repo().join("cache")).unwrap();
+    git(&sb.repo(), &["add", "-A"]);
+    git(&sb.repo(), &["commit", "-q", "-m", "cache"]);
+    sb.write_config("shared = [\"uploads/\", \"cache/\"]\n");
+    let first = sb.run(&["deploy"]);
+    first.ok().says("Seeding").says("shared/uploads");
+    assert!(!first.stderr.contains("shared/cache"), "{}", first.stderr);
     let shared = sb.deploy_to().join("shared");
+    assert!(dir_names(&shared.join("cache")).is_empty());
     let current = sb.deploy_to().join("current");
     assert!(current.join("uploads").is_symlink());
     assert_eq!(
@@ -191,7 +196,11 @@ fn a_shared_directory_is_seeded_from_the_release_on_first_use() {
         fs::read_to_string(shared.join("uploads/deep/er.txt")).unwrap(),
         "deeper\n"
     );
-    assert_eq!(dir_names(&shared), ["uploads"], "no draft is left behind");
+    assert_eq!(
+        dir_names(&shared),
+        ["cache", "uploads"],
+        "no draft is left behind"
+    );
 
     // Once it exists, what users uploaded stays and the release's copy is
     // not seeded again.
