@@ -1,0 +1,633 @@
+//! `docs/getting-started.md`, run as a reader would run it: every ` ```sh `
+//! block, verbatim and in order, behind real nginx and real pm2, through
+//! the first deploy, a second one, a broken release rolled back by the
+//! gate, `shipit rollback`, the move to slots, a slots deploy and a slots
+//! rollback. When the page drifts from what works, this test fails.
+//!
+//! The rules, which the page follows too:
+//! - **Only marked placeholders change.** The page declares them in an HTML
+//!   comment, `<!-- placeholders: /srv/myapp=deploy directory, 8080=front
+//!   port, ... -->`; each is replaced (as a whole word, in one pass, so a
+//!   replacement is never searched again) by a path under this test's temp
+//!   directory or a free port on 127.0.0.1. The meanings are the contract:
+//!   a placeholder this test does not know fails it.
+//! - **` ```sh setup ` blocks are skipped**: they install tools on the
+//!   machine (apt-get, `npm install -g pm2`, building shipit), which CI's
+//!   `.ci/run` does instead. Every other `sh` block runs. Output shown to
+//!   the reader is in ` ```text ` blocks, which are not run.
+//! - **The environment is arranged, not the text.** Each block runs with
+//!   `bash -euo pipefail` (the first failing command fails the test), in a
+//!   fresh bash whose working directory is `HOME` (the page's blocks start
+//!   with their own `cd`), with a cleared environment: `HOME` a temp
+//!   directory (with a git identity in `~/.gitconfig`, as a reader's has),
+//!   `PM2_HOME` under it (a pm2 daemon of its own), `USER`, and `PATH` =
+//!   a bin directory of this test, then pm2 from `target/e2e-tools`, then
+//!   the system's. The bin directory holds the built `shipit` and two
+//!   shims for what a reader does system-wide:
+//!   - `sudo` runs its arguments (the test is already allowed everything
+//!     it does, and every path it touches is a placeholder);
+//!   - `nginx` is the real nginx with `-p <prefix> -c <main config>` of the
+//!     nginx this test runs, so the page's `nginx -t` and `nginx -s
+//!     reload` test and reload that one. Its main config includes the
+//!     placeholder for `/etc/nginx` + `/sites-enabled/*`, as Debian's does.
+//!
+//!   nginx is started by the test with no site (as a fresh install serves
+//!   nothing on the front port); the page puts its site in place.
+//! - **A block the page expects to fail is written to be honest for a
+//!   reader too** (`shipit deploy || echo "exit $?"`), and the test checks
+//!   the outcome the page claims, from the output and from `status`,
+//!   `releases --json` and `history --json`.
+//!
+//! What it asserts, at each block that runs `shipit deploy` or `shipit
+//! rollback` (their sequence must match [`PLAN`]): the release `current`
+//! names, what nginx serves (the release id in the app's answer), the live
+//! slot, and for the broken release that it exited 4, was marked `failed`
+//! and never stayed live. From the rollback on, a watcher sends requests
+//! through nginx without pause; none may fail while the page moves the app
+//! to slots and deploys and rolls back there.
+//!
+//! nginx and the pm2 daemon are stopped by pid and `pm2 kill` when the test
+//! ends, failing or not ([`Machine`]'s `Drop`).
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::front::{Front, http_get};
+use crate::support::exec::{copy_executable, write_executable};
+use crate::{MANIFEST, SHIPIT, Tools, free_port};
+
+const PAGE: &str = "docs/getting-started.md";
+
+/// How long one block may run: a deploy with pm2 and a drain, with room
+/// for a busy machine. A hang fails the test instead of stalling CI.
+const BLOCK_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What the page's `shipit deploy` / `shipit rollback` blocks do, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// Reload path: a new release, served through nginx.
+    Deploy,
+    /// Reload path: a release that answers 500; the gate rolls it back.
+    Broken,
+    /// Reload path: `shipit rollback` to the release before.
+    Rollback,
+    /// The first deploy with `[slots]`: a new release in slot blue, while
+    /// nginx still reaches the old pm2 app (the page switches nginx next).
+    FirstSlots,
+    /// Slots: a new release in the idle slot, served through nginx.
+    SlotsDeploy,
+    /// Slots: `shipit rollback` to the release before, in the idle slot.
+    SlotsRollback,
+}
+
+const PLAN: [Step; 7] = [
+    Step::Deploy,
+    Step::Deploy,
+    Step::Broken,
+    Step::Rollback,
+    Step::FirstSlots,
+    Step::SlotsDeploy,
+    Step::SlotsRollback,
+];
+
+/// A fenced block of the page.
+struct Block {
+    /// 1-based line of its opening fence, for messages.
+    line: usize,
+    info: String,
+    text: String,
+}
+
+fn fenced_blocks(page: &str) -> Vec<Block> {
+    let mut blocks = Vec::new();
+    let mut open: Option<Block> = None;
+    for (n, line) in page.lines().enumerate() {
+        match &mut open {
+            None => {
+                if let Some(info) = line.strip_prefix("```") {
+                    open = Some(Block {
+                        line: n + 1,
+                        info: info.trim().to_string(),
+                        text: String::new(),
+                    });
+                }
+            }
+            Some(block) => {
+                if line.trim_end() == "```" {
+                    blocks.push(open.take().expect("a block is open"));
+                } else {
+                    block.text.push_str(line);
+                    block.text.push('\n');
+                }
+            }
+        }
+    }
+    assert!(open.is_none(), "{PAGE}: a fenced block is never closed");
+    blocks
+}
+
+/// `<!-- placeholders: TEXT=meaning, ... -->`
+fn declared_placeholders(page: &str) -> Vec<(String, String)> {
+    let start = page
+        .find("<!-- placeholders:")
+        .unwrap_or_else(|| panic!("{PAGE} declares no placeholders"));
+    let rest = &page[start + "<!-- placeholders:".len()..];
+    let end = rest.find("-->").expect("the placeholders comment ends");
+    rest[..end]
+        .split(',')
+        .map(|pair| {
+            let (text, meaning) = pair
+                .split_once('=')
+                .unwrap_or_else(|| panic!("placeholder {pair:?} is not TEXT=meaning"));
+            (text.trim().to_string(), meaning.trim().to_string())
+        })
+        .collect()
+}
+
+fn word_char(c: Option<char>) -> bool {
+    c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Replace each placeholder where it stands as a whole word, in one pass:
+/// a replacement is never searched again.
+fn substitute(text: &str, pairs: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        let before = text[..i].chars().next_back();
+        let hit = pairs.iter().find(|(from, _)| {
+            text[i..].starts_with(from.as_str())
+                && !word_char(before)
+                && !word_char(text[i + from.len()..].chars().next())
+        });
+        match hit {
+            Some((from, to)) => {
+                out.push_str(to);
+                i += from.len();
+            }
+            _ => {
+                let c = text[i..].chars().next().expect("inside the text");
+                out.push(c);
+                i += c.len_utf8();
+            }
+        }
+    }
+    out
+}
+
+/// Everything the run started, stopped when dropped (also on panic).
+struct Machine {
+    root: tempfile::TempDir,
+    pm2: PathBuf,
+    front: Option<Front>,
+    watcher: Option<Watcher>,
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        if let Some(w) = self.watcher.take() {
+            let _ = w.finish();
+        }
+        // Keep pm2's logs for a post-mortem.
+        let out = Path::new(MANIFEST).join("target/e2e");
+        let _ = fs::create_dir_all(&out);
+        if let Ok(logs) = fs::read_dir(self.pm2_home().join("logs")) {
+            for log in logs.flatten() {
+                let _ = fs::copy(
+                    log.path(),
+                    out.join(format!("guide-pm2-{}", log.file_name().to_string_lossy())),
+                );
+            }
+        }
+        // nginx first, then the apps behind it.
+        self.front = None;
+        let _ = Command::new(&self.pm2)
+            .arg("kill")
+            .env("PM2_HOME", self.pm2_home())
+            .stdin(Stdio::null())
+            .output();
+        if let Ok(pid) = fs::read_to_string(self.pm2_home().join("pm2.pid"))
+            && let Ok(pid) = pid.trim().parse::<i32>()
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+impl Machine {
+    fn path(&self) -> &Path {
+        self.root.path()
+    }
+    fn home(&self) -> PathBuf {
+        self.path().join("home")
+    }
+    fn bin(&self) -> PathBuf {
+        self.path().join("bin")
+    }
+    fn pm2_home(&self) -> PathBuf {
+        self.home().join(".pm2")
+    }
+    fn front(&self) -> &Front {
+        self.front.as_ref().expect("nginx runs")
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        let pm2_dir = self.pm2.parent().expect("pm2 lives in a directory");
+        let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
+            .unwrap()
+            .trim()
+            .to_string();
+        vec![
+            ("HOME".into(), self.home().display().to_string()),
+            (
+                "PATH".into(),
+                format!(
+                    "{}:{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    self.bin().display(),
+                    pm2_dir.display()
+                ),
+            ),
+            ("PM2_HOME".into(), self.pm2_home().display().to_string()),
+            ("USER".into(), user),
+            ("LANG".into(), "C.UTF-8".into()),
+            ("NO_COLOR".into(), "1".into()),
+            ("GIT_CONFIG_NOSYSTEM".into(), "1".into()),
+        ]
+    }
+
+    /// Run one block as the page shows it; its output (stdout and stderr,
+    /// interleaved as a terminal shows them) is returned.
+    fn run_block(&self, n: usize, block: &Block, text: &str) -> String {
+        let dir = self.path().join("blocks");
+        fs::create_dir_all(&dir).unwrap();
+        let script = dir.join(format!("{n:02}.sh"));
+        fs::write(&script, text).unwrap();
+        // A file, not a pipe: a daemon a block starts (pm2's) may keep
+        // what it inherited open long after the block ended.
+        let out_path = dir.join(format!("{n:02}.out"));
+        let out = fs::File::create(&out_path).unwrap();
+        let mut child = Command::new("bash")
+            .args(["--noprofile", "--norc", "-euo", "pipefail"])
+            .arg(&script)
+            .current_dir(self.home())
+            .env_clear()
+            .envs(self.env())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .process_group(0)
+            .spawn()
+            .expect("bash runs");
+        let deadline = Instant::now() + BLOCK_TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(child.id() as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let output = fs::read_to_string(&out_path).unwrap_or_default();
+        println!(
+            "--- {PAGE}:{} ---\n{text}--- output ---\n{output}",
+            block.line
+        );
+        match status {
+            None => panic!(
+                "the block at {PAGE}:{} ran longer than {BLOCK_TIMEOUT:?}:\n{text}\n{output}",
+                block.line
+            ),
+            Some(s) => assert!(
+                s.success(),
+                "the block at {PAGE}:{} failed ({s}):\n{text}\n--- output ---\n{output}",
+                block.line
+            ),
+        }
+        output
+    }
+
+    fn shipit_json(&self, deploy_to: &Path, args: &[&str]) -> serde_json::Value {
+        let out = Command::new(self.bin().join("shipit"))
+            .args(args)
+            .arg("--json")
+            .current_dir(deploy_to)
+            .env_clear()
+            .envs(self.env())
+            .stdin(Stdio::null())
+            .output()
+            .expect("shipit runs");
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "shipit {args:?} --json: {e}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+}
+
+/// Requests through nginx, one after another on fresh connections, from
+/// the moment it starts until `finish`: every one must get a 200.
+struct Watcher {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<(usize, Vec<String>)>,
+}
+
+impl Watcher {
+    fn start(addr: std::net::SocketAddr) -> Watcher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let (mut sent, mut failed) = (0, Vec::new());
+            // Bounded whatever happens to the caller.
+            let deadline = Instant::now() + Duration::from_secs(1200);
+            while !flag.load(Ordering::SeqCst) && Instant::now() < deadline {
+                sent += 1;
+                match http_get(addr, "/") {
+                    Some((200, _)) => {}
+                    other => failed.push(format!("{other:?}")),
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (sent, failed)
+        });
+        Watcher { stop, thread }
+    }
+
+    fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().expect("the watcher ends")
+    }
+}
+
+fn release_of(path: &Path) -> String {
+    fs::read_link(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// nginx serves `release`: it is named by every one of a few answers (the
+/// gate already proved it; this is the user's view).
+#[track_caller]
+fn assert_served(front: &Front, release: &str, after: &str) {
+    front.wait_for(release);
+    assert_eq!(
+        front.served_release(6).as_deref(),
+        Some(release),
+        "after {after}, nginx serves {release}"
+    );
+}
+
+#[test]
+fn getting_started_runs_as_written() {
+    let tools = Tools::find();
+    let page_text = fs::read_to_string(Path::new(MANIFEST).join(PAGE)).unwrap();
+    let mut machine = Machine {
+        root: tempfile::tempdir().unwrap(),
+        pm2: tools.pm2.clone(),
+        front: None,
+        watcher: None,
+    };
+    // nginx's workers run as another user: they must reach run/app.sock.
+    fs::set_permissions(
+        machine.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let root = machine.path().to_path_buf();
+    let front_port = free_port();
+    let app_port = free_port();
+    let deploy_to = root.join("srv/myapp");
+    let etc_nginx = root.join("etc-nginx");
+    let pairs: Vec<(String, String)> = declared_placeholders(&page_text)
+        .into_iter()
+        .map(|(text, meaning)| {
+            let value = match meaning.as_str() {
+                "deploy directory" => deploy_to.display().to_string(),
+                "git directory" => root.join("srv/git").display().to_string(),
+                "nginx config directory" => etc_nginx.display().to_string(),
+                "front port" => front_port.to_string(),
+                "app port" => app_port.to_string(),
+                other => {
+                    panic!("{PAGE} declares a placeholder this test does not know: {text}={other}")
+                }
+            };
+            (text, value)
+        })
+        .collect();
+    for needed in ["deploy directory", "front port", "app port"] {
+        assert!(
+            declared_placeholders(&page_text)
+                .iter()
+                .any(|(_, m)| m == needed),
+            "{PAGE} must declare its {needed} as a placeholder"
+        );
+    }
+
+    // The machine as a reader's looks after the setup blocks: a home with
+    // a git identity, shipit and pm2 on PATH, nginx running with an empty
+    // sites-enabled.
+    fs::create_dir_all(machine.home()).unwrap();
+    fs::write(
+        machine.home().join(".gitconfig"),
+        "[user]\n\tname = Guide Reader\n\temail = reader@example.invalid\n",
+    )
+    .unwrap();
+    fs::create_dir_all(machine.bin()).unwrap();
+    copy_executable(Path::new(SHIPIT), &machine.bin().join("shipit"));
+    write_executable(&machine.bin().join("sudo"), "#!/bin/sh\nexec \"$@\"\n");
+    for dir in ["sites-available", "sites-enabled"] {
+        fs::create_dir_all(etc_nginx.join(dir)).unwrap();
+    }
+    let prefix = root.join("nginx");
+    machine.front = Some(Front::start(
+        &tools.nginx,
+        &prefix,
+        front_port,
+        Path::new(MANIFEST).join("target/e2e/guide-nginx-error.log"),
+        &format!("include {}/sites-enabled/*;\n", etc_nginx.display()),
+    ));
+    write_executable(
+        &machine.bin().join("nginx"),
+        format!(
+            "#!/bin/sh\n# The page's nginx commands, aimed at this test's nginx.\nexec {} -p {} -c {} \"$@\"\n",
+            tools.nginx.display(),
+            prefix.display(),
+            prefix.join("nginx.conf").display()
+        ),
+    );
+    // `nginx -s reload` needs the master's pid file.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !prefix.join("nginx.pid").exists() {
+        assert!(Instant::now() < deadline, "nginx never wrote its pid file");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let blocks = fenced_blocks(&page_text);
+    let mut plan = PLAN.iter();
+    let mut lives: Vec<String> = Vec::new();
+    let mut ran = 0;
+    for (n, block) in blocks.iter().enumerate() {
+        match block.info.as_str() {
+            "sh" => {}
+            "sh setup" | "text" | "toml" | "js" | "" => continue,
+            other => panic!(
+                "{PAGE}:{}: a ```{other} block: this test runs ```sh, skips ```sh setup and ```text",
+                block.line
+            ),
+        }
+        let text = substitute(&block.text, &pairs);
+        let runs = |cmd: &str| block.text.lines().any(|l| l.contains(cmd));
+        let before = fs::read_link(deploy_to.join("current"))
+            .ok()
+            .map(|_| release_of(&deploy_to.join("current")));
+        let output = machine.run_block(n, block, &text);
+        ran += 1;
+        let step = match (runs("shipit deploy"), runs("shipit rollback")) {
+            (false, false) => continue,
+            (true, true) => panic!(
+                "{PAGE}:{}: one block both deploys and rolls back; give each its own block",
+                block.line
+            ),
+            (deploys, _) => {
+                let step = *plan.next().unwrap_or_else(|| {
+                    panic!(
+                        "{PAGE}:{}: more deploys and rollbacks than this test's PLAN; update both",
+                        block.line
+                    )
+                });
+                let rollback = matches!(step, Step::Rollback | Step::SlotsRollback);
+                assert_eq!(
+                    deploys, !rollback,
+                    "{PAGE}:{}: the page's next step is not {step:?}; update the page or PLAN",
+                    block.line
+                );
+                step
+            }
+        };
+        let current = release_of(&deploy_to.join("current"));
+        let what = format!("{step:?} ({PAGE}:{})", block.line);
+        let releases = machine.shipit_json(&deploy_to, &["releases"]);
+        let newest = releases["releases"][0]["id"].as_str().unwrap().to_string();
+        let live_slot = || {
+            machine.shipit_json(&deploy_to, &["status"])["slots"]["live"]
+                .as_str()
+                .map(str::to_string)
+        };
+        match step {
+            Step::Deploy | Step::FirstSlots | Step::SlotsDeploy => {
+                assert_ne!(before.as_ref(), Some(&current), "{what} made a new release");
+                assert_eq!(current, newest, "{what}: the new release is live");
+                lives.push(current.clone());
+            }
+            Step::Broken => {
+                assert!(
+                    output.lines().any(|l| l.trim() == "exit 4"),
+                    "{what}: the page says the broken deploy exits 4:\n{output}"
+                );
+                assert_eq!(before.as_ref(), Some(&current), "{what}: rolled back");
+                assert_ne!(newest, current, "{what} made a release");
+                // The lines the page quotes.
+                for line in [
+                    format!("error: deploy of releases/{newest} failed after the swap"),
+                    format!("live now: releases/{current} (rolled back; healthy)"),
+                ] {
+                    assert!(output.contains(&line), "{what}: no {line:?} in:\n{output}");
+                }
+                assert_eq!(
+                    releases["releases"][0]["status"], "failed",
+                    "{what}: the broken release is marked failed"
+                );
+                let history = machine.shipit_json(&deploy_to, &["history"]);
+                assert_eq!(history[0]["outcome"], "rolled-back", "{what}: {history:#}");
+                assert_eq!(history[0]["live"].as_str(), Some(current.as_str()));
+            }
+            Step::Rollback | Step::SlotsRollback => {
+                lives.pop();
+                assert_eq!(
+                    Some(&current),
+                    lives.last(),
+                    "{what} went back to the release before"
+                );
+            }
+        }
+        match step {
+            Step::FirstSlots => {
+                assert_eq!(live_slot().as_deref(), Some("blue"), "{what}");
+                // The page says users still reach the old app until nginx
+                // is switched.
+                let old = &lives[lives.len() - 2];
+                assert_served(machine.front(), old, &what);
+            }
+            Step::SlotsDeploy => {
+                assert_eq!(live_slot().as_deref(), Some("green"), "{what}");
+                assert_served(machine.front(), &current, &what);
+            }
+            Step::SlotsRollback => {
+                assert_eq!(live_slot().as_deref(), Some("blue"), "{what}");
+                assert_served(machine.front(), &current, &what);
+            }
+            _ => {
+                assert!(live_slot().is_none(), "{what}: no slots yet");
+                assert_served(machine.front(), &current, &what);
+            }
+        }
+        if step == Step::Rollback {
+            // From here to the end (the move to slots included), no user
+            // request may fail.
+            machine.watcher = Some(Watcher::start(machine.front().addr()));
+        }
+    }
+    let left: Vec<_> = plan.collect();
+    assert!(
+        left.is_empty(),
+        "{PAGE} stopped before these steps of PLAN: {left:?}"
+    );
+    assert!(ran > 10, "{PAGE}: only {ran} blocks ran");
+    let (sent, failed) = machine
+        .watcher
+        .take()
+        .expect("the watcher started at the rollback")
+        .finish();
+    assert!(sent > 100, "the watcher ran ({sent} requests)");
+    assert!(
+        failed.is_empty(),
+        "{} of {sent} requests through nginx failed from the rollback on, first: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_replaced_as_whole_words_in_one_pass() {
+        let pairs = vec![
+            ("/srv/myapp".to_string(), "/tmp/x8080".to_string()),
+            ("8080".to_string(), "41000".to_string()),
+        ];
+        assert_eq!(
+            substitute("cd /srv/myapp && curl :8080/ 18080 /srv/myappx", &pairs),
+            "cd /tmp/x8080 && curl :41000/ 18080 /srv/myappx"
+        );
+    }
+}
