@@ -2,10 +2,12 @@
 //! block, verbatim and in order, behind real nginx and real pm2, through
 //! the first deploy, a second one, a broken release rolled back by the
 //! gate, `shipit rollback`, the move to slots, a slots deploy and a slots
-//! rollback. When the page drifts from what works, this test fails.
+//! rollback; then the "Going back to the reload path" section of
+//! `docs/moving-to-slots.md` on the machine that left, and a deploy there.
+//! When a page drifts from what works, this test fails.
 //!
-//! The rules, which the page follows too:
-//! - **Only marked placeholders change.** The page declares them in an HTML
+//! The rules, which the pages follow too:
+//! - **Only marked placeholders change.** Each page declares them in an HTML
 //!   comment, `<!-- placeholders: /srv/myapp=deploy directory, 8080=front
 //!   port, ... -->`; each is replaced (as a whole word, in one pass, so a
 //!   replacement is never searched again) by a path under this test's temp
@@ -39,12 +41,13 @@
 //!   `releases --json` and `history --json`.
 //!
 //! What it asserts, at each block that runs `shipit deploy` or `shipit
-//! rollback` (their sequence must match [`PLAN`]): the release `current`
-//! names, what nginx serves (the release id in the app's answer), the live
-//! slot, and for the broken release that it exited 4, was marked `failed`
-//! and never stayed live. From the rollback on, a watcher sends requests
-//! through nginx without pause; none may fail while the page moves the app
-//! to slots and deploys and rolls back there.
+//! rollback` (their sequence must match each page's plan in [`PARTS`]):
+//! the release `current` names, what nginx serves (the release id in the
+//! app's answer), the live slot, and for the broken release that it exited
+//! 4, said what the page quotes, was marked `failed` and never stayed live. From the rollback on, a watcher sends requests
+//! through nginx without pause; none may fail while the pages move the app
+//! to slots, deploy and roll back there, and move it back. At the end only
+//! the reload path's pm2 app runs.
 //!
 //! nginx and the pm2 daemon are stopped by pid and `pm2 kill` when the test
 //! ends, failing or not ([`Machine`]'s `Drop`).
@@ -61,8 +64,6 @@ use std::time::{Duration, Instant};
 use crate::front::{Front, http_get};
 use crate::support::exec::{copy_executable, write_executable};
 use crate::{MANIFEST, SHIPIT, Tools, free_port};
-
-const PAGE: &str = "docs/getting-started.md";
 
 /// How long one block may run: a deploy with pm2 and a drain, with room
 /// for a busy machine. A hang fails the test instead of stalling CI.
@@ -86,16 +87,6 @@ enum Step {
     SlotsRollback,
 }
 
-const PLAN: [Step; 7] = [
-    Step::Deploy,
-    Step::Deploy,
-    Step::Broken,
-    Step::Rollback,
-    Step::FirstSlots,
-    Step::SlotsDeploy,
-    Step::SlotsRollback,
-];
-
 /// A fenced block of the page.
 struct Block {
     /// 1-based line of its opening fence, for messages.
@@ -104,10 +95,10 @@ struct Block {
     text: String,
 }
 
-fn fenced_blocks(page: &str) -> Vec<Block> {
+fn fenced_blocks(page: &str, text: &str) -> Vec<Block> {
     let mut blocks = Vec::new();
     let mut open: Option<Block> = None;
-    for (n, line) in page.lines().enumerate() {
+    for (n, line) in text.lines().enumerate() {
         match &mut open {
             None => {
                 if let Some(info) = line.strip_prefix("```") {
@@ -128,16 +119,16 @@ fn fenced_blocks(page: &str) -> Vec<Block> {
             }
         }
     }
-    assert!(open.is_none(), "{PAGE}: a fenced block is never closed");
+    assert!(open.is_none(), "{page}: a fenced block is never closed");
     blocks
 }
 
 /// `<!-- placeholders: TEXT=meaning, ... -->`
-fn declared_placeholders(page: &str) -> Vec<(String, String)> {
-    let start = page
+fn declared_placeholders(page: &str, text: &str) -> Vec<(String, String)> {
+    let start = text
         .find("<!-- placeholders:")
-        .unwrap_or_else(|| panic!("{PAGE} declares no placeholders"));
-    let rest = &page[start + "<!-- placeholders:".len()..];
+        .unwrap_or_else(|| panic!("{page} declares no placeholders"));
+    let rest = &text[start + "<!-- placeholders:".len()..];
     let end = rest.find("-->").expect("the placeholders comment ends");
     rest[..end]
         .split(',')
@@ -187,6 +178,8 @@ struct Machine {
     pm2: PathBuf,
     front: Option<Front>,
     watcher: Option<Watcher>,
+    /// Blocks run so far: their scripts and outputs are kept numbered.
+    blocks: usize,
 }
 
 impl Drop for Machine {
@@ -266,7 +259,9 @@ impl Machine {
 
     /// Run one block as the page shows it; its output (stdout and stderr,
     /// interleaved as a terminal shows them) is returned.
-    fn run_block(&self, n: usize, block: &Block, text: &str) -> String {
+    fn run_block(&mut self, page: &str, block: &Block, text: &str) -> String {
+        self.blocks += 1;
+        let n = self.blocks;
         let dir = self.path().join("blocks");
         fs::create_dir_all(&dir).unwrap();
         let script = dir.join(format!("{n:02}.sh"));
@@ -304,21 +299,34 @@ impl Machine {
         };
         let output = fs::read_to_string(&out_path).unwrap_or_default();
         println!(
-            "--- {PAGE}:{} ---\n{text}--- output ---\n{output}",
+            "--- {page}:{} ---\n{text}--- output ---\n{output}",
             block.line
         );
         match status {
             None => panic!(
-                "the block at {PAGE}:{} ran longer than {BLOCK_TIMEOUT:?}:\n{text}\n{output}",
+                "the block at {page}:{} ran longer than {BLOCK_TIMEOUT:?}:\n{text}\n{output}",
                 block.line
             ),
             Some(s) => assert!(
                 s.success(),
-                "the block at {PAGE}:{} failed ({s}):\n{text}\n--- output ---\n{output}",
+                "the block at {page}:{} failed ({s}):\n{text}\n--- output ---\n{output}",
                 block.line
             ),
         }
         output
+    }
+
+    /// `pm2 <args>` on the page's pm2 daemon, its stdout as JSON.
+    fn pm2(&self, args: &[&str]) -> Option<serde_json::Value> {
+        let out = Command::new(&self.pm2)
+            .args(args)
+            .current_dir(self.home())
+            .env_clear()
+            .envs(self.env())
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
     }
 
     fn shipit_json(&self, deploy_to: &Path, args: &[&str]) -> serde_json::Value {
@@ -395,15 +403,268 @@ fn assert_served(front: &Front, release: &str, after: &str) {
     );
 }
 
+/// One page's part of the run: its `sh` blocks from `from` (a heading)
+/// on, and what its deploys and rollbacks must do.
+struct Part {
+    page: &'static str,
+    from: Option<&'static str>,
+    /// The page whose run covers the `sh` blocks before `from`: each of
+    /// their lines must be a line of one of its `sh` blocks.
+    covered_by: Option<&'static str>,
+    plan: &'static [Step],
+}
+
+const PARTS: [Part; 2] = [
+    Part {
+        page: "docs/getting-started.md",
+        from: None,
+        covered_by: None,
+        plan: &[
+            Step::Deploy,
+            Step::Deploy,
+            Step::Broken,
+            Step::Rollback,
+            Step::FirstSlots,
+            Step::SlotsDeploy,
+            Step::SlotsRollback,
+        ],
+    },
+    // From the state getting-started leaves (the app on slots, blue live):
+    // back to the reload path, and a deploy there.
+    Part {
+        page: "docs/moving-to-slots.md",
+        from: Some("## Going back to the reload path"),
+        covered_by: Some("docs/getting-started.md"),
+        plan: &[Step::Deploy],
+    },
+];
+
+/// What the pages are run against, and what they have done so far.
+struct Run {
+    machine: Machine,
+    deploy_to: PathBuf,
+    values: Vec<(&'static str, String)>,
+    /// The releases users were sent to, oldest first; a rollback pops one.
+    lives: Vec<String>,
+}
+
+impl Run {
+    fn part(&mut self, part: &Part) {
+        let page = part.page;
+        let text = fs::read_to_string(Path::new(MANIFEST).join(page)).unwrap();
+        let pairs: Vec<(String, String)> = declared_placeholders(page, &text)
+            .into_iter()
+            .map(|(from, meaning)| {
+                let to = self
+                    .values
+                    .iter()
+                    .find(|(m, _)| *m == meaning)
+                    .unwrap_or_else(|| {
+                        panic!("{page} declares a placeholder this test does not know: {from}={meaning}")
+                    });
+                (from, to.1.clone())
+            })
+            .collect();
+        for (needed, _) in &self.values {
+            assert!(
+                declared_placeholders(page, &text)
+                    .iter()
+                    .any(|(_, m)| m == needed),
+                "{page} must declare its {needed} as a placeholder"
+            );
+        }
+        let from_line = part.from.map(|heading| {
+            1 + text
+                .lines()
+                .position(|l| l.trim_end() == heading)
+                .unwrap_or_else(|| panic!("{page} has no heading {heading:?}"))
+        });
+        let mut plan = part.plan.iter();
+        let mut ran = 0;
+        for block in fenced_blocks(page, &text) {
+            if from_line.is_some_and(|from| block.line < from) {
+                continue;
+            }
+            match block.info.as_str() {
+                "sh" => {}
+                "sh setup" | "text" | "toml" | "js" | "" => continue,
+                other => panic!(
+                    "{page}:{}: a ```{other} block: this test runs ```sh, skips ```sh setup and \
+                     ```text",
+                    block.line
+                ),
+            }
+            let script = substitute(&block.text, &pairs);
+            let runs = |cmd: &str| block.text.lines().any(|l| l.contains(cmd));
+            let before = self.current();
+            let output = self.machine.run_block(page, &block, &script);
+            ran += 1;
+            let step = match (runs("shipit deploy"), runs("shipit rollback")) {
+                (false, false) => continue,
+                (true, true) => panic!(
+                    "{page}:{}: one block both deploys and rolls back; give each its own block",
+                    block.line
+                ),
+                (deploys, _) => {
+                    let step = *plan.next().unwrap_or_else(|| {
+                        panic!(
+                            "{page}:{}: more deploys and rollbacks than this test's plan for the \
+                             page; update both",
+                            block.line
+                        )
+                    });
+                    let rollback = matches!(step, Step::Rollback | Step::SlotsRollback);
+                    assert_eq!(
+                        deploys, !rollback,
+                        "{page}:{}: the page's next step is not {step:?}; update the page or the \
+                         plan",
+                        block.line
+                    );
+                    step
+                }
+            };
+            self.check(
+                step,
+                &format!("{step:?} ({page}:{})", block.line),
+                before,
+                &output,
+            );
+        }
+        let left: Vec<_> = plan.collect();
+        assert!(
+            left.is_empty(),
+            "{page} stopped before these steps of the plan: {left:?}"
+        );
+        assert!(ran > 0, "{page}: no block ran");
+    }
+
+    fn current(&self) -> Option<String> {
+        let link = self.deploy_to.join("current");
+        fs::symlink_metadata(&link).ok().map(|_| release_of(&link))
+    }
+
+    /// What the page promises after a block that ran `step`.
+    fn check(&mut self, step: Step, what: &str, before: Option<String>, output: &str) {
+        let current = self.current().expect("something is live");
+        let releases = self.machine.shipit_json(&self.deploy_to, &["releases"]);
+        let newest = releases["releases"][0]["id"].as_str().unwrap().to_string();
+        match step {
+            Step::Deploy | Step::FirstSlots | Step::SlotsDeploy => {
+                assert_ne!(before.as_ref(), Some(&current), "{what} made a new release");
+                assert_eq!(current, newest, "{what}: the new release is live");
+                self.lives.push(current.clone());
+            }
+            Step::Broken => {
+                assert!(
+                    output.lines().any(|l| l.trim() == "exit 4"),
+                    "{what}: the page says the broken deploy exits 4:\n{output}"
+                );
+                assert_eq!(before.as_ref(), Some(&current), "{what}: rolled back");
+                assert_ne!(newest, current, "{what} made a release");
+                // The lines the page quotes.
+                for line in [
+                    format!("error: deploy of releases/{newest} failed after the swap"),
+                    format!("live now: releases/{current} (rolled back; healthy)"),
+                ] {
+                    assert!(output.contains(&line), "{what}: no {line:?} in:\n{output}");
+                }
+                assert_eq!(
+                    releases["releases"][0]["status"], "failed",
+                    "{what}: the broken release is marked failed"
+                );
+                let history = self.machine.shipit_json(&self.deploy_to, &["history"]);
+                assert_eq!(history[0]["outcome"], "rolled-back", "{what}: {history:#}");
+                assert_eq!(history[0]["live"].as_str(), Some(current.as_str()));
+            }
+            Step::Rollback | Step::SlotsRollback => {
+                self.lives.pop();
+                assert_eq!(
+                    Some(&current),
+                    self.lives.last(),
+                    "{what} went back to the release before"
+                );
+            }
+        }
+        let live_slot = self.machine.shipit_json(&self.deploy_to, &["status"])["slots"]["live"]
+            .as_str()
+            .map(str::to_string);
+        let front = self.machine.front();
+        match step {
+            Step::FirstSlots => {
+                assert_eq!(live_slot.as_deref(), Some("blue"), "{what}");
+                // The page says users still reach the old app until nginx
+                // is switched.
+                let old = &self.lives[self.lives.len() - 2];
+                assert_served(front, old, what);
+            }
+            Step::SlotsDeploy => {
+                assert_eq!(live_slot.as_deref(), Some("green"), "{what}");
+                assert_served(front, &current, what);
+            }
+            Step::SlotsRollback => {
+                assert_eq!(live_slot.as_deref(), Some("blue"), "{what}");
+                assert_served(front, &current, what);
+            }
+            Step::Deploy | Step::Broken | Step::Rollback => {
+                assert!(live_slot.is_none(), "{what}: no slots");
+                assert_served(front, &current, what);
+            }
+        }
+        if step == Step::Rollback {
+            // From here to the end (the move to slots and back included),
+            // no request through nginx may fail.
+            self.machine.watcher = Some(Watcher::start(front.addr()));
+        }
+    }
+}
+
+/// The `sh` blocks of `part.page` before `part.from` are not run here:
+/// each of their lines must be a line of an `sh` block of the page that
+/// covers them, which is.
+fn check_covered(part: &Part) {
+    let page = part.page;
+    let text = fs::read_to_string(Path::new(MANIFEST).join(page)).unwrap();
+    let (Some(other), Some(heading)) = (part.covered_by, part.from) else {
+        return;
+    };
+    let from = 1 + text
+        .lines()
+        .position(|l| l.trim_end() == heading)
+        .unwrap_or_else(|| panic!("{page} has no heading {heading:?}"));
+    let other_text = fs::read_to_string(Path::new(MANIFEST).join(other)).unwrap();
+    let run_there: Vec<String> = fenced_blocks(other, &other_text)
+        .into_iter()
+        .filter(|b| b.info == "sh")
+        .flat_map(|b| b.text.lines().map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    for block in fenced_blocks(page, &text) {
+        if block.info != "sh" || block.line > from {
+            continue;
+        }
+        for line in block.text.lines() {
+            assert!(
+                run_there.iter().any(|l| l == line),
+                "{page}:{}: {line:?} is run nowhere: make it a line of an sh block of {other}, \
+                 or move it below {heading:?}",
+                block.line
+            );
+        }
+    }
+}
+
 #[test]
 fn getting_started_runs_as_written() {
+    // Before anything runs: a page that drifted fails at once.
+    for part in &PARTS {
+        check_covered(part);
+    }
     let tools = Tools::find();
-    let page_text = fs::read_to_string(Path::new(MANIFEST).join(PAGE)).unwrap();
-    let mut machine = Machine {
+    let machine = Machine {
         root: tempfile::tempdir().unwrap(),
         pm2: tools.pm2.clone(),
         front: None,
         watcher: None,
+        blocks: 0,
     };
     // nginx's workers run as another user: they must reach run/app.sock.
     fs::set_permissions(
@@ -413,33 +674,23 @@ fn getting_started_runs_as_written() {
     .unwrap();
     let root = machine.path().to_path_buf();
     let front_port = free_port();
-    let app_port = free_port();
-    let deploy_to = root.join("srv/myapp");
     let etc_nginx = root.join("etc-nginx");
-    let pairs: Vec<(String, String)> = declared_placeholders(&page_text)
-        .into_iter()
-        .map(|(text, meaning)| {
-            let value = match meaning.as_str() {
-                "deploy directory" => deploy_to.display().to_string(),
-                "git directory" => root.join("srv/git").display().to_string(),
-                "nginx config directory" => etc_nginx.display().to_string(),
-                "front port" => front_port.to_string(),
-                "app port" => app_port.to_string(),
-                other => {
-                    panic!("{PAGE} declares a placeholder this test does not know: {text}={other}")
-                }
-            };
-            (text, value)
-        })
-        .collect();
-    for needed in ["deploy directory", "front port", "app port"] {
-        assert!(
-            declared_placeholders(&page_text)
-                .iter()
-                .any(|(_, m)| m == needed),
-            "{PAGE} must declare its {needed} as a placeholder"
-        );
-    }
+    let mut run = Run {
+        deploy_to: root.join("srv/myapp"),
+        values: vec![
+            (
+                "deploy directory",
+                root.join("srv/myapp").display().to_string(),
+            ),
+            ("git directory", root.join("srv/git").display().to_string()),
+            ("nginx config directory", etc_nginx.display().to_string()),
+            ("front port", front_port.to_string()),
+            ("app port", free_port().to_string()),
+        ],
+        machine,
+        lives: Vec::new(),
+    };
+    let machine = &mut run.machine;
 
     // The machine as a reader's looks after the setup blocks: a home with
     // a git identity, shipit and pm2 on PATH, nginx running with an empty
@@ -480,128 +731,29 @@ fn getting_started_runs_as_written() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    let blocks = fenced_blocks(&page_text);
-    let mut plan = PLAN.iter();
-    let mut lives: Vec<String> = Vec::new();
-    let mut ran = 0;
-    for (n, block) in blocks.iter().enumerate() {
-        match block.info.as_str() {
-            "sh" => {}
-            "sh setup" | "text" | "toml" | "js" | "" => continue,
-            other => panic!(
-                "{PAGE}:{}: a ```{other} block: this test runs ```sh, skips ```sh setup and ```text",
-                block.line
-            ),
-        }
-        let text = substitute(&block.text, &pairs);
-        let runs = |cmd: &str| block.text.lines().any(|l| l.contains(cmd));
-        let before = fs::read_link(deploy_to.join("current"))
-            .ok()
-            .map(|_| release_of(&deploy_to.join("current")));
-        let output = machine.run_block(n, block, &text);
-        ran += 1;
-        let step = match (runs("shipit deploy"), runs("shipit rollback")) {
-            (false, false) => continue,
-            (true, true) => panic!(
-                "{PAGE}:{}: one block both deploys and rolls back; give each its own block",
-                block.line
-            ),
-            (deploys, _) => {
-                let step = *plan.next().unwrap_or_else(|| {
-                    panic!(
-                        "{PAGE}:{}: more deploys and rollbacks than this test's PLAN; update both",
-                        block.line
-                    )
-                });
-                let rollback = matches!(step, Step::Rollback | Step::SlotsRollback);
-                assert_eq!(
-                    deploys, !rollback,
-                    "{PAGE}:{}: the page's next step is not {step:?}; update the page or PLAN",
-                    block.line
-                );
-                step
-            }
-        };
-        let current = release_of(&deploy_to.join("current"));
-        let what = format!("{step:?} ({PAGE}:{})", block.line);
-        let releases = machine.shipit_json(&deploy_to, &["releases"]);
-        let newest = releases["releases"][0]["id"].as_str().unwrap().to_string();
-        let live_slot = || {
-            machine.shipit_json(&deploy_to, &["status"])["slots"]["live"]
-                .as_str()
-                .map(str::to_string)
-        };
-        match step {
-            Step::Deploy | Step::FirstSlots | Step::SlotsDeploy => {
-                assert_ne!(before.as_ref(), Some(&current), "{what} made a new release");
-                assert_eq!(current, newest, "{what}: the new release is live");
-                lives.push(current.clone());
-            }
-            Step::Broken => {
-                assert!(
-                    output.lines().any(|l| l.trim() == "exit 4"),
-                    "{what}: the page says the broken deploy exits 4:\n{output}"
-                );
-                assert_eq!(before.as_ref(), Some(&current), "{what}: rolled back");
-                assert_ne!(newest, current, "{what} made a release");
-                // The lines the page quotes.
-                for line in [
-                    format!("error: deploy of releases/{newest} failed after the swap"),
-                    format!("live now: releases/{current} (rolled back; healthy)"),
-                ] {
-                    assert!(output.contains(&line), "{what}: no {line:?} in:\n{output}");
-                }
-                assert_eq!(
-                    releases["releases"][0]["status"], "failed",
-                    "{what}: the broken release is marked failed"
-                );
-                let history = machine.shipit_json(&deploy_to, &["history"]);
-                assert_eq!(history[0]["outcome"], "rolled-back", "{what}: {history:#}");
-                assert_eq!(history[0]["live"].as_str(), Some(current.as_str()));
-            }
-            Step::Rollback | Step::SlotsRollback => {
-                lives.pop();
-                assert_eq!(
-                    Some(&current),
-                    lives.last(),
-                    "{what} went back to the release before"
-                );
-            }
-        }
-        match step {
-            Step::FirstSlots => {
-                assert_eq!(live_slot().as_deref(), Some("blue"), "{what}");
-                // The page says users still reach the old app until nginx
-                // is switched.
-                let old = &lives[lives.len() - 2];
-                assert_served(machine.front(), old, &what);
-            }
-            Step::SlotsDeploy => {
-                assert_eq!(live_slot().as_deref(), Some("green"), "{what}");
-                assert_served(machine.front(), &current, &what);
-            }
-            Step::SlotsRollback => {
-                assert_eq!(live_slot().as_deref(), Some("blue"), "{what}");
-                assert_served(machine.front(), &current, &what);
-            }
-            _ => {
-                assert!(live_slot().is_none(), "{what}: no slots yet");
-                assert_served(machine.front(), &current, &what);
-            }
-        }
-        if step == Step::Rollback {
-            // From here to the end (the move to slots included), no user
-            // request may fail.
-            machine.watcher = Some(Watcher::start(machine.front().addr()));
-        }
+    for part in &PARTS {
+        run.part(part);
     }
-    let left: Vec<_> = plan.collect();
+
+    // Back on the reload path: only the reload path's pm2 app runs, and
+    // the slots left nothing behind.
+    let jlist = run
+        .machine
+        .pm2(&["jlist"])
+        .unwrap_or_else(|| panic!("pm2 jlist"));
+    let names: Vec<&str> = jlist
+        .as_array()
+        .expect("pm2 jlist prints an array")
+        .iter()
+        .filter_map(|app| app["name"].as_str())
+        .collect();
     assert!(
-        left.is_empty(),
-        "{PAGE} stopped before these steps of PLAN: {left:?}"
+        names.iter().all(|n| *n == "myapp"),
+        "only the reload path's app runs: {names:?}"
     );
-    assert!(ran > 10, "{PAGE}: only {ran} blocks ran");
-    let (sent, failed) = machine
+    assert!(!run.deploy_to.join("run").exists(), "run/ was removed");
+    let (sent, failed) = run
+        .machine
         .watcher
         .take()
         .expect("the watcher started at the rollback")
