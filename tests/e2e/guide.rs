@@ -52,6 +52,7 @@
 //! nginx and the pm2 daemon are stopped by pid and `pm2 kill` when the test
 //! ends, failing or not ([`Machine`]'s `Drop`).
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -83,6 +84,9 @@ enum Step {
     FirstSlots,
     /// Slots: a new release in the idle slot, served through nginx.
     SlotsDeploy,
+    /// Slots: a release that answers 500, refused in the idle slot: the
+    /// front's link never moves, and no request is answered by it.
+    SlotsBroken,
     /// Slots: `shipit rollback` to the release before, in the idle slot.
     SlotsRollback,
 }
@@ -352,7 +356,18 @@ impl Machine {
 /// the moment it starts until `finish`: every one must get a 200.
 struct Watcher {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<(usize, Vec<String>)>,
+    thread: JoinHandle<Watched>,
+}
+
+/// What the watcher saw.
+#[derive(Default)]
+struct Watched {
+    sent: usize,
+    /// Anything but a 200, as the client saw it.
+    failed: Vec<String>,
+    /// The releases that answered (the app names its release in every
+    /// answer).
+    releases: BTreeSet<String>,
 }
 
 impl Watcher {
@@ -360,23 +375,31 @@ impl Watcher {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
-            let (mut sent, mut failed) = (0, Vec::new());
+            let mut seen = Watched::default();
             // Bounded whatever happens to the caller.
             let deadline = Instant::now() + Duration::from_secs(1200);
             while !flag.load(Ordering::SeqCst) && Instant::now() < deadline {
-                sent += 1;
+                seen.sent += 1;
                 match http_get(addr, "/") {
-                    Some((200, _)) => {}
-                    other => failed.push(format!("{other:?}")),
+                    Some((200, body)) => {
+                        if let Some(id) = body
+                            .split("\"release\":\"")
+                            .nth(1)
+                            .and_then(|rest| rest.split('"').next())
+                        {
+                            seen.releases.insert(id.to_string());
+                        }
+                    }
+                    other => seen.failed.push(format!("{other:?}")),
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            (sent, failed)
+            seen
         });
         Watcher { stop, thread }
     }
 
-    fn finish(self) -> (usize, Vec<String>) {
+    fn finish(self) -> Watched {
         self.stop.store(true, Ordering::SeqCst);
         self.thread.join().expect("the watcher ends")
     }
@@ -426,6 +449,7 @@ const PARTS: [Part; 2] = [
             Step::Rollback,
             Step::FirstSlots,
             Step::SlotsDeploy,
+            Step::SlotsBroken,
             Step::SlotsRollback,
         ],
     },
@@ -446,6 +470,8 @@ struct Run {
     values: Vec<(&'static str, String)>,
     /// The releases users were sent to, oldest first; a rollback pops one.
     lives: Vec<String>,
+    /// Releases refused in a slot: no request may ever name them.
+    refused: Vec<String>,
 }
 
 impl Run {
@@ -554,18 +580,36 @@ impl Run {
                 assert_eq!(current, newest, "{what}: the new release is live");
                 self.lives.push(current.clone());
             }
-            Step::Broken => {
+            Step::Broken | Step::SlotsBroken => {
                 assert!(
                     output.lines().any(|l| l.trim() == "exit 4"),
                     "{what}: the page says the broken deploy exits 4:\n{output}"
                 );
-                assert_eq!(before.as_ref(), Some(&current), "{what}: rolled back");
+                assert_eq!(before.as_ref(), Some(&current), "{what}: not live");
                 assert_ne!(newest, current, "{what} made a release");
-                // The lines the page quotes.
-                for line in [
-                    format!("error: deploy of releases/{newest} failed after the swap"),
-                    format!("live now: releases/{current} (rolled back; healthy)"),
-                ] {
+                // The lines the page quotes, and what history records.
+                let (quoted, outcome) = if step == Step::Broken {
+                    (
+                        [
+                            format!("error: deploy of releases/{newest} failed after the swap"),
+                            format!("live now: releases/{current} (rolled back; healthy)"),
+                        ],
+                        "rolled-back",
+                    )
+                } else {
+                    self.refused.push(newest.clone());
+                    (
+                        [
+                            format!(
+                                "error: releases/{newest} failed its gate in slot blue; no user \
+                                 request reached it"
+                            ),
+                            format!("live now: releases/{current} (unchanged, in slot green)"),
+                        ],
+                        "refused",
+                    )
+                };
+                for line in quoted {
                     assert!(output.contains(&line), "{what}: no {line:?} in:\n{output}");
                 }
                 assert_eq!(
@@ -573,7 +617,7 @@ impl Run {
                     "{what}: the broken release is marked failed"
                 );
                 let history = self.machine.shipit_json(&self.deploy_to, &["history"]);
-                assert_eq!(history[0]["outcome"], "rolled-back", "{what}: {history:#}");
+                assert_eq!(history[0]["outcome"], outcome, "{what}: {history:#}");
                 assert_eq!(history[0]["live"].as_str(), Some(current.as_str()));
             }
             Step::Rollback | Step::SlotsRollback => {
@@ -597,7 +641,7 @@ impl Run {
                 let old = &self.lives[self.lives.len() - 2];
                 assert_served(front, old, what);
             }
-            Step::SlotsDeploy => {
+            Step::SlotsDeploy | Step::SlotsBroken => {
                 assert_eq!(live_slot.as_deref(), Some("green"), "{what}");
                 assert_served(front, &current, what);
             }
@@ -659,6 +703,11 @@ fn getting_started_runs_as_written() {
         check_covered(part);
     }
     let tools = Tools::find();
+    // The pages show what nginx serves with curl, as a reader would.
+    assert!(
+        crate::which("curl").is_some(),
+        "the guide's pages run curl, which is missing: apt-get install curl"
+    );
     let machine = Machine {
         root: tempfile::tempdir().unwrap(),
         pm2: tools.pm2.clone(),
@@ -689,6 +738,7 @@ fn getting_started_runs_as_written() {
         ],
         machine,
         lives: Vec::new(),
+        refused: Vec::new(),
     };
     let machine = &mut run.machine;
 
@@ -752,18 +802,31 @@ fn getting_started_runs_as_written() {
         "only the reload path's app runs: {names:?}"
     );
     assert!(!run.deploy_to.join("run").exists(), "run/ was removed");
-    let (sent, failed) = run
+    let watched = run
         .machine
         .watcher
         .take()
         .expect("the watcher started at the rollback")
         .finish();
+    let sent = watched.sent;
     assert!(sent > 100, "the watcher ran ({sent} requests)");
     assert!(
-        failed.is_empty(),
+        watched.failed.is_empty(),
         "{} of {sent} requests through nginx failed from the rollback on, first: {:?}",
-        failed.len(),
-        &failed[..failed.len().min(5)]
+        watched.failed.len(),
+        &watched.failed[..watched.failed.len().min(5)]
+    );
+    assert!(!run.refused.is_empty(), "a release was refused in a slot");
+    for id in &run.refused {
+        assert!(
+            !watched.releases.contains(id),
+            "the refused release {id} answered a user"
+        );
+    }
+    assert!(
+        run.lives.iter().any(|id| watched.releases.contains(id)),
+        "the watcher read release ids: {:?}",
+        watched.releases
     );
 }
 
