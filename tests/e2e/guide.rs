@@ -525,6 +525,15 @@ impl Run {
             let before = self.current();
             let output = self.machine.run_block(page, &block, &script);
             ran += 1;
+            // A page that reloads nginx shows what it serves next, and goes
+            // on once it serves what is live: so does the test, before the
+            // next block (which may stop what nginx used before).
+            if runs("nginx -s reload")
+                && let Some(live) = self.current()
+            {
+                let what = format!("the nginx reload at {page}:{}", block.line);
+                assert_served(self.machine.front(), &live, &what);
+            }
             let step = match (runs("shipit deploy"), runs("shipit rollback")) {
                 (false, false) => continue,
                 (true, true) => panic!(
