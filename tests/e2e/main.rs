@@ -16,6 +16,7 @@
 //! and to target/e2e/.
 
 mod front;
+mod guide;
 mod load;
 mod report;
 #[path = "../support/mod.rs"]
