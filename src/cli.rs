@@ -344,6 +344,12 @@ pub struct InitArgs {
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub out: PathBuf,
 
+    /// The port the app listens on (pm2, the systemd socket, nginx's
+    /// upstream) [default: health.url's port, else 3000]. When health.url
+    /// names another port, it is the front's: the nginx sites listen there
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+
     /// Overwrite files that exist
     #[arg(long)]
     pub force: bool,

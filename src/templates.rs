@@ -58,6 +58,9 @@ pub struct Values {
     pub app: String,
     pub deploy_to: PathBuf,
     pub port: u16,
+    /// The port nginx listens on: health.url's, when the app listens on
+    /// another one (health.url then goes through the front); else 80.
+    pub listen: u16,
     pub health_url: String,
     pub user: String,
 }
@@ -70,14 +73,17 @@ impl Values {
             app: app.to_string(),
             deploy_to: PathBuf::from(format!("/srv/{app}")),
             port: 3000,
+            listen: 80,
             health_url: "http://127.0.0.1:3000/healthz".into(),
             user: crate::whoami::user(),
         })
     }
 
     /// Values read from a loaded config. The app name defaults to the last
-    /// part of `deploy_to`; the port to the health URL's (else 3000).
-    pub fn from_config(config: &Config, app: Option<&str>) -> Result<Values> {
+    /// part of `deploy_to`; the app's port to `port`, else the health
+    /// URL's (else 3000). A health URL on another port than the app's is
+    /// the front's, and the nginx sites listen there.
+    pub fn from_config(config: &Config, app: Option<&str>, port: Option<u16>) -> Result<Values> {
         let app = match app.or(config.app.as_deref()) {
             Some(a) => a.to_string(),
             None => config
@@ -93,8 +99,12 @@ impl Values {
             .as_ref()
             .map(|h| h.url.clone())
             .unwrap_or_else(|| "http://127.0.0.1:3000/healthz".into());
+        let health_port = port_of(&health_url);
+        let port = port.or(health_port).unwrap_or(3000);
+        let listen = health_port.filter(|p| *p != port).unwrap_or(80);
         Ok(Values {
-            port: port_of(&health_url).unwrap_or(3000),
+            port,
+            listen,
             app,
             deploy_to: config.deploy_to.clone(),
             health_url,
@@ -212,11 +222,13 @@ pub fn render(template: Template, values: &Values, config_file: &Path) -> Result
     }
     let current = format!("{deploy_to}/current");
     let port = values.port.to_string();
+    let listen = values.listen.to_string();
     let health_path = values.health_path();
     let common = [
         ("APP", values.app.as_str()),
         ("DEPLOY_TO", deploy_to.as_str()),
         ("PORT", port.as_str()),
+        ("LISTEN", listen.as_str()),
         ("USER", values.user.as_str()),
         ("HEALTH_PATH", health_path.as_str()),
     ];
@@ -271,12 +283,20 @@ pub fn render(template: Template, values: &Values, config_file: &Path) -> Result
                 ("PORT_JSON", &json(&port)),
             ],
         ),
+        // With slots health.url is the front's URL (the gate probes only
+        // its path on the slot's socket): nginx listens on its port.
         Template::NginxSlots => with(
             include_str!("../templates/nginx-slots.conf"),
-            &[(
-                "APP_SOCKET",
-                &nginx_string(&format!("unix:{deploy_to}/run/app.sock"))?,
-            )],
+            &[
+                (
+                    "APP_SOCKET",
+                    &nginx_string(&format!("unix:{deploy_to}/run/app.sock"))?,
+                ),
+                (
+                    "LISTEN",
+                    &port_of(&values.health_url).unwrap_or(80).to_string(),
+                ),
+            ],
         ),
         Template::Pm2Slots => with(
             include_str!("../templates/slots.config.js"),
@@ -365,10 +385,19 @@ mod tests {
     fn values_come_from_the_config() {
         let text = "deploy_to = \"/srv/shop\"\n[source]\ngit = \"/g\"\n[health]\nurl = \"http://127.0.0.1:4100/up?x=1\"\n";
         let config = crate::config::parse(text, Path::new("/etc/shipit.toml")).unwrap();
-        let v = Values::from_config(&config, None).unwrap();
+        let v = Values::from_config(&config, None, None).unwrap();
         assert_eq!((v.app.as_str(), v.port), ("shop", 4100));
         assert_eq!(v.health_path(), "/up");
-        assert!(Values::from_config(&config, Some("../x")).is_err());
+        assert!(Values::from_config(&config, Some("../x"), None).is_err());
+        assert_eq!(v.listen, 80, "health.url on the app's port: nginx keeps 80");
+        // health.url through the front, the app on its own port.
+        let v = Values::from_config(&config, None, Some(3000)).unwrap();
+        assert_eq!((v.port, v.listen), (3000, 4100));
+        let site = render(Template::Nginx, &v, Path::new("/etc/shipit.toml")).unwrap();
+        assert!(site.contains("server 127.0.0.1:3000;"), "{site}");
+        assert!(site.contains("listen 4100;"), "{site}");
+        let pm2 = render(Template::Pm2, &v, Path::new("/etc/shipit.toml")).unwrap();
+        assert!(pm2.contains("\"3000\""), "{pm2}");
     }
 
     /// The first `@NAME@` placeholder left in `text` (nginx's own `@app`
@@ -429,7 +458,7 @@ mod tests {
     fn the_nginx_site_fronts_the_address_the_process_templates_listen_on() {
         let text = "deploy_to = \"/srv/shop\"\n[source]\ngit = \"/g\"\n[health]\nurl = \"http://127.0.0.1:4100/up\"\n";
         let config = crate::config::parse(text, Path::new("/etc/shipit.toml")).unwrap();
-        let values = Values::from_config(&config, None).unwrap();
+        let values = Values::from_config(&config, None, None).unwrap();
         let file = Path::new("/etc/shop/shipit.toml");
         let nginx = render(Template::Nginx, &values, file).unwrap();
         assert_eq!(upstream_servers(&nginx), ["127.0.0.1:4100"]);

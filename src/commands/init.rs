@@ -17,7 +17,7 @@ pub fn run(config_flag: Option<&Path>, ui: Ui, args: &InitArgs) -> Result<()> {
     let config = config::load(config_flag).map_err(|e| {
         e.context("templates are filled in from shipit.toml: run `shipit init` first")
     })?;
-    let values = Values::from_config(&config, args.app.as_deref())?;
+    let values = Values::from_config(&config, args.app.as_deref(), args.port)?;
     let wanted: Vec<Template> = if args.templates.contains(&TemplateName::All) {
         Template::EACH.to_vec()
     } else {
