@@ -51,6 +51,29 @@ pub struct SourceConfig {
     pub path: Option<PathBuf>,
     #[serde(default = "default_branch")]
     pub branch: String,
+    /// Deploy this directory of the repository (a monorepo's app): the
+    /// release holds its contents at its root.
+    pub subdir: Option<String>,
+    /// Export the repository's submodules, at the commits it pins.
+    #[serde(default = "default_true")]
+    pub submodules: bool,
+    /// What the deployed commit must prove before it is exported.
+    #[serde(default)]
+    pub verify: Verify,
+    /// The ssh keys whose signatures `verify = "signed"` accepts, in
+    /// git's allowed-signers format (`gpg.ssh.allowedSignersFile`).
+    pub allowed_signers: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verify {
+    /// Deploy any commit.
+    #[default]
+    None,
+    /// Deploy only a commit with a good signature by a key in
+    /// `source.allowed_signers` (`git verify-commit`).
+    Signed,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -250,7 +273,18 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
             "fleet",
         ],
     ),
-    ("source", &["git", "path", "branch"]),
+    (
+        "source",
+        &[
+            "git",
+            "path",
+            "branch",
+            "subdir",
+            "submodules",
+            "verify",
+            "allowed_signers",
+        ],
+    ),
     (
         "hooks",
         &["build", "reload", "build_timeout", "reload_timeout"],
@@ -464,6 +498,9 @@ impl Config {
         if let Some(path) = &self.source.path {
             self.source.path = Some(clean(&base.join(path)));
         }
+        if let Some(path) = &self.source.allowed_signers {
+            self.source.allowed_signers = Some(clean(&base.join(path)));
+        }
         if let Some(fleet) = &mut self.fleet {
             fleet.state = clean(&base.join(&fleet.state));
         }
@@ -545,6 +582,7 @@ impl Config {
         }
         crate::gitref::check_ref(&self.source.branch)
             .map_err(|e| e.context(format!("source.branch in {file} is not usable")))?;
+        self.source.validate(&self.file)?;
         for entry in &self.shared {
             shared_entry(entry)
                 .map_err(|e| e.context(format!("bad entry in shared = [...] in {file}")))?;
@@ -609,6 +647,55 @@ impl Config {
             .iter()
             .map(|e| shared_entry(e).expect("validated at load"))
             .collect()
+    }
+}
+
+impl SourceConfig {
+    /// The git-only keys: `subdir`, `verify` and `allowed_signers`.
+    fn validate(&self, file: &Path) -> Result<()> {
+        let file = file.display();
+        if let Some(subdir) = &self.subdir {
+            if self.path.is_some() {
+                return Err(Error::usage(format!(
+                    "source.subdir in {file} is set with source.path"
+                ))
+                .hint("point source.path at the directory itself, and remove subdir"));
+            }
+            crate::gitref::check_tree_path(subdir).map_err(|why| {
+                Error::usage(format!(
+                    "source.subdir = {subdir:?} in {file} is not usable: {why}"
+                ))
+                .hint("give the directory relative to the repository's root, e.g. subdir = \"apps/web\"")
+            })?;
+        }
+        match (self.verify, &self.allowed_signers) {
+            (Verify::Signed, None) => {
+                return Err(Error::usage(format!(
+                    "source.verify = \"signed\" in {file} needs source.allowed_signers"
+                ))
+                .hint(
+                    "name the file of ssh keys allowed to sign deploys (git's allowed-signers \
+                     format: `<email> <key type> <key>` a line), e.g. allowed_signers = \"deploy-signers\"",
+                ));
+            }
+            (Verify::Signed, Some(_)) if self.path.is_some() => {
+                return Err(Error::usage(format!(
+                    "source.verify = \"signed\" in {file} is set with source.path"
+                ))
+                .hint(
+                    "only a git source has commits to verify: remove verify, or deploy from git",
+                ));
+            }
+            (Verify::Signed, Some(signers)) if !signers.is_file() => {
+                return Err(Error::usage(format!(
+                    "source.allowed_signers {} (in {file}) is not a file",
+                    signers.display()
+                ))
+                .hint("create it, one `<email> <key type> <key>` a line, or fix the path (relative paths are relative to the config file)"));
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }
 
@@ -893,6 +980,10 @@ mod tests {
             [source]
             git = "/r"
             branch = "main"
+            subdir = "apps/web"
+            submodules = true
+            verify = "none"
+            allowed_signers = "signers"
             [hooks]
             build = []
             reload = "true"
@@ -1065,6 +1156,25 @@ mod tests {
         );
         let e = parse(&text, &dir.path().join("shipit.toml")).unwrap_err();
         assert!(e.message.contains("contains deploy_to"), "{e}");
+    }
+
+    #[test]
+    fn source_subdir_and_verify_are_checked() {
+        for (extra, says) in [
+            ("subdir = \"../web\"\n", "source.subdir = \"../web\""),
+            ("subdir = \"/apps/web\"\n", "absolute"),
+            ("verify = \"signed\"\n", "needs source.allowed_signers"),
+            (
+                "verify = \"signed\"\nallowed_signers = \"nowhere\"\n",
+                "/etc/app/nowhere",
+            ),
+        ] {
+            let e = parse_str(&format!("{MIN}{extra}")).unwrap_err();
+            assert!(e.to_string().contains(says), "{extra}: {e}");
+        }
+        let c = parse_str(&format!("{MIN}subdir = \"apps/web/\"\n")).unwrap();
+        assert!(c.source.submodules, "submodules are exported by default");
+        assert_eq!(c.source.verify, Verify::None);
     }
 
     #[test]

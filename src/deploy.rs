@@ -245,7 +245,7 @@ fn build_and_publish(
     if let Some(step) = fetching {
         step.done();
     }
-    if let Some(warning) = &resolved.warning {
+    for warning in &resolved.warnings {
         ctx.ui.warn(warning);
     }
     event.revision = resolved.revision.clone();

@@ -129,6 +129,15 @@ impl Layout {
     pub fn mirror(&self) -> PathBuf {
         self.state().join("repo.git")
     }
+    /// The bare mirror of a submodule's repository: one per URL, named by
+    /// a digest of it (the URL comes from a repository's `.gitmodules`
+    /// and must not choose a path).
+    pub fn module_mirror(&self, url: &str) -> PathBuf {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(url.as_bytes());
+        let name: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        self.state().join("modules").join(format!("{name}.git"))
+    }
     pub fn staging_dir(&self) -> PathBuf {
         self.state().join("staging")
     }

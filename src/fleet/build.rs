@@ -62,7 +62,7 @@ pub fn build(ctx: &Ctx, reference: Option<&str>, taken: &[ReleaseId]) -> Result<
     if let Some(step) = fetching {
         step.done();
     }
-    if let Some(warning) = &resolved.warning {
+    for warning in &resolved.warnings {
         ctx.ui.warn(warning);
     }
     crate::interrupt::check()?;

@@ -25,4 +25,5 @@ mod rollback;
 mod signals;
 mod slots;
 mod snapshots;
+mod sources;
 mod state;

@@ -1,0 +1,281 @@
+//! Sources as users have them (#26): submodules, a subdirectory of a
+//! monorepo, signed commits, the commit time, the config found from a
+//! subdirectory.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::sandbox::{Sandbox, git};
+
+/// A second repository `name` next to the app, with one commit of `file`.
+fn side_repo(sb: &Sandbox, name: &str, file: &str, content: &str) -> PathBuf {
+    let dir = sb.path().join(name);
+    fs::create_dir_all(&dir).unwrap();
+    git(&dir, &["init", "-q", "-b", "main"]);
+    fs::write(dir.join(file), content).unwrap();
+    git(&dir, &["add", "-A"]);
+    git(&dir, &["commit", "-q", "-m", "first"]);
+    dir
+}
+
+/// Add `url` as a submodule at `path` of the repository `repo`, commit.
+fn add_submodule(repo: &Path, url: &str, path: &str) {
+    git(
+        repo,
+        &[
+            "-c",
+            "protocol.file.allow=always",
+            "submodule",
+            "add",
+            "-q",
+            url,
+            path,
+        ],
+    );
+    git(repo, &["commit", "-q", "-m", &format!("add {path}")]);
+}
+
+/// Regression (#26): a submodule was deployed as an empty directory, exit
+/// 0, no warning.
+#[test]
+fn a_submodule_is_deployed_with_its_files() {
+    let sb = Sandbox::new();
+    let lib = side_repo(&sb, "lib", "lib.txt", "lib v1\n");
+    add_submodule(&sb.repo(), lib.to_str().unwrap(), "vendor/lib");
+    let id = sb.deploy();
+    let release = sb.deploy_to().join("releases").join(&id);
+    assert_eq!(
+        fs::read_to_string(release.join("vendor/lib/lib.txt")).unwrap_or_default(),
+        "lib v1\n",
+        "the submodule's files are in the release"
+    );
+    assert!(!release.join("vendor/lib/.git").exists());
+}
+
+/// Nothing was published and nothing is live.
+#[track_caller]
+fn nothing_published(sb: &Sandbox) {
+    assert!(sb.releases().is_empty(), "{:?}", sb.releases());
+    assert!(sb.current().is_none());
+    let staging = sb.deploy_to().join(".shipit/staging");
+    assert!(crate::sandbox::dir_names(&staging).is_empty());
+}
+
+#[test]
+fn relative_and_nested_submodules_are_fetched_from_where_git_would() {
+    let sb = Sandbox::new();
+    let inner = side_repo(&sb, "inner", "inner.txt", "inner v1\n");
+    let lib = side_repo(&sb, "lib", "lib.txt", "lib v1\n");
+    add_submodule(&lib, inner.to_str().unwrap(), "deps/inner");
+    // Relative to the superproject's URL, as git resolves it.
+    add_submodule(&sb.repo(), "../lib", "vendor/lib");
+    let id = sb.deploy();
+    let release = sb.deploy_to().join("releases").join(&id);
+    assert_eq!(
+        fs::read_to_string(release.join("vendor/lib/deps/inner/inner.txt")).unwrap(),
+        "inner v1\n"
+    );
+    // The pinned commit, not the submodule's newest one.
+    fs::write(lib.join("lib.txt"), "lib v2\n").unwrap();
+    git(&lib, &["commit", "-q", "-am", "v2"]);
+    sb.commit("index.html", "v2\n");
+    let id = sb.deploy();
+    let release = sb.deploy_to().join("releases").join(&id);
+    assert_eq!(
+        fs::read_to_string(release.join("vendor/lib/lib.txt")).unwrap(),
+        "lib v1\n"
+    );
+}
+
+#[test]
+fn submodules_false_skips_them_and_names_them() {
+    let sb = Sandbox::new();
+    let lib = side_repo(&sb, "lib", "lib.txt", "lib v1\n");
+    add_submodule(&sb.repo(), lib.to_str().unwrap(), "vendor/lib");
+    sb.write_config_replacing("branch = \"main\"", "branch = \"main\"\nsubmodules = false");
+    let run = sb.run(&["deploy"]);
+    run.ok().says("vendor/lib");
+    assert!(run.stderr.contains("submodules = false"), "{}", run.stderr);
+    let release = sb.deploy_to().join("releases").join(sb.current().unwrap());
+    assert!(!release.join("vendor/lib/lib.txt").exists());
+}
+
+#[test]
+fn a_submodule_url_git_would_refuse_is_refused_before_anything_is_staged() {
+    for (url, says) in [
+        ("ext::sh -c touch% pwned", "`ext::`"),
+        ("-uhttps://example.invalid/x", "'-'"),
+        ("ftp://example.invalid/x.git", "`ftp://`"),
+    ] {
+        let sb = Sandbox::new();
+        let lib = side_repo(&sb, "lib", "lib.txt", "lib v1\n");
+        add_submodule(&sb.repo(), lib.to_str().unwrap(), "vendor/lib");
+        git(
+            &sb.repo(),
+            &[
+                "config",
+                "-f",
+                ".gitmodules",
+                "submodule.vendor/lib.url",
+                url,
+            ],
+        );
+        git(&sb.repo(), &["commit", "-q", "-am", "hostile url"]);
+        let run = sb.run(&["deploy"]);
+        assert_ne!(run.code, 0, "{url}");
+        run.says("vendor/lib").says(says);
+        nothing_published(&sb);
+        assert!(!sb.path().join("pwned").exists());
+        assert!(!sb.deploy_to().join(".shipit/modules").exists());
+    }
+}
+
+#[test]
+fn a_pinned_commit_missing_upstream_is_a_preflight_error() {
+    let sb = Sandbox::new();
+    let lib = side_repo(&sb, "lib", "lib.txt", "lib v1\n");
+    add_submodule(&sb.repo(), lib.to_str().unwrap(), "vendor/lib");
+    // Committed in the superproject's checkout of the submodule, never
+    // pushed to its repository.
+    let checkout = sb.repo().join("vendor/lib");
+    fs::write(checkout.join("lib.txt"), "unpushed\n").unwrap();
+    git(&checkout, &["commit", "-q", "-am", "unpushed"]);
+    let pinned = git(&checkout, &["rev-parse", "HEAD"]);
+    git(
+        &sb.repo(),
+        &["commit", "-q", "-am", "pin an unpushed commit"],
+    );
+    let run = sb.run(&["deploy"]);
+    assert_ne!(run.code, 0);
+    run.says("vendor/lib").says(&pinned);
+    nothing_published(&sb);
+}
+
+/// A monorepo: two apps, a root `.gitattributes`, a submodule inside one
+/// app.
+fn monorepo(sb: &Sandbox) {
+    sb.commit("apps/web/index.html", "web\n");
+    sb.commit("apps/web/notes.md", "not for production\n");
+    sb.commit("apps/api/index.html", "api\n");
+    sb.commit(".gitattributes", "*.md export-ignore\n");
+}
+
+#[test]
+fn a_subdirectory_of_the_repository_is_the_release_root() {
+    let sb = Sandbox::new();
+    monorepo(&sb);
+    let lib = side_repo(&sb, "lib", "lib.txt", "lib v1\n");
+    add_submodule(&sb.repo(), lib.to_str().unwrap(), "apps/web/vendor/lib");
+    for (app, served) in [("apps/web", "web\n"), ("apps/api/", "api\n")] {
+        let deploy_to = format!("deploy-{}", &app[5..8]);
+        sb.write_config_replacing(
+            "deploy_to = \"deploy\"",
+            &format!("deploy_to = \"{deploy_to}\""),
+        );
+        sb.write_config_replacing(
+            "branch = \"main\"",
+            &format!("branch = \"main\"\nsubdir = \"{app}\""),
+        );
+        sb.run(&["deploy"]).ok();
+        let current = sb.path().join(&deploy_to).join("current");
+        assert_eq!(
+            fs::read_to_string(current.join("index.html")).unwrap(),
+            served
+        );
+        assert!(
+            !current.join("apps").exists(),
+            "only the subdir is exported"
+        );
+        // The root's .gitattributes applies inside the subdir.
+        assert!(!current.join("notes.md").exists());
+        sb.write_config("");
+    }
+    let web = sb.path().join("deploy-web/current");
+    assert_eq!(
+        fs::read_to_string(web.join("vendor/lib/lib.txt")).unwrap(),
+        "lib v1\n",
+        "a submodule inside the subdir is exported"
+    );
+}
+
+#[test]
+fn a_subdirectory_missing_at_the_revision_is_refused_naming_it() {
+    let sb = Sandbox::new();
+    let head = git(&sb.repo(), &["rev-parse", "HEAD"]);
+    sb.write_config_replacing(
+        "branch = \"main\"",
+        "branch = \"main\"\nsubdir = \"apps/web\"",
+    );
+    let run = sb.run(&["deploy"]);
+    assert_ne!(run.code, 0);
+    run.says("\"apps/web\" does not exist").says(&head);
+    nothing_published(&sb);
+}
+
+/// An ssh signing key made for the test: its private key's path and its
+/// allowed-signers line.
+fn signing_key(sb: &Sandbox, name: &str) -> (PathBuf, String) {
+    let key = sb.path().join(name);
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&key)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("ssh-keygen runs");
+    crate::sandbox::succeeded(&out);
+    let public = fs::read_to_string(key.with_extension("pub")).unwrap();
+    let mut parts = public.split_whitespace();
+    let line = format!(
+        "test@example.invalid {} {}\n",
+        parts.next().unwrap(),
+        parts.next().unwrap()
+    );
+    (key, line)
+}
+
+/// Commit `content` to index.html signed with `key` (None: unsigned).
+fn commit_signed(sb: &Sandbox, content: &str, key: Option<&Path>) -> String {
+    fs::write(sb.repo().join("index.html"), content).unwrap();
+    let mut args = vec!["-c".to_string(), "gpg.format=ssh".to_string()];
+    if let Some(key) = key {
+        args.extend(["-c".into(), format!("user.signingkey={}", key.display())]);
+    }
+    args.extend(["commit", "-q", "-a", "-m", content].map(String::from));
+    if key.is_some() {
+        args.push("-S".into());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    git(&sb.repo(), &args);
+    git(&sb.repo(), &["rev-parse", "HEAD"])
+}
+
+#[test]
+fn verify_signed_deploys_only_commits_signed_by_an_allowed_key() {
+    let sb = Sandbox::new();
+    let (good, allowed) = signing_key(&sb, "good");
+    let (stranger, _) = signing_key(&sb, "stranger");
+    fs::write(sb.path().join("deploy-signers"), allowed).unwrap();
+    sb.write_config_replacing(
+        "branch = \"main\"",
+        "branch = \"main\"\nverify = \"signed\"\nallowed_signers = \"deploy-signers\"",
+    );
+
+    let unsigned = commit_signed(&sb, "unsigned\n", None);
+    let run = sb.run(&["deploy"]);
+    assert_ne!(run.code, 0);
+    run.says(&unsigned)
+        .says("no signature")
+        .says("deploy-signers");
+    nothing_published(&sb);
+
+    let foreign = commit_signed(&sb, "foreign\n", Some(&stranger));
+    let run = sb.run(&["deploy"]);
+    assert_ne!(run.code, 0);
+    run.says(&foreign).says("No principal matched");
+    nothing_published(&sb);
+
+    commit_signed(&sb, "signed\n", Some(&good));
+    sb.deploy();
+    assert_eq!(sb.served(), "signed\n");
+}
+
