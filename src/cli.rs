@@ -152,6 +152,9 @@ pub enum FleetAgentAction {
         id: String,
         #[arg(long)]
         revision: Option<String>,
+        /// When the revision was committed (RFC 3339)
+        #[arg(long)]
+        revision_time: Option<chrono::DateTime<chrono::Utc>>,
         #[arg(long)]
         branch: Option<String>,
         #[arg(long)]

@@ -338,6 +338,7 @@ fn stage(
         id: id.clone(),
         status: Status::Ready,
         revision: resolved.revision.clone(),
+        revision_time: resolved.revision_time,
         branch: resolved.branch.clone(),
         source: resolved.source.clone(),
         deployed_by: format!("{}@{}", whoami::user(), whoami::host()),

@@ -48,6 +48,10 @@ pub struct Metadata {
     pub id: ReleaseId,
     pub status: Status,
     pub revision: Option<String>,
+    /// When the revision was committed (its committer date): what it
+    /// is, where the release's own time says when it was built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_time: Option<DateTime<Utc>>,
     pub branch: Option<String>,
     pub source: String,
     pub deployed_by: String,

@@ -279,3 +279,21 @@ fn verify_signed_deploys_only_commits_signed_by_an_allowed_key() {
     assert_eq!(sb.served(), "signed\n");
 }
 
+#[test]
+fn the_commit_time_is_recorded_beside_the_revision() {
+    let sb = Sandbox::new();
+    fs::write(sb.repo().join("index.html"), "dated\n").unwrap();
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=T", "-c", "user.email=t@example.invalid"])
+        .args(["commit", "-q", "-am", "dated"])
+        .current_dir(sb.repo())
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_COMMITTER_DATE", "2024-02-29T12:34:56+02:00")
+        .output()
+        .unwrap();
+    crate::sandbox::succeeded(&out);
+    sb.deploy();
+    let json = sb.releases_json();
+    let release = &json["releases"][0];
+    assert_eq!(release["revision_time"], "2024-02-29T10:34:56Z");
+}
