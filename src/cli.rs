@@ -88,6 +88,20 @@ pub enum Command {
 }
 
 impl Command {
+    /// The command changes a deploy directory (its first line names the
+    /// config it uses).
+    pub fn mutates(&self) -> bool {
+        match self {
+            Command::Deploy(_) | Command::Rollback(_) => true,
+            Command::Prune(a) => !a.dry_run,
+            Command::Hook(a) => matches!(
+                a.action,
+                HookAction::PostReceive { .. } | HookAction::PreReceive { .. }
+            ),
+            _ => false,
+        }
+    }
+
     /// The command was asked for `--json` output.
     pub fn json(&self) -> bool {
         match self {

@@ -390,20 +390,95 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D:
     })
 }
 
-/// Where the config comes from: `--config`, else `$SHIPIT_CONFIG`, else
-/// `./shipit.toml`.
+/// Where `init` writes a new config: `--config`, else `$SHIPIT_CONFIG`,
+/// else `./shipit.toml`.
 pub fn locate(flag: Option<&Path>) -> PathBuf {
+    explicit(flag).unwrap_or_else(|| PathBuf::from(DEFAULT_FILE))
+}
+
+/// `--config`, else `$SHIPIT_CONFIG`.
+fn explicit(flag: Option<&Path>) -> Option<PathBuf> {
     if let Some(path) = flag {
-        return path.to_path_buf();
+        return Some(path.to_path_buf());
     }
     match std::env::var_os("SHIPIT_CONFIG") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => PathBuf::from(DEFAULT_FILE),
+        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+        _ => None,
     }
 }
 
+/// The config a command uses: `--config`, else `$SHIPIT_CONFIG`, else
+/// the first `shipit.toml` in the current directory or one of its parents,
+/// as git finds `.git` and cargo `Cargo.toml`. The search stops at the
+/// filesystem root or where another filesystem is mounted (a parent on
+/// another device is someone else's tree). It refuses a config it finds
+/// inside a release: repositories often commit their `shipit.toml`, and a
+/// command run from `current/` must not take the release's copy for the
+/// deploy's own.
+pub fn find(flag: Option<&Path>) -> Result<PathBuf> {
+    if let Some(path) = explicit(flag) {
+        return Ok(path);
+    }
+    let start = std::env::current_dir()
+        .map_err(|e| Error::usage("could not read the current directory").cause(e))?;
+    let found = search(&start).ok_or_else(|| {
+        Error::usage(format!(
+            "no config file ({DEFAULT_FILE}) in {} or any directory above it",
+            start.display()
+        ))
+        .hint("run `shipit init` to write one, or pass --config PATH (or set SHIPIT_CONFIG)")
+    })?;
+    if let Some(release) = inside_release(&found) {
+        return Err(Error::usage(format!(
+            "the {DEFAULT_FILE} found from {} is {}, inside the release {}",
+            start.display(),
+            found.display(),
+            release.display()
+        ))
+        .hint(
+            "that is the copy the repository shipped, not the deploy's config: run shipit from \
+             the directory that holds the deploy's shipit.toml, or pass --config PATH (or set SHIPIT_CONFIG)",
+        ));
+    }
+    Ok(found)
+}
+
+/// The first `shipit.toml` in `start` or above, on `start`'s filesystem.
+fn search(start: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let device = |dir: &Path| std::fs::metadata(dir).ok().map(|m| m.dev());
+    let mut dir = start.to_path_buf();
+    let home = device(&dir);
+    loop {
+        let candidate = dir.join(DEFAULT_FILE);
+        if candidate.is_file() {
+            return Some(candidate);
+        }
+        if !dir.pop() || device(&dir) != home {
+            return None;
+        }
+    }
+}
+
+/// The release directory (`releases/<id>` of a deploy directory, or its
+/// staging directory while it is built) that holds `file`, if any.
+pub fn inside_release(file: &Path) -> Option<PathBuf> {
+    let dir = std::fs::canonicalize(file.parent()?).ok()?;
+    dir.ancestors()
+        .find(|d| {
+            let parent = d.parent().and_then(|p| p.file_name());
+            let grandparent = d.parent().and_then(Path::parent);
+            let in_releases = parent.is_some_and(|p| p == "releases")
+                && grandparent.is_some_and(|g| g.join(".shipit").is_dir());
+            let in_staging = parent.is_some_and(|p| p == "staging")
+                && grandparent.is_some_and(|g| g.file_name().is_some_and(|n| n == ".shipit"));
+            d.join(crate::layout::METADATA_FILE).is_file() || in_releases || in_staging
+        })
+        .map(Path::to_path_buf)
+}
+
 pub fn load(flag: Option<&Path>) -> Result<Config> {
-    let file = locate(flag);
+    let file = find(flag)?;
     let text = match std::fs::read_to_string(&file) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -120,6 +120,9 @@ pub struct Error {
     /// Its `--json` form went out already, inside the command's own report
     /// (a fleet rollout reports every host, failed or not).
     pub reported: bool,
+    /// The config the command used, so that an error says which one (it
+    /// may have been found in a parent directory).
+    pub config: Option<Box<Path>>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -133,6 +136,7 @@ impl Error {
             live: None,
             hint: None,
             reported: false,
+            config: None,
         }
     }
 
@@ -199,6 +203,7 @@ impl Error {
                 "causes": self.causes,
                 "live": self.live,
                 "hint": self.hint,
+                "config": self.config,
             }
         })
     }
@@ -212,6 +217,9 @@ impl fmt::Display for Error {
         }
         if let Some(live) = &self.live {
             write!(f, "\nlive now: {live}")?;
+        }
+        if let Some(config) = &self.config {
+            write!(f, "\nconfig: {}", config.display())?;
         }
         if let Some(hint) = &self.hint {
             write!(f, "\nhint: {hint}")?;

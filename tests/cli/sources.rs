@@ -297,3 +297,51 @@ fn the_commit_time_is_recorded_beside_the_revision() {
     let release = &json["releases"][0];
     assert_eq!(release["revision_time"], "2024-02-29T10:34:56Z");
 }
+
+/// `shipit args` run in `dir`.
+fn run_in(sb: &Sandbox, dir: &Path, args: &[&str]) -> crate::sandbox::Run {
+    let out = sb.command(args).current_dir(dir).output().unwrap();
+    crate::sandbox::Run::from(args, out)
+}
+
+#[test]
+fn the_config_is_found_from_a_subdirectory_and_named() {
+    let sb = Sandbox::new();
+    let deep = sb.path().join("docs/guides");
+    fs::create_dir_all(&deep).unwrap();
+    let run = run_in(&sb, &deep, &["deploy"]);
+    run.ok();
+    let config = sb.config_path().display().to_string();
+    let first = run.stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.contains("Config") && first.ends_with(&config),
+        "the first line names the config: {first:?}"
+    );
+    assert_eq!(sb.served(), "v1\n");
+    // Errors name it too.
+    run_in(&sb, &deep, &["rollback"])
+        .code(2)
+        .says(&format!("config: {config}"));
+    // `check` names the file it found.
+    let run = run_in(&sb, &deep, &["check"]);
+    assert!(run.stdout.contains(&config), "{}", run.stdout);
+}
+
+#[test]
+fn a_config_inside_a_release_is_refused() {
+    let sb = Sandbox::new();
+    // The repository ships a shipit.toml of its own.
+    sb.commit(
+        "shipit.toml",
+        "deploy_to = \"/srv/elsewhere\"\n[source]\ngit = \"/nowhere\"\n",
+    );
+    sb.deploy();
+    let before = sb.fingerprint();
+    let inside = sb.deploy_to().join("current");
+    let run = run_in(&sb, &inside, &["deploy"]);
+    run.code(2).says("inside the release").says("--config");
+    assert_eq!(sb.fingerprint(), before);
+    // Explicitly named, the deploy's own config works from there.
+    let config = sb.config_path().display().to_string();
+    run_in(&sb, &inside, &["-c", &config, "releases"]).ok();
+}
