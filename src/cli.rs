@@ -217,6 +217,11 @@ pub struct DeployArgs {
     #[arg(long = "ref", value_name = "REV")]
     pub reference: Option<String>,
 
+    /// Deploy this CI artifact (.tar, .tar.gz, .tar.zst or .zip; - reads
+    /// stdin) instead of [source]
+    #[arg(long, value_name = "FILE", conflicts_with = "reference")]
+    pub archive: Option<PathBuf>,
+
     /// If the reload or health gate fails, leave the new release live
     /// instead of rolling back (not with [slots] or [fleet])
     #[arg(long)]

@@ -49,6 +49,11 @@ pub struct Config {
 pub struct SourceConfig {
     pub git: Option<String>,
     pub path: Option<PathBuf>,
+    /// A CI artifact to deploy (`.tar`, `.tar.gz`, `.tar.zst`, `.zip`);
+    /// `-` (from `deploy --archive -`) is stdin.
+    pub archive: Option<PathBuf>,
+    /// The artifact's sha256 (hex), checked before it is unpacked.
+    pub sha256: Option<String>,
     #[serde(default = "default_branch")]
     pub branch: String,
     /// Deploy this directory of the repository (a monorepo's app): the
@@ -278,6 +283,8 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
         &[
             "git",
             "path",
+            "archive",
+            "sha256",
             "branch",
             "subdir",
             "submodules",
@@ -573,6 +580,9 @@ impl Config {
         if let Some(path) = &self.source.path {
             self.source.path = Some(clean(&base.join(path)));
         }
+        if let Some(path) = &self.source.archive {
+            self.source.archive = Some(clean(&base.join(path)));
+        }
         if let Some(path) = &self.source.allowed_signers {
             self.source.allowed_signers = Some(clean(&base.join(path)));
         }
@@ -621,19 +631,28 @@ impl Config {
                 "set keep_releases to 1 or more (5 is a good default)",
             ));
         }
+        let kinds = [
+            self.source.git.is_some(),
+            self.source.path.is_some(),
+            self.source.archive.is_some(),
+        ];
+        match kinds.iter().filter(|k| **k).count() {
+            0 => {
+                return Err(err(
+                    format!("[source] in {file} sets none of git, path and archive"),
+                    "add git = \"<repo path or URL>\", path = \"<dir>\" or archive = \"<file>\"",
+                ));
+            }
+            1 => {}
+            _ => {
+                return Err(err(
+                    format!("[source] in {file} sets more than one of git, path and archive"),
+                    "keep one: git = \"<repo>\" to deploy a branch, path = \"<dir>\" to ship a \
+                     directory, or archive = \"<file>\" to ship a CI artifact",
+                ));
+            }
+        }
         match (&self.source.git, &self.source.path) {
-            (Some(_), Some(_)) => {
-                return Err(err(
-                    format!("[source] in {file} sets both git and path"),
-                    "keep one: git = \"<repo>\" to deploy a branch, or path = \"<dir>\" to ship a directory",
-                ));
-            }
-            (None, None) => {
-                return Err(err(
-                    format!("[source] in {file} sets neither git nor path"),
-                    "add git = \"<repo path or URL>\" or path = \"<dir>\"",
-                ));
-            }
             (Some(git), None) if git.trim().is_empty() || git.starts_with('-') => {
                 return Err(err(
                     format!("source.git = {git:?} in {file} is not a repository"),
@@ -726,9 +745,30 @@ impl Config {
 }
 
 impl SourceConfig {
-    /// The git-only keys: `subdir`, `verify` and `allowed_signers`.
+    /// The git-only keys: `subdir`, `verify` and `allowed_signers`; the
+    /// archive's `sha256`.
     fn validate(&self, file: &Path) -> Result<()> {
         let file = file.display();
+        if let Some(digest) = &self.sha256 {
+            if self.archive.is_none() {
+                return Err(Error::usage(format!("source.sha256 in {file} is set without source.archive"))
+                    .hint("sha256 is the digest of the archive to deploy: add archive = \"<file>\", or remove sha256"));
+            }
+            if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Error::usage(format!(
+                    "source.sha256 = {digest:?} in {file} is not a sha256 digest"
+                ))
+                .hint("give the 64 hex digits `sha256sum <file>` prints"));
+            }
+        }
+        if self.verify == Verify::Signed && self.archive.is_some() {
+            return Err(Error::usage(format!(
+                "source.verify = \"signed\" in {file} is set with source.archive"
+            ))
+            .hint(
+                "an archive has no commit signature to verify: pin its digest with sha256 instead",
+            ));
+        }
         if let Some(subdir) = &self.subdir {
             if self.path.is_some() {
                 return Err(Error::usage(format!(
@@ -1104,8 +1144,9 @@ mod tests {
             tables.extend(t.values().filter_map(|v| v.as_table()));
         }
         let in_schema: usize = SCHEMA.iter().map(|(_, keys)| keys.len()).sum();
-        // `source.path` is the one key the document above cannot also set.
-        assert_eq!(counted + 1, in_schema);
+        // `source.path`, `archive` and `sha256` are the keys the document
+        // above cannot also set.
+        assert_eq!(counted + 3, in_schema);
     }
 
     /// The README's config reference is where operators look: every key of
@@ -1255,10 +1296,10 @@ mod tests {
     #[test]
     fn source_must_be_exactly_one() {
         let e = parse_str("deploy_to = \"/a\"\n[source]\nbranch = \"main\"\n").unwrap_err();
-        assert!(e.message.contains("neither"), "{e}");
+        assert!(e.message.contains("none of"), "{e}");
         let e =
             parse_str("deploy_to = \"/a\"\n[source]\ngit = \"/r\"\npath = \"/p\"\n").unwrap_err();
-        assert!(e.message.contains("both"), "{e}");
+        assert!(e.message.contains("more than one"), "{e}");
     }
 
     #[test]

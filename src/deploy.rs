@@ -303,6 +303,16 @@ fn stage(
     )?;
 
     let exporting = match resolved.revision.as_deref() {
+        Some(digest) if matches!(resolved.origin, source::Origin::Archive(_)) => ctx.ui.long_step(
+            "Unpacking",
+            format!(
+                "{} (sha256 {}) into {} (it becomes {} once built)",
+                resolved.source,
+                &digest[..12],
+                staging_display(layout, id),
+                Layout::display(id)
+            ),
+        ),
         Some(sha) => ctx.ui.long_step(
             "Exporting",
             format!(

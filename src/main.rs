@@ -1,6 +1,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod activate;
+mod archive;
 mod check;
 mod cli;
 mod clock;

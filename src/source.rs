@@ -91,6 +91,8 @@ pub enum Origin {
     PushedRepo(PathBuf),
     /// A directory source.
     Directory,
+    /// A CI artifact, copied into staging (see [`crate::archive`]).
+    Archive(PathBuf),
 }
 
 /// What a deploy asks for.
@@ -223,6 +225,9 @@ fn run_within(expr: Expression, what: &str, timeout: Duration, group: bool) -> R
 /// Update the mirror (git) and decide exactly what to deploy.
 pub fn resolve(config: &Config, layout: &Layout, wanted: &Wanted) -> Result<Resolved> {
     let _timing = crate::ui::Timing::start("fetch+resolve");
+    if let Some(archive) = &config.source.archive {
+        return resolve_archive(config, layout, archive);
+    }
     if let Some(dir) = &config.source.path {
         if !dir.is_dir() {
             return Err(
@@ -297,6 +302,41 @@ pub fn resolve(config: &Config, layout: &Layout, wanted: &Wanted) -> Result<Reso
     };
     inspect(config, layout, url, &mut resolved)?;
     Ok(resolved)
+}
+
+/// Copy the artifact into staging and check its digest. For an archive,
+/// the revision is its sha256 (hex): what `releases` shows and hooks get
+/// as `SHIPIT_REVISION`.
+fn resolve_archive(config: &Config, layout: &Layout, archive: &Path) -> Result<Resolved> {
+    if config.source.verify == Verify::Signed {
+        return Err(Error::usage(format!(
+            "source.verify = \"signed\" in {} refuses an archive: it has no commit signature to verify",
+            config.file.display()
+        ))
+        .hint("deploy a signed commit from git, or remove verify to deploy artifacts"));
+    }
+    let input = crate::archive::Input::from_arg(archive);
+    let (spool, digest) = crate::archive::spool(&input, &layout.staging_dir())?;
+    if let Some(want) = &config.source.sha256
+        && !want.eq_ignore_ascii_case(&digest)
+    {
+        let _ = fs::remove_file(&spool);
+        return Err(Error::usage(format!(
+            "the archive {} has sha256 {digest}, not the {want} that source.sha256 in {} expects",
+            input.describe(),
+            config.file.display()
+        ))
+        .hint("deploy the artifact that digest names, or update sha256 (`sha256sum <file>`)"));
+    }
+    Ok(Resolved {
+        revision: Some(digest),
+        branch: None,
+        source: format!("archive {}", input.describe()),
+        origin: Origin::Archive(spool),
+        warnings: Vec::new(),
+        revision_time: None,
+        submodules: Vec::new(),
+    })
 }
 
 /// A git command aimed at the repository `origin` names.
@@ -861,6 +901,14 @@ fn resolve_rev(git: impl Fn(&[&str]) -> Expression, wanted: &str) -> Result<Stri
 /// directory.
 pub fn export(config: &Config, layout: &Layout, resolved: &Resolved, dest: &Path) -> Result<()> {
     let _timing = crate::ui::Timing::start("export");
+    if let Origin::Archive(spool) = &resolved.origin {
+        let shown = config.source.archive.as_deref().map_or("-".into(), |a| {
+            crate::archive::Input::from_arg(a).describe()
+        });
+        let result = crate::archive::unpack(spool, dest, &shown);
+        let _ = fs::remove_file(spool);
+        return result;
+    }
     let Some(sha) = &resolved.revision else {
         let src = config.source.path.as_ref().expect("path source");
         return copy_tree(src, dest);
