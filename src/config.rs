@@ -23,6 +23,9 @@ pub struct Config {
     pub app: Option<String>,
     /// Absolute after loading (relative paths resolve against the file).
     pub deploy_to: PathBuf,
+    /// Where the live link goes instead of `<deploy_to>/current` (a web
+    /// root a host cannot change, like `/var/www/html`). Absolute.
+    pub current_path: Option<PathBuf>,
     #[serde(default = "default_keep")]
     pub keep_releases: usize,
     #[serde(default)]
@@ -268,6 +271,7 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
         &[
             "app",
             "deploy_to",
+            "current_path",
             "keep_releases",
             "shared",
             "source",
@@ -624,6 +628,41 @@ impl Config {
                 ),
                 "point deploy_to at a directory (it is created on the first deploy), or move that file away",
             ));
+        }
+        if let Some(link) = &self.current_path {
+            let inside = |dir: &str| link.starts_with(self.deploy_to.join(dir));
+            if !link.is_absolute()
+                || link.parent().is_none_or(|p| p == Path::new("/"))
+                || link.file_name().is_none()
+                || link == &self.deploy_to
+                || ["releases", ".shipit", "shared", "run"]
+                    .iter()
+                    .any(|d| inside(d))
+                || link
+                    .components()
+                    .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+            {
+                return Err(err(
+                    format!(
+                        "current_path = {:?} in {file} is not a place for the live link",
+                        link
+                    ),
+                    "give the absolute path the web server reads, in a directory of its own, \
+                     outside releases/, shared/ and .shipit/, e.g. current_path = \"/var/www/html\"",
+                ));
+            }
+            // With [fleet] it is a path on the hosts.
+            let parent = link.parent().expect("checked above");
+            if self.fleet.is_none() && !parent.is_dir() {
+                return Err(err(
+                    format!(
+                        "current_path = {:?} in {file}: its directory {} does not exist",
+                        link,
+                        parent.display()
+                    ),
+                    "create that directory (the live link is made inside it), or fix current_path",
+                ));
+            }
         }
         if self.keep_releases == 0 {
             return Err(err(
@@ -1090,6 +1129,7 @@ mod tests {
         let all = r#"
             app = "shop"
             deploy_to = "/srv/app"
+            current_path = "/var/www/html"
             keep_releases = 3
             shared = [".env"]
             [source]

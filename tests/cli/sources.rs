@@ -298,6 +298,16 @@ fn the_commit_time_is_recorded_beside_the_revision() {
     assert_eq!(release["revision_time"], "2024-02-29T10:34:56Z");
 }
 
+impl Sandbox {
+    /// `shipit deploy` that must succeed, with the live link at `link`;
+    /// returns the release id it points at.
+    fn deploy_in(&self, link: &Path) -> String {
+        self.run(&["deploy"]).ok();
+        let target = fs::read_link(link).expect("the live link exists");
+        target.file_name().unwrap().to_string_lossy().into_owned()
+    }
+}
+
 /// `shipit args` run in `dir`.
 fn run_in(sb: &Sandbox, dir: &Path, args: &[&str]) -> crate::sandbox::Run {
     let out = sb.command(args).current_dir(dir).output().unwrap();
@@ -344,4 +354,52 @@ fn a_config_inside_a_release_is_refused() {
     // Explicitly named, the deploy's own config works from there.
     let config = sb.config_path().display().to_string();
     run_in(&sb, &inside, &["-c", &config, "releases"]).ok();
+}
+
+#[test]
+fn current_path_puts_the_live_link_elsewhere_and_everything_follows_it() {
+    let sb = Sandbox::new();
+    let www = sb.path().join("var/www");
+    fs::create_dir_all(&www).unwrap();
+    let html = www.join("html");
+    sb.write_config(&format!("current_path = \"{}\"\n", html.display()));
+    let first = sb.deploy_in(&html);
+    assert_eq!(
+        fs::read_link(&html).unwrap(),
+        Path::new("../../deploy/releases").join(&first),
+        "relative, from its own directory"
+    );
+    assert_eq!(fs::read_to_string(html.join("index.html")).unwrap(), "v1\n");
+    assert!(!sb.deploy_to().join("current").exists());
+    sb.commit("index.html", "v2\n");
+    let second = sb.deploy_in(&html);
+    assert_ne!(first, second);
+    assert_eq!(fs::read_to_string(html.join("index.html")).unwrap(), "v2\n");
+    let json = sb.releases_json();
+    assert_eq!(json["current"], second.as_str());
+    assert_eq!(json["releases"][0]["status"], "live");
+    // Rollback reads what is live through it, and moves it.
+    sb.run(&["rollback"]).ok();
+    assert_eq!(fs::read_to_string(html.join("index.html")).unwrap(), "v1\n");
+    assert_eq!(sb.releases_json()["current"], first.as_str());
+    // No temporary link is left beside it.
+    assert_eq!(crate::sandbox::dir_names(&www), ["html"]);
+}
+
+#[test]
+fn a_real_directory_at_current_path_is_refused_with_how_to_move_it() {
+    let sb = Sandbox::new();
+    let html = sb.path().join("var/www/html");
+    fs::create_dir_all(&html).unwrap();
+    fs::write(html.join("index.html"), "Apache2 Debian Default Page\n").unwrap();
+    sb.write_config(&format!("current_path = \"{}\"\n", html.display()));
+    let run = sb.run(&["deploy"]);
+    run.code(2)
+        .says("not a symlink")
+        .says(&format!("mv {0} {0}.old", html.display()));
+    assert!(sb.releases().is_empty());
+    assert_eq!(
+        fs::read_to_string(html.join("index.html")).unwrap(),
+        "Apache2 Debian Default Page\n"
+    );
 }
