@@ -403,3 +403,46 @@ fn a_real_directory_at_current_path_is_refused_with_how_to_move_it() {
         "Apache2 Debian Default Page\n"
     );
 }
+
+#[test]
+fn the_search_for_the_config_stops_at_a_mount_point() {
+    if !crate::sandbox::root_or_say_skipped("the_search_for_the_config_stops_at_a_mount_point") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let mnt = sb.path().join("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let mount = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    if !mount.status.success() {
+        eprintln!(
+            "*** SKIPPED the_search_for_the_config_stops_at_a_mount_point: mount -t tmpfs failed: {} ***",
+            String::from_utf8_lossy(&mount.stderr)
+        );
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    let inside = mnt.join("project");
+    fs::create_dir_all(&inside).unwrap();
+    // The sandbox's shipit.toml is above the mount point: not this tree's.
+    run_in(&sb, &inside, &["releases"])
+        .code(2)
+        .says("no config file")
+        .says(&inside.display().to_string());
+    // Within the mounted filesystem, the search goes up as usual.
+    fs::write(
+        mnt.join("shipit.toml"),
+        fs::read_to_string(sb.config_path()).unwrap(),
+    )
+    .unwrap();
+    run_in(&sb, &inside, &["releases"]).ok();
+}
