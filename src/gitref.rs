@@ -76,13 +76,19 @@ pub fn check_url(url: &str) -> std::result::Result<Transport, String> {
             )),
         };
     }
-    if url.starts_with('/') || url.starts_with("./") || url.starts_with("../") {
+    if url.starts_with('/') {
         return Ok(Transport::Local);
     }
     // scp-like `[user@]host:path`: ssh.
     match url.split_once(':') {
         Some((host, _)) if !host.contains('/') => Ok(Transport::Network),
-        _ => Ok(Transport::Local),
+        // Relative URLs were resolved against the repository's URL
+        // ([`join_url`]); what is left would be relative to wherever
+        // shipit runs.
+        _ => Err(
+            "it is a relative path that does not begin with ./ or ../, so it names no repository"
+                .into(),
+        ),
     }
 }
 
@@ -185,6 +191,7 @@ mod tests {
             ("ssh://-oProxyCommand=x/y", "'-'"),
             ("ftp://h/x.git", "ftp://"),
             ("https://h/x\n.git", "control"),
+            ("lib", "relative path"),
         ] {
             let err = check_url(url).expect_err(url);
             assert!(err.contains(why), "{url}: {err}");

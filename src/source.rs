@@ -372,8 +372,12 @@ fn inspect(config: &Config, layout: &Layout, url: &str, resolved: &mut Resolved)
         .map(|s| s.trim_end_matches('/'));
     if let Some(subdir) = subdir {
         let object = format!("{sha}:{subdir}");
-        let kind =
-            run(repo(&["cat-file", "-t", &object]), "look up source.subdir").unwrap_or_default();
+        let kind = match run(repo(&["cat-file", "-t", &object]), "look up source.subdir") {
+            Ok(kind) => kind,
+            // An interrupt is not an answer about the path.
+            Err(e) if e.kind == Kind::Interrupted => return Err(e),
+            Err(_) => String::new(),
+        };
         if kind != "tree" {
             let what = if kind == "commit" {
                 "is a submodule, not a directory"
