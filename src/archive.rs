@@ -469,7 +469,11 @@ fn unpack_zip(file: File, dest: &Path, shown: &str) -> Result<()> {
                     .map_err(|e| unreadable(&e))?;
                 make_symlink(dest, &rel, Path::new(&target), shown)?;
             }
-            Some(S_IFDIR) | None if entry.is_dir() => {
+            Some(S_IFDIR) => {
+                check_mode(mode, &name, shown)?;
+                make_dir(dest, &rel, mode, shown)?;
+            }
+            None if entry.is_dir() => {
                 check_mode(mode, &name, shown)?;
                 make_dir(dest, &rel, mode, shown)?;
             }
