@@ -446,3 +446,25 @@ fn the_search_for_the_config_stops_at_a_mount_point() {
     .unwrap();
     run_in(&sb, &inside, &["releases"]).ok();
 }
+
+#[test]
+fn a_submodule_without_a_url_is_an_error_not_an_empty_directory() {
+    let sb = Sandbox::new();
+    let lib = side_repo(&sb, "lib", "lib.txt", "lib v1\n");
+    let pinned = git(&lib, &["rev-parse", "HEAD"]);
+    // A gitlink that .gitmodules does not describe.
+    git(
+        &sb.repo(),
+        &[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!("160000,{pinned},vendor/lib"),
+        ],
+    );
+    git(&sb.repo(), &["commit", "-q", "-m", "gitlink only"]);
+    let run = sb.run(&["deploy"]);
+    assert_ne!(run.code, 0);
+    run.says("vendor/lib").says("no url in .gitmodules");
+    nothing_published(&sb);
+}
