@@ -460,6 +460,17 @@ fn current_link(layout: &Layout, current: &Current) -> Check {
 }
 
 fn source_reachable(config: &Config) -> Check {
+    if let Some(archive) = &config.source.archive {
+        return if archive.is_file() {
+            pass("source", format!("{} is a file", archive.display()))
+        } else {
+            fail(
+                "source",
+                format!("source.archive {} is not a file", archive.display()),
+                "put the CI artifact there, or deploy one with `shipit deploy --archive FILE`",
+            )
+        };
+    }
     if let Some(dir) = &config.source.path {
         return if dir.is_dir() {
             pass("source", format!("{} is a directory", dir.display()))

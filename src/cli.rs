@@ -88,6 +88,20 @@ pub enum Command {
 }
 
 impl Command {
+    /// The command changes a deploy directory (its first line names the
+    /// config it uses).
+    pub fn mutates(&self) -> bool {
+        match self {
+            Command::Deploy(_) | Command::Rollback(_) => true,
+            Command::Prune(a) => !a.dry_run,
+            Command::Hook(a) => matches!(
+                a.action,
+                HookAction::PostReceive { .. } | HookAction::PreReceive { .. }
+            ),
+            _ => false,
+        }
+    }
+
     /// The command was asked for `--json` output.
     pub fn json(&self) -> bool {
         match self {
@@ -152,6 +166,9 @@ pub enum FleetAgentAction {
         id: String,
         #[arg(long)]
         revision: Option<String>,
+        /// When the revision was committed (RFC 3339)
+        #[arg(long)]
+        revision_time: Option<chrono::DateTime<chrono::Utc>>,
         #[arg(long)]
         branch: Option<String>,
         #[arg(long)]
@@ -199,6 +216,11 @@ pub struct DeployArgs {
     /// Branch, tag or commit to deploy [default: source.branch]
     #[arg(long = "ref", value_name = "REV")]
     pub reference: Option<String>,
+
+    /// Deploy this CI artifact (.tar, .tar.gz, .tar.zst or .zip; - reads
+    /// stdin) instead of [source]
+    #[arg(long, value_name = "FILE", conflicts_with = "reference")]
+    pub archive: Option<PathBuf>,
 
     /// If the reload or health gate fails, leave the new release live
     /// instead of rolling back (not with [slots] or [fleet])

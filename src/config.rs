@@ -23,6 +23,9 @@ pub struct Config {
     pub app: Option<String>,
     /// Absolute after loading (relative paths resolve against the file).
     pub deploy_to: PathBuf,
+    /// Where the live link goes instead of `<deploy_to>/current` (a web
+    /// root a host cannot change, like `/var/www/html`). Absolute.
+    pub current_path: Option<PathBuf>,
     #[serde(default = "default_keep")]
     pub keep_releases: usize,
     #[serde(default)]
@@ -74,8 +77,36 @@ pub struct ReuseConfig {
 pub struct SourceConfig {
     pub git: Option<String>,
     pub path: Option<PathBuf>,
+    /// A CI artifact to deploy (`.tar`, `.tar.gz`, `.tar.zst`, `.zip`);
+    /// `-` (from `deploy --archive -`) is stdin.
+    pub archive: Option<PathBuf>,
+    /// The artifact's sha256 (hex), checked before it is unpacked.
+    pub sha256: Option<String>,
     #[serde(default = "default_branch")]
     pub branch: String,
+    /// Deploy this directory of the repository (a monorepo's app): the
+    /// release holds its contents at its root.
+    pub subdir: Option<String>,
+    /// Export the repository's submodules, at the commits it pins.
+    #[serde(default = "default_true")]
+    pub submodules: bool,
+    /// What the deployed commit must prove before it is exported.
+    #[serde(default)]
+    pub verify: Verify,
+    /// The ssh keys whose signatures `verify = "signed"` accepts, in
+    /// git's allowed-signers format (`gpg.ssh.allowedSignersFile`).
+    pub allowed_signers: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verify {
+    /// Deploy any commit.
+    #[default]
+    None,
+    /// Deploy only a commit with a good signature by a key in
+    /// `source.allowed_signers` (`git verify-commit`).
+    Signed,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -279,6 +310,7 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
         &[
             "app",
             "deploy_to",
+            "current_path",
             "keep_releases",
             "shared",
             "source",
@@ -291,7 +323,20 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
         ],
     ),
     ("reuse", &["path", "key", "env", "command", "run"]),
-    ("source", &["git", "path", "branch"]),
+    (
+        "source",
+        &[
+            "git",
+            "path",
+            "archive",
+            "sha256",
+            "branch",
+            "subdir",
+            "submodules",
+            "verify",
+            "allowed_signers",
+        ],
+    ),
     (
         "hooks",
         &["build", "reload", "build_timeout", "reload_timeout"],
@@ -397,20 +442,95 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D:
     })
 }
 
-/// Where the config comes from: `--config`, else `$SHIPIT_CONFIG`, else
-/// `./shipit.toml`.
+/// Where `init` writes a new config: `--config`, else `$SHIPIT_CONFIG`,
+/// else `./shipit.toml`.
 pub fn locate(flag: Option<&Path>) -> PathBuf {
+    explicit(flag).unwrap_or_else(|| PathBuf::from(DEFAULT_FILE))
+}
+
+/// `--config`, else `$SHIPIT_CONFIG`.
+fn explicit(flag: Option<&Path>) -> Option<PathBuf> {
     if let Some(path) = flag {
-        return path.to_path_buf();
+        return Some(path.to_path_buf());
     }
     match std::env::var_os("SHIPIT_CONFIG") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => PathBuf::from(DEFAULT_FILE),
+        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+        _ => None,
     }
 }
 
+/// The config a command uses: `--config`, else `$SHIPIT_CONFIG`, else
+/// the first `shipit.toml` in the current directory or one of its parents,
+/// as git finds `.git` and cargo `Cargo.toml`. The search stops at the
+/// filesystem root or where another filesystem is mounted (a parent on
+/// another device is someone else's tree). It refuses a config it finds
+/// inside a release: repositories often commit their `shipit.toml`, and a
+/// command run from `current/` must not take the release's copy for the
+/// deploy's own.
+pub fn find(flag: Option<&Path>) -> Result<PathBuf> {
+    if let Some(path) = explicit(flag) {
+        return Ok(path);
+    }
+    let start = std::env::current_dir()
+        .map_err(|e| Error::usage("could not read the current directory").cause(e))?;
+    let found = search(&start).ok_or_else(|| {
+        Error::usage(format!(
+            "no config file ({DEFAULT_FILE}) in {} or any directory above it",
+            start.display()
+        ))
+        .hint("run `shipit init` to write one, or pass --config PATH (or set SHIPIT_CONFIG)")
+    })?;
+    if let Some(release) = inside_release(&found) {
+        return Err(Error::usage(format!(
+            "the {DEFAULT_FILE} found from {} is {}, inside the release {}",
+            start.display(),
+            found.display(),
+            release.display()
+        ))
+        .hint(
+            "that is the copy the repository shipped, not the deploy's config: run shipit from \
+             the directory that holds the deploy's shipit.toml, or pass --config PATH (or set SHIPIT_CONFIG)",
+        ));
+    }
+    Ok(found)
+}
+
+/// The first `shipit.toml` in `start` or above, on `start`'s filesystem.
+fn search(start: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let device = |dir: &Path| std::fs::metadata(dir).ok().map(|m| m.dev());
+    let mut dir = start.to_path_buf();
+    let home = device(&dir);
+    loop {
+        let candidate = dir.join(DEFAULT_FILE);
+        if candidate.is_file() {
+            return Some(candidate);
+        }
+        if !dir.pop() || device(&dir) != home {
+            return None;
+        }
+    }
+}
+
+/// The release directory (`releases/<id>` of a deploy directory, or its
+/// staging directory while it is built) that holds `file`, if any.
+pub fn inside_release(file: &Path) -> Option<PathBuf> {
+    let dir = std::fs::canonicalize(file.parent()?).ok()?;
+    dir.ancestors()
+        .find(|d| {
+            let parent = d.parent().and_then(|p| p.file_name());
+            let grandparent = d.parent().and_then(Path::parent);
+            let in_releases = parent.is_some_and(|p| p == "releases")
+                && grandparent.is_some_and(|g| g.join(".shipit").is_dir());
+            let in_staging = parent.is_some_and(|p| p == "staging")
+                && grandparent.is_some_and(|g| g.file_name().is_some_and(|n| n == ".shipit"));
+            d.join(crate::layout::METADATA_FILE).is_file() || in_releases || in_staging
+        })
+        .map(Path::to_path_buf)
+}
+
 pub fn load(flag: Option<&Path>) -> Result<Config> {
-    let file = locate(flag);
+    let file = find(flag)?;
     let text = match std::fs::read_to_string(&file) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -513,6 +633,12 @@ impl Config {
         if let Some(path) = &self.source.path {
             self.source.path = Some(clean(&base.join(path)));
         }
+        if let Some(path) = &self.source.archive {
+            self.source.archive = Some(clean(&base.join(path)));
+        }
+        if let Some(path) = &self.source.allowed_signers {
+            self.source.allowed_signers = Some(clean(&base.join(path)));
+        }
         if let Some(fleet) = &mut self.fleet {
             fleet.state = clean(&base.join(&fleet.state));
         }
@@ -552,25 +678,69 @@ impl Config {
                 "point deploy_to at a directory (it is created on the first deploy), or move that file away",
             ));
         }
+        if let Some(link) = &self.current_path {
+            let inside = |dir: &str| link.starts_with(self.deploy_to.join(dir));
+            if !link.is_absolute()
+                || link.parent().is_none_or(|p| p == Path::new("/"))
+                || link.file_name().is_none()
+                || link == &self.deploy_to
+                || ["releases", ".shipit", "shared", "run"]
+                    .iter()
+                    .any(|d| inside(d))
+                || link
+                    .components()
+                    .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+            {
+                return Err(err(
+                    format!(
+                        "current_path = {:?} in {file} is not a place for the live link",
+                        link
+                    ),
+                    "give the absolute path the web server reads, in a directory of its own, \
+                     outside releases/, shared/ and .shipit/, e.g. current_path = \"/var/www/html\"",
+                ));
+            }
+            // With [fleet] it is a path on the hosts.
+            let parent = link.parent().expect("checked above");
+            if self.fleet.is_none() && !parent.is_dir() {
+                return Err(err(
+                    format!(
+                        "current_path = {:?} in {file}: its directory {} does not exist",
+                        link,
+                        parent.display()
+                    ),
+                    "create that directory (the live link is made inside it), or fix current_path",
+                ));
+            }
+        }
         if self.keep_releases == 0 {
             return Err(err(
                 format!("keep_releases = 0 in {file} would delete the live release"),
                 "set keep_releases to 1 or more (5 is a good default)",
             ));
         }
+        let kinds = [
+            self.source.git.is_some(),
+            self.source.path.is_some(),
+            self.source.archive.is_some(),
+        ];
+        match kinds.iter().filter(|k| **k).count() {
+            0 => {
+                return Err(err(
+                    format!("[source] in {file} sets none of git, path and archive"),
+                    "add git = \"<repo path or URL>\", path = \"<dir>\" or archive = \"<file>\"",
+                ));
+            }
+            1 => {}
+            _ => {
+                return Err(err(
+                    format!("[source] in {file} sets more than one of git, path and archive"),
+                    "keep one: git = \"<repo>\" to deploy a branch, path = \"<dir>\" to ship a \
+                     directory, or archive = \"<file>\" to ship a CI artifact",
+                ));
+            }
+        }
         match (&self.source.git, &self.source.path) {
-            (Some(_), Some(_)) => {
-                return Err(err(
-                    format!("[source] in {file} sets both git and path"),
-                    "keep one: git = \"<repo>\" to deploy a branch, or path = \"<dir>\" to ship a directory",
-                ));
-            }
-            (None, None) => {
-                return Err(err(
-                    format!("[source] in {file} sets neither git nor path"),
-                    "add git = \"<repo path or URL>\" or path = \"<dir>\"",
-                ));
-            }
             (Some(git), None) if git.trim().is_empty() || git.starts_with('-') => {
                 return Err(err(
                     format!("source.git = {git:?} in {file} is not a repository"),
@@ -594,6 +764,7 @@ impl Config {
         }
         crate::gitref::check_ref(&self.source.branch)
             .map_err(|e| e.context(format!("source.branch in {file} is not usable")))?;
+        self.source.validate(&self.file)?;
         for entry in &self.shared {
             shared_entry(entry)
                 .map_err(|e| e.context(format!("bad entry in shared = [...] in {file}")))?;
@@ -738,6 +909,76 @@ impl ReuseConfig {
                 self.path
             ))
             .hint("move the install command there from hooks.build, e.g. run = [\"npm ci --omit=dev\"]"));
+        }
+        Ok(())
+    }
+}
+
+impl SourceConfig {
+    /// The git-only keys: `subdir`, `verify` and `allowed_signers`; the
+    /// archive's `sha256`.
+    fn validate(&self, file: &Path) -> Result<()> {
+        let file = file.display();
+        if let Some(digest) = &self.sha256 {
+            if self.archive.is_none() {
+                return Err(Error::usage(format!("source.sha256 in {file} is set without source.archive"))
+                    .hint("sha256 is the digest of the archive to deploy: add archive = \"<file>\", or remove sha256"));
+            }
+            if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Error::usage(format!(
+                    "source.sha256 = {digest:?} in {file} is not a sha256 digest"
+                ))
+                .hint("give the 64 hex digits `sha256sum <file>` prints"));
+            }
+        }
+        if self.verify == Verify::Signed && self.archive.is_some() {
+            return Err(Error::usage(format!(
+                "source.verify = \"signed\" in {file} is set with source.archive"
+            ))
+            .hint(
+                "an archive has no commit signature to verify: pin its digest with sha256 instead",
+            ));
+        }
+        if let Some(subdir) = &self.subdir {
+            if self.path.is_some() {
+                return Err(Error::usage(format!(
+                    "source.subdir in {file} is set with source.path"
+                ))
+                .hint("point source.path at the directory itself, and remove subdir"));
+            }
+            crate::gitref::check_tree_path(subdir).map_err(|why| {
+                Error::usage(format!(
+                    "source.subdir = {subdir:?} in {file} is not usable: {why}"
+                ))
+                .hint("give the directory relative to the repository's root, e.g. subdir = \"apps/web\"")
+            })?;
+        }
+        match (self.verify, &self.allowed_signers) {
+            (Verify::Signed, None) => {
+                return Err(Error::usage(format!(
+                    "source.verify = \"signed\" in {file} needs source.allowed_signers"
+                ))
+                .hint(
+                    "name the file of ssh keys allowed to sign deploys (git's allowed-signers \
+                     format: `<email> <key type> <key>` a line), e.g. allowed_signers = \"deploy-signers\"",
+                ));
+            }
+            (Verify::Signed, Some(_)) if self.path.is_some() => {
+                return Err(Error::usage(format!(
+                    "source.verify = \"signed\" in {file} is set with source.path"
+                ))
+                .hint(
+                    "only a git source has commits to verify: remove verify, or deploy from git",
+                ));
+            }
+            (Verify::Signed, Some(signers)) if !signers.is_file() => {
+                return Err(Error::usage(format!(
+                    "source.allowed_signers {} (in {file}) is not a file",
+                    signers.display()
+                ))
+                .hint("create it, one `<email> <key type> <key>` a line, or fix the path (relative paths are relative to the config file)"));
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -1019,11 +1260,16 @@ mod tests {
         let all = r#"
             app = "shop"
             deploy_to = "/srv/app"
+            current_path = "/var/www/html"
             keep_releases = 3
             shared = [".env"]
             [source]
             git = "/r"
             branch = "main"
+            subdir = "apps/web"
+            submodules = true
+            verify = "none"
+            allowed_signers = "signers"
             [hooks]
             build = []
             reload = "true"
@@ -1082,8 +1328,9 @@ mod tests {
             tables.extend(t.values().filter_map(|v| v.as_table()));
         }
         let in_schema: usize = SCHEMA.iter().map(|(_, keys)| keys.len()).sum();
-        // `source.path` is the one key the document above cannot also set.
-        assert_eq!(counted + 1, in_schema);
+        // `source.path`, `archive` and `sha256` are the keys the document
+        // above cannot also set.
+        assert_eq!(counted + 3, in_schema);
     }
 
     /// The configuration reference is where operators look: every key of
@@ -1218,12 +1465,31 @@ mod tests {
     }
 
     #[test]
+    fn source_subdir_and_verify_are_checked() {
+        for (extra, says) in [
+            ("subdir = \"../web\"\n", "source.subdir = \"../web\""),
+            ("subdir = \"/apps/web\"\n", "absolute"),
+            ("verify = \"signed\"\n", "needs source.allowed_signers"),
+            (
+                "verify = \"signed\"\nallowed_signers = \"nowhere\"\n",
+                "/etc/app/nowhere",
+            ),
+        ] {
+            let e = parse_str(&format!("{MIN}{extra}")).unwrap_err();
+            assert!(e.to_string().contains(says), "{extra}: {e}");
+        }
+        let c = parse_str(&format!("{MIN}subdir = \"apps/web/\"\n")).unwrap();
+        assert!(c.source.submodules, "submodules are exported by default");
+        assert_eq!(c.source.verify, Verify::None);
+    }
+
+    #[test]
     fn source_must_be_exactly_one() {
         let e = parse_str("deploy_to = \"/a\"\n[source]\nbranch = \"main\"\n").unwrap_err();
-        assert!(e.message.contains("neither"), "{e}");
+        assert!(e.message.contains("none of"), "{e}");
         let e =
             parse_str("deploy_to = \"/a\"\n[source]\ngit = \"/r\"\npath = \"/p\"\n").unwrap_err();
-        assert!(e.message.contains("both"), "{e}");
+        assert!(e.message.contains("more than one"), "{e}");
     }
 
     #[test]

@@ -15,11 +15,11 @@ impl Ctx {
         // With [fleet], deploy_to is a path on the hosts; what the
         // controller keeps (its build, mirror, lock, rollout history) lives
         // in fleet.state.
-        let root = match &config.fleet {
-            Some(fleet) => fleet.state.clone(),
-            None => config.deploy_to.clone(),
+        // current_path is a path on the hosts, too.
+        let layout = match &config.fleet {
+            Some(fleet) => Layout::new(fleet.state.clone()),
+            None => Layout::new(config.deploy_to.clone()).with_current(config.current_path.clone()),
         };
-        let layout = Layout::new(root);
         Ctx { config, layout, ui }
     }
 }

@@ -247,7 +247,7 @@ fn build_and_publish(
     if let Some(step) = fetching {
         step.done();
     }
-    if let Some(warning) = &resolved.warning {
+    for warning in &resolved.warnings {
         ctx.ui.warn(warning);
     }
     event.revision = resolved.revision.clone();
@@ -305,6 +305,16 @@ fn stage(
     )?;
 
     let exporting = match resolved.revision.as_deref() {
+        Some(digest) if matches!(resolved.origin, source::Origin::Archive(_)) => ctx.ui.long_step(
+            "Unpacking",
+            format!(
+                "{} (sha256 {}) into {} (it becomes {} once built)",
+                resolved.source,
+                &digest[..12],
+                staging_display(layout, id),
+                Layout::display(id)
+            ),
+        ),
         Some(sha) => ctx.ui.long_step(
             "Exporting",
             format!(
@@ -342,6 +352,7 @@ fn stage(
         id: id.clone(),
         status: Status::Ready,
         revision: resolved.revision.clone(),
+        revision_time: resolved.revision_time,
         branch: resolved.branch.clone(),
         source: resolved.source.clone(),
         deployed_by: format!("{}@{}", whoami::user(), whoami::host()),

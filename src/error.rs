@@ -122,6 +122,9 @@ pub struct Error {
     /// Its `--json` form went out already, inside the command's own report
     /// (a fleet rollout reports every host, failed or not).
     pub reported: bool,
+    /// The config the command used, so that an error says which one (it
+    /// may have been found in a parent directory).
+    pub config: Option<Box<Path>>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -135,6 +138,7 @@ impl Error {
             live: None,
             hint: None,
             reported: false,
+            config: None,
         }
     }
 
@@ -201,6 +205,7 @@ impl Error {
                 "causes": self.causes,
                 "live": self.live,
                 "hint": self.hint,
+                "config": self.config,
             }
         })
     }
@@ -214,6 +219,9 @@ impl fmt::Display for Error {
         }
         if let Some(live) = &self.live {
             write!(f, "\nlive now: {live}")?;
+        }
+        if let Some(config) = &self.config {
+            write!(f, "\nconfig: {}", config.display())?;
         }
         if let Some(hint) = &self.hint {
             write!(f, "\nhint: {hint}")?;

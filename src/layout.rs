@@ -89,6 +89,8 @@ impl From<ReleaseId> for String {
 #[derive(Clone, Debug)]
 pub struct Layout {
     root: PathBuf,
+    /// `current_path`: the live link somewhere else (a fixed web root).
+    current: Option<PathBuf>,
 }
 
 /// Name of the metadata file inside every release.
@@ -96,14 +98,42 @@ pub const METADATA_FILE: &str = ".shipit-release.json";
 
 impl Layout {
     pub fn new(root: impl Into<PathBuf>) -> Layout {
-        Layout { root: root.into() }
+        Layout {
+            root: root.into(),
+            current: None,
+        }
+    }
+
+    /// The same layout with the live link at `link` (`current_path`)
+    /// instead of `<root>/current`.
+    pub fn with_current(mut self, link: Option<PathBuf>) -> Layout {
+        self.current = link;
+        self
     }
 
     pub fn root(&self) -> &Path {
         &self.root
     }
+    /// The live link: `<root>/current`, or `current_path`.
     pub fn current(&self) -> PathBuf {
-        self.root.join("current")
+        self.current
+            .clone()
+            .unwrap_or_else(|| self.root.join("current"))
+    }
+    /// What the live link should contain to point at `id`: relative where
+    /// it can be (so the deploy directory can be moved or mounted
+    /// elsewhere), from the link's own directory.
+    pub fn link_target(&self, id: &ReleaseId) -> PathBuf {
+        let Some(link) = &self.current else {
+            return Layout::current_target(id);
+        };
+        let release = self.release(id);
+        let from = link.parent().and_then(|d| std::fs::canonicalize(d).ok());
+        let to = std::fs::canonicalize(self.releases()).ok();
+        match (from, to) {
+            (Some(from), Some(to)) => relative(&from, &to).join(id.as_str()),
+            _ => release,
+        }
     }
     pub fn releases(&self) -> PathBuf {
         self.root.join("releases")
@@ -128,6 +158,15 @@ impl Layout {
     }
     pub fn mirror(&self) -> PathBuf {
         self.state().join("repo.git")
+    }
+    /// The bare mirror of a submodule's repository: one per URL, named by
+    /// a digest of it (the URL comes from a repository's `.gitmodules`
+    /// and must not choose a path).
+    pub fn module_mirror(&self, url: &str) -> PathBuf {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(url.as_bytes());
+        let name: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        self.state().join("modules").join(format!("{name}.git"))
     }
     pub fn staging_dir(&self) -> PathBuf {
         self.state().join("staging")
@@ -167,10 +206,37 @@ impl Layout {
     }
 }
 
+/// The relative path from directory `from` to `to` (both absolute and
+/// canonical).
+fn relative(from: &Path, to: &Path) -> PathBuf {
+    let from: Vec<_> = from.components().collect();
+    let to: Vec<_> = to.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..from.len() {
+        out.push("..");
+    }
+    for part in &to[common..] {
+        out.push(part);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn relative_paths_between_directories() {
+        for (from, to, want) in [
+            ("/var/www", "/srv/app/releases", "../../srv/app/releases"),
+            ("/srv/app", "/srv/app/releases", "releases"),
+            ("/srv/app/public", "/srv/app/releases", "../releases"),
+        ] {
+            assert_eq!(relative(Path::new(from), Path::new(to)), Path::new(want));
+        }
+    }
 
     fn id(s: &str) -> ReleaseId {
         ReleaseId::parse(s).unwrap()

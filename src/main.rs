@@ -10,8 +10,12 @@
 //! - `src/layout.rs`: paths under `deploy_to`; the release id type
 //! - `src/store.rs`: releases, their metadata, leftovers, deletion through
 //!   trash
-//! - `src/source.rs`: the git mirror, export; directory sources
-//! - `src/gitref.rs`: the check every outside ref and branch name passes
+//! - `src/source.rs`: the git mirror, export (a subdir of it, its
+//!   submodules), signature checks; directory sources
+//! - `src/archive.rs`: CI artifacts: copy and hash, then unpack tar/zip by
+//!   rules that keep every entry inside the release
+//! - `src/gitref.rs`: the check every outside ref, branch name, submodule
+//!   URL and tree path passes
 //! - `src/mutation.rs`: what every mutating command does first: signals,
 //!   skeleton, lock
 //! - `src/hooks.rs`: running one hook: process group, timeout, streamed output,
@@ -58,6 +62,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod activate;
+mod archive;
 mod check;
 mod cli;
 mod clock;

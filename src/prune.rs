@@ -251,6 +251,7 @@ pub(crate) mod tests {
                 id: id.clone(),
                 status,
                 revision: None,
+                revision_time: None,
                 branch: None,
                 source: String::new(),
                 deployed_by: String::new(),

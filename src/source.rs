@@ -17,6 +17,7 @@
 //! --auto` itself after each fetch, in the foreground, bounded, under the
 //! deploy lock, so the mirror still does not grow without bound.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use duct::{Expression, cmd};
 
-use crate::config::Config;
+use crate::config::{Config, Verify};
 use crate::error::{Error, IoContext, Kind, Result};
 use crate::gitref::check_ref;
 use crate::interrupt;
@@ -56,9 +57,26 @@ pub struct Resolved {
     pub source: String,
     /// Where to export it from.
     pub origin: Origin,
-    /// What went wrong that the deploy can live with (the mirror's
-    /// maintenance), for the caller to show.
-    pub warning: Option<String>,
+    /// What the deploy can live with but the user must hear about (the
+    /// mirror's maintenance failed, submodules left out), for the caller
+    /// to show.
+    pub warnings: Vec<String>,
+    /// When the revision was committed (its committer date).
+    pub revision_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// The submodules to export into the release, parents before the
+    /// submodules inside them.
+    pub submodules: Vec<Submodule>,
+}
+
+/// A submodule at the commit its superproject pins, fetched into a
+/// mirror of its own.
+#[derive(Clone, Debug)]
+pub struct Submodule {
+    /// Where it goes, relative to the release's root.
+    pub path: PathBuf,
+    pub commit: String,
+    pub url: String,
+    pub mirror: PathBuf,
 }
 
 #[derive(Clone, Debug)]
@@ -73,6 +91,8 @@ pub enum Origin {
     PushedRepo(PathBuf),
     /// A directory source.
     Directory,
+    /// A CI artifact, copied into staging (see [`crate::archive`]).
+    Archive(PathBuf),
 }
 
 /// What a deploy asks for.
@@ -205,6 +225,9 @@ fn run_within(expr: Expression, what: &str, timeout: Duration, group: bool) -> R
 /// Update the mirror (git) and decide exactly what to deploy.
 pub fn resolve(config: &Config, layout: &Layout, wanted: &Wanted) -> Result<Resolved> {
     let _timing = crate::ui::Timing::start("fetch+resolve");
+    if let Some(archive) = &config.source.archive {
+        return resolve_archive(config, layout, archive);
+    }
     if let Some(dir) = &config.source.path {
         if !dir.is_dir() {
             return Err(
@@ -217,7 +240,9 @@ pub fn resolve(config: &Config, layout: &Layout, wanted: &Wanted) -> Result<Reso
             branch: None,
             source: dir.display().to_string(),
             origin: Origin::Directory,
-            warning: None,
+            warnings: Vec::new(),
+            revision_time: None,
+            submodules: Vec::new(),
         });
     }
     let url = config
@@ -230,23 +255,31 @@ pub fn resolve(config: &Config, layout: &Layout, wanted: &Wanted) -> Result<Reso
     let branch = wanted.branch.unwrap_or(reference).to_string();
     if let Some(repo) = wanted.pushed_repo {
         let revision = resolve_rev(|args| in_pushed_repo(repo, args), reference)?;
-        return Ok(Resolved {
+        let mut resolved = Resolved {
             revision: Some(revision),
             branch: Some(branch),
             source: repo.display().to_string(),
             origin: Origin::PushedRepo(repo.to_path_buf()),
-            warning: None,
-        });
+            warnings: Vec::new(),
+            revision_time: None,
+            submodules: Vec::new(),
+        };
+        inspect(config, layout, url, &mut resolved)?;
+        return Ok(resolved);
     }
-    fetch_mirror(url, layout)?;
+    fetch_mirror(url, &layout.mirror(), layout, false)?;
     let mirror = layout.mirror();
-    let warning = maintain(&mirror).err().map(|e| {
-        format!(
-            "the maintenance of {} (`git gc --auto`) failed; the deploy goes on: {e}",
-            mirror.display()
-        )
-        .replace('\n', "; ")
-    });
+    let warnings = maintain(&mirror)
+        .err()
+        .map(|e| {
+            format!(
+                "the maintenance of {} (`git gc --auto`) failed; the deploy goes on: {e}",
+                mirror.display()
+            )
+            .replace('\n', "; ")
+        })
+        .into_iter()
+        .collect();
     let revision = resolve_rev(|args| git(&mirror, args), reference).map_err(|e| {
         let hint = if wanted.reference.is_some() {
             format!("check the ref: `git ls-remote {url}` lists branches and tags")
@@ -258,13 +291,392 @@ pub fn resolve(config: &Config, layout: &Layout, wanted: &Wanted) -> Result<Reso
         };
         e.hint(hint)
     })?;
-    Ok(Resolved {
+    let mut resolved = Resolved {
         revision: Some(revision),
         branch: Some(branch),
         source: url.to_string(),
         origin: Origin::Mirror,
-        warning,
+        warnings,
+        revision_time: None,
+        submodules: Vec::new(),
+    };
+    inspect(config, layout, url, &mut resolved)?;
+    Ok(resolved)
+}
+
+/// Copy the artifact into staging and check its digest. For an archive,
+/// the revision is its sha256 (hex): what `releases` shows and hooks get
+/// as `SHIPIT_REVISION`.
+fn resolve_archive(config: &Config, layout: &Layout, archive: &Path) -> Result<Resolved> {
+    if config.source.verify == Verify::Signed {
+        return Err(Error::usage(format!(
+            "source.verify = \"signed\" in {} refuses an archive: it has no commit signature to verify",
+            config.file.display()
+        ))
+        .hint("deploy a signed commit from git, or remove verify to deploy artifacts"));
+    }
+    let input = crate::archive::Input::from_arg(archive);
+    let (spool, digest) = crate::archive::spool(&input, &layout.staging_dir())?;
+    if let Some(want) = &config.source.sha256
+        && !want.eq_ignore_ascii_case(&digest)
+    {
+        let _ = fs::remove_file(&spool);
+        return Err(Error::usage(format!(
+            "the archive {} has sha256 {digest}, not the {want} that source.sha256 in {} expects",
+            input.describe(),
+            config.file.display()
+        ))
+        .hint("deploy the artifact that digest names, or update sha256 (`sha256sum <file>`)"));
+    }
+    Ok(Resolved {
+        revision: Some(digest),
+        branch: None,
+        source: format!("archive {}", input.describe()),
+        origin: Origin::Archive(spool),
+        warnings: Vec::new(),
+        revision_time: None,
+        submodules: Vec::new(),
     })
+}
+
+/// A git command aimed at the repository `origin` names.
+fn origin_git<'a>(origin: &'a Origin, layout: &'a Layout) -> impl Fn(&[&str]) -> Expression + 'a {
+    move |args: &[&str]| match origin {
+        Origin::PushedRepo(repo) => in_pushed_repo(repo, args),
+        _ => git(&layout.mirror(), args),
+    }
+}
+
+/// The pre-flight checks of a resolved revision, before anything is
+/// staged: its commit time, `source.subdir` exists there, and every
+/// submodule it pins is fetched and has its commit.
+fn inspect(config: &Config, layout: &Layout, url: &str, resolved: &mut Resolved) -> Result<()> {
+    let sha = resolved.revision.clone().expect("a git source");
+    let repo = origin_git(&resolved.origin, layout);
+    if config.source.verify == Verify::Signed {
+        let signers = config.source.allowed_signers.as_deref().expect("validated");
+        verify_signed(&repo, &sha, signers, config)?;
+    }
+    let time = run(
+        repo(&["show", "-s", "--format=%ct", &sha]),
+        &format!("read the commit time of {sha}"),
+    )?;
+    resolved.revision_time = time
+        .parse::<i64>()
+        .ok()
+        .and_then(|t| chrono::DateTime::from_timestamp(t, 0));
+    let subdir = config
+        .source
+        .subdir
+        .as_deref()
+        .map(|s| s.trim_end_matches('/'));
+    if let Some(subdir) = subdir {
+        let object = format!("{sha}:{subdir}");
+        let kind = match run(repo(&["cat-file", "-t", &object]), "look up source.subdir") {
+            Ok(kind) => kind,
+            // An interrupt is not an answer about the path.
+            Err(e) if e.kind == Kind::Interrupted => return Err(e),
+            Err(_) => String::new(),
+        };
+        if kind != "tree" {
+            let what = if kind == "commit" {
+                "is a submodule, not a directory"
+            } else {
+                "does not exist"
+            };
+            return Err(Error::usage(format!(
+                "source.subdir {subdir:?} {what} at revision {sha} ({})",
+                resolved.branch.as_deref().unwrap_or("-")
+            ))
+            .hint(format!(
+                "check the path with `git ls-tree -d {sha} -- {subdir}`, or fix subdir in {}",
+                config.file.display()
+            )));
+        }
+    }
+    let links = gitlinks(&repo, &sha, subdir)?;
+    if links.is_empty() {
+        return Ok(());
+    }
+    if !config.source.submodules {
+        let paths: Vec<String> = links.iter().map(|(p, _)| p.display().to_string()).collect();
+        resolved.warnings.push(format!(
+            "source.submodules = false: the release leaves out the submodule{} {} (empty directories)",
+            if paths.len() == 1 { "" } else { "s" },
+            paths.join(", ")
+        ));
+        return Ok(());
+    }
+    let modules = gitmodules(&repo, &sha)?;
+    let mut queue: Vec<Pending> = links
+        .into_iter()
+        .map(|(path, commit)| Pending {
+            path: path.clone(),
+            in_tree: match subdir {
+                Some(s) => Path::new(s).join(&path),
+                None => path,
+            },
+            commit,
+            modules: modules.clone(),
+            base: url.to_string(),
+            depth: 1,
+        })
+        .collect();
+    queue.reverse();
+    while let Some(pending) = queue.pop() {
+        let sub = fetch_submodule(layout, &pending)?;
+        let mirror_git = |args: &[&str]| git(&sub.mirror, args);
+        let inner = gitlinks(&mirror_git, &sub.commit, None)?;
+        if !inner.is_empty() {
+            if pending.depth >= MAX_SUBMODULE_DEPTH {
+                return Err(Error::usage(format!(
+                    "submodule {} nests submodules more than {MAX_SUBMODULE_DEPTH} deep",
+                    sub.path.display()
+                ))
+                .hint("a submodule that contains itself never ends; set source.submodules = false to skip them"));
+            }
+            let modules = gitmodules(&mirror_git, &sub.commit)?;
+            for (path, commit) in inner.into_iter().rev() {
+                queue.push(Pending {
+                    path: sub.path.join(&path),
+                    in_tree: path,
+                    commit,
+                    modules: modules.clone(),
+                    base: sub.url.clone(),
+                    depth: pending.depth + 1,
+                });
+            }
+        }
+        resolved.submodules.push(sub);
+    }
+    Ok(())
+}
+
+/// Refuse `sha` unless it carries a good ssh signature by a key in
+/// `signers`. The trust store is that file alone, named in the config: not
+/// whichever `gpg.ssh.allowedSignersFile` or gpg keyring the user running
+/// shipit (a deploy user, CI, a push hook) happens to have. So a gpg
+/// signature, which only a keyring could vouch for, is refused too.
+fn verify_signed(
+    repo: &impl Fn(&[&str]) -> Expression,
+    sha: &str,
+    signers: &Path,
+    config: &Config,
+) -> Result<()> {
+    let refuse = |why: String| {
+        Error::usage(format!("commit {sha} is not signed by an allowed key: {why}")).hint(format!(
+            "source.verify = \"signed\" in {} deploys only commits signed with an ssh key listed in {}: \
+             sign it (`git commit -S` with gpg.format = ssh) with such a key, or add the signer's key there",
+            config.file.display(),
+            signers.display()
+        ))
+    };
+    let object = run(
+        repo(&["cat-file", "commit", sha]),
+        &format!("read commit {sha}"),
+    )?;
+    let header = object.split("\n\n").next().unwrap_or("");
+    let signature = header.lines().find_map(|l| {
+        l.strip_prefix("gpgsig ")
+            .or_else(|| l.strip_prefix("gpgsig-sha256 "))
+    });
+    match signature {
+        None => return Err(refuse("it carries no signature".into())),
+        Some(s) if !s.starts_with("-----BEGIN SSH SIGNATURE-----") => {
+            return Err(refuse(
+                "it is signed with gpg or x509, and shipit trusts only the ssh keys in source.allowed_signers"
+                    .into(),
+            ));
+        }
+        Some(_) => {}
+    }
+    let file = format!("gpg.ssh.allowedSignersFile={}", signers.display());
+    match run(
+        repo(&["-c", &file, "verify-commit", "--end-of-options", sha]),
+        "verify the signature",
+    ) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind == Kind::Interrupted => Err(e),
+        Err(e) => {
+            let why = e.causes.join("; ").replace('\n', "; ");
+            Err(refuse(if why.is_empty() {
+                "git verify-commit refused it".into()
+            } else {
+                format!("git says: {why}")
+            }))
+        }
+    }
+}
+
+/// Submodules inside submodules, at most this deep (a repository can pin
+/// itself).
+const MAX_SUBMODULE_DEPTH: usize = 8;
+
+/// A submodule found in a tree, not fetched yet.
+struct Pending {
+    /// Where it goes in the release.
+    path: PathBuf,
+    /// Its path in the tree that pins it (the key in `.gitmodules`).
+    in_tree: PathBuf,
+    commit: String,
+    /// That tree's `.gitmodules`: path → url.
+    modules: BTreeMap<String, String>,
+    /// The URL of the repository that pins it (relative URLs resolve
+    /// against it).
+    base: String,
+    depth: usize,
+}
+
+/// Fetch a submodule's repository into its mirror (one per URL) and make
+/// sure it has the pinned commit.
+fn fetch_submodule(layout: &Layout, pending: &Pending) -> Result<Submodule> {
+    let shown = pending.path.display();
+    let key = pending.in_tree.display().to_string();
+    let Some(raw) = pending.modules.get(&key) else {
+        return Err(Error::usage(format!(
+            "submodule {shown} has no url in .gitmodules"
+        ))
+        .hint("add it with `git submodule add <url> <path>` in the repository, or set source.submodules = false to deploy without it"));
+    };
+    let url = crate::gitref::join_url(&pending.base, raw);
+    let transport = crate::gitref::check_url(&url).map_err(|why| {
+        Error::usage(format!(
+            "submodule {shown} has the url {raw:?} in .gitmodules, which shipit refuses: {why}"
+        ))
+        .hint("point the submodule at an https, ssh or git URL, or a path (`git submodule set-url`), or set source.submodules = false")
+    })?;
+    // Only hex: it came from a tree, but it becomes an argument.
+    if !(pending.commit.len() >= 40 && pending.commit.bytes().all(|b| b.is_ascii_hexdigit())) {
+        return Err(Error::usage(format!(
+            "submodule {shown} pins {:?}, which is not a commit id",
+            pending.commit
+        )));
+    }
+    let mirror = layout.module_mirror(&url);
+    let local = transport == crate::gitref::Transport::Local;
+    fetch_mirror(&url, &mirror, layout, local)
+        .map_err(|e| e.context(format!("could not fetch submodule {shown}")))?;
+    let want = format!("{}^{{commit}}", pending.commit);
+    let has = |mirror: &Path| {
+        run(
+            git(mirror, &["cat-file", "-e", &want]),
+            "look up the pinned commit",
+        )
+        .is_ok()
+    };
+    if !has(&mirror) {
+        // Not on any branch or tag: servers may still give it by id.
+        let mut args = fetch_args(local);
+        args.extend(["fetch", "--quiet", "--", &url, &pending.commit]);
+        let _ = run(git(&mirror, &args), "fetch the pinned commit");
+        if !has(&mirror) {
+            return Err(Error::usage(format!(
+                "submodule {shown} pins commit {}, which {url} does not have",
+                pending.commit
+            ))
+            .hint("push that commit to the submodule's repository, or commit the submodule at a commit it has"));
+        }
+    }
+    Ok(Submodule {
+        path: pending.path.clone(),
+        commit: pending.commit.clone(),
+        url,
+        mirror,
+    })
+}
+
+/// The submodules (gitlinks) in `sha`'s tree, under `subdir` if given:
+/// (path relative to `subdir` or the root, pinned commit).
+fn gitlinks(
+    git: &impl Fn(&[&str]) -> Expression,
+    sha: &str,
+    subdir: Option<&str>,
+) -> Result<Vec<(PathBuf, String)>> {
+    let mut args = vec!["--literal-pathspecs", "ls-tree", "-r", "-z", sha];
+    if let Some(subdir) = subdir {
+        args.extend(["--", subdir]);
+    }
+    let out = run(git(&args), &format!("list the tree of {sha}"))?;
+    let mut links = Vec::new();
+    for entry in out.split('\0').filter(|e| !e.is_empty()) {
+        let Some((info, path)) = entry.split_once('\t') else {
+            continue;
+        };
+        let mut info = info.split(' ');
+        let (Some(_mode), Some(kind), Some(commit)) = (info.next(), info.next(), info.next())
+        else {
+            continue;
+        };
+        if kind != "commit" {
+            continue;
+        }
+        let rel = match subdir {
+            Some(s) => path
+                .strip_prefix(s)
+                .and_then(|p| p.strip_prefix('/'))
+                .unwrap_or(path),
+            None => path,
+        };
+        crate::gitref::check_tree_path(rel).map_err(|why| {
+            Error::usage(format!(
+                "the submodule path {path:?} at {sha} is not usable: {why}"
+            ))
+        })?;
+        links.push((PathBuf::from(rel), commit.to_string()));
+    }
+    Ok(links)
+}
+
+/// `.gitmodules` of `sha`: each submodule's path and url.
+fn gitmodules(git: &impl Fn(&[&str]) -> Expression, sha: &str) -> Result<BTreeMap<String, String>> {
+    let blob = format!("--blob={sha}:.gitmodules");
+    let out = match run(
+        git(&[
+            "config",
+            &blob,
+            "-z",
+            "--get-regexp",
+            r"^submodule\..*\.(path|url)$",
+        ]),
+        "read .gitmodules",
+    ) {
+        Ok(out) => out,
+        // No .gitmodules (or nothing in it): every gitlink lacks a url.
+        Err(_) => return Ok(BTreeMap::new()),
+    };
+    let mut paths = BTreeMap::new();
+    let mut urls = BTreeMap::new();
+    for entry in out.split('\0').filter(|e| !e.is_empty()) {
+        let Some((key, value)) = entry.split_once('\n') else {
+            continue;
+        };
+        if let Some(name) = key
+            .strip_prefix("submodule.")
+            .and_then(|k| k.strip_suffix(".path"))
+        {
+            paths.insert(name.to_string(), value.trim_end_matches('/').to_string());
+        } else if let Some(name) = key
+            .strip_prefix("submodule.")
+            .and_then(|k| k.strip_suffix(".url"))
+        {
+            urls.insert(name.to_string(), value.to_string());
+        }
+    }
+    Ok(paths
+        .into_iter()
+        .filter_map(|(name, path)| urls.remove(&name).map(|url| (path, url)))
+        .collect())
+}
+
+/// The options of a fetch shipit makes itself: a local path the user's
+/// repository names is allowed whatever `protocol.file.allow` says (git
+/// applies that setting to submodule URLs; this mirror is shipit's own).
+fn fetch_args(local: bool) -> Vec<&'static str> {
+    if local {
+        vec!["-c", "protocol.file.allow=always"]
+    } else {
+        Vec::new()
+    }
 }
 
 /// Could `reference` be a commit sha (which no remote can be asked about)?
@@ -321,8 +733,11 @@ fn in_pushed_repo(repo: &Path, args: &[&str]) -> Expression {
     unattended(cmd("git", argv).env("GIT_DIR", repo))
 }
 
-fn fetch_mirror(url: &str, layout: &Layout) -> Result<()> {
-    let mirror = layout.mirror();
+/// Bring the bare mirror `mirror` of `url` up to date, creating it first
+/// if need be. `local`: `url` is a path on this machine (see
+/// [`fetch_args`]).
+fn fetch_mirror(url: &str, mirror: &Path, layout: &Layout, local: bool) -> Result<()> {
+    let allow = fetch_args(local);
     if !mirror.join("HEAD").exists() {
         // Create the mirror under staging and rename it into place, so a
         // crash mid-creation leaves a leftover to clear, never a mirror that
@@ -336,41 +751,37 @@ fn fetch_mirror(url: &str, layout: &Layout) -> Result<()> {
         // `clone --mirror` of a local repository hardlinks its objects
         // instead of re-packing them: much faster for a first deploy.
         let target = fresh.path().display().to_string();
-        run(
-            git_command(&["clone", "--mirror", "--quiet", "--", url, &target]),
-            &format!("clone {url}"),
-        )
-        .map_err(|e| {
+        let mut args = allow.clone();
+        args.extend(["clone", "--mirror", "--quiet", "--", url, &target]);
+        run(git_command(&args), &format!("clone {url}")).map_err(|e| {
             e.hint(format!(
                 "check that {url} is reachable: `git ls-remote {url}`"
             ))
         })?;
         if mirror.exists() {
-            fs::remove_dir_all(&mirror).with_path("could not remove the broken mirror", &mirror)?;
+            fs::remove_dir_all(mirror).with_path("could not remove the broken mirror", mirror)?;
         }
-        fs::rename(fresh.keep(), &mirror).with_path("could not create", &mirror)?;
+        if let Some(parent) = mirror.parent() {
+            fs::create_dir_all(parent).with_path("could not create", parent)?;
+        }
+        fs::rename(fresh.keep(), mirror).with_path("could not create", mirror)?;
     }
-    clear_stale_git_locks(&mirror)?;
+    clear_stale_git_locks(mirror)?;
     // Fetch from the URL with an explicit refspec rather than through the
     // mirror's `origin` settings: a changed source.git takes effect, and a
     // mirror from an older or interrupted run is put right, with no
     // `git config` writes (two more git runs) on every deploy.
-    run(
-        git(
-            &mirror,
-            &[
-                "fetch",
-                "--quiet",
-                "--prune",
-                "--force",
-                "--",
-                url,
-                "+refs/*:refs/*",
-            ],
-        ),
-        &format!("fetch {url}"),
-    )
-    .map_err(|e| {
+    let mut args = allow;
+    args.extend([
+        "fetch",
+        "--quiet",
+        "--prune",
+        "--force",
+        "--",
+        url,
+        "+refs/*:refs/*",
+    ]);
+    run(git(mirror, &args), &format!("fetch {url}")).map_err(|e| {
         e.hint(format!(
             "check that {url} is reachable: `git ls-remote {url}`"
         ))
@@ -489,7 +900,9 @@ fn resolve_rev(git: impl Fn(&[&str]) -> Expression, wanted: &str) -> Result<Stri
     )))
 }
 
-/// Write the source tree into `dest` (an empty, existing directory).
+/// Write the source tree into `dest` (an empty, existing directory): the
+/// revision (or `source.subdir` of it), then each submodule into its
+/// directory.
 pub fn export(
     config: &Config,
     layout: &Layout,
@@ -498,23 +911,83 @@ pub fn export(
     ui: &Ui,
 ) -> Result<()> {
     let _timing = crate::ui::Timing::start("export");
-    match &resolved.revision {
-        Some(sha) => {
-            let args = ["archive", "--format=tar", sha.as_str()];
-            let archive = match &resolved.origin {
-                Origin::PushedRepo(repo) => in_pushed_repo(repo, &args),
-                _ => git(&layout.mirror(), &args),
-            };
-            let dest_arg = dest.display().to_string();
-            let untar = cmd!("tar", "-x", "--no-same-owner", "-f", "-", "-C", dest_arg);
-            run(archive.pipe(untar), &format!("export revision {sha}"))?;
-            Ok(())
-        }
-        None => {
-            let src = config.source.path.as_ref().expect("path source");
-            copy_tree(src, dest, ui)
-        }
+    if let Origin::Archive(spool) = &resolved.origin {
+        let shown = config.source.archive.as_deref().map_or("-".into(), |a| {
+            crate::archive::Input::from_arg(a).describe()
+        });
+        let result = crate::archive::unpack(spool, dest, &shown);
+        let _ = fs::remove_file(spool);
+        return result;
     }
+    let Some(sha) = &resolved.revision else {
+        let src = config.source.path.as_ref().expect("path source");
+        return copy_tree(src, dest, ui);
+    };
+    // The subdir is archived as a path of the whole tree, not as the tree
+    // `<rev>:<subdir>`: only then does git apply the root's
+    // `.gitattributes` (export-ignore, export-subst). tar strips the
+    // leading directories.
+    let subdir = config
+        .source
+        .subdir
+        .as_deref()
+        .map(|s| s.trim_end_matches('/'));
+    let mut args = vec![
+        "--literal-pathspecs",
+        "archive",
+        "--format=tar",
+        sha.as_str(),
+    ];
+    if let Some(subdir) = subdir {
+        args.extend(["--", subdir]);
+    }
+    let archive = origin_git(&resolved.origin, layout)(&args);
+    let strip = subdir.map_or(0, |s| s.split('/').count());
+    untar(archive, dest, strip, &format!("export revision {sha}"))?;
+    for sub in &resolved.submodules {
+        let into = dest.join(&sub.path);
+        // git archive writes a submodule as an empty directory; one that
+        // is not there was left out on purpose (export-ignore). Nothing
+        // on the way may be a symlink: it could lead out of the release.
+        let mut at = dest.to_path_buf();
+        let mut missing = false;
+        for part in sub.path.components() {
+            at.push(part);
+            match fs::symlink_metadata(&at) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => {
+                    return Err(Error::internal(format!(
+                        "submodule {} goes through {}, which is not a directory",
+                        sub.path.display(),
+                        at.display()
+                    )));
+                }
+                Err(_) => missing = true,
+            }
+            if missing {
+                break;
+            }
+        }
+        if missing {
+            continue;
+        }
+        let archive = git(&sub.mirror, &["archive", "--format=tar", &sub.commit]);
+        untar(
+            archive,
+            &into,
+            0,
+            &format!("export submodule {} at {}", sub.path.display(), sub.commit),
+        )?;
+    }
+    Ok(())
+}
+
+/// Pipe the tar that `archive` writes into `tar -x` in `dest`.
+fn untar(archive: Expression, dest: &Path, strip: usize, what: &str) -> Result<()> {
+    let strip = format!("--strip-components={strip}");
+    let untar = cmd!("tar", "-x", "--no-same-owner", strip, "-f", "-", "-C", dest);
+    run(archive.pipe(untar), what)?;
+    Ok(())
 }
 
 /// Copy a directory as it is: symlinks stay symlinks, modes and times are

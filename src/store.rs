@@ -48,6 +48,10 @@ pub struct Metadata {
     pub id: ReleaseId,
     pub status: Status,
     pub revision: Option<String>,
+    /// When the revision was committed (its committer date): what it
+    /// is, where the release's own time says when it was built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_time: Option<DateTime<Utc>>,
     pub branch: Option<String>,
     pub source: String,
     pub deployed_by: String,
@@ -184,11 +188,19 @@ pub fn read_current(layout: &Layout) -> Result<Current> {
     let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let parent_ok = target.parent().is_some_and(|p| {
         p == Path::new("releases") || p == layout.releases() || p == Path::new("./releases")
-    });
+    }) || points_into_releases(layout, &path, &target);
     match ReleaseId::parse(name) {
         Ok(id) if parent_ok && layout.release(&id).is_dir() => Ok(Current::Release(id)),
         _ => Ok(Current::Dangling(target)),
     }
+}
+
+/// Does a link at `link` (`current_path`, elsewhere) with `target` point
+/// into `releases/`?
+fn points_into_releases(layout: &Layout, link: &Path, target: &Path) -> bool {
+    let full = link.parent().unwrap_or(Path::new("/")).join(target);
+    let parent = full.parent().and_then(|p| fs::canonicalize(p).ok());
+    parent.is_some() && parent == fs::canonicalize(layout.releases()).ok()
 }
 
 /// `current` as a release, or a clear error for the states a mutating
@@ -200,10 +212,14 @@ pub fn require_sane_current(layout: &Layout) -> Result<Current> {
             "{} is a real directory or file, not a symlink",
             layout.current().display()
         ))
-        .hint(
-            "shipit swaps `current` atomically and will not delete what is there; move it aside \
-             (e.g. `mv current current.old`) and deploy again",
-        )),
+        .hint({
+            let link = layout.current();
+            format!(
+                "shipit swaps it atomically and will not delete what is there; move it aside \
+                 (e.g. `mv {0} {0}.old`) and deploy again",
+                link.display()
+            )
+        })),
         Current::Dangling(target) => Err(Error::usage(format!(
             "{} points at {}, which is not a release",
             layout.current().display(),
@@ -420,8 +436,18 @@ pub fn clear_leftovers(layout: &Layout) -> Vec<(PathBuf, Option<Error>)> {
     // A swap killed between making its temporary link and renaming it
     // over `current` leaves that link behind (see `swap`).
     // Likewise a switch of the slots' link in run/.
+    // `current` may live elsewhere (`current_path`): its temporary link is
+    // `.<name>-*` beside it.
+    let link = layout.current();
+    let link_dir = link.parent().unwrap_or(layout.root()).to_path_buf();
+    let link_prefix = format!(
+        ".{}-",
+        link.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    );
     for (dir, prefixes) in [
-        (layout.root().to_path_buf(), &[".current-"][..]),
+        (link_dir, &[link_prefix.as_str()][..]),
         (layout.run(), &[".app.sock-", ".live-"][..]),
     ] {
         let Ok(entries) = fs::read_dir(&dir) else {

@@ -53,7 +53,7 @@ pub fn point_current(layout: &Layout, id: &ReleaseId) -> Result<Swapped> {
             Layout::display(id)
         )));
     }
-    point_link(&layout.current(), &Layout::current_target(id))
+    point_link(&layout.current(), &layout.link_target(id))
 }
 
 /// Make `link` a symlink to `target`, atomically: a temporary link in the
@@ -89,7 +89,9 @@ pub fn remove_current(layout: &Layout) -> Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io("could not remove", &layout.current(), e)),
     }
-    fsutil::fsync_dir(layout.root()).with_path("could not sync", layout.root())
+    let link = layout.current();
+    let dir = link.parent().unwrap_or(layout.root());
+    fsutil::fsync_dir(dir).with_path("could not sync", dir)
 }
 
 #[cfg(test)]

@@ -154,6 +154,7 @@ impl Ui {
         for (label, style) in [
             ("caused by:", Style::new().dim()),
             ("live now:", Style::new().cyan().bold()),
+            ("config:", Style::new().dim()),
             ("hint:", Style::new().cyan()),
         ] {
             lines = lines.replace(

@@ -7,6 +7,26 @@ use crate::error::Result;
 use crate::ui;
 
 pub fn run(ctx: &Ctx, args: &DeployArgs) -> Result<()> {
+    // `--archive` replaces [source] for this deploy (a fleet's controller
+    // unpacks it and ships it as it ships a built tree).
+    let with_archive;
+    let ctx = match &args.archive {
+        Some(archive) => {
+            let mut config = ctx.config.clone();
+            let archive = if archive.as_os_str() == "-" {
+                archive.clone()
+            } else {
+                std::path::absolute(archive).unwrap_or_else(|_| archive.clone())
+            };
+            config.source.archive = Some(archive);
+            config.source.sha256 = None;
+            config.source.git = None;
+            config.source.path = None;
+            with_archive = Ctx::new(config, ctx.ui);
+            &with_archive
+        }
+        None => ctx,
+    };
     let req = Request {
         reference: args.reference.clone(),
         no_rollback: args.no_rollback,

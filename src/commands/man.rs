@@ -184,6 +184,10 @@ const FILES: &[(&str, &str)] = &[
     ),
     ("<deploy_to>/.shipit/repo.git", "The mirror of source.git."),
     (
+        "<deploy_to>/.shipit/modules/<digest>.git",
+        "The mirror of a submodule's repository, one per URL.",
+    ),
+    (
         "<deploy_to>/.shipit/staging/<id>/",
         "Where a release is built before it is published.",
     ),

@@ -24,8 +24,33 @@ use crate::ui::Ui;
 
 pub fn run(cli: Cli) -> Result<()> {
     let ui = Ui::new(cli.quiet);
-    let load = || config::load(cli.config.as_deref()).map(|c| Ctx::new(c, ui));
-    match cli.command {
+    // Which config was used: errors name it (it may have been found in a
+    // parent directory), and so does a mutating command's first line.
+    let used = std::cell::RefCell::new(None);
+    let mutates = cli.command.mutates();
+    let load = || {
+        config::load(cli.config.as_deref()).map(|c| {
+            *used.borrow_mut() = Some(c.file.clone().into_boxed_path());
+            if mutates {
+                ui.step("Config", c.file.display().to_string());
+            }
+            Ctx::new(c, ui)
+        })
+    };
+    let result = dispatch(cli.command, cli.config.as_deref(), ui, load);
+    result.map_err(|mut e| {
+        e.config = e.config.or_else(|| used.take());
+        e
+    })
+}
+
+fn dispatch(
+    command: Command,
+    config_flag: Option<&std::path::Path>,
+    ui: Ui,
+    load: impl Fn() -> Result<Ctx>,
+) -> Result<()> {
+    match command {
         Command::Deploy(args) => deploy::run(&load()?, &args),
         Command::Rollback(args) => rollback::run(&load()?, &args),
         Command::Releases(args) => releases::run(&load()?, &args),
@@ -33,8 +58,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::History(args) => history::run(&load()?, &args),
         Command::Status(args) => status::run(&load()?, &args),
         Command::Hook(args) => hook::run(&load()?, args),
-        Command::Init(args) => init::run(cli.config.as_deref(), ui, &args),
-        Command::Check(args) => check::run(cli.config.as_deref(), ui, &args),
+        Command::Init(args) => init::run(config_flag, ui, &args),
+        Command::Check(args) => check::run(config_flag, ui, &args),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             let mut out = Vec::new();

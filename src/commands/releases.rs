@@ -43,6 +43,7 @@ pub fn run(ctx: &Ctx, args: &ReleasesArgs) -> Result<()> {
                     "status": shown_status(r, is_current),
                     "proven": r.proven,
                     "revision": m.and_then(|m| m.revision.clone()),
+                    "revision_time": m.and_then(|m| m.revision_time),
                     "branch": m.and_then(|m| m.branch.clone()),
                     "source": m.map(|m| m.source.clone()),
                     "deployed_by": m.map(|m| m.deployed_by.clone()),

@@ -34,6 +34,7 @@ pub fn run(ctx: &Ctx, args: &FleetAgentArgs) -> Result<()> {
         FleetAgentAction::Receive {
             id,
             revision,
+            revision_time,
             branch,
             source,
             deployed_by,
@@ -43,6 +44,7 @@ pub fn run(ctx: &Ctx, args: &FleetAgentArgs) -> Result<()> {
                 id: ReleaseId::parse(id)?,
                 status: Status::Ready,
                 revision: revision.clone(),
+                revision_time: *revision_time,
                 branch: branch.clone(),
                 source: source.clone(),
                 deployed_by: deployed_by.clone(),

@@ -24,6 +24,7 @@ use crate::source;
 pub struct Built {
     pub id: ReleaseId,
     pub revision: Option<String>,
+    pub revision_time: Option<chrono::DateTime<Utc>>,
     pub branch: Option<String>,
     pub source: String,
     pub build_ms: u64,
@@ -62,7 +63,7 @@ pub fn build(ctx: &Ctx, reference: Option<&str>, taken: &[ReleaseId]) -> Result<
     if let Some(step) = fetching {
         step.done();
     }
-    if let Some(warning) = &resolved.warning {
+    for warning in &resolved.warnings {
         ctx.ui.warn(warning);
     }
     crate::interrupt::check()?;
@@ -72,6 +73,7 @@ pub fn build(ctx: &Ctx, reference: Option<&str>, taken: &[ReleaseId]) -> Result<
     let built = Built {
         id: id.clone(),
         revision: resolved.revision.clone(),
+        revision_time: resolved.revision_time,
         branch: resolved.branch.clone(),
         source: resolved.source.clone(),
         build_ms: 0,

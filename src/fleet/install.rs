@@ -97,7 +97,16 @@ fn host_config(config: &Config) -> Result<String> {
                 toml::Value::String(path.display().to_string()),
             );
         }
-        (None, None) => {}
+        (None, None) => {
+            // A CI artifact (`deploy --archive`): hosts never read it, but
+            // their config must name a source.
+            if let Some(archive) = &config.source.archive {
+                source.insert(
+                    "archive".into(),
+                    toml::Value::String(archive.display().to_string()),
+                );
+            }
+        }
     }
     source.insert(
         "branch".into(),

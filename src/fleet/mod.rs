@@ -270,6 +270,9 @@ fn prepare(
     if let Some(r) = &built.revision {
         owned.push(format!("--revision={r}"));
     }
+    if let Some(t) = &built.revision_time {
+        owned.push(format!("--revision-time={}", t.to_rfc3339()));
+    }
     if let Some(b) = &built.branch {
         owned.push(format!("--branch={b}"));
     }

@@ -6,6 +6,7 @@ mod sandbox;
 #[path = "../support/mod.rs"]
 mod support;
 
+mod archives;
 mod bad_input;
 mod concurrency;
 mod config;
@@ -29,4 +30,5 @@ mod rollback;
 mod signals;
 mod slots;
 mod snapshots;
+mod sources;
 mod state;

@@ -12,6 +12,7 @@ mod ansible;
 #[path = "../e2e/front.rs"]
 mod front;
 mod hosts;
+mod sources;
 mod zero_downtime;
 
 use std::fs;
