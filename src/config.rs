@@ -792,13 +792,18 @@ impl Config {
         if let Some(fleet) = &self.fleet {
             fleet.validate(&self.file)?;
         }
-        let mut seen = std::collections::BTreeSet::new();
-        for reuse in &self.reuse {
+        for (i, reuse) in self.reuse.iter().enumerate() {
             reuse.validate(self)?;
-            if !seen.insert(reuse.path.trim_end_matches('/')) {
+            if let Some(other) = self.reuse[..i]
+                .iter()
+                .find(|o| o.dir().starts_with(reuse.dir()) || reuse.dir().starts_with(o.dir()))
+            {
                 return Err(err(
-                    format!("[[reuse]] in {file} lists path = {:?} twice", reuse.path),
-                    "give each directory one [[reuse]] entry",
+                    format!(
+                        "[[reuse]] in {file} lists path = {:?} and path = {:?}, which overlap",
+                        other.path, reuse.path
+                    ),
+                    "give each directory one [[reuse]] entry, and none inside another",
                 ));
             }
         }

@@ -105,8 +105,10 @@ impl Copier {
                 set_times(&to, &meta, UtimensatFlags::NoFollowSymlink)
                     .with_path("could not set the time of", &to)?;
             } else if kind.is_dir() {
+                // Writable by its owner while it is filled: a 0555
+                // directory gets its mode with its time, at the end.
                 fs::create_dir(&to).with_path("could not create", &to)?;
-                fs::set_permissions(&to, meta.permissions())
+                fs::set_permissions(&to, fs::Permissions::from_mode(0o700))
                     .with_path("could not set permissions on", &to)?;
                 dirs.push((to, meta));
             } else if kind.is_file() {
@@ -118,6 +120,8 @@ impl Copier {
             }
         }
         for (dir, meta) in dirs.iter().rev() {
+            fs::set_permissions(dir, meta.permissions())
+                .with_path("could not set permissions on", dir)?;
             set_times(dir, meta, UtimensatFlags::FollowSymlink)
                 .with_path("could not set the time of", dir)?;
         }
@@ -292,6 +296,8 @@ mod tests {
             );
         }
         // A copy, whatever the method: writing it leaves the original.
+        // (A 0710 directory was filled before it got its mode: see the
+        // read-only test below for a user root's powers do not hide.)
         fs::write(dest.join("data"), "changed").unwrap();
         assert_eq!(fs::read(src.join("data")).unwrap(), vec![7u8; 300_000]);
     }

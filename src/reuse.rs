@@ -68,9 +68,17 @@ pub fn prepare(
     env.push(("SHIPIT_BUILD_PATH".into(), staging.display().to_string()));
     for entry in &ctx.config.reuse {
         crate::interrupt::check()?;
-        let key = key_of(entry, staging, env, &excluded)?;
+        let (key, unmatched) = key_of(entry, staging, env, &excluded)?;
+        for pattern in unmatched {
+            ctx.ui.warn(format!(
+                "key pattern {pattern:?} of [[reuse]] path = {:?} matches no file in the \
+                 release: it cannot tell when {} must be built again",
+                entry.path, entry.path
+            ));
+        }
         let dir = entry.dir();
         let target = staging.join(&dir);
+        refuse_links(staging, &dir, &entry.path)?;
         match source(layout, &releases, &entry.path, &key) {
             Some((from, record)) => {
                 let pristine = pristine_dir(layout, &record.built_by).join(&dir);
@@ -170,6 +178,23 @@ pub fn build_all(ctx: &Ctx, cwd: &Path, env: &[(String, String)], log: &mut File
     Ok(())
 }
 
+/// Nothing on the way to a reused directory, nor the directory itself,
+/// may be a symlink: removing or filling it would act outside the release.
+fn refuse_links(staging: &Path, dir: &Path, shown: &str) -> Result<()> {
+    let mut at = staging.to_path_buf();
+    for part in dir.components() {
+        at.push(part);
+        if at.is_symlink() {
+            return Err(Error::internal(format!(
+                "[[reuse]] path = {shown:?} goes through a symlink in the release ({})",
+                at.display()
+            ))
+            .hint("reuse the real directory (name it in path), or remove the symlink from the repository"));
+        }
+    }
+    Ok(())
+}
+
 fn set_reused(env: &mut Vec<(String, String)>, reused: &[String]) {
     env.retain(|(k, _)| k != "SHIPIT_REUSED");
     env.push(("SHIPIT_REUSED".into(), reused.join(" ")));
@@ -200,15 +225,17 @@ fn source(
     })
 }
 
-/// The key's hash: the directory's name, the key files (path, size and
-/// content, in path order; a pattern that matches nothing counts too), the
-/// variables (name and value), and the command's output.
+/// The key's hash: the directory's name and the commands that build it,
+/// the key files (path and a digest of the content, in path order; a
+/// pattern that matches nothing counts too), the variables (name and
+/// value), and the command's output. Also the patterns that matched
+/// nothing, for a warning (a typo would otherwise keep the key constant).
 fn key_of(
     entry: &ReuseConfig,
     staging: &Path,
     env: &[(String, String)],
     excluded: &[PathBuf],
-) -> Result<String> {
+) -> Result<(String, Vec<String>)> {
     let mut hash = Sha256::new();
     let mut field = |parts: &[&[u8]]| {
         for part in parts {
@@ -216,18 +243,42 @@ fn key_of(
             hash.update(part);
         }
     };
-    field(&[b"shipit-reuse-1", entry.path.as_bytes()]);
+    field(&[b"shipit-reuse-2", entry.path.as_bytes()]);
+    for run in &entry.run {
+        field(&[b"run", run.as_bytes()]);
+    }
+    let root = staging
+        .canonicalize()
+        .with_path("could not resolve", staging)?;
+    let mut unmatched = Vec::new();
     for (pattern, files) in key_files(entry, staging, excluded)? {
         if files.is_empty() {
             field(&[b"no match", pattern.as_bytes()]);
+            unmatched.push(pattern);
         }
         for rel in files {
             let path = staging.join(&rel);
-            let mut content = Vec::new();
-            File::open(&path)
-                .and_then(|mut f| f.read_to_end(&mut content))
+            // A key file may be a link, but not to outside the release:
+            // its content would then decide nothing about the release.
+            let real = path.canonicalize().with_path("could not resolve", &path)?;
+            if !real.starts_with(&root) {
+                return Err(Error::internal(format!(
+                    "key file {} of [[reuse]] path = {:?} leads out of the release (to {})",
+                    rel.display(),
+                    entry.path,
+                    real.display()
+                ))
+                .hint("key files must be files of the release: commit the file itself, not a link to it"));
+            }
+            let mut digest = Sha256::new();
+            File::open(&real)
+                .and_then(|mut f| std::io::copy(&mut f, &mut digest))
                 .with_path("could not read the key file", &path)?;
-            field(&[b"file", rel.as_os_str().as_encoded_bytes(), &content]);
+            field(&[
+                b"file",
+                rel.as_os_str().as_encoded_bytes(),
+                &digest.finalize(),
+            ]);
         }
     }
     for name in &entry.env {
@@ -245,11 +296,12 @@ fn key_of(
         })?;
         field(&[b"command", command.as_bytes(), &output]);
     }
-    Ok(format!("{:x}", hash.finalize()))
+    Ok((format!("{:x}", hash.finalize()), unmatched))
 }
 
-/// The files each key pattern matches, relative to `staging`, sorted.
-/// `excluded` directories (the reused ones, `.git`) are never searched.
+/// The files each key pattern matches (links to files included), relative
+/// to `staging`, sorted. `excluded` directories (the reused ones, `.git`)
+/// are never searched.
 fn key_files(
     entry: &ReuseConfig,
     staging: &Path,
@@ -280,7 +332,9 @@ fn key_files(
             });
         for e in walk {
             let e = e.map_err(|e| Error::internal("could not search the release").cause(e))?;
-            if !e.file_type().is_file() {
+            // A link counts when it leads to a file (checked to stay in the
+            // release when it is read).
+            if !e.path().is_file() {
                 continue;
             }
             let rel = e
@@ -298,48 +352,71 @@ fn key_files(
     Ok(out)
 }
 
-/// Run the key command in `cwd` and return its standard output; a failure
-/// or a command that outlives [`COMMAND_TIMEOUT`] is an error.
+/// Run the key command in `cwd`, in a process group of its own that dies
+/// with shipit, and return a digest of its standard output. A failure, or
+/// a command (or something it started) still running after
+/// [`COMMAND_TIMEOUT`], is an error that quotes the start of its stderr.
 fn command_output(command: &str, cwd: &Path, env: &[(String, String)]) -> Result<Vec<u8>> {
-    let mut child = Command::new("sh")
-        .arg("-c")
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
         .arg(command)
         .current_dir(cwd)
-        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    crate::procs::die_with_shipit(&mut cmd);
+    crate::procs::without_git_env(&mut cmd);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    let mut child = cmd
         .spawn()
         .map_err(|e| Error::internal(format!("could not run `{command}`")).cause(e))?;
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
     let mut stdout = child.stdout.take().expect("piped");
-    let reader = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        let _ = stdout.read_to_end(&mut out);
-        out
+    let mut stderr = child.stderr.take().expect("piped");
+    let out = std::thread::spawn(move || {
+        let mut digest = Sha256::new();
+        let _ = std::io::copy(&mut stdout, &mut digest);
+        digest.finalize().to_vec()
     });
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let err = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = (&mut stderr).take(4096).read_to_end(&mut text);
+        // Keep reading so the command never blocks on a full pipe.
+        let _ = std::io::copy(&mut stderr, &mut std::io::sink());
+        text
+    });
+    let deadline = crate::clock::after(COMMAND_TIMEOUT);
     let status = loop {
         match child.try_wait() {
-            Ok(Some(status)) => break status,
+            Ok(Some(status)) => break Some(status),
             Ok(None) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(Error::internal(format!(
-                    "`{command}` did not finish within {}s",
-                    COMMAND_TIMEOUT.as_secs()
-                )));
-            }
+            _ => break None,
         }
     };
-    let out = reader.join().unwrap_or_default();
-    if !status.success() {
-        return Err(Error::internal(format!("`{command}` failed ({status})"))
-            .hint("the key command must succeed; run it in the release to see why"));
+    // Whatever it left behind goes with it, so the pipes close.
+    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    let _ = child.wait();
+    let output = out.join().unwrap_or_default();
+    let stderr = String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned();
+    let said = match stderr.trim() {
+        "" => String::new(),
+        text => format!("; it said: {text}"),
+    };
+    match status {
+        None => Err(Error::internal(format!(
+            "`{command}` did not finish within {}s{said}",
+            COMMAND_TIMEOUT.as_secs()
+        ))),
+        Some(status) if !status.success() => Err(Error::internal(format!(
+            "`{command}` failed ({status}){said}"
+        ))
+        .hint("the key command must succeed; run it in the release to see why")),
+        Some(_) => Ok(output),
     }
-    Ok(out)
 }
 
 /// Remove the pristine copies no release refers to any more.

@@ -453,9 +453,10 @@ impl<'a> Dance<'a> {
                 Layout::display(self.id())
             ),
         );
-        // With a switch hook, the proxy and the link move one after the
-        // other: the record says so until both name the new slot.
-        let mut switching = self.config.switch.is_some().then(|| state::Switching {
+        // With TCP ports the proxy follows the switch hook, not the link,
+        // and the two move one after the other: the record says so until
+        // both name the new slot. (With sockets the link is the truth.)
+        let mut switching = self.config.ports.is_some().then(|| state::Switching {
             back_to: old,
             back_to_release: self.live.previous.cloned(),
             to: slot,
@@ -555,7 +556,7 @@ impl<'a> Dance<'a> {
     /// remove it only warns: a settled record is harmless, and an
     /// unsettled one leads the next command back to the old slot.
     fn forget_switching(&self) {
-        if self.config.switch.is_some()
+        if self.config.ports.is_some()
             && let Err(e) = self.slots.clear_switching()
         {
             self.ctx.ui.warn(format!("{e}"));
@@ -732,8 +733,12 @@ pub fn reconcile(ctx: &Ctx) -> Result<()> {
         return Ok(());
     };
     let slots = Slots::new(&ctx.layout, config);
-    if let Some(switching) = slots.switching()? {
-        finish_switch(ctx, config, &slots, &switching)?;
+    match slots.switching()? {
+        // Without ports the link is what the front follows: a record left
+        // from a TCP configuration says nothing any more.
+        Some(_) if config.ports.is_none() => slots.clear_switching()?,
+        Some(switching) => finish_switch(ctx, config, &slots, &switching)?,
+        None => {}
     }
     let Some(live) = slots.live()? else {
         return Ok(());
@@ -777,7 +782,17 @@ fn finish_switch(
         switching.to,
         Layout::display(&switching.release)
     );
-    match (switching.back_to, &switching.back_to_release) {
+    // The release of the slot to go back to: its record, else what
+    // `current` named when the switch began.
+    let back_release = switching.back_to.and_then(|back| {
+        slots
+            .record(back)
+            .ok()
+            .flatten()
+            .map(|r| r.release)
+            .or_else(|| switching.back_to_release.clone())
+    });
+    match (switching.back_to, &back_release) {
         (Some(back), Some(release)) => {
             ui.step(
                 "Repairing",
@@ -816,7 +831,20 @@ fn finish_switch(
                     ))
                 })?;
         }
-        _ => {
+        (Some(back), None) => {
+            // A live slot whose release shipit cannot name: point the link
+            // back (the proxy is told by the next switch), never remove it.
+            ui.step(
+                "Repairing",
+                format!(
+                    "the switch to {new} was cut short; pointing {} back at slot {back}",
+                    slots.pointer().display()
+                ),
+            );
+            swap::point_link(&slots.pointer(), &slots.pointer_target(back))
+                .map(|s| s.report(ui))?;
+        }
+        (None, _) => {
             // Nothing was live before: nothing to go back to.
             ui.step(
                 "Repairing",
@@ -857,7 +885,10 @@ pub fn preflight(ctx: &Ctx) -> Result<()> {
 /// What to show for each slot: the release its record names, if any.
 pub fn describe(ctx: &Ctx, config: &SlotsConfig) -> Result<SlotView> {
     let slots = Slots::new(&ctx.layout, config);
-    let switching = slots.switching()?.filter(|s| !s.settled);
+    let switching = match config.ports {
+        Some(_) => slots.switching()?.filter(|s| !s.settled),
+        None => None,
+    };
     let live = match &switching {
         Some(s) => s.back_to,
         None => slots.live()?,

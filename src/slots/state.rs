@@ -257,6 +257,9 @@ impl Slots {
     /// an unsettled switch says the proxy may still reach the slot that
     /// was live before (the next mutating command makes that true).
     pub fn reached(&self) -> Result<Option<Slot>> {
+        if self.ports.is_none() {
+            return self.live();
+        }
         match self.switching()? {
             Some(s) if !s.settled => Ok(s.back_to),
             _ => self.live(),

@@ -219,3 +219,56 @@ fn a_release_that_never_proved_itself_is_never_a_source() {
     assert_eq!(installs(&sb), 3, "installed again");
     assert_eq!(built_by(&sb, &next), next);
 }
+
+/// A reused path reached through a symlink in the repository would remove
+/// and fill a directory outside the release: refused, and nothing outside
+/// is touched.
+#[test]
+fn a_reuse_path_through_a_symlink_is_refused_and_nothing_outside_changes() {
+    let sb = world("");
+    let outside = sb.path().join("outside");
+    fs::create_dir_all(outside.join("node_modules")).unwrap();
+    fs::write(outside.join("node_modules/sentinel"), "keep me\n").unwrap();
+    std::os::unix::fs::symlink(&outside, sb.repo().join("web")).unwrap();
+    sb.commit("web-link-added", "x\n");
+    sb.write_config_replacing("path = \"node_modules\"", "path = \"web/node_modules\"");
+    sb.run(&["deploy"]).code(3).says("goes through a symlink");
+    assert_eq!(
+        fs::read_to_string(outside.join("node_modules/sentinel")).unwrap(),
+        "keep me\n"
+    );
+}
+
+/// A key file that is a link to outside the release decides nothing about
+/// the release: refused, naming it.
+#[test]
+fn a_key_file_that_leads_out_of_the_release_is_refused() {
+    let sb = world("");
+    let outside = sb.path().join("lock-outside.json");
+    fs::write(&outside, "{}\n").unwrap();
+    let repo = sb.repo();
+    fs::remove_file(repo.join("package-lock.json")).unwrap();
+    std::os::unix::fs::symlink(&outside, repo.join("package-lock.json")).unwrap();
+    sb.commit("index.html", "linked\n");
+    sb.run(&["deploy"]).code(3).says("leads out of the release");
+}
+
+/// The commands that build the directory belong to its key: changing them
+/// builds it again. A key pattern that matches nothing is said.
+#[test]
+fn changed_run_commands_build_again_and_an_unmatched_pattern_is_said() {
+    let sb = world("");
+    sb.deploy();
+    sb.write_config_replacing("run = [", "run = [\"true\", ");
+    sb.commit("index.html", "v2\n");
+    sb.deploy();
+    assert_eq!(installs(&sb), 2, "a changed run list builds again");
+    sb.write_config_replacing(
+        "key = [\"package-lock.json\"]",
+        "key = [\"package-lock.jsn\"]",
+    );
+    sb.commit("index.html", "v3\n");
+    sb.run(&["deploy"])
+        .ok()
+        .says("matches no file in the release");
+}

@@ -950,6 +950,14 @@ fn a_crash_while_the_old_slot_retires_keeps_the_proven_release() {
     crash_a_slots_deploy_at("slots:retire");
 }
 
+/// With unix sockets the link is what the front follows, switch hook or
+/// not: a crash right after the link moved leaves users on the new slot,
+/// and `status` must say so.
+#[test]
+fn a_socket_crash_with_a_switch_hook_after_the_link_names_the_new_slot() {
+    crash_and_recover(Slotted::new("switch = \"true\""), "slots:after-link");
+}
+
 #[test]
 fn a_tcp_crash_before_the_switch_hook_leaves_users_on_the_old_slot() {
     crash_a_tcp_slots_deploy_at("slots:after-link");
