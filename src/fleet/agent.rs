@@ -7,22 +7,24 @@
 //! live through the same activation as `shipit deploy` and `shipit
 //! rollback` ([`crate::deploy::go_live`], [`crate::rollback::run`]), so a
 //! host's gate, automatic rollback, statuses, pruning and history are the
-//! ones it would have alone. Every action prints one JSON object on stdout
-//! (`ok`, `live`: what this host runs now, and on failure `outcome` and
-//! `message`) and exits with the code of its outcome; progress and errors
-//! go to stderr, which the controller shows prefixed with the host.
+//! ones it would have alone. Every action prints one framed
+//! [`protocol::Reply`] on stdout (what this host runs now, and what the
+//! action did or the kind and message of its failure) and exits with the
+//! code of its outcome; progress and errors go to stderr, which the
+//! controller shows prefixed with the host.
 
 use std::fs;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use chrono::Utc;
-use serde_json::{Value, json};
 
 use crate::cli::{FleetAgentAction, FleetAgentArgs};
+use crate::commands::ReleaseRow;
 use crate::context::Ctx;
 use crate::deploy::{self, Published};
 use crate::error::{Error, IoContext, Kind, Result};
+use crate::fleet::protocol::{self, Done, Failure, HostState, Probe, Reply};
 use crate::history::{self, Event};
 use crate::layout::{Layout, ReleaseId};
 use crate::store::{self, Current, Metadata, Status};
@@ -62,51 +64,44 @@ pub fn run(ctx: &Ctx, args: &FleetAgentArgs) -> Result<()> {
     let live = store::read_current(&ctx.layout)
         .ok()
         .and_then(|c| c.id().cloned());
-    match result {
-        Ok(mut report) => {
-            report["ok"] = json!(true);
-            report["live"] = json!(live);
-            let _ = ui::out(&format!("{report}\n"));
-            Ok(())
-        }
-        Err(e) => {
-            let report = json!({
-                "ok": false,
-                "live": live,
-                "outcome": e.kind.name(),
-                // What failed, and the first reason why.
-                "message": match e.causes.first() {
-                    Some(cause) => format!("{}: {cause}", e.message),
-                    None => e.message.clone(),
-                },
-            });
-            let _ = ui::out(&format!("{report}\n"));
-            Err(e)
-        }
-    }
+    let (reply, result) = match result {
+        Ok(done) => (
+            Reply {
+                live,
+                result: Ok(done),
+            },
+            Ok(()),
+        ),
+        Err(e) => (
+            Reply {
+                live,
+                result: Err(Failure {
+                    kind: e.kind,
+                    // What failed, and the first reason why.
+                    message: match e.causes.first() {
+                        Some(cause) => format!("{}: {cause}", e.message),
+                        None => e.message.clone(),
+                    },
+                }),
+            },
+            Err(e),
+        ),
+    };
+    let _ = ui::out(&protocol::frame(&reply));
+    result
 }
 
 /// What this host has, for the controller's preflight, `releases` and
 /// `status`. Read-only: no lock.
-fn state(ctx: &Ctx, probe: bool) -> Result<Value> {
+fn state(ctx: &Ctx, probe: bool) -> Result<Done> {
     let layout = &ctx.layout;
     let listing = store::list(layout)?;
     let current = store::read_current(layout)?;
-    let releases: Vec<Value> = listing
+    let releases: Vec<ReleaseRow> = listing
         .releases
         .iter()
         .rev()
-        .map(|r| {
-            let is_current = current.id() == Some(&r.id);
-            let m = r.meta.as_ref();
-            json!({
-                "id": r.id,
-                "status": crate::commands::shown_status(r, is_current),
-                "revision": m.and_then(|m| m.revision.clone()),
-                "branch": m.and_then(|m| m.branch.clone()),
-                "created_at": m.map(|m| m.created_at),
-            })
-        })
+        .map(|r| ReleaseRow::of(ctx, r, current.id() == Some(&r.id), None))
         .collect();
     let rollback_target = current
         .id()
@@ -125,30 +120,34 @@ fn state(ctx: &Ctx, probe: bool) -> Result<Value> {
             });
             let agent = crate::health::agent(h.request_timeout);
             let o = crate::health::probe(&agent, &h.url, h.expect_status, body.as_deref());
-            json!({"url": crate::health::redact_url(&h.url), "passed": o.passed, "detail": o.detail})
+            Some(Probe {
+                url: crate::health::redact_url(&h.url),
+                passed: o.passed,
+                detail: o.detail,
+            })
         }
-        _ => Value::Null,
+        _ => None,
     };
     let last_deploy = history::read(layout)
         .ok()
         .and_then(|log| log.events.into_iter().rev().find(|e| e.event == "deploy"));
-    Ok(json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "hostname": crate::whoami::host(),
-        "current": current.id(),
-        "describe": current.describe(),
-        "releases": releases,
-        "foreign": listing.foreign,
-        "rollback_target": rollback_target,
-        "health": health,
-        "last_deploy": last_deploy,
-    }))
+    Ok(Done::State(Box::new(HostState {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        hostname: crate::whoami::host(),
+        current: current.id().cloned(),
+        describe: current.describe(),
+        releases,
+        foreign: listing.foreign,
+        rollback_target,
+        health,
+        last_deploy,
+    })))
 }
 
 /// Unpack the release arriving on stdin (a tar of the tree the controller
 /// built), link the shared paths, record what it is, and publish it under
 /// `releases/`. Nothing goes live.
-fn receive(ctx: &Ctx, mut meta: Metadata) -> Result<Value> {
+fn receive(ctx: &Ctx, mut meta: Metadata) -> Result<Done> {
     let layout = &ctx.layout;
     let id = meta.id.clone();
     let listing = store::list(layout)?;
@@ -178,7 +177,7 @@ fn receive(ctx: &Ctx, mut meta: Metadata) -> Result<Value> {
         return Err(e.in_phase(Kind::BeforeSwap).live(current.describe()));
     }
     ctx.ui.step("Received", Layout::display(&id));
-    Ok(json!({"release": id}))
+    Ok(Done::Received { release: id })
 }
 
 fn unpack(ctx: &Ctx, meta: &Metadata, staging: &std::path::Path) -> Result<()> {
@@ -224,7 +223,7 @@ fn unpack(ctx: &Ctx, meta: &Metadata, staging: &std::path::Path) -> Result<()> {
 /// Make a received release live: exactly what `shipit deploy` does once
 /// its release is published (activation with its gate and automatic
 /// rollback, statuses, prune, history).
-fn activate(ctx: &Ctx, id: &ReleaseId) -> Result<Value> {
+fn activate(ctx: &Ctx, id: &ReleaseId) -> Result<Done> {
     let started = Instant::now();
     let layout = &ctx.layout;
     let current = store::require_sane_current(layout)?;
@@ -242,7 +241,10 @@ fn activate(ctx: &Ctx, id: &ReleaseId) -> Result<Value> {
     if current.id() == Some(id) {
         ctx.ui
             .step("Live", format!("{} already", Layout::display(id)));
-        return Ok(json!({"release": id}));
+        return Ok(Done::Activated {
+            release: id.clone(),
+            removed: Vec::new(),
+        });
     }
     let previous = current.id().cloned();
     let mut event = Event::new("deploy", "ok");
@@ -257,20 +259,26 @@ fn activate(ctx: &Ctx, id: &ReleaseId) -> Result<Value> {
         previous,
     };
     let outcome = deploy::go_live(ctx, published, false, event, started)?;
-    Ok(json!({"release": outcome.release, "removed": outcome.removed}))
+    Ok(Done::Activated {
+        release: outcome.release,
+        removed: outcome.removed,
+    })
 }
 
 /// Go to an existing release (a fleet rollback, or a revert to what this
 /// host ran before), through `shipit rollback`'s sequence; `none` removes
 /// `current`, for a host that had nothing live before the rollout.
-fn switch(ctx: &Ctx, to: &str) -> Result<Value> {
+fn switch(ctx: &Ctx, to: &str) -> Result<Done> {
     let layout = &ctx.layout;
     if to == "none" {
         let started = Instant::now();
         store::require_sane_current(layout)?;
         let _lock = crate::mutation::begin(ctx, None)?;
         let Current::Release(from) = store::require_sane_current(layout)? else {
-            return Ok(json!({"to": null}));
+            return Ok(Done::Switched {
+                from: None,
+                to: None,
+            });
         };
         ctx.ui.step(
             "Removing",
@@ -280,26 +288,35 @@ fn switch(ctx: &Ctx, to: &str) -> Result<Value> {
         crate::rollback::mark(ctx, &from, Status::RolledBack);
         let mut event = Event::new("rollback", "ok");
         event.previous = Some(from);
-        history::record(layout, &ctx.ui, event, started, None, None);
-        return Ok(json!({"to": null}));
+        history::record(layout, &ctx.ui, event.clone(), started, None, None);
+        return Ok(Done::Switched {
+            from: event.previous,
+            to: None,
+        });
     }
     let id = ReleaseId::parse(to)?;
     if store::read_current(layout)?.id() == Some(&id) {
         ctx.ui
             .step("Live", format!("{} already", Layout::display(&id)));
-        return Ok(json!({"to": id}));
+        return Ok(Done::Switched {
+            from: Some(id.clone()),
+            to: Some(id),
+        });
     }
     // The controller chose it: what this host ran before the rollout, or
     // the fleet's rollback target.
     crate::rollback::choose(ctx, Some(&id), true)?;
     let _lock = crate::mutation::begin(ctx, None)?;
     let outcome = crate::rollback::run(ctx, Some(&id), true)?;
-    Ok(json!({"from": outcome.from, "to": outcome.to}))
+    Ok(Done::Switched {
+        from: outcome.from,
+        to: Some(outcome.to),
+    })
 }
 
 /// Remove a release that was received but never went live (a rollout that
 /// stopped before any host was switched).
-fn discard(ctx: &Ctx, id: &ReleaseId) -> Result<Value> {
+fn discard(ctx: &Ctx, id: &ReleaseId) -> Result<Done> {
     let layout = &ctx.layout;
     let _lock = crate::mutation::begin(ctx, None)?;
     if store::read_current(layout)?.id() == Some(id) {
@@ -309,16 +326,25 @@ fn discard(ctx: &Ctx, id: &ReleaseId) -> Result<Value> {
         )));
     }
     if !layout.release(id).exists() {
-        return Ok(json!({"removed": null}));
+        return Ok(Done::Discarded {
+            removed: None,
+            kept: None,
+        });
     }
     // Only a release that never went live here: a failed one is kept for
     // inspection (and is never a rollback target), like a single-host
     // deploy keeps it.
     let status = store::read_metadata(layout, id)?.map(|m| m.status);
     if status != Some(Status::Ready) {
-        return Ok(json!({"removed": null, "kept": id}));
+        return Ok(Done::Discarded {
+            removed: None,
+            kept: Some(id.clone()),
+        });
     }
     store::remove_release(layout, id)?;
     ctx.ui.step("Removed", Layout::display(id));
-    Ok(json!({"removed": id}))
+    Ok(Done::Discarded {
+        removed: Some(id.clone()),
+        kept: None,
+    })
 }

@@ -18,6 +18,7 @@
 pub mod agent;
 pub mod build;
 pub mod install;
+pub mod protocol;
 pub mod report;
 pub mod rollout;
 pub mod ssh;
@@ -32,6 +33,7 @@ use crate::error::{Error, Kind, Result};
 use crate::history::{self, Event};
 use crate::layout::{Layout, ReleaseId};
 use crate::ui;
+use protocol::HostState;
 use report::{HostReport, HostView, Outcome};
 use rollout::{Fleet, Switch};
 
@@ -52,7 +54,7 @@ pub fn run(ctx: &Ctx, config: &FleetConfig, req: &Request) -> Result<()> {
         crate::gitref::check_ref(reference)?;
     }
     let started = Instant::now();
-    let fleet = Fleet::open(ctx, config)?;
+    let fleet = Fleet::open(ctx, config, false)?;
     let _lock = crate::mutation::begin(ctx, req.wait)?;
     crate::deploy::clear_leftovers(ctx);
     let mut event = Event::new(req.event, "ok");
@@ -139,38 +141,26 @@ fn sequence(
     drop(reach);
     let mut unreachable = Vec::new();
     let mut taken: Vec<ReleaseId> = Vec::new();
-    let mut infos: Vec<Value> = Vec::new();
+    let mut infos: Vec<HostState> = Vec::new();
     for (host, state) in hosts.iter_mut().zip(states) {
         match state {
             Ok(state) => {
-                host.before = state["current"]
-                    .as_str()
-                    .and_then(|s| ReleaseId::parse(s).ok());
+                host.before = state.current.clone();
                 host.live = host.before.clone();
-                for r in state["releases"].as_array().into_iter().flatten() {
-                    if let Some(id) = r["id"].as_str().and_then(|s| ReleaseId::parse(s).ok()) {
-                        taken.push(id);
-                    }
-                }
+                taken.extend(state.releases.iter().map(|r| r.id.clone()));
                 infos.push(state);
             }
             Err(e) => {
                 host.outcome = Outcome::Unreachable;
                 host.message = Some(e.to_string().replace('\n', "; "));
-                unreachable.push(host.host.clone());
-                infos.push(Value::Null);
+                unreachable.push((host.host.clone(), e));
             }
         }
     }
     if !unreachable.is_empty() {
-        return Err(Error::new(
-            Kind::BeforeSwap,
-            format!("could not reach {}", unreachable.join(", ")),
-        )
-        .live("unchanged on every host: nothing was sent or switched")
-        .hint(
-            "check that `ssh <host>` works from here without a prompt (BatchMode), then run again",
-        ));
+        return Err(
+            not_ready(&unreachable).live("unchanged on every host: nothing was sent or switched")
+        );
     }
     let switch = match req.event {
         "deploy" => {
@@ -227,6 +217,35 @@ fn sequence(
         .context(format!("{what} of {target} stopped"))
         .live(live)
         .hint(hint))
+}
+
+/// The hosts a rollout could not start on, and what failed on each: the
+/// connection (the BatchMode hint), or what came after it (the install, an
+/// agent's answer), which no ssh setting fixes.
+fn not_ready(hosts: &[(String, Error)]) -> Error {
+    let names: Vec<&str> = hosts.iter().map(|(h, _)| h.as_str()).collect();
+    let connect = hosts.iter().any(|(_, e)| is_connect(e));
+    let mut e = Error::new(
+        Kind::BeforeSwap,
+        format!("could not reach {}", names.join(", ")),
+    );
+    if hosts.iter().all(|(_, e)| !is_connect(e)) {
+        e.message = format!("could not start on {}", names.join(", "));
+    }
+    for (host, why) in hosts {
+        e = e.cause(format!("{host}: {}", why.to_string().replace('\n', "; ")));
+    }
+    if connect {
+        e.hint(
+            "check that `ssh <host>` works from here without a prompt (BatchMode), then run again",
+        )
+    } else {
+        e.hint("fix what the host named above reports, then run again")
+    }
+}
+
+fn is_connect(e: &Error) -> bool {
+    e.message.starts_with("could not connect to")
 }
 
 /// Phase 1: build once, ship to every host, publish; nothing live.
@@ -355,14 +374,10 @@ fn discard_unswitched(fleet: &Fleet, hosts: &mut [HostReport], id: &ReleaseId) {
 /// have; or the rollback target every host agrees on.
 fn rollback_target(
     hosts: &[HostReport],
-    infos: &[Value],
+    infos: &[HostState],
     to: Option<&ReleaseId>,
 ) -> Result<ReleaseId> {
-    let has = |info: &Value, id: &ReleaseId| {
-        info["releases"]
-            .as_array()
-            .is_some_and(|l| l.iter().any(|r| r["id"].as_str() == Some(id.as_str())))
-    };
+    let has = |info: &HostState, id: &ReleaseId| info.has(id);
     if let Some(id) = to {
         let missing: Vec<&str> = hosts
             .iter()
@@ -400,12 +415,10 @@ fn rollback_target(
         .live("unchanged on every host")
         .hint("pick the release for every host: `shipit rollback --to <id>` (`shipit releases` lists them)"));
     }
-    let targets: Vec<Option<&str>> = infos
-        .iter()
-        .map(|i| i["rollback_target"].as_str())
-        .collect();
+    let targets: Vec<Option<&ReleaseId>> =
+        infos.iter().map(|i| i.rollback_target.as_ref()).collect();
     match targets.first().copied().flatten() {
-        Some(t) if targets.iter().all(|x| *x == Some(t)) => ReleaseId::parse(t),
+        Some(t) if targets.iter().all(|x| *x == Some(t)) => Ok(t.clone()),
         _ => Err(Error::usage(
             "the hosts have no common release to roll back to",
         )
@@ -414,9 +427,10 @@ fn rollback_target(
     }
 }
 
-/// Ask every host what it has (installing shipit where it is missing).
+/// Ask every host what it has. Read-only: nothing is installed or written
+/// (SPEC §10); a host without this build's agent is reported as such.
 fn views(ctx: &Ctx, config: &FleetConfig, probe: bool) -> Result<Vec<HostView>> {
-    let fleet = Fleet::open(ctx, config)?;
+    let fleet = Fleet::open(ctx, config, true)?;
     let states = fleet.reach(probe);
     Ok(config
         .hosts
@@ -447,18 +461,22 @@ fn with_error(report: &mut Value, result: &mut Result<()>) {
 }
 
 fn unreachable_error(views: &[HostView]) -> Result<()> {
-    let gone: Vec<&str> = views
+    let gone: Vec<(String, Error)> = views
         .iter()
         .filter(|v| v.state.is_none())
-        .map(|v| v.host.as_str())
+        .map(|v| {
+            (
+                v.host.clone(),
+                Error::internal(v.error.clone().unwrap_or_default()),
+            )
+        })
         .collect();
     if gone.is_empty() {
         return Ok(());
     }
-    Err(
-        Error::internal(format!("could not reach {}", gone.join(", ")))
-            .hint("check that `ssh <host>` works from here without a prompt (BatchMode)"),
-    )
+    let mut e = not_ready(&gone);
+    e.kind = Kind::Internal;
+    Err(e)
 }
 
 /// `shipit releases` with a fleet.
@@ -518,23 +536,15 @@ pub fn status(ctx: &Ctx, config: &FleetConfig, json_out: bool) -> Result<()> {
                 ));
                 continue;
             };
-            let health = match state.get("health") {
-                Some(h) if !h.is_null() => format!(
+            let health = match &state.health {
+                Some(h) => format!(
                     "{} ({})",
-                    if h["passed"] == true {
-                        "healthy"
-                    } else {
-                        "UNHEALTHY"
-                    },
-                    h["detail"].as_str().unwrap_or("")
+                    if h.passed { "healthy" } else { "UNHEALTHY" },
+                    h.detail
                 ),
-                _ => "no [health] configured".into(),
+                None => "no [health] configured".into(),
             };
-            text.push_str(&format!(
-                "{}: live {}, {health}\n",
-                v.host,
-                state["describe"].as_str().unwrap_or("?")
-            ));
+            text.push_str(&format!("{}: live {}, {health}\n", v.host, state.describe));
         }
         match &last {
             Some(e) => text.push_str(&format!(
@@ -564,12 +574,35 @@ mod tests {
         h
     }
 
-    fn info(live: &str, target: Option<&str>, ids: &[&str]) -> Value {
-        json!({
-            "current": live,
-            "rollback_target": target,
-            "releases": ids.iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
-        })
+    fn info(live: &str, target: Option<&str>, ids: &[&str]) -> HostState {
+        let mut state = report::tests::state(Some(live));
+        state.rollback_target = target.map(|t| ReleaseId::parse(t).unwrap());
+        let row = |id: &str| {
+            let mut row = state_row();
+            row.id = ReleaseId::parse(id).unwrap();
+            row
+        };
+        state.releases = ids.iter().map(|id| row(id)).collect();
+        state
+    }
+
+    fn state_row() -> crate::commands::ReleaseRow {
+        crate::commands::ReleaseRow {
+            id: ReleaseId::parse(A).unwrap(),
+            current: false,
+            status: "ready".into(),
+            proven: true,
+            revision: None,
+            branch: None,
+            source: None,
+            deployed_by: None,
+            created_at: None,
+            build_duration_ms: None,
+            previous: None,
+            failure: None,
+            path: "/".into(),
+            slot: None,
+        }
     }
 
     const A: &str = "20260101000001";

@@ -22,12 +22,11 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use serde_json::Value;
-
 use crate::config::FleetConfig;
 use crate::context::Ctx;
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 use crate::fleet::install::{self, Payload};
+use crate::fleet::protocol::{self, Done, HostState};
 use crate::fleet::report::{HostReport, Outcome};
 use crate::fleet::ssh::{self, Ssh};
 use crate::hooks::{self, Hook};
@@ -70,7 +69,8 @@ pub fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Ve
 #[derive(Debug)]
 pub struct Reply {
     pub code: i32,
-    pub json: Value,
+    /// The host's own answer; `None` when ssh failed or no answer came.
+    pub answer: Option<protocol::Reply>,
     /// What the host runs now, by its own report.
     pub live: Option<ReleaseId>,
     /// Why it failed: the host's error, or ssh's.
@@ -79,7 +79,20 @@ pub struct Reply {
 
 impl Reply {
     pub fn ok(&self) -> bool {
-        self.code == 0 && self.json["ok"] == true
+        self.code == 0 && self.answer.as_ref().is_some_and(|a| a.result.is_ok())
+    }
+
+    /// The kind of the host's failure, when it answered with one.
+    pub fn kind(&self) -> Option<Kind> {
+        Some(self.answer.as_ref()?.failure()?.kind)
+    }
+
+    /// The host's state, when it answered `state`.
+    pub fn state(self) -> Option<HostState> {
+        match self.answer?.result {
+            Ok(Done::State(state)) => Some(*state),
+            _ => None,
+        }
     }
 }
 
@@ -90,6 +103,8 @@ pub struct Fleet<'a> {
     pub config: &'a FleetConfig,
     pub ssh: Ssh,
     pub payload: Payload,
+    /// `status` and `releases`: install nothing, write nothing.
+    pub read_only: bool,
 }
 
 impl Drop for Fleet<'_> {
@@ -101,57 +116,86 @@ impl Drop for Fleet<'_> {
 }
 
 impl<'a> Fleet<'a> {
-    pub fn open(ctx: &'a Ctx, config: &'a FleetConfig) -> Result<Fleet<'a>> {
+    pub fn open(ctx: &'a Ctx, config: &'a FleetConfig, read_only: bool) -> Result<Fleet<'a>> {
         Ok(Fleet {
             ctx,
             config,
             ssh: Ssh::new(&config.ssh_options)?,
             payload: Payload::prepare(&ctx.config)?,
+            read_only,
         })
     }
 
     /// `fleet-agent <args>` on `host`.
     pub fn agent(&self, host: &str, args: &[&str], stdin: Option<&std::path::Path>) -> Reply {
-        let mut argv = self.payload.agent();
+        let mut argv = if self.read_only {
+            self.payload.read_only_agent()
+        } else {
+            self.payload.agent()
+        };
         argv.extend(args.iter().map(|a| a.to_string()));
         match self.ssh.run(&self.ctx.ui, host, &argv, stdin) {
             Err(e) => Reply {
                 code: ssh::SSH_FAILED,
-                json: Value::Null,
+                answer: None,
                 live: None,
                 message: e.to_string(),
             },
-            Ok(out) => {
-                let json: Value = out
-                    .stdout
-                    .lines()
-                    .last()
-                    .and_then(|l| serde_json::from_str(l).ok())
-                    .unwrap_or(Value::Null);
-                let live = json
-                    .get("live")
-                    .and_then(Value::as_str)
-                    .and_then(|s| ReleaseId::parse(s).ok());
-                let message = json
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .map(String::from)
-                    .unwrap_or_else(|| install::last_words(&out));
-                Reply {
+            Ok(out) if install::said(&out.stdout, install::ABSENT).is_some() => Reply {
+                code: 1,
+                answer: None,
+                live: None,
+                message: format!(
+                    "no shipit agent of this build is installed there ({} with the config of a \
+                     rollout); read-only commands install nothing: the next deploy or rollback \
+                     from this controller installs it",
+                    self.payload.name
+                ),
+            },
+            Ok(out) => match protocol::unframe::<protocol::Reply>(&out.stdout) {
+                Ok(answer) => Reply {
                     code: out.code,
-                    json,
-                    live,
-                    message,
+                    live: answer.live.clone(),
+                    message: match answer.failure() {
+                        Some(f) => f.message.clone(),
+                        None => install::last_words(&out),
+                    },
+                    answer: Some(answer),
+                },
+                Err(unframed) => {
+                    let message = match &unframed {
+                        // Cut short (killed, ssh dropped): what it said last.
+                        protocol::Unframed::Missing { stray } if out.code != 0 => {
+                            let mut m = install::last_words(&out);
+                            if !stray.is_empty() {
+                                m.push_str(&format!(
+                                    " (it printed on stdout: {})",
+                                    protocol::quote_stray(stray)
+                                ));
+                            }
+                            m
+                        }
+                        _ => unframed.to_error(host, out.code).to_string(),
+                    };
+                    Reply {
+                        code: if out.code == 0 { 1 } else { out.code },
+                        answer: None,
+                        live: None,
+                        message,
+                    }
                 }
-            }
+            },
         }
     }
 
-    /// Connect, install, and ask for the state of every host, in parallel.
-    pub fn reach(&self, probe: bool) -> Vec<Result<Value>> {
+    /// Connect, install (unless read-only), and ask for the state of every
+    /// host, in parallel.
+    pub fn reach(&self, probe: bool) -> Vec<Result<HostState>> {
         parallel(&self.config.hosts, |host| {
             self.ssh.connect(host)?;
-            install::ensure(&self.ssh, &self.ctx.ui, host, &self.payload)?;
+            if !self.read_only {
+                install::ensure(&self.ssh, &self.ctx.ui, host, &self.payload)?;
+            }
             let args: &[&str] = if probe {
                 &["state", "--probe"]
             } else {
@@ -164,7 +208,9 @@ impl<'a> Fleet<'a> {
                         .cause(reply.message),
                 );
             }
-            Ok(reply.json)
+            reply.state().ok_or_else(|| {
+                Error::internal(format!("{host} answered `state` with something else"))
+            })
         })
     }
 
@@ -174,30 +220,29 @@ impl<'a> Fleet<'a> {
     pub fn learn_live(&self, host: &mut HostReport, reply: &Reply) {
         // The host's own rollback (or switch back) swapped, but what it
         // swapped to did not prove healthy.
-        if matches!(
-            reply.json["outcome"].as_str(),
-            Some("rollback-failed" | "failed-left-live")
-        ) {
+        if matches!(reply.kind(), Some(Kind::RollbackFailed | Kind::LeftLive)) {
             host.unhealthy = true;
         }
-        if reply.json.get("live").is_some() {
+        if reply.answer.is_some() {
             host.live = reply.live.clone();
             host.unknown = false;
             return;
         }
         let again = self.agent(&host.host, &["state"], None);
-        if again.ok() {
-            host.live = again.json["current"]
-                .as_str()
-                .and_then(|s| ReleaseId::parse(s).ok());
-            host.unknown = false;
-        } else {
-            host.unknown = true;
-            self.ctx.ui.warn(format!(
-                "lost contact with {}: what it runs now is unknown ({})",
-                host.host,
-                again.message.replace('\n', "; ")
-            ));
+        let message = again.message.clone();
+        match again.state() {
+            Some(state) => {
+                host.live = state.current;
+                host.unknown = false;
+            }
+            None => {
+                host.unknown = true;
+                self.ctx.ui.warn(format!(
+                    "lost contact with {}: what it runs now is unknown ({})",
+                    host.host,
+                    message.replace('\n', "; ")
+                ));
+            }
         }
     }
 

@@ -12,6 +12,9 @@ mod ansible;
 #[path = "../e2e/front.rs"]
 mod front;
 mod hosts;
+#[path = "../support/mod.rs"]
+mod support;
+mod teams;
 mod zero_downtime;
 
 use std::fs;
@@ -742,7 +745,7 @@ fn an_interrupted_rollout_puts_the_fleet_back() {
 }
 
 /// A child process killed (and reaped) when the test ends, however it ends.
-struct Stopped(std::process::Child);
+pub struct Stopped(pub std::process::Child);
 
 impl Drop for Stopped {
     fn drop(&mut self) {
