@@ -177,6 +177,16 @@ pub enum FleetAgentAction {
         #[arg(long)]
         id: String,
     },
+    /// Hold this host's fleet lock for a controller's rollout until stdin
+    /// closes (the controller, or its ssh, went away)
+    Lock {
+        /// Who holds it: the controller's lock holder, as JSON
+        #[arg(long)]
+        holder: String,
+        /// How long to wait for a running rollout to finish (0: refuse at once)
+        #[arg(long, default_value_t = 0)]
+        wait_ms: u64,
+    },
 }
 
 /// `--wait[=DURATION]`: queue behind a running command instead of failing.

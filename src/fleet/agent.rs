@@ -14,10 +14,12 @@
 //! controller shows prefixed with the host.
 
 use std::fs;
+use std::io::{Read, Seek, Write};
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use nix::fcntl::{Flock, FlockArg};
 
 use crate::cli::{FleetAgentAction, FleetAgentArgs};
 use crate::commands::ReleaseRow;
@@ -27,6 +29,7 @@ use crate::error::{Error, IoContext, Kind, Result};
 use crate::fleet::protocol::{self, Done, Failure, HostState, Probe, Reply};
 use crate::history::{self, Event};
 use crate::layout::{Layout, ReleaseId};
+use crate::lock::Holder;
 use crate::store::{self, Current, Metadata, Status};
 use crate::ui;
 
@@ -60,6 +63,9 @@ pub fn run(ctx: &Ctx, args: &FleetAgentArgs) -> Result<()> {
         FleetAgentAction::Activate { id } => activate(ctx, &ReleaseId::parse(id)?),
         FleetAgentAction::Switch { to } => switch(ctx, to),
         FleetAgentAction::Discard { id } => discard(ctx, &ReleaseId::parse(id)?),
+        FleetAgentAction::Lock { holder, wait_ms } => {
+            return hold(ctx, holder, Duration::from_millis(*wait_ms));
+        }
     };
     let live = store::read_current(&ctx.layout)
         .ok()
@@ -89,6 +95,100 @@ pub fn run(ctx: &Ctx, args: &FleetAgentArgs) -> Result<()> {
     };
     let _ = ui::out(&protocol::frame(&reply));
     result
+}
+
+/// The fleet lock of this host: flock(2) on `.shipit/fleet.lock`, apart
+/// from the host's deploy lock (which each step of the rollout takes and
+/// releases). A controller holds it on every host, in host order, for its
+/// whole rollout, through this agent: taken, said so, then held until
+/// stdin closes, which happens when the controller lets go, exits, or
+/// dies (its ssh dies with it and sshd closes the session). The kernel
+/// releases the flock with this process, however it ends.
+fn hold(ctx: &Ctx, holder: &str, wait: Duration) -> Result<()> {
+    let reply = |live, result| {
+        let _ = ui::out(&protocol::frame(&Reply { live, result }));
+    };
+    let live = store::read_current(&ctx.layout)
+        .ok()
+        .and_then(|c| c.id().cloned());
+    match take_fleet_lock(ctx, holder, wait) {
+        Err(e) => {
+            reply(
+                live,
+                Err(Failure {
+                    kind: e.kind,
+                    message: e.message.clone(),
+                }),
+            );
+            Err(e)
+        }
+        Ok(_locked) => {
+            reply(live, Ok(Done::Locked));
+            // Held until the controller closes our stdin (or is gone).
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            Ok(())
+        }
+    }
+}
+
+fn take_fleet_lock(ctx: &Ctx, holder: &str, wait: Duration) -> Result<Flock<fs::File>> {
+    let holder: Holder = serde_json::from_str(holder)
+        .map_err(|e| Error::usage("the controller sent an unreadable lock holder").cause(e))?;
+    let path = ctx.layout.state().join("fleet.lock");
+    let deadline = crate::clock::after(wait);
+    let mut locked = loop {
+        let file = crate::state::open_or_explain(
+            &path,
+            fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+            "the fleet lock",
+        )?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => break locked,
+            Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+                if Instant::now() >= deadline {
+                    let mut text = String::new();
+                    let _ = file.read_to_string(&mut text);
+                    let who = serde_json::from_str::<Holder>(text.trim()).map_or_else(
+                        |_| "a controller that has not said who it is yet".to_string(),
+                        |h| h.describe(),
+                    );
+                    let waited = if wait.is_zero() {
+                        String::new()
+                    } else {
+                        format!(" (waited {})", humantime::format_duration(wait))
+                    };
+                    return Err(Error::new(
+                        Kind::LockBusy,
+                        format!("another rollout holds the fleet{waited}: {who}"),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err((_, errno)) => {
+                return Err(Error::io(
+                    "could not lock",
+                    &path,
+                    std::io::Error::from(errno),
+                ));
+            }
+        }
+    };
+    let line = serde_json::to_string(&holder).expect("a holder serializes");
+    locked
+        .set_len(0)
+        .and_then(|_| locked.rewind())
+        .and_then(|_| locked.write_all(format!("{line}\n").as_bytes()))
+        .with_path("could not write", &path)?;
+    // The config of the rollout that holds the fleet becomes the one the
+    // read-only commands use (its health URL).
+    let text = fs::read(&ctx.config.file).with_path("could not read", &ctx.config.file)?;
+    let copy = ctx.layout.state().join("fleet.toml");
+    crate::fsutil::atomic_write(&copy, &text).with_path("could not write", &copy)?;
+    Ok(locked)
 }
 
 /// What this host has, for the controller's preflight, `releases` and

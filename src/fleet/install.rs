@@ -16,8 +16,8 @@
 //!   activate, its own rollback, the switch back, discard) runs with that
 //!   file. Another controller with another config writes another file, so
 //!   it can never change the hooks or the gate of a rollout in flight.
-//!   `fleet.toml` is a copy of the config of the latest rollout, for the
-//!   read-only commands (`status` probes its health URL) and for running
+//!   `fleet.toml` is a copy of the config of the latest rollout (made once
+//!   it holds the fleet lock), for the read-only commands (`status` probes its health URL) and for running
 //!   shipit by hand on the host.
 //! - Read-only commands (`status`, `releases`) install and write nothing:
 //!   they run the agent only if this controller's build of it is already
@@ -189,18 +189,17 @@ pub const SAYS: &str = "@@shipit-install ";
 /// What the read-only script says when the agent or its config is absent.
 pub const ABSENT: &str = "@@shipit-absent ";
 
-/// Write the pinned config and the copy for read-only commands; say
-/// whether the binary is there. One round trip.
+/// Write the pinned config (the copy for read-only commands is made once
+/// the fleet lock is taken); say whether the binary is there. One round
+/// trip.
 const CONFIG_SCRIPT: &str = r#"set -e
 state="$1"; bin="$2"; digest="$3"
 command -v tar >/dev/null 2>&1 || { echo "tar is not installed on this host" >&2; exit 3; }
 mkdir -p "$state/bin" "$state/config"
 tmp="$state/config/.$digest.$$"
-trap 'rm -f "$tmp" "$tmp.copy"' EXIT
+trap 'rm -f "$tmp"' EXIT
 cat > "$tmp"
-cp "$tmp" "$tmp.copy"
 mv -f "$tmp" "$state/config/$digest.toml"
-mv -f "$tmp.copy" "$state/fleet.toml"
 trap - EXIT
 if [ -x "$state/bin/$bin" ]; then echo "@@shipit-install present"; else echo "@@shipit-install missing"; fi
 "#;

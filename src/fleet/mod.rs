@@ -137,9 +137,26 @@ fn sequence(
         format!("to {} host(s)", fleet.config.hosts.len()),
     );
     let reach = crate::ui::Timing::start("fleet reach");
-    let states = fleet.reach(false);
+    let connected = rollout::parallel(&fleet.config.hosts, |host| fleet.connect(host));
     drop(reach);
     let mut unreachable = Vec::new();
+    for (host, connected) in hosts.iter_mut().zip(connected) {
+        if let Err(e) = connected {
+            host.outcome = Outcome::Unreachable;
+            host.message = Some(e.to_string().replace('\n', "; "));
+            unreachable.push((host.host.clone(), e));
+        }
+    }
+    if !unreachable.is_empty() {
+        return Err(
+            not_ready(&unreachable).live("unchanged on every host: nothing was sent or switched")
+        );
+    }
+    // One rollout at a time across controllers: the fleet lock of every
+    // host, held to the end of the rollout (its revert included).
+    let command: Vec<String> = std::env::args().collect();
+    let _fleet_lock = fleet.lock_all(req.wait, &command.join(" "))?;
+    let states = rollout::parallel(&fleet.config.hosts, |host| fleet.state(host, false));
     let mut taken: Vec<ReleaseId> = Vec::new();
     let mut infos: Vec<HostState> = Vec::new();
     for (host, state) in hosts.iter_mut().zip(states) {

@@ -21,6 +21,7 @@
 //! failed rollout is the state operators least want to find.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use crate::config::FleetConfig;
 use crate::context::Ctx;
@@ -28,9 +29,10 @@ use crate::error::{Error, Kind, Result};
 use crate::fleet::install::{self, Payload};
 use crate::fleet::protocol::{self, Done, HostState};
 use crate::fleet::report::{HostReport, Outcome};
-use crate::fleet::ssh::{self, Ssh};
+use crate::fleet::ssh::{self, Session, Ssh};
 use crate::hooks::{self, Hook};
 use crate::layout::ReleaseId;
+use crate::lock::Holder;
 
 /// Hosts handled at once in the parallel phases: below sshd's default
 /// `MaxStartups` (10 unauthenticated connections) on a shared bastion, and
@@ -192,26 +194,86 @@ impl<'a> Fleet<'a> {
     /// host, in parallel.
     pub fn reach(&self, probe: bool) -> Vec<Result<HostState>> {
         parallel(&self.config.hosts, |host| {
-            self.ssh.connect(host)?;
-            if !self.read_only {
-                install::ensure(&self.ssh, &self.ctx.ui, host, &self.payload)?;
-            }
-            let args: &[&str] = if probe {
-                &["state", "--probe"]
-            } else {
-                &["state"]
-            };
-            let reply = self.agent(host, args, None);
-            if !reply.ok() {
-                return Err(
-                    Error::internal(format!("could not read the state of {host}"))
-                        .cause(reply.message),
-                );
-            }
-            reply.state().ok_or_else(|| {
-                Error::internal(format!("{host} answered `state` with something else"))
-            })
+            self.connect(host)?;
+            self.state(host, probe)
         })
+    }
+
+    /// Connect to `host`; for a rollout, install the agent and the config.
+    pub fn connect(&self, host: &str) -> Result<()> {
+        self.ssh.connect(host)?;
+        if !self.read_only {
+            install::ensure(&self.ssh, &self.ctx.ui, host, &self.payload)?;
+        }
+        Ok(())
+    }
+
+    /// What `host` has.
+    pub fn state(&self, host: &str, probe: bool) -> Result<HostState> {
+        let args: &[&str] = if probe {
+            &["state", "--probe"]
+        } else {
+            &["state"]
+        };
+        let reply = self.agent(host, args, None);
+        if !reply.ok() {
+            return Err(
+                Error::internal(format!("could not read the state of {host}")).cause(reply.message),
+            );
+        }
+        reply
+            .state()
+            .ok_or_else(|| Error::internal(format!("{host} answered `state` with something else")))
+    }
+
+    /// Take the fleet lock of every host, in host order (two controllers
+    /// with the same hosts never hold part of the fleet each), each within
+    /// what is left of `wait`. Held until the sessions are dropped, or the
+    /// controller dies (its ssh dies with it, the host's agent sees its
+    /// stdin close, the kernel releases the flock). Refused: every lock
+    /// taken so far is let go, and the error names the holder.
+    pub fn lock_all(&self, wait: Option<Duration>, command: &str) -> Result<Vec<Session>> {
+        let holder = serde_json::to_string(&Holder::me(command)).expect("a holder serializes");
+        let deadline = wait.map(crate::clock::after);
+        let mut held = Vec::new();
+        for host in &self.config.hosts {
+            let left = deadline
+                .map(|d| d.saturating_duration_since(std::time::Instant::now()))
+                .unwrap_or_default();
+            let mut argv = self.payload.agent();
+            argv.extend([
+                "lock".to_string(),
+                format!("--holder={holder}"),
+                format!("--wait-ms={}", left.as_millis()),
+            ]);
+            let (out, session) = self.ssh.hold(&self.ctx.ui, host, &argv, protocol::MARK)?;
+            let refused = |e: Error| {
+                e.context(format!("could not lock the fleet on {host}"))
+                    .in_phase(Kind::BeforeSwap)
+                    .live("unchanged on every host: nothing was sent or switched")
+            };
+            match protocol::unframe::<protocol::Reply>(&out.stdout) {
+                Ok(protocol::Reply { result: Ok(_), .. }) if session.is_some() => {
+                    held.extend(session);
+                }
+                Ok(protocol::Reply { result: Err(f), .. }) => {
+                    let e = Error::new(f.kind, f.message);
+                    return Err(if f.kind == Kind::LockBusy {
+                        e.live(
+                            "unchanged on every host by this command: nothing was sent or switched",
+                        )
+                        .hint("wait for that rollout to end, or queue behind it with --wait")
+                    } else {
+                        refused(e)
+                    });
+                }
+                Ok(_) => {
+                    return Err(refused(Error::internal(install::last_words(&out))));
+                }
+                Err(unframed) => return Err(refused(unframed.to_error(host, out.code))),
+            }
+        }
+        Ok(held)
     }
 
     /// After a failed switch: what does `host` run now? Its own report when

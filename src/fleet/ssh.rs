@@ -123,6 +123,28 @@ pub struct Ssh {
     control_dir: tempfile::TempDir,
 }
 
+/// A remote command kept running by [`Ssh::hold`]; dropping it closes its
+/// stdin and waits (bounded) for it to end.
+pub struct Session {
+    child: std::process::Child,
+    _stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let deadline = crate::clock::after(CONNECT_TIMEOUT);
+        while std::time::Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// What a remote command did.
 #[derive(Debug)]
 pub struct Output {
@@ -266,6 +288,89 @@ impl Ssh {
             stdout: stdout_text,
             stderr_tail: tail,
         })
+    }
+
+    /// Run `argv` on `dest` and keep it running: read its stdout until a
+    /// line starts with `until` (or it ends), then hand back that output
+    /// and, if it still runs, the session, which ends when dropped (its
+    /// stdin is closed). Call it from the thread that keeps the session:
+    /// ssh is set to die with the thread that started it.
+    pub fn hold(
+        &self,
+        ui: &Ui,
+        dest: &str,
+        argv: &[String],
+        until: &str,
+    ) -> Result<(Output, Option<Session>)> {
+        let remote = remote_command(argv);
+        let mut command = self.command(dest, &["-o", "ControlMaster=no"]);
+        command.arg(remote);
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                Error::internal("could not run ssh")
+                    .cause(e)
+                    .hint("install the OpenSSH client (apt-get install openssh-client)")
+            })?;
+        let stderr = child.stderr.take().expect("piped");
+        let ui = *ui;
+        let host = dest.to_string();
+        let tail = std::thread::spawn(move || {
+            let mut tail: Vec<String> = Vec::new();
+            for line in BufReader::new(stderr).split(b'\n') {
+                let Ok(line) = line else { break };
+                let line = String::from_utf8_lossy(&line).trim_end().to_string();
+                ui.host_line(&host, &line);
+                tail.push(line);
+                if tail.len() > 20 {
+                    tail.remove(0);
+                }
+            }
+            tail
+        });
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let mut text = String::new();
+        let mut answered = false;
+        loop {
+            let mut line = Vec::new();
+            match stdout.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&line).into_owned();
+                    answered = line.starts_with(until);
+                    text.push_str(&line);
+                    if answered {
+                        break;
+                    }
+                }
+            }
+        }
+        if answered {
+            let session = Session {
+                child,
+                _stdout: stdout,
+            };
+            let output = Output {
+                code: 0,
+                stdout: text,
+                stderr_tail: Vec::new(),
+            };
+            return Ok((output, Some(session)));
+        }
+        let status = child
+            .wait()
+            .map_err(|e| Error::internal("could not wait for ssh").cause(e))?;
+        Ok((
+            Output {
+                code: status.code().unwrap_or(SSH_FAILED),
+                stdout: text,
+                stderr_tail: tail.join().unwrap_or_default(),
+            },
+            None,
+        ))
     }
 
     /// Close the master connection to `dest` (best effort).

@@ -71,13 +71,14 @@ impl World {
     }
 
     /// A teammate's checkout: the same fleet, with a reload hook of their
-    /// own that leaves `teammate-hook-ran` in each host's shared/.
+    /// own that appends the release it starts to `teammate-hook-ran` in
+    /// each host's shared/.
     pub fn teammate_config(&self) -> PathBuf {
         let dir = self.path().join("teammate");
         fs::create_dir_all(&dir).unwrap();
         let text = fs::read_to_string(self.config()).unwrap().replace(
             "reload = \"",
-            "reload = \"touch \\\"$SHIPIT_DEPLOY_TO/shared/teammate-hook-ran\\\"; ",
+            "reload = \"echo $SHIPIT_RELEASE >> \\\"$SHIPIT_DEPLOY_TO/shared/teammate-hook-ran\\\"; ",
         );
         assert!(text.contains("teammate-hook-ran"));
         let path = dir.join("shipit.toml");
@@ -247,4 +248,104 @@ fn a_rollout_runs_its_own_config_whatever_another_checkout_does() {
             h.name()
         );
     }
+}
+
+/// The releases the teammate's reload hook started on each host.
+fn teammate_hook_ran(w: &World) -> Vec<Vec<String>> {
+    w.hosts
+        .hosts
+        .iter()
+        .map(|h| {
+            fs::read_to_string(h.deploy().join("shared/teammate-hook-ran"))
+                .unwrap_or_default()
+                .lines()
+                .map(String::from)
+                .collect()
+        })
+        .collect()
+}
+
+fn output(w: &World, name: &str) -> (serde_json::Value, String) {
+    let err = fs::read_to_string(w.path().join(format!("{name}.err"))).unwrap();
+    let out = fs::read_to_string(w.path().join(format!("{name}.out"))).unwrap();
+    let json = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
+    (json, err)
+}
+
+/// Two controllers (CI and a teammate's checkout) deploy the same three
+/// hosts at once: one rolls out, the other is refused naming the first,
+/// or waits for it with --wait; no host ever runs a reload hook of a
+/// rollout other than its own.
+#[test]
+fn two_controllers_roll_out_one_at_a_time() {
+    let w = World::new(3, Options::default());
+    let drain = w.pausing_drain();
+    w.write_config(&Options {
+        drain: Some(&drain),
+        ..Options::default()
+    });
+    let good = w.deploy_ok();
+    let teammate = w.teammate_config();
+    let mine = w.config();
+
+    // Started together: exactly one of them rolls out.
+    w.commit("VERSION", "2\n");
+    let mut a = w.spawn(&mine, &["deploy", "--json"], "a");
+    let mut b = w.spawn(&teammate, &["deploy", "--json"], "b");
+    let codes = [wait_exit(&mut a.0), wait_exit(&mut b.0)];
+    let (ja, ea) = output(&w, "a");
+    let (jb, eb) = output(&w, "b");
+    let (winner, loser_err, loser_json) = match codes {
+        [Some(0), Some(6)] => (ja, eb, jb),
+        [Some(6), Some(0)] => (jb, ea, ja),
+        _ => panic!("expected one rollout and one refusal, got {codes:?}\n{ea}\n{eb}"),
+    };
+    assert_eq!(loser_json["outcome"], "lock-busy", "{loser_json}");
+    assert!(
+        loser_err.contains("another rollout holds the fleet")
+            && loser_err.contains("deploy --json"),
+        "{loser_err}"
+    );
+    let id = winner["release"].as_str().unwrap().to_string();
+    assert_eq!(w.currents(), vec![Some(id.clone()); 3]);
+    let ran = teammate_hook_ran(&w);
+    assert!(
+        ran.iter().all(|r| r.is_empty()) || ran.iter().all(|r| r == &vec![id.clone()]),
+        "a host ran a reload hook that is not its rollout's: {ran:?}"
+    );
+    let _ = good;
+
+    // The first is mid-rollout (paused in host2's drain): the second is
+    // refused, naming it, and changes nothing.
+    for h in &w.hosts.hosts {
+        let _ = fs::remove_file(h.deploy().join("shared/teammate-hook-ran"));
+    }
+    w.commit("VERSION", "3\n");
+    fs::write(w.path().join("PAUSE"), "").unwrap();
+    let mut a = w.spawn(&mine, &["deploy", "--json"], "a");
+    wait_for(&w.path().join("paused"), &mut a.0, &w.path().join("a.err"));
+    let mut b = w.spawn(&teammate, &["deploy", "--json"], "b");
+    assert_eq!(wait_exit(&mut b.0), Some(6));
+    let (_, eb) = output(&w, "b");
+    assert!(
+        eb.contains("another rollout holds the fleet") && eb.contains(mine.to_str().unwrap()),
+        "the refusal must name the rollout that holds the fleet:\n{eb}"
+    );
+    // With --wait it queues behind the first, then rolls out its own.
+    let mut b = w.spawn(&teammate, &["deploy", "--json", "--wait=5m"], "b");
+    fs::write(w.path().join("go"), "").unwrap();
+    assert_eq!(wait_exit(&mut a.0), Some(0), "{}", output(&w, "a").1);
+    fs::remove_file(w.path().join("PAUSE")).unwrap();
+    assert_eq!(wait_exit(&mut b.0), Some(0), "{}", output(&w, "b").1);
+    let (ja, _) = output(&w, "a");
+    let (jb, _) = output(&w, "b");
+    let first = ja["release"].as_str().unwrap().to_string();
+    let second = jb["release"].as_str().unwrap().to_string();
+    assert_ne!(first, second);
+    assert_eq!(w.currents(), vec![Some(second.clone()); 3]);
+    assert_eq!(
+        teammate_hook_ran(&w),
+        vec![vec![second.clone()]; 3],
+        "the teammate's hook must run for the teammate's rollout only"
+    );
 }
