@@ -171,6 +171,10 @@ pub enum FleetAgentAction {
     Switch {
         #[arg(long)]
         to: String,
+        /// How long to wait for this host's lock (a switch back waits for
+        /// an activation still running there)
+        #[arg(long, default_value_t = 0)]
+        wait_ms: u64,
     },
     /// Remove a received release that never went live
     Discard {

@@ -61,7 +61,10 @@ pub fn run(ctx: &Ctx, args: &FleetAgentArgs) -> Result<()> {
             receive(ctx, meta)
         }
         FleetAgentAction::Activate { id } => activate(ctx, &ReleaseId::parse(id)?),
-        FleetAgentAction::Switch { to } => switch(ctx, to),
+        FleetAgentAction::Switch { to, wait_ms } => {
+            let wait = (*wait_ms > 0).then(|| Duration::from_millis(*wait_ms));
+            switch(ctx, to, wait)
+        }
         FleetAgentAction::Discard { id } => discard(ctx, &ReleaseId::parse(id)?),
         FleetAgentAction::Lock { holder, wait_ms } => {
             return hold(ctx, holder, Duration::from_millis(*wait_ms));
@@ -368,12 +371,12 @@ fn activate(ctx: &Ctx, id: &ReleaseId) -> Result<Done> {
 /// Go to an existing release (a fleet rollback, or a revert to what this
 /// host ran before), through `shipit rollback`'s sequence; `none` removes
 /// `current`, for a host that had nothing live before the rollout.
-fn switch(ctx: &Ctx, to: &str) -> Result<Done> {
+fn switch(ctx: &Ctx, to: &str, wait: Option<Duration>) -> Result<Done> {
     let layout = &ctx.layout;
     if to == "none" {
         let started = Instant::now();
         store::require_sane_current(layout)?;
-        let _lock = crate::mutation::begin(ctx, None)?;
+        let _lock = crate::mutation::begin(ctx, wait)?;
         let Current::Release(from) = store::require_sane_current(layout)? else {
             return Ok(Done::Switched {
                 from: None,
@@ -395,6 +398,9 @@ fn switch(ctx: &Ctx, to: &str) -> Result<Done> {
         });
     }
     let id = ReleaseId::parse(to)?;
+    // Under the lock: an activation still running here (its controller
+    // vanished) decides what is current until it ends.
+    let lock = crate::mutation::begin(ctx, wait)?;
     if store::read_current(layout)?.id() == Some(&id) {
         ctx.ui
             .step("Live", format!("{} already", Layout::display(&id)));
@@ -406,7 +412,7 @@ fn switch(ctx: &Ctx, to: &str) -> Result<Done> {
     // The controller chose it: what this host ran before the rollout, or
     // the fleet's rollback target.
     crate::rollback::choose(ctx, Some(&id), true)?;
-    let _lock = crate::mutation::begin(ctx, None)?;
+    let _lock = lock;
     let outcome = crate::rollback::run(ctx, Some(&id), true)?;
     Ok(Done::Switched {
         from: outcome.from,

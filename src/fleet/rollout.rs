@@ -40,6 +40,13 @@ use crate::lock::Holder;
 /// (`MaxSessions` is 10).
 pub const PARALLEL: usize = 8;
 
+/// How long a switch back waits for the host's lock: an activation may
+/// still run there (its controller's session was cut, by a SIGTERM to the
+/// controller's whole process tree, and the host finishes it or rolls it
+/// back on its own). Longer than any activation should take; bounded so a
+/// host stuck forever does not hold the revert of the others.
+pub const REVERT_LOCK_WAIT: Duration = Duration::from_secs(600);
+
 /// Run `f` on every item, at most [`PARALLEL`] at once; results in order.
 pub fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let next = AtomicUsize::new(0);
@@ -168,7 +175,12 @@ impl<'a> Fleet<'a> {
                     let message = match &unframed {
                         // Cut short (killed, ssh dropped): what it said last.
                         protocol::Unframed::Missing { stray } if out.code != 0 => {
-                            let mut m = install::last_words(&out);
+                            let mut m = format!(
+                                "the session ended (status {}) before the host answered; \
+                                 the last it said: {}",
+                                out.code,
+                                install::last_words(&out).trim()
+                            );
                             if !stray.is_empty() {
                                 m.push_str(&format!(
                                     " (it printed on stdout: {})",
@@ -504,11 +516,15 @@ fn switch_batch(
     }
     // A signal that came during the switches stops the rollout after them;
     // putting the batch back into rotation must still happen.
+    // A host that failed because the signal cut its session failed
+    // because of the signal: the rollout was interrupted.
     if crate::interrupt::requested() {
         crate::interrupt::clear();
-        if failure.is_none() {
-            failure = Some(interrupted());
+        let mut stopped = interrupted();
+        if let Some(f) = failure {
+            stopped = stopped.cause(f.to_string().replace('\n', "; "));
         }
+        failure = Some(stopped);
     }
     for &i in &drained {
         // Back into rotation when healthy: switched, or on what it ran
@@ -582,8 +598,9 @@ fn revert(fleet: &Fleet, hosts: &mut [HostReport]) {
                 (i, hosts[i].host.clone(), to)
             })
             .collect();
+        let wait = format!("--wait-ms={}", REVERT_LOCK_WAIT.as_millis());
         let replies = parallel(&names, |(_, host, to)| {
-            fleet.agent(host, &["switch", "--to", to], None)
+            fleet.agent(host, &["switch", "--to", to, &wait], None)
         });
         for ((i, _, _), reply) in names.iter().zip(replies) {
             let host = &mut hosts[*i];
