@@ -118,6 +118,13 @@ pub fn run(ctx: &Ctx, config: &FleetConfig, req: &Request) -> Result<()> {
     result
 }
 
+/// The release every host ran before the rollout, if they all ran the
+/// same one.
+fn shared_before(hosts: &[HostReport]) -> Option<ReleaseId> {
+    let first = hosts.first()?.before.clone();
+    hosts.iter().all(|h| h.before == first).then_some(first)?
+}
+
 /// The release every host runs, if they all run the same one.
 fn shared_live(hosts: &[HostReport]) -> Option<ReleaseId> {
     let first = hosts.first()?.live.clone();
@@ -179,6 +186,8 @@ fn sequence(
             not_ready(&unreachable).live("unchanged on every host: nothing was sent or switched")
         );
     }
+    // What the fleet ran before, when every host ran the same.
+    event.previous = shared_before(hosts);
     let switch = match req.event {
         "deploy" => {
             let _timing = crate::ui::Timing::start("fleet build+prepare");
@@ -186,6 +195,10 @@ fn sequence(
         }
         _ => {
             let to = rollback_target(hosts, &infos, req.to.as_ref())?;
+            // What the release is, as the hosts recorded it.
+            let row = infos.iter().find_map(|i| i.row(&to));
+            event.revision = row.and_then(|r| r.revision.clone());
+            event.branch = row.and_then(|r| r.branch.clone());
             event.release = Some(to.clone());
             Switch::To(to)
         }

@@ -13,6 +13,7 @@ mod crashes;
 #[path = "../e2e/front.rs"]
 mod front;
 mod hosts;
+mod reports;
 #[path = "../support/mod.rs"]
 mod support;
 mod teams;
