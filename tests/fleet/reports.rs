@@ -67,3 +67,41 @@ fn a_host_where_the_install_fails_is_not_called_unreachable() {
     );
     assert_eq!(w.currents(), vec![None, None]);
 }
+
+/// `ssh://user@[::1]:port` passed validation (and `check`), but OpenSSH
+/// refuses an IPv6 address in a URI: every rollout failed. The controller
+/// now gives ssh the port with `-p`.
+#[test]
+fn a_host_written_as_an_ipv6_uri_deploys() {
+    let mut w = World::new(1, Options::default());
+    let port = w.hosts.hosts[0].port;
+    let config = w.hosts.hosts[0].dir.join("sshd_config");
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(&config, format!("{text}ListenAddress ::1\n")).unwrap();
+    w.hosts.hosts[0].stop();
+    w.hosts.hosts[0].start();
+    let known = w.hosts.root.join("keys/known_hosts");
+    let text = fs::read_to_string(&known).unwrap();
+    let key = text.split_once(' ').unwrap().1.to_string();
+    fs::write(&known, format!("{text}[::1]:{port} {key}")).unwrap();
+    let dest = w.hosts.hosts[0].dest.clone();
+    let v6 = dest.replace("127.0.0.1", "[::1]");
+    let text = fs::read_to_string(w.config()).unwrap().replace(&dest, &v6);
+    fs::write(w.config(), text).unwrap();
+    let run = w.shipit(&["deploy", "--json"]);
+    run.code(0);
+    assert_eq!(run.json()["hosts"][0]["host"], v6.as_str());
+    // And a destination OpenSSH would read as another port is refused
+    // before any ssh.
+    let text = fs::read_to_string(w.config())
+        .unwrap()
+        .replace(&v6, &format!("ssh://root@127.0.0.1:{port}:33"));
+    fs::write(w.config(), text).unwrap();
+    let run = w.shipit(&["deploy"]);
+    run.code(2);
+    assert!(
+        run.stderr.contains("the port must be a number"),
+        "{}",
+        run.stderr
+    );
+}
