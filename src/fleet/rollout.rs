@@ -559,11 +559,34 @@ fn switch_batch(
 
 /// Switch every host this rollout moved back to what it ran before, in
 /// reverse order, `batch` at a time, drained around the switch.
+///
+/// A host the controller lost contact with is asked once more what it
+/// runs; if it still cannot be reached it is left alone: it stays drained
+/// (its drain hook ran once, before its switch), it is not called
+/// `revert-failed` (nothing was tried), and its message says what it runs
+/// is unknown.
 fn revert(fleet: &Fleet, hosts: &mut [HostReport]) {
+    for host in hosts.iter_mut().filter(|h| h.unknown) {
+        match fleet.state(&host.host, false) {
+            Ok(state) => {
+                host.live = state.current;
+                host.unknown = false;
+            }
+            Err(e) => {
+                let why = e.to_string().replace('\n', "; ");
+                host.message = Some(format!(
+                    "contact was lost during its switch and not regained ({why}): what it runs is \
+                     unknown; not switched back, left drained"
+                ));
+            }
+        }
+    }
     let moved: Vec<usize> = (0..hosts.len())
         .rev()
         .filter(|&i| {
-            matches!(hosts[i].outcome, Outcome::Switched | Outcome::Failed) && !hosts[i].as_before()
+            matches!(hosts[i].outcome, Outcome::Switched | Outcome::Failed)
+                && !hosts[i].as_before()
+                && !hosts[i].unknown
         })
         .collect();
     for batch in moved.chunks(fleet.config.batch) {

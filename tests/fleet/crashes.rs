@@ -50,7 +50,7 @@ fn descendants(pid: i32) -> Vec<i32> {
     found
 }
 
-fn cmdline(pid: i32) -> String {
+pub fn cmdline(pid: i32) -> String {
     fs::read(format!("/proc/{pid}/cmdline"))
         .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
         .unwrap_or_default()
@@ -59,7 +59,7 @@ fn cmdline(pid: i32) -> String {
 /// `pid`, every process below it, and the ssh master connections its ssh
 /// calls use (`-f` puts them in the background, out of the tree, but in
 /// the same cgroup): what a CI runner or systemd stops with a job.
-fn job_of(pid: i32) -> Vec<i32> {
+pub fn job_of(pid: i32) -> Vec<i32> {
     let mut all = descendants(pid);
     let dirs: Vec<String> = all
         .iter()
@@ -101,7 +101,7 @@ fn terminate_tree(pid: i32) {
 }
 
 /// Wait (bounded) until `file` contains `text`.
-fn wait_for_text(file: &std::path::Path, text: &str) {
+pub fn wait_for_text(file: &std::path::Path, text: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let said = fs::read_to_string(file).unwrap_or_default();
@@ -119,7 +119,7 @@ fn wait_for_text(file: &std::path::Path, text: &str) {
 
 /// host2's reload waits for `go` when the release holds PAUSE, after
 /// saying so with `paused`.
-fn pause_host2_reload(w: &World) {
+pub fn pause_host2_reload(w: &World) {
     let root = w.path().display().to_string();
     let prefix = format!(
         "if grep -qx host2 $SHIPIT_DEPLOY_TO/shared/name && [ -e PAUSE ]; then touch {root}/paused; \

@@ -105,3 +105,64 @@ fn a_host_written_as_an_ipv6_uri_deploys() {
         run.stderr
     );
 }
+
+/// A host the controller loses contact with during its switch (its ssh
+/// cut, its sshd gone) used to be drained a second time for a switch back
+/// that could only fail, and reported `revert-failed: the switch back
+/// failed` although no switch back happened. It is now left alone, drained
+/// once, reported `failed` with what it runs unknown.
+#[test]
+fn a_host_that_lost_contact_is_drained_once_and_not_called_revert_failed() {
+    let mut w = World::new(
+        3,
+        Options {
+            drain: Some("echo \"drain $SHIPIT_HOST\" >> ../drain.log"),
+            undrain: Some("echo \"undrain $SHIPIT_HOST\" >> ../drain.log"),
+            ..Options::default()
+        },
+    );
+    let good = w.deploy_ok();
+    fs::remove_file(w.path().join("drain.log")).unwrap();
+    crate::crashes::pause_host2_reload(&w);
+    w.commit("PAUSE", "\n");
+    let mut child = w.spawn(&w.config(), &["deploy", "--json"], "deploy");
+    let err = w.path().join("deploy.err");
+    crate::teams::wait_for(&w.path().join("paused"), &mut child.0, &err);
+    // host2 goes away: its sshd stops, and the controller's ssh to it dies.
+    let port = w.hosts.hosts[1].port;
+    w.hosts.hosts[1].stop();
+    let mine = format!(" -p {port} ");
+    let mut cut = 0;
+    for pid in crate::crashes::job_of(child.0.id() as i32) {
+        if crate::crashes::cmdline(pid).contains(&mine) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            cut += 1;
+        }
+    }
+    assert!(cut > 0, "no ssh to host2 was found");
+    let code = crate::teams::wait_exit(&mut child.0);
+    // host2's own activation may finish now.
+    fs::write(w.path().join("go"), "").unwrap();
+    let said = fs::read_to_string(&err).unwrap();
+    assert_eq!(code, Some(9), "{said}");
+    let json: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(w.path().join("deploy.out")).unwrap()).unwrap();
+    assert_eq!(
+        crate::outcomes(&json),
+        ["reverted", "failed", "untouched"],
+        "{json}"
+    );
+    assert_eq!(json["hosts"][1]["live_known"], false, "{json}");
+    let message = json["hosts"][1]["message"].as_str().unwrap();
+    assert!(message.contains("unknown"), "{message}");
+    let log = fs::read_to_string(w.path().join("drain.log")).unwrap();
+    let h2 = &w.hosts.hosts[1].dest;
+    let drains = log.lines().filter(|l| *l == format!("drain {h2}")).count();
+    assert_eq!(drains, 1, "host2 was drained again for nothing:\n{log}");
+    assert!(!log.lines().any(|l| *l == format!("undrain {h2}")), "{log}");
+    assert_eq!(w.hosts.hosts[0].current(), Some(good.clone()));
+    assert_eq!(w.hosts.hosts[2].current(), Some(good.clone()));
+}
