@@ -175,6 +175,11 @@ pub enum FleetAgentAction {
         /// an activation still running there)
         #[arg(long, default_value_t = 0)]
         wait_ms: u64,
+        /// Go there even if it failed or never proved itself live here
+        /// (the controller's `rollback --force`, or a switch back to what
+        /// this host ran before the rollout)
+        #[arg(long)]
+        force: bool,
     },
     /// Remove a received release that never went live
     Discard {

@@ -80,6 +80,7 @@ fn fleet(
     arg: &crate::cli::NoRevertArg,
     json: bool,
     wait: Option<Duration>,
+    force: bool,
 ) -> Result<()> {
     if no_rollback {
         return Err(crate::error::Error::usage(
@@ -94,6 +95,7 @@ fn fleet(
         no_revert: arg.no_revert,
         json,
         wait,
+        force,
     };
     crate::fleet::run(ctx, fleet, &req)
 }

@@ -61,9 +61,9 @@ pub fn run(ctx: &Ctx, args: &FleetAgentArgs) -> Result<()> {
             receive(ctx, meta)
         }
         FleetAgentAction::Activate { id } => activate(ctx, &ReleaseId::parse(id)?),
-        FleetAgentAction::Switch { to, wait_ms } => {
+        FleetAgentAction::Switch { to, wait_ms, force } => {
             let wait = (*wait_ms > 0).then(|| Duration::from_millis(*wait_ms));
-            switch(ctx, to, wait)
+            switch(ctx, to, wait, *force)
         }
         FleetAgentAction::Discard { id } => discard(ctx, &ReleaseId::parse(id)?),
         FleetAgentAction::Lock { holder, wait_ms } => {
@@ -371,7 +371,7 @@ fn activate(ctx: &Ctx, id: &ReleaseId) -> Result<Done> {
 /// Go to an existing release (a fleet rollback, or a revert to what this
 /// host ran before), through `shipit rollback`'s sequence; `none` removes
 /// `current`, for a host that had nothing live before the rollout.
-fn switch(ctx: &Ctx, to: &str, wait: Option<Duration>) -> Result<Done> {
+fn switch(ctx: &Ctx, to: &str, wait: Option<Duration>, force: bool) -> Result<Done> {
     let layout = &ctx.layout;
     if to == "none" {
         let started = Instant::now();
@@ -409,11 +409,12 @@ fn switch(ctx: &Ctx, to: &str, wait: Option<Duration>) -> Result<Done> {
             to: Some(id),
         });
     }
-    // The controller chose it: what this host ran before the rollout, or
-    // the fleet's rollback target.
-    crate::rollback::choose(ctx, Some(&id), true)?;
+    // The controller chose it: what this host ran before the rollout
+    // (forced: it ran it), or the fleet's rollback target (forced only by
+    // the controller's `rollback --force`).
+    crate::rollback::choose(ctx, Some(&id), force)?;
     let _lock = lock;
-    let outcome = crate::rollback::run(ctx, Some(&id), true)?;
+    let outcome = crate::rollback::run(ctx, Some(&id), force)?;
     Ok(Done::Switched {
         from: outcome.from,
         to: Some(outcome.to),

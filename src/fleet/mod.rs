@@ -46,6 +46,9 @@ pub struct Request {
     pub no_revert: bool,
     pub json: bool,
     pub wait: Option<Duration>,
+    /// `rollback --force`: a target that failed or never proved itself
+    /// live on some host is accepted (and gated again).
+    pub force: bool,
 }
 
 /// `shipit deploy` / `shipit rollback` with a fleet.
@@ -191,16 +194,18 @@ fn sequence(
     let switch = match req.event {
         "deploy" => {
             let _timing = crate::ui::Timing::start("fleet build+prepare");
-            prepare(fleet, req, hosts, &taken, event)?
+            let switch = prepare(fleet, req, hosts, &taken, event)?;
+            crate::crashpoint::hit("fleet:after-prepare");
+            switch
         }
         _ => {
-            let to = rollback_target(hosts, &infos, req.to.as_ref())?;
+            let to = rollback_target(hosts, &infos, req.to.as_ref(), req.force)?;
             // What the release is, as the hosts recorded it.
             let row = infos.iter().find_map(|i| i.row(&to));
             event.revision = row.and_then(|r| r.revision.clone());
             event.branch = row.and_then(|r| r.branch.clone());
             event.release = Some(to.clone());
-            Switch::To(to)
+            Switch::To(to, req.force)
         }
     };
     let roll = crate::ui::Timing::start("fleet roll");
@@ -406,6 +411,7 @@ fn rollback_target(
     hosts: &[HostReport],
     infos: &[HostState],
     to: Option<&ReleaseId>,
+    force: bool,
 ) -> Result<ReleaseId> {
     let has = |info: &HostState, id: &ReleaseId| info.has(id);
     if let Some(id) = to {
@@ -423,6 +429,31 @@ fn rollback_target(
             ))
             .live("unchanged on every host")
             .hint("`shipit releases` lists the releases every host has"));
+        }
+        // A release that failed, or never proved itself live, on some host
+        // (prepared everywhere by a rollout that stopped, say) is not a
+        // place to go without --force, as on one host.
+        let unproven: Vec<String> = hosts
+            .iter()
+            .zip(infos)
+            .filter_map(|(h, info)| {
+                let row = info.row(id)?;
+                let bad = !row.current && (row.status == "failed" || !row.proven);
+                bad.then(|| format!("{}: {}", h.host, row.status))
+            })
+            .collect();
+        if !unproven.is_empty() && !force {
+            return Err(Error::usage(format!(
+                "{} never proved itself live on every host ({})",
+                Layout::display(id),
+                unproven.join(", ")
+            ))
+            .live("unchanged on every host")
+            .hint(format!(
+                "pick a proven release (`shipit releases` lists them), or pass --force to make {} \
+                 live anyway (each host gates it again)",
+                Layout::display(id)
+            )));
         }
         return Ok(id.clone());
     }
@@ -643,19 +674,24 @@ mod tests {
     fn a_fleet_rollback_goes_where_every_host_agrees() {
         let hosts = [host("web1", Some(C)), host("web2", Some(C))];
         let infos = [info(C, Some(B), &[A, B, C]), info(C, Some(B), &[A, B, C])];
-        assert_eq!(rollback_target(&hosts, &infos, None).unwrap().as_str(), B);
+        assert_eq!(
+            rollback_target(&hosts, &infos, None, false)
+                .unwrap()
+                .as_str(),
+            B
+        );
         // --to must be on every host.
         let infos = [info(C, Some(B), &[A, B, C]), info(C, Some(B), &[B, C])];
         let a = ReleaseId::parse(A).unwrap();
-        let e = rollback_target(&hosts, &infos, Some(&a)).unwrap_err();
+        let e = rollback_target(&hosts, &infos, Some(&a), false).unwrap_err();
         assert!(e.message.contains("is not on web2"), "{e}");
         // Hosts that step back to different releases are refused.
         let infos = [info(C, Some(B), &[A, B, C]), info(C, Some(A), &[A, B, C])];
-        let e = rollback_target(&hosts, &infos, None).unwrap_err();
+        let e = rollback_target(&hosts, &infos, None, false).unwrap_err();
         assert!(e.hint.unwrap().contains("--to"));
         // So are hosts that do not run the same release.
         let hosts = [host("web1", Some(C)), host("web2", Some(B))];
-        let e = rollback_target(&hosts, &infos, None).unwrap_err();
+        let e = rollback_target(&hosts, &infos, None, false).unwrap_err();
         assert!(e.message.contains("web2 runs releases/"), "{e}");
     }
 

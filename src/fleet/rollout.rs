@@ -380,14 +380,15 @@ impl<'a> Fleet<'a> {
 pub enum Switch {
     /// Activate the received release (a deploy).
     Activate(ReleaseId),
-    /// Go to an existing release (a fleet rollback).
-    To(ReleaseId),
+    /// Go to an existing release (a fleet rollback); `true`: forced
+    /// (`rollback --force`).
+    To(ReleaseId, bool),
 }
 
 impl Switch {
     fn target(&self) -> &ReleaseId {
         match self {
-            Switch::Activate(id) | Switch::To(id) => id,
+            Switch::Activate(id) | Switch::To(id, _) => id,
         }
     }
 }
@@ -422,6 +423,7 @@ pub fn roll(
         if failure.is_some() {
             break;
         }
+        crate::crashpoint::hit("fleet:after-first-batch");
     }
     let failure = failure?;
     if !no_revert {
@@ -481,7 +483,13 @@ fn switch_batch(
     if failure.is_none() {
         let args: Vec<String> = match switch {
             Switch::Activate(id) => vec!["activate".into(), "--id".into(), id.to_string()],
-            Switch::To(id) => vec!["switch".into(), "--to".into(), id.to_string()],
+            Switch::To(id, force) => {
+                let mut args = vec!["switch".into(), "--to".into(), id.to_string()];
+                if *force {
+                    args.push("--force".into());
+                }
+                args
+            }
         };
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         for &i in batch {
@@ -623,7 +631,8 @@ fn revert(fleet: &Fleet, hosts: &mut [HostReport]) {
             .collect();
         let wait = format!("--wait-ms={}", REVERT_LOCK_WAIT.as_millis());
         let replies = parallel(&names, |(_, host, to)| {
-            fleet.agent(host, &["switch", "--to", to, &wait], None)
+            // Back to what it ran: forced, it ran it.
+            fleet.agent(host, &["switch", "--to", to, &wait, "--force"], None)
         });
         for ((i, _, _), reply) in names.iter().zip(replies) {
             let host = &mut hosts[*i];

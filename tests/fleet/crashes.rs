@@ -223,3 +223,121 @@ fn sigterm_to_the_process_tree_while_host2_activates_puts_every_host_back() {
         w.commit("VERSION", &format!("{round}\n"));
     }
 }
+
+/// The controller run with `SHIPIT_TEST_CRASH_AT=<point>`: it kills itself
+/// there with SIGKILL (no clean-up, no history, no revert).
+fn crash_at(w: &World, point: &str, args: &[&str]) {
+    let out = std::process::Command::new(crate::SHIPIT)
+        .arg("--config")
+        .arg(w.config())
+        .args(args)
+        .current_dir(w.path())
+        .env("NO_COLOR", "1")
+        .env("SHIPIT_TEST_CRASH_AT", point)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "shipit did not die at {point}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What `status --json` says each host runs.
+fn status_lives(w: &World) -> Vec<Option<String>> {
+    let status = w.shipit(&["status", "--json"]);
+    status.code(0);
+    status.json()["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["current"].as_str().map(String::from))
+        .collect()
+}
+
+/// SIGKILL after every host received the release, before any switch: each
+/// host still runs R1 and `status` says so; the release prepared
+/// everywhere but never switched is never a rollback target (`rollback`
+/// goes to R0, `rollback --to` it needs --force); the fleet lock died with
+/// the controller, and the next deploy puts every host on one release.
+#[test]
+fn a_controller_killed_after_prepare_leaves_nothing_a_rollback_would_pick() {
+    let w = World::new(3, Options::default());
+    let r0 = w.deploy_ok();
+    w.commit("VERSION", "1\n");
+    let r1 = w.deploy_ok();
+    w.commit("VERSION", "2\n");
+    crash_at(&w, "fleet:after-prepare", &["deploy"]);
+    assert_eq!(status_lives(&w), vec![Some(r1.clone()); 3]);
+    let prepared: Vec<String> = w.hosts.hosts[0]
+        .releases()
+        .into_iter()
+        .filter(|id| *id != r0 && *id != r1)
+        .collect();
+    assert_eq!(prepared.len(), 1, "{prepared:?}");
+    let r2 = &prepared[0];
+    for h in &w.hosts.hosts {
+        assert!(h.releases().contains(r2), "{} lacks {r2}", h.name());
+    }
+    // Not without --force.
+    let run = w.shipit(&["rollback", "--to", r2]);
+    run.code(2);
+    assert!(
+        run.stderr.contains("never proved itself live"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(w.currents(), vec![Some(r1.clone()); 3]);
+    let run = w.shipit(&["rollback", "--json"]);
+    run.code(0);
+    assert_eq!(run.json()["release"], r0.as_str());
+    assert_eq!(w.currents(), vec![Some(r0.clone()); 3]);
+    // The controller's --force reaches the hosts: it goes live, gated.
+    let run = w.shipit(&["rollback", "--to", r2, "--force"]);
+    run.code(0);
+    assert_eq!(w.serving(), vec![Some(r2.clone()); 3]);
+    let id = w.deploy_ok();
+    assert_eq!(w.serving(), vec![Some(id); 3]);
+}
+
+/// SIGKILL after the first host switched: `status` shows host1 on R2 and
+/// the others on R1; one `rollback --to R1` puts every host back on R1
+/// (a proven release), and the next deploy puts every host on one release.
+#[test]
+fn a_controller_killed_mid_roll_is_put_right_by_one_command() {
+    let w = World::new(3, Options::default());
+    let r1 = w.deploy_ok();
+    w.commit("VERSION", "2\n");
+    crash_at(&w, "fleet:after-first-batch", &["deploy"]);
+    let lives = status_lives(&w);
+    assert_eq!(lives, w.currents());
+    assert_eq!(lives[1..], [Some(r1.clone()), Some(r1.clone())]);
+    let r2 = lives[0].clone().unwrap();
+    assert_ne!(r2, r1);
+    // A plain rollback cannot tell where to go: it says so.
+    let run = w.shipit(&["rollback"]);
+    run.code(2);
+    assert!(run.stderr.contains("do not agree"), "{}", run.stderr);
+    let run = w.shipit(&["rollback", "--to", &r1, "--json"]);
+    run.code(0);
+    assert_eq!(
+        outcomes(&run.json()),
+        ["switched", "already-live", "already-live"]
+    );
+    assert_eq!(w.currents(), vec![Some(r1.clone()); 3]);
+    assert_eq!(w.serving(), vec![Some(r1.clone()); 3]);
+    // R2 proved itself on host1 only: without --force it is not a target
+    // for the fleet.
+    let run = w.shipit(&["rollback", "--to", &r2]);
+    run.code(2);
+    assert!(
+        run.stderr.contains("never proved itself live"),
+        "{}",
+        run.stderr
+    );
+    let id = w.deploy_ok();
+    assert_eq!(w.serving(), vec![Some(id); 3]);
+}
