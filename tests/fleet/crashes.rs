@@ -341,3 +341,59 @@ fn a_controller_killed_mid_roll_is_put_right_by_one_command() {
     let id = w.deploy_ok();
     assert_eq!(w.serving(), vec![Some(id); 3]);
 }
+
+/// SIGTERM to the controller's whole job while host2 activates, then
+/// SIGKILL while its revert waits for host2 (a CI runner's cancellation:
+/// SIGTERM, a grace period, SIGKILL). host1 is left on R2, host2 finishes
+/// on R2 by itself, host3 never left R1: `status`, from any controller,
+/// says exactly that, and one `rollback --to R1` puts every host on R1.
+#[test]
+fn sigterm_then_sigkill_mid_activation_leaves_a_fleet_status_tells_and_one_rollback_fixes() {
+    let w = World::new(3, Options::default());
+    let r1 = w.deploy_ok();
+    pause_host2_reload(&w);
+    w.commit("PAUSE", "\n");
+    fs::write(w.hosts.hosts[1].home().join(".bashrc"), "trap '' HUP\n").unwrap();
+    let mut child = w.spawn(&w.config(), &["deploy", "--json"], "deploy");
+    let err = w.path().join("deploy.err");
+    wait_for(&w.path().join("paused"), &mut child.0, &err);
+    let pid = child.0.id() as i32;
+    terminate_tree(pid);
+    wait_for_text(&err, &format!("Reverting {}", w.hosts.hosts[1].dest));
+    // The grace period is over.
+    for p in std::iter::once(pid).chain(job_of(pid)) {
+        let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+    }
+    let _ = wait_exit(&mut child.0);
+    fs::write(w.path().join("go"), "").unwrap();
+    // host2's activation ends on its own (bounded).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while host_history(&w, 1).len() < 2 {
+        assert!(Instant::now() < deadline, "host2's activation never ended");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let lives = status_lives(&w);
+    assert_eq!(lives, w.currents());
+    let r2 = lives[0].clone().unwrap();
+    assert_ne!(r2, r1);
+    assert_eq!(
+        lives,
+        [Some(r2.clone()), Some(r2.clone()), Some(r1.clone())]
+    );
+    // Another checkout sees the same.
+    let teammate = w.teammate_config();
+    let out = std::process::Command::new(crate::SHIPIT)
+        .arg("--config")
+        .arg(&teammate)
+        .args(["releases", "--json"])
+        .current_dir(w.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["agree"], false, "{json}");
+    let run = w.shipit(&["rollback", "--to", &r1, "--json"]);
+    run.code(0);
+    assert_eq!(w.currents(), vec![Some(r1.clone()); 3]);
+    assert_eq!(w.serving(), vec![Some(r1.clone()); 3]);
+}
