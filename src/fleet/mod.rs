@@ -25,7 +25,8 @@ pub mod ssh;
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::config::FleetConfig;
 use crate::context::Ctx;
@@ -34,7 +35,7 @@ use crate::history::{self, Event};
 use crate::layout::{Layout, ReleaseId};
 use crate::ui;
 use protocol::HostState;
-use report::{HostReport, HostView, Outcome};
+use report::{HostReport, HostRow, HostView, Outcome, ViewRow};
 use rollout::{Fleet, Switch};
 
 /// What a fleet deploy or rollback asks for.
@@ -63,8 +64,8 @@ pub fn run(ctx: &Ctx, config: &FleetConfig, req: &Request) -> Result<()> {
     let mut event = Event::new(req.event, "ok");
     let mut hosts: Vec<HostReport> = config.hosts.iter().map(|h| HostReport::new(h)).collect();
     let result = sequence(&fleet, req, &mut hosts, &mut event);
-    let hosts_json: Vec<Value> = hosts.iter().map(HostReport::to_json).collect();
-    event.hosts = Some(json!(hosts_json));
+    let rows: Vec<HostRow> = hosts.iter().map(HostReport::row).collect();
+    event.hosts = Some(serde_json::to_value(&rows).expect("host rows serialize"));
     let live = shared_live(&hosts);
     history::record(
         &ctx.layout,
@@ -80,21 +81,17 @@ pub fn run(ctx: &Ctx, config: &FleetConfig, req: &Request) -> Result<()> {
         Err(e) => e.kind.name(),
     };
     if req.json {
-        let mut report = json!({
-            "event": req.event,
-            "outcome": outcome,
-            "release": event.release,
-            "revision": event.revision,
-            "branch": event.branch,
-            "hosts": hosts_json,
-            "duration_ms": started.elapsed().as_millis() as u64,
-        });
-        // One JSON document: the error object goes inside the report.
-        if let Err(e) = &mut result {
-            report["error"] = e.to_json()["error"].clone();
-            e.reported = true;
-        }
-        let _ = ui::out_json(&report);
+        let report = RolloutReport {
+            event: req.event,
+            outcome,
+            release: event.release.as_ref(),
+            revision: event.revision.as_deref(),
+            branch: event.branch.as_deref(),
+            hosts: rows,
+            duration_ms: started.elapsed().as_millis() as u64,
+            error: error_inside(&mut result),
+        };
+        let _ = ui::out_json(&serde_json::to_value(&report).expect("a report serializes"));
     } else {
         let _ = ui::out(&report::table(&hosts));
     }
@@ -512,13 +509,46 @@ fn views(ctx: &Ctx, config: &FleetConfig, probe: bool) -> Result<Vec<HostView>> 
         .collect())
 }
 
-/// One JSON document: a failure goes inside the report, and is not printed
-/// again as an error object.
-fn with_error(report: &mut Value, result: &mut Result<()>) {
-    if let Err(e) = result {
-        report["error"] = e.to_json()["error"].clone();
-        e.reported = true;
-    }
+/// One JSON document: a failure goes inside the report (the `error`
+/// object every failing `--json` command prints), and is not printed again.
+fn error_inside(result: &mut Result<()>) -> Option<Value> {
+    let e = result.as_mut().err()?;
+    e.reported = true;
+    e.to_json().get("error").cloned()
+}
+
+/// `deploy --json` and `rollback --json` with a fleet.
+#[derive(Serialize)]
+struct RolloutReport<'a> {
+    event: &'a str,
+    outcome: &'a str,
+    release: Option<&'a ReleaseId>,
+    revision: Option<&'a str>,
+    branch: Option<&'a str>,
+    hosts: Vec<HostRow<'a>>,
+    duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Value>,
+}
+
+/// `releases --json` with a fleet.
+#[derive(Serialize)]
+struct ReleasesReport<'a> {
+    hosts: Vec<ViewRow<'a>>,
+    agree: bool,
+    live: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Value>,
+}
+
+/// `status --json` with a fleet.
+#[derive(Serialize)]
+struct StatusReport<'a> {
+    hosts: Vec<ViewRow<'a>>,
+    agree: bool,
+    last_rollout: Option<&'a Event>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Value>,
 }
 
 fn unreachable_error(views: &[HostView]) -> Result<()> {
@@ -546,13 +576,17 @@ pub fn releases(ctx: &Ctx, config: &FleetConfig, json_out: bool) -> Result<()> {
     let agree = report::agree(&views);
     let mut result = unreachable_error(&views);
     if json_out {
-        let mut report = json!({
-            "hosts": report::views_json(&views),
-            "agree": agree,
-            "live": if agree { views.first().and_then(|v| v.current()) } else { None },
-        });
-        with_error(&mut report, &mut result);
-        let _ = ui::out_json(&report);
+        let report = ReleasesReport {
+            hosts: report::view_rows(&views),
+            agree,
+            live: if agree {
+                views.first().and_then(|v| v.current())
+            } else {
+                None
+            },
+            error: error_inside(&mut result),
+        };
+        let _ = ui::out_json(&serde_json::to_value(&report).expect("a report serializes"));
     } else {
         let _ = ui::out(&report::releases_text(&views));
     }
@@ -579,13 +613,13 @@ pub fn status(ctx: &Ctx, config: &FleetConfig, json_out: bool) -> Result<()> {
     let agree = report::agree(&views);
     let mut result = unreachable_error(&views);
     if json_out {
-        let mut report = json!({
-            "hosts": report::views_json(&views),
-            "agree": agree,
-            "last_rollout": last,
-        });
-        with_error(&mut report, &mut result);
-        let _ = ui::out_json(&report);
+        let report = StatusReport {
+            hosts: report::view_rows(&views),
+            agree,
+            last_rollout: last.as_ref(),
+            error: error_inside(&mut result),
+        };
+        let _ = ui::out_json(&serde_json::to_value(&report).expect("a report serializes"));
     } else {
         let mut text = String::new();
         for v in &views {

@@ -1,13 +1,14 @@
 //! What a fleet command reports, per host: the view data behind the final
 //! table and `--json` (printing itself is `ui`'s).
 
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use crate::fleet::protocol::HostState;
 use crate::layout::ReleaseId;
 
 /// How one host fared in a rollout (or a fleet rollback).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     /// Not reached by the rollout: runs what it ran before.
     Untouched,
@@ -110,17 +111,33 @@ impl HostReport {
         }
     }
 
-    pub fn to_json(&self) -> Value {
-        json!({
-            "host": self.host,
-            "before": self.before,
-            "live": self.live,
-            "live_known": !self.unknown,
-            "live_healthy": !self.unknown && !self.unhealthy,
-            "outcome": self.outcome.name(),
-            "message": self.message,
-        })
+    /// The host's entry of `deploy --json` and of the controller's
+    /// history.
+    pub fn row(&self) -> HostRow<'_> {
+        HostRow {
+            host: &self.host,
+            before: self.before.as_ref(),
+            live: self.live.as_ref(),
+            live_known: !self.unknown,
+            live_healthy: !self.unknown && !self.unhealthy,
+            outcome: self.outcome,
+            message: self.message.as_deref(),
+        }
     }
+}
+
+/// One host in `deploy --json` (and `rollback --json`) with a fleet.
+#[derive(Debug, Serialize)]
+pub struct HostRow<'a> {
+    pub host: &'a str,
+    /// What it ran when the rollout began.
+    pub before: Option<&'a ReleaseId>,
+    /// What it runs now, as far as the controller knows.
+    pub live: Option<&'a ReleaseId>,
+    pub live_known: bool,
+    pub live_healthy: bool,
+    pub outcome: Outcome,
+    pub message: Option<&'a str>,
 }
 
 fn id_or_none(id: Option<&ReleaseId>) -> String {
@@ -279,19 +296,28 @@ pub fn majority_live(views: &[HostView]) -> Option<String> {
         .map(|(id, _)| id.to_string())
 }
 
-pub fn views_json(views: &[HostView]) -> Value {
-    json!(
-        views
-            .iter()
-            .map(|v| json!({
-                "host": v.host,
-                "reachable": v.state.is_some(),
-                "current": v.current(),
-                "state": v.state,
-                "error": v.error,
-            }))
-            .collect::<Vec<_>>()
-    )
+/// One host in `releases --json` and `status --json` with a fleet.
+#[derive(Debug, Serialize)]
+pub struct ViewRow<'a> {
+    pub host: &'a str,
+    pub reachable: bool,
+    pub current: Option<&'a str>,
+    /// The host's own report, as its agent sent it.
+    pub state: Option<&'a HostState>,
+    pub error: Option<&'a str>,
+}
+
+pub fn view_rows(views: &[HostView]) -> Vec<ViewRow<'_>> {
+    views
+        .iter()
+        .map(|v| ViewRow {
+            host: &v.host,
+            reachable: v.state.is_some(),
+            current: v.current(),
+            state: v.state.as_ref(),
+            error: v.error.as_deref(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
