@@ -1,8 +1,11 @@
 //! The phases of a rollout, and the revert.
 //!
-//! - Reach: every host is connected, given shipit and the config, and asked
-//!   what it has, in parallel, before anything is built or sent. A host
-//!   that cannot be reached stops the rollout with nothing changed.
+//! - Reach: every host is connected and given shipit and the rollout's
+//!   pinned config, in parallel; then the fleet lock of every host is taken
+//!   in host order ([`Fleet::lock_all`]: one rollout at a time, across
+//!   controllers); then every host is asked what it has. All before
+//!   anything is built or sent: a host that cannot be reached stops the
+//!   rollout with nothing changed.
 //! - Prepare: every host receives and publishes the release, in parallel;
 //!   nothing goes live. A failure removes the release from the hosts that
 //!   got it (a release that never went live must not become a rollback
