@@ -103,7 +103,7 @@ impl Command {
             | Command::Init(_)
             | Command::Completions { .. }
             | Command::Man(_) => false,
-            // The agent prints its own JSON, failures included.
+            // The agent prints its own framed reply, failures included.
             Command::FleetAgent(_) => false,
         }
     }
@@ -136,8 +136,9 @@ pub struct FleetAgentArgs {
     pub action: FleetAgentAction,
 }
 
-/// The host side of a fleet rollout. Each prints one JSON object on stdout
-/// and exits with the code of its outcome.
+/// The host side of a fleet rollout. Each prints one framed reply on stdout
+/// (`@@shipit-fleet/<version> <json>`, see `src/fleet/protocol.rs`) and
+/// exits with the code of its outcome.
 #[derive(Debug, Subcommand)]
 pub enum FleetAgentAction {
     /// What this host has: releases, what is live, the rollback target
