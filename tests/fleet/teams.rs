@@ -349,3 +349,33 @@ fn two_controllers_roll_out_one_at_a_time() {
         "the teammate's hook must run for the teammate's rollout only"
     );
 }
+
+/// Which settings a fleet rollback uses (README, "Whose config a host
+/// runs"): the config of the controller that starts it, pinned for that
+/// rollback, not the hooks the release was first deployed with.
+#[test]
+fn a_fleet_rollback_runs_with_the_config_of_its_controller() {
+    let w = World::new(2, Options::default());
+    let first = w.deploy_ok();
+    w.commit("VERSION", "2\n");
+    w.deploy_ok();
+    let text = fs::read_to_string(w.config()).unwrap().replace(
+        "reload = \"",
+        "reload = \"echo $SHIPIT_RELEASE >> \\\"$SHIPIT_DEPLOY_TO/shared/new-hook\\\"; ",
+    );
+    assert!(text.contains("new-hook"));
+    fs::write(w.config(), text).unwrap();
+    w.shipit(&["rollback"]).code(0);
+    for h in &w.hosts.hosts {
+        let ran = fs::read_to_string(h.deploy().join("shared/new-hook")).unwrap_or_default();
+        assert_eq!(
+            ran.lines().collect::<Vec<_>>(),
+            [first.as_str()],
+            "{}",
+            h.name()
+        );
+        // The copy for read-only commands follows the latest rollout.
+        let copy = fs::read_to_string(h.deploy().join(".shipit/fleet.toml")).unwrap();
+        assert!(copy.contains("new-hook"), "{copy}");
+    }
+}
