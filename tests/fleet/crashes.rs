@@ -397,3 +397,38 @@ fn sigterm_then_sigkill_mid_activation_leaves_a_fleet_status_tells_and_one_rollb
     assert_eq!(w.currents(), vec![Some(r1.clone()); 3]);
     assert_eq!(w.serving(), vec![Some(r1.clone()); 3]);
 }
+
+/// SIGTERM to the controller's whole job while it builds (every host
+/// locked, nothing sent yet): nothing changes on any host, `status` says
+/// so, and the fleet lock died with the job: the next deploy goes through.
+#[test]
+fn sigterm_to_the_process_tree_while_building_changes_nothing() {
+    let w = World::new(3, Options::default());
+    let r1 = w.deploy_ok();
+    let root = w.path().display().to_string();
+    let build = format!(
+        "build = [\"if [ -e {root}/PAUSE ]; then touch {root}/paused; i=0; \
+         while [ ! -e {root}/go ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; fi\"]\n"
+    );
+    let text = fs::read_to_string(w.config())
+        .unwrap()
+        .replace("[hooks]\n", &format!("[hooks]\n{build}"));
+    fs::write(w.config(), text).unwrap();
+    let before: Vec<Vec<String>> = w.hosts.hosts.iter().map(|h| h.releases()).collect();
+    w.commit("VERSION", "2\n");
+    fs::write(w.path().join("PAUSE"), "").unwrap();
+    let mut child = w.spawn(&w.config(), &["deploy", "--json"], "deploy");
+    let err = w.path().join("deploy.err");
+    wait_for(&w.path().join("paused"), &mut child.0, &err);
+    terminate_tree(child.0.id() as i32);
+    let code = wait_exit(&mut child.0);
+    let said = fs::read_to_string(&err).unwrap();
+    assert_ne!(code, Some(0), "{said}");
+    assert_eq!(w.currents(), vec![Some(r1.clone()); 3], "{said}");
+    let after: Vec<Vec<String>> = w.hosts.hosts.iter().map(|h| h.releases()).collect();
+    assert_eq!(after, before, "nothing was sent anywhere");
+    assert_eq!(status_lives(&w), vec![Some(r1.clone()); 3]);
+    fs::remove_file(w.path().join("PAUSE")).unwrap();
+    let id = w.deploy_ok();
+    assert_ne!(id, r1);
+}
