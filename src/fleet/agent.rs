@@ -134,6 +134,21 @@ fn hold(ctx: &Ctx, holder: &str, wait: Duration) -> Result<()> {
     }
 }
 
+/// Who holds the fleet lock. A holder writes its name right after it took
+/// the lock: a moment's wait for it (bounded) beats an anonymous refusal.
+fn read_fleet_holder(file: &mut fs::File) -> Option<Holder> {
+    let deadline = crate::clock::after(Duration::from_secs(1));
+    loop {
+        let mut text = String::new();
+        let _ = file.rewind().and_then(|_| file.read_to_string(&mut text));
+        let holder = serde_json::from_str::<Holder>(text.trim()).ok();
+        if holder.is_some() || Instant::now() >= deadline {
+            return holder;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn take_fleet_lock(ctx: &Ctx, holder: &str, wait: Duration) -> Result<Flock<fs::File>> {
     let holder: Holder = serde_json::from_str(holder)
         .map_err(|e| Error::usage("the controller sent an unreadable lock holder").cause(e))?;
@@ -153,10 +168,8 @@ fn take_fleet_lock(ctx: &Ctx, holder: &str, wait: Duration) -> Result<Flock<fs::
             Ok(locked) => break locked,
             Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
                 if Instant::now() >= deadline {
-                    let mut text = String::new();
-                    let _ = file.read_to_string(&mut text);
-                    let who = serde_json::from_str::<Holder>(text.trim()).map_or_else(
-                        |_| "a controller that has not said who it is yet".to_string(),
+                    let who = read_fleet_holder(&mut file).map_or_else(
+                        || "a controller that has not said who it is".to_string(),
                         |h| h.describe(),
                     );
                     let waited = if wait.is_zero() {
