@@ -117,7 +117,7 @@ impl Command {
             | Command::Init(_)
             | Command::Completions { .. }
             | Command::Man(_) => false,
-            // The agent prints its own JSON, failures included.
+            // The agent prints its own framed reply, failures included.
             Command::FleetAgent(_) => false,
         }
     }
@@ -150,8 +150,9 @@ pub struct FleetAgentArgs {
     pub action: FleetAgentAction,
 }
 
-/// The host side of a fleet rollout. Each prints one JSON object on stdout
-/// and exits with the code of its outcome.
+/// The host side of a fleet rollout. Each prints one framed reply on stdout
+/// (`@@shipit-fleet/<version> <json>`, see `src/fleet/protocol.rs`) and
+/// exits with the code of its outcome.
 #[derive(Debug, Subcommand)]
 pub enum FleetAgentAction {
     /// What this host has: releases, what is live, the rollback target
@@ -188,11 +189,30 @@ pub enum FleetAgentAction {
     Switch {
         #[arg(long)]
         to: String,
+        /// How long to wait for this host's lock (a switch back waits for
+        /// an activation still running there)
+        #[arg(long, default_value_t = 0)]
+        wait_ms: u64,
+        /// Go there even if it failed or never proved itself live here
+        /// (the controller's `rollback --force`, or a switch back to what
+        /// this host ran before the rollout)
+        #[arg(long)]
+        force: bool,
     },
     /// Remove a received release that never went live
     Discard {
         #[arg(long)]
         id: String,
+    },
+    /// Hold this host's fleet lock for a controller's rollout until stdin
+    /// closes (the controller, or its ssh, went away)
+    Lock {
+        /// Who holds it: the controller's lock holder, as JSON
+        #[arg(long)]
+        holder: String,
+        /// How long to wait for a running rollout to finish (0: refuse at once)
+        #[arg(long, default_value_t = 0)]
+        wait_ms: u64,
     },
 }
 

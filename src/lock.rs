@@ -41,7 +41,18 @@ pub struct Holder {
 }
 
 impl Holder {
-    fn describe(&self) -> String {
+    /// This process, running `command`, from now.
+    pub fn me(command: &str) -> Holder {
+        Holder {
+            pid: std::process::id(),
+            user: whoami::user(),
+            host: whoami::host(),
+            command: command.to_string(),
+            since: Utc::now(),
+        }
+    }
+
+    pub fn describe(&self) -> String {
         let ago = (Utc::now() - self.since).to_std().unwrap_or_default();
         let ago = humantime::format_duration(Duration::from_secs(ago.as_secs()));
         format!(

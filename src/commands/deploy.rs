@@ -45,6 +45,7 @@ pub fn run(ctx: &Ctx, args: &DeployArgs) -> Result<()> {
             &args.fleet,
             args.json,
             wait,
+            false,
         );
     }
     if args.no_rollback && ctx.config.slots.is_some() {

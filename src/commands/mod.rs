@@ -14,7 +14,7 @@ mod status;
 
 use std::time::Duration;
 
-pub use releases::shown_status;
+pub use releases::ReleaseRow;
 
 use crate::cli::{Cli, Command, WaitArg};
 use crate::config::{self, Config};
@@ -105,6 +105,7 @@ fn fleet(
     arg: &crate::cli::NoRevertArg,
     json: bool,
     wait: Option<Duration>,
+    force: bool,
 ) -> Result<()> {
     if no_rollback {
         return Err(crate::error::Error::usage(
@@ -119,6 +120,7 @@ fn fleet(
         no_revert: arg.no_revert,
         json,
         wait,
+        force,
     };
     crate::fleet::run(ctx, fleet, &req)
 }

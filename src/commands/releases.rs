@@ -1,9 +1,14 @@
-use chrono::Utc;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::cli::ReleasesArgs;
 use crate::context::Ctx;
 use crate::error::Result;
+use crate::layout::ReleaseId;
+use crate::slots::state::Slot;
 use crate::store::{self, Release, Status};
 use crate::ui;
 
@@ -20,6 +25,57 @@ pub fn shown_status(release: &Release, is_current: bool) -> &'static str {
     }
 }
 
+/// One release as `releases --json` prints it, and as a fleet host reports
+/// it to its controller (the same type on both sides of the wire).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReleaseRow {
+    pub id: ReleaseId,
+    pub current: bool,
+    /// As [`shown_status`] names it.
+    pub status: String,
+    pub proven: bool,
+    pub revision: Option<String>,
+    /// The commit's committer date.
+    #[serde(default)]
+    pub revision_time: Option<DateTime<Utc>>,
+    pub branch: Option<String>,
+    pub source: Option<String>,
+    pub deployed_by: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub build_duration_ms: Option<u64>,
+    pub previous: Option<ReleaseId>,
+    pub failure: Option<String>,
+    pub path: PathBuf,
+    pub slot: Option<Slot>,
+    /// The `[[reuse]]` directories: key hash and where they came from.
+    #[serde(default)]
+    pub reuse: std::collections::BTreeMap<String, store::ReuseRecord>,
+}
+
+impl ReleaseRow {
+    pub fn of(ctx: &Ctx, r: &Release, is_current: bool, slot: Option<Slot>) -> ReleaseRow {
+        let m = r.meta.as_ref();
+        ReleaseRow {
+            id: r.id.clone(),
+            current: is_current,
+            status: shown_status(r, is_current).to_string(),
+            proven: r.proven,
+            revision: m.and_then(|m| m.revision.clone()),
+            revision_time: m.and_then(|m| m.revision_time),
+            branch: m.and_then(|m| m.branch.clone()),
+            source: m.map(|m| m.source.clone()),
+            deployed_by: m.map(|m| m.deployed_by.clone()),
+            created_at: m.map(|m| m.created_at),
+            build_duration_ms: m.map(|m| m.build_duration_ms),
+            previous: m.and_then(|m| m.previous.clone()),
+            failure: m.and_then(|m| m.failure.clone()),
+            path: ctx.layout.release(&r.id),
+            slot,
+            reuse: m.map(|m| m.reuse.clone()).unwrap_or_default(),
+        }
+    }
+}
+
 pub fn run(ctx: &Ctx, args: &ReleasesArgs) -> Result<()> {
     if let Some(fleet) = &ctx.config.fleet {
         return crate::fleet::releases(ctx, fleet, args.json);
@@ -33,29 +89,8 @@ pub fn run(ctx: &Ctx, args: &ReleasesArgs) -> Result<()> {
     let slots = crate::slots::describe_or_warn(ctx);
     let slot_of = |id: &crate::layout::ReleaseId| slots.as_ref().and_then(|v| v.slot_of(id));
     if args.json {
-        let releases: Vec<_> = newest_first
-            .map(|r| {
-                let is_current = current.id() == Some(&r.id);
-                let m = r.meta.as_ref();
-                json!({
-                    "id": r.id,
-                    "current": is_current,
-                    "status": shown_status(r, is_current),
-                    "proven": r.proven,
-                    "revision": m.and_then(|m| m.revision.clone()),
-                    "revision_time": m.and_then(|m| m.revision_time),
-                    "branch": m.and_then(|m| m.branch.clone()),
-                    "source": m.map(|m| m.source.clone()),
-                    "deployed_by": m.map(|m| m.deployed_by.clone()),
-                    "created_at": m.map(|m| m.created_at),
-                    "build_duration_ms": m.map(|m| m.build_duration_ms),
-                    "previous": m.and_then(|m| m.previous.clone()),
-                    "failure": m.and_then(|m| m.failure.clone()),
-                    "path": ctx.layout.release(&r.id),
-                    "slot": slot_of(&r.id),
-                    "reuse": m.map(|m| m.reuse.clone()).unwrap_or_default(),
-                })
-            })
+        let releases: Vec<ReleaseRow> = newest_first
+            .map(|r| ReleaseRow::of(ctx, r, current.id() == Some(&r.id), slot_of(&r.id)))
             .collect();
         let _ = ui::out_json(&json!({
             "current": current.id(),

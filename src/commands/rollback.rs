@@ -23,6 +23,7 @@ pub fn run(ctx: &Ctx, args: &RollbackArgs) -> Result<()> {
             &args.fleet,
             args.json,
             wait,
+            args.force,
         );
     }
     rollback::choose(ctx, to.as_ref(), args.force)?;

@@ -7,24 +7,29 @@
 //! live through the same activation as `shipit deploy` and `shipit
 //! rollback` ([`crate::deploy::go_live`], [`crate::rollback::run`]), so a
 //! host's gate, automatic rollback, statuses, pruning and history are the
-//! ones it would have alone. Every action prints one JSON object on stdout
-//! (`ok`, `live`: what this host runs now, and on failure `outcome` and
-//! `message`) and exits with the code of its outcome; progress and errors
-//! go to stderr, which the controller shows prefixed with the host.
+//! ones it would have alone. Every action prints one framed
+//! [`protocol::Reply`] on stdout (what this host runs now, and what the
+//! action did or the kind and message of its failure) and exits with the
+//! code of its outcome; progress and errors go to stderr, which the
+//! controller shows prefixed with the host.
 
 use std::fs;
+use std::io::{Read, Seek, Write};
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use serde_json::{Value, json};
+use nix::fcntl::{Flock, FlockArg};
 
 use crate::cli::{FleetAgentAction, FleetAgentArgs};
+use crate::commands::ReleaseRow;
 use crate::context::Ctx;
 use crate::deploy::{self, Published};
 use crate::error::{Error, IoContext, Kind, Result};
+use crate::fleet::protocol::{self, Done, Failure, HostState, Probe, Reply};
 use crate::history::{self, Event};
 use crate::layout::{Layout, ReleaseId};
+use crate::lock::Holder;
 use crate::store::{self, Current, Metadata, Status};
 use crate::ui;
 
@@ -59,57 +64,163 @@ pub fn run(ctx: &Ctx, args: &FleetAgentArgs) -> Result<()> {
             receive(ctx, meta)
         }
         FleetAgentAction::Activate { id } => activate(ctx, &ReleaseId::parse(id)?),
-        FleetAgentAction::Switch { to } => switch(ctx, to),
+        FleetAgentAction::Switch { to, wait_ms, force } => {
+            let wait = (*wait_ms > 0).then(|| Duration::from_millis(*wait_ms));
+            switch(ctx, to, wait, *force)
+        }
         FleetAgentAction::Discard { id } => discard(ctx, &ReleaseId::parse(id)?),
+        FleetAgentAction::Lock { holder, wait_ms } => {
+            return hold(ctx, holder, Duration::from_millis(*wait_ms));
+        }
     };
     let live = store::read_current(&ctx.layout)
         .ok()
         .and_then(|c| c.id().cloned());
-    match result {
-        Ok(mut report) => {
-            report["ok"] = json!(true);
-            report["live"] = json!(live);
-            let _ = ui::out(&format!("{report}\n"));
-            Ok(())
-        }
+    let (reply, result) = match result {
+        Ok(done) => (
+            Reply {
+                live,
+                result: Ok(done),
+            },
+            Ok(()),
+        ),
+        Err(e) => (
+            Reply {
+                live,
+                result: Err(Failure {
+                    kind: e.kind,
+                    // What failed, and the first reason why.
+                    message: match e.causes.first() {
+                        Some(cause) => format!("{}: {cause}", e.message),
+                        None => e.message.clone(),
+                    },
+                }),
+            },
+            Err(e),
+        ),
+    };
+    let _ = ui::out(&protocol::frame(&reply));
+    result
+}
+
+/// The fleet lock of this host: flock(2) on `.shipit/fleet.lock`, apart
+/// from the host's deploy lock (which each step of the rollout takes and
+/// releases). A controller holds it on every host, in host order, for its
+/// whole rollout, through this agent: taken, said so, then held until
+/// stdin closes, which happens when the controller lets go, exits, or
+/// dies (its ssh dies with it and sshd closes the session). The kernel
+/// releases the flock with this process, however it ends.
+fn hold(ctx: &Ctx, holder: &str, wait: Duration) -> Result<()> {
+    let reply = |live, result| {
+        let _ = ui::out(&protocol::frame(&Reply { live, result }));
+    };
+    let live = store::read_current(&ctx.layout)
+        .ok()
+        .and_then(|c| c.id().cloned());
+    match take_fleet_lock(ctx, holder, wait) {
         Err(e) => {
-            let report = json!({
-                "ok": false,
-                "live": live,
-                "outcome": e.kind.name(),
-                // What failed, and the first reason why.
-                "message": match e.causes.first() {
-                    Some(cause) => format!("{}: {cause}", e.message),
-                    None => e.message.clone(),
-                },
-            });
-            let _ = ui::out(&format!("{report}\n"));
+            reply(
+                live,
+                Err(Failure {
+                    kind: e.kind,
+                    message: e.message.clone(),
+                }),
+            );
             Err(e)
+        }
+        Ok(_locked) => {
+            reply(live, Ok(Done::Locked));
+            // Held until the controller closes our stdin (or is gone).
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            Ok(())
         }
     }
 }
 
+/// Who holds the fleet lock. A holder writes its name right after it took
+/// the lock: a moment's wait for it (bounded) beats an anonymous refusal.
+fn read_fleet_holder(file: &mut fs::File) -> Option<Holder> {
+    let deadline = crate::clock::after(Duration::from_secs(1));
+    loop {
+        let mut text = String::new();
+        let _ = file.rewind().and_then(|_| file.read_to_string(&mut text));
+        let holder = serde_json::from_str::<Holder>(text.trim()).ok();
+        if holder.is_some() || Instant::now() >= deadline {
+            return holder;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn take_fleet_lock(ctx: &Ctx, holder: &str, wait: Duration) -> Result<Flock<fs::File>> {
+    let holder: Holder = serde_json::from_str(holder)
+        .map_err(|e| Error::usage("the controller sent an unreadable lock holder").cause(e))?;
+    let path = ctx.layout.state().join("fleet.lock");
+    let deadline = crate::clock::after(wait);
+    let mut locked = loop {
+        let file = crate::state::open_or_explain(
+            &path,
+            fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+            "the fleet lock",
+        )?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => break locked,
+            Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+                if Instant::now() >= deadline {
+                    let who = read_fleet_holder(&mut file).map_or_else(
+                        || "a controller that has not said who it is".to_string(),
+                        |h| h.describe(),
+                    );
+                    let waited = if wait.is_zero() {
+                        String::new()
+                    } else {
+                        format!(" (waited {})", humantime::format_duration(wait))
+                    };
+                    return Err(Error::new(
+                        Kind::LockBusy,
+                        format!("another rollout holds the fleet{waited}: {who}"),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err((_, errno)) => {
+                return Err(Error::io(
+                    "could not lock",
+                    &path,
+                    std::io::Error::from(errno),
+                ));
+            }
+        }
+    };
+    let line = serde_json::to_string(&holder).expect("a holder serializes");
+    locked
+        .set_len(0)
+        .and_then(|_| locked.rewind())
+        .and_then(|_| locked.write_all(format!("{line}\n").as_bytes()))
+        .with_path("could not write", &path)?;
+    // The config of the rollout that holds the fleet becomes the one the
+    // read-only commands use (its health URL).
+    let text = fs::read(&ctx.config.file).with_path("could not read", &ctx.config.file)?;
+    let copy = ctx.layout.state().join("fleet.toml");
+    crate::fsutil::atomic_write(&copy, &text).with_path("could not write", &copy)?;
+    Ok(locked)
+}
+
 /// What this host has, for the controller's preflight, `releases` and
 /// `status`. Read-only: no lock.
-fn state(ctx: &Ctx, probe: bool) -> Result<Value> {
+fn state(ctx: &Ctx, probe: bool) -> Result<Done> {
     let layout = &ctx.layout;
     let listing = store::list(layout)?;
     let current = store::read_current(layout)?;
-    let releases: Vec<Value> = listing
+    let releases: Vec<ReleaseRow> = listing
         .releases
         .iter()
         .rev()
-        .map(|r| {
-            let is_current = current.id() == Some(&r.id);
-            let m = r.meta.as_ref();
-            json!({
-                "id": r.id,
-                "status": crate::commands::shown_status(r, is_current),
-                "revision": m.and_then(|m| m.revision.clone()),
-                "branch": m.and_then(|m| m.branch.clone()),
-                "created_at": m.map(|m| m.created_at),
-            })
-        })
+        .map(|r| ReleaseRow::of(ctx, r, current.id() == Some(&r.id), None))
         .collect();
     let rollback_target = current
         .id()
@@ -128,30 +239,34 @@ fn state(ctx: &Ctx, probe: bool) -> Result<Value> {
             });
             let agent = crate::health::agent(h.request_timeout);
             let o = crate::health::probe(&agent, &h.url, h.expect_status, body.as_deref());
-            json!({"url": crate::health::redact_url(&h.url), "passed": o.passed, "detail": o.detail})
+            Some(Probe {
+                url: crate::health::redact_url(&h.url),
+                passed: o.passed,
+                detail: o.detail,
+            })
         }
-        _ => Value::Null,
+        _ => None,
     };
     let last_deploy = history::read(layout)
         .ok()
         .and_then(|log| log.events.into_iter().rev().find(|e| e.event == "deploy"));
-    Ok(json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "hostname": crate::whoami::host(),
-        "current": current.id(),
-        "describe": current.describe(),
-        "releases": releases,
-        "foreign": listing.foreign,
-        "rollback_target": rollback_target,
-        "health": health,
-        "last_deploy": last_deploy,
-    }))
+    Ok(Done::State(Box::new(HostState {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        hostname: crate::whoami::host(),
+        current: current.id().cloned(),
+        describe: current.describe(),
+        releases,
+        foreign: listing.foreign,
+        rollback_target,
+        health,
+        last_deploy,
+    })))
 }
 
 /// Unpack the release arriving on stdin (a tar of the tree the controller
 /// built), link the shared paths, record what it is, and publish it under
 /// `releases/`. Nothing goes live.
-fn receive(ctx: &Ctx, mut meta: Metadata) -> Result<Value> {
+fn receive(ctx: &Ctx, mut meta: Metadata) -> Result<Done> {
     let layout = &ctx.layout;
     let id = meta.id.clone();
     let listing = store::list(layout)?;
@@ -183,7 +298,7 @@ fn receive(ctx: &Ctx, mut meta: Metadata) -> Result<Value> {
         return Err(e.in_phase(Kind::BeforeSwap).live(current.describe()));
     }
     ctx.ui.step("Received", Layout::display(&id));
-    Ok(json!({"release": id}))
+    Ok(Done::Received { release: id })
 }
 
 fn unpack(ctx: &Ctx, meta: &Metadata, staging: &std::path::Path) -> Result<()> {
@@ -229,7 +344,7 @@ fn unpack(ctx: &Ctx, meta: &Metadata, staging: &std::path::Path) -> Result<()> {
 /// Make a received release live: exactly what `shipit deploy` does once
 /// its release is published (activation with its gate and automatic
 /// rollback, statuses, prune, history).
-fn activate(ctx: &Ctx, id: &ReleaseId) -> Result<Value> {
+fn activate(ctx: &Ctx, id: &ReleaseId) -> Result<Done> {
     let started = Instant::now();
     let layout = &ctx.layout;
     let current = store::require_sane_current(layout)?;
@@ -247,7 +362,10 @@ fn activate(ctx: &Ctx, id: &ReleaseId) -> Result<Value> {
     if current.id() == Some(id) {
         ctx.ui
             .step("Live", format!("{} already", Layout::display(id)));
-        return Ok(json!({"release": id}));
+        return Ok(Done::Activated {
+            release: id.clone(),
+            removed: Vec::new(),
+        });
     }
     let previous = current.id().cloned();
     let mut event = Event::new("deploy", "ok");
@@ -262,20 +380,26 @@ fn activate(ctx: &Ctx, id: &ReleaseId) -> Result<Value> {
         previous,
     };
     let outcome = deploy::go_live(ctx, published, false, event, started)?;
-    Ok(json!({"release": outcome.release, "removed": outcome.removed}))
+    Ok(Done::Activated {
+        release: outcome.release,
+        removed: outcome.removed,
+    })
 }
 
 /// Go to an existing release (a fleet rollback, or a revert to what this
 /// host ran before), through `shipit rollback`'s sequence; `none` removes
 /// `current`, for a host that had nothing live before the rollout.
-fn switch(ctx: &Ctx, to: &str) -> Result<Value> {
+fn switch(ctx: &Ctx, to: &str, wait: Option<Duration>, force: bool) -> Result<Done> {
     let layout = &ctx.layout;
     if to == "none" {
         let started = Instant::now();
         store::require_sane_current(layout)?;
-        let _lock = crate::mutation::begin(ctx, None)?;
+        let _lock = crate::mutation::begin(ctx, wait)?;
         let Current::Release(from) = store::require_sane_current(layout)? else {
-            return Ok(json!({"to": null}));
+            return Ok(Done::Switched {
+                from: None,
+                to: None,
+            });
         };
         ctx.ui.step(
             "Removing",
@@ -285,26 +409,39 @@ fn switch(ctx: &Ctx, to: &str) -> Result<Value> {
         crate::rollback::mark(ctx, &from, Status::RolledBack);
         let mut event = Event::new("rollback", "ok");
         event.previous = Some(from);
-        history::record(layout, &ctx.ui, event, started, None, None);
-        return Ok(json!({"to": null}));
+        history::record(layout, &ctx.ui, event.clone(), started, None, None);
+        return Ok(Done::Switched {
+            from: event.previous,
+            to: None,
+        });
     }
     let id = ReleaseId::parse(to)?;
+    // Under the lock: an activation still running here (its controller
+    // vanished) decides what is current until it ends.
+    let lock = crate::mutation::begin(ctx, wait)?;
     if store::read_current(layout)?.id() == Some(&id) {
         ctx.ui
             .step("Live", format!("{} already", Layout::display(&id)));
-        return Ok(json!({"to": id}));
+        return Ok(Done::Switched {
+            from: Some(id.clone()),
+            to: Some(id),
+        });
     }
-    // The controller chose it: what this host ran before the rollout, or
-    // the fleet's rollback target.
-    crate::rollback::choose(ctx, Some(&id), true)?;
-    let _lock = crate::mutation::begin(ctx, None)?;
-    let outcome = crate::rollback::run(ctx, Some(&id), true)?;
-    Ok(json!({"from": outcome.from, "to": outcome.to}))
+    // The controller chose it: what this host ran before the rollout
+    // (forced: it ran it), or the fleet's rollback target (forced only by
+    // the controller's `rollback --force`).
+    crate::rollback::choose(ctx, Some(&id), force)?;
+    let _lock = lock;
+    let outcome = crate::rollback::run(ctx, Some(&id), force)?;
+    Ok(Done::Switched {
+        from: outcome.from,
+        to: Some(outcome.to),
+    })
 }
 
 /// Remove a release that was received but never went live (a rollout that
 /// stopped before any host was switched).
-fn discard(ctx: &Ctx, id: &ReleaseId) -> Result<Value> {
+fn discard(ctx: &Ctx, id: &ReleaseId) -> Result<Done> {
     let layout = &ctx.layout;
     let _lock = crate::mutation::begin(ctx, None)?;
     if store::read_current(layout)?.id() == Some(id) {
@@ -314,16 +451,25 @@ fn discard(ctx: &Ctx, id: &ReleaseId) -> Result<Value> {
         )));
     }
     if !layout.release(id).exists() {
-        return Ok(json!({"removed": null}));
+        return Ok(Done::Discarded {
+            removed: None,
+            kept: None,
+        });
     }
     // Only a release that never went live here: a failed one is kept for
     // inspection (and is never a rollback target), like a single-host
     // deploy keeps it.
     let status = store::read_metadata(layout, id)?.map(|m| m.status);
     if status != Some(Status::Ready) {
-        return Ok(json!({"removed": null, "kept": id}));
+        return Ok(Done::Discarded {
+            removed: None,
+            kept: Some(id.clone()),
+        });
     }
     store::remove_release(layout, id)?;
     ctx.ui.step("Removed", Layout::display(id));
-    Ok(json!({"removed": id}))
+    Ok(Done::Discarded {
+        removed: Some(id.clone()),
+        kept: None,
+    })
 }

@@ -9,9 +9,19 @@
 //!   then renamed into place: a cut transfer or a corrupted copy is never
 //!   run.
 //! - The config is the controller's, without `[fleet]` and the build hooks
-//!   (the build runs on the controller), written to `fleet.toml` through a
-//!   temporary file and a rename on every rollout, so a changed gate or
-//!   reload hook takes effect everywhere at once.
+//!   (the build runs on the controller). A rollout pins it by digest: it
+//!   is written to `config/<sha256 of its text, 16 hex>.toml` (a temporary
+//!   file and a rename; the name says what it holds, so rewriting it never
+//!   changes it) and every step of that rollout on that host (receive,
+//!   activate, its own rollback, the switch back, discard) runs with that
+//!   file. Another controller with another config writes another file, so
+//!   it can never change the hooks or the gate of a rollout in flight.
+//!   `fleet.toml` is a copy of the config of the latest rollout (made once
+//!   it holds the fleet lock), for the read-only commands (`status` probes its health URL) and for running
+//!   shipit by hand on the host.
+//! - Read-only commands (`status`, `releases`) install and write nothing:
+//!   they run the agent only if this controller's build of it is already
+//!   there, and report a host without it as such.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -29,6 +39,9 @@ pub struct Payload {
     /// `shipit-<version>-<sha12>`.
     pub name: String,
     pub sha256: String,
+    /// The first 16 hex digits of the host config's sha256: its name on
+    /// the host, `config/<digest>.toml`.
+    pub config_digest: String,
     /// The host config, in a temp file (ssh reads it as stdin).
     pub config: tempfile::NamedTempFile,
     pub deploy_to: PathBuf,
@@ -41,6 +54,11 @@ impl Payload {
         let sha256 = sha256_file(&binary)?;
         let name = format!("shipit-{}-{}", env!("CARGO_PKG_VERSION"), &sha256[..12]);
         let text = host_config(config)?;
+        let config_digest: String = Sha256::digest(text.as_bytes())
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let mut file = tempfile::NamedTempFile::new()
             .map_err(|e| Error::internal("could not write the host config").cause(e))?;
         std::io::Write::write_all(&mut file, text.as_bytes())
@@ -49,6 +67,7 @@ impl Payload {
             binary,
             name,
             sha256,
+            config_digest,
             config: file,
             deploy_to: config.deploy_to.clone(),
         })
@@ -58,14 +77,46 @@ impl Payload {
         self.deploy_to.join(".shipit").display().to_string()
     }
 
-    /// The host's shipit, and the arguments every agent call starts with.
+    fn binary_path(&self) -> String {
+        self.deploy_to
+            .join(".shipit/bin")
+            .join(&self.name)
+            .display()
+            .to_string()
+    }
+
+    /// The config this rollout pinned on every host.
+    pub fn pinned_config(&self) -> String {
+        self.deploy_to
+            .join(".shipit/config")
+            .join(format!("{}.toml", self.config_digest))
+            .display()
+            .to_string()
+    }
+
+    /// The host's shipit, and the arguments every agent call starts with:
+    /// with the config this rollout pinned.
     pub fn agent(&self) -> Vec<String> {
+        vec![
+            self.binary_path(),
+            "--config".into(),
+            self.pinned_config(),
+            "fleet-agent".into(),
+        ]
+    }
+
+    /// The same for a read-only command: the agent of this build and the
+    /// host's config of its latest rollout, only if both are there; a
+    /// [`ABSENT`] line otherwise. Nothing is written.
+    pub fn read_only_agent(&self) -> Vec<String> {
         let state = self.deploy_to.join(".shipit");
         vec![
-            state.join("bin").join(&self.name).display().to_string(),
-            "--config".into(),
+            "sh".into(),
+            "-c".into(),
+            READ_ONLY_SCRIPT.into(),
+            "shipit-agent".into(),
+            self.binary_path(),
             state.join("fleet.toml").display().to_string(),
-            "fleet-agent".into(),
         ]
     }
 }
@@ -141,18 +192,42 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         .collect())
 }
 
-/// Write the config; say whether the binary is there. One round trip.
+/// What the install and read-only scripts say, on a line of its own (a
+/// login script may print other lines around it).
+pub const SAYS: &str = "@@shipit-install ";
+/// What the read-only script says when the agent or its config is absent.
+pub const ABSENT: &str = "@@shipit-absent ";
+
+/// Write the pinned config (the copy for read-only commands is made once
+/// the fleet lock is taken); say whether the binary is there. One round
+/// trip.
 const CONFIG_SCRIPT: &str = r#"set -e
-state="$1"; bin="$2"
+state="$1"; bin="$2"; digest="$3"
 command -v tar >/dev/null 2>&1 || { echo "tar is not installed on this host" >&2; exit 3; }
-mkdir -p "$state/bin"
-tmp="$state/.fleet.toml.$$"
+mkdir -p "$state/bin" "$state/config"
+tmp="$state/config/.$digest.$$"
 trap 'rm -f "$tmp"' EXIT
 cat > "$tmp"
-mv -f "$tmp" "$state/fleet.toml"
+mv -f "$tmp" "$state/config/$digest.toml"
 trap - EXIT
-if [ -x "$state/bin/$bin" ]; then echo present; else echo missing; fi
+if [ -x "$state/bin/$bin" ]; then echo "@@shipit-install present"; else echo "@@shipit-install missing"; fi
 "#;
+
+/// Run the agent of this build with the config of the host's latest
+/// rollout, if both are there; change nothing either way.
+const READ_ONLY_SCRIPT: &str = r#"bin="$1"; config="$2"; shift 2
+if [ ! -x "$bin" ]; then echo "@@shipit-absent agent"; exit 0; fi
+if [ ! -f "$config" ]; then echo "@@shipit-absent config"; exit 0; fi
+exec "$bin" --config "$config" fleet-agent "$@"
+"#;
+
+/// What a line-tagged script said: the last line that starts with `tag`.
+pub fn said<'a>(stdout: &'a str, tag: &str) -> Option<&'a str> {
+    stdout
+        .lines()
+        .filter_map(|l| l.trim_end_matches('\r').strip_prefix(tag))
+        .next_back()
+}
 
 /// Receive the binary under a temporary name, check its sha256, rename.
 const BINARY_SCRIPT: &str = r#"set -e
@@ -190,17 +265,31 @@ pub fn ensure(ssh: &Ssh, ui: &Ui, dest: &str, payload: &Payload) -> Result<bool>
     let out = ssh.run(
         ui,
         dest,
-        &script(CONFIG_SCRIPT, &[&state, &payload.name]),
+        &script(
+            CONFIG_SCRIPT,
+            &[&state, &payload.name, &payload.config_digest],
+        ),
         Some(payload.config.path()),
     )?;
-    let said = out.stdout.trim();
-    if out.code != 0 || !(said == "present" || said == "missing") {
-        return Err(
-            Error::internal(format!("could not install the config in {state} on {dest}"))
-                .cause(last_words(&out)),
-        );
+    let answer = said(&out.stdout, SAYS);
+    if out.code != 0 || !matches!(answer, Some("present" | "missing")) {
+        let mut e = Error::internal(format!("could not install the config in {state} on {dest}"))
+            .cause(last_words(&out));
+        let stray: Vec<String> = out
+            .stdout
+            .lines()
+            .filter(|l| !l.starts_with(SAYS) && !l.trim().is_empty())
+            .map(String::from)
+            .collect();
+        if !stray.is_empty() {
+            e = e.cause(format!(
+                "it printed on stdout: {}",
+                crate::fleet::protocol::quote_stray(&stray)
+            ));
+        }
+        return Err(e);
     }
-    if said == "present" {
+    if answer == Some("present") {
         return Ok(false);
     }
     ui.step("Installing", format!("{} on {dest}", payload.name));

@@ -18,13 +18,15 @@
 pub mod agent;
 pub mod build;
 pub mod install;
+pub mod protocol;
 pub mod report;
 pub mod rollout;
 pub mod ssh;
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::config::FleetConfig;
 use crate::context::Ctx;
@@ -32,7 +34,8 @@ use crate::error::{Error, Kind, Result};
 use crate::history::{self, Event};
 use crate::layout::{Layout, ReleaseId};
 use crate::ui;
-use report::{HostReport, HostView, Outcome};
+use protocol::HostState;
+use report::{HostReport, HostRow, HostView, Outcome, ViewRow};
 use rollout::{Fleet, Switch};
 
 /// What a fleet deploy or rollback asks for.
@@ -44,6 +47,9 @@ pub struct Request {
     pub no_revert: bool,
     pub json: bool,
     pub wait: Option<Duration>,
+    /// `rollback --force`: a target that failed or never proved itself
+    /// live on some host is accepted (and gated again).
+    pub force: bool,
 }
 
 /// `shipit deploy` / `shipit rollback` with a fleet.
@@ -52,14 +58,14 @@ pub fn run(ctx: &Ctx, config: &FleetConfig, req: &Request) -> Result<()> {
         crate::gitref::check_ref(reference)?;
     }
     let started = Instant::now();
-    let fleet = Fleet::open(ctx, config)?;
+    let fleet = Fleet::open(ctx, config, false)?;
     let _lock = crate::mutation::begin(ctx, req.wait)?;
     crate::deploy::clear_leftovers(ctx);
     let mut event = Event::new(req.event, "ok");
     let mut hosts: Vec<HostReport> = config.hosts.iter().map(|h| HostReport::new(h)).collect();
     let result = sequence(&fleet, req, &mut hosts, &mut event);
-    let hosts_json: Vec<Value> = hosts.iter().map(HostReport::to_json).collect();
-    event.hosts = Some(json!(hosts_json));
+    let rows: Vec<HostRow> = hosts.iter().map(HostReport::row).collect();
+    event.hosts = Some(serde_json::to_value(&rows).expect("host rows serialize"));
     let live = shared_live(&hosts);
     history::record(
         &ctx.layout,
@@ -75,21 +81,17 @@ pub fn run(ctx: &Ctx, config: &FleetConfig, req: &Request) -> Result<()> {
         Err(e) => e.kind.name(),
     };
     if req.json {
-        let mut report = json!({
-            "event": req.event,
-            "outcome": outcome,
-            "release": event.release,
-            "revision": event.revision,
-            "branch": event.branch,
-            "hosts": hosts_json,
-            "duration_ms": started.elapsed().as_millis() as u64,
-        });
-        // One JSON document: the error object goes inside the report.
-        if let Err(e) = &mut result {
-            report["error"] = e.to_json()["error"].clone();
-            e.reported = true;
-        }
-        let _ = ui::out_json(&report);
+        let report = RolloutReport {
+            event: req.event,
+            outcome,
+            release: event.release.as_ref(),
+            revision: event.revision.as_deref(),
+            branch: event.branch.as_deref(),
+            hosts: rows,
+            duration_ms: started.elapsed().as_millis() as u64,
+            error: error_inside(&mut result),
+        };
+        let _ = ui::out_json(&serde_json::to_value(&report).expect("a report serializes"));
     } else if ctx.ui.quiet() && result.is_ok() {
         // As on one host: a quiet deploy's result is its release id, a
         // quiet rollback's its exit code. A failed rollout still prints
@@ -123,6 +125,13 @@ pub fn run(ctx: &Ctx, config: &FleetConfig, req: &Request) -> Result<()> {
     result
 }
 
+/// The release every host ran before the rollout, if they all ran the
+/// same one.
+fn shared_before(hosts: &[HostReport]) -> Option<ReleaseId> {
+    let first = hosts.first()?.before.clone();
+    hosts.iter().all(|h| h.before == first).then_some(first)?
+}
+
 /// The release every host runs, if they all run the same one.
 fn shared_live(hosts: &[HostReport]) -> Option<ReleaseId> {
     let first = hosts.first()?.live.clone();
@@ -142,52 +151,65 @@ fn sequence(
         format!("to {} host(s)", fleet.config.hosts.len()),
     );
     let reach = crate::ui::Timing::start("fleet reach");
-    let states = fleet.reach(false);
+    let connected = rollout::parallel(&fleet.config.hosts, |host| fleet.connect(host));
     drop(reach);
     let mut unreachable = Vec::new();
+    for (host, connected) in hosts.iter_mut().zip(connected) {
+        if let Err(e) = connected {
+            host.outcome = Outcome::Unreachable;
+            host.message = Some(e.to_string().replace('\n', "; "));
+            unreachable.push((host.host.clone(), e));
+        }
+    }
+    if !unreachable.is_empty() {
+        return Err(
+            not_ready(&unreachable).live("unchanged on every host: nothing was sent or switched")
+        );
+    }
+    // One rollout at a time across controllers: the fleet lock of every
+    // host, held to the end of the rollout (its revert included).
+    let command: Vec<String> = std::env::args().collect();
+    let _fleet_lock = fleet.lock_all(req.wait, &command.join(" "))?;
+    let states = rollout::parallel(&fleet.config.hosts, |host| fleet.state(host, false));
     let mut taken: Vec<ReleaseId> = Vec::new();
-    let mut infos: Vec<Value> = Vec::new();
+    let mut infos: Vec<HostState> = Vec::new();
     for (host, state) in hosts.iter_mut().zip(states) {
         match state {
             Ok(state) => {
-                host.before = state["current"]
-                    .as_str()
-                    .and_then(|s| ReleaseId::parse(s).ok());
+                host.before = state.current.clone();
                 host.live = host.before.clone();
-                for r in state["releases"].as_array().into_iter().flatten() {
-                    if let Some(id) = r["id"].as_str().and_then(|s| ReleaseId::parse(s).ok()) {
-                        taken.push(id);
-                    }
-                }
+                taken.extend(state.releases.iter().map(|r| r.id.clone()));
                 infos.push(state);
             }
             Err(e) => {
                 host.outcome = Outcome::Unreachable;
                 host.message = Some(e.to_string().replace('\n', "; "));
-                unreachable.push(host.host.clone());
-                infos.push(Value::Null);
+                unreachable.push((host.host.clone(), e));
             }
         }
     }
     if !unreachable.is_empty() {
-        return Err(Error::new(
-            Kind::BeforeSwap,
-            format!("could not reach {}", unreachable.join(", ")),
-        )
-        .live("unchanged on every host: nothing was sent or switched")
-        .hint(
-            "check that `ssh <host>` works from here without a prompt (BatchMode), then run again",
-        ));
+        return Err(
+            not_ready(&unreachable).live("unchanged on every host: nothing was sent or switched")
+        );
     }
+    // What the fleet ran before, when every host ran the same.
+    event.previous = shared_before(hosts);
     let switch = match req.event {
         "deploy" => {
             let _timing = crate::ui::Timing::start("fleet build+prepare");
-            prepare(fleet, req, hosts, &taken, event)?
+            let switch = prepare(fleet, req, hosts, &taken, event)?;
+            crate::crashpoint::hit("fleet:after-prepare");
+            switch
         }
         _ => {
-            let to = rollback_target(hosts, &infos, req.to.as_ref())?;
+            let to = rollback_target(hosts, &infos, req.to.as_ref(), req.force)?;
+            // What the release is, as the hosts recorded it.
+            let row = infos.iter().find_map(|i| i.row(&to));
+            event.revision = row.and_then(|r| r.revision.clone());
+            event.branch = row.and_then(|r| r.branch.clone());
             event.release = Some(to.clone());
-            Switch::To(to)
+            Switch::To(to, req.force)
         }
     };
     let roll = crate::ui::Timing::start("fleet roll");
@@ -234,6 +256,35 @@ fn sequence(
         .context(format!("{what} of {target} stopped"))
         .live(live)
         .hint(hint))
+}
+
+/// The hosts a rollout could not start on, and what failed on each: the
+/// connection (the BatchMode hint), or what came after it (the install, an
+/// agent's answer), which no ssh setting fixes.
+fn not_ready(hosts: &[(String, Error)]) -> Error {
+    let names: Vec<&str> = hosts.iter().map(|(h, _)| h.as_str()).collect();
+    let connect = hosts.iter().any(|(_, e)| is_connect(e));
+    let mut e = Error::new(
+        Kind::BeforeSwap,
+        format!("could not reach {}", names.join(", ")),
+    );
+    if hosts.iter().all(|(_, e)| !is_connect(e)) {
+        e.message = format!("could not start on {}", names.join(", "));
+    }
+    for (host, why) in hosts {
+        e = e.cause(format!("{host}: {}", why.to_string().replace('\n', "; ")));
+    }
+    if connect {
+        e.hint(
+            "check that `ssh <host>` works from here without a prompt (BatchMode), then run again",
+        )
+    } else {
+        e.hint("fix what the host named above reports, then run again")
+    }
+}
+
+fn is_connect(e: &Error) -> bool {
+    e.message.starts_with("could not connect to")
 }
 
 /// Phase 1: build once, ship to every host, publish; nothing live.
@@ -365,14 +416,11 @@ fn discard_unswitched(fleet: &Fleet, hosts: &mut [HostReport], id: &ReleaseId) {
 /// have; or the rollback target every host agrees on.
 fn rollback_target(
     hosts: &[HostReport],
-    infos: &[Value],
+    infos: &[HostState],
     to: Option<&ReleaseId>,
+    force: bool,
 ) -> Result<ReleaseId> {
-    let has = |info: &Value, id: &ReleaseId| {
-        info["releases"]
-            .as_array()
-            .is_some_and(|l| l.iter().any(|r| r["id"].as_str() == Some(id.as_str())))
-    };
+    let has = |info: &HostState, id: &ReleaseId| info.has(id);
     if let Some(id) = to {
         let missing: Vec<&str> = hosts
             .iter()
@@ -388,6 +436,31 @@ fn rollback_target(
             ))
             .live("unchanged on every host")
             .hint("`shipit releases` lists the releases every host has"));
+        }
+        // A release that failed, or never proved itself live, on some host
+        // (prepared everywhere by a rollout that stopped, say) is not a
+        // place to go without --force, as on one host.
+        let unproven: Vec<String> = hosts
+            .iter()
+            .zip(infos)
+            .filter_map(|(h, info)| {
+                let row = info.row(id)?;
+                let bad = !row.current && (row.status == "failed" || !row.proven);
+                bad.then(|| format!("{}: {}", h.host, row.status))
+            })
+            .collect();
+        if !unproven.is_empty() && !force {
+            return Err(Error::usage(format!(
+                "{} never proved itself live on every host ({})",
+                Layout::display(id),
+                unproven.join(", ")
+            ))
+            .live("unchanged on every host")
+            .hint(format!(
+                "pick a proven release (`shipit releases` lists them), or pass --force to make {} \
+                 live anyway (each host gates it again)",
+                Layout::display(id)
+            )));
         }
         return Ok(id.clone());
     }
@@ -410,12 +483,10 @@ fn rollback_target(
         .live("unchanged on every host")
         .hint("pick the release for every host: `shipit rollback --to <id>` (`shipit releases` lists them)"));
     }
-    let targets: Vec<Option<&str>> = infos
-        .iter()
-        .map(|i| i["rollback_target"].as_str())
-        .collect();
+    let targets: Vec<Option<&ReleaseId>> =
+        infos.iter().map(|i| i.rollback_target.as_ref()).collect();
     match targets.first().copied().flatten() {
-        Some(t) if targets.iter().all(|x| *x == Some(t)) => ReleaseId::parse(t),
+        Some(t) if targets.iter().all(|x| *x == Some(t)) => Ok(t.clone()),
         _ => Err(Error::usage(
             "the hosts have no common release to roll back to",
         )
@@ -424,9 +495,10 @@ fn rollback_target(
     }
 }
 
-/// Ask every host what it has (installing shipit where it is missing).
+/// Ask every host what it has. Read-only: nothing is installed or written
+/// (SPEC §10); a host without this build's agent is reported as such.
 fn views(ctx: &Ctx, config: &FleetConfig, probe: bool) -> Result<Vec<HostView>> {
-    let fleet = Fleet::open(ctx, config)?;
+    let fleet = Fleet::open(ctx, config, true)?;
     let states = fleet.reach(probe);
     Ok(config
         .hosts
@@ -447,28 +519,65 @@ fn views(ctx: &Ctx, config: &FleetConfig, probe: bool) -> Result<Vec<HostView>> 
         .collect())
 }
 
-/// One JSON document: a failure goes inside the report, and is not printed
-/// again as an error object.
-fn with_error(report: &mut Value, result: &mut Result<()>) {
-    if let Err(e) = result {
-        report["error"] = e.to_json()["error"].clone();
-        e.reported = true;
-    }
+/// One JSON document: a failure goes inside the report (the `error`
+/// object every failing `--json` command prints), and is not printed again.
+fn error_inside(result: &mut Result<()>) -> Option<Value> {
+    let e = result.as_mut().err()?;
+    e.reported = true;
+    e.to_json().get("error").cloned()
+}
+
+/// `deploy --json` and `rollback --json` with a fleet.
+#[derive(Serialize)]
+struct RolloutReport<'a> {
+    event: &'a str,
+    outcome: &'a str,
+    release: Option<&'a ReleaseId>,
+    revision: Option<&'a str>,
+    branch: Option<&'a str>,
+    hosts: Vec<HostRow<'a>>,
+    duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Value>,
+}
+
+/// `releases --json` with a fleet.
+#[derive(Serialize)]
+struct ReleasesReport<'a> {
+    hosts: Vec<ViewRow<'a>>,
+    agree: bool,
+    live: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Value>,
+}
+
+/// `status --json` with a fleet.
+#[derive(Serialize)]
+struct StatusReport<'a> {
+    hosts: Vec<ViewRow<'a>>,
+    agree: bool,
+    last_rollout: Option<&'a Event>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Value>,
 }
 
 fn unreachable_error(views: &[HostView]) -> Result<()> {
-    let gone: Vec<&str> = views
+    let gone: Vec<(String, Error)> = views
         .iter()
         .filter(|v| v.state.is_none())
-        .map(|v| v.host.as_str())
+        .map(|v| {
+            (
+                v.host.clone(),
+                Error::internal(v.error.clone().unwrap_or_default()),
+            )
+        })
         .collect();
     if gone.is_empty() {
         return Ok(());
     }
-    Err(
-        Error::internal(format!("could not reach {}", gone.join(", ")))
-            .hint("check that `ssh <host>` works from here without a prompt (BatchMode)"),
-    )
+    let mut e = not_ready(&gone);
+    e.kind = Kind::Internal;
+    Err(e)
 }
 
 /// `shipit releases` with a fleet.
@@ -477,13 +586,17 @@ pub fn releases(ctx: &Ctx, config: &FleetConfig, json_out: bool) -> Result<()> {
     let agree = report::agree(&views);
     let mut result = unreachable_error(&views);
     if json_out {
-        let mut report = json!({
-            "hosts": report::views_json(&views),
-            "agree": agree,
-            "live": if agree { views.first().and_then(|v| v.current()) } else { None },
-        });
-        with_error(&mut report, &mut result);
-        let _ = ui::out_json(&report);
+        let report = ReleasesReport {
+            hosts: report::view_rows(&views),
+            agree,
+            live: if agree {
+                views.first().and_then(|v| v.current())
+            } else {
+                None
+            },
+            error: error_inside(&mut result),
+        };
+        let _ = ui::out_json(&serde_json::to_value(&report).expect("a report serializes"));
     } else {
         let _ = ui::out(&report::releases_text(&views));
     }
@@ -510,13 +623,13 @@ pub fn status(ctx: &Ctx, config: &FleetConfig, json_out: bool) -> Result<()> {
     let agree = report::agree(&views);
     let mut result = unreachable_error(&views);
     if json_out {
-        let mut report = json!({
-            "hosts": report::views_json(&views),
-            "agree": agree,
-            "last_rollout": last,
-        });
-        with_error(&mut report, &mut result);
-        let _ = ui::out_json(&report);
+        let report = StatusReport {
+            hosts: report::view_rows(&views),
+            agree,
+            last_rollout: last.as_ref(),
+            error: error_inside(&mut result),
+        };
+        let _ = ui::out_json(&serde_json::to_value(&report).expect("a report serializes"));
     } else {
         let mut text = String::new();
         for v in &views {
@@ -528,23 +641,15 @@ pub fn status(ctx: &Ctx, config: &FleetConfig, json_out: bool) -> Result<()> {
                 ));
                 continue;
             };
-            let health = match state.get("health") {
-                Some(h) if !h.is_null() => format!(
+            let health = match &state.health {
+                Some(h) => format!(
                     "{} ({})",
-                    if h["passed"] == true {
-                        "healthy"
-                    } else {
-                        "UNHEALTHY"
-                    },
-                    h["detail"].as_str().unwrap_or("")
+                    if h.passed { "healthy" } else { "UNHEALTHY" },
+                    h.detail
                 ),
-                _ => "no [health] configured".into(),
+                None => "no [health] configured".into(),
             };
-            text.push_str(&format!(
-                "{}: live {}, {health}\n",
-                v.host,
-                state["describe"].as_str().unwrap_or("?")
-            ));
+            text.push_str(&format!("{}: live {}, {health}\n", v.host, state.describe));
         }
         match &last {
             Some(e) => text.push_str(&format!(
@@ -574,12 +679,37 @@ mod tests {
         h
     }
 
-    fn info(live: &str, target: Option<&str>, ids: &[&str]) -> Value {
-        json!({
-            "current": live,
-            "rollback_target": target,
-            "releases": ids.iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
-        })
+    fn info(live: &str, target: Option<&str>, ids: &[&str]) -> HostState {
+        let mut state = report::tests::state(Some(live));
+        state.rollback_target = target.map(|t| ReleaseId::parse(t).unwrap());
+        let row = |id: &str| {
+            let mut row = state_row();
+            row.id = ReleaseId::parse(id).unwrap();
+            row
+        };
+        state.releases = ids.iter().map(|id| row(id)).collect();
+        state
+    }
+
+    fn state_row() -> crate::commands::ReleaseRow {
+        crate::commands::ReleaseRow {
+            id: ReleaseId::parse(A).unwrap(),
+            current: false,
+            status: "ready".into(),
+            proven: true,
+            revision: None,
+            revision_time: None,
+            branch: None,
+            source: None,
+            deployed_by: None,
+            created_at: None,
+            build_duration_ms: None,
+            previous: None,
+            failure: None,
+            path: "/".into(),
+            slot: None,
+            reuse: Default::default(),
+        }
     }
 
     const A: &str = "20260101000001";
@@ -590,19 +720,24 @@ mod tests {
     fn a_fleet_rollback_goes_where_every_host_agrees() {
         let hosts = [host("web1", Some(C)), host("web2", Some(C))];
         let infos = [info(C, Some(B), &[A, B, C]), info(C, Some(B), &[A, B, C])];
-        assert_eq!(rollback_target(&hosts, &infos, None).unwrap().as_str(), B);
+        assert_eq!(
+            rollback_target(&hosts, &infos, None, false)
+                .unwrap()
+                .as_str(),
+            B
+        );
         // --to must be on every host.
         let infos = [info(C, Some(B), &[A, B, C]), info(C, Some(B), &[B, C])];
         let a = ReleaseId::parse(A).unwrap();
-        let e = rollback_target(&hosts, &infos, Some(&a)).unwrap_err();
+        let e = rollback_target(&hosts, &infos, Some(&a), false).unwrap_err();
         assert!(e.message.contains("is not on web2"), "{e}");
         // Hosts that step back to different releases are refused.
         let infos = [info(C, Some(B), &[A, B, C]), info(C, Some(A), &[A, B, C])];
-        let e = rollback_target(&hosts, &infos, None).unwrap_err();
+        let e = rollback_target(&hosts, &infos, None, false).unwrap_err();
         assert!(e.hint.unwrap().contains("--to"));
         // So are hosts that do not run the same release.
         let hosts = [host("web1", Some(C)), host("web2", Some(B))];
-        let e = rollback_target(&hosts, &infos, None).unwrap_err();
+        let e = rollback_target(&hosts, &infos, None, false).unwrap_err();
         assert!(e.message.contains("web2 runs releases/"), "{e}");
     }
 

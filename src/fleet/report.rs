@@ -1,12 +1,14 @@
 //! What a fleet command reports, per host: the view data behind the final
 //! table and `--json` (printing itself is `ui`'s).
 
-use serde_json::{Value, json};
+use serde::Serialize;
 
+use crate::fleet::protocol::HostState;
 use crate::layout::ReleaseId;
 
 /// How one host fared in a rollout (or a fleet rollback).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     /// Not reached by the rollout: runs what it ran before.
     Untouched,
@@ -109,17 +111,33 @@ impl HostReport {
         }
     }
 
-    pub fn to_json(&self) -> Value {
-        json!({
-            "host": self.host,
-            "before": self.before,
-            "live": self.live,
-            "live_known": !self.unknown,
-            "live_healthy": !self.unknown && !self.unhealthy,
-            "outcome": self.outcome.name(),
-            "message": self.message,
-        })
+    /// The host's entry of `deploy --json` and of the controller's
+    /// history.
+    pub fn row(&self) -> HostRow<'_> {
+        HostRow {
+            host: &self.host,
+            before: self.before.as_ref(),
+            live: self.live.as_ref(),
+            live_known: !self.unknown,
+            live_healthy: !self.unknown && !self.unhealthy,
+            outcome: self.outcome,
+            message: self.message.as_deref(),
+        }
     }
+}
+
+/// One host in `deploy --json` (and `rollback --json`) with a fleet.
+#[derive(Debug, Serialize)]
+pub struct HostRow<'a> {
+    pub host: &'a str,
+    /// What it ran when the rollout began.
+    pub before: Option<&'a ReleaseId>,
+    /// What it runs now, as far as the controller knows.
+    pub live: Option<&'a ReleaseId>,
+    pub live_known: bool,
+    pub live_healthy: bool,
+    pub outcome: Outcome,
+    pub message: Option<&'a str>,
 }
 
 fn id_or_none(id: Option<&ReleaseId>) -> String {
@@ -161,25 +179,18 @@ pub fn table(hosts: &[HostReport]) -> String {
 pub struct HostView {
     pub host: String,
     /// `None`: the host could not be reached; `error` says why.
-    pub state: Option<Value>,
+    pub state: Option<HostState>,
     pub error: Option<String>,
 }
 
 impl HostView {
     pub fn current(&self) -> Option<&str> {
-        self.state.as_ref()?.get("current")?.as_str()
+        self.state.as_ref()?.current.as_ref().map(ReleaseId::as_str)
     }
 
     fn live_revision(&self) -> Option<&str> {
-        let current = self.current()?;
-        self.state
-            .as_ref()?
-            .get("releases")?
-            .as_array()?
-            .iter()
-            .find(|r| r.get("id").and_then(Value::as_str) == Some(current))?
-            .get("revision")?
-            .as_str()
+        let state = self.state.as_ref()?;
+        state.row(state.current.as_ref()?)?.revision.as_deref()
     }
 }
 
@@ -208,10 +219,7 @@ pub fn releases_text(views: &[HostView]) -> String {
             ));
             continue;
         };
-        let count = state
-            .get("releases")
-            .and_then(Value::as_array)
-            .map_or(0, |r| r.len());
+        let count = state.releases.len();
         let differs = majority.is_some() && v.current() != majority.as_deref();
         text.push_str(&format!(
             "{:<width$}  {:<14}  {:<10}  {count}{}\n",
@@ -224,21 +232,12 @@ pub fn releases_text(views: &[HostView]) -> String {
     let reachable = views.iter().filter(|v| v.state.is_some()).count();
     let mut ids: Vec<(String, Option<String>)> = Vec::new();
     for v in views {
-        let Some(list) = v
-            .state
-            .as_ref()
-            .and_then(|s| s.get("releases"))
-            .and_then(Value::as_array)
-        else {
+        let Some(state) = &v.state else {
             continue;
         };
-        for r in list {
-            let Some(id) = r.get("id").and_then(Value::as_str) else {
-                continue;
-            };
-            if !ids.iter().any(|(i, _)| i == id) {
-                let revision = r.get("revision").and_then(Value::as_str).map(String::from);
-                ids.push((id.to_string(), revision));
+        for r in &state.releases {
+            if !ids.iter().any(|(i, _)| i == r.id.as_str()) {
+                ids.push((r.id.to_string(), r.revision.clone()));
             }
         }
     }
@@ -254,9 +253,7 @@ pub fn releases_text(views: &[HostView]) -> String {
         let has = |v: &&HostView| {
             v.state
                 .as_ref()
-                .and_then(|s| s.get("releases"))
-                .and_then(Value::as_array)
-                .is_some_and(|l| l.iter().any(|r| r["id"].as_str() == Some(&id)))
+                .is_some_and(|s| s.releases.iter().any(|r| r.id.as_str() == id))
         };
         let on = views.iter().filter(has).count();
         let live: Vec<&str> = views
@@ -299,29 +296,52 @@ pub fn majority_live(views: &[HostView]) -> Option<String> {
         .map(|(id, _)| id.to_string())
 }
 
-pub fn views_json(views: &[HostView]) -> Value {
-    json!(
-        views
-            .iter()
-            .map(|v| json!({
-                "host": v.host,
-                "reachable": v.state.is_some(),
-                "current": v.current(),
-                "state": v.state,
-                "error": v.error,
-            }))
-            .collect::<Vec<_>>()
-    )
+/// One host in `releases --json` and `status --json` with a fleet.
+#[derive(Debug, Serialize)]
+pub struct ViewRow<'a> {
+    pub host: &'a str,
+    pub reachable: bool,
+    pub current: Option<&'a str>,
+    /// The host's own report, as its agent sent it.
+    pub state: Option<&'a HostState>,
+    pub error: Option<&'a str>,
+}
+
+pub fn view_rows(views: &[HostView]) -> Vec<ViewRow<'_>> {
+    views
+        .iter()
+        .map(|v| ViewRow {
+            host: &v.host,
+            reachable: v.state.is_some(),
+            current: v.current(),
+            state: v.state.as_ref(),
+            error: v.error.as_deref(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
+
+    pub fn state(current: Option<&str>) -> HostState {
+        HostState {
+            version: "0".into(),
+            hostname: "h".into(),
+            current: current.map(|c| ReleaseId::parse(c).unwrap()),
+            describe: String::new(),
+            releases: Vec::new(),
+            foreign: Vec::new(),
+            rollback_target: None,
+            health: None,
+            last_deploy: None,
+        }
+    }
 
     fn view(host: &str, current: Option<&str>) -> HostView {
         HostView {
             host: host.into(),
-            state: Some(json!({"current": current, "releases": []})),
+            state: Some(state(current)),
             error: None,
         }
     }

@@ -1,8 +1,11 @@
 //! The phases of a rollout, and the revert.
 //!
-//! - Reach: every host is connected, given shipit and the config, and asked
-//!   what it has, in parallel, before anything is built or sent. A host
-//!   that cannot be reached stops the rollout with nothing changed.
+//! - Reach: every host is connected and given shipit and the rollout's
+//!   pinned config, in parallel; then the fleet lock of every host is taken
+//!   in host order ([`Fleet::lock_all`]: one rollout at a time, across
+//!   controllers); then every host is asked what it has. All before
+//!   anything is built or sent: a host that cannot be reached stops the
+//!   rollout with nothing changed.
 //! - Prepare: every host receives and publishes the release, in parallel;
 //!   nothing goes live. A failure removes the release from the hosts that
 //!   got it (a release that never went live must not become a rollback
@@ -21,23 +24,31 @@
 //! failed rollout is the state operators least want to find.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-use serde_json::Value;
+use std::time::Duration;
 
 use crate::config::FleetConfig;
 use crate::context::Ctx;
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 use crate::fleet::install::{self, Payload};
+use crate::fleet::protocol::{self, Done, HostState};
 use crate::fleet::report::{HostReport, Outcome};
-use crate::fleet::ssh::{self, Ssh};
+use crate::fleet::ssh::{self, Session, Ssh};
 use crate::hooks::{self, Hook};
 use crate::layout::ReleaseId;
+use crate::lock::Holder;
 
 /// Hosts handled at once in the parallel phases: below sshd's default
 /// `MaxStartups` (10 unauthenticated connections) on a shared bastion, and
 /// each host gets at most one session at a time on its master connection
 /// (`MaxSessions` is 10).
 pub const PARALLEL: usize = 8;
+
+/// How long a switch back waits for the host's lock: an activation may
+/// still run there (its controller's session was cut, by a SIGTERM to the
+/// controller's whole process tree, and the host finishes it or rolls it
+/// back on its own). Longer than any activation should take; bounded so a
+/// host stuck forever does not hold the revert of the others.
+pub const REVERT_LOCK_WAIT: Duration = Duration::from_secs(600);
 
 /// Run `f` on every item, at most [`PARALLEL`] at once; results in order.
 pub fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
@@ -70,7 +81,8 @@ pub fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Ve
 #[derive(Debug)]
 pub struct Reply {
     pub code: i32,
-    pub json: Value,
+    /// The host's own answer; `None` when ssh failed or no answer came.
+    pub answer: Option<protocol::Reply>,
     /// What the host runs now, by its own report.
     pub live: Option<ReleaseId>,
     /// Why it failed: the host's error, or ssh's.
@@ -79,7 +91,20 @@ pub struct Reply {
 
 impl Reply {
     pub fn ok(&self) -> bool {
-        self.code == 0 && self.json["ok"] == true
+        self.code == 0 && self.answer.as_ref().is_some_and(|a| a.result.is_ok())
+    }
+
+    /// The kind of the host's failure, when it answered with one.
+    pub fn kind(&self) -> Option<Kind> {
+        Some(self.answer.as_ref()?.failure()?.kind)
+    }
+
+    /// The host's state, when it answered `state`.
+    pub fn state(self) -> Option<HostState> {
+        match self.answer?.result {
+            Ok(Done::State(state)) => Some(*state),
+            _ => None,
+        }
     }
 }
 
@@ -90,6 +115,8 @@ pub struct Fleet<'a> {
     pub config: &'a FleetConfig,
     pub ssh: Ssh,
     pub payload: Payload,
+    /// `status` and `releases`: install nothing, write nothing.
+    pub read_only: bool,
 }
 
 impl Drop for Fleet<'_> {
@@ -101,71 +128,167 @@ impl Drop for Fleet<'_> {
 }
 
 impl<'a> Fleet<'a> {
-    pub fn open(ctx: &'a Ctx, config: &'a FleetConfig) -> Result<Fleet<'a>> {
+    pub fn open(ctx: &'a Ctx, config: &'a FleetConfig, read_only: bool) -> Result<Fleet<'a>> {
         Ok(Fleet {
             ctx,
             config,
             ssh: Ssh::new(&config.ssh_options)?,
             payload: Payload::prepare(&ctx.config)?,
+            read_only,
         })
     }
 
     /// `fleet-agent <args>` on `host`.
     pub fn agent(&self, host: &str, args: &[&str], stdin: Option<&std::path::Path>) -> Reply {
-        let mut argv = self.payload.agent();
+        let mut argv = if self.read_only {
+            self.payload.read_only_agent()
+        } else {
+            self.payload.agent()
+        };
         argv.extend(args.iter().map(|a| a.to_string()));
         match self.ssh.run(&self.ctx.ui, host, &argv, stdin) {
             Err(e) => Reply {
                 code: ssh::SSH_FAILED,
-                json: Value::Null,
+                answer: None,
                 live: None,
                 message: e.to_string(),
             },
-            Ok(out) => {
-                let json: Value = out
-                    .stdout
-                    .lines()
-                    .last()
-                    .and_then(|l| serde_json::from_str(l).ok())
-                    .unwrap_or(Value::Null);
-                let live = json
-                    .get("live")
-                    .and_then(Value::as_str)
-                    .and_then(|s| ReleaseId::parse(s).ok());
-                let message = json
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .map(String::from)
-                    .unwrap_or_else(|| install::last_words(&out));
-                Reply {
+            Ok(out) if install::said(&out.stdout, install::ABSENT).is_some() => Reply {
+                code: 1,
+                answer: None,
+                live: None,
+                message: format!(
+                    "no shipit agent of this build is installed there ({} with the config of a \
+                     rollout); read-only commands install nothing: the next deploy or rollback \
+                     from this controller installs it",
+                    self.payload.name
+                ),
+            },
+            Ok(out) => match protocol::unframe::<protocol::Reply>(&out.stdout) {
+                Ok(answer) => Reply {
                     code: out.code,
-                    json,
-                    live,
-                    message,
+                    live: answer.live.clone(),
+                    message: match answer.failure() {
+                        Some(f) => f.message.clone(),
+                        None => install::last_words(&out),
+                    },
+                    answer: Some(answer),
+                },
+                Err(unframed) => {
+                    let message = match &unframed {
+                        // Cut short (killed, ssh dropped): what it said last.
+                        protocol::Unframed::Missing { stray } if out.code != 0 => {
+                            let mut m = format!(
+                                "the session ended (status {}) before the host answered; \
+                                 the last it said: {}",
+                                out.code,
+                                install::last_words(&out).trim()
+                            );
+                            if !stray.is_empty() {
+                                m.push_str(&format!(
+                                    " (it printed on stdout: {})",
+                                    protocol::quote_stray(stray)
+                                ));
+                            }
+                            m
+                        }
+                        _ => unframed.to_error(host, out.code).to_string(),
+                    };
+                    Reply {
+                        code: if out.code == 0 { 1 } else { out.code },
+                        answer: None,
+                        live: None,
+                        message,
+                    }
                 }
-            }
+            },
         }
     }
 
-    /// Connect, install, and ask for the state of every host, in parallel.
-    pub fn reach(&self, probe: bool) -> Vec<Result<Value>> {
+    /// Connect, install (unless read-only), and ask for the state of every
+    /// host, in parallel.
+    pub fn reach(&self, probe: bool) -> Vec<Result<HostState>> {
         parallel(&self.config.hosts, |host| {
-            self.ssh.connect(host)?;
-            install::ensure(&self.ssh, &self.ctx.ui, host, &self.payload)?;
-            let args: &[&str] = if probe {
-                &["state", "--probe"]
-            } else {
-                &["state"]
-            };
-            let reply = self.agent(host, args, None);
-            if !reply.ok() {
-                return Err(
-                    Error::internal(format!("could not read the state of {host}"))
-                        .cause(reply.message),
-                );
-            }
-            Ok(reply.json)
+            self.connect(host)?;
+            self.state(host, probe)
         })
+    }
+
+    /// Connect to `host`; for a rollout, install the agent and the config.
+    pub fn connect(&self, host: &str) -> Result<()> {
+        self.ssh.connect(host)?;
+        if !self.read_only {
+            install::ensure(&self.ssh, &self.ctx.ui, host, &self.payload)?;
+        }
+        Ok(())
+    }
+
+    /// What `host` has.
+    pub fn state(&self, host: &str, probe: bool) -> Result<HostState> {
+        let args: &[&str] = if probe {
+            &["state", "--probe"]
+        } else {
+            &["state"]
+        };
+        let reply = self.agent(host, args, None);
+        if !reply.ok() {
+            return Err(
+                Error::internal(format!("could not read the state of {host}")).cause(reply.message),
+            );
+        }
+        reply
+            .state()
+            .ok_or_else(|| Error::internal(format!("{host} answered `state` with something else")))
+    }
+
+    /// Take the fleet lock of every host, in host order (two controllers
+    /// with the same hosts never hold part of the fleet each), each within
+    /// what is left of `wait`. Held until the sessions are dropped, or the
+    /// controller dies (its ssh dies with it, the host's agent sees its
+    /// stdin close, the kernel releases the flock). Refused: every lock
+    /// taken so far is let go, and the error names the holder.
+    pub fn lock_all(&self, wait: Option<Duration>, command: &str) -> Result<Vec<Session>> {
+        let holder = serde_json::to_string(&Holder::me(command)).expect("a holder serializes");
+        let deadline = wait.map(crate::clock::after);
+        let mut held = Vec::new();
+        for host in &self.config.hosts {
+            let left = deadline
+                .map(|d| d.saturating_duration_since(std::time::Instant::now()))
+                .unwrap_or_default();
+            let mut argv = self.payload.agent();
+            argv.extend([
+                "lock".to_string(),
+                format!("--holder={holder}"),
+                format!("--wait-ms={}", left.as_millis()),
+            ]);
+            let (out, session) = self.ssh.hold(&self.ctx.ui, host, &argv, protocol::MARK)?;
+            let refused = |e: Error| {
+                e.context(format!("could not lock the fleet on {host}"))
+                    .in_phase(Kind::BeforeSwap)
+                    .live("unchanged on every host: nothing was sent or switched")
+            };
+            match protocol::unframe::<protocol::Reply>(&out.stdout) {
+                Ok(protocol::Reply { result: Ok(_), .. }) if session.is_some() => {
+                    held.extend(session);
+                }
+                Ok(protocol::Reply { result: Err(f), .. }) => {
+                    let e = Error::new(f.kind, f.message);
+                    return Err(if f.kind == Kind::LockBusy {
+                        e.live(
+                            "unchanged on every host by this command: nothing was sent or switched",
+                        )
+                        .hint("wait for that rollout to end, or queue behind it with --wait")
+                    } else {
+                        refused(e)
+                    });
+                }
+                Ok(_) => {
+                    return Err(refused(Error::internal(install::last_words(&out))));
+                }
+                Err(unframed) => return Err(refused(unframed.to_error(host, out.code))),
+            }
+        }
+        Ok(held)
     }
 
     /// After a failed switch: what does `host` run now? Its own report when
@@ -174,30 +297,29 @@ impl<'a> Fleet<'a> {
     pub fn learn_live(&self, host: &mut HostReport, reply: &Reply) {
         // The host's own rollback (or switch back) swapped, but what it
         // swapped to did not prove healthy.
-        if matches!(
-            reply.json["outcome"].as_str(),
-            Some("rollback-failed" | "failed-left-live")
-        ) {
+        if matches!(reply.kind(), Some(Kind::RollbackFailed | Kind::LeftLive)) {
             host.unhealthy = true;
         }
-        if reply.json.get("live").is_some() {
+        if reply.answer.is_some() {
             host.live = reply.live.clone();
             host.unknown = false;
             return;
         }
         let again = self.agent(&host.host, &["state"], None);
-        if again.ok() {
-            host.live = again.json["current"]
-                .as_str()
-                .and_then(|s| ReleaseId::parse(s).ok());
-            host.unknown = false;
-        } else {
-            host.unknown = true;
-            self.ctx.ui.warn(format!(
-                "lost contact with {}: what it runs now is unknown ({})",
-                host.host,
-                again.message.replace('\n', "; ")
-            ));
+        let message = again.message.clone();
+        match again.state() {
+            Some(state) => {
+                host.live = state.current;
+                host.unknown = false;
+            }
+            None => {
+                host.unknown = true;
+                self.ctx.ui.warn(format!(
+                    "lost contact with {}: what it runs now is unknown ({})",
+                    host.host,
+                    message.replace('\n', "; ")
+                ));
+            }
         }
     }
 
@@ -261,14 +383,15 @@ impl<'a> Fleet<'a> {
 pub enum Switch {
     /// Activate the received release (a deploy).
     Activate(ReleaseId),
-    /// Go to an existing release (a fleet rollback).
-    To(ReleaseId),
+    /// Go to an existing release (a fleet rollback); `true`: forced
+    /// (`rollback --force`).
+    To(ReleaseId, bool),
 }
 
 impl Switch {
     fn target(&self) -> &ReleaseId {
         match self {
-            Switch::Activate(id) | Switch::To(id) => id,
+            Switch::Activate(id) | Switch::To(id, _) => id,
         }
     }
 }
@@ -303,6 +426,7 @@ pub fn roll(
         if failure.is_some() {
             break;
         }
+        crate::crashpoint::hit("fleet:after-first-batch");
     }
     let failure = failure?;
     if !no_revert {
@@ -362,7 +486,13 @@ fn switch_batch(
     if failure.is_none() {
         let args: Vec<String> = match switch {
             Switch::Activate(id) => vec!["activate".into(), "--id".into(), id.to_string()],
-            Switch::To(id) => vec!["switch".into(), "--to".into(), id.to_string()],
+            Switch::To(id, force) => {
+                let mut args = vec!["switch".into(), "--to".into(), id.to_string()];
+                if *force {
+                    args.push("--force".into());
+                }
+                args
+            }
         };
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         for &i in batch {
@@ -397,11 +527,15 @@ fn switch_batch(
     }
     // A signal that came during the switches stops the rollout after them;
     // putting the batch back into rotation must still happen.
+    // A host that failed because the signal cut its session failed
+    // because of the signal: the rollout was interrupted.
     if crate::interrupt::requested() {
         crate::interrupt::clear();
-        if failure.is_none() {
-            failure = Some(interrupted());
+        let mut stopped = interrupted();
+        if let Some(f) = failure {
+            stopped = stopped.cause(f.to_string().replace('\n', "; "));
         }
+        failure = Some(stopped);
     }
     for &i in &drained {
         // Back into rotation when healthy: switched, or on what it ran
@@ -436,11 +570,34 @@ fn switch_batch(
 
 /// Switch every host this rollout moved back to what it ran before, in
 /// reverse order, `batch` at a time, drained around the switch.
+///
+/// A host the controller lost contact with is asked once more what it
+/// runs; if it still cannot be reached it is left alone: it stays drained
+/// (its drain hook ran once, before its switch), it is not called
+/// `revert-failed` (nothing was tried), and its message says what it runs
+/// is unknown.
 fn revert(fleet: &Fleet, hosts: &mut [HostReport]) {
+    for host in hosts.iter_mut().filter(|h| h.unknown) {
+        match fleet.state(&host.host, false) {
+            Ok(state) => {
+                host.live = state.current;
+                host.unknown = false;
+            }
+            Err(e) => {
+                let why = e.to_string().replace('\n', "; ");
+                host.message = Some(format!(
+                    "contact was lost during its switch and not regained ({why}): what it runs is \
+                     unknown; not switched back, left drained"
+                ));
+            }
+        }
+    }
     let moved: Vec<usize> = (0..hosts.len())
         .rev()
         .filter(|&i| {
-            matches!(hosts[i].outcome, Outcome::Switched | Outcome::Failed) && !hosts[i].as_before()
+            matches!(hosts[i].outcome, Outcome::Switched | Outcome::Failed)
+                && !hosts[i].as_before()
+                && !hosts[i].unknown
         })
         .collect();
     for batch in moved.chunks(fleet.config.batch) {
@@ -475,8 +632,10 @@ fn revert(fleet: &Fleet, hosts: &mut [HostReport]) {
                 (i, hosts[i].host.clone(), to)
             })
             .collect();
+        let wait = format!("--wait-ms={}", REVERT_LOCK_WAIT.as_millis());
         let replies = parallel(&names, |(_, host, to)| {
-            fleet.agent(host, &["switch", "--to", to], None)
+            // Back to what it ran: forced, it ran it.
+            fleet.agent(host, &["switch", "--to", to, &wait, "--force"], None)
         });
         for ((i, _, _), reply) in names.iter().zip(replies) {
             let host = &mut hosts[*i];

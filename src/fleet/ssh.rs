@@ -36,9 +36,26 @@ const PERSIST: u32 = 60;
 /// ssh's own exit status when it failed (not the remote command).
 pub const SSH_FAILED: i32 = 255;
 
+/// Where ssh is sent: `[user@]host` and the port, if one was given.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Destination {
+    /// `[user@]host`, an IPv6 address without brackets.
+    pub target: String,
+    pub port: Option<u16>,
+}
+
 /// Refuse a destination that is not `[user@]host` or
 /// `ssh://[user@]host[:port]`: it would reach ssh's argv as something else.
 pub fn check_destination(dest: &str) -> Result<()> {
+    parse_destination(dest).map(|_| ())
+}
+
+/// Read a destination the way it is handed to ssh. An `ssh://` URI is
+/// taken apart here and given to ssh as `-p <port> [user@]host`: OpenSSH
+/// itself refuses an IPv6 address in a URI (`ssh://[::1]:2222`), and reads
+/// `ssh://h:22:33` as host `h`, port `22:33`, which it refuses too, so a
+/// destination that passed `check` failed every rollout.
+pub fn parse_destination(dest: &str) -> Result<Destination> {
     let bad = |why: &str| {
         Err(Error::usage(format!("{dest:?} is not an ssh destination: {why}")).hint(
             "write hosts as user@host, host, or ssh://user@host:port (options go in fleet.ssh_options)",
@@ -48,7 +65,7 @@ pub fn check_destination(dest: &str) -> Result<()> {
         return bad("it starts with '-', so ssh would read it as an option");
     }
     let (rest, uri) = match dest.strip_prefix("ssh://") {
-        Some(rest) => (rest, true),
+        Some(rest) => (rest.strip_suffix('/').unwrap_or(rest), true),
         None => (dest, false),
     };
     let (user, hostport) = match rest.rsplit_once('@') {
@@ -63,44 +80,58 @@ pub fn check_destination(dest: &str) -> Result<()> {
     {
         return bad("the user name may hold only letters, digits, '.', '_' and '-'");
     }
-    let host = if uri {
-        let hostport = hostport.strip_suffix('/').unwrap_or(hostport);
-        match hostport.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') && host.contains(':') => {
-                // A bare IPv6 address without brackets: no port.
-                let _ = port;
-                hostport
-            }
-            Some((host, port)) => {
-                if port.parse::<u16>().map_or(true, |p| p == 0) {
-                    return bad("the port must be a number from 1 to 65535");
-                }
-                host
-            }
-            None => hostport,
+    let is_v6 = |h: &str| h.parse::<std::net::Ipv6Addr>().is_ok();
+    let (host, port) = if let Some(inner) = hostport.strip_prefix('[') {
+        let Some((addr, after)) = inner.split_once(']') else {
+            return bad("a '[' without its ']'");
+        };
+        if !is_v6(addr) {
+            return bad("only an IPv6 address goes between '[' and ']'");
+        }
+        let port = match after {
+            "" => None,
+            p if uri && p.starts_with(':') => Some(&p[1..]),
+            _ => return bad("only ':' and a port may follow ']' (in an ssh:// URI)"),
+        };
+        (addr, port)
+    } else if is_v6(hostport) {
+        // A bare IPv6 address: every ':' is part of it, there is no port.
+        (hostport, None)
+    } else if uri {
+        match hostport.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (hostport, None),
         }
     } else {
-        hostport
+        (hostport, None)
     };
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
+    let port = match port {
+        None => None,
+        Some(p) => match p.parse::<u16>() {
+            Ok(p) if p > 0 => Some(p),
+            _ => return bad("the port must be a number from 1 to 65535"),
+        },
+    };
     if host.is_empty() {
         return bad("the host name is empty");
     }
     if host.starts_with('-') {
         return bad("the host name starts with '-'");
     }
-    if !host
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || ".-_:%".contains(c))
+    if !is_v6(host)
+        && !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
     {
         return bad(
             "the host name may hold only letters, digits, '.', '-', '_' (or an IP address)",
         );
     }
-    Ok(())
+    let target = match user {
+        Some(user) => format!("{user}@{host}"),
+        None => host.to_string(),
+    };
+    Ok(Destination { target, port })
 }
 
 /// Quote one argument for a POSIX shell: `'...'`, with each `'` written as
@@ -121,6 +152,28 @@ pub fn remote_command<S: AsRef<str>>(argv: &[S]) -> String {
 pub struct Ssh {
     options: Vec<String>,
     control_dir: tempfile::TempDir,
+}
+
+/// A remote command kept running by [`Ssh::hold`]; dropping it closes its
+/// stdin and waits (bounded) for it to end.
+pub struct Session {
+    child: std::process::Child,
+    _stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let deadline = crate::clock::after(CONNECT_TIMEOUT);
+        while std::time::Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// What a remote command did.
@@ -167,7 +220,19 @@ impl Ssh {
             "-o",
             "ServerAliveCountMax=3",
         ]);
-        command.args(extra).arg("--").arg(dest);
+        command.args(extra);
+        match parse_destination(dest) {
+            Ok(Destination { target, port }) => {
+                if let Some(port) = port {
+                    command.arg("-p").arg(port.to_string());
+                }
+                command.arg("--").arg(target);
+            }
+            // Refused when the config was loaded; never reached.
+            Err(_) => {
+                command.arg("--").arg(dest);
+            }
+        }
         command.process_group(0);
         crate::procs::die_with_shipit(&mut command);
         command
@@ -268,6 +333,89 @@ impl Ssh {
         })
     }
 
+    /// Run `argv` on `dest` and keep it running: read its stdout until a
+    /// line starts with `until` (or it ends), then hand back that output
+    /// and, if it still runs, the session, which ends when dropped (its
+    /// stdin is closed). Call it from the thread that keeps the session:
+    /// ssh is set to die with the thread that started it.
+    pub fn hold(
+        &self,
+        ui: &Ui,
+        dest: &str,
+        argv: &[String],
+        until: &str,
+    ) -> Result<(Output, Option<Session>)> {
+        let remote = remote_command(argv);
+        let mut command = self.command(dest, &["-o", "ControlMaster=no"]);
+        command.arg(remote);
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                Error::internal("could not run ssh")
+                    .cause(e)
+                    .hint("install the OpenSSH client (apt-get install openssh-client)")
+            })?;
+        let stderr = child.stderr.take().expect("piped");
+        let ui = *ui;
+        let host = dest.to_string();
+        let tail = std::thread::spawn(move || {
+            let mut tail: Vec<String> = Vec::new();
+            for line in BufReader::new(stderr).split(b'\n') {
+                let Ok(line) = line else { break };
+                let line = String::from_utf8_lossy(&line).trim_end().to_string();
+                ui.host_line(&host, &line);
+                tail.push(line);
+                if tail.len() > 20 {
+                    tail.remove(0);
+                }
+            }
+            tail
+        });
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let mut text = String::new();
+        let mut answered = false;
+        loop {
+            let mut line = Vec::new();
+            match stdout.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&line).into_owned();
+                    answered = line.starts_with(until);
+                    text.push_str(&line);
+                    if answered {
+                        break;
+                    }
+                }
+            }
+        }
+        if answered {
+            let session = Session {
+                child,
+                _stdout: stdout,
+            };
+            let output = Output {
+                code: 0,
+                stdout: text,
+                stderr_tail: Vec::new(),
+            };
+            return Ok((output, Some(session)));
+        }
+        let status = child
+            .wait()
+            .map_err(|e| Error::internal("could not wait for ssh").cause(e))?;
+        Ok((
+            Output {
+                code: status.code().unwrap_or(SSH_FAILED),
+                stdout: text,
+                stderr_tail: tail.join().unwrap_or_default(),
+            },
+            None,
+        ))
+    }
+
     /// Close the master connection to `dest` (best effort).
     pub fn close(&self, dest: &str) {
         let _ = self
@@ -294,9 +442,18 @@ mod tests {
             "ssh://root@127.0.0.1:2201",
             "10.0.0.7",
             "ssh://[::1]:22",
+            "::1",
+            "deploy@[fe80::1]",
         ] {
             check_destination(good).unwrap_or_else(|e| panic!("{good}: {e}"));
         }
+        // What ssh is given: OpenSSH refuses an IPv6 address in a URI, so
+        // the port goes with -p.
+        let d = parse_destination("ssh://deploy@[::1]:2222").unwrap();
+        assert_eq!(d.target, "deploy@::1");
+        assert_eq!(d.port, Some(2222));
+        let d = parse_destination("ssh://web2").unwrap();
+        assert_eq!((d.target.as_str(), d.port), ("web2", None));
         for bad in [
             "",
             "-oProxyCommand=touch /tmp/x",
@@ -306,6 +463,10 @@ mod tests {
             "$(id)",
             "ssh://web1:port",
             "ssh://web1:0",
+            "ssh://h:22:33",
+            "ssh://[web1]:22",
+            "ssh://[::1",
+            "h:22",
             "@web1",
             "us er@web1",
         ] {

@@ -100,6 +100,12 @@ impl Host {
         self.dir.join("deploy")
     }
 
+    /// The user's home directory on this host (seen from outside its
+    /// namespace): where its `.bashrc` goes.
+    pub fn home(&self) -> PathBuf {
+        self.dir.join("home")
+    }
+
     /// The release `current` points at, if any.
     pub fn current(&self) -> Option<String> {
         let link = fs::read_link(self.deploy().join("current")).ok()?;
@@ -139,8 +145,9 @@ impl Host {
     pub fn start(&mut self) {
         assert!(self.sshd.is_none(), "{} runs already", self.name());
         let log = fs::File::create(self.dir.join("sshd.log")).unwrap();
-        let script =
-            r#"mount --bind "$1" "$2" && mount --bind "$3" /etc/hosts && exec "$4" -D -e -f "$5""#;
+        // The user's home is the host's own too: its login scripts
+        // (`.bashrc`) are the test's to write.
+        let script = r#"mount --bind "$1" "$2" && mount --bind "$3" /etc/hosts && mount --bind "$6" "$7" && exec "$4" -D -e -f "$5""#;
         let child = Command::new("unshare")
             .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
             .arg(self.deploy())
@@ -148,6 +155,8 @@ impl Host {
             .arg(self.dir.join("hosts"))
             .arg(which("sshd").expect("checked"))
             .arg(self.dir.join("sshd_config"))
+            .arg(self.home())
+            .arg(user_home())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -202,6 +211,15 @@ impl Host {
             );
         }
     }
+}
+
+/// The home directory of the user the tests run as (the hosts' user).
+fn user_home() -> PathBuf {
+    nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map(|u| u.dir)
+        .unwrap_or_else(|| PathBuf::from("/root"))
 }
 
 fn stop_pid(pid: i32) {
@@ -270,6 +288,7 @@ impl Hosts {
             let dir = root.join(format!("host{}", index + 1));
             let shared = dir.join("deploy/shared");
             fs::create_dir_all(&shared).unwrap();
+            fs::create_dir_all(dir.join("home")).unwrap();
             let port = free_port();
             let addr = format!("127.0.0.{}", index + 2);
             fs::write(

@@ -9,10 +9,15 @@
 //! `FLEET_TRACE=1` prints what each shipit run said and how long it took.
 
 mod ansible;
+mod crashes;
 #[path = "../e2e/front.rs"]
 mod front;
 mod hosts;
+mod reports;
 mod sources;
+#[path = "../support/mod.rs"]
+mod support;
+mod teams;
 mod zero_downtime;
 
 use std::fs;
@@ -763,7 +768,7 @@ fn an_interrupted_rollout_puts_the_fleet_back() {
 }
 
 /// A child process killed (and reaped) when the test ends, however it ends.
-struct Stopped(std::process::Child);
+pub struct Stopped(pub std::process::Child);
 
 impl Drop for Stopped {
     fn drop(&mut self) {

@@ -1,0 +1,228 @@
+//! What the controller and a host say to each other: serde types that both
+//! sides compile from this one file, framed on the host's stdout, with a
+//! protocol version.
+//!
+//! A host's stdout is not ours alone: a `.bashrc` that echoes, a login
+//! banner, a profile script that prints a fortune all land on it before the
+//! agent runs. So a message is one line that starts with [`MARK`] and the
+//! protocol version (`@@shipit-fleet/1 {...}`); every other line is stray,
+//! ignored, and quoted in the diagnosis when no message came. Reading a
+//! reply by string index (`state["current"]`) or matching outcome strings
+//! breaks silently when one side changes; a typed message fails loudly, and
+//! a host whose agent speaks another version is named with both versions.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::commands::ReleaseRow;
+use crate::error::{Error, Kind};
+use crate::history::Event;
+use crate::layout::ReleaseId;
+
+/// Bumped whenever a message changes shape. Both sides are the same binary
+/// today (the controller installs itself); the version keeps a host whose
+/// agent was installed by another build from being misread.
+pub const VERSION: u32 = 1;
+
+/// How a message line starts: `@@shipit-fleet/<version> <json>`.
+pub const MARK: &str = "@@shipit-fleet/";
+
+/// One message, framed.
+pub fn frame<T: Serialize>(message: &T) -> String {
+    format!(
+        "{MARK}{VERSION} {}\n",
+        serde_json::to_string(message).expect("a protocol message serializes")
+    )
+}
+
+/// Why no message could be read from a host's stdout.
+#[derive(Debug)]
+pub enum Unframed {
+    /// No message line at all; the stray lines it printed instead.
+    Missing { stray: Vec<String> },
+    /// A message of another protocol version.
+    Version { theirs: String },
+    /// A message line that does not parse as the expected type.
+    Garbled { why: String },
+}
+
+impl Unframed {
+    /// The diagnosis, naming the host.
+    pub fn to_error(&self, host: &str, code: i32) -> Error {
+        match self {
+            Unframed::Missing { stray } if stray.is_empty() => Error::internal(format!(
+                "{host} gave no answer (the remote command exited with status {code})"
+            )),
+            Unframed::Missing { stray } => Error::internal(format!(
+                "{host} gave no answer (the remote command exited with status {code}); \
+                 it printed only lines that are not shipit's"
+            ))
+            .cause(quote_stray(stray))
+            .hint(
+                "a login script (.bashrc, .profile) or a banner prints on stdout there; \
+                 that output is ignored, but shipit's own answer never came",
+            ),
+            Unframed::Version { theirs } => Error::internal(format!(
+                "{host} speaks fleet protocol version {theirs}; this controller speaks version {VERSION}"
+            ))
+            .hint("run the same shipit version on the controller and the host (a deploy from this controller installs its own)"),
+            Unframed::Garbled { why } => {
+                Error::internal(format!("{host} sent an answer this controller cannot read"))
+                    .cause(why.clone())
+            }
+        }
+    }
+}
+
+/// The stray lines, quoted (the last few, each cut short).
+pub fn quote_stray(stray: &[String]) -> String {
+    let from = stray.len().saturating_sub(3);
+    stray[from..]
+        .iter()
+        .map(|l| {
+            let cut: String = l.chars().take(120).collect();
+            format!("{cut:?}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The last message on `stdout`; other lines are stray.
+pub fn unframe<T: DeserializeOwned>(stdout: &str) -> std::result::Result<T, Unframed> {
+    let mut stray = Vec::new();
+    let mut found: Option<(&str, &str)> = None;
+    for line in stdout.lines() {
+        match line.trim_end_matches('\r').strip_prefix(MARK) {
+            Some(rest) => {
+                let (version, body) = rest.split_once(' ').unwrap_or((rest, ""));
+                found = Some((version, body));
+            }
+            None if line.trim().is_empty() => {}
+            None => stray.push(line.to_string()),
+        }
+    }
+    let Some((version, body)) = found else {
+        return Err(Unframed::Missing { stray });
+    };
+    if version != VERSION.to_string() {
+        return Err(Unframed::Version {
+            theirs: version.to_string(),
+        });
+    }
+    serde_json::from_str(body).map_err(|e| Unframed::Garbled { why: e.to_string() })
+}
+
+/// What every agent action answers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Reply {
+    /// What this host runs now, by its own report.
+    pub live: Option<ReleaseId>,
+    /// `Ok`: what the action did; `Err`: why it failed.
+    pub result: std::result::Result<Done, Failure>,
+}
+
+/// A failed action: the error's kind (its outcome) and what failed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Failure {
+    pub kind: Kind,
+    /// What failed, and the first reason why.
+    pub message: String,
+}
+
+/// What a successful action did.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "action")]
+pub enum Done {
+    State(Box<HostState>),
+    Received {
+        release: ReleaseId,
+    },
+    Activated {
+        release: ReleaseId,
+        removed: Vec<ReleaseId>,
+    },
+    /// `to: None`: `current` was removed (nothing was live before).
+    Switched {
+        from: Option<ReleaseId>,
+        to: Option<ReleaseId>,
+    },
+    Discarded {
+        removed: Option<ReleaseId>,
+        kept: Option<ReleaseId>,
+    },
+    /// The fleet lock is held by this agent until its stdin closes.
+    Locked,
+}
+
+/// What a host has, for the controller's preflight, `releases` and
+/// `status`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HostState {
+    /// The agent's shipit version.
+    pub version: String,
+    pub hostname: String,
+    pub current: Option<ReleaseId>,
+    /// `current` in words (`releases/<id>`, or nothing live).
+    pub describe: String,
+    /// Newest first.
+    pub releases: Vec<ReleaseRow>,
+    pub foreign: Vec<String>,
+    pub rollback_target: Option<ReleaseId>,
+    /// `state --probe` with `[health]`: the probe made on the host now.
+    pub health: Option<Probe>,
+    pub last_deploy: Option<Event>,
+}
+
+impl HostState {
+    pub fn has(&self, id: &ReleaseId) -> bool {
+        self.releases.iter().any(|r| &r.id == id)
+    }
+
+    pub fn row(&self, id: &ReleaseId) -> Option<&ReleaseRow> {
+        self.releases.iter().find(|r| &r.id == id)
+    }
+}
+
+/// A health probe made on a host.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Probe {
+    pub url: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+impl Reply {
+    pub fn failure(&self) -> Option<&Failure> {
+        self.result.as_ref().err()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stray_lines_are_ignored_and_quoted() {
+        let reply = Reply {
+            live: None,
+            result: Err(Failure {
+                kind: Kind::RollbackFailed,
+                message: "gate".into(),
+            }),
+        };
+        let out = format!("Welcome to web1\n{}motd\n", frame(&reply));
+        let got: Reply = unframe(&out).unwrap();
+        assert_eq!(got.failure().unwrap().kind, Kind::RollbackFailed);
+        let e = unframe::<Reply>("hello from .bashrc\n").unwrap_err();
+        let e = e.to_error("web1", 0);
+        assert!(e.causes[0].contains("hello from .bashrc"), "{e}");
+    }
+
+    #[test]
+    fn another_version_is_named() {
+        let e = unframe::<Reply>("@@shipit-fleet/99 {}\n").unwrap_err();
+        let e = e.to_error("web1", 0);
+        assert!(e.message.contains("version 99"), "{e}");
+        assert!(e.message.contains(&format!("version {VERSION}")), "{e}");
+    }
+}

@@ -1,0 +1,434 @@
+//! A controller that is stopped from outside mid-rollout (issue #22): a
+//! SIGTERM to its whole process tree (a cancelled CI job, a systemd stop),
+//! and a SIGKILL at the fleet's crash points. Each ends with every host on
+//! one release the next command can tell, and one command that puts the
+//! fleet on one proven release.
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::teams::{wait_exit, wait_for};
+use crate::{Options, World, outcomes};
+
+/// Every process below `pid` (children, their children, ...), from /proc.
+fn descendants(pid: i32) -> Vec<i32> {
+    let mut parent_of = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        if let Some(ppid) = after
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse::<i32>().ok())
+        {
+            parent_of.push((p, ppid));
+        }
+    }
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() && found.len() < 10_000 {
+        let parent = found[i];
+        for (p, pp) in &parent_of {
+            if *pp == parent && !found.contains(p) {
+                found.push(*p);
+            }
+        }
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+pub fn cmdline(pid: i32) -> String {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+/// `pid`, every process below it, and the ssh master connections its ssh
+/// calls use (`-f` puts them in the background, out of the tree, but in
+/// the same cgroup): what a CI runner or systemd stops with a job.
+pub fn job_of(pid: i32) -> Vec<i32> {
+    let mut all = descendants(pid);
+    let dirs: Vec<String> = all
+        .iter()
+        .filter_map(|p| {
+            let line = cmdline(*p);
+            let at = line.find("ControlPath=")? + "ControlPath=".len();
+            let path = line[at..].split_whitespace().next()?;
+            Some(path.rsplit_once('/')?.0.to_string())
+        })
+        .collect();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let line = cmdline(p);
+        if line.contains("ControlMaster=yes")
+            && dirs.iter().any(|d| line.contains(d.as_str()))
+            && !all.contains(&p)
+        {
+            all.push(p);
+        }
+    }
+    all
+}
+
+/// SIGTERM to the controller's whole job, as a CI runner or systemd stops
+/// it.
+fn terminate_tree(pid: i32) {
+    let all = job_of(pid);
+    assert!(
+        all.iter()
+            .any(|p| cmdline(*p).contains("ControlMaster=yes")),
+        "the controller's ssh master was not found"
+    );
+    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    for p in all {
+        let _ = kill(Pid::from_raw(p), Signal::SIGTERM);
+    }
+}
+
+/// Wait (bounded) until `file` contains `text`.
+pub fn wait_for_text(file: &std::path::Path, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let said = fs::read_to_string(file).unwrap_or_default();
+        if said.contains(text) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{text:?} never appeared in {}:\n{said}",
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// host2's reload waits for `go` when the release holds PAUSE, after
+/// saying so with `paused`.
+pub fn pause_host2_reload(w: &World) {
+    let root = w.path().display().to_string();
+    let prefix = format!(
+        "if grep -qx host2 $SHIPIT_DEPLOY_TO/shared/name && [ -e PAUSE ]; then touch {root}/paused; \
+         i=0; while [ ! -e {root}/go ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; fi; "
+    );
+    let text = fs::read_to_string(w.config())
+        .unwrap()
+        .replace("reload = \"", &format!("reload = \"{prefix}"));
+    fs::write(w.config(), text).unwrap();
+}
+
+/// The events a host recorded in its own history.
+fn host_history(w: &World, i: usize) -> Vec<serde_json::Value> {
+    fs::read_to_string(w.hosts.hosts[i].deploy().join(".shipit/history.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// A rollout whose host2 is paused in its reload, stopped by a SIGTERM to
+/// the controller's whole process tree. Returns the controller's exit
+/// code, its JSON report and stderr.
+fn terminated_mid_activation(
+    w: &World,
+    wait_for_revert: bool,
+) -> (Option<i32>, serde_json::Value, String) {
+    let _ = fs::remove_file(w.path().join("paused"));
+    let _ = fs::remove_file(w.path().join("go"));
+    let mut child = w.spawn(&w.config(), &["deploy", "--json"], "deploy");
+    let err = w.path().join("deploy.err");
+    wait_for(&w.path().join("paused"), &mut child.0, &err);
+    terminate_tree(child.0.id() as i32);
+    if wait_for_revert {
+        // The controller switches host2 back while host2's activation,
+        // whose session is gone, still runs: only then may it go on.
+        wait_for_text(&err, &format!("Reverting {}", w.hosts.hosts[1].dest));
+    }
+    fs::write(w.path().join("go"), "").unwrap();
+    let code = wait_exit(&mut child.0);
+    let said = fs::read_to_string(&err).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(w.path().join("deploy.out")).unwrap())
+            .unwrap_or_else(|e| panic!("{e}\n{said}"));
+    (code, json, said)
+}
+
+/// SIGTERM to the controller's whole process tree while host2 activates
+/// (a cancelled CI job, a systemd stop) cuts host2's session.
+///
+/// - A host agent that does not get SIGHUP (here: host2's `.bashrc`
+///   ignores it, as `nohup` would) finishes its activation on R2. The
+///   controller's switch back used to fail at once on host2's lock
+///   ("another shipit command is running"), ending R1 / R2 / R1 with exit
+///   9; it now waits for the activation to end, and every host ends on R1.
+/// - Without the `.bashrc`, and without waiting for the controller's
+///   switch back: whatever comes first (sshd cuts a session without a
+///   terminal without signalling it; a host whose sshd sends SIGHUP rolls
+///   itself back), every host ends on R1. Either way host2's own history
+///   says how its activation ended, and the next `status` agrees with the
+///   disks.
+#[test]
+fn sigterm_to_the_process_tree_while_host2_activates_puts_every_host_back() {
+    let w = World::new(3, Options::default());
+    let good = w.deploy_ok();
+    pause_host2_reload(&w);
+    w.commit("PAUSE", "\n");
+    fs::write(w.hosts.hosts[1].home().join(".bashrc"), "trap '' HUP\n").unwrap();
+    for (round, sighup) in [(1, false), (2, true)] {
+        if sighup {
+            fs::remove_file(w.hosts.hosts[1].home().join(".bashrc")).unwrap();
+        }
+        let (code, json, said) = terminated_mid_activation(&w, !sighup);
+        assert_eq!(code, Some(130), "round {round}: {said}");
+        assert_eq!(
+            outcomes(&json)[1..],
+            ["failed", "untouched"],
+            "round {round}: {json}\n{said}"
+        );
+        assert_eq!(
+            w.currents(),
+            vec![Some(good.clone()); 3],
+            "round {round}: {said}"
+        );
+        assert_eq!(w.serving(), vec![Some(good.clone()); 3]);
+        // host2 says in its own history how its activation ended.
+        let bad = json["release"].as_str().unwrap();
+        let events = host_history(&w, 1);
+        let activation = events
+            .iter()
+            .find(|e| e["event"] == "deploy" && e["release"] == bad)
+            .unwrap_or_else(|| panic!("host2 did not record its activation: {events:?}"));
+        if !sighup {
+            assert_eq!(activation["outcome"], "ok", "round {round}: {activation}");
+        }
+        assert_eq!(events.last().unwrap()["live"], good.as_str(), "{events:?}");
+        // The next status, from any controller, agrees with the disks.
+        let status = w.shipit(&["status", "--json"]);
+        status.code(0);
+        assert_eq!(status.json()["agree"], true);
+        w.commit("VERSION", &format!("{round}\n"));
+    }
+}
+
+/// The controller run with `SHIPIT_TEST_CRASH_AT=<point>`: it kills itself
+/// there with SIGKILL (no clean-up, no history, no revert).
+fn crash_at(w: &World, point: &str, args: &[&str]) {
+    let out = std::process::Command::new(crate::SHIPIT)
+        .arg("--config")
+        .arg(w.config())
+        .args(args)
+        .current_dir(w.path())
+        .env("NO_COLOR", "1")
+        .env("SHIPIT_TEST_CRASH_AT", point)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "shipit did not die at {point}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What `status --json` says each host runs.
+fn status_lives(w: &World) -> Vec<Option<String>> {
+    let status = w.shipit(&["status", "--json"]);
+    status.code(0);
+    status.json()["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["current"].as_str().map(String::from))
+        .collect()
+}
+
+/// SIGKILL after every host received the release, before any switch: each
+/// host still runs R1 and `status` says so; the release prepared
+/// everywhere but never switched is never a rollback target (`rollback`
+/// goes to R0, `rollback --to` it needs --force); the fleet lock died with
+/// the controller, and the next deploy puts every host on one release.
+#[test]
+fn a_controller_killed_after_prepare_leaves_nothing_a_rollback_would_pick() {
+    let w = World::new(3, Options::default());
+    let r0 = w.deploy_ok();
+    w.commit("VERSION", "1\n");
+    let r1 = w.deploy_ok();
+    w.commit("VERSION", "2\n");
+    crash_at(&w, "fleet:after-prepare", &["deploy"]);
+    assert_eq!(status_lives(&w), vec![Some(r1.clone()); 3]);
+    let prepared: Vec<String> = w.hosts.hosts[0]
+        .releases()
+        .into_iter()
+        .filter(|id| *id != r0 && *id != r1)
+        .collect();
+    assert_eq!(prepared.len(), 1, "{prepared:?}");
+    let r2 = &prepared[0];
+    for h in &w.hosts.hosts {
+        assert!(h.releases().contains(r2), "{} lacks {r2}", h.name());
+    }
+    // Not without --force.
+    let run = w.shipit(&["rollback", "--to", r2]);
+    run.code(2);
+    assert!(
+        run.stderr.contains("never proved itself live"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(w.currents(), vec![Some(r1.clone()); 3]);
+    let run = w.shipit(&["rollback", "--json"]);
+    run.code(0);
+    assert_eq!(run.json()["release"], r0.as_str());
+    assert_eq!(w.currents(), vec![Some(r0.clone()); 3]);
+    // The controller's --force reaches the hosts: it goes live, gated.
+    let run = w.shipit(&["rollback", "--to", r2, "--force"]);
+    run.code(0);
+    assert_eq!(w.serving(), vec![Some(r2.clone()); 3]);
+    let id = w.deploy_ok();
+    assert_eq!(w.serving(), vec![Some(id); 3]);
+}
+
+/// SIGKILL after the first host switched: `status` shows host1 on R2 and
+/// the others on R1; one `rollback --to R1` puts every host back on R1
+/// (a proven release), and the next deploy puts every host on one release.
+#[test]
+fn a_controller_killed_mid_roll_is_put_right_by_one_command() {
+    let w = World::new(3, Options::default());
+    let r1 = w.deploy_ok();
+    w.commit("VERSION", "2\n");
+    crash_at(&w, "fleet:after-first-batch", &["deploy"]);
+    let lives = status_lives(&w);
+    assert_eq!(lives, w.currents());
+    assert_eq!(lives[1..], [Some(r1.clone()), Some(r1.clone())]);
+    let r2 = lives[0].clone().unwrap();
+    assert_ne!(r2, r1);
+    // A plain rollback cannot tell where to go: it says so.
+    let run = w.shipit(&["rollback"]);
+    run.code(2);
+    assert!(run.stderr.contains("do not agree"), "{}", run.stderr);
+    let run = w.shipit(&["rollback", "--to", &r1, "--json"]);
+    run.code(0);
+    assert_eq!(
+        outcomes(&run.json()),
+        ["switched", "already-live", "already-live"]
+    );
+    assert_eq!(w.currents(), vec![Some(r1.clone()); 3]);
+    assert_eq!(w.serving(), vec![Some(r1.clone()); 3]);
+    // R2 proved itself on host1 only: without --force it is not a target
+    // for the fleet.
+    let run = w.shipit(&["rollback", "--to", &r2]);
+    run.code(2);
+    assert!(
+        run.stderr.contains("never proved itself live"),
+        "{}",
+        run.stderr
+    );
+    let id = w.deploy_ok();
+    assert_eq!(w.serving(), vec![Some(id); 3]);
+}
+
+/// SIGTERM to the controller's whole job while host2 activates, then
+/// SIGKILL while its revert waits for host2 (a CI runner's cancellation:
+/// SIGTERM, a grace period, SIGKILL). host1 is left on R2, host2 finishes
+/// on R2 by itself, host3 never left R1: `status`, from any controller,
+/// says exactly that, and one `rollback --to R1` puts every host on R1.
+#[test]
+fn sigterm_then_sigkill_mid_activation_leaves_a_fleet_status_tells_and_one_rollback_fixes() {
+    let w = World::new(3, Options::default());
+    let r1 = w.deploy_ok();
+    pause_host2_reload(&w);
+    w.commit("PAUSE", "\n");
+    fs::write(w.hosts.hosts[1].home().join(".bashrc"), "trap '' HUP\n").unwrap();
+    let mut child = w.spawn(&w.config(), &["deploy", "--json"], "deploy");
+    let err = w.path().join("deploy.err");
+    wait_for(&w.path().join("paused"), &mut child.0, &err);
+    let pid = child.0.id() as i32;
+    terminate_tree(pid);
+    wait_for_text(&err, &format!("Reverting {}", w.hosts.hosts[1].dest));
+    // The grace period is over.
+    for p in std::iter::once(pid).chain(job_of(pid)) {
+        let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+    }
+    let _ = wait_exit(&mut child.0);
+    fs::write(w.path().join("go"), "").unwrap();
+    // host2's activation ends on its own (bounded).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while host_history(&w, 1).len() < 2 {
+        assert!(Instant::now() < deadline, "host2's activation never ended");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let lives = status_lives(&w);
+    assert_eq!(lives, w.currents());
+    let r2 = lives[0].clone().unwrap();
+    assert_ne!(r2, r1);
+    assert_eq!(
+        lives,
+        [Some(r2.clone()), Some(r2.clone()), Some(r1.clone())]
+    );
+    // Another checkout sees the same.
+    let teammate = w.teammate_config();
+    let out = std::process::Command::new(crate::SHIPIT)
+        .arg("--config")
+        .arg(&teammate)
+        .args(["releases", "--json"])
+        .current_dir(w.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["agree"], false, "{json}");
+    let run = w.shipit(&["rollback", "--to", &r1, "--json"]);
+    run.code(0);
+    assert_eq!(w.currents(), vec![Some(r1.clone()); 3]);
+    assert_eq!(w.serving(), vec![Some(r1.clone()); 3]);
+}
+
+/// SIGTERM to the controller's whole job while it builds (every host
+/// locked, nothing sent yet): nothing changes on any host, `status` says
+/// so, and the fleet lock died with the job: the next deploy goes through.
+#[test]
+fn sigterm_to_the_process_tree_while_building_changes_nothing() {
+    let w = World::new(3, Options::default());
+    let r1 = w.deploy_ok();
+    let root = w.path().display().to_string();
+    let build = format!(
+        "build = [\"if [ -e {root}/PAUSE ]; then touch {root}/paused; i=0; \
+         while [ ! -e {root}/go ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; fi\"]\n"
+    );
+    let text = fs::read_to_string(w.config())
+        .unwrap()
+        .replace("[hooks]\n", &format!("[hooks]\n{build}"));
+    fs::write(w.config(), text).unwrap();
+    let before: Vec<Vec<String>> = w.hosts.hosts.iter().map(|h| h.releases()).collect();
+    w.commit("VERSION", "2\n");
+    fs::write(w.path().join("PAUSE"), "").unwrap();
+    let mut child = w.spawn(&w.config(), &["deploy", "--json"], "deploy");
+    let err = w.path().join("deploy.err");
+    wait_for(&w.path().join("paused"), &mut child.0, &err);
+    terminate_tree(child.0.id() as i32);
+    let code = wait_exit(&mut child.0);
+    let said = fs::read_to_string(&err).unwrap();
+    assert_ne!(code, Some(0), "{said}");
+    assert_eq!(w.currents(), vec![Some(r1.clone()); 3], "{said}");
+    let after: Vec<Vec<String>> = w.hosts.hosts.iter().map(|h| h.releases()).collect();
+    assert_eq!(after, before, "nothing was sent anywhere");
+    assert_eq!(status_lives(&w), vec![Some(r1.clone()); 3]);
+    fs::remove_file(w.path().join("PAUSE")).unwrap();
+    let id = w.deploy_ok();
+    assert_ne!(id, r1);
+}
