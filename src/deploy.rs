@@ -365,9 +365,16 @@ fn stage(
         reuse,
     };
     store::write_metadata(staging, &meta)?;
-    // Every file and directory of the release, and the build log (same
-    // filesystem), must be on disk before the release can go live.
-    crate::fsutil::sync_filesystem(staging).with_path("could not sync", staging)
+    // Every file and directory of the release, its build log and the
+    // pristine copies it keeps must be on disk before the release can go
+    // live (and before a later release is built from those copies).
+    let log_path = layout.build_log(id);
+    let pristine = crate::reuse::pristine_dir(layout, id);
+    let mut roots = vec![staging, log_path.as_path()];
+    if pristine.exists() {
+        roots.push(&pristine);
+    }
+    crate::fsutil::sync_release(&roots).with_path("could not sync", staging)
 }
 
 /// Replace each shared path in the release with a symlink into `shared/`.

@@ -42,7 +42,7 @@ use crate::store::{self, Release, ReuseRecord as Record, Status};
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where the pristine copies of `release`'s built directories live.
-fn pristine_dir(layout: &Layout, release: &ReleaseId) -> PathBuf {
+pub fn pristine_dir(layout: &Layout, release: &ReleaseId) -> PathBuf {
     layout.state().join("reuse").join(release.as_str())
 }
 

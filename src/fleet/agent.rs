@@ -338,7 +338,7 @@ fn unpack(ctx: &Ctx, meta: &Metadata, staging: &std::path::Path) -> Result<()> {
     }
     deploy::link_shared(ctx, staging)?;
     store::write_metadata(staging, meta)?;
-    crate::fsutil::sync_filesystem(staging).with_path("could not sync", staging)
+    crate::fsutil::sync_release(&[staging]).with_path("could not sync", staging)
 }
 
 /// Make a received release live: exactly what `shipit deploy` does once

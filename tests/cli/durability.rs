@@ -61,6 +61,30 @@ fn a_power_cut_after_a_directory_deploy_leaves_a_complete_release_live() {
     survives_a_power_cut(&sb, &mut disk, &id, &expected);
 }
 
+/// The same for a release too large for an fsync of each file (over
+/// 1,000 entries): it is made durable by one syncfs.
+#[test]
+fn a_power_cut_after_a_large_directory_deploy_leaves_a_complete_release_live() {
+    let sb = Sandbox::new();
+    let Some(mut disk) = LoopMount::create(&sb.path().join("disk.img"), &sb.deploy_to(), Fs::Ext4)
+    else {
+        return;
+    };
+    let site = sb.path().join("site");
+    let mut expected = Vec::new();
+    for i in 0..1_200 {
+        let file = format!("d{}/file{i}.css", i % 12);
+        fs::create_dir_all(site.join(&file).parent().unwrap()).unwrap();
+        let text = format!("// file {i}\n");
+        fs::write(site.join(&file), &text).unwrap();
+        expected.push((file, text));
+    }
+    sb.write_raw_config("deploy_to = \"deploy\"\n[source]\npath = \"site\"\n");
+    sb.run(&["deploy"]).ok();
+    let id = sb.current().unwrap();
+    survives_a_power_cut(&sb, &mut disk, &id, &expected);
+}
+
 fn content(i: usize) -> String {
     format!("// file {i}\n").repeat(50)
 }
