@@ -5,7 +5,7 @@
 //! it stays on the new release (what the example says it cannot undo).
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::json;
@@ -27,9 +27,14 @@ fn ansible_playbook() -> PathBuf {
         })
 }
 
-/// The python3 on PATH, resolved (a pyenv shim would need its own
-/// environment on the hosts).
+/// The system's python3 (`/usr/bin/python3`), else the one on PATH,
+/// resolved: a pyenv shim would need its own environment on the hosts, and
+/// each host has a home directory of its own, which hides one under the
+/// user's home.
 fn python() -> String {
+    if Path::new("/usr/bin/python3").exists() {
+        return "/usr/bin/python3".into();
+    }
     let out = Command::new("python3")
         .args(["-c", "import sys; print(sys.executable)"])
         .output()
