@@ -6,13 +6,17 @@
 #   upstream app { include /etc/nginx/myapp-upstreams/*.conf; keepalive 16; }
 #   # /etc/nginx/myapp-upstreams/deploy_web1.conf:  server 10.0.0.11:3000;
 #
-#   [fleet]
+#   [fleet]   # nginx on the controller:
 #   drain = "UPSTREAMS=/etc/nginx/myapp-upstreams sh examples/fleet/nginx-drain.sh drain"
 #   undrain = "UPSTREAMS=/etc/nginx/myapp-upstreams sh examples/fleet/nginx-drain.sh undrain"
+#   # nginx on another machine (ssh passes no environment: give the host
+#   # as an argument):
+#   drain = "ssh lb sudo UPSTREAMS=/etc/nginx/myapp-upstreams sh /opt/shipit/nginx-drain.sh drain \"$SHIPIT_HOST\""
 #
-# The file of a host is named after $SHIPIT_HOST with every character other
-# than letters, digits, '.', '_' and '-' replaced by '_' (deploy@web1 ->
-# deploy_web1.conf). NGINX names the nginx binary (default: nginx on PATH);
+# Usage: nginx-drain.sh drain|undrain [HOST]; HOST defaults to $SHIPIT_HOST
+# (which shipit sets for the hook). The file of a host is named after it
+# with every character other than letters, digits, '.', '_' and '-'
+# replaced by '_' (deploy@web1 -> deploy_web1.conf). NGINX names the nginx binary (default: nginx on PATH);
 # NGINX_PREFIX and NGINX_CONF, when set, are passed to `nginx -s reload`
 # as -p and -c; NGINX_PID names the master's pid file (default
 # /run/nginx.pid). A reload starts new workers without the drained host and
@@ -23,10 +27,15 @@
 set -eu
 action=${1:-}
 dir=${UPSTREAMS:?set UPSTREAMS to the directory of the per-host upstream files}
-name=$(printf '%s' "${SHIPIT_HOST:?SHIPIT_HOST is not set}" | tr -c 'A-Za-z0-9._-' '_')
+host=${2:-${SHIPIT_HOST:-}}
+[ -n "$host" ] || {
+  echo "usage: $0 drain|undrain HOST (or SHIPIT_HOST in the environment)" >&2
+  exit 2
+}
+name=$(printf '%s' "$host" | tr -c 'A-Za-z0-9._-' '_')
 file="$dir/$name.conf"
 [ -f "$file" ] || {
-  echo "no upstream file $file for $SHIPIT_HOST" >&2
+  echo "no upstream file $file for $host" >&2
   exit 1
 }
 line=$(sed -e 's/[[:space:]]*down[[:space:]]*;/;/' "$file")
@@ -34,7 +43,7 @@ case $action in
 drain) line=$(printf '%s\n' "$line" | sed -e 's/;[[:space:]]*$/ down;/') ;;
 undrain) ;;
 *)
-  echo "usage: $0 drain|undrain" >&2
+  echo "usage: $0 drain|undrain [HOST]" >&2
   exit 2
   ;;
 esac

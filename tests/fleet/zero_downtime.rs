@@ -2,7 +2,11 @@
 //! three hosts' apps while a load runs through it; two rolling deploys and
 //! a fleet rollback, each host drained (marked `down` in its upstream file,
 //! `nginx -s reload`) before its switch and undrained after its gate, by the
-//! example hook `examples/fleet/nginx-drain.sh`. Every request must succeed.
+//! example hook `examples/fleet/nginx-drain.sh`, run as docs/fleet.md
+//! shows it: over ssh on the balancer's machine, the host given as an
+//! argument (ssh passes no environment). Here the balancer's machine is
+//! host1's sshd (without `sudo`: the suite runs as root). Every request must
+//! succeed.
 //!
 //! nginx does not retry another host (`proxy_next_upstream off`): only the
 //! drain keeps requests away from a host while its app restarts (without
@@ -76,12 +80,38 @@ fn a_rolling_deploy_with_drain_drops_no_request() {
            location / {{\n      proxy_pass http://app;\n      proxy_http_version 1.1;\n\
              proxy_set_header Connection \"\";\n      proxy_next_upstream off;\n    }}\n  }}\n"
     );
+    // The documented form: `ssh lb [sudo] UPSTREAMS=... sh nginx-drain.sh
+    // drain "$SHIPIT_HOST"`, with `lb` reached as host1 is.
+    let lb = &w.hosts.hosts[0];
+    let user = lb
+        .dest
+        .trim_start_matches("ssh://")
+        .split('@')
+        .next()
+        .unwrap()
+        .to_string();
+    let ssh: Vec<String> = w
+        .hosts
+        .ssh_options
+        .iter()
+        .map(|o| format!("'{o}'"))
+        .collect();
+    // A copy on the balancer, as the docs' /opt/shipit/nginx-drain.sh (the
+    // checkout may sit under the user's home, which the hosts do not see).
+    let script = w.path().join("nginx-drain.sh");
+    fs::copy(
+        Path::new(MANIFEST).join("examples/fleet/nginx-drain.sh"),
+        &script,
+    )
+    .unwrap();
     let hook = |action: &str| {
         format!(
-            "UPSTREAMS='{u}' NGINX='{n}' NGINX_PREFIX='{p}' NGINX_CONF='{p}/nginx.conf' NGINX_PID='{p}/nginx.pid' sh '{m}/examples/fleet/nginx-drain.sh' {action}",
+            "ssh {opts} -p {port} {user}@127.0.0.1 UPSTREAMS='{u}' NGINX='{n}' NGINX_PREFIX='{p}' NGINX_CONF='{p}/nginx.conf' NGINX_PID='{p}/nginx.pid' sh '{s}' {action} \"$SHIPIT_HOST\"",
+            opts = ssh.join(" "),
+            port = lb.port,
             u = upstreams.display(),
             n = nginx_bin.display(),
-            m = MANIFEST,
+            s = script.display(),
         )
     };
     let (drain, undrain) = (hook("drain"), hook("undrain"));
