@@ -146,6 +146,10 @@ pub struct SlotsConfig {
     /// switch back if the front cannot reach the new slot.
     #[serde(default = "default_true")]
     pub front_check: bool,
+    /// The user the front proxy's workers run as, whose permissions on the
+    /// slot's socket are checked before the switch; default: the running
+    /// nginx workers' (read from /proc).
+    pub front_user: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -282,6 +286,7 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
             "ports",
             "switch",
             "front_check",
+            "front_user",
         ],
     ),
     ("slots.ports", &["blue", "green"]),
@@ -918,6 +923,7 @@ mod tests {
             retire_delay = "1s"
             warm_standby = false
             front_check = true
+            front_user = "root"
             switch = "true"
             ports = { blue = 3001, green = 3002 }
             [fleet]

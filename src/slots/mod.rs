@@ -21,6 +21,7 @@
 // An activation fails at most once per run: a large `Err` costs nothing.
 #![allow(clippy::result_large_err)]
 
+pub mod reach;
 pub mod state;
 
 use std::fs::OpenOptions;
@@ -148,6 +149,9 @@ impl<'a> Dance<'a> {
             if let Err(e) = self.start_and_gate(idle) {
                 return Err(self.refused(idle, live_slot, e, Phase::Gate));
             }
+        }
+        if let Err(e) = self.front_may_connect(idle) {
+            return Err(self.refused(idle, live_slot, e, Phase::Reach));
         }
         self.switch(idle, live_slot)?;
         // Proven: it passed its gate and the front reaches it. Recorded
@@ -382,6 +386,10 @@ impl<'a> Dance<'a> {
             (false, Phase::Gate) => {
                 format!("{release} failed its gate in slot {slot}; no user request reached it")
             }
+            (false, Phase::Reach) => format!(
+                "the front may not connect to {release}'s socket in slot {slot}; it was refused \
+                 before the switch, no user request reached it"
+            ),
             (false, Phase::Switch) => {
                 format!("the switch to {release} in slot {slot} failed; it was undone")
             }
@@ -395,7 +403,9 @@ impl<'a> Dance<'a> {
         };
         let mut error = failure;
         error.live = None;
-        error.hint = None;
+        // The reach check's hint is the fix; other failures' are replaced
+        // by where to look.
+        let fix = error.hint.take().filter(|_| matches!(phase, Phase::Reach));
         error.kind = match (interrupted, self.purpose) {
             (true, _) => Kind::Interrupted,
             (false, Purpose::Deploy) => Kind::RolledBack,
@@ -415,7 +425,7 @@ impl<'a> Dance<'a> {
             ),
         };
         error = match stopped {
-            Ok(()) => error.hint(inspect),
+            Ok(()) => error.hint(fix.unwrap_or(inspect)),
             Err(e) => error
                 .cause(format!("and slot {slot} could not be stopped: {e}"))
                 .hint(format!(
@@ -428,7 +438,7 @@ impl<'a> Dance<'a> {
             live: self.live.previous.cloned(),
             // Only a gate failure switched nothing: a failed switch or
             // front check was undone, which is a rollback.
-            refused: !interrupted && matches!(phase, Phase::Gate),
+            refused: !interrupted && matches!(phase, Phase::Gate | Phase::Reach),
         }
     }
 
@@ -437,6 +447,71 @@ impl<'a> Dance<'a> {
             Purpose::Deploy => "deploy",
             Purpose::Rollback => "rollback",
         }
+    }
+
+    /// Before the switch: may the front's workers connect to the slot's
+    /// socket, through the link, as they will (see [`reach`])? The gate
+    /// probed it as shipit's user, who may be root.
+    fn front_may_connect(&self, slot: Slot) -> Result<()> {
+        if self.slots.port(slot).is_some() {
+            return Ok(());
+        }
+        let fronts = match &self.config.front_user {
+            Some(user) => vec![reach::configured(user)?],
+            None => reach::nginx_workers(),
+        };
+        let socket = self.slots.socket(slot);
+        if fronts.is_empty() {
+            self.ctx.ui.warn(format!(
+                "no nginx worker runs and slots.front_user is not set, so whether the front may \
+                 connect to {} was not checked",
+                socket.display()
+            ));
+            return Ok(());
+        }
+        let chain = reach::chain(&self.slots.pointer(), &socket)
+            .map_err(|e| Error::io("could not read the permissions of", &socket, e))?;
+        for front in &fronts {
+            if let Some(denied) = reach::denial(front, &chain) {
+                let fix = if denied.path == socket
+                    || chain.last().is_some_and(|n| n.path == denied.path)
+                {
+                    "make the app create its socket writable by the front: mode 0666, or 0660 with \
+                     the front's group (the example app chmods it 0666; a systemd socket unit: \
+                     SocketMode=0660 and SocketGroup=www-data)"
+                        .to_string()
+                } else {
+                    format!(
+                        "give the front search permission on {}: `chmod o+x {}` (or g+x with the \
+                         front's group)",
+                        denied.path.display(),
+                        denied.path.display()
+                    )
+                };
+                return Err(Error::internal(format!(
+                    "{} may not connect to {}: it needs {} permission on {}",
+                    front.name,
+                    socket.display(),
+                    denied.permission,
+                    denied.path.display()
+                ))
+                .cause(denied.detail)
+                .hint(fix));
+            }
+        }
+        self.ctx.ui.step(
+            "Reachable",
+            format!(
+                "{} by {}",
+                socket.display(),
+                fronts
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+        Ok(())
     }
 
     /// Point the front at `slot`, swap `current`, check the front. If any
@@ -641,6 +716,8 @@ impl<'a> Dance<'a> {
 enum Phase {
     /// The gate on the slot's own socket (or its start).
     Gate,
+    /// The front's permissions on the slot's socket, before the switch.
+    Reach,
     /// Moving the link, telling the proxy, or swapping `current`.
     Switch,
     /// The check through the front after the switch.
@@ -706,7 +783,12 @@ pub fn live_release(ctx: &Ctx) -> Option<ReleaseId> {
 
 pub fn preflight(ctx: &Ctx) -> Result<()> {
     match &ctx.config.slots {
-        Some(config) => Slots::new(&ctx.layout, config).live().map(|_| ()),
+        Some(config) => {
+            if let Some(user) = &config.front_user {
+                reach::configured(user)?;
+            }
+            Slots::new(&ctx.layout, config).live().map(|_| ())
+        }
         None => Ok(()),
     }
 }

@@ -239,6 +239,7 @@ mod tests {
             ports,
             switch: None,
             front_check: true,
+            front_user: None,
         }
     }
 
