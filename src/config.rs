@@ -97,6 +97,11 @@ pub struct HealthConfig {
     /// fail the gate at once; 0 waits out the whole `timeout`.
     #[serde(default = "default_fail_after")]
     pub fail_after: u32,
+    /// After the hook that started the release returned, how long a
+    /// refused connection or a 502/503/504 is "still starting"; after it,
+    /// such probes count towards `fail_after`.
+    #[serde(default = "default_grace", deserialize_with = "duration")]
+    pub grace: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -213,6 +218,10 @@ fn default_build_timeout() -> Duration {
 fn default_reload_timeout() -> Duration {
     Duration::from_secs(120)
 }
+fn default_grace() -> Duration {
+    Duration::from_secs(5)
+}
+
 fn default_fail_after() -> u32 {
     5
 }
@@ -271,6 +280,7 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
             "request_timeout",
             "initial_delay",
             "fail_after",
+            "grace",
         ],
     ),
     ("lock", &["wait"]),
@@ -319,6 +329,7 @@ pub fn duration_limit(key: &str) -> Duration {
         "hooks.reload_timeout"
         | "health.timeout"
         | "health.initial_delay"
+        | "health.grace"
         | "slots.start_timeout"
         | "slots.stop_timeout"
         | "slots.retire_delay"
@@ -593,6 +604,7 @@ impl Config {
                 ("health.interval", h.interval),
                 ("health.request_timeout", h.request_timeout),
                 ("health.initial_delay", h.initial_delay),
+                ("health.grace", h.grace),
             ]);
         }
         if let Some(s) = &self.slots {
@@ -913,6 +925,7 @@ mod tests {
             request_timeout = "1s"
             initial_delay = "1s"
             fail_after = 3
+            grace = "1s"
             [lock]
             wait = "1s"
             [slots]
@@ -1140,6 +1153,7 @@ mod tests {
                 let is_duration = key.ends_with("timeout")
                     || key.ends_with("delay")
                     || key.ends_with(".wait")
+                    || key.ends_with(".grace")
                     || key.ends_with(".interval");
                 assert_eq!(is_duration, keys.contains(&key.as_str()), "{key}");
             }
