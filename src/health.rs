@@ -67,8 +67,8 @@ pub struct Gate {
     /// From when on a probe that found nothing answering counts as an
     /// error answer; `None`: never (it waits out the budget).
     grace: Option<Duration>,
-    /// Which setting the grace came from, for the failure message.
-    grace_key: &'static str,
+    /// What the failure message says about counting those probes.
+    grace_note: String,
     streak: u32,
     errors: u32,
     /// How many of `errors` found nothing answering.
@@ -84,7 +84,7 @@ impl Gate {
             budget,
             fail_after,
             grace: None,
-            grace_key: "health.grace",
+            grace_note: String::new(),
             streak: 0,
             errors: 0,
             downs: 0,
@@ -96,11 +96,24 @@ impl Gate {
     /// Count probes that find nothing answering (refused connections,
     /// 502/503/504) as error answers once `grace` has passed: the hook
     /// that started the release has returned, so it is supposed to be up.
-    /// `key` names the setting in failure messages.
-    pub fn down_counts_after(mut self, grace: Duration, key: &'static str) -> Gate {
+    /// `note` says why in failure messages.
+    pub fn down_counts_after(mut self, grace: Duration, note: impl Into<String>) -> Gate {
         self.grace = Some(grace);
-        self.grace_key = key;
+        self.grace_note = note.into();
         self
+    }
+
+    /// The `[health]` rules: `successes` within `timeout`, `fail_after`
+    /// errors in a row, counting probes that find nothing answering once
+    /// `grace` has passed.
+    pub fn from_config(config: &HealthConfig) -> Gate {
+        Gate::new(config.successes, config.timeout, config.fail_after).down_counts_after(
+            config.grace,
+            format!(
+                "a refused connection or 502/503/504 counts once health.grace = {} has passed",
+                humantime::format_duration(config.grace)
+            ),
+        )
     }
 
     /// A probe's result, seen `at` after the gate started.
@@ -136,12 +149,7 @@ impl Gate {
             let last = self.last.as_ref().map(|o| o.detail.as_str()).unwrap_or("");
             let what = match (self.downs, self.grace) {
                 (0, _) | (_, None) => "with an error status".to_string(),
-                (_, Some(grace)) => format!(
-                    "with an error status or not at all (a refused connection or 502/503/504 \
-                     counts once {} = {} has passed)",
-                    self.grace_key,
-                    humantime::format_duration(grace)
-                ),
+                (_, Some(_)) => format!("with an error status or not at all ({})", self.grace_note),
             };
             return Decision::Fail(format!(
                 "the release answered {} probes in a row {what} (health.fail_after = {}), \
@@ -407,9 +415,7 @@ pub fn gate(config: &HealthConfig, release: &str, revision: Option<&str>, ui: &U
 /// so after `grace` a target that does not answer counts towards
 /// `fail_after`.
 pub fn gate_on(config: &HealthConfig, target: &Target, body: Option<&str>, ui: &Ui) -> Result<()> {
-    let gate = Gate::new(config.successes, config.timeout, config.fail_after)
-        .down_counts_after(config.grace, "health.grace");
-    run_gate(config, target, body, gate, ui)
+    run_gate(config, target, body, Gate::from_config(config), ui)
 }
 
 /// Poll `target` until `gate` decides.
@@ -514,7 +520,7 @@ mod tests {
         // refused connections. Within the grace they wait; after it, they
         // count like error answers.
         let grace = Duration::from_secs(2);
-        let mut g = Gate::new(2, BUDGET, 3).down_counts_after(grace, "health.grace");
+        let mut g = Gate::new(2, BUDGET, 3).down_counts_after(grace, "health.grace = 2s");
         let bad = judge(502, b"Bad Gateway", None, 200, None);
         assert!(bad.down && !bad.error_answer, "{bad:?}");
         for _ in 0..10 {

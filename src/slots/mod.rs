@@ -75,6 +75,12 @@ fn slot_env(slots: &Slots, layout: &Layout, live: &Live, slot: Slot) -> Vec<(Str
         "SHIPIT_SLOT_SOCKET".into(),
         slots.socket(slot).display().to_string(),
     ));
+    // The link the front follows: a slot is live while it names the
+    // slot's socket (or, with ports, the slot).
+    env.push((
+        "SHIPIT_SLOT_LINK".into(),
+        slots.pointer().display().to_string(),
+    ));
     if let Some(port) = slots.port(slot) {
         env.push(("SHIPIT_SLOT_PORT".into(), port.to_string()));
     }
@@ -640,17 +646,56 @@ impl<'a> Dance<'a> {
         }
     }
 
-    /// `health.url` through the front, status only: pooled upstream
-    /// connections may still reach the old slot for a while (it closes them
-    /// as it drains), so the body cannot be asked to name the new release.
+    /// `health.url` through the front, after the switch. Only answers that
+    /// name the new release count (`{release}` in `health.expect_body`): a
+    /// pooled upstream connection to the old slot must never vouch for it.
+    /// The old slot learns at the switch that it is no longer live
+    /// (`SHIPIT_SLOT_LINK` no longer names its socket) and answers with
+    /// `Connection: close`, so the pool moves to the new slot within a
+    /// request per connection. The slot passed its own gate, so a 502, 503
+    /// or 504 here means the front cannot reach it: that fails at once, as
+    /// does an error status.
     fn front_check(&self) -> Result<()> {
         let health = self.health();
         let url = health.url.clone();
+        let body = self.expected_body().filter(|_| names_release(health));
         self.ctx.ui.step(
             "Checking",
-            format!("{} through the front", health::redact_url(&url)),
+            match &body {
+                Some(_) => format!(
+                    "{} through the front, until it answers from {}",
+                    health::redact_url(&url),
+                    Layout::display(self.id())
+                ),
+                None => format!("{} through the front", health::redact_url(&url)),
+            },
         );
-        health::gate_on(health, &Target::Url(url), None, &self.ctx.ui)
+        let gate = health::Gate::new(health.successes, health.timeout, 1).down_counts_after(
+            Duration::ZERO,
+            "the slot passed its own gate, so through the front a refused connection or \
+             502/503/504 fails at once",
+        );
+        health::run_gate(
+            health,
+            &Target::Url(url),
+            body.as_deref(),
+            gate,
+            &self.ctx.ui,
+        )
+        .map_err(|e| {
+            let old = self.live.previous.map(Layout::display);
+            let pooled = e.causes.iter().any(|c| c.contains("does not contain"));
+            match (pooled, old) {
+                (true, Some(old)) => e.hint(format!(
+                    "the front kept answering without naming {}: most likely pooled upstream \
+                         connections to the old slot ({old}); the app of a slot must answer with \
+                         `Connection: close` once $SHIPIT_SLOT_LINK no longer names its socket \
+                         (the example app does)",
+                    Layout::display(self.id())
+                )),
+                _ => e,
+            }
+        })
     }
 
     /// The old slot after a good switch: let it finish what was queued,
@@ -722,6 +767,37 @@ enum Phase {
     Switch,
     /// The check through the front after the switch.
     Front,
+}
+
+/// Whether `health.expect_body` makes an answer name the release.
+fn names_release(health: &crate::config::HealthConfig) -> bool {
+    health
+        .expect_body
+        .as_deref()
+        .is_some_and(|b| b.contains("{release}"))
+}
+
+/// Why a slots deploy that succeeded did not prove that users reach the
+/// new release through the front, if it did not: the check through the
+/// front was turned off, or its answers cannot name the release. Said in
+/// the output and kept in the history, so that `ok` never claims more than
+/// was checked.
+pub fn front_unproven(ctx: &Ctx) -> Option<String> {
+    let config = ctx.config.slots.as_ref()?;
+    let health = ctx.config.health.as_ref()?;
+    if !config.front_check {
+        return Some(
+            "the front was not checked (slots.front_check = false): the slot passed its own \
+             gate, but whether users reach it through the front is unproven"
+                .into(),
+        );
+    }
+    (!names_release(health)).then(|| {
+        "the front was checked by status only (health.expect_body has no {release}): its answers \
+         could come from the old slot's pooled connections, so whether users reach the new \
+         release is unproven"
+            .into()
+    })
 }
 
 /// Before anything is built or locked: with slots, the link must name a

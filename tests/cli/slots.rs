@@ -931,3 +931,27 @@ fn a_torn_slot_record_is_reported_unreadable_everywhere() {
     assert!(text.stdout.contains("UNKNOWN"), "{}", text.stdout);
     w.sb.run(&["deploy"]).code(3).says("could not parse");
 }
+
+#[test]
+fn a_deploy_whose_front_was_not_checked_says_so_in_its_output_and_history() {
+    // "Deployed" means users get the new release through the front; with
+    // the check through the front off, an `ok` must not claim that.
+    let w = Slotted::new("front_check = false");
+    w.sb.run(&["deploy"])
+        .ok()
+        .says("the front was not checked (slots.front_check = false)");
+    let history = w.sb.history_json();
+    assert_eq!(history[0]["outcome"], "ok", "{history:?}");
+    assert!(
+        history[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("the front was not checked")),
+        "{history:?}"
+    );
+    // With the check on, an `ok` says nothing of the kind.
+    let mut w = Slotted::new("");
+    w.start_front();
+    let out = w.sb.run(&["deploy"]).ok().stderr.clone();
+    assert!(!out.contains("unproven"), "{out}");
+    assert!(w.sb.history_json()[0]["message"].is_null());
+}
