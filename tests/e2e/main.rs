@@ -16,6 +16,7 @@
 //! and to target/e2e/.
 
 mod front;
+mod front_decides;
 mod load;
 mod report;
 #[path = "../support/mod.rs"]
