@@ -64,6 +64,18 @@ struct Dance<'a> {
     slots: Slots,
     live: &'a Live<'a>,
     purpose: Purpose,
+    /// The live slot's socket (device, inode) before anything started: a
+    /// start hook that binds the live slot's socket instead of its own
+    /// replaces it, and its users with it.
+    live_socket: Option<(Slot, (u64, u64))>,
+}
+
+/// A socket's identity on the disk.
+fn socket_id(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }
 
 /// The environment of a slot hook: the usual variables for `release`, and
@@ -89,12 +101,20 @@ fn slot_env(slots: &Slots, layout: &Layout, live: &Live, slot: Slot) -> Vec<(Str
 
 impl<'a> Dance<'a> {
     fn new(ctx: &'a Ctx, config: &'a SlotsConfig, live: &'a Live, purpose: Purpose) -> Self {
+        let slots = Slots::new(&ctx.layout, config);
+        let live_socket = match slots.live() {
+            Ok(Some(slot)) if config.ports.is_none() => {
+                socket_id(&slots.socket(slot)).map(|id| (slot, id))
+            }
+            _ => None,
+        };
         Dance {
             ctx,
             config,
-            slots: Slots::new(&ctx.layout, config),
+            slots,
             live,
             purpose,
+            live_socket,
         }
     }
 
@@ -335,6 +355,15 @@ impl<'a> Dance<'a> {
         let timeout = (config.start_timeout, "slots.start_timeout");
         self.hook("start", &config.start, timeout, slot, self.id())?;
         crate::crashpoint::hit("slots:after-start");
+        if let Some(what) = self.live_socket_taken() {
+            return Err(Error::internal(format!(
+                "the start hook of slot {slot} took the live slot's socket: {what}"
+            ))
+            .cause(format!(
+                "it must listen on its own socket, $SHIPIT_SLOT_SOCKET = {}",
+                self.slots.socket(slot).display()
+            )));
+        }
         self.ctx.ui.step(
             "Checking",
             format!(
@@ -377,6 +406,14 @@ impl<'a> Dance<'a> {
             .ok()
             .flatten()
             .is_some_and(|r| &r.release == self.id());
+        // Before it is stopped: did the refused release take the live
+        // slot's socket?
+        let taken = match live_slot {
+            Some(_) if !interrupted && matches!(phase, Phase::Gate | Phase::Reach) => {
+                self.live_socket_taken()
+            }
+            _ => None,
+        };
         let stopped = if started {
             self.ctx.ui.step("Stopping", format!("slot {slot}"));
             self.stop(slot, self.id())
@@ -384,6 +421,18 @@ impl<'a> Dance<'a> {
             Ok(())
         };
         let release = Layout::display(self.id());
+        // Refused before the switch: users are on the live slot, unless
+        // the refused release took its socket (then stopping it took the
+        // live slot's socket away too). Checked, not assumed.
+        let lost = match live_slot {
+            Some(old) if !interrupted && matches!(phase, Phase::Gate | Phase::Reach) => {
+                self.live_slot_lost(old, taken)
+            }
+            _ => None,
+        };
+        if let (Some(old), Some(lost)) = (live_slot, lost) {
+            return self.live_slot_down(slot, old, failure, lost, stopped);
+        }
         let headline = match (interrupted, phase) {
             (true, _) => format!(
                 "{} of {release} was interrupted; it is not live",
@@ -445,6 +494,130 @@ impl<'a> Dance<'a> {
             // Only a gate failure switched nothing: a failed switch or
             // front check was undone, which is a rollback.
             refused: !interrupted && matches!(phase, Phase::Gate | Phase::Reach),
+        }
+    }
+
+    /// What a start hook did to the live slot's socket, if it removed it
+    /// or bound it for this release (a replaced socket that answers as
+    /// this release; the live app restarting itself is not that).
+    fn live_socket_taken(&self) -> Option<String> {
+        let (slot, before) = self.live_socket?;
+        let path = self.slots.socket(slot);
+        match socket_id(&path) {
+            None => return Some(format!("{} (slot {slot}) is gone", path.display())),
+            Some(now) if now == before => return None,
+            Some(_) => {}
+        }
+        let health = self.health();
+        let body = self.expected_body().filter(|_| names_release(health))?;
+        let seen = health::probe_socket(
+            &path,
+            &health.url,
+            health.request_timeout,
+            health.expect_status,
+            Some(&body),
+        );
+        seen.passed.then(|| {
+            format!(
+                "{} (slot {slot}) was replaced, and answers as {}",
+                path.display(),
+                Layout::display(self.id())
+            )
+        })
+    }
+
+    /// After a refusal: does the live slot still answer through the front
+    /// (its own release, by `health.expect_body`)? `Some(why)` when not.
+    fn live_slot_lost(&self, old: Slot, taken: Option<String>) -> Option<String> {
+        let health = self.health();
+        let answers = if self.config.front_check {
+            let prev = self.live.previous?;
+            let revision = store::read_metadata(&self.ctx.layout, prev)
+                .ok()
+                .flatten()
+                .and_then(|m| m.revision);
+            let body = health
+                .expect_body
+                .as_deref()
+                .map(|t| health::expected_body(t, prev.as_str(), revision.as_deref()));
+            let agent = health::agent(health.request_timeout);
+            // A few probes, a pause apart: one lost race is not an outage.
+            let mut last = None;
+            for attempt in 0..3 {
+                if attempt > 0 {
+                    std::thread::sleep(health.interval);
+                }
+                let seen =
+                    health::probe(&agent, &health.url, health.expect_status, body.as_deref());
+                if seen.passed {
+                    last = None;
+                    break;
+                }
+                last = Some(seen.detail);
+            }
+            last.map(|detail| {
+                format!(
+                    "{} through the front does not answer from slot {old}: {detail}",
+                    health::redact_url(&health.url)
+                )
+            })
+        } else {
+            None
+        };
+        match (taken, answers) {
+            (None, None) => None,
+            (Some(t), None) => Some(format!(
+                "{t}: user requests reached the refused release until it was stopped"
+            )),
+            (None, Some(a)) => Some(a),
+            (Some(t), Some(a)) => Some(format!(
+                "{t}: user requests reached the refused release until it was stopped; now {a}"
+            )),
+        }
+    }
+
+    /// A refused release that took the live slot down with it: say so, as
+    /// a failed rollback (the site may be down), never as "no user request
+    /// reached it".
+    fn live_slot_down(
+        &self,
+        slot: Slot,
+        old: Slot,
+        failure: Error,
+        lost: String,
+        stopped: Result<()>,
+    ) -> Failed {
+        let release = Layout::display(self.id());
+        let prev = self
+            .live
+            .previous
+            .map(Layout::display)
+            .unwrap_or_else(|| "nothing".into());
+        let mut error = failure;
+        error.live = None;
+        error.hint = None;
+        error.kind = Kind::RollbackFailed;
+        let mut error = error
+            .context(format!(
+                "{release} was refused in slot {slot}, but the live slot {old} does not serve \
+                 users as it did"
+            ))
+            .cause(lost);
+        if let Err(e) = stopped {
+            error = error.cause(format!("and slot {slot} could not be stopped: {e}"));
+        }
+        Failed {
+            error: error
+                .live(format!(
+                    "{prev} in slot {old}, which the front may not reach (check it now)"
+                ))
+                .hint(format!(
+                    "restart slot {old}'s app with your process manager, or deploy a good \
+                     revision (`shipit deploy` starts it in slot {slot} and switches to it); make \
+                     slots.start listen only on $SHIPIT_SLOT_SOCKET"
+                )),
+            live: self.live.previous.cloned(),
+            refused: false,
         }
     }
 

@@ -955,3 +955,50 @@ fn a_deploy_whose_front_was_not_checked_says_so_in_its_output_and_history() {
     assert!(!out.contains("unproven"), "{out}");
     assert!(w.sb.history_json()[0]["message"].is_null());
 }
+
+#[test]
+fn a_start_hook_that_takes_the_live_slots_socket_is_not_called_harmless() {
+    // Issue 19, 2: a start hook that bound the live slot's socket was
+    // reported as "failed its gate; no user request reached it" while
+    // users were answered by it, and stopping it left the front with 502s.
+    let mut w = Slotted::new("");
+    w.start_front();
+    let first = w.sb.deploy();
+    w.sb.commit("wrong-socket", "\n");
+    let run = w.sb.run(&["deploy"]);
+    run.code(5)
+        .says("does not serve users as it did")
+        .says("blue.sock (slot blue) was replaced, and answers as releases/")
+        .says("user requests reached the refused release until it was stopped")
+        .says("through the front does not answer from slot blue")
+        .says("restart slot blue's app");
+    assert!(
+        !run.stderr.contains("no user request reached it"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(w.sb.history_json()[0]["outcome"], "rollback-failed");
+    // The hint puts it right: a good revision, deployed.
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(w.sb.repo())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}");
+    };
+    git(&["rm", "-q", "wrong-socket"]);
+    git(&[
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@t",
+        "commit",
+        "-q",
+        "-m",
+        "fix",
+    ]);
+    let fixed = w.sb.deploy();
+    assert_ne!(fixed, first);
+    assert_eq!(w.get("/").unwrap(), (200, format!("release={fixed}\n")));
+}
