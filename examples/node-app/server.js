@@ -25,6 +25,9 @@
 //   that mode instead of 0666 (a socket the front may not connect to).
 // - A release with a file CRASH exits at once: a release that crashes at
 //   startup.
+// - A release with a file WRONG_SOCKET (and SLOT_LINK) listens on the
+//   socket the front's link names, the live slot's, instead of SOCKET: a
+//   start command gone wrong.
 // - It tells pm2 it is ready (wait_ready) only once it listens.
 // - On SIGINT/SIGTERM it stops taking new connections and answers every
 //   request on the connections it has with `Connection: close`, so a proxy
@@ -44,12 +47,15 @@ const broken =
   fs.existsSync(path.join(__dirname, "BROKEN")) || process.env.BROKEN === "1";
 const never = fs.existsSync(path.join(__dirname, "NEVER_READY"));
 const port = Number(process.env.PORT || 3000);
-const socket = process.env.SOCKET || "";
+let socket = process.env.SOCKET || "";
 const activated =
   Number(process.env.LISTEN_FDS || 0) >= 1 &&
   Number(process.env.LISTEN_PID) === process.pid;
 const lingerMs = Number(process.env.LINGER_MS || 1000);
 const slotLink = process.env.SLOT_LINK || "";
+if (slotLink && fs.existsSync(path.join(__dirname, "WRONG_SOCKET"))) {
+  socket = path.join(path.dirname(slotLink), fs.readlinkSync(slotLink));
+}
 let stopping = false;
 
 if (fs.existsSync(path.join(__dirname, "CRASH"))) {

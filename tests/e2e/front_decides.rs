@@ -206,6 +206,33 @@ fn slots_the_front_decides_what_deployed_means() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    // 2. A start command that binds the live slot's socket: users meet
+    // the release until it is refused and stopped, and then the live
+    // slot has no socket. shipit must say so, not "no user request
+    // reached it".
+    write_slots_config(&world, "");
+    let live = world.current();
+    world.commit("WRONG_SOCKET", Some(""));
+    let (out, taken) = marked(&world, &load, &mut marks, Kind::Broken, &["deploy"]);
+    let said = expect(&out, 5, "a release that took the live slot's socket");
+    assert!(!said.contains("no user request reached it"), "{said}");
+    assert!(said.contains("does not serve users as it did"), "{said}");
+    assert!(said.contains("answers as releases/"), "{said}");
+    let hijacker = world.releases_json()["releases"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(world.current(), live);
+    // What the message says to do: deploy a good revision.
+    world.commit("WRONG_SOCKET", None);
+    let (out, recovered) = marked(&world, &load, &mut marks, Kind::Deploy, &["deploy"]);
+    expect(&out, 0, "a good revision after the outage");
+    world.front().wait_for(&world.current());
+    let settle = load.now() + Duration::from_secs(1);
+    while load.now() < settle {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     let run = load.now();
     let samples = load.finish();
     let from_refused = samples
@@ -220,8 +247,17 @@ fn slots_the_front_decides_what_deployed_means() {
         .count();
     let failed_good = samples
         .iter()
-        .filter(|s| !s.outcome.ok() && !(fooled.start..=fooled.end).contains(&s.at))
+        .filter(|s| {
+            !s.outcome.ok()
+                && !(fooled.start..=fooled.end).contains(&s.at)
+                && !(taken.start..=recovered.end).contains(&s.at)
+        })
         .count();
+    let from_hijacker = samples
+        .iter()
+        .filter(|s| s.release() == Some(hijacker.as_str()))
+        .count();
+    let failed_taken = failed_between(&samples, taken.start, recovered.start);
     // From the end of each good deploy or rollback to the start of the
     // next one (or the end of the run).
     let mut old_after = 0;
@@ -244,7 +280,10 @@ fn slots_the_front_decides_what_deployed_means() {
          check through the front failed at the first 502 and switched back, exit 4; failed \
          requests during that deploy: {failed_fooled} ({bad_gateway} of them 502);\n\
          {}\n\
-         Failed requests outside the fooled deploy: {failed_good}.\n",
+         - a start command that bound the live slot's socket: refused, exit 5 (\"the live slot \
+         does not serve users as it did\"); answers from that release: {from_hijacker}; failed \
+         requests from its deploy until a good revision was deployed: {failed_taken};\n\
+         Failed requests outside those two deploys: {failed_good}.\n",
         run.as_secs_f64(),
         lines.join("\n"),
     );
