@@ -97,9 +97,9 @@ pub struct HealthConfig {
     /// fail the gate at once; 0 waits out the whole `timeout`.
     #[serde(default = "default_fail_after")]
     pub fail_after: u32,
-    /// After the hook that started the release returned, how long a
-    /// refused connection or a 502/503/504 is "still starting"; after it,
-    /// such probes count towards `fail_after`.
+    /// Reload path: after the reload hook returned, how long a refused
+    /// connection or a 502/503/504 is "still starting"; after it, such
+    /// probes count towards `fail_after`.
     #[serde(default = "default_grace", deserialize_with = "duration")]
     pub grace: Duration,
 }

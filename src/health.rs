@@ -393,29 +393,33 @@ pub fn agent(request_timeout: Duration) -> ureq::Agent {
         .into()
 }
 
-/// Run the gate for `release` on the configured URL: poll until it
-/// passes, fails or is interrupted. `Err` carries a message naming the last
+/// Run the gate for `release` on the configured URL, after the reload
+/// hook returned (users are sent to it already): poll until it passes,
+/// fails or is interrupted; after `grace`, a release that does not answer
+/// counts towards `fail_after`. `Err` carries a message naming the last
 /// thing seen.
 pub fn gate(config: &HealthConfig, release: &str, revision: Option<&str>, ui: &Ui) -> Result<()> {
     let body = config
         .expect_body
         .as_deref()
         .map(|t| expected_body(t, release, revision));
-    gate_on(
+    run_gate(
         config,
         &Target::Url(config.url.clone()),
         body.as_deref(),
+        Gate::from_config(config),
         ui,
     )
 }
 
 /// The gate on any target, with the `[health]` rules: `successes`
-/// consecutive passes (status, and `body` if given) within `timeout`; it
-/// runs once the hook that started or reloaded the release has returned,
-/// so after `grace` a target that does not answer counts towards
-/// `fail_after`.
+/// consecutive passes (status, and `body` if given) within `timeout`,
+/// `fail_after` error answers in a row. A target that does not answer
+/// waits out `timeout` (a slot's own gate: no user meets it meanwhile, and
+/// a slow start is not a failure).
 pub fn gate_on(config: &HealthConfig, target: &Target, body: Option<&str>, ui: &Ui) -> Result<()> {
-    run_gate(config, target, body, Gate::from_config(config), ui)
+    let gate = Gate::new(config.successes, config.timeout, config.fail_after);
+    run_gate(config, target, body, gate, ui)
 }
 
 /// Poll `target` until `gate` decides.

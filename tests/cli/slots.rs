@@ -965,6 +965,7 @@ fn a_start_hook_that_takes_the_live_slots_socket_is_not_called_harmless() {
     w.start_front();
     let first = w.sb.deploy();
     w.sb.commit("wrong-socket", "\n");
+    w.sb.write_config_replacing("timeout = \"30s\"", "timeout = \"3s\"");
     let run = w.sb.run(&["deploy"]);
     run.code(5)
         .says("does not serve users as it did")
