@@ -13,6 +13,8 @@ use crate::load::{self, Outcome, Sample};
 use crate::report::{self, Kind, Mark};
 use crate::{CONNECTIONS, MANIFEST, Stage, World, expect};
 
+const PACE: Duration = Duration::from_millis(10);
+
 /// A slots world: the templates as `shipit init` writes them, nginx in
 /// front (workers as nobody), a first release live in blue. `slots` adds
 /// keys to `[slots]`.
@@ -130,7 +132,10 @@ fn marked(
 #[test]
 fn slots_the_front_decides_what_deployed_means() {
     let world = slots_world("");
-    let load = load::Load::start(world.front().addr(), CONNECTIONS);
+    // Paced (about 100 requests a second per connection), so that nginx's
+    // pooled upstream connections live for seconds, as in production,
+    // instead of being recycled by keepalive_requests every few ms.
+    let load = load::Load::paced(world.front().addr(), CONNECTIONS, PACE);
     let mut marks: Vec<Mark> = Vec::new();
     let mut lines = Vec::new();
     world.front().wait_for(&world.current());
@@ -272,8 +277,8 @@ fn slots_the_front_decides_what_deployed_means() {
     let table = report::table(&samples, &marks, run);
     let text = format!(
         "The front decides (slots, pm2-slots file, generated nginx-slots site with upstream \
-         keepalive 16, nginx workers as nobody, {CONNECTIONS} keep-alive connections of load for \
-         {:.0} s):\n\n{table}\n\
+         keepalive 16, nginx workers as nobody, {CONNECTIONS} keep-alive connections of load, each \
+         pausing {PACE:?} between requests, for {:.0} s):\n\n{table}\n\
          - a release whose socket is 0755 (root's): refused before the switch, exit 4; failed \
          requests during that deploy: {failed_unreachable}; answers from it: {from_refused};\n\
          - the same with slots.front_user = \"root\" (the check before the switch fooled): the \
