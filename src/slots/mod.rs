@@ -12,9 +12,16 @@
 //! 1. the idle slot is the one the link does not name (blue when none is
 //!    live); whatever a record says still runs there is stopped first;
 //! 2. `start`, then the gate on the slot's socket (`[health]` rules);
-//! 3. switch the link, swap `current`, probe `health.url` through the front
-//!    (failure: switch back at once: the old slot still runs);
-//! 4. retire the old slot: wait `retire_delay` so that connections already
+//!    refused: stopped, and the live slot is checked to still serve users
+//!    (a start hook that bound the live slot's socket took it down);
+//! 3. may the front's workers connect to the slot's socket ([`reach`])?
+//!    The gate probed it as shipit's user, often root;
+//! 4. switch the link, swap `current`, probe `health.url` through the front
+//!    until answers name the new release (a pooled upstream connection to
+//!    the old slot must not vouch for it: the old slot closes them once the
+//!    link names the other slot); failure: switch back at once, the old
+//!    slot still runs;
+//! 5. retire the old slot: wait `retire_delay` so that connections already
 //!    queued on its socket are accepted and answered, then `stop` (or keep
 //!    it running with `warm_standby`, which makes the next rollback a
 //!    rename).
