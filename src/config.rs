@@ -153,6 +153,11 @@ pub struct HealthConfig {
     /// fail the gate at once; 0 waits out the whole `timeout`.
     #[serde(default = "default_fail_after")]
     pub fail_after: u32,
+    /// Reload path: after the reload hook returned, how long a refused
+    /// connection or a 502/503/504 is "still starting"; after it, such
+    /// probes count towards `fail_after`.
+    #[serde(default = "default_grace", deserialize_with = "duration")]
+    pub grace: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -202,6 +207,10 @@ pub struct SlotsConfig {
     /// switch back if the front cannot reach the new slot.
     #[serde(default = "default_true")]
     pub front_check: bool,
+    /// The user the front proxy's workers run as, whose permissions on the
+    /// slot's socket are checked before the switch; default: the running
+    /// nginx workers' (read from /proc).
+    pub front_user: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -279,6 +288,10 @@ fn default_build_timeout() -> Duration {
 fn default_reload_timeout() -> Duration {
     Duration::from_secs(120)
 }
+fn default_grace() -> Duration {
+    Duration::from_secs(5)
+}
+
 fn default_fail_after() -> u32 {
     5
 }
@@ -353,6 +366,7 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
             "request_timeout",
             "initial_delay",
             "fail_after",
+            "grace",
         ],
     ),
     ("lock", &["wait"]),
@@ -368,6 +382,7 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
             "ports",
             "switch",
             "front_check",
+            "front_user",
         ],
     ),
     ("slots.ports", &["blue", "green"]),
@@ -400,6 +415,7 @@ pub fn duration_limit(key: &str) -> Duration {
         "hooks.reload_timeout"
         | "health.timeout"
         | "health.initial_delay"
+        | "health.grace"
         | "slots.start_timeout"
         | "slots.stop_timeout"
         | "slots.retire_delay"
@@ -823,6 +839,7 @@ impl Config {
                 ("health.interval", h.interval),
                 ("health.request_timeout", h.request_timeout),
                 ("health.initial_delay", h.initial_delay),
+                ("health.grace", h.grace),
             ]);
         }
         if let Some(s) = &self.slots {
@@ -1290,6 +1307,7 @@ mod tests {
             request_timeout = "1s"
             initial_delay = "1s"
             fail_after = 3
+            grace = "1s"
             [lock]
             wait = "1s"
             [slots]
@@ -1300,6 +1318,7 @@ mod tests {
             retire_delay = "1s"
             warm_standby = false
             front_check = true
+            front_user = "root"
             switch = "true"
             ports = { blue = 3001, green = 3002 }
             [fleet]
@@ -1555,6 +1574,7 @@ mod tests {
                 let is_duration = key.ends_with("timeout")
                     || key.ends_with("delay")
                     || key.ends_with(".wait")
+                    || key.ends_with(".grace")
                     || key.ends_with(".interval");
                 assert_eq!(is_duration, keys.contains(&key.as_str()), "{key}");
             }

@@ -182,6 +182,10 @@ pub fn go_live(
         return Err(failed.error);
     }
 
+    if let Some(why) = crate::slots::front_unproven(ctx) {
+        ctx.ui.warn(&why);
+        event.message = Some(why);
+    }
     if let Err(e) = store::mark_proven(layout, &id, Status::Live) {
         ctx.ui.warn(format!(
             "could not record {} as proven live: {e}",

@@ -32,6 +32,11 @@ pub struct Observation {
     /// The release itself answered with an error status (see
     /// [`is_error_status`]): not "still starting", but "running and broken".
     pub error_answer: bool,
+    /// Nothing answered: a refused or failed connection, or 502, 503 or
+    /// 504 (a proxy that cannot reach the app). Still starting, or down:
+    /// the gate counts it as an error only after its grace (see
+    /// [`Gate::down_counts_after`]).
+    pub down: bool,
 }
 
 /// An answer that says the app runs and fails: 4xx and 5xx, except 502,
@@ -59,8 +64,15 @@ pub struct Gate {
     /// Consecutive error answers that fail the gate before its budget; 0
     /// never does.
     fail_after: u32,
+    /// From when on a probe that found nothing answering counts as an
+    /// error answer; `None`: never (it waits out the budget).
+    grace: Option<Duration>,
+    /// What the failure message says about counting those probes.
+    grace_note: String,
     streak: u32,
     errors: u32,
+    /// How many of `errors` found nothing answering.
+    downs: u32,
     probes: u32,
     last: Option<Observation>,
 }
@@ -71,25 +83,55 @@ impl Gate {
             needed,
             budget,
             fail_after,
+            grace: None,
+            grace_note: String::new(),
             streak: 0,
             errors: 0,
+            downs: 0,
             probes: 0,
             last: None,
         }
     }
 
-    pub fn observe(&mut self, observation: Observation) {
+    /// Count probes that find nothing answering (refused connections,
+    /// 502/503/504) as error answers once `grace` has passed: the hook
+    /// that started the release has returned, so it is supposed to be up.
+    /// `note` says why in failure messages.
+    pub fn down_counts_after(mut self, grace: Duration, note: impl Into<String>) -> Gate {
+        self.grace = Some(grace);
+        self.grace_note = note.into();
+        self
+    }
+
+    /// The `[health]` rules: `successes` within `timeout`, `fail_after`
+    /// errors in a row, counting probes that find nothing answering once
+    /// `grace` has passed.
+    pub fn from_config(config: &HealthConfig) -> Gate {
+        Gate::new(config.successes, config.timeout, config.fail_after).down_counts_after(
+            config.grace,
+            format!(
+                "a refused connection or 502/503/504 counts once health.grace = {} has passed",
+                humantime::format_duration(config.grace)
+            ),
+        )
+    }
+
+    /// A probe's result, seen `at` after the gate started.
+    pub fn observe(&mut self, observation: Observation, at: Duration) {
         self.probes += 1;
         self.streak = if observation.passed {
             self.streak + 1
         } else {
             0
         };
-        self.errors = if observation.error_answer {
-            self.errors + 1
+        let down_counts = observation.down && self.grace.is_some_and(|g| at >= g);
+        if observation.error_answer || down_counts {
+            self.errors += 1;
+            self.downs += u32::from(down_counts && !observation.error_answer);
         } else {
-            0
-        };
+            self.errors = 0;
+            self.downs = 0;
+        }
         self.last = Some(observation);
     }
 
@@ -105,9 +147,13 @@ impl Gate {
         }
         if self.fail_after > 0 && self.errors >= self.fail_after {
             let last = self.last.as_ref().map(|o| o.detail.as_str()).unwrap_or("");
+            let what = match (self.downs, self.grace) {
+                (0, _) | (_, None) => "with an error status".to_string(),
+                (_, Some(_)) => format!("with an error status or not at all ({})", self.grace_note),
+            };
             return Decision::Fail(format!(
-                "the release answered {} probes in a row with an error status \
-                 (health.fail_after = {}), after {} of {} allowed; last: {last}",
+                "the release answered {} probes in a row {what} (health.fail_after = {}), \
+                 after {} of {} allowed; last: {last}",
                 self.errors,
                 self.fail_after,
                 humantime::format_duration(round_ms(elapsed)),
@@ -200,11 +246,13 @@ pub fn probe(agent: &ureq::Agent, url: &str, status: u16, body: Option<&str>) ->
     judge(got, &bytes, read.err(), status, body)
 }
 
+/// Nothing answered (no connection, no complete answer).
 fn fail(detail: String) -> Observation {
     Observation {
         passed: false,
         detail,
         error_answer: false,
+        down: true,
     }
 }
 
@@ -224,20 +272,26 @@ fn judge(
     if got != status {
         return Observation {
             error_answer: is_error_status(got),
+            down: matches!(got, 502..=504),
             ..fail(format!("status {got} (expected {status}), body {shown:?}"))
         };
     }
     if let Some(want) = body
         && !text.contains(want)
     {
-        return fail(format!(
-            "status {got}, body {shown:?} does not contain {want:?}"
-        ));
+        // Something answered, only not (yet) the release wanted.
+        return Observation {
+            down: false,
+            ..fail(format!(
+                "status {got}, body {shown:?} does not contain {want:?}"
+            ))
+        };
     }
     Observation {
         passed: true,
         detail: format!("status {got}, body {shown:?}"),
         error_answer: false,
+        down: false,
     }
 }
 
@@ -339,25 +393,43 @@ pub fn agent(request_timeout: Duration) -> ureq::Agent {
         .into()
 }
 
-/// Run the gate for `release` on the configured URL: poll until it
-/// passes, fails or is interrupted. `Err` carries a message naming the last
+/// Run the gate for `release` on the configured URL, after the reload
+/// hook returned (users are sent to it already): poll until it passes,
+/// fails or is interrupted; after `grace`, a release that does not answer
+/// counts towards `fail_after`. `Err` carries a message naming the last
 /// thing seen.
 pub fn gate(config: &HealthConfig, release: &str, revision: Option<&str>, ui: &Ui) -> Result<()> {
     let body = config
         .expect_body
         .as_deref()
         .map(|t| expected_body(t, release, revision));
-    gate_on(
+    run_gate(
         config,
         &Target::Url(config.url.clone()),
         body.as_deref(),
+        Gate::from_config(config),
         ui,
     )
 }
 
 /// The gate on any target, with the `[health]` rules: `successes`
-/// consecutive passes (status, and `body` if given) within `timeout`.
+/// consecutive passes (status, and `body` if given) within `timeout`,
+/// `fail_after` error answers in a row. A target that does not answer
+/// waits out `timeout` (a slot's own gate: no user meets it meanwhile, and
+/// a slow start is not a failure).
 pub fn gate_on(config: &HealthConfig, target: &Target, body: Option<&str>, ui: &Ui) -> Result<()> {
+    let gate = Gate::new(config.successes, config.timeout, config.fail_after);
+    run_gate(config, target, body, gate, ui)
+}
+
+/// Poll `target` until `gate` decides.
+pub fn run_gate(
+    config: &HealthConfig,
+    target: &Target,
+    body: Option<&str>,
+    mut gate: Gate,
+    ui: &Ui,
+) -> Result<()> {
     let agent = agent(config.request_timeout);
     let once = || match target {
         Target::Url(url) => probe(&agent, url, config.expect_status, body),
@@ -372,7 +444,6 @@ pub fn gate_on(config: &HealthConfig, target: &Target, body: Option<&str>, ui: &
     let name = target.describe();
     let started = Instant::now();
     sleep_interruptibly(config.initial_delay)?;
-    let mut gate = Gate::new(config.successes, config.timeout, config.fail_after);
     let mut last_detail = String::new();
     loop {
         let observation = once();
@@ -385,7 +456,7 @@ pub fn gate_on(config: &HealthConfig, target: &Target, body: Option<&str>, ui: &
             ui.step("Waiting", format!("{name}: {}", observation.detail));
         }
         last_detail = observation.detail.clone();
-        gate.observe(observation);
+        gate.observe(observation, started.elapsed());
         match gate.decide(started.elapsed()) {
             Decision::Pass => return Ok(()),
             Decision::Fail(why) => {
@@ -432,6 +503,7 @@ mod tests {
             passed,
             detail: if passed { "status 200" } else { "status 500" }.into(),
             error_answer: !passed,
+            down: false,
         }
     }
 
@@ -440,17 +512,59 @@ mod tests {
             passed: false,
             detail: "connection refused".into(),
             error_answer: false,
+            down: true,
         }
+    }
+
+    const T: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn after_the_grace_a_release_that_does_not_answer_fails_fast() {
+        // A release that crashes at startup behind a proxy: 502s, then
+        // refused connections. Within the grace they wait; after it, they
+        // count like error answers.
+        let grace = Duration::from_secs(2);
+        let mut g = Gate::new(2, BUDGET, 3).down_counts_after(grace, "health.grace = 2s");
+        let bad = judge(502, b"Bad Gateway", None, 200, None);
+        assert!(bad.down && !bad.error_answer, "{bad:?}");
+        for _ in 0..10 {
+            g.observe(bad.clone(), T);
+            assert_eq!(g.decide(T), Decision::Wait, "within the grace");
+        }
+        let after = grace + T;
+        g.observe(bad.clone(), after);
+        g.observe(refused(), after);
+        assert_eq!(g.decide(after), Decision::Wait);
+        g.observe(bad, after);
+        match g.decide(after) {
+            Decision::Fail(why) => {
+                assert!(why.contains("health.fail_after = 3"), "{why}");
+                assert!(why.contains("health.grace = 2s"), "{why}");
+                assert!(why.contains("not at all"), "{why}");
+            }
+            other => panic!("down after the grace must fail fast: {other:?}"),
+        }
+        // An answer from another release is something answering: it
+        // breaks the run.
+        let mut g = Gate::new(2, BUDGET, 2).down_counts_after(Duration::ZERO, "k");
+        g.observe(refused(), T);
+        g.observe(judge(200, b"old", None, 200, Some("new")), T);
+        g.observe(refused(), T);
+        assert_eq!(g.decide(T), Decision::Wait);
+        // Without a grace (the default Gate), down never counts.
+        let mut g = Gate::new(2, BUDGET, 1);
+        g.observe(refused(), BUDGET / 2);
+        assert_eq!(g.decide(BUDGET / 2), Decision::Wait);
     }
 
     #[test]
     fn error_answers_in_a_row_fail_before_the_budget() {
         let mut g = Gate::new(2, BUDGET, 3);
         for o in [obs(false), obs(false), refused(), obs(false), obs(false)] {
-            g.observe(o);
+            g.observe(o, T);
             assert_eq!(g.decide(Duration::from_secs(1)), Decision::Wait);
         }
-        g.observe(obs(false));
+        g.observe(obs(false), T);
         match g.decide(Duration::from_secs(1)) {
             Decision::Fail(why) => {
                 assert!(why.contains("3 probes in a row"), "{why}");
@@ -463,8 +577,8 @@ mod tests {
         let mut g = Gate::new(2, BUDGET, 3);
         let mut off = Gate::new(2, BUDGET, 0);
         for _ in 0..10 {
-            g.observe(refused());
-            off.observe(obs(false));
+            g.observe(refused(), T);
+            off.observe(obs(false), T);
         }
         assert_eq!(g.decide(Duration::from_secs(1)), Decision::Wait);
         assert_eq!(off.decide(Duration::from_secs(1)), Decision::Wait);
@@ -495,10 +609,10 @@ mod tests {
     #[test]
     fn passes_after_enough_consecutive_successes() {
         let mut g = Gate::new(3, BUDGET, 0);
-        g.observe(obs(true));
-        g.observe(obs(true));
+        g.observe(obs(true), T);
+        g.observe(obs(true), T);
         assert_eq!(g.decide(Duration::from_secs(1)), Decision::Wait);
-        g.observe(obs(true));
+        g.observe(obs(true), T);
         assert_eq!(g.decide(Duration::from_secs(1)), Decision::Pass);
     }
 
@@ -506,19 +620,19 @@ mod tests {
     fn a_failure_resets_the_streak() {
         let mut g = Gate::new(3, BUDGET, 0);
         for passed in [true, true, false, true, true] {
-            g.observe(obs(passed));
+            g.observe(obs(passed), T);
         }
         assert_eq!(g.decide(Duration::from_secs(1)), Decision::Wait);
-        g.observe(obs(true));
+        g.observe(obs(true), T);
         assert_eq!(g.decide(Duration::from_secs(1)), Decision::Pass);
     }
 
     #[test]
     fn one_success_does_not_fool_a_gate_that_needs_three() {
         let mut g = Gate::new(3, BUDGET, 0);
-        g.observe(obs(true));
+        g.observe(obs(true), T);
         for _ in 0..5 {
-            g.observe(obs(false));
+            g.observe(obs(false), T);
         }
         match g.decide(BUDGET) {
             Decision::Fail(why) => {
@@ -541,7 +655,7 @@ mod tests {
     #[test]
     fn a_pass_at_the_deadline_still_counts() {
         let mut g = Gate::new(1, BUDGET, 0);
-        g.observe(obs(true));
+        g.observe(obs(true), T);
         assert_eq!(g.decide(BUDGET * 2), Decision::Pass);
     }
 

@@ -168,6 +168,10 @@ pub fn run(ctx: &Ctx, to: Option<&ReleaseId>, force: bool) -> Result<Outcome> {
         record(event, Some(&failed.error), failed.live);
         return Err(failed.error);
     }
+    if let Some(why) = crate::slots::front_unproven(ctx) {
+        ctx.ui.warn(&why);
+        event.message = Some(why);
+    }
     record(event, None, Some(target.clone()));
     Ok(Outcome {
         from,

@@ -265,7 +265,10 @@ pub fn render(template: Template, values: &Values, config_file: &Path) -> Result
                     ),
                     (
                         "SOCKET_ENV",
-                        &format!("\"SOCKET={}%i.sock\"", systemd_env_escape(&run)),
+                        &format!(
+                            "\"SOCKET={run}%i.sock\" \"SLOT_LINK={run}app.sock\"",
+                            run = systemd_env_escape(&run)
+                        ),
                     ),
                 ],
             )

@@ -37,6 +37,9 @@ module.exports = {
       env: {
         NODE_ENV: "production",
         SOCKET: process.env.SHIPIT_SLOT_SOCKET,
+        // The front's link: while it does not name SOCKET, this slot is
+        // not live and closes every kept-alive connection after its answer.
+        SLOT_LINK: process.env.SHIPIT_SLOT_LINK,
         LINGER_MS: "6000",
       },
     },

@@ -14,6 +14,20 @@
 //   socket file is removed first; mode 0666 so that nginx workers, another
 //   user, can connect), else PORT (default 3000) on LISTEN_HOST (default
 //   127.0.0.1).
+// - With SLOT_LINK (shipit slots: the front's link, run/app.sock), it
+//   answers with `Connection: close` whenever that link does not name its
+//   socket: once shipit switched the front to the other slot, each pooled
+//   upstream connection to this one is closed after its next answer, and
+//   the front opens the next one to the live slot. Without it a front that
+//   pools connections (nginx `keepalive`) keeps sending users to the old
+//   release for as long as the load keeps the pool busy.
+// - A release with a file SOCKET_MODE (octal, e.g. 0755) gives its socket
+//   that mode instead of 0666 (a socket the front may not connect to).
+// - A release with a file CRASH exits at once: a release that crashes at
+//   startup.
+// - A release with a file WRONG_SOCKET (and SLOT_LINK) listens on the
+//   socket the front's link names, the live slot's, instead of SOCKET: a
+//   start command gone wrong.
 // - It tells pm2 it is ready (wait_ready) only once it listens.
 // - On SIGINT/SIGTERM it stops taking new connections and answers every
 //   request on the connections it has with `Connection: close`, so a proxy
@@ -38,15 +52,35 @@ const broken =
   fs.existsSync(path.join(__dirname, "BROKEN")) || process.env.BROKEN === "1";
 const never = fs.existsSync(path.join(__dirname, "NEVER_READY"));
 const port = Number(process.env.PORT || 3000);
-const socket = process.env.SOCKET || "";
+let socket = process.env.SOCKET || "";
 const activated =
   Number(process.env.LISTEN_FDS || 0) >= 1 &&
   Number(process.env.LISTEN_PID) === process.pid;
 const lingerMs = Number(process.env.LINGER_MS || 1000);
+const slotLink = process.env.SLOT_LINK || "";
+if (slotLink && fs.existsSync(path.join(__dirname, "WRONG_SOCKET"))) {
+  socket = path.join(path.dirname(slotLink), fs.readlinkSync(slotLink));
+}
 let stopping = false;
 
+if (fs.existsSync(path.join(__dirname, "CRASH"))) {
+  console.error("CRASH: this release exits at startup");
+  process.exit(1);
+}
+
+// Is the front's link naming this slot's socket? (A readlink per request:
+// cheap, and it follows every switch at once.)
+function live() {
+  if (!slotLink) return true;
+  try {
+    return fs.readlinkSync(slotLink) === path.basename(socket);
+  } catch (e) {
+    return false;
+  }
+}
+
 const server = http.createServer((req, res) => {
-  if (stopping) res.setHeader("Connection", "close");
+  if (stopping || !live()) res.setHeader("Connection", "close");
   const status = broken ? 500 : 200;
   const body =
     req.url === "/healthz"
@@ -66,7 +100,13 @@ const server = http.createServer((req, res) => {
 server.keepAliveTimeout = 5000;
 
 function ready() {
-  if (socket && !activated) fs.chmodSync(socket, 0o666);
+  if (socket && !activated) {
+    const modeFile = path.join(__dirname, "SOCKET_MODE");
+    const mode = fs.existsSync(modeFile)
+      ? parseInt(fs.readFileSync(modeFile, "utf8").trim(), 8)
+      : 0o666;
+    fs.chmodSync(socket, mode);
+  }
   if (process.send) process.send("ready");
 }
 

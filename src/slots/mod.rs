@@ -12,15 +12,23 @@
 //! 1. the idle slot is the one the link does not name (blue when none is
 //!    live); whatever a record says still runs there is stopped first;
 //! 2. `start`, then the gate on the slot's socket (`[health]` rules);
-//! 3. switch the link, swap `current`, probe `health.url` through the front
-//!    (failure: switch back at once: the old slot still runs);
-//! 4. retire the old slot: wait `retire_delay` so that connections already
+//!    refused: stopped, and the live slot is checked to still serve users
+//!    (a start hook that bound the live slot's socket took it down);
+//! 3. may the front's workers connect to the slot's socket ([`reach`])?
+//!    The gate probed it as shipit's user, often root;
+//! 4. switch the link, swap `current`, probe `health.url` through the front
+//!    until answers name the new release (a pooled upstream connection to
+//!    the old slot must not vouch for it: the old slot closes them once the
+//!    link names the other slot); failure: switch back at once, the old
+//!    slot still runs;
+//! 5. retire the old slot: wait `retire_delay` so that connections already
 //!    queued on its socket are accepted and answered, then `stop` (or keep
 //!    it running with `warm_standby`, which makes the next rollback a
 //!    rename).
 // An activation fails at most once per run: a large `Err` costs nothing.
 #![allow(clippy::result_large_err)]
 
+pub mod reach;
 pub mod state;
 
 use std::fs::OpenOptions;
@@ -63,6 +71,18 @@ struct Dance<'a> {
     slots: Slots,
     live: &'a Live<'a>,
     purpose: Purpose,
+    /// The live slot's socket (device, inode) before anything started: a
+    /// start hook that binds the live slot's socket instead of its own
+    /// replaces it, and its users with it.
+    live_socket: Option<(Slot, (u64, u64))>,
+}
+
+/// A socket's identity on the disk.
+fn socket_id(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }
 
 /// The environment of a slot hook: the usual variables for `release`, and
@@ -74,6 +94,12 @@ fn slot_env(slots: &Slots, layout: &Layout, live: &Live, slot: Slot) -> Vec<(Str
         "SHIPIT_SLOT_SOCKET".into(),
         slots.socket(slot).display().to_string(),
     ));
+    // The link the front follows: a slot is live while it names the
+    // slot's socket (or, with ports, the slot).
+    env.push((
+        "SHIPIT_SLOT_LINK".into(),
+        slots.pointer().display().to_string(),
+    ));
     if let Some(port) = slots.port(slot) {
         env.push(("SHIPIT_SLOT_PORT".into(), port.to_string()));
     }
@@ -82,12 +108,20 @@ fn slot_env(slots: &Slots, layout: &Layout, live: &Live, slot: Slot) -> Vec<(Str
 
 impl<'a> Dance<'a> {
     fn new(ctx: &'a Ctx, config: &'a SlotsConfig, live: &'a Live, purpose: Purpose) -> Self {
+        let slots = Slots::new(&ctx.layout, config);
+        let live_socket = match slots.live() {
+            Ok(Some(slot)) if config.ports.is_none() => {
+                socket_id(&slots.socket(slot)).map(|id| (slot, id))
+            }
+            _ => None,
+        };
         Dance {
             ctx,
             config,
-            slots: Slots::new(&ctx.layout, config),
+            slots,
             live,
             purpose,
+            live_socket,
         }
     }
 
@@ -148,6 +182,9 @@ impl<'a> Dance<'a> {
             if let Err(e) = self.start_and_gate(idle) {
                 return Err(self.refused(idle, live_slot, e, Phase::Gate));
             }
+        }
+        if let Err(e) = self.front_may_connect(idle) {
+            return Err(self.refused(idle, live_slot, e, Phase::Reach));
         }
         self.switch(idle, live_slot)?;
         // Proven: it passed its gate and the front reaches it. Recorded
@@ -325,6 +362,15 @@ impl<'a> Dance<'a> {
         let timeout = (config.start_timeout, "slots.start_timeout");
         self.hook("start", &config.start, timeout, slot, self.id())?;
         crate::crashpoint::hit("slots:after-start");
+        if let Some(what) = self.live_socket_taken() {
+            return Err(Error::internal(format!(
+                "the start hook of slot {slot} took the live slot's socket: {what}"
+            ))
+            .cause(format!(
+                "it must listen on its own socket, $SHIPIT_SLOT_SOCKET = {}",
+                self.slots.socket(slot).display()
+            )));
+        }
         self.ctx.ui.step(
             "Checking",
             format!(
@@ -367,6 +413,14 @@ impl<'a> Dance<'a> {
             .ok()
             .flatten()
             .is_some_and(|r| &r.release == self.id());
+        // Before it is stopped: did the refused release take the live
+        // slot's socket?
+        let taken = match live_slot {
+            Some(_) if !interrupted && matches!(phase, Phase::Gate | Phase::Reach) => {
+                self.live_socket_taken()
+            }
+            _ => None,
+        };
         let stopped = if started {
             self.ctx.ui.step("Stopping", format!("slot {slot}"));
             self.stop(slot, self.id())
@@ -374,6 +428,18 @@ impl<'a> Dance<'a> {
             Ok(())
         };
         let release = Layout::display(self.id());
+        // Refused before the switch: users are on the live slot, unless
+        // the refused release took its socket (then stopping it took the
+        // live slot's socket away too). Checked, not assumed.
+        let lost = match live_slot {
+            Some(old) if !interrupted && matches!(phase, Phase::Gate | Phase::Reach) => {
+                self.live_slot_lost(old, taken)
+            }
+            _ => None,
+        };
+        if let (Some(old), Some(lost)) = (live_slot, lost) {
+            return self.live_slot_down(slot, old, failure, lost, stopped);
+        }
         let headline = match (interrupted, phase) {
             (true, _) => format!(
                 "{} of {release} was interrupted; it is not live",
@@ -382,6 +448,10 @@ impl<'a> Dance<'a> {
             (false, Phase::Gate) => {
                 format!("{release} failed its gate in slot {slot}; no user request reached it")
             }
+            (false, Phase::Reach) => format!(
+                "the front may not connect to {release}'s socket in slot {slot}; it was refused \
+                 before the switch, no user request reached it"
+            ),
             (false, Phase::Switch) => {
                 format!("the switch to {release} in slot {slot} failed; it was undone")
             }
@@ -395,7 +465,9 @@ impl<'a> Dance<'a> {
         };
         let mut error = failure;
         error.live = None;
-        error.hint = None;
+        // The reach check's hint is the fix; other failures' are replaced
+        // by where to look.
+        let fix = error.hint.take().filter(|_| matches!(phase, Phase::Reach));
         error.kind = match (interrupted, self.purpose) {
             (true, _) => Kind::Interrupted,
             (false, Purpose::Deploy) => Kind::RolledBack,
@@ -415,7 +487,7 @@ impl<'a> Dance<'a> {
             ),
         };
         error = match stopped {
-            Ok(()) => error.hint(inspect),
+            Ok(()) => error.hint(fix.unwrap_or(inspect)),
             Err(e) => error
                 .cause(format!("and slot {slot} could not be stopped: {e}"))
                 .hint(format!(
@@ -428,7 +500,131 @@ impl<'a> Dance<'a> {
             live: self.live.previous.cloned(),
             // Only a gate failure switched nothing: a failed switch or
             // front check was undone, which is a rollback.
-            refused: !interrupted && matches!(phase, Phase::Gate),
+            refused: !interrupted && matches!(phase, Phase::Gate | Phase::Reach),
+        }
+    }
+
+    /// What a start hook did to the live slot's socket, if it removed it
+    /// or bound it for this release (a replaced socket that answers as
+    /// this release; the live app restarting itself is not that).
+    fn live_socket_taken(&self) -> Option<String> {
+        let (slot, before) = self.live_socket?;
+        let path = self.slots.socket(slot);
+        match socket_id(&path) {
+            None => return Some(format!("{} (slot {slot}) is gone", path.display())),
+            Some(now) if now == before => return None,
+            Some(_) => {}
+        }
+        let health = self.health();
+        let body = self.expected_body().filter(|_| names_release(health))?;
+        let seen = health::probe_socket(
+            &path,
+            &health.url,
+            health.request_timeout,
+            health.expect_status,
+            Some(&body),
+        );
+        seen.passed.then(|| {
+            format!(
+                "{} (slot {slot}) was replaced, and answers as {}",
+                path.display(),
+                Layout::display(self.id())
+            )
+        })
+    }
+
+    /// After a refusal: does the live slot still answer through the front
+    /// (its own release, by `health.expect_body`)? `Some(why)` when not.
+    fn live_slot_lost(&self, old: Slot, taken: Option<String>) -> Option<String> {
+        let health = self.health();
+        let answers = if self.config.front_check {
+            let prev = self.live.previous?;
+            let revision = store::read_metadata(&self.ctx.layout, prev)
+                .ok()
+                .flatten()
+                .and_then(|m| m.revision);
+            let body = health
+                .expect_body
+                .as_deref()
+                .map(|t| health::expected_body(t, prev.as_str(), revision.as_deref()));
+            let agent = health::agent(health.request_timeout);
+            // A few probes, a pause apart: one lost race is not an outage.
+            let mut last = None;
+            for attempt in 0..3 {
+                if attempt > 0 {
+                    std::thread::sleep(health.interval);
+                }
+                let seen =
+                    health::probe(&agent, &health.url, health.expect_status, body.as_deref());
+                if seen.passed {
+                    last = None;
+                    break;
+                }
+                last = Some(seen.detail);
+            }
+            last.map(|detail| {
+                format!(
+                    "{} through the front does not answer from slot {old}: {detail}",
+                    health::redact_url(&health.url)
+                )
+            })
+        } else {
+            None
+        };
+        match (taken, answers) {
+            (None, None) => None,
+            (Some(t), None) => Some(format!(
+                "{t}: user requests reached the refused release until it was stopped"
+            )),
+            (None, Some(a)) => Some(a),
+            (Some(t), Some(a)) => Some(format!(
+                "{t}: user requests reached the refused release until it was stopped; now {a}"
+            )),
+        }
+    }
+
+    /// A refused release that took the live slot down with it: say so, as
+    /// a failed rollback (the site may be down), never as "no user request
+    /// reached it".
+    fn live_slot_down(
+        &self,
+        slot: Slot,
+        old: Slot,
+        failure: Error,
+        lost: String,
+        stopped: Result<()>,
+    ) -> Failed {
+        let release = Layout::display(self.id());
+        let prev = self
+            .live
+            .previous
+            .map(Layout::display)
+            .unwrap_or_else(|| "nothing".into());
+        let mut error = failure;
+        error.live = None;
+        error.hint = None;
+        error.kind = Kind::RollbackFailed;
+        let mut error = error
+            .context(format!(
+                "{release} was refused in slot {slot}, but the live slot {old} does not serve \
+                 users as it did"
+            ))
+            .cause(lost);
+        if let Err(e) = stopped {
+            error = error.cause(format!("and slot {slot} could not be stopped: {e}"));
+        }
+        Failed {
+            error: error
+                .live(format!(
+                    "{prev} in slot {old}, which the front may not reach (check it now)"
+                ))
+                .hint(format!(
+                    "restart slot {old}'s app with your process manager, or deploy a good \
+                     revision (`shipit deploy` starts it in slot {slot} and switches to it); make \
+                     slots.start listen only on $SHIPIT_SLOT_SOCKET"
+                )),
+            live: self.live.previous.cloned(),
+            refused: false,
         }
     }
 
@@ -437,6 +633,71 @@ impl<'a> Dance<'a> {
             Purpose::Deploy => "deploy",
             Purpose::Rollback => "rollback",
         }
+    }
+
+    /// Before the switch: may the front's workers connect to the slot's
+    /// socket, through the link, as they will (see [`reach`])? The gate
+    /// probed it as shipit's user, who may be root.
+    fn front_may_connect(&self, slot: Slot) -> Result<()> {
+        if self.slots.port(slot).is_some() {
+            return Ok(());
+        }
+        let fronts = match &self.config.front_user {
+            Some(user) => vec![reach::configured(user)?],
+            None => reach::nginx_workers(),
+        };
+        let socket = self.slots.socket(slot);
+        if fronts.is_empty() {
+            self.ctx.ui.warn(format!(
+                "no nginx worker runs and slots.front_user is not set, so whether the front may \
+                 connect to {} was not checked",
+                socket.display()
+            ));
+            return Ok(());
+        }
+        let chain = reach::chain(&self.slots.pointer(), &socket)
+            .map_err(|e| Error::io("could not read the permissions of", &socket, e))?;
+        for front in &fronts {
+            if let Some(denied) = reach::denial(front, &chain) {
+                let fix = if denied.path == socket
+                    || chain.last().is_some_and(|n| n.path == denied.path)
+                {
+                    "make the app create its socket writable by the front: mode 0666, or 0660 with \
+                     the front's group (the example app chmods it 0666; a systemd socket unit: \
+                     SocketMode=0660 and SocketGroup=www-data)"
+                        .to_string()
+                } else {
+                    format!(
+                        "give the front search permission on {}: `chmod o+x {}` (or g+x with the \
+                         front's group)",
+                        denied.path.display(),
+                        denied.path.display()
+                    )
+                };
+                return Err(Error::internal(format!(
+                    "{} may not connect to {}: it needs {} permission on {}",
+                    front.name,
+                    socket.display(),
+                    denied.permission,
+                    denied.path.display()
+                ))
+                .cause(denied.detail)
+                .hint(fix));
+            }
+        }
+        self.ctx.ui.step(
+            "Reachable",
+            format!(
+                "{} by {}",
+                socket.display(),
+                fronts
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+        Ok(())
     }
 
     /// Point the front at `slot`, swap `current`, check the front. If any
@@ -610,17 +871,56 @@ impl<'a> Dance<'a> {
         }
     }
 
-    /// `health.url` through the front, status only: pooled upstream
-    /// connections may still reach the old slot for a while (it closes them
-    /// as it drains), so the body cannot be asked to name the new release.
+    /// `health.url` through the front, after the switch. Only answers that
+    /// name the new release count (`{release}` in `health.expect_body`): a
+    /// pooled upstream connection to the old slot must never vouch for it.
+    /// The old slot learns at the switch that it is no longer live
+    /// (`SHIPIT_SLOT_LINK` no longer names its socket) and answers with
+    /// `Connection: close`, so the pool moves to the new slot within a
+    /// request per connection. The slot passed its own gate, so a 502, 503
+    /// or 504 here means the front cannot reach it: that fails at once, as
+    /// does an error status.
     fn front_check(&self) -> Result<()> {
         let health = self.health();
         let url = health.url.clone();
+        let body = self.expected_body().filter(|_| names_release(health));
         self.ctx.ui.step(
             "Checking",
-            format!("{} through the front", health::redact_url(&url)),
+            match &body {
+                Some(_) => format!(
+                    "{} through the front, until it answers from {}",
+                    health::redact_url(&url),
+                    Layout::display(self.id())
+                ),
+                None => format!("{} through the front", health::redact_url(&url)),
+            },
         );
-        health::gate_on(health, &Target::Url(url), None, &self.ctx.ui)
+        let gate = health::Gate::new(health.successes, health.timeout, 1).down_counts_after(
+            Duration::ZERO,
+            "the slot passed its own gate, so through the front a refused connection or \
+             502/503/504 fails at once",
+        );
+        health::run_gate(
+            health,
+            &Target::Url(url),
+            body.as_deref(),
+            gate,
+            &self.ctx.ui,
+        )
+        .map_err(|e| {
+            let old = self.live.previous.map(Layout::display);
+            let pooled = e.causes.iter().any(|c| c.contains("does not contain"));
+            match (pooled, old) {
+                (true, Some(old)) => e.hint(format!(
+                    "the front kept answering without naming {}: most likely pooled upstream \
+                         connections to the old slot ({old}); the app of a slot must answer with \
+                         `Connection: close` once $SHIPIT_SLOT_LINK no longer names its socket \
+                         (the example app does)",
+                    Layout::display(self.id())
+                )),
+                _ => e,
+            }
+        })
     }
 
     /// The old slot after a good switch: let it finish what was queued,
@@ -686,10 +986,43 @@ impl<'a> Dance<'a> {
 enum Phase {
     /// The gate on the slot's own socket (or its start).
     Gate,
+    /// The front's permissions on the slot's socket, before the switch.
+    Reach,
     /// Moving the link, telling the proxy, or swapping `current`.
     Switch,
     /// The check through the front after the switch.
     Front,
+}
+
+/// Whether `health.expect_body` makes an answer name the release.
+fn names_release(health: &crate::config::HealthConfig) -> bool {
+    health
+        .expect_body
+        .as_deref()
+        .is_some_and(|b| b.contains("{release}"))
+}
+
+/// Why a slots deploy that succeeded did not prove that users reach the
+/// new release through the front, if it did not: the check through the
+/// front was turned off, or its answers cannot name the release. Said in
+/// the output and kept in the history, so that `ok` never claims more than
+/// was checked.
+pub fn front_unproven(ctx: &Ctx) -> Option<String> {
+    let config = ctx.config.slots.as_ref()?;
+    let health = ctx.config.health.as_ref()?;
+    if !config.front_check {
+        return Some(
+            "the front was not checked (slots.front_check = false): the slot passed its own \
+             gate, but whether users reach it through the front is unproven"
+                .into(),
+        );
+    }
+    (!names_release(health)).then(|| {
+        "the front was checked by status only (health.expect_body has no {release}): its answers \
+         could come from the old slot's pooled connections, so whether users reach the new \
+         release is unproven"
+            .into()
+    })
 }
 
 /// Before anything is built or locked: with slots, the link must name a
@@ -877,7 +1210,12 @@ pub fn live_release(ctx: &Ctx) -> Option<ReleaseId> {
 
 pub fn preflight(ctx: &Ctx) -> Result<()> {
     match &ctx.config.slots {
-        Some(config) => Slots::new(&ctx.layout, config).live().map(|_| ()),
+        Some(config) => {
+            if let Some(user) = &config.front_user {
+                reach::configured(user)?;
+            }
+            Slots::new(&ctx.layout, config).live().map(|_| ())
+        }
         None => Ok(()),
     }
 }

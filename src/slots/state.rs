@@ -318,6 +318,7 @@ mod tests {
             ports,
             switch: None,
             front_check: true,
+            front_user: None,
         }
     }
 

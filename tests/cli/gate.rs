@@ -105,6 +105,26 @@ fn a_release_that_keeps_answering_errors_fails_the_gate_early() {
     assert_eq!(sb.current().unwrap(), first);
 }
 
+/// Issue 19: a release that crashes at startup left the reload path's
+/// gate waiting out its whole `timeout` (refused connections and 502-504
+/// never counted), while users got errors. Once the reload hook returned,
+/// the app is supposed to be up: after `grace` they count towards
+/// `fail_after`, and the message names both.
+#[test]
+fn a_release_that_does_not_answer_after_its_reload_fails_after_the_grace() {
+    let sb = Sandbox::new();
+    let _server = sb.with_server("", "timeout = \"90s\"\nfail_after = 3\ngrace = \"1s\"");
+    let first = sb.deploy();
+    sb.commit("no-start", "");
+    sb.run(&["deploy"])
+        .code(4)
+        .says("answered 3 probes in a row with an error status or not at all")
+        .says("health.grace = 1s")
+        .says("health.fail_after = 3")
+        .says("rolled back; healthy");
+    assert_eq!(sb.current().unwrap(), first);
+}
+
 #[test]
 fn a_release_that_never_starts_is_rolled_back_within_the_timeout() {
     let sb = Sandbox::new();

@@ -234,6 +234,7 @@ fn the_slots_templates_front_the_socket_link_and_run_one_app_per_slot() {
         ("SHIPIT_SLOT", "green"),
         ("SHIPIT_RELEASE_PATH", "/srv/shop/releases/20260101000000"),
         ("SHIPIT_SLOT_SOCKET", "/srv/shop/run/green.sock"),
+        ("SHIPIT_SLOT_LINK", "/srv/shop/run/app.sock"),
     ]);
     crate::sandbox::succeeded(&out);
     let config: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -241,6 +242,7 @@ fn the_slots_templates_front_the_socket_link_and_run_one_app_per_slot() {
     assert_eq!(app["name"], "shop-green");
     assert_eq!(app["cwd"], "/srv/shop/releases/20260101000000");
     assert_eq!(app["env"]["SOCKET"], "/srv/shop/run/green.sock");
+    assert_eq!(app["env"]["SLOT_LINK"], "/srv/shop/run/app.sock");
     assert_eq!(app["exec_mode"], "fork");
     // Without the slot hook's variables it refuses, naming them.
     let out = load(&[]);

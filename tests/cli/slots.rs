@@ -61,11 +61,18 @@ impl Slotted {
             fs::write(sb.path().join(name), text.replace("@SANDBOX@", &root)).unwrap();
         }
         let front_port = free_port();
+        // The fixture front runs as this user: the permission check before
+        // the switch judges against it, whatever nginx runs elsewhere.
+        let front_user = if slots.contains("front_user") {
+            String::new()
+        } else {
+            format!("front_user = \"{}\"\n", nix::unistd::getuid())
+        };
         sb.write_config(&format!(
             "[health]\nurl = \"http://127.0.0.1:{front_port}/healthz\"\ntimeout = \"30s\"\n\
              interval = \"100ms\"\nrequest_timeout = \"2s\"\nexpect_body = \"release={{release}}\"\n\n\
              [slots]\nstart = \"sh '{root}/slot-start.sh'\"\nstop = \"sh '{root}/slot-stop.sh'\"\n\
-             retire_delay = \"200ms\"\n{slots}\n"
+             retire_delay = \"200ms\"\n{front_user}{slots}\n"
         ));
         Slotted {
             sb,
@@ -375,16 +382,9 @@ fn rollback_to_a_warm_standby_is_only_a_switch() {
     assert_eq!(w.hooks_log().len(), hooks_before, "no hook ran");
 }
 
-#[test]
-fn a_front_that_cannot_reach_the_new_slot_switches_back() {
-    // The front cannot reach a socket it may not write to (nginx workers
-    // run as another user): green's socket is made 0700 and the front
-    // runs as nobody.
-    if !crate::sandbox::root_or_say_skipped("a_front_that_cannot_reach_the_new_slot_switches_back")
-    {
-        return;
-    }
-    let mut w = Slotted::new("");
+/// The fixture front as `nobody`: it may not connect to a socket that
+/// others may not write (nginx workers run as another user).
+fn start_front_as_nobody(w: &mut Slotted) {
     fs::set_permissions(
         w.sb.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
@@ -413,6 +413,87 @@ fn a_front_that_cannot_reach_the_new_slot_switches_back() {
     wait_until("the front to listen", Duration::from_secs(30), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
+}
+
+#[test]
+fn a_socket_the_front_may_not_use_is_refused_before_the_switch() {
+    // Issue 19: the gate probes the slot's socket as root, who may connect
+    // to anything; the front runs as nobody. A 0700 socket used to pass
+    // the gate, get switched to, and give users 502s.
+    if !crate::sandbox::root_or_say_skipped(
+        "a_socket_the_front_may_not_use_is_refused_before_the_switch",
+    ) {
+        return;
+    }
+    let mut w = Slotted::new("front_user = \"nobody\"");
+    start_front_as_nobody(&mut w);
+    let first = w.sb.deploy();
+    let before = w.sb.fingerprint_of_links();
+    w.sb.commit("socket-mode", "0700\n");
+    let mut run = None;
+    let answers = under_load(&w, || run = Some(w.sb.run(&["deploy"])));
+    run.unwrap()
+        .code(4)
+        .says("may not connect to")
+        .says("needs write permission on")
+        .says("refused before the switch, no user request reached it")
+        .says("mode 0700")
+        .says("0666")
+        .says(&format!(
+            "live now: releases/{first} (unchanged, in slot blue)"
+        ));
+    assert!(!answers.is_empty(), "the load sent requests");
+    assert!(
+        answers
+            .iter()
+            .all(|a| *a == (200, format!("release={first}\n"))),
+        "every user request was answered by {first}: {:?}",
+        answers
+            .iter()
+            .filter(|a| a.1 != format!("release={first}\n"))
+            .take(3)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(w.sb.fingerprint_of_links(), before, "no link moved");
+    assert!(w.pid("green").is_none(), "the refused slot was stopped");
+    let json = w.sb.releases_json();
+    assert_eq!(json["releases"][0]["status"], "failed");
+    let history = w.sb.history_json();
+    assert_eq!(history[0]["outcome"], "refused", "{history:?}");
+}
+
+#[test]
+fn a_directory_the_front_may_not_search_is_refused_before_the_switch() {
+    // No root needed: the check reads the disk, and the sandbox (0700,
+    // owned by whoever runs the tests) is not searchable by nobody.
+    let mut w = Slotted::new("front_user = \"nobody\"");
+    if nix::unistd::getuid().is_root() {
+        fs::set_permissions(
+            w.sb.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+    }
+    w.start_front();
+    w.sb.run(&["deploy"])
+        .code(4)
+        .says("needs search (x) permission on")
+        .says(&format!("chmod o+x {}", w.sb.path().display()))
+        .says("no user request reached it");
+    assert!(w.link().is_none(), "nothing was switched to");
+    assert!(w.pid("blue").is_none(), "the refused slot was stopped");
+}
+
+#[test]
+fn a_front_that_cannot_reach_the_new_slot_switches_back() {
+    // A front_user that is not who the front runs as: the check before
+    // the switch passes, and the check through the front must catch it.
+    if !crate::sandbox::root_or_say_skipped("a_front_that_cannot_reach_the_new_slot_switches_back")
+    {
+        return;
+    }
+    let mut w = Slotted::new("front_user = \"root\"");
+    start_front_as_nobody(&mut w);
     let first = w.sb.deploy();
     w.sb.commit("socket-mode", "0700\n");
     w.sb.write_config_replacing("timeout = \"30s\"", "timeout = \"3s\"");
@@ -999,4 +1080,83 @@ fn a_torn_slot_record_is_reported_unreadable_everywhere() {
     text.ok().says("unreadable record");
     assert!(text.stdout.contains("UNKNOWN"), "{}", text.stdout);
     w.sb.run(&["deploy"]).code(3).says("could not parse");
+}
+
+#[test]
+fn a_deploy_whose_front_was_not_checked_says_so_in_its_output_and_history() {
+    // "Deployed" means users get the new release through the front; with
+    // the check through the front off, an `ok` must not claim that.
+    let w = Slotted::new("front_check = false");
+    w.sb.run(&["deploy"])
+        .ok()
+        .says("the front was not checked (slots.front_check = false)");
+    w.sb.commit("index.html", "v2\n");
+    w.sb.deploy();
+    w.sb.run(&["rollback"])
+        .ok()
+        .says("the front was not checked (slots.front_check = false)");
+    let history = w.sb.history_json();
+    for event in &history[..3] {
+        assert_eq!(event["outcome"], "ok", "{history:?}");
+        assert!(
+            event["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("the front was not checked")),
+            "{history:?}"
+        );
+    }
+    // With the check on, an `ok` says nothing of the kind.
+    let mut w = Slotted::new("");
+    w.start_front();
+    let out = w.sb.run(&["deploy"]).ok().stderr.clone();
+    assert!(!out.contains("unproven"), "{out}");
+    assert!(w.sb.history_json()[0]["message"].is_null());
+}
+
+#[test]
+fn a_start_hook_that_takes_the_live_slots_socket_is_not_called_harmless() {
+    // Issue 19, 2: a start hook that bound the live slot's socket was
+    // reported as "failed its gate; no user request reached it" while
+    // users were answered by it, and stopping it left the front with 502s.
+    let mut w = Slotted::new("");
+    w.start_front();
+    let first = w.sb.deploy();
+    w.sb.commit("wrong-socket", "\n");
+    w.sb.write_config_replacing("timeout = \"30s\"", "timeout = \"3s\"");
+    let run = w.sb.run(&["deploy"]);
+    run.code(5)
+        .says("does not serve users as it did")
+        .says("blue.sock (slot blue) was replaced, and answers as releases/")
+        .says("user requests reached the refused release until it was stopped")
+        .says("through the front does not answer from slot blue")
+        .says("restart slot blue's app");
+    assert!(
+        !run.stderr.contains("no user request reached it"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(w.sb.history_json()[0]["outcome"], "rollback-failed");
+    // The hint puts it right: a good revision, deployed.
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(w.sb.repo())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}");
+    };
+    git(&["rm", "-q", "wrong-socket"]);
+    git(&[
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@t",
+        "commit",
+        "-q",
+        "-m",
+        "fix",
+    ]);
+    let fixed = w.sb.deploy();
+    assert_ne!(fixed, first);
+    assert_eq!(w.get("/").unwrap(), (200, format!("release={fixed}\n")));
 }

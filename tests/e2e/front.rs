@@ -23,10 +23,17 @@ impl Front {
     pub fn start(nginx: &Path, prefix: &Path, port: u16, logs_to: PathBuf, http: &str) -> Front {
         fs::create_dir_all(prefix.join("logs")).unwrap();
         let p = prefix.display();
+        // As root, nginx's workers run as another user, as in production:
+        // the user the build defaults to, said out loud.
+        let user = if nix::unistd::geteuid().is_root() {
+            "user nobody nogroup;\n"
+        } else {
+            ""
+        };
         fs::write(
             prefix.join("nginx.conf"),
             format!(
-                "worker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log warn;\n\
+                "{user}worker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log warn;\n\
                  events {{ worker_connections 1024; }}\n\
                  http {{\n  access_log off;\n  keepalive_requests 1000000;\n\
                    client_body_temp_path {p}/tmp-body;\n  proxy_temp_path {p}/tmp-proxy;\n\

@@ -16,8 +16,10 @@
 //! and to target/e2e/.
 
 mod front;
+mod front_decides;
 mod guide;
 mod load;
+mod reload_crash;
 mod report;
 #[path = "../support/mod.rs"]
 mod support;
@@ -170,6 +172,11 @@ impl World {
         let fail_after = fail_after
             .map(|n| format!("fail_after = {n}\n"))
             .unwrap_or_default();
+        self.write_reload_config_with(hook, &fail_after)
+    }
+
+    /// The same, with `health` added to `[health]`.
+    fn write_reload_config_with(&self, hook: &str, health: &str) {
         fs::write(
             self.path().join("shipit.toml"),
             format!(
@@ -190,7 +197,7 @@ expect_body = "\"release\":\"{{release}}\""
 successes = 3
 interval = "200ms"
 timeout = "8s"
-{fail_after}"#,
+{health}"#,
                 port = self.app_port
             ),
         )
