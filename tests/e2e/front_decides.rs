@@ -47,12 +47,12 @@ fn slots_world(slots: &str) -> World {
     let site = shared.join("nginx-shipit-e2e-slots.conf");
     let text = fs::read_to_string(&site).unwrap();
     assert!(text.contains("keepalive 16;"), "{text}");
+    // It listens on health.url's port (the front's); on loopback only here.
+    let listen = format!("listen {};", world.nginx_port);
+    assert!(text.contains(&listen), "{text}");
     fs::write(
         &site,
-        text.replace(
-            "listen 80;",
-            &format!("listen 127.0.0.1:{};", world.nginx_port),
-        ),
+        text.replace(&listen, &format!("listen 127.0.0.1:{};", world.nginx_port)),
     )
     .unwrap();
     assert!(world.pm2(&["ping"]).status.success());

@@ -783,14 +783,13 @@ stop = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 delete shared/slots.config.js >/dev/null
     );
     let site = shared.join("nginx-shipit-e2e-slots.conf");
     let text = fs::read_to_string(&site).unwrap();
-    // Its comment says: change listen (and server_name).
-    assert!(text.contains("listen 80;"), "{text}");
+    // It listens on health.url's port (the front's, with slots); its
+    // comment says to change listen: here, to the loopback address only.
+    let listen = format!("listen {};", world.nginx_port);
+    assert!(text.contains(&listen), "{text}");
     fs::write(
         &site,
-        text.replace(
-            "listen 80;",
-            &format!("listen 127.0.0.1:{};", world.nginx_port),
-        ),
+        text.replace(&listen, &format!("listen 127.0.0.1:{};", world.nginx_port)),
     )
     .unwrap();
     assert!(world.pm2(&["ping"]).status.success());

@@ -762,14 +762,13 @@ timeout = "10s"
     ));
     let nginx_site = units.join(format!("nginx-{}-slots.conf", site.app));
     let text = fs::read_to_string(&nginx_site).unwrap();
-    // Its comment says: change listen (and server_name).
-    assert!(text.contains("listen 80;"), "{text}");
+    // It listens on health.url's port (the front's, with slots); its
+    // comment says to change listen: here, to the loopback address only.
+    let listen = format!("listen {};", site.nginx_port);
+    assert!(text.contains(&listen), "{text}");
     fs::write(
         &nginx_site,
-        text.replace(
-            "listen 80;",
-            &format!("listen 127.0.0.1:{};", site.nginx_port),
-        ),
+        text.replace(&listen, &format!("listen 127.0.0.1:{};", site.nginx_port)),
     )
     .unwrap();
 
