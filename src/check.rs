@@ -541,7 +541,8 @@ fn shared(config: &Config, layout: &Layout) -> Vec<Check> {
 const BUILTINS: &[&str] = &[
     "cd", "export", "echo", "printf", "test", "[", "true", "false", "set", "unset", "exec", "eval",
     "source", ".", ":", "if", "for", "while", "until", "case", "{", "(", "!", "exit", "return",
-    "wait", "read", "trap", "umask", "command", "type", "kill",
+    "wait", "read", "trap", "umask", "command", "type", "kill", "then", "else", "elif", "fi", "do",
+    "done", "esac", "}",
 ];
 
 /// The program a hook command starts, when it can be told without a shell.
@@ -856,6 +857,9 @@ mod tests {
         assert_eq!(program_of("./bin/build"), None);
         assert_eq!(program_of("$HOME/bin/x"), None);
         assert_eq!(program_of("echo hi"), None);
+        // The words of `if ...; then ...; fi` split at `;` are not programs.
+        assert_eq!(program_of("then export BROKEN=1"), None);
+        assert_eq!(program_of("fi"), None);
     }
 
     #[test]
