@@ -52,7 +52,7 @@ impl Payload {
         let binary = std::env::current_exe()
             .map_err(|e| Error::internal("could not find the shipit binary to install").cause(e))?;
         let sha256 = sha256_file(&binary)?;
-        let name = format!("shipit-{}-{}", env!("CARGO_PKG_VERSION"), &sha256[..12]);
+        let name = agent_file_name(&sha256);
         let text = host_config(config)?;
         let config_digest: String = Sha256::digest(text.as_bytes())
             .iter()
@@ -71,6 +71,13 @@ impl Payload {
             config: file,
             deploy_to: config.deploy_to.clone(),
         })
+    }
+
+    /// The file name this controller's own binary has on a host.
+    pub fn agent_name() -> Result<String> {
+        let binary = std::env::current_exe()
+            .map_err(|e| Error::internal("could not find the shipit binary").cause(e))?;
+        Ok(agent_file_name(&sha256_file(&binary)?))
     }
 
     fn state_dir(&self) -> String {
@@ -170,6 +177,11 @@ fn host_config(config: &Config) -> Result<String> {
         config.file.display()
     );
     Ok(header + &toml::to_string(&table).expect("a table serializes"))
+}
+
+/// `shipit-<version>-<first 12 hex of its sha256>`.
+fn agent_file_name(sha256: &str) -> String {
+    format!("shipit-{}-{}", env!("CARGO_PKG_VERSION"), &sha256[..12])
 }
 
 pub fn sha256_file(path: &Path) -> Result<String> {

@@ -11,12 +11,14 @@
 //! - [`ssh`]: the ssh invocations (multiplexing, timeouts, quoting).
 //! - [`install`]: the host's shipit binary and config.
 //! - [`build`]: the one build, on the controller, packed for shipping.
+//! - [`check`]: `shipit check` on every host, read-only.
 //! - [`rollout`]: reach → prepare → roll, and the revert.
 //! - [`agent`]: the host side.
 //! - [`report`]: per-host outcomes, the table and the JSON.
 
 pub mod agent;
 pub mod build;
+pub mod check;
 pub mod install;
 pub mod protocol;
 pub mod report;

@@ -9,6 +9,7 @@
 //! `FLEET_TRACE=1` prints what each shipit run said and how long it took.
 
 mod ansible;
+mod checks;
 mod crashes;
 #[path = "../e2e/front.rs"]
 mod front;
