@@ -202,12 +202,48 @@ fn take_fleet_lock(ctx: &Ctx, holder: &str, wait: Duration) -> Result<Flock<fs::
         .and_then(|_| locked.rewind())
         .and_then(|_| locked.write_all(format!("{line}\n").as_bytes()))
         .with_path("could not write", &path)?;
+    prune_binaries(ctx);
     // The config of the rollout that holds the fleet becomes the one the
     // read-only commands use (its health URL).
     let text = fs::read(&ctx.config.file).with_path("could not read", &ctx.config.file)?;
     let copy = ctx.layout.state().join("fleet.toml");
     crate::fsutil::atomic_write(&copy, &text).with_path("could not write", &copy)?;
     Ok(locked)
+}
+
+/// Remove the shipit builds this host no longer needs from `.shipit/bin`
+/// (see [`crate::fleet::install::binaries_to_prune`]); under the fleet
+/// lock, which no other controller can hold meanwhile. Best effort: a
+/// binary that stays is only disk space.
+fn prune_binaries(ctx: &Ctx) {
+    use crate::fleet::install::{KEEP_BINARIES, binaries_to_prune};
+    let dir = ctx.layout.state().join("bin");
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return;
+    };
+    let found: Vec<(String, std::time::SystemTime)> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| {
+            let mtime = e.metadata().ok()?.modified().ok()?;
+            Some((e.file_name().to_str()?.to_string(), mtime))
+        })
+        .collect();
+    let in_use = std::env::current_exe()
+        .ok()
+        .and_then(|p| Some(p.file_name()?.to_str()?.to_string()))
+        .unwrap_or_default();
+    for name in binaries_to_prune(&found, &in_use, KEEP_BINARIES) {
+        let path = dir.join(&name);
+        match fs::remove_file(&path) {
+            Ok(()) => ctx
+                .ui
+                .step("Removed", format!("{} (an older shipit)", path.display())),
+            Err(e) => ctx
+                .ui
+                .warn(format!("could not remove {}: {e}", path.display())),
+        }
+    }
 }
 
 /// What this host has, for the controller's preflight, `releases` and
@@ -317,24 +353,54 @@ fn unpack(ctx: &Ctx, meta: &Metadata, staging: &std::path::Path) -> Result<()> {
             Utc::now().to_rfc3339()
         ),
     )?;
-    // Files belong to the user shipit runs as here, whoever built them.
-    let status = Command::new("tar")
+    // Files belong to the user shipit runs as here, whoever built them;
+    // no setuid bit or device passes (see `untar`).
+    let mut tar = Command::new("tar")
         .args(["-x", "-f", "-", "--no-same-owner", "-C"])
         .arg(staging)
-        .stdin(Stdio::inherit())
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .status()
+        .spawn()
         .map_err(|e| {
             Error::internal("could not run tar")
                 .cause(e)
                 .hint("install tar on this host")
         })?;
+    let input = tar.stdin.take().expect("piped");
+    let filtered = crate::fleet::untar::filter(std::io::stdin().lock(), input);
+    let status = tar
+        .wait()
+        .map_err(|e| Error::internal("could not wait for tar").cause(e))?;
     if !status.success() {
         return Err(Error::internal(format!(
             "could not unpack the release into {} (tar exited with {status})",
             staging.display()
         ))
         .hint("the transfer was cut, or the disk is full; deploy again"));
+    }
+    let filtered = filtered.map_err(|e| {
+        Error::internal("could not read the release the controller sent")
+            .cause(e)
+            .hint("the transfer was cut, or the disk is full; deploy again")
+    })?;
+    let names = |paths: &[std::path::PathBuf]| {
+        paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !filtered.cleared.is_empty() {
+        ctx.ui.warn(format!(
+            "cleared the setuid/setgid bits of {} (a release never brings its own)",
+            names(&filtered.cleared)
+        ));
+    }
+    if !filtered.skipped.is_empty() {
+        ctx.ui.warn(format!(
+            "left out {}: devices and fifos are not unpacked",
+            names(&filtered.skipped)
+        ));
     }
     deploy::link_shared(ctx, staging)?;
     store::write_metadata(staging, meta)?;

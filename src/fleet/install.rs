@@ -7,7 +7,8 @@
 //!   controller of another build never runs a host's stale copy. It is
 //!   uploaded to a temporary name, its sha256 checked on the host, and only
 //!   then renamed into place: a cut transfer or a corrupted copy is never
-//!   run.
+//!   run. A rollout that holds a host's fleet lock keeps the
+//!   [`KEEP_BINARIES`] newest there, the one it runs always among them.
 //! - The config is the controller's, without `[fleet]` and the build hooks
 //!   (the build runs on the controller). A rollout pins it by digest: it
 //!   is written to `config/<sha256 of its text, 16 hex>.toml` (a temporary
@@ -179,6 +180,42 @@ fn host_config(config: &Config) -> Result<String> {
     Ok(header + &toml::to_string(&table).expect("a table serializes"))
 }
 
+/// How many shipit builds a host keeps in `.shipit/bin`: every distinct
+/// controller build installs one (about 5 MB), and a host would keep them
+/// all forever.
+pub const KEEP_BINARIES: usize = 3;
+
+/// Which of the binaries found in `.shipit/bin` (name, mtime) to remove:
+/// all but the `keep` newest, the one in use always kept (and counted).
+/// Only installed builds (`shipit-...`): an upload in flight has a hidden
+/// temporary name. Run under the fleet lock only: the rollout that holds
+/// it runs the one in use, and no other controller runs one meanwhile.
+pub fn binaries_to_prune(
+    found: &[(String, std::time::SystemTime)],
+    in_use: &str,
+    keep: usize,
+) -> Vec<String> {
+    let mut builds: Vec<&(String, std::time::SystemTime)> = found
+        .iter()
+        .filter(|(name, _)| name.starts_with("shipit-"))
+        .collect();
+    // Newest first; by name among equals, so the plan is the same each time.
+    builds.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut kept = usize::from(builds.iter().any(|(name, _)| name == in_use));
+    let mut gone = Vec::new();
+    for (name, _) in builds {
+        if name == in_use {
+            continue;
+        }
+        if kept < keep {
+            kept += 1;
+        } else {
+            gone.push(name.clone());
+        }
+    }
+    gone
+}
+
 /// `shipit-<version>-<first 12 hex of its sha256>`.
 fn agent_file_name(sha256: &str) -> String {
     format!("shipit-{}-{}", env!("CARGO_PKG_VERSION"), &sha256[..12])
@@ -325,5 +362,44 @@ pub fn last_words(out: &crate::fleet::ssh::Output) -> String {
     match out.stderr_tail.iter().rev().find(|l| !l.trim().is_empty()) {
         Some(line) => line.clone(),
         None => format!("exit status {}", out.code),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn a_host_keeps_the_newest_builds_and_always_the_one_in_use() {
+        let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        let found: Vec<(String, SystemTime)> = [
+            ("shipit-1-a", 1),
+            ("shipit-1-b", 2),
+            ("shipit-1-c", 3),
+            ("shipit-1-d", 4),
+            ("shipit-1-e", 5),
+            (".shipit-1-f.123", 0),
+            ("notes", 0),
+        ]
+        .iter()
+        .map(|(n, s)| (n.to_string(), at(*s)))
+        .collect();
+        // The one in use is the newest: the two next newest stay.
+        assert_eq!(
+            binaries_to_prune(&found, "shipit-1-e", 3),
+            ["shipit-1-b", "shipit-1-a"]
+        );
+        // The one in use is the oldest: it stays, with the two newest.
+        assert_eq!(
+            binaries_to_prune(&found, "shipit-1-a", 3),
+            ["shipit-1-c", "shipit-1-b"]
+        );
+        // Not among them (a shipit installed elsewhere): the three newest.
+        assert_eq!(
+            binaries_to_prune(&found, "shipit", 3),
+            ["shipit-1-b", "shipit-1-a"]
+        );
+        assert!(binaries_to_prune(&found[..2], "shipit-1-a", 3).is_empty());
     }
 }

@@ -24,6 +24,7 @@ pub mod protocol;
 pub mod report;
 pub mod rollout;
 pub mod ssh;
+pub mod untar;
 
 use std::time::{Duration, Instant};
 

@@ -14,6 +14,7 @@ mod crashes;
 #[path = "../e2e/front.rs"]
 mod front;
 mod hosts;
+mod housekeeping;
 mod reports;
 mod sources;
 #[path = "../support/mod.rs"]
