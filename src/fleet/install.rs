@@ -9,6 +9,11 @@
 //!   then renamed into place: a cut transfer or a corrupted copy is never
 //!   run. A rollout that holds a host's fleet lock keeps the
 //!   [`KEEP_BINARIES`] newest there, the one it runs always among them.
+//! - A host of another platform (`uname -sm`, said in the same round trip
+//!   as the config) cannot run this binary: it runs `fleet.binary` (a
+//!   build for it, installed the same way), or a shipit installed there
+//!   (`fleet.host_shipit`, or one on its PATH) that speaks this fleet
+//!   protocol; with neither it is refused, naming both platforms.
 //! - The config is the controller's, without `[fleet]` and the build hooks
 //!   (the build runs on the controller). A rollout pins it by digest: it
 //!   is written to `config/<sha256 of its text, 16 hex>.toml` (a temporary
@@ -37,6 +42,12 @@ use crate::ui::Ui;
 /// The controller's binary and host config, ready to install.
 pub struct Payload {
     pub binary: PathBuf,
+    /// `fleet.binary`: a shipit for the hosts' platform, not this one.
+    pub foreign_binary: bool,
+    /// `fleet.host_shipit`: run the shipit installed on the hosts.
+    pub host_shipit: Option<String>,
+    /// `uname -sm` here, compared with each host's.
+    pub platform: String,
     /// `shipit-<version>-<sha12>`.
     pub name: String,
     pub sha256: String,
@@ -50,9 +61,20 @@ pub struct Payload {
 
 impl Payload {
     pub fn prepare(config: &Config) -> Result<Payload> {
-        let binary = std::env::current_exe()
-            .map_err(|e| Error::internal("could not find the shipit binary to install").cause(e))?;
-        let sha256 = sha256_file(&binary)?;
+        let fleet = config.fleet.as_ref();
+        let foreign = fleet.and_then(|f| f.binary.clone());
+        let binary = match &foreign {
+            Some(binary) => binary.clone(),
+            None => std::env::current_exe().map_err(|e| {
+                Error::internal("could not find the shipit binary to install").cause(e)
+            })?,
+        };
+        let sha256 = sha256_file(&binary).map_err(|e| match &foreign {
+            Some(_) => e.hint(
+                "fleet.binary names the shipit to install on the hosts: build it, or fix the path",
+            ),
+            None => e,
+        })?;
         let name = agent_file_name(&sha256);
         let text = host_config(config)?;
         let config_digest: String = Sha256::digest(text.as_bytes())
@@ -66,6 +88,9 @@ impl Payload {
             .map_err(|e| Error::internal("could not write the host config").cause(e))?;
         Ok(Payload {
             binary,
+            foreign_binary: foreign.is_some(),
+            host_shipit: fleet.and_then(|f| f.host_shipit.clone()),
+            platform: local_platform(),
             name,
             sha256,
             config_digest,
@@ -105,8 +130,13 @@ impl Payload {
     /// The host's shipit, and the arguments every agent call starts with:
     /// with the config this rollout pinned.
     pub fn agent(&self) -> Vec<String> {
+        self.agent_at(&self.binary_path())
+    }
+
+    /// The same, with the shipit at `binary` on the host.
+    pub fn agent_at(&self, binary: &str) -> Vec<String> {
         vec![
-            self.binary_path(),
+            binary.to_string(),
             "--config".into(),
             self.pinned_config(),
             "fleet-agent".into(),
@@ -123,8 +153,17 @@ impl Payload {
             "-c".into(),
             READ_ONLY_SCRIPT.into(),
             "shipit-agent".into(),
-            self.binary_path(),
+            self.host_shipit
+                .clone()
+                .unwrap_or_else(|| self.binary_path()),
             state.join("fleet.toml").display().to_string(),
+            // Without this build there, a shipit on the host's PATH (a
+            // host this controller cannot install itself on runs one).
+            if self.host_shipit.is_none() && !self.foreign_binary {
+                "path".into()
+            } else {
+                String::new()
+            },
         ]
     }
 }
@@ -259,12 +298,45 @@ trap 'rm -f "$tmp"' EXIT
 cat > "$tmp"
 mv -f "$tmp" "$state/config/$digest.toml"
 trap - EXIT
+echo "@@shipit-platform $(uname -sm 2>/dev/null || echo unknown)"
+if [ -n "$4" ] && p=$(command -v "$4" 2>/dev/null); then
+  echo "@@shipit-host-shipit $p"
+  "$p" fleet-hello </dev/null 2>/dev/null || true
+fi
 if [ -x "$state/bin/$bin" ]; then echo "@@shipit-install present"; else echo "@@shipit-install missing"; fi
 "#;
 
-/// Run the agent of this build with the config of the host's latest
+/// `uname -sm` of the controller (what a host's is compared with).
+fn local_platform() -> String {
+    std::process::Command::new("uname")
+        .arg("-sm")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("{} {}", std::env::consts::OS, std::env::consts::ARCH))
+}
+
+/// What the config script says of the host's platform and of a shipit
+/// installed there.
+const PLATFORM: &str = "@@shipit-platform ";
+const HOST_SHIPIT: &str = "@@shipit-host-shipit ";
+
+/// How a host runs its agent after [`ensure`].
+pub enum Installed {
+    /// This controller's build (or `fleet.binary`), in `.shipit/bin`.
+    Ours,
+    /// The shipit installed on the host, at this path.
+    Host(String),
+}
+
+/// Run the agent of this build (or the host's own shipit, see
+/// [`Payload::read_only_agent`]) with the config of the host's latest
 /// rollout, if both are there; change nothing either way.
-const READ_ONLY_SCRIPT: &str = r#"bin="$1"; config="$2"; shift 2
+const READ_ONLY_SCRIPT: &str = r#"bin="$1"; config="$2"; mine="$3"; shift 3
+case "$bin" in */*) ;; *) bin=$(command -v "$bin" 2>/dev/null) || bin= ;; esac
+if [ ! -x "$bin" ] && [ -n "$mine" ]; then bin=$(command -v shipit 2>/dev/null) || bin=; fi
 if [ ! -x "$bin" ]; then echo "@@shipit-absent agent"; exit 0; fi
 if [ ! -f "$config" ]; then echo "@@shipit-absent config"; exit 0; fi
 exec "$bin" --config "$config" fleet-agent "$@"
@@ -297,9 +369,14 @@ mv -f "$tmp" "$state/bin/$bin"
 trap - EXIT
 "#;
 
-/// Install the config, and the binary if this host lacks it. `Ok(true)`
-/// when the binary was uploaded.
-pub fn ensure(ssh: &Ssh, ui: &Ui, dest: &str, payload: &Payload) -> Result<bool> {
+/// Install the config; then say which shipit the host runs: the one
+/// installed there when `fleet.host_shipit` names it, or when this
+/// controller's binary cannot run there (another `uname -sm`, and no
+/// `fleet.binary`) and one of this fleet protocol is on its PATH; else
+/// ours (or `fleet.binary`), uploaded if the host lacks it. A host that
+/// can run none of these is refused, naming both platforms. One round
+/// trip, two when the binary is uploaded.
+pub fn ensure(ssh: &Ssh, ui: &Ui, dest: &str, payload: &Payload) -> Result<Installed> {
     let script = |body: &str, args: &[&str]| {
         let mut argv = vec![
             "sh".to_string(),
@@ -316,7 +393,17 @@ pub fn ensure(ssh: &Ssh, ui: &Ui, dest: &str, payload: &Payload) -> Result<bool>
         dest,
         &script(
             CONFIG_SCRIPT,
-            &[&state, &payload.name, &payload.config_digest],
+            &[
+                &state,
+                &payload.name,
+                &payload.config_digest,
+                // The shipit of the host, asked about when the config
+                // names one, or in case this one cannot run there.
+                payload
+                    .host_shipit
+                    .as_deref()
+                    .unwrap_or(if payload.foreign_binary { "" } else { "shipit" }),
+            ],
         ),
         Some(payload.config.path()),
     )?;
@@ -338,8 +425,46 @@ pub fn ensure(ssh: &Ssh, ui: &Ui, dest: &str, payload: &Payload) -> Result<bool>
         }
         return Err(e);
     }
+    let platform = said(&out.stdout, PLATFORM).unwrap_or("unknown").trim();
+    let theirs = said(&out.stdout, HOST_SHIPIT).map(|path| {
+        let hello = crate::fleet::protocol::unframe::<crate::fleet::check::Hello>(&out.stdout);
+        (path.to_string(), hello)
+    });
+    let usable = |(path, hello): &(String, std::result::Result<_, _>)| -> Result<String> {
+        match hello {
+            Ok(crate::fleet::check::Hello { .. }) => Ok(path.clone()),
+            Err(e) => Err(
+                crate::fleet::protocol::Unframed::to_error(e, dest, out.code)
+                    .context(format!("the shipit on {dest} ({path}) cannot be used")),
+            ),
+        }
+    };
+    if let Some(wanted) = &payload.host_shipit {
+        return match &theirs {
+            Some(found) => usable(found).map(Installed::Host),
+            None => Err(Error::internal(format!(
+                "fleet.host_shipit = {wanted:?} is not installed on {dest} ({platform})"
+            ))
+            .hint("install shipit there, or name its path in fleet.host_shipit")),
+        };
+    }
+    if !payload.foreign_binary && platform != payload.platform {
+        // This binary cannot run there; a shipit installed there can.
+        return match &theirs {
+            Some(found) => usable(found).map(Installed::Host),
+            None => Err(Error::internal(format!(
+                "{dest} is {platform}, this controller is {}: it cannot run this controller's shipit",
+                payload.platform
+            ))
+            .hint(format!(
+                "set fleet.binary to a shipit built for {platform}, or install shipit \
+                 (fleet protocol {}) on that host's PATH or at fleet.host_shipit",
+                crate::fleet::protocol::VERSION
+            ))),
+        };
+    }
     if answer == Some("present") {
-        return Ok(false);
+        return Ok(Installed::Ours);
     }
     ui.step("Installing", format!("{} on {dest}", payload.name));
     let out = ssh.run(
@@ -354,7 +479,7 @@ pub fn ensure(ssh: &Ssh, ui: &Ui, dest: &str, payload: &Payload) -> Result<bool>
                 .cause(last_words(&out)),
         );
     }
-    Ok(true)
+    Ok(Installed::Ours)
 }
 
 /// What a failed remote command said last (or how it ended).

@@ -15,6 +15,7 @@ mod crashes;
 mod front;
 mod hosts;
 mod housekeeping;
+mod platforms;
 mod reports;
 mod sources;
 #[path = "../support/mod.rs"]
