@@ -287,8 +287,9 @@ pub const SAYS: &str = "@@shipit-install ";
 pub const ABSENT: &str = "@@shipit-absent ";
 
 /// Write the pinned config (the copy for read-only commands is made once
-/// the fleet lock is taken); say whether the binary is there. One round
-/// trip.
+/// the fleet lock is taken); say the host's platform, whether the binary
+/// is there, and, when asked (`$4`, on a host whose platform is not `$5`),
+/// which shipit is installed there and what it speaks. One round trip.
 const CONFIG_SCRIPT: &str = r#"set -e
 state="$1"; bin="$2"; digest="$3"
 command -v tar >/dev/null 2>&1 || { echo "tar is not installed on this host" >&2; exit 3; }
@@ -298,8 +299,9 @@ trap 'rm -f "$tmp"' EXIT
 cat > "$tmp"
 mv -f "$tmp" "$state/config/$digest.toml"
 trap - EXIT
-echo "@@shipit-platform $(uname -sm 2>/dev/null || echo unknown)"
-if [ -n "$4" ] && p=$(command -v "$4" 2>/dev/null); then
+plat=$(uname -sm 2>/dev/null || echo unknown)
+echo "@@shipit-platform $plat"
+if [ -n "$4" ] && [ "$plat" != "$5" ] && p=$(command -v "$4" 2>/dev/null); then
   echo "@@shipit-host-shipit $p"
   "$p" fleet-hello </dev/null 2>/dev/null || true
 fi
@@ -403,6 +405,13 @@ pub fn ensure(ssh: &Ssh, ui: &Ui, dest: &str, payload: &Payload) -> Result<Insta
                     .host_shipit
                     .as_deref()
                     .unwrap_or(if payload.foreign_binary { "" } else { "shipit" }),
+                // Asked only where it is needed: always when named, else
+                // on a host whose platform is not ours.
+                if payload.host_shipit.is_some() {
+                    ""
+                } else {
+                    &payload.platform
+                },
             ],
         ),
         Some(payload.config.path()),
