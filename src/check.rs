@@ -37,6 +37,8 @@ fn fleet_checks(config: &Config, fleet: &crate::config::FleetConfig, ui: &Ui) ->
             .any(|part| invoked_program(part).is_some_and(|(p, _)| base_name(p) == "systemctl"))
     });
     let deploy_to = config.deploy_to.display().to_string();
+    let mine = crate::fleet::install::local_platform();
+    let protocol = crate::fleet::protocol::VERSION;
     for host in crate::fleet::check::run(ui, config, fleet, &names) {
         let on = |mut c: Check| {
             c.host = Some(host.host.clone());
@@ -54,7 +56,40 @@ fn fleet_checks(config: &Config, fleet: &crate::config::FleetConfig, ui: &Ui) ->
             }
         };
         checks.push(on(pass("host", "reachable over ssh")));
-        checks.push(on(match &answer.agent {
+        let platform = &answer.platform;
+        let theirs = |named: &str| match &answer.theirs {
+            Some((path, Ok(hello))) => pass(
+                "agent",
+                format!(
+                    "{platform}: runs the shipit installed at {path}: shipit {} (fleet protocol \
+                     {protocol})",
+                    hello.version
+                ),
+            ),
+            Some((path, Err(why))) => fail(
+                "agent",
+                format!("{platform}: the shipit installed at {path} cannot be used: {why}"),
+                format!("install a shipit of fleet protocol {protocol} there"),
+            ),
+            None => fail(
+                "agent",
+                format!("{platform}: {named}"),
+                format!(
+                    "set fleet.binary to a shipit built for {platform}, or install shipit \
+                     (fleet protocol {protocol}) on its PATH or at fleet.host_shipit"
+                ),
+            ),
+        };
+        let differs = fleet.binary.is_none() && *platform != mine;
+        checks.push(on(if let Some(named) = &fleet.host_shipit {
+            theirs(&format!("fleet.host_shipit = {named:?} is not installed there"))
+        } else if differs {
+            theirs(&format!(
+                "this controller is {mine}: it cannot run this controller's shipit, and no \
+                 shipit is on the PATH there"
+            ))
+        } else {
+            match &answer.agent {
             Agent::Speaks(hello) => pass(
                 "agent",
                 format!(
@@ -81,6 +116,7 @@ fn fleet_checks(config: &Config, fleet: &crate::config::FleetConfig, ui: &Ui) ->
                     "remove {deploy_to}/.shipit/bin on that host; the next deploy installs it again"
                 ),
             ),
+            }
         }));
         let user = answer.user.as_str();
         checks.push(on(match answer.deploy_to.as_str() {

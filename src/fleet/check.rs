@@ -41,10 +41,23 @@ pub fn hello() -> Result<()> {
 /// How a check line starts.
 const TAG: &str = "@@shipit-check ";
 
-/// Arguments: deploy_to, the agent's file name, the number of shared
-/// entries, then each shared path and `d` or `f`, then the programs.
-const SCRIPT: &str = r#"d="$1"; bin="$2"; n="$3"; shift 3
+/// Arguments: deploy_to, the agent's file name, a shipit of the host's to
+/// ask about (or empty) and the platform where it is not needed (empty:
+/// always), the number of shared entries, then each shared path and `d`
+/// or `f`, then the programs.
+const SCRIPT: &str = r#"d="$1"; bin="$2"; cand="$3"; mine="$4"; n="$5"; shift 5
 say() { printf '@@shipit-check %s\n' "$*"; }
+plat=$(uname -sm 2>/dev/null || echo unknown)
+say platform "$plat"
+if [ -n "$cand" ] && [ "$plat" != "$mine" ]; then
+  if p=$(command -v "$cand" 2>/dev/null); then
+    say theirs "$p"
+    h=$("$p" fleet-hello </dev/null 2>/dev/null | grep '^@@shipit-fleet/' | tail -n 1)
+    say theirs-hello "$h"
+  else
+    say theirs-absent
+  fi
+fi
 if [ -d "$d" ]; then
   if [ -w "$d" ] && [ -x "$d" ]; then say deploy_to writable; else say deploy_to unwritable; fi
 elif [ -e "$d" ] || [ -L "$d" ]; then say deploy_to not-a-directory
@@ -104,6 +117,11 @@ pub struct Answer {
     pub agent: Agent,
     /// Other shipit builds installed there (when this one is not).
     pub others: Vec<String>,
+    /// `uname -sm` there.
+    pub platform: String,
+    /// A shipit installed there, when asked about: its path and what its
+    /// `fleet-hello` said (`None`: none is installed).
+    pub theirs: Option<(String, std::result::Result<Hello, String>)>,
 }
 
 /// This controller's build of the agent on a host.
@@ -139,7 +157,19 @@ pub fn run(ui: &Ui, config: &Config, fleet: &FleetConfig, programs: &[String]) -
                 .collect();
         }
     };
-    let name = Payload::agent_name().unwrap_or_default();
+    let name = match &fleet.binary {
+        Some(binary) => install::sha256_file(binary)
+            .map(|sha| install::agent_file_name(&sha))
+            .unwrap_or_default(),
+        None => Payload::agent_name().unwrap_or_default(),
+    };
+    // As a rollout does: the shipit named by fleet.host_shipit, or one on
+    // the PATH of a host whose platform is not ours (without fleet.binary).
+    let (cand, mine) = match (&fleet.host_shipit, &fleet.binary) {
+        (Some(named), _) => (named.clone(), String::new()),
+        (None, None) => ("shipit".to_string(), install::local_platform()),
+        (None, Some(_)) => (String::new(), String::new()),
+    };
     let mut argv: Vec<String> = vec![
         "sh".into(),
         "-c".into(),
@@ -147,6 +177,8 @@ pub fn run(ui: &Ui, config: &Config, fleet: &FleetConfig, programs: &[String]) -
         "shipit-check".into(),
         config.deploy_to.display().to_string(),
         name,
+        cand,
+        mine,
     ];
     let shared = config.shared_paths();
     argv.push(shared.len().to_string());
@@ -220,6 +252,32 @@ fn parse(
                     && i < programs
                 {
                     answer.programs[i] = b == Some("found");
+                }
+            }
+            (Some("platform"), Some(first)) => {
+                answer.platform = [Some(first), b]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+            }
+            (Some("theirs"), Some(first)) => {
+                let path = [Some(first), b]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                answer.theirs = Some((path, Err("it did not answer".into())));
+            }
+            (Some("theirs-hello"), rest) => {
+                let line = [rest, b]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                if let Some((_, said)) = &mut answer.theirs {
+                    *said = protocol::unframe::<Hello>(&line)
+                        .map_err(|e| e.to_error(host, 0).message.replace('\n', "; "));
                 }
             }
             (Some("systemd"), Some(yes)) => answer.systemd = yes == "yes",

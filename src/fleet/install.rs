@@ -256,7 +256,7 @@ pub fn binaries_to_prune(
 }
 
 /// `shipit-<version>-<first 12 hex of its sha256>`.
-fn agent_file_name(sha256: &str) -> String {
+pub fn agent_file_name(sha256: &str) -> String {
     format!("shipit-{}-{}", env!("CARGO_PKG_VERSION"), &sha256[..12])
 }
 
@@ -309,7 +309,7 @@ if [ -x "$state/bin/$bin" ]; then echo "@@shipit-install present"; else echo "@@
 "#;
 
 /// `uname -sm` of the controller (what a host's is compared with).
-fn local_platform() -> String {
+pub fn local_platform() -> String {
     std::process::Command::new("uname")
         .arg("-sm")
         .output()

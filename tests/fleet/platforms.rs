@@ -53,6 +53,34 @@ fn a_host_of_another_platform_runs_a_shipit_it_can_run_or_is_refused() {
     let installed = || fs::read_dir(&bin).map(|d| d.count()).unwrap_or(0);
     assert_eq!(installed(), 0, "this controller's shipit was sent there");
 
+    // `check` says so too, for that host only.
+    let agent = |run: &crate::Run| -> Vec<(bool, String)> {
+        run.json()["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["name"] == "agent")
+            .map(|c| {
+                assert!(c["host"].is_string(), "{c}");
+                (
+                    c["ok"].as_bool().unwrap(),
+                    c["detail"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let run = w.shipit(&["check", "--json"]);
+    run.code(2);
+    let said = agent(&run);
+    assert!(said[0].0, "{said:?}");
+    assert!(!said[1].0, "{said:?}");
+    assert!(
+        said[1]
+            .1
+            .starts_with(&format!("FreeBSD amd64: this controller is {mine}")),
+        "{said:?}"
+    );
+
     // A shipit installed on its PATH, of this protocol: that one runs.
     copy_executable(SHIPIT.as_ref(), &shim.join("shipit"));
     let id = w.deploy_ok();
@@ -64,6 +92,13 @@ fn a_host_of_another_platform_runs_a_shipit_it_can_run_or_is_refused() {
     );
     // And the read-only commands find it too.
     w.shipit(&["releases"]).code(0);
+    let run = w.shipit(&["check", "--json"]);
+    run.code(0);
+    let said = agent(&run);
+    assert!(
+        said[1].1.contains("runs the shipit installed at"),
+        "{said:?}"
+    );
 
     // fleet.binary: a build for the hosts' platform, installed as ours.
     fs::remove_file(shim.join("shipit")).unwrap();
