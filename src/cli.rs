@@ -181,6 +181,9 @@ pub enum FleetAgentAction {
         deployed_by: String,
         #[arg(long)]
         build_ms: u64,
+        /// Keep setuid/setgid bits, devices and fifos (fleet.keep_special_files)
+        #[arg(long)]
+        keep_special_files: bool,
     },
     /// Make a received release live: the single-host activation
     Activate {

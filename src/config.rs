@@ -234,6 +234,11 @@ pub struct FleetConfig {
     /// (a command on their PATH or an absolute path there); it must speak
     /// this controller's fleet protocol.
     pub host_shipit: Option<String>,
+    /// Unpack the release on the hosts as the build made it: setuid and
+    /// setgid bits, devices and fifos included (cleared and left out by
+    /// default).
+    #[serde(default)]
+    pub keep_special_files: bool,
 }
 
 fn default_batch() -> usize {
@@ -391,6 +396,7 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
             "state",
             "binary",
             "host_shipit",
+            "keep_special_files",
         ],
     ),
 ];
@@ -1340,6 +1346,7 @@ mod tests {
             drain_timeout = "1m"
             state = "fleet-state"
             binary = "shipit-for-hosts"
+            keep_special_files = false
             [[reuse]]
             path = "node_modules"
             key = ["package-lock.json"]

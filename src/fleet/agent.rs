@@ -44,6 +44,7 @@ pub fn run(ctx: &Ctx, args: &FleetAgentArgs) -> Result<()> {
             source,
             deployed_by,
             build_ms,
+            keep_special_files,
         } => {
             let meta = Metadata {
                 id: ReleaseId::parse(id)?,
@@ -61,7 +62,7 @@ pub fn run(ctx: &Ctx, args: &FleetAgentArgs) -> Result<()> {
                 activation_started: None,
                 reuse: Default::default(),
             };
-            receive(ctx, meta)
+            receive(ctx, meta, *keep_special_files)
         }
         FleetAgentAction::Activate { id } => activate(ctx, &ReleaseId::parse(id)?),
         FleetAgentAction::Switch { to, wait_ms, force } => {
@@ -302,7 +303,7 @@ fn state(ctx: &Ctx, probe: bool) -> Result<Done> {
 /// Unpack the release arriving on stdin (a tar of the tree the controller
 /// built), link the shared paths, record what it is, and publish it under
 /// `releases/`. Nothing goes live.
-fn receive(ctx: &Ctx, mut meta: Metadata) -> Result<Done> {
+fn receive(ctx: &Ctx, mut meta: Metadata, keep_special: bool) -> Result<Done> {
     let layout = &ctx.layout;
     let id = meta.id.clone();
     let listing = store::list(layout)?;
@@ -323,7 +324,8 @@ fn receive(ctx: &Ctx, mut meta: Metadata) -> Result<Done> {
     crate::deploy::check_shared(ctx).map_err(|e| e.live(current.describe()))?;
     meta.previous = current.id().cloned();
     let staging = layout.staging(&id);
-    let unpacked = unpack(ctx, &meta, &staging).and_then(|_| store::publish(layout, &staging, &id));
+    let unpacked = unpack(ctx, &meta, &staging, keep_special)
+        .and_then(|_| store::publish(layout, &staging, &id));
     if let Err(e) = unpacked {
         if staging.exists()
             && let Err(cleanup) = store::discard(layout, &staging)
@@ -337,7 +339,7 @@ fn receive(ctx: &Ctx, mut meta: Metadata) -> Result<Done> {
     Ok(Done::Received { release: id })
 }
 
-fn unpack(ctx: &Ctx, meta: &Metadata, staging: &std::path::Path) -> Result<()> {
+fn unpack(ctx: &Ctx, meta: &Metadata, staging: &std::path::Path, keep_special: bool) -> Result<()> {
     let layout = &ctx.layout;
     fs::create_dir_all(staging).with_path("could not create", staging)?;
     crate::deploy::open_build_log(
@@ -354,7 +356,8 @@ fn unpack(ctx: &Ctx, meta: &Metadata, staging: &std::path::Path) -> Result<()> {
         ),
     )?;
     // Files belong to the user shipit runs as here, whoever built them;
-    // no setuid bit or device passes (see `untar`).
+    // no setuid bit or device passes (see `untar`) unless the config
+    // says to keep them.
     let mut tar = Command::new("tar")
         .args(["-x", "-f", "-", "--no-same-owner", "-C"])
         .arg(staging)
@@ -366,8 +369,15 @@ fn unpack(ctx: &Ctx, meta: &Metadata, staging: &std::path::Path) -> Result<()> {
                 .cause(e)
                 .hint("install tar on this host")
         })?;
+    // `input` is dropped with each branch: tar sees the end of its input.
     let input = tar.stdin.take().expect("piped");
-    let filtered = crate::fleet::untar::filter(std::io::stdin().lock(), input);
+    let filtered = if keep_special {
+        let mut input = input;
+        std::io::copy(&mut std::io::stdin().lock(), &mut input)
+            .map(|_| crate::fleet::untar::Filtered::default())
+    } else {
+        crate::fleet::untar::filter(std::io::stdin().lock(), input)
+    };
     let status = tar
         .wait()
         .map_err(|e| Error::internal("could not wait for tar").cause(e))?;

@@ -324,6 +324,9 @@ fn prepare(
     if let Some(r) = &built.revision {
         owned.push(format!("--revision={r}"));
     }
+    if fleet.config.keep_special_files {
+        owned.push("--keep-special-files".into());
+    }
     if let Some(t) = &built.revision_time {
         owned.push(format!("--revision-time={}", t.to_rfc3339()));
     }

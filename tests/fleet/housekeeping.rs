@@ -102,4 +102,21 @@ fn a_host_unpacks_no_setuid_bit_device_or_fifo() {
         );
     }
     assert!(release.join("server.js").is_file());
+
+    // fleet.keep_special_files: unpacked as the build made them.
+    let text = fs::read_to_string(w.config())
+        .unwrap()
+        .replace("[fleet]\n", "[fleet]\nkeep_special_files = true\n");
+    fs::write(w.config(), text).unwrap();
+    w.commit("VERSION", "2\n");
+    let run = w.shipit(&["deploy", "--json"]);
+    run.code(0);
+    let id = run.json()["release"].as_str().unwrap().to_string();
+    let release = w.hosts.hosts[0].deploy().join("releases").join(&id);
+    let mode = fs::metadata(release.join("VERSION"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o4000, 0o4000, "VERSION has mode {mode:o}");
+    assert!(fs::symlink_metadata(release.join("pipe")).is_ok());
 }
