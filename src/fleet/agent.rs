@@ -118,6 +118,13 @@ fn hold(ctx: &Ctx, holder: &str, wait: Duration) -> Result<()> {
     let live = store::read_current(&ctx.layout)
         .ok()
         .and_then(|c| c.id().cloned());
+    // This build was just used: the newest by mtime, so a rollout that
+    // prunes `.shipit/bin` while this one waits for the lock keeps it.
+    // (A read-only descriptor: a running executable cannot be opened for
+    // writing, and futimens(2) needs none.)
+    if let Ok(exe) = std::env::current_exe() {
+        let _ = fs::File::open(exe).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    }
     match take_fleet_lock(ctx, holder, wait) {
         Err(e) => {
             reply(

@@ -89,7 +89,7 @@ done
 if [ -d /run/systemd/system ]; then say systemd yes; else say systemd no; fi
 say user "$(id -un 2>/dev/null || echo "the ssh user")"
 a="$d/.shipit/bin/$bin"
-if [ -x "$a" ]; then
+if [ -n "$bin" ] && [ -f "$a" ] && [ -x "$a" ]; then
   "$a" fleet-hello 2>/dev/null </dev/null || say agent broken
 else
   say agent absent

@@ -65,6 +65,16 @@ fn a_rollout_keeps_the_three_newest_shipit_builds_on_a_host() {
     ];
     expected.sort();
     assert_eq!(names(&bin), expected);
+    // The build in use was marked as used now (a controller waiting for
+    // the lock with it keeps it through another's pruning).
+    let used = fs::metadata(bin.join(&installed[0]))
+        .unwrap()
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(used + 600 > now, "mtime {used}, now {now}");
 }
 
 /// The agent runs as root here, and tar as root restored the setuid and
