@@ -46,11 +46,25 @@ fn fleet_checks(config: &Config, fleet: &crate::config::FleetConfig, ui: &Ui) ->
         };
         let answer = match host.answer {
             Ok(answer) => answer,
-            Err(e) => {
+            // The connection (the BatchMode fix), or what came after it.
+            Err(e) if e.message.starts_with("could not connect") => {
                 checks.push(on(fail(
                     "host",
                     format!("unreachable: {}", one_line(&e.to_string())),
                     "check that `ssh <host>` works from here without a prompt (BatchMode), with fleet.ssh_options",
+                )));
+                continue;
+            }
+            Err(e) => {
+                checks.push(on(fail(
+                    "host",
+                    format!(
+                        "reachable, but it could not be checked: {}",
+                        one_line(&e.to_string())
+                    ),
+                    e.hint
+                        .clone()
+                        .unwrap_or_else(|| "run `ssh <host> true` and read what it prints".into()),
                 )));
                 continue;
             }
