@@ -17,10 +17,235 @@ use crate::health;
 use crate::layout::Layout;
 use crate::source;
 use crate::store::{self, Current};
+use crate::ui::Ui;
+
+/// With `[fleet]`: the controller checks what it does itself (the config,
+/// the source, the build's programs), and each host what it does there
+/// (`deploy_to`, shared files, the programs of the hooks that run there),
+/// asked of the host over ssh; see [`crate::fleet::check`].
+fn fleet_checks(config: &Config, fleet: &crate::config::FleetConfig, ui: &Ui) -> Vec<Check> {
+    use crate::fleet::check::Agent;
+    let mut checks = vec![pass("config", format!("{} parses", config.file.display()))];
+    checks.push(source_reachable(config));
+    checks.extend(programs(config));
+    let on_hosts = host_programs(config);
+    let names: Vec<String> = on_hosts.iter().map(|(_, p, _)| p.clone()).collect();
+    // Through sudo too, as on one host.
+    let systemctl = on_hosts.iter().find(|(_, _, command)| {
+        simple_commands(command)
+            .iter()
+            .any(|part| invoked_program(part).is_some_and(|(p, _)| base_name(p) == "systemctl"))
+    });
+    let deploy_to = config.deploy_to.display().to_string();
+    let mine = crate::fleet::install::local_platform();
+    let protocol = crate::fleet::protocol::VERSION;
+    for host in crate::fleet::check::run(ui, config, fleet, &names) {
+        let on = |mut c: Check| {
+            c.host = Some(host.host.clone());
+            c
+        };
+        let answer = match host.answer {
+            Ok(answer) => answer,
+            // The connection (the BatchMode fix), or what came after it.
+            Err(e) if e.message.starts_with("could not connect") => {
+                checks.push(on(fail(
+                    "host",
+                    format!("unreachable: {}", one_line(&e.to_string())),
+                    "check that `ssh <host>` works from here without a prompt (BatchMode), with fleet.ssh_options",
+                )));
+                continue;
+            }
+            Err(e) => {
+                checks.push(on(fail(
+                    "host",
+                    format!(
+                        "reachable, but it could not be checked: {}",
+                        one_line(&e.to_string())
+                    ),
+                    e.hint
+                        .clone()
+                        .unwrap_or_else(|| "run `ssh <host> true` and read what it prints".into()),
+                )));
+                continue;
+            }
+        };
+        checks.push(on(pass("host", "reachable over ssh")));
+        let platform = &answer.platform;
+        let theirs = |named: &str| match &answer.theirs {
+            Some((path, Ok(hello))) => pass(
+                "agent",
+                format!(
+                    "{platform}: runs the shipit installed at {path}: shipit {} (fleet protocol \
+                     {protocol})",
+                    hello.version
+                ),
+            ),
+            Some((path, Err(why))) => fail(
+                "agent",
+                format!("{platform}: the shipit installed at {path} cannot be used: {why}"),
+                format!("install a shipit of fleet protocol {protocol} there"),
+            ),
+            None => fail(
+                "agent",
+                format!("{platform}: {named}"),
+                format!(
+                    "set fleet.binary to a shipit built for {platform}, or install shipit \
+                     (fleet protocol {protocol}) on its PATH or at fleet.host_shipit"
+                ),
+            ),
+        };
+        let differs = fleet.binary.is_none() && *platform != mine;
+        checks.push(on(if let Some(named) = &fleet.host_shipit {
+            theirs(&format!("fleet.host_shipit = {named:?} is not installed there"))
+        } else if differs {
+            theirs(&format!(
+                "this controller is {mine}: it cannot run this controller's shipit, and no \
+                 shipit is on the PATH there"
+            ))
+        } else {
+            match &answer.agent {
+            Agent::Speaks(hello) => pass(
+                "agent",
+                format!(
+                    "shipit {} (fleet protocol {}) of this build is installed",
+                    hello.version,
+                    crate::fleet::protocol::VERSION
+                ),
+            ),
+            Agent::Absent if answer.others.is_empty() => pass(
+                "agent",
+                "no shipit of this build is installed: the first deploy installs it",
+            ),
+            Agent::Absent => pass(
+                "agent",
+                format!(
+                    "no shipit of this build is installed (it has {}): the next deploy installs it",
+                    answer.others.join(", ")
+                ),
+            ),
+            Agent::Broken(why) => fail(
+                "agent",
+                format!("the shipit of this build installed there does not answer: {why}"),
+                format!(
+                    "remove {deploy_to}/.shipit/bin on that host; the next deploy installs it again"
+                ),
+            ),
+            }
+        }));
+        let user = answer.user.as_str();
+        checks.push(on(match answer.deploy_to.as_str() {
+            "writable" => pass("deploy_to", format!("{deploy_to} exists and is writable")),
+            "creatable" => pass(
+                "deploy_to",
+                format!("{deploy_to} will be created on the first deploy"),
+            ),
+            "not-a-directory" => fail(
+                "deploy_to",
+                format!("{deploy_to} exists and is not a directory"),
+                "move it away or point deploy_to elsewhere",
+            ),
+            "unwritable" => fail(
+                "deploy_to",
+                format!("{deploy_to} is not writable by {user} (or its filesystem is read-only)"),
+                format!("chown {user} {deploy_to} there (or make its filesystem writable)"),
+            ),
+            other => fail(
+                "deploy_to",
+                format!(
+                    "{deploy_to} does not exist and cannot be created by {user} ({} is not writable)",
+                    other.strip_prefix("uncreatable ").unwrap_or("its parent")
+                ),
+                format!("sudo mkdir -p {deploy_to} && sudo chown {user} {deploy_to} there"),
+            ),
+        }));
+        for ((rel, is_dir), state) in config.shared_paths().iter().zip(&answer.shared) {
+            let path = config.deploy_to.join("shared").join(rel);
+            let path = path.display();
+            checks.push(on(match state.as_str() {
+                "file" => pass("shared", format!("{path} exists")),
+                "dir" => pass("shared", format!("{path} is a directory")),
+                "not-dir" => fail(
+                    "shared",
+                    format!("{path} is not a directory"),
+                    "move it away (entries ending in / are directories)",
+                ),
+                "not-file" => fail(
+                    "shared",
+                    format!("{path} is not a file"),
+                    "move it away and put the file there",
+                ),
+                _ if *is_dir => pass("shared", format!("{path} will be created")),
+                _ => fail(
+                    "shared",
+                    format!("shared file {path} is missing"),
+                    format!("create it there (e.g. install -D /dev/null {path})"),
+                ),
+            }));
+        }
+        for ((key, program, command), found) in on_hosts.iter().zip(&answer.programs) {
+            checks.push(on(if *found {
+                pass("hooks", format!("{program} (in {key}) is on PATH"))
+            } else {
+                fail(
+                    "hooks",
+                    format!("{program} (in {key}: `{command}`) is not on PATH"),
+                    format!("install {program} there, or give its full path in {key}"),
+                )
+            }));
+        }
+        if let Some((key, _, command)) = systemctl
+            && !answer.systemd
+        {
+            checks.push(on(fail(
+                "hooks",
+                format!(
+                    "{key} runs systemctl (`{command}`), but systemd is not running there ({SYSTEMD_BOOTED} does not exist)"
+                ),
+                "reload through the process manager that runs the app there",
+            )));
+        }
+    }
+    checks
+}
+
+/// The programs of the hooks that run on a fleet's hosts (everything but
+/// the build): `(key, program, command)`.
+fn host_programs(config: &Config) -> Vec<(&'static str, String, String)> {
+    let slots = config.slots.as_ref();
+    let hooks: Vec<(&'static str, &String)> = config
+        .hooks
+        .reload
+        .iter()
+        .filter(|_| slots.is_none())
+        .map(|c| ("hooks.reload", c))
+        .chain(slots.map(|s| ("slots.start", &s.start)))
+        .chain(slots.map(|s| ("slots.stop", &s.stop)))
+        .chain(
+            slots
+                .and_then(|s| s.switch.as_ref())
+                .map(|c| ("slots.switch", c)),
+        )
+        .collect();
+    let mut out = Vec::new();
+    for (key, command) in hooks {
+        for part in simple_commands(command) {
+            if let Some(program) = program_of(part)
+                && !out.iter().any(|(_, p, _): &(_, String, _)| *p == program)
+            {
+                out.push((key, program, command.clone()));
+            }
+        }
+    }
+    out
+}
 
 #[derive(Debug, Serialize)]
 pub struct Check {
     pub name: &'static str,
+    /// With `[fleet]`: the host this check was made on (none: the
+    /// controller).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     pub ok: bool,
     pub detail: String,
     pub fix: Option<String>,
@@ -29,6 +254,7 @@ pub struct Check {
 fn pass(name: &'static str, detail: impl Into<String>) -> Check {
     Check {
         name,
+        host: None,
         ok: true,
         detail: detail.into(),
         fix: None,
@@ -38,6 +264,7 @@ fn pass(name: &'static str, detail: impl Into<String>) -> Check {
 fn fail(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
     Check {
         name,
+        host: None,
         ok: false,
         detail: detail.into(),
         fix: Some(fix.into()),
@@ -45,7 +272,10 @@ fn fail(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -
 }
 
 /// Run every check against a loaded config.
-pub fn run(config: &Config) -> Vec<Check> {
+pub fn run(config: &Config, ui: &Ui) -> Vec<Check> {
+    if let Some(fleet) = &config.fleet {
+        return fleet_checks(config, fleet, ui);
+    }
     let layout = Layout::new(config.deploy_to.clone());
     let mut checks = vec![pass("config", format!("{} parses", config.file.display()))];
     checks.push(deploy_to(&layout));
@@ -541,7 +771,8 @@ fn shared(config: &Config, layout: &Layout) -> Vec<Check> {
 const BUILTINS: &[&str] = &[
     "cd", "export", "echo", "printf", "test", "[", "true", "false", "set", "unset", "exec", "eval",
     "source", ".", ":", "if", "for", "while", "until", "case", "{", "(", "!", "exit", "return",
-    "wait", "read", "trap", "umask", "command", "type", "kill",
+    "wait", "read", "trap", "umask", "command", "type", "kill", "then", "else", "elif", "fi", "do",
+    "done", "esac", "}",
 ];
 
 /// The program a hook command starts, when it can be told without a shell.
@@ -627,6 +858,8 @@ fn programs(config: &Config) -> Vec<Check> {
             ));
             None
         }
+        // With [fleet] it runs on the hosts, and is checked there.
+        (_, _) if config.fleet.is_some() => None,
         (_, reload) => reload.as_ref(),
     };
     let hooks: Vec<(&str, &String)> = config
@@ -635,10 +868,19 @@ fn programs(config: &Config) -> Vec<Check> {
         .iter()
         .map(|c| ("hooks.build", c))
         .chain(reload.map(|c| ("hooks.reload", c)))
-        .chain(slots.map(|s| ("slots.start", &s.start)))
-        .chain(slots.map(|s| ("slots.stop", &s.stop)))
         .chain(
             slots
+                .filter(|_| config.fleet.is_none())
+                .map(|s| ("slots.start", &s.start)),
+        )
+        .chain(
+            slots
+                .filter(|_| config.fleet.is_none())
+                .map(|s| ("slots.stop", &s.stop)),
+        )
+        .chain(
+            slots
+                .filter(|_| config.fleet.is_none())
                 .and_then(|s| s.switch.as_ref())
                 .map(|c| ("slots.switch", c)),
         )
@@ -856,6 +1098,9 @@ mod tests {
         assert_eq!(program_of("./bin/build"), None);
         assert_eq!(program_of("$HOME/bin/x"), None);
         assert_eq!(program_of("echo hi"), None);
+        // The words of `if ...; then ...; fi` split at `;` are not programs.
+        assert_eq!(program_of("then export BROKEN=1"), None);
+        assert_eq!(program_of("fi"), None);
     }
 
     #[test]

@@ -85,6 +85,9 @@ pub enum Command {
     /// Fleet: what the controller runs on a host over ssh
     #[command(hide = true, name = "fleet-agent")]
     FleetAgent(FleetAgentArgs),
+    /// Fleet: which shipit and protocol this is (framed; needs no config)
+    #[command(hide = true, name = "fleet-hello")]
+    FleetHello,
 }
 
 impl Command {
@@ -118,7 +121,7 @@ impl Command {
             | Command::Completions { .. }
             | Command::Man(_) => false,
             // The agent prints its own framed reply, failures included.
-            Command::FleetAgent(_) => false,
+            Command::FleetAgent(_) | Command::FleetHello => false,
         }
     }
 }
@@ -178,6 +181,9 @@ pub enum FleetAgentAction {
         deployed_by: String,
         #[arg(long)]
         build_ms: u64,
+        /// Keep setuid/setgid bits, devices and fifos (fleet.keep_special_files)
+        #[arg(long)]
+        keep_special_files: bool,
     },
     /// Make a received release live: the single-host activation
     Activate {

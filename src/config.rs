@@ -235,6 +235,19 @@ pub struct FleetConfig {
     /// and the rollout history (relative to the config file).
     #[serde(default = "default_fleet_state")]
     pub state: PathBuf,
+    /// The shipit to install on the hosts instead of the controller's own
+    /// (one built for the hosts' OS and architecture; relative to the
+    /// config file).
+    pub binary: Option<PathBuf>,
+    /// A shipit installed on the hosts to run instead of installing one
+    /// (a command on their PATH or an absolute path there); it must speak
+    /// this controller's fleet protocol.
+    pub host_shipit: Option<String>,
+    /// Unpack the release on the hosts as the build made it: setuid and
+    /// setgid bits, devices and fifos included (cleared and left out by
+    /// default).
+    #[serde(default)]
+    pub keep_special_files: bool,
 }
 
 fn default_batch() -> usize {
@@ -396,6 +409,9 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
             "undrain",
             "drain_timeout",
             "state",
+            "binary",
+            "host_shipit",
+            "keep_special_files",
         ],
     ),
 ];
@@ -657,6 +673,9 @@ impl Config {
         }
         if let Some(fleet) = &mut self.fleet {
             fleet.state = clean(&base.join(&fleet.state));
+            if let Some(binary) = &fleet.binary {
+                fleet.binary = Some(clean(&base.join(binary)));
+            }
         }
         if let Some(git) = &self.source.git
             && !is_remote(git)
@@ -1036,6 +1055,22 @@ impl FleetConfig {
                     .hint("give the drain and undrain hooks time to run, e.g. \"2m\""),
             );
         }
+        if let Some(shipit) = &self.host_shipit
+            && (shipit.trim().is_empty() || shipit.starts_with('-'))
+        {
+            return Err(Error::usage(format!(
+                "fleet.host_shipit = {shipit:?} in {file} is not a command"
+            ))
+            .hint("name the shipit on the hosts, e.g. \"shipit\" or \"/usr/local/bin/shipit\""));
+        }
+        if self.binary.is_some() && self.host_shipit.is_some() {
+            return Err(Error::usage(format!(
+                "fleet.binary and fleet.host_shipit in {file} both say which shipit the hosts run"
+            ))
+            .hint(
+                "keep one: binary installs that file, host_shipit runs the one installed there",
+            ));
+        }
         for (key, hook) in [("drain", &self.drain), ("undrain", &self.undrain)] {
             if hook.as_deref().is_some_and(|h| h.trim().is_empty()) {
                 return Err(Error::usage(format!("fleet.{key} in {file} is empty"))
@@ -1329,6 +1364,8 @@ mod tests {
             undrain = "true"
             drain_timeout = "1m"
             state = "fleet-state"
+            binary = "shipit-for-hosts"
+            keep_special_files = false
             [[reuse]]
             path = "node_modules"
             key = ["package-lock.json"]
@@ -1352,9 +1389,9 @@ mod tests {
             tables.extend(t.values().filter_map(|v| v.as_table()));
         }
         let in_schema: usize = SCHEMA.iter().map(|(_, keys)| keys.len()).sum();
-        // `source.path`, `archive` and `sha256` are the keys the document
-        // above cannot also set.
-        assert_eq!(counted + 3, in_schema);
+        // `source.path`, `archive`, `sha256` and `fleet.host_shipit` are the
+        // keys the document above cannot also set.
+        assert_eq!(counted + 4, in_schema);
     }
 
     /// The configuration reference is where operators look: every key of
@@ -1538,6 +1575,14 @@ mod tests {
             ("hosts = [\"ssh://web1:port\"]\n", "ssh://web1:port"),
             ("hosts = [\"web1\", \"web1\"]\n", "twice"),
             ("hosts = [\"web1\"]\nbatch = 0\n", "fleet.batch = 0"),
+            (
+                "hosts = [\"web1\"]\nhost_shipit = \"-x\"\n",
+                "fleet.host_shipit = \"-x\"",
+            ),
+            (
+                "hosts = [\"web1\"]\nhost_shipit = \"shipit\"\nbinary = \"b\"\n",
+                "both say which shipit",
+            ),
             ("hosts = [\"web1\"]\nbach = 2\n", "`fleet.batch`"),
         ] {
             let e = fleet(extra).unwrap_err();

@@ -10,9 +10,10 @@ use crate::ui::{self, Ui};
 
 pub fn run(config_flag: Option<&Path>, ui: Ui, args: &CheckArgs) -> Result<()> {
     let checks = match config::load(config_flag) {
-        Ok(config) => check::run(&config),
+        Ok(config) => check::run(&config, &ui),
         Err(e) => vec![Check {
             name: "config",
+            host: None,
             ok: false,
             detail: e.message.clone(),
             fix: e.hint.clone().or_else(|| e.causes.first().cloned()),
@@ -25,7 +26,12 @@ pub fn run(config_flag: Option<&Path>, ui: Ui, args: &CheckArgs) -> Result<()> {
         let mut text = String::new();
         for c in &checks {
             let mark = if c.ok { "✓" } else { "✗" };
-            text.push_str(&format!("{mark} {:<10} {}\n", c.name, c.detail));
+            match &c.host {
+                Some(host) => {
+                    text.push_str(&format!("{mark} {:<10} {host}: {}\n", c.name, c.detail))
+                }
+                None => text.push_str(&format!("{mark} {:<10} {}\n", c.name, c.detail)),
+            }
             if let Some(fix) = &c.fix {
                 text.push_str(&format!("  {:<10} fix: {fix}\n", ""));
             }

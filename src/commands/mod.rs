@@ -68,6 +68,7 @@ fn dispatch(
             Ok(())
         }
         Command::FleetAgent(args) => crate::fleet::agent::run(&load()?, &args),
+        Command::FleetHello => crate::fleet::check::hello(),
         Command::Man(args) => man::run(ui, &args),
     }
 }

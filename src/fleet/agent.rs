@@ -44,6 +44,7 @@ pub fn run(ctx: &Ctx, args: &FleetAgentArgs) -> Result<()> {
             source,
             deployed_by,
             build_ms,
+            keep_special_files,
         } => {
             let meta = Metadata {
                 id: ReleaseId::parse(id)?,
@@ -61,7 +62,7 @@ pub fn run(ctx: &Ctx, args: &FleetAgentArgs) -> Result<()> {
                 activation_started: None,
                 reuse: Default::default(),
             };
-            receive(ctx, meta)
+            receive(ctx, meta, *keep_special_files)
         }
         FleetAgentAction::Activate { id } => activate(ctx, &ReleaseId::parse(id)?),
         FleetAgentAction::Switch { to, wait_ms, force } => {
@@ -117,6 +118,13 @@ fn hold(ctx: &Ctx, holder: &str, wait: Duration) -> Result<()> {
     let live = store::read_current(&ctx.layout)
         .ok()
         .and_then(|c| c.id().cloned());
+    // This build was just used: the newest by mtime, so a rollout that
+    // prunes `.shipit/bin` while this one waits for the lock keeps it.
+    // (A read-only descriptor: a running executable cannot be opened for
+    // writing, and futimens(2) needs none.)
+    if let Ok(exe) = std::env::current_exe() {
+        let _ = fs::File::open(exe).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    }
     match take_fleet_lock(ctx, holder, wait) {
         Err(e) => {
             reply(
@@ -202,12 +210,48 @@ fn take_fleet_lock(ctx: &Ctx, holder: &str, wait: Duration) -> Result<Flock<fs::
         .and_then(|_| locked.rewind())
         .and_then(|_| locked.write_all(format!("{line}\n").as_bytes()))
         .with_path("could not write", &path)?;
+    prune_binaries(ctx);
     // The config of the rollout that holds the fleet becomes the one the
     // read-only commands use (its health URL).
     let text = fs::read(&ctx.config.file).with_path("could not read", &ctx.config.file)?;
     let copy = ctx.layout.state().join("fleet.toml");
     crate::fsutil::atomic_write(&copy, &text).with_path("could not write", &copy)?;
     Ok(locked)
+}
+
+/// Remove the shipit builds this host no longer needs from `.shipit/bin`
+/// (see [`crate::fleet::install::binaries_to_prune`]); under the fleet
+/// lock, which no other controller can hold meanwhile. Best effort: a
+/// binary that stays is only disk space.
+fn prune_binaries(ctx: &Ctx) {
+    use crate::fleet::install::{KEEP_BINARIES, binaries_to_prune};
+    let dir = ctx.layout.state().join("bin");
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return;
+    };
+    let found: Vec<(String, std::time::SystemTime)> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| {
+            let mtime = e.metadata().ok()?.modified().ok()?;
+            Some((e.file_name().to_str()?.to_string(), mtime))
+        })
+        .collect();
+    let in_use = std::env::current_exe()
+        .ok()
+        .and_then(|p| Some(p.file_name()?.to_str()?.to_string()))
+        .unwrap_or_default();
+    for name in binaries_to_prune(&found, &in_use, KEEP_BINARIES) {
+        let path = dir.join(&name);
+        match fs::remove_file(&path) {
+            Ok(()) => ctx
+                .ui
+                .step("Removed", format!("{} (an older shipit)", path.display())),
+            Err(e) => ctx
+                .ui
+                .warn(format!("could not remove {}: {e}", path.display())),
+        }
+    }
 }
 
 /// What this host has, for the controller's preflight, `releases` and
@@ -266,7 +310,7 @@ fn state(ctx: &Ctx, probe: bool) -> Result<Done> {
 /// Unpack the release arriving on stdin (a tar of the tree the controller
 /// built), link the shared paths, record what it is, and publish it under
 /// `releases/`. Nothing goes live.
-fn receive(ctx: &Ctx, mut meta: Metadata) -> Result<Done> {
+fn receive(ctx: &Ctx, mut meta: Metadata, keep_special: bool) -> Result<Done> {
     let layout = &ctx.layout;
     let id = meta.id.clone();
     let listing = store::list(layout)?;
@@ -287,7 +331,8 @@ fn receive(ctx: &Ctx, mut meta: Metadata) -> Result<Done> {
     crate::deploy::check_shared(ctx).map_err(|e| e.live(current.describe()))?;
     meta.previous = current.id().cloned();
     let staging = layout.staging(&id);
-    let unpacked = unpack(ctx, &meta, &staging).and_then(|_| store::publish(layout, &staging, &id));
+    let unpacked = unpack(ctx, &meta, &staging, keep_special)
+        .and_then(|_| store::publish(layout, &staging, &id));
     if let Err(e) = unpacked {
         if staging.exists()
             && let Err(cleanup) = store::discard(layout, &staging)
@@ -301,7 +346,7 @@ fn receive(ctx: &Ctx, mut meta: Metadata) -> Result<Done> {
     Ok(Done::Received { release: id })
 }
 
-fn unpack(ctx: &Ctx, meta: &Metadata, staging: &std::path::Path) -> Result<()> {
+fn unpack(ctx: &Ctx, meta: &Metadata, staging: &std::path::Path, keep_special: bool) -> Result<()> {
     let layout = &ctx.layout;
     fs::create_dir_all(staging).with_path("could not create", staging)?;
     crate::deploy::open_build_log(
@@ -317,24 +362,62 @@ fn unpack(ctx: &Ctx, meta: &Metadata, staging: &std::path::Path) -> Result<()> {
             Utc::now().to_rfc3339()
         ),
     )?;
-    // Files belong to the user shipit runs as here, whoever built them.
-    let status = Command::new("tar")
+    // Files belong to the user shipit runs as here, whoever built them;
+    // no setuid bit or device passes (see `untar`) unless the config
+    // says to keep them.
+    let mut tar = Command::new("tar")
         .args(["-x", "-f", "-", "--no-same-owner", "-C"])
         .arg(staging)
-        .stdin(Stdio::inherit())
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .status()
+        .spawn()
         .map_err(|e| {
             Error::internal("could not run tar")
                 .cause(e)
                 .hint("install tar on this host")
         })?;
+    // `input` is dropped with each branch: tar sees the end of its input.
+    let input = tar.stdin.take().expect("piped");
+    let filtered = if keep_special {
+        let mut input = input;
+        std::io::copy(&mut std::io::stdin().lock(), &mut input)
+            .map(|_| crate::fleet::untar::Filtered::default())
+    } else {
+        crate::fleet::untar::filter(std::io::stdin().lock(), input)
+    };
+    let status = tar
+        .wait()
+        .map_err(|e| Error::internal("could not wait for tar").cause(e))?;
     if !status.success() {
         return Err(Error::internal(format!(
             "could not unpack the release into {} (tar exited with {status})",
             staging.display()
         ))
         .hint("the transfer was cut, or the disk is full; deploy again"));
+    }
+    let filtered = filtered.map_err(|e| {
+        Error::internal("could not read the release the controller sent")
+            .cause(e)
+            .hint("the transfer was cut, or the disk is full; deploy again")
+    })?;
+    let names = |paths: &[std::path::PathBuf]| {
+        paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !filtered.cleared.is_empty() {
+        ctx.ui.warn(format!(
+            "cleared the setuid/setgid bits of {} (a release never brings its own)",
+            names(&filtered.cleared)
+        ));
+    }
+    if !filtered.skipped.is_empty() {
+        ctx.ui.warn(format!(
+            "left out {}: devices and fifos are not unpacked",
+            names(&filtered.skipped)
+        ));
     }
     deploy::link_shared(ctx, staging)?;
     store::write_metadata(staging, meta)?;

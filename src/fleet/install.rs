@@ -7,7 +7,13 @@
 //!   controller of another build never runs a host's stale copy. It is
 //!   uploaded to a temporary name, its sha256 checked on the host, and only
 //!   then renamed into place: a cut transfer or a corrupted copy is never
-//!   run.
+//!   run. A rollout that holds a host's fleet lock keeps the
+//!   [`KEEP_BINARIES`] newest there, the one it runs always among them.
+//! - A host of another platform (`uname -sm`, said in the same round trip
+//!   as the config) cannot run this binary: it runs `fleet.binary` (a
+//!   build for it, installed the same way), or a shipit installed there
+//!   (`fleet.host_shipit`, or one on its PATH) that speaks this fleet
+//!   protocol; with neither it is refused, naming both platforms.
 //! - The config is the controller's, without `[fleet]` and the build hooks
 //!   (the build runs on the controller). A rollout pins it by digest: it
 //!   is written to `config/<sha256 of its text, 16 hex>.toml` (a temporary
@@ -36,6 +42,12 @@ use crate::ui::Ui;
 /// The controller's binary and host config, ready to install.
 pub struct Payload {
     pub binary: PathBuf,
+    /// `fleet.binary`: a shipit for the hosts' platform, not this one.
+    pub foreign_binary: bool,
+    /// `fleet.host_shipit`: run the shipit installed on the hosts.
+    pub host_shipit: Option<String>,
+    /// `uname -sm` here, compared with each host's.
+    pub platform: String,
     /// `shipit-<version>-<sha12>`.
     pub name: String,
     pub sha256: String,
@@ -49,10 +61,21 @@ pub struct Payload {
 
 impl Payload {
     pub fn prepare(config: &Config) -> Result<Payload> {
-        let binary = std::env::current_exe()
-            .map_err(|e| Error::internal("could not find the shipit binary to install").cause(e))?;
-        let sha256 = sha256_file(&binary)?;
-        let name = format!("shipit-{}-{}", env!("CARGO_PKG_VERSION"), &sha256[..12]);
+        let fleet = config.fleet.as_ref();
+        let foreign = fleet.and_then(|f| f.binary.clone());
+        let binary = match &foreign {
+            Some(binary) => binary.clone(),
+            None => std::env::current_exe().map_err(|e| {
+                Error::internal("could not find the shipit binary to install").cause(e)
+            })?,
+        };
+        let sha256 = sha256_file(&binary).map_err(|e| match &foreign {
+            Some(_) => e.hint(
+                "fleet.binary names the shipit to install on the hosts: build it, or fix the path",
+            ),
+            None => e,
+        })?;
+        let name = agent_file_name(&sha256);
         let text = host_config(config)?;
         let config_digest: String = Sha256::digest(text.as_bytes())
             .iter()
@@ -65,12 +88,22 @@ impl Payload {
             .map_err(|e| Error::internal("could not write the host config").cause(e))?;
         Ok(Payload {
             binary,
+            foreign_binary: foreign.is_some(),
+            host_shipit: fleet.and_then(|f| f.host_shipit.clone()),
+            platform: local_platform(),
             name,
             sha256,
             config_digest,
             config: file,
             deploy_to: config.deploy_to.clone(),
         })
+    }
+
+    /// The file name this controller's own binary has on a host.
+    pub fn agent_name() -> Result<String> {
+        let binary = std::env::current_exe()
+            .map_err(|e| Error::internal("could not find the shipit binary").cause(e))?;
+        Ok(agent_file_name(&sha256_file(&binary)?))
     }
 
     fn state_dir(&self) -> String {
@@ -97,8 +130,13 @@ impl Payload {
     /// The host's shipit, and the arguments every agent call starts with:
     /// with the config this rollout pinned.
     pub fn agent(&self) -> Vec<String> {
+        self.agent_at(&self.binary_path())
+    }
+
+    /// The same, with the shipit at `binary` on the host.
+    pub fn agent_at(&self, binary: &str) -> Vec<String> {
         vec![
-            self.binary_path(),
+            binary.to_string(),
             "--config".into(),
             self.pinned_config(),
             "fleet-agent".into(),
@@ -115,8 +153,17 @@ impl Payload {
             "-c".into(),
             READ_ONLY_SCRIPT.into(),
             "shipit-agent".into(),
-            self.binary_path(),
+            self.host_shipit
+                .clone()
+                .unwrap_or_else(|| self.binary_path()),
             state.join("fleet.toml").display().to_string(),
+            // Without this build there, a shipit on the host's PATH (a
+            // host this controller cannot install itself on runs one).
+            if self.host_shipit.is_none() && !self.foreign_binary {
+                "path".into()
+            } else {
+                String::new()
+            },
         ]
     }
 }
@@ -172,6 +219,47 @@ fn host_config(config: &Config) -> Result<String> {
     Ok(header + &toml::to_string(&table).expect("a table serializes"))
 }
 
+/// How many shipit builds a host keeps in `.shipit/bin`: every distinct
+/// controller build installs one (about 5 MB), and a host would keep them
+/// all forever.
+pub const KEEP_BINARIES: usize = 3;
+
+/// Which of the binaries found in `.shipit/bin` (name, mtime) to remove:
+/// all but the `keep` newest, the one in use always kept (and counted).
+/// Only installed builds (`shipit-...`): an upload in flight has a hidden
+/// temporary name. Run under the fleet lock only: the rollout that holds
+/// it runs the one in use, and no other controller runs one meanwhile.
+pub fn binaries_to_prune(
+    found: &[(String, std::time::SystemTime)],
+    in_use: &str,
+    keep: usize,
+) -> Vec<String> {
+    let mut builds: Vec<&(String, std::time::SystemTime)> = found
+        .iter()
+        .filter(|(name, _)| name.starts_with("shipit-"))
+        .collect();
+    // Newest first; by name among equals, so the plan is the same each time.
+    builds.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut kept = usize::from(builds.iter().any(|(name, _)| name == in_use));
+    let mut gone = Vec::new();
+    for (name, _) in builds {
+        if name == in_use {
+            continue;
+        }
+        if kept < keep {
+            kept += 1;
+        } else {
+            gone.push(name.clone());
+        }
+    }
+    gone
+}
+
+/// `shipit-<version>-<first 12 hex of its sha256>`.
+pub fn agent_file_name(sha256: &str) -> String {
+    format!("shipit-{}-{}", env!("CARGO_PKG_VERSION"), &sha256[..12])
+}
+
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut file = std::fs::File::open(path).map_err(|e| Error::io("could not read", path, e))?;
     let mut hasher = Sha256::new();
@@ -199,8 +287,9 @@ pub const SAYS: &str = "@@shipit-install ";
 pub const ABSENT: &str = "@@shipit-absent ";
 
 /// Write the pinned config (the copy for read-only commands is made once
-/// the fleet lock is taken); say whether the binary is there. One round
-/// trip.
+/// the fleet lock is taken); say the host's platform, whether the binary
+/// is there, and, when asked (`$4`, on a host whose platform is not `$5`),
+/// which shipit is installed there and what it speaks. One round trip.
 const CONFIG_SCRIPT: &str = r#"set -e
 state="$1"; bin="$2"; digest="$3"
 command -v tar >/dev/null 2>&1 || { echo "tar is not installed on this host" >&2; exit 3; }
@@ -210,12 +299,46 @@ trap 'rm -f "$tmp"' EXIT
 cat > "$tmp"
 mv -f "$tmp" "$state/config/$digest.toml"
 trap - EXIT
+plat=$(uname -sm 2>/dev/null || echo unknown)
+echo "@@shipit-platform $plat"
+if [ -n "$4" ] && [ "$plat" != "$5" ] && p=$(command -v "$4" 2>/dev/null); then
+  echo "@@shipit-host-shipit $p"
+  "$p" fleet-hello </dev/null 2>/dev/null || true
+fi
 if [ -x "$state/bin/$bin" ]; then echo "@@shipit-install present"; else echo "@@shipit-install missing"; fi
 "#;
 
-/// Run the agent of this build with the config of the host's latest
+/// `uname -sm` of the controller (what a host's is compared with).
+pub fn local_platform() -> String {
+    std::process::Command::new("uname")
+        .arg("-sm")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("{} {}", std::env::consts::OS, std::env::consts::ARCH))
+}
+
+/// What the config script says of the host's platform and of a shipit
+/// installed there.
+const PLATFORM: &str = "@@shipit-platform ";
+const HOST_SHIPIT: &str = "@@shipit-host-shipit ";
+
+/// How a host runs its agent after [`ensure`].
+pub enum Installed {
+    /// This controller's build (or `fleet.binary`), in `.shipit/bin`.
+    Ours,
+    /// The shipit installed on the host, at this path.
+    Host(String),
+}
+
+/// Run the agent of this build (or the host's own shipit, see
+/// [`Payload::read_only_agent`]) with the config of the host's latest
 /// rollout, if both are there; change nothing either way.
-const READ_ONLY_SCRIPT: &str = r#"bin="$1"; config="$2"; shift 2
+const READ_ONLY_SCRIPT: &str = r#"bin="$1"; config="$2"; mine="$3"; shift 3
+case "$bin" in */*) ;; *) bin=$(command -v "$bin" 2>/dev/null) || bin= ;; esac
+if [ ! -x "$bin" ] && [ -n "$mine" ]; then bin=$(command -v shipit 2>/dev/null) || bin=; fi
 if [ ! -x "$bin" ]; then echo "@@shipit-absent agent"; exit 0; fi
 if [ ! -f "$config" ]; then echo "@@shipit-absent config"; exit 0; fi
 exec "$bin" --config "$config" fleet-agent "$@"
@@ -248,9 +371,14 @@ mv -f "$tmp" "$state/bin/$bin"
 trap - EXIT
 "#;
 
-/// Install the config, and the binary if this host lacks it. `Ok(true)`
-/// when the binary was uploaded.
-pub fn ensure(ssh: &Ssh, ui: &Ui, dest: &str, payload: &Payload) -> Result<bool> {
+/// Install the config; then say which shipit the host runs: the one
+/// installed there when `fleet.host_shipit` names it, or when this
+/// controller's binary cannot run there (another `uname -sm`, and no
+/// `fleet.binary`) and one of this fleet protocol is on its PATH; else
+/// ours (or `fleet.binary`), uploaded if the host lacks it. A host that
+/// can run none of these is refused, naming both platforms. One round
+/// trip, two when the binary is uploaded.
+pub fn ensure(ssh: &Ssh, ui: &Ui, dest: &str, payload: &Payload) -> Result<Installed> {
     let script = |body: &str, args: &[&str]| {
         let mut argv = vec![
             "sh".to_string(),
@@ -267,7 +395,24 @@ pub fn ensure(ssh: &Ssh, ui: &Ui, dest: &str, payload: &Payload) -> Result<bool>
         dest,
         &script(
             CONFIG_SCRIPT,
-            &[&state, &payload.name, &payload.config_digest],
+            &[
+                &state,
+                &payload.name,
+                &payload.config_digest,
+                // The shipit of the host, asked about when the config
+                // names one, or in case this one cannot run there.
+                payload
+                    .host_shipit
+                    .as_deref()
+                    .unwrap_or(if payload.foreign_binary { "" } else { "shipit" }),
+                // Asked only where it is needed: always when named, else
+                // on a host whose platform is not ours.
+                if payload.host_shipit.is_some() {
+                    ""
+                } else {
+                    &payload.platform
+                },
+            ],
         ),
         Some(payload.config.path()),
     )?;
@@ -289,8 +434,46 @@ pub fn ensure(ssh: &Ssh, ui: &Ui, dest: &str, payload: &Payload) -> Result<bool>
         }
         return Err(e);
     }
+    let platform = said(&out.stdout, PLATFORM).unwrap_or("unknown").trim();
+    let theirs = said(&out.stdout, HOST_SHIPIT).map(|path| {
+        let hello = crate::fleet::protocol::unframe::<crate::fleet::check::Hello>(&out.stdout);
+        (path.to_string(), hello)
+    });
+    let usable = |(path, hello): &(String, std::result::Result<_, _>)| -> Result<String> {
+        match hello {
+            Ok(crate::fleet::check::Hello { .. }) => Ok(path.clone()),
+            Err(e) => Err(
+                crate::fleet::protocol::Unframed::to_error(e, dest, out.code)
+                    .context(format!("the shipit on {dest} ({path}) cannot be used")),
+            ),
+        }
+    };
+    if let Some(wanted) = &payload.host_shipit {
+        return match &theirs {
+            Some(found) => usable(found).map(Installed::Host),
+            None => Err(Error::internal(format!(
+                "fleet.host_shipit = {wanted:?} is not installed on {dest} ({platform})"
+            ))
+            .hint("install shipit there, or name its path in fleet.host_shipit")),
+        };
+    }
+    if !payload.foreign_binary && platform != payload.platform {
+        // This binary cannot run there; a shipit installed there can.
+        return match &theirs {
+            Some(found) => usable(found).map(Installed::Host),
+            None => Err(Error::internal(format!(
+                "{dest} is {platform}, this controller is {}: it cannot run this controller's shipit",
+                payload.platform
+            ))
+            .hint(format!(
+                "set fleet.binary to a shipit built for {platform}, or install shipit \
+                 (fleet protocol {}) on that host's PATH or at fleet.host_shipit",
+                crate::fleet::protocol::VERSION
+            ))),
+        };
+    }
     if answer == Some("present") {
-        return Ok(false);
+        return Ok(Installed::Ours);
     }
     ui.step("Installing", format!("{} on {dest}", payload.name));
     let out = ssh.run(
@@ -305,7 +488,7 @@ pub fn ensure(ssh: &Ssh, ui: &Ui, dest: &str, payload: &Payload) -> Result<bool>
                 .cause(last_words(&out)),
         );
     }
-    Ok(true)
+    Ok(Installed::Ours)
 }
 
 /// What a failed remote command said last (or how it ended).
@@ -313,5 +496,44 @@ pub fn last_words(out: &crate::fleet::ssh::Output) -> String {
     match out.stderr_tail.iter().rev().find(|l| !l.trim().is_empty()) {
         Some(line) => line.clone(),
         None => format!("exit status {}", out.code),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn a_host_keeps_the_newest_builds_and_always_the_one_in_use() {
+        let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        let found: Vec<(String, SystemTime)> = [
+            ("shipit-1-a", 1),
+            ("shipit-1-b", 2),
+            ("shipit-1-c", 3),
+            ("shipit-1-d", 4),
+            ("shipit-1-e", 5),
+            (".shipit-1-f.123", 0),
+            ("notes", 0),
+        ]
+        .iter()
+        .map(|(n, s)| (n.to_string(), at(*s)))
+        .collect();
+        // The one in use is the newest: the two next newest stay.
+        assert_eq!(
+            binaries_to_prune(&found, "shipit-1-e", 3),
+            ["shipit-1-b", "shipit-1-a"]
+        );
+        // The one in use is the oldest: it stays, with the two newest.
+        assert_eq!(
+            binaries_to_prune(&found, "shipit-1-a", 3),
+            ["shipit-1-c", "shipit-1-b"]
+        );
+        // Not among them (a shipit installed elsewhere): the three newest.
+        assert_eq!(
+            binaries_to_prune(&found, "shipit", 3),
+            ["shipit-1-b", "shipit-1-a"]
+        );
+        assert!(binaries_to_prune(&found[..2], "shipit-1-a", 3).is_empty());
     }
 }

@@ -11,17 +11,20 @@
 //! - [`ssh`]: the ssh invocations (multiplexing, timeouts, quoting).
 //! - [`install`]: the host's shipit binary and config.
 //! - [`build`]: the one build, on the controller, packed for shipping.
+//! - [`check`]: `shipit check` on every host, read-only.
 //! - [`rollout`]: reach → prepare → roll, and the revert.
 //! - [`agent`]: the host side.
 //! - [`report`]: per-host outcomes, the table and the JSON.
 
 pub mod agent;
 pub mod build;
+pub mod check;
 pub mod install;
 pub mod protocol;
 pub mod report;
 pub mod rollout;
 pub mod ssh;
+pub mod untar;
 
 use std::time::{Duration, Instant};
 
@@ -320,6 +323,9 @@ fn prepare(
     ];
     if let Some(r) = &built.revision {
         owned.push(format!("--revision={r}"));
+    }
+    if fleet.config.keep_special_files {
+        owned.push("--keep-special-files".into());
     }
     if let Some(t) = &built.revision_time {
         owned.push(format!("--revision-time={}", t.to_rfc3339()));

@@ -117,6 +117,8 @@ pub struct Fleet<'a> {
     pub payload: Payload,
     /// `status` and `releases`: install nothing, write nothing.
     pub read_only: bool,
+    /// The hosts that run a shipit installed there (its path), not ours.
+    pub theirs: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Drop for Fleet<'_> {
@@ -135,6 +137,7 @@ impl<'a> Fleet<'a> {
             ssh: Ssh::new(&config.ssh_options)?,
             payload: Payload::prepare(&ctx.config)?,
             read_only,
+            theirs: Default::default(),
         })
     }
 
@@ -143,7 +146,7 @@ impl<'a> Fleet<'a> {
         let mut argv = if self.read_only {
             self.payload.read_only_agent()
         } else {
-            self.payload.agent()
+            self.agent_argv(host)
         };
         argv.extend(args.iter().map(|a| a.to_string()));
         match self.ssh.run(&self.ctx.ui, host, &argv, stdin) {
@@ -205,6 +208,15 @@ impl<'a> Fleet<'a> {
         }
     }
 
+    /// The agent's argv on `host`: ours, or the shipit installed there.
+    fn agent_argv(&self, host: &str) -> Vec<String> {
+        let theirs = self.theirs.lock().expect("not poisoned");
+        match theirs.get(host) {
+            Some(path) => self.payload.agent_at(path),
+            None => self.payload.agent(),
+        }
+    }
+
     /// Connect, install (unless read-only), and ask for the state of every
     /// host, in parallel.
     pub fn reach(&self, probe: bool) -> Vec<Result<HostState>> {
@@ -217,8 +229,14 @@ impl<'a> Fleet<'a> {
     /// Connect to `host`; for a rollout, install the agent and the config.
     pub fn connect(&self, host: &str) -> Result<()> {
         self.ssh.connect(host)?;
-        if !self.read_only {
-            install::ensure(&self.ssh, &self.ctx.ui, host, &self.payload)?;
+        if !self.read_only
+            && let install::Installed::Host(path) =
+                install::ensure(&self.ssh, &self.ctx.ui, host, &self.payload)?
+        {
+            self.theirs
+                .lock()
+                .expect("not poisoned")
+                .insert(host.to_string(), path);
         }
         Ok(())
     }
@@ -255,7 +273,7 @@ impl<'a> Fleet<'a> {
             let left = deadline
                 .map(|d| d.saturating_duration_since(std::time::Instant::now()))
                 .unwrap_or_default();
-            let mut argv = self.payload.agent();
+            let mut argv = self.agent_argv(host);
             argv.extend([
                 "lock".to_string(),
                 format!("--holder={holder}"),

@@ -88,6 +88,9 @@ pub struct Host {
     pub dir: PathBuf,
     mount_point: PathBuf,
     sshd: Option<Child>,
+    /// The deploy directory is mounted read-only on this host (from the
+    /// next start): not writable, even by root.
+    pub read_only: bool,
 }
 
 impl Host {
@@ -147,7 +150,7 @@ impl Host {
         let log = fs::File::create(self.dir.join("sshd.log")).unwrap();
         // The user's home is the host's own too: its login scripts
         // (`.bashrc`) are the test's to write.
-        let script = r#"mount --bind "$1" "$2" && mount --bind "$3" /etc/hosts && mount --bind "$6" "$7" && exec "$4" -D -e -f "$5""#;
+        let script = r#"mount --bind "$1" "$2" && { [ "$8" = rw ] || mount -o remount,bind,ro "$2"; } && mount --bind "$3" /etc/hosts && mount --bind "$6" "$7" && exec "$4" -D -e -f "$5""#;
         let child = Command::new("unshare")
             .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
             .arg(self.deploy())
@@ -157,6 +160,7 @@ impl Host {
             .arg(self.dir.join("sshd_config"))
             .arg(self.home())
             .arg(user_home())
+            .arg(if self.read_only { "ro" } else { "rw" })
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -332,6 +336,7 @@ impl Hosts {
                 dir,
                 mount_point: deploy_to.clone(),
                 sshd: None,
+                read_only: false,
             };
             host.start();
             hosts.push(host);

@@ -9,10 +9,13 @@
 //! `FLEET_TRACE=1` prints what each shipit run said and how long it took.
 
 mod ansible;
+mod checks;
 mod crashes;
 #[path = "../e2e/front.rs"]
 mod front;
 mod hosts;
+mod housekeeping;
+mod platforms;
 mod reports;
 mod sources;
 #[path = "../support/mod.rs"]

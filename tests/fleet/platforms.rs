@@ -1,0 +1,124 @@
+//! A controller that is not the hosts' OS or architecture (issue #29).
+
+use std::fs;
+
+use crate::support::exec::{copy_executable, write_executable};
+use crate::{Options, SHIPIT, World};
+
+/// The controller copied its own binary to every host, whatever they ran:
+/// a laptop of another OS or CPU could not roll out. A host whose `uname
+/// -sm` differs (here a shim on its PATH) now gets a shipit it can run:
+/// one installed there, or `fleet.binary`; else the rollout is refused,
+/// naming both platforms, before anything is sent.
+#[test]
+fn a_host_of_another_platform_runs_a_shipit_it_can_run_or_is_refused() {
+    let w = World::new(2, Options::default());
+    let host = &w.hosts.hosts[1];
+    let shim = host.dir.join("shim");
+    fs::create_dir_all(&shim).unwrap();
+    write_executable(
+        &shim.join("uname"),
+        "#!/bin/sh\nif [ \"$1\" = -sm ]; then echo 'FreeBSD amd64'; else exec /bin/uname \"$@\"; fi\n",
+    );
+    fs::write(
+        host.home().join(".bashrc"),
+        format!("export PATH=\"{}:$PATH\"\n", shim.display()),
+    )
+    .unwrap();
+    let mine = String::from_utf8(
+        std::process::Command::new("uname")
+            .arg("-sm")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+
+    // Nothing it can run: refused, naming both, nothing sent anywhere.
+    let run = w.shipit(&["deploy"]);
+    run.code(3);
+    assert!(
+        run.stderr.contains(&format!(
+            "{} is FreeBSD amd64, this controller is {mine}",
+            host.dest
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("fleet.binary"), "{}", run.stderr);
+    assert_eq!(w.currents(), vec![None, None]);
+    let bin = host.deploy().join(".shipit/bin");
+    let installed = || fs::read_dir(&bin).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(installed(), 0, "this controller's shipit was sent there");
+
+    // `check` says so too, for that host only.
+    let agent = |run: &crate::Run| -> Vec<(bool, String)> {
+        run.json()["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["name"] == "agent")
+            .map(|c| {
+                assert!(c["host"].is_string(), "{c}");
+                (
+                    c["ok"].as_bool().unwrap(),
+                    c["detail"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let run = w.shipit(&["check", "--json"]);
+    run.code(2);
+    let said = agent(&run);
+    assert!(said[0].0, "{said:?}");
+    assert!(!said[1].0, "{said:?}");
+    assert!(
+        said[1]
+            .1
+            .starts_with(&format!("FreeBSD amd64: this controller is {mine}")),
+        "{said:?}"
+    );
+
+    // A shipit installed on its PATH, of this protocol: that one runs.
+    copy_executable(SHIPIT.as_ref(), &shim.join("shipit"));
+    let id = w.deploy_ok();
+    assert_eq!(host.current(), Some(id));
+    assert_eq!(
+        installed(),
+        0,
+        "the controller's own shipit was installed there"
+    );
+    // And the read-only commands find it too.
+    w.shipit(&["releases"]).code(0);
+    let run = w.shipit(&["check", "--json"]);
+    run.code(0);
+    let said = agent(&run);
+    assert!(
+        said[1].1.contains("runs the shipit installed at"),
+        "{said:?}"
+    );
+
+    // fleet.binary: a build for the hosts' platform, installed as ours.
+    fs::remove_file(shim.join("shipit")).unwrap();
+    copy_executable(
+        SHIPIT.as_ref(),
+        &w.path().join("controller/shipit-for-hosts"),
+    );
+    let text = fs::read_to_string(w.config())
+        .unwrap()
+        .replace("[fleet]\n", "[fleet]\nbinary = \"shipit-for-hosts\"\n");
+    fs::write(w.config(), text).unwrap();
+    w.commit("VERSION", "2\n");
+    let second = w.deploy_ok();
+    assert_eq!(host.current(), Some(second));
+    assert!(
+        host.deploy()
+            .join(".shipit/bin")
+            .read_dir()
+            .unwrap()
+            .count()
+            == 1
+    );
+}
