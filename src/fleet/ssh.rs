@@ -294,28 +294,12 @@ impl Ssh {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| {
-                Error::internal("could not run ssh")
-                    .cause(e)
-                    .hint("install the OpenSSH client (apt-get install openssh-client)")
-            })?;
+            .map_err(ssh_missing)?;
         let stderr = child.stderr.take().expect("piped");
         let mut stdout = child.stdout.take().expect("piped");
         let ui = *ui;
         let (stdout_text, tail) = std::thread::scope(|scope| {
-            let lines = scope.spawn(move || {
-                let mut tail: Vec<String> = Vec::new();
-                for line in BufReader::new(stderr).split(b'\n') {
-                    let Ok(line) = line else { break };
-                    let line = String::from_utf8_lossy(&line).trim_end().to_string();
-                    ui.host_line(dest, &line);
-                    tail.push(line);
-                    if tail.len() > 20 {
-                        tail.remove(0);
-                    }
-                }
-                tail
-            });
+            let lines = scope.spawn(move || show_stderr(&ui, dest, stderr));
             let mut text = Vec::new();
             let _ = stdout.read_to_end(&mut text);
             (
@@ -353,27 +337,11 @@ impl Ssh {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| {
-                Error::internal("could not run ssh")
-                    .cause(e)
-                    .hint("install the OpenSSH client (apt-get install openssh-client)")
-            })?;
+            .map_err(ssh_missing)?;
         let stderr = child.stderr.take().expect("piped");
         let ui = *ui;
         let host = dest.to_string();
-        let tail = std::thread::spawn(move || {
-            let mut tail: Vec<String> = Vec::new();
-            for line in BufReader::new(stderr).split(b'\n') {
-                let Ok(line) = line else { break };
-                let line = String::from_utf8_lossy(&line).trim_end().to_string();
-                ui.host_line(&host, &line);
-                tail.push(line);
-                if tail.len() > 20 {
-                    tail.remove(0);
-                }
-            }
-            tail
-        });
+        let tail = std::thread::spawn(move || show_stderr(&ui, &host, stderr));
         let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
         let mut text = String::new();
         let mut answered = false;
@@ -425,6 +393,29 @@ impl Ssh {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// The error when ssh itself cannot be started.
+fn ssh_missing(e: std::io::Error) -> Error {
+    Error::internal("could not run ssh")
+        .cause(e)
+        .hint("install the OpenSSH client (apt-get install openssh-client)")
+}
+
+/// Show each line a host writes to stderr, prefixed with the host, and
+/// keep the last 20 for a diagnosis.
+fn show_stderr(ui: &Ui, host: &str, stderr: impl std::io::Read) -> Vec<String> {
+    let mut tail = std::collections::VecDeque::new();
+    for line in BufReader::new(stderr).split(b'\n') {
+        let Ok(line) = line else { break };
+        let line = String::from_utf8_lossy(&line).trim_end().to_string();
+        ui.host_line(host, &line);
+        tail.push_back(line);
+        if tail.len() > 20 {
+            tail.pop_front();
+        }
+    }
+    tail.into()
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ const PACE: Duration = Duration::from_millis(10);
 /// A slots world: the templates as `shipit init` writes them, nginx in
 /// front (workers as nobody), a first release live in blue. `slots` adds
 /// keys to `[slots]`.
-fn slots_world(slots: &str) -> World {
+pub(crate) fn slots_world(slots: &str) -> World {
     let mut world = World::new();
     // nginx workers run as nobody: they must search the way to run/.
     fs::set_permissions(
@@ -82,8 +82,8 @@ timeout = "20s"
 
 # As the pm2-slots template prints them.
 [slots]
-start = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 start shared/slots.config.js"
-stop = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 delete shared/slots.config.js"
+start = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 start shared/slots.config.js >/dev/null"
+stop = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 delete shared/slots.config.js >/dev/null"
 {slots}
 "#,
             port = world.nginx_port

@@ -461,13 +461,13 @@ fn expect(out: &Output, code: i32, what: &str) -> String {
     stderr
 }
 
-#[test]
-fn deploys_and_rollbacks_under_load_drop_no_requests() {
-    let mut world = World::new();
+/// The reload path as the templates make it: the pm2 file and the nginx
+/// site from `shipit init --template pm2 nginx`, unedited but for the
+/// listen line their comment says to change, and the reload hook the pm2
+/// file prints. Returns the site and the hook.
+pub(crate) fn reload_path_site(world: &World) -> (PathBuf, String) {
     let shared = world.path().join("deploy/shared");
     fs::create_dir_all(&shared).unwrap();
-    // The pm2 file, the nginx site and the reload hook come from shipit's
-    // own templates, unedited but for what their comments say to change.
     expect(
         &world.shipit(&[
             "init",
@@ -497,6 +497,13 @@ fn deploys_and_rollbacks_under_load_drop_no_requests() {
         ),
     )
     .unwrap();
+    (site, hook)
+}
+
+#[test]
+fn deploys_and_rollbacks_under_load_drop_no_requests() {
+    let mut world = World::new();
+    let (site, hook) = reload_path_site(&world);
 
     // No pm2 daemon runs yet: the first deploy's hook starts it.
     expect(&world.shipit(&["deploy"]), 0, "first deploy");
@@ -731,73 +738,10 @@ fn pin_deploy(name: &str, world: &World, said: &str) {
 fn slots_under_load_drop_nothing_and_refused_releases_answer_no_one() {
     const SLOT_DEPLOYS: usize = 4;
     const SLOT_ROLLBACKS: usize = 3;
-    let mut world = World::new();
-    // nginx workers run as another user: they must reach run/app.sock.
-    fs::set_permissions(
-        world.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let shared = world.path().join("deploy/shared");
-    fs::create_dir_all(&shared).unwrap();
-    fs::write(
-        world.path().join("shipit.toml"),
-        format!(
-            r#"deploy_to = "deploy"
-keep_releases = 30
-
-[source]
-git = "app"
-
-[health]
-url = "http://127.0.0.1:{port}/healthz"
-expect_body = "\"release\":\"{{release}}\""
-successes = 3
-interval = "200ms"
-timeout = "20s"
-
-# As the pm2-slots template prints them.
-[slots]
-start = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 start shared/slots.config.js >/dev/null"
-stop = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 delete shared/slots.config.js >/dev/null"
-"#,
-            port = world.nginx_port
-        ),
-    )
-    .unwrap();
-    // The pm2 file and the nginx site come from shipit's own templates.
-    expect(
-        &world.shipit(&[
-            "init",
-            "--template",
-            "pm2-slots",
-            "--template",
-            "nginx-slots",
-            "--app",
-            "shipit-e2e",
-            "--out",
-            shared.to_str().unwrap(),
-        ]),
-        0,
-        "render the slots templates",
-    );
-    let site = shared.join("nginx-shipit-e2e-slots.conf");
-    let text = fs::read_to_string(&site).unwrap();
-    // It listens on health.url's port (the front's, with slots); its
-    // comment says to change listen: here, to the loopback address only.
-    let listen = format!("listen {};", world.nginx_port);
-    assert!(text.contains(&listen), "{text}");
-    fs::write(
-        &site,
-        text.replace(&listen, &format!("listen 127.0.0.1:{};", world.nginx_port)),
-    )
-    .unwrap();
-    assert!(world.pm2(&["ping"]).status.success());
-    world.start_nginx_with_site(&site);
-
-    expect(&world.shipit(&["deploy"]), 0, "first deploy into slot blue");
+    // The generated pm2-slots file and nginx-slots site, nginx started,
+    // the first release live in slot blue.
+    let world = front_decides::slots_world("");
     let first = world.current();
-    world.front().wait_for(&first);
 
     let load = load::Load::start(world.front().addr(), CONNECTIONS);
     let mut marks: Vec<Mark> = Vec::new();

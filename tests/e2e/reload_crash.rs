@@ -12,40 +12,12 @@ use std::time::Duration;
 
 use crate::load;
 use crate::report::{self, Kind, Mark};
-use crate::{CONNECTIONS, MANIFEST, World, expect, printed_pm2_hook};
+use crate::{CONNECTIONS, MANIFEST, World, expect};
 
 #[test]
 fn a_release_that_crashes_at_startup_fails_after_the_grace() {
     let mut world = World::new();
-    let shared = world.path().join("deploy/shared");
-    fs::create_dir_all(&shared).unwrap();
-    expect(
-        &world.shipit(&[
-            "init",
-            "--template",
-            "pm2",
-            "--template",
-            "nginx",
-            "--app",
-            "shipit-e2e",
-            "--out",
-            shared.to_str().unwrap(),
-        ]),
-        0,
-        "render the pm2 and nginx templates",
-    );
-    let hook = printed_pm2_hook(&fs::read_to_string(shared.join("ecosystem.config.js")).unwrap());
-    world.write_reload_config(&hook, None);
-    let site = shared.join("nginx-shipit-e2e.conf");
-    let text = fs::read_to_string(&site).unwrap();
-    fs::write(
-        &site,
-        text.replace(
-            "listen 80;",
-            &format!("listen 127.0.0.1:{};", world.nginx_port),
-        ),
-    )
-    .unwrap();
+    let (site, hook) = crate::reload_path_site(&world);
     expect(&world.shipit(&["deploy"]), 0, "first deploy");
     let live = world.current();
     world.start_nginx_with_site(&site);
