@@ -305,7 +305,7 @@ fn slots_front(
 ) -> Option<Check> {
     use crate::slots::{Slot, Slots};
     let h = config.health.as_ref()?;
-    let url = health::redact_url(&h.url);
+    let url = crate::urls::redact_url(&h.url);
     let slots = Slots::new(layout, slots_config);
     let url_port = health_url_port(&h.url);
     if let Some(slot) = Slot::BOTH
@@ -1040,7 +1040,7 @@ fn health_now(config: &Config, layout: &Layout, current: &Current) -> Check {
     let Some(h) = &config.health else {
         return pass("health", "no [health] section: deploys are not gated");
     };
-    let url = health::redact_url(&h.url);
+    let url = crate::urls::redact_url(&h.url);
     let Some(id) = current.id() else {
         return pass(
             "health",

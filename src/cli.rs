@@ -4,12 +4,10 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
-use crate::error::Kind;
-
 /// The command line as `--help` and the man pages show it: the derived
 /// definition plus the exit codes, which scripts branch on.
 pub fn command() -> clap::Command {
-    let codes = exit_codes_help();
+    let codes = crate::error::exit_codes_help();
     Cli::command()
         .after_long_help(codes.clone())
         .mut_subcommands(|sub| sub.after_long_help(codes.clone()))
@@ -20,20 +18,6 @@ pub fn command() -> clap::Command {
 pub fn parse() -> Cli {
     let matches = command().get_matches();
     Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
-}
-
-/// The exit code table, as plain text.
-pub fn exit_codes_help() -> String {
-    let mut text = String::from("Exit codes:\n    0  ok\n");
-    for kind in Kind::ALL {
-        text.push_str(&format!(
-            "  {:>3}  {}: {}\n",
-            kind.exit_code(),
-            kind.name(),
-            kind.meaning()
-        ));
-    }
-    text
 }
 
 /// Zero-downtime release-directory deploys: build each release into

@@ -420,6 +420,22 @@ const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
+/// App names become file names, nginx upstream names and unit names.
+pub fn check_app(app: &str) -> Result<()> {
+    let ok = !app.is_empty()
+        && app.len() <= 64
+        && !app.starts_with(['.', '-'])
+        && app
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::usage(format!("{app:?} is not a usable app name"))
+            .hint("use letters, digits, '.', '_' and '-', e.g. --app myapp"))
+    }
+}
+
 /// The longest each duration key may be. humantime reads
 /// "18446744073709551615s" as a duration, and a deadline that far away
 /// overflows the clock: unbounded, such a value passed `check` and panicked
@@ -688,7 +704,7 @@ impl Config {
         let file = self.file.display();
         let err = |msg: String, hint: &str| Error::usage(msg).hint(hint.to_string());
         if let Some(app) = &self.app
-            && crate::templates::check_app(app).is_err()
+            && check_app(app).is_err()
         {
             return Err(err(
                 format!("app = {app:?} in {file} is not a usable app name"),
@@ -1154,7 +1170,7 @@ impl HealthConfig {
         if self.url.trim() != self.url {
             return Err(Error::usage(format!(
                 "health.url = {:?} in {file} has spaces around it",
-                crate::health::redact_url(&self.url)
+                crate::urls::redact_url(&self.url)
             ))
             .hint("remove the spaces inside the quotes: every probe would use them"));
         }
@@ -1167,7 +1183,7 @@ impl HealthConfig {
         if !host_ok {
             return Err(Error::usage(format!(
                 "health.url = {:?} in {file} is not an http:// URL",
-                crate::health::redact_url(&self.url)
+                crate::urls::redact_url(&self.url)
             ))
             .hint("probe the app directly, e.g. \"http://127.0.0.1:3000/healthz\" (https is not supported for the gate)"));
         }

@@ -263,6 +263,20 @@ impl<T> IoContext<T> for io::Result<T> {
     }
 }
 
+/// The exit code table, as plain text.
+pub fn exit_codes_help() -> String {
+    let mut text = String::from("Exit codes:\n    0  ok\n");
+    for kind in Kind::ALL {
+        text.push_str(&format!(
+            "  {:>3}  {}: {}\n",
+            kind.exit_code(),
+            kind.name(),
+            kind.meaning()
+        ));
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,8 +321,7 @@ mod tests {
     }
 
     /// Exit code 1 is the one a script cannot tell from its phase, so the
-    /// README and `--help` (issue #24: they described it differently)
-    /// must say the same thing about it.
+    /// README and `--help` must say the same thing about it.
     #[test]
     fn readme_and_help_describe_exit_code_1_alike() {
         let readme = include_str!("../README.md");
@@ -319,7 +332,7 @@ mod tests {
             .expect("README's exit code table has a row for 1");
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         assert_eq!(cells[3], Kind::Internal.meaning());
-        let help = crate::cli::exit_codes_help();
+        let help = exit_codes_help();
         assert!(
             help.contains(&format!("1  error: {}", Kind::Internal.meaning())),
             "{help}"

@@ -98,7 +98,7 @@ pub fn render(mode: Mode, shipit: &Path, config: &Path, branch: Option<&str>) ->
     let branch = branch
         .map(|b| format!(" --branch {}", shell_quote(b)))
         .unwrap_or_default();
-    crate::templates::fill(
+    crate::placeholders::fill(
         TEMPLATE,
         &[
             ("MODE", mode.hook_name()),

@@ -5,7 +5,8 @@
 //! - `src/main.rs`, `src/cli.rs`: parse the command line, map the error to an
 //!   exit code
 //! - `src/commands/`: one file per subcommand: settings, lock, operation,
-//!   report
+//!   report; `options.rs` (flags several share), `format.rs` (ages,
+//!   revisions)
 //! - `src/config.rs`: `shipit.toml`: schema, defaults, unknown-key errors
 //! - `src/layout.rs`: paths under `deploy_to`; the release id type
 //! - `src/store.rs`: releases, their metadata, leftovers, deletion through
@@ -23,7 +24,8 @@
 //! - `src/swap.rs`: the swap of `current` (the only code that moves it)
 //! - `src/activate/`: the seam deploy and rollback share: make a published
 //!   release live; `reload.rs` is the swap + reload hook + gate + swap back
-//!   strategy
+//!   strategy; `live.rs` the types both strategies share, `stale.rs` the
+//!   processes left in old releases
 //! - `src/fleet/`: rolling deploys over ssh: `ssh.rs` (the ssh invocations,
 //!   quoting), `install.rs` (the host's binary and config), `build.rs` (the one
 //!   build on the controller), `rollout.rs` (reach, prepare, roll, revert),
@@ -50,7 +52,8 @@
 //!   could not be inspected, and which releases those may run
 //!   (`Hidden::reach`)
 //! - `src/githook.rs`, `src/templates.rs`, `src/check.rs`: push to deploy;
-//!   `init` templates; `check`
+//!   `init` templates; `check`; `src/placeholders.rs` fills their `@NAME@`s
+//! - `src/urls.rs`: URLs fit to print (credentials hidden)
 //! - `src/ui.rs`: everything printed (never failing the caller): colour,
 //!   progress, plain lines, JSON, phase timings
 //!
@@ -84,6 +87,7 @@ mod interrupt;
 mod layout;
 mod lock;
 mod mutation;
+mod placeholders;
 mod procs;
 mod prune;
 mod reuse;
@@ -95,6 +99,7 @@ mod store;
 mod swap;
 mod templates;
 mod ui;
+mod urls;
 mod whoami;
 
 use std::process::ExitCode;

@@ -11,8 +11,10 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
+use crate::config::check_app;
 use crate::error::{Error, Result};
 use crate::githook::{self, Mode};
+use crate::placeholders::fill;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Template {
@@ -141,55 +143,10 @@ pub fn root_user_warning(template: Template, values: &Values) -> Option<String> 
     })
 }
 
-/// App names become file names, nginx upstream names and unit names.
-pub fn check_app(app: &str) -> Result<()> {
-    let ok = !app.is_empty()
-        && app.len() <= 64
-        && !app.starts_with(['.', '-'])
-        && app
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::usage(format!("{app:?} is not a usable app name"))
-            .hint("use letters, digits, '.', '_' and '-', e.g. --app myapp"))
-    }
-}
-
 /// The port of an `http://host:port/...` URL.
 fn port_of(url: &str) -> Option<u16> {
     let host = url.strip_prefix("http://")?.split('/').next()?;
     host.rsplit_once(':')?.1.parse().ok()
-}
-
-/// Replace each `@NAME@` of `values` in `text`, in one pass: a value is
-/// never searched for placeholders again, so a value that contains one
-/// (a path named `x@BRANCH@`) stays as it is.
-pub fn fill(text: &str, values: &[(&str, &str)]) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find('@') {
-        out.push_str(&rest[..at]);
-        rest = &rest[at..];
-        let hit = values.iter().find(|(name, _)| {
-            rest.get(1..).is_some_and(|r| {
-                r.starts_with(name) && r.get(name.len()..).is_some_and(|r| r.starts_with('@'))
-            })
-        });
-        match hit {
-            Some((name, value)) => {
-                out.push_str(value);
-                rest = &rest[name.len() + 2..];
-            }
-            None => {
-                out.push('@');
-                rest = &rest[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 fn json(text: &str) -> String {
@@ -493,14 +450,6 @@ mod tests {
         assert_eq!(root_user_warning(Template::Pm2, &values), None);
         values.user = "deploy".into();
         assert_eq!(root_user_warning(Template::Systemd, &values), None);
-    }
-
-    #[test]
-    fn fill_is_one_pass() {
-        let values = [("A", "@B@"), ("B", "x")];
-        assert_eq!(fill("@A@ @B@ @C@ a@b", &values), "@B@ x @C@ a@b");
-        assert_eq!(fill("@A", &values), "@A");
-        assert_eq!(fill("é@B@é", &values), "éxé");
     }
 
     #[test]

@@ -6,9 +6,14 @@
 //! rollback whose gate fails stays where it is and says so loudly: bouncing
 //! between two releases would only add outages.
 
-use super::{Failed, Live, gate, reload, reload_and_gate};
+use std::fs::OpenOptions;
+
+use super::live::{Failed, Live, hook_env};
+use super::stale::warn_stale_processes;
 use crate::context::Ctx;
-use crate::error::{Error, Kind};
+use crate::error::{Error, Kind, Result};
+use crate::health;
+use crate::hooks::{self, Hook};
 use crate::interrupt;
 use crate::layout::{Layout, ReleaseId};
 use crate::store::{self, Status};
@@ -246,7 +251,7 @@ fn probe_after_failed_reload(ctx: &Ctx, live: &Live, reload_error: Error) -> Res
         body.as_deref(),
     )
     .detail;
-    let url = crate::health::redact_url(&health.url);
+    let url = crate::urls::redact_url(&health.url);
     let names_release = health
         .expect_body
         .as_deref()
@@ -307,4 +312,66 @@ fn unproven(live: &Live, why: Unproven) -> Failed {
         live: Some(target.clone()),
         refused: false,
     }
+}
+
+/// Reload, then gate. `Err` means the release is not proven healthy.
+pub(crate) fn reload_and_gate(ctx: &Ctx, live: &Live) -> Result<()> {
+    reload(ctx, live)?;
+    gate(ctx, live)
+}
+
+/// Run the reload hook, if there is one, in the live release.
+pub(crate) fn reload(ctx: &Ctx, live: &Live) -> Result<()> {
+    let Some(command) = &ctx.config.hooks.reload else {
+        return Ok(());
+    };
+    ctx.ui.step("Reloading", command);
+    let log_path = ctx.layout.build_log(live.id);
+    let mut log = crate::state::open(&log_path, OpenOptions::new().create(true).append(true)).ok();
+    // A release's log gains a reload at every rollback to it: mark where
+    // each one starts, and why.
+    if let Some(log) = log.as_mut() {
+        use std::io::Write as _;
+        let why = match live.previous {
+            Some(p) => format!("after the swap from {p}"),
+            None => "after the first swap".into(),
+        };
+        let _ = writeln!(
+            log,
+            "--- {} reload of {} {why} ---",
+            chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC"),
+            live.id
+        );
+    }
+    let env = hook_env(&ctx.layout, live);
+    let hook = Hook {
+        name: "reload",
+        command,
+        cwd: &ctx.layout.release(live.id),
+        env: &env,
+        timeout: ctx.config.hooks.reload_timeout,
+        timeout_key: "hooks.reload_timeout",
+    };
+    let ran = hooks::run(&hook, &ctx.ui, log.as_mut());
+    crate::crashpoint::hit("reload:after-reload");
+    ran
+}
+
+/// Gate `live` on health (passes at once without `[health]`), then name
+/// processes left in other releases.
+pub(crate) fn gate(ctx: &Ctx, live: &Live) -> Result<()> {
+    if let Some(health) = &ctx.config.health {
+        ctx.ui.step(
+            "Checking",
+            format!(
+                "{} for {}",
+                crate::urls::redact_url(&health.url),
+                Layout::display(live.id)
+            ),
+        );
+        crate::crashpoint::hit("reload:gate");
+        health::gate(health, live.id.as_str(), live.revision, &ctx.ui)?;
+    }
+    warn_stale_processes(ctx, live.id, &[]);
+    Ok(())
 }

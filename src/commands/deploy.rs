@@ -33,9 +33,9 @@ pub fn run(ctx: &Ctx, args: &DeployArgs) -> Result<()> {
         pushed_repo: None,
         branch: None,
     };
-    let wait = super::wait_for(&args.wait, &ctx.config)?;
+    let wait = super::options::wait_for(&args.wait, &ctx.config)?;
     if let Some(fleet) = &ctx.config.fleet {
-        return super::fleet(
+        return super::options::fleet(
             ctx,
             fleet,
             "deploy",
@@ -71,7 +71,7 @@ pub fn run(ctx: &Ctx, args: &DeployArgs) -> Result<()> {
             "duration_ms": outcome.duration.as_millis() as u64,
         }));
     }
-    super::report_deployed(ctx, &outcome);
+    super::format::report_deployed(ctx, &outcome);
     if ctx.ui.quiet() && !args.json {
         // The result of a quiet deploy, for scripts: the release id.
         let _ = ui::out(&format!("{}\n", outcome.release));

@@ -54,7 +54,7 @@ fn table(ctx: &Ctx, events: &[history::Event]) -> String {
                 e.event.clone(),
                 e.outcome.clone(),
                 e.what(),
-                super::short(e.revision.as_deref()).to_string(),
+                super::format::short(e.revision.as_deref()).to_string(),
                 e.branch.as_deref().unwrap_or("-").to_string(),
                 format!("{}@{}", e.user, e.host),
                 format!("{:.1}s", e.duration_ms as f64 / 1000.0),

@@ -39,7 +39,7 @@ pub fn run(ctx: &Ctx, args: HookArgs) -> Result<()> {
         HookAction::PreReceive { branch } => (Mode::PreReceive, branch),
     };
     if let Some(outcome) = githook::run(ctx, mode, branch.as_deref())? {
-        super::report_deployed(ctx, &outcome);
+        super::format::report_deployed(ctx, &outcome);
     }
     Ok(())
 }

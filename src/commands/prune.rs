@@ -22,7 +22,7 @@ pub fn run(ctx: &Ctx, args: &PruneArgs) -> Result<()> {
         return Err(Error::usage("--keep 0 would delete the live release")
             .hint("keep at least 1; current and the rollback target are always kept"));
     }
-    let wait = super::wait_for(&args.wait, &ctx.config)?;
+    let wait = super::options::wait_for(&args.wait, &ctx.config)?;
     let started = Instant::now();
     // Refuse what prune would refuse under the lock before taking it, so a
     // refusal leaves the deploy directory exactly as it was.

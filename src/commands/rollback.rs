@@ -11,9 +11,9 @@ pub fn run(ctx: &Ctx, args: &RollbackArgs) -> Result<()> {
     // An id is checked before anything else: `--to ../../etc` never gets
     // near a path, and a bad one changes nothing (not even the lock file).
     let to = args.to.as_deref().map(ReleaseId::parse).transpose()?;
-    let wait = super::wait_for(&args.wait, &ctx.config)?;
+    let wait = super::options::wait_for(&args.wait, &ctx.config)?;
     if let Some(fleet) = &ctx.config.fleet {
-        return super::fleet(
+        return super::options::fleet(
             ctx,
             fleet,
             "rollback",

@@ -57,7 +57,7 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
         });
         let agent = health::agent(h.request_timeout);
         (
-            health::redact_url(&h.url),
+            crate::urls::redact_url(&h.url),
             health::probe(&agent, &h.url, h.expect_status, body.as_deref()),
         )
     });

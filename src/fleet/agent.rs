@@ -284,7 +284,7 @@ fn state(ctx: &Ctx, probe: bool) -> Result<Done> {
             let agent = crate::health::agent(h.request_timeout);
             let o = crate::health::probe(&agent, &h.url, h.expect_status, body.as_deref());
             Some(Probe {
-                url: crate::health::redact_url(&h.url),
+                url: crate::urls::redact_url(&h.url),
                 passed: o.passed,
                 detail: o.detail,
             })

@@ -35,7 +35,8 @@ use std::fs::OpenOptions;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::activate::{self, Failed, Live};
+use crate::activate::live::{self, Failed, Live};
+use crate::activate::stale::warn_stale_processes;
 use crate::config::SlotsConfig;
 use crate::context::Ctx;
 use crate::error::{Error, Kind, Result};
@@ -88,7 +89,7 @@ fn socket_id(path: &std::path::Path) -> Option<(u64, u64)> {
 /// The environment of a slot hook: the usual variables for `release`, and
 /// which slot, on which socket or port.
 fn slot_env(slots: &Slots, layout: &Layout, live: &Live, slot: Slot) -> Vec<(String, String)> {
-    let mut env = activate::hook_env(layout, live);
+    let mut env = live::hook_env(layout, live);
     env.push(("SHIPIT_SLOT".into(), slot.to_string()));
     env.push((
         "SHIPIT_SLOT_SOCKET".into(),
@@ -202,7 +203,7 @@ impl<'a> Dance<'a> {
             self.retire(old);
         }
         let standby = state::recorded_releases(&self.ctx.layout).unwrap_or_default();
-        activate::warn_stale_processes(self.ctx, self.id(), &standby);
+        warn_stale_processes(self.ctx, self.id(), &standby);
         Ok(())
     }
 
@@ -565,7 +566,7 @@ impl<'a> Dance<'a> {
             last.map(|detail| {
                 format!(
                     "{} through the front does not answer from slot {old}: {detail}",
-                    health::redact_url(&health.url)
+                    crate::urls::redact_url(&health.url)
                 )
             })
         } else {
@@ -889,10 +890,10 @@ impl<'a> Dance<'a> {
             match &body {
                 Some(_) => format!(
                     "{} through the front, until it answers from {}",
-                    health::redact_url(&url),
+                    crate::urls::redact_url(&url),
                     Layout::display(self.id())
                 ),
-                None => format!("{} through the front", health::redact_url(&url)),
+                None => format!("{} through the front", crate::urls::redact_url(&url)),
             },
         );
         let gate = health::Gate::new(health.successes, health.timeout, 1).down_counts_after(
