@@ -670,7 +670,7 @@ mod tests {
         }
     }
 
-    /// Issue #27: a root process started after every release (an ssh login,
+    /// A root process started after every release (an ssh login,
     /// a cron job) kept them all, and a non-root prune never freed a byte.
     /// It may run only what was live as it started.
     #[test]

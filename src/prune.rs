@@ -11,8 +11,8 @@
 //! A process that cannot be inspected keeps what it may run from
 //! ([`procs::Hidden::reach`]: the release live when it started, by the
 //! history), not every release older than it: for a deploy user who is not
-//! root that would be every root process, and nothing would ever be pruned
-//! (issue #27). Entries of `releases/` that are not releases are not in the
+//! root that would be every root process, and nothing would ever be pruned.
+//! Entries of `releases/` that are not releases are not in the
 //! plan at all: never deleted, never a reason to stop.
 
 use std::collections::BTreeSet;

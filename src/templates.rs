@@ -128,7 +128,7 @@ impl Values {
 }
 
 /// A warning for a unit that would run the app as root: `init` fills
-/// `User=` with whoever runs it, and run as root that is root (issue #24).
+/// `User=` with whoever runs it, and run as root that is root.
 pub fn root_user_warning(template: Template, values: &Values) -> Option<String> {
     let unit = matches!(template, Template::Systemd | Template::SystemdSlots);
     (unit && values.user == "root").then(|| {

@@ -1,4 +1,4 @@
-//! CI artifacts (#26): `source.archive` and `deploy --archive FILE|-`, and
+//! CI artifacts: `source.archive` and `deploy --archive FILE|-`, and
 //! every way an archive can try to write outside the release, in tar and
 //! in zip.
 

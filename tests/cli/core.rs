@@ -166,7 +166,7 @@ fn shared_paths_are_linked_and_a_missing_shared_file_stops_the_deploy() {
     assert!(sb.deploy_to().join("shared/log/committed.txt").is_file());
 }
 
-/// Issue #27: a shared directory created on the first deploy hid what the
+/// A shared directory created on the first deploy hid what the
 /// release held at that path: the release's `uploads/poem.txt` was gone
 /// behind the link. Now the new shared directory is seeded with it, and
 /// said so; once it exists, shared/ wins over what later releases hold.

@@ -353,7 +353,7 @@ fn verify_with_systemd(dir: &Path, deploy_to: &Path) {
     assert!(about_units.is_empty(), "systemd-analyze verify:\n{said}");
 }
 
-/// Issue #24: `init` run as root filled in `User=root` without a word.
+/// `init` run as root filled in `User=root` without a word.
 #[test]
 fn a_systemd_unit_for_root_comes_with_a_warning_and_one_for_a_user_without() {
     if !crate::sandbox::root_or_say_skipped("a_systemd_unit_for_root_comes_with_a_warning") {
@@ -490,7 +490,7 @@ fn check_reports_each_failure_with_its_fix_and_changes_nothing() {
     // Each simple command of a compound hook is checked.
     failed(&checks, "hooks", "no-such-reloader-xyz (in hooks.reload");
     // A stray entry is named, with its fix, but is no failure: deploy and
-    // prune leave it alone and work around it (issue #27).
+    // prune leave it alone and work around it.
     let releases = checks.iter().find(|c| c["name"] == "releases").unwrap();
     assert_eq!(releases["ok"], true, "{releases}");
     assert!(
@@ -552,7 +552,7 @@ fn passed<'a>(checks: &'a [Value], name: &str, needle: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no passed {name} check mentioning {needle:?} in {checks:#?}"))
 }
 
-/// Issue #24: `check` said "systemctl is on PATH" where systemd was not
+/// `check` said "systemctl is on PATH" where systemd was not
 /// running (the deploy then failed "System has not been booted with
 /// systemd"), and passed a pm2 reload hook whose ecosystem file did not
 /// exist.
@@ -627,7 +627,7 @@ fn check_finds_a_systemctl_hook_without_systemd_and_a_missing_pm2_file() {
         closed_port()
     ));
     let checks = check_json_with_path(&sb, &bin);
-    // They are checked on each host (issue #29), which here is not there.
+    // They are checked on each host, which here is not there.
     failed(&checks, "host", "unreachable");
     assert!(
         !checks.iter().any(|c| {

@@ -77,7 +77,7 @@ fn prune_keeps_a_release_that_a_process_still_runs_from() {
     assert!(sb.releases().contains(&ids[0]));
 }
 
-/// Issue #27: one entry in `releases/` that shipit did not make stopped
+/// One entry in `releases/` that shipit did not make stopped
 /// every deploy and prune (exit 2), so releases piled up around it until the
 /// disk filled. Now it is named in a warning, listed by `status`, `releases`
 /// and `check`, left exactly as it is, and the releases around it are
@@ -285,7 +285,7 @@ fn pid_namespaces_or_say_skipped(test: &str) -> bool {
     works
 }
 
-/// Issue #27: as a deploy user who is not root, prune kept every release
+/// As a deploy user who is not root, prune kept every release
 /// older than any root process (an ssh session, a cron job), so releases
 /// piled up until the disk filled. Now a process it cannot inspect keeps
 /// only what was live when it started. In a PID namespace of its own, so

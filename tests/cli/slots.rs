@@ -692,7 +692,7 @@ fn check_named(sb: &Sandbox, name: &str, needle: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no {name} check mentioning {needle:?} in {report:#}"))
 }
 
-/// Issue #24: with slots, `check` vouched for a leftover `hooks.reload`
+/// With slots, `check` vouched for a leftover `hooks.reload`
 /// (which slots never run), and never asked whether `health.url` goes
 /// through the front to the live slot.
 #[test]

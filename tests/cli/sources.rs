@@ -1,4 +1,4 @@
-//! Sources as users have them (#26): submodules, a subdirectory of a
+//! Sources as users have them: submodules, a subdirectory of a
 //! monorepo, signed commits, the commit time, the config found from a
 //! subdirectory.
 
@@ -35,7 +35,7 @@ fn add_submodule(repo: &Path, url: &str, path: &str) {
     git(repo, &["commit", "-q", "-m", &format!("add {path}")]);
 }
 
-/// Regression (#26): a submodule was deployed as an empty directory, exit
+/// Regression: a submodule was deployed as an empty directory, exit
 /// 0, no warning.
 #[test]
 fn a_submodule_is_deployed_with_its_files() {

@@ -648,7 +648,7 @@ fn deploys_and_rollbacks_under_load_drop_no_requests() {
     );
 }
 
-/// Issue #24: pm2's banner and process table (14 lines per reload) were
+/// pm2's banner and process table (14 lines per reload) were
 /// streamed into every deploy. The hook the pm2 template prints sends pm2's
 /// stdout away and keeps its stderr: a deploy shows shipit's own lines (a
 /// snapshot pins them), and a reload that fails still shows pm2's error.

@@ -1,4 +1,4 @@
-//! `shipit check` with a fleet checks every host (issue #29).
+//! `shipit check` with a fleet checks every host.
 
 use std::fs;
 

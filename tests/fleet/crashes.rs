@@ -1,4 +1,4 @@
-//! A controller that is stopped from outside mid-rollout (issue #22): a
+//! A controller that is stopped from outside mid-rollout: a
 //! SIGTERM to its whole process tree (a cancelled CI job, a systemd stop),
 //! and a SIGKILL at the fleet's crash points. Each ends with every host on
 //! one release the next command can tell, and one command that puts the

@@ -1,4 +1,4 @@
-//! What a host keeps, and what it never unpacks (issue #29).
+//! What a host keeps, and what it never unpacks.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -331,7 +331,7 @@ fn a_rollout_puts_one_release_on_every_host() {
     }
 }
 
-/// Issue #24: `shipit -q deploy` with a fleet printed the host table, not
+/// `shipit -q deploy` with a fleet printed the host table, not
 /// the release id that a quiet deploy prints on one host.
 #[test]
 fn a_quiet_fleet_deploy_prints_only_the_release_id() {

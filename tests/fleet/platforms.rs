@@ -1,4 +1,4 @@
-//! A controller that is not the hosts' OS or architecture (issue #29).
+//! A controller that is not the hosts' OS or architecture.
 
 use std::fs;
 

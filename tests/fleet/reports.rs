@@ -1,4 +1,4 @@
-//! What the controller reports and records is what happened (issue #22).
+//! What the controller reports and records is what happened.
 
 use std::fs;
 

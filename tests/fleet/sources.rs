@@ -1,4 +1,4 @@
-//! Sources other than a repository's root, in a fleet (#26): the
+//! Sources other than a repository's root, in a fleet: the
 //! controller unpacks a CI artifact, or exports a subdirectory, and ships
 //! the tree as it ships any build; the hosts need only tar.
 

@@ -1,4 +1,4 @@
-//! A fleet used by a team (issue #22): hosts whose login scripts print,
+//! A fleet used by a team: hosts whose login scripts print,
 //! read-only commands run from other checkouts during a rollout, agents of
 //! another protocol version.
 
