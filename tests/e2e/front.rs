@@ -67,22 +67,32 @@ impl Front {
     /// must agree.
     #[allow(dead_code)]
     pub fn served_release(&self, n: usize) -> Option<String> {
-        let mut seen = Vec::new();
-        for _ in 0..n {
-            let (status, body) = http_get(self.addr(), "/healthz")?;
-            if status != 200 {
-                return None;
-            }
-            seen.push(
-                body.split("\"release\":\"")
-                    .nth(1)?
-                    .split('"')
-                    .next()?
-                    .to_string(),
-            );
-        }
+        let mut seen = self.answers(n);
         seen.dedup();
-        (seen.len() == 1).then(|| seen.remove(0))
+        match seen.as_slice() {
+            [one] if !one.contains(' ') => Some(one.clone()),
+            _ => None,
+        }
+    }
+
+    /// What `/healthz` through nginx answers, asked `n` times: the release
+    /// each answer names, or what came instead (`status 502`, `error ...`).
+    #[allow(dead_code)]
+    pub fn answers(&self, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|_| match http_get(self.addr(), "/healthz") {
+                None => "error (no answer)".to_string(),
+                Some((200, body)) => body
+                    .split("\"release\":\"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    .map_or_else(
+                        || format!("status 200 naming no release: {body}"),
+                        str::to_string,
+                    ),
+                Some((status, _)) => format!("status {status}"),
+            })
+            .collect()
     }
 
     /// Wait (bounded) until nginx serves `release`.
