@@ -13,33 +13,20 @@
 //! `SHIPIT_BENCH_SMALL=1` divides the sizes by ten. Name benchmarks to run
 //! only those: `cargo bench --bench core -- small-deploy`.
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::git::git;
+
 const SHIPIT: &str = env!("CARGO_BIN_EXE_shipit");
 
 fn small() -> bool {
     std::env::var_os("SHIPIT_BENCH_SMALL").is_some()
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let ok = Command::new("git")
-        .args([
-            "-c",
-            "user.name=Bench",
-            "-c",
-            "user.email=bench@example.invalid",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .stdout(Stdio::null())
-        .status()
-        .expect("git runs")
-        .success();
-    assert!(ok, "git {args:?} failed");
 }
 
 fn shipit(dir: &Path, args: &[&str]) -> Duration {

@@ -21,6 +21,8 @@
 
 #[path = "../tests/fleet/hosts.rs"]
 mod hosts;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::fs;
 use std::path::Path;

@@ -11,6 +11,9 @@
 //! The slot app is the Python fixture of the integration tests, one process
 //! per slot on its unix socket.
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -20,26 +23,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use support::git::git;
+
 const SHIPIT: &str = env!("CARGO_BIN_EXE_shipit");
 const ROUNDS: usize = 7;
-
-fn git(dir: &Path, args: &[&str]) {
-    let ok = Command::new("git")
-        .args([
-            "-c",
-            "user.name=Bench",
-            "-c",
-            "user.email=b@example.invalid",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .stdout(Stdio::null())
-        .status()
-        .expect("git runs")
-        .success();
-    assert!(ok, "git {args:?} failed");
-}
 
 fn commit(dir: &Path, n: usize) {
     fs::write(dir.join("VERSION"), format!("{n}\n")).unwrap();

@@ -10,96 +10,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub use crate::support::git::git;
+pub use crate::support::run::Run;
+
 pub const SHIPIT: &str = env!("CARGO_BIN_EXE_shipit");
 
 pub struct Sandbox {
     pub root: tempfile::TempDir,
-}
-
-/// A finished run of shipit.
-pub struct Run {
-    pub args: Vec<String>,
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Run {
-    pub fn from(args: &[&str], out: Output) -> Run {
-        Run {
-            args: args.iter().map(|s| s.to_string()).collect(),
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    /// Assert the exit code, showing everything shipit said if it differs.
-    #[track_caller]
-    pub fn code(&self, expected: i32) -> &Run {
-        assert_eq!(
-            self.code,
-            expected,
-            "`shipit {}` exited {} (expected {expected})\n--- stdout\n{}\n--- stderr\n{}",
-            self.args.join(" "),
-            self.code,
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-
-    #[track_caller]
-    pub fn ok(&self) -> &Run {
-        self.code(0)
-    }
-
-    /// Assert that stderr contains `needle`.
-    #[track_caller]
-    pub fn says(&self, needle: &str) -> &Run {
-        assert!(
-            self.stderr.contains(needle),
-            "`shipit {}` did not say {needle:?}\n--- stderr\n{}",
-            self.args.join(" "),
-            self.stderr
-        );
-        self
-    }
-
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
-    }
-}
-
-/// Run git in `dir` with a fixed identity and no user config.
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=Test",
-            "-c",
-            "user.email=test@example.invalid",
-        ])
-        .args([
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "advice.detachedHead=false",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .stdin(Stdio::null())
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 impl Sandbox {

@@ -15,10 +15,8 @@
 //! workers, containers, the load) is stopped by pid. Figures go to stdout
 //! and to target/e2e/.
 
-mod front;
 mod front_decides;
 mod guide;
-mod load;
 mod reload_crash;
 mod report;
 #[path = "../support/mod.rs"]
@@ -32,6 +30,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use report::{Kind, Mark};
+use support::git::git;
+use support::{front, load};
 
 const SHIPIT: &str = env!("CARGO_BIN_EXE_shipit");
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
@@ -79,26 +79,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=E2E",
-            "-c",
-            "user.email=e2e@example.invalid",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Everything the run started, stopped by pid when dropped (also on panic).

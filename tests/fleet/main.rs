@@ -11,8 +11,6 @@
 mod ansible;
 mod checks;
 mod crashes;
-#[path = "../e2e/front.rs"]
-mod front;
 mod hosts;
 mod housekeeping;
 mod platforms;
@@ -25,11 +23,12 @@ mod zero_downtime;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-use front::http_get;
 use hosts::{Hosts, git};
 use serde_json::Value;
+use support::front::{self, http_get};
+pub use support::run::Run;
 
 pub const SHIPIT: &str = env!("CARGO_BIN_EXE_shipit");
 
@@ -37,48 +36,6 @@ pub const SHIPIT: &str = env!("CARGO_BIN_EXE_shipit");
 pub struct World {
     pub hosts: Hosts,
     pub root: tempfile::TempDir,
-}
-
-/// A finished run of the controller.
-pub struct Run {
-    pub args: Vec<String>,
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Run {
-    fn from(args: &[&str], out: Output) -> Run {
-        Run {
-            args: args.iter().map(|s| s.to_string()).collect(),
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    #[track_caller]
-    pub fn code(&self, expected: i32) -> &Run {
-        assert_eq!(
-            self.code,
-            expected,
-            "`shipit {}` exited {} (expected {expected})\n--- stdout\n{}\n--- stderr\n{}",
-            self.args.join(" "),
-            self.code,
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}):\n{}\n{}",
-                self.stdout, self.stderr
-            )
-        })
-    }
 }
 
 /// What `[fleet]` gets besides the hosts.

@@ -18,10 +18,8 @@
 //! as failures of the reload, not of the rollout. Upstream connections are
 //! pooled. Figures go to stdout and to target/fleet/report.md.
 
-#[path = "../e2e/load.rs"]
-mod load;
-
-use crate::front::Front;
+use crate::support::front::Front;
+use crate::support::load;
 
 use std::fs;
 use std::path::{Path, PathBuf};

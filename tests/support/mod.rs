@@ -5,3 +5,7 @@
 #![allow(dead_code)]
 
 pub mod exec;
+pub mod front;
+pub mod git;
+pub mod load;
+pub mod run;
