@@ -73,11 +73,40 @@ pub struct Hidden {
     pub named: Vec<ReleaseId>,
 }
 
-/// How far a process's start time, as `/proc` gives it (whole seconds of
-/// boot time plus ticks), may be from the wall clock that stamped the
+/// How far a process's start time, as read from `/proc` (to the clock tick,
+/// 10 ms: [`start_time`]), may be from the wall clock that stamped the
 /// history: a process is taken to have started anywhere in this much either
-/// side of what `/proc` says.
+/// side of what was read.
 pub const START_SLACK: chrono::TimeDelta = chrono::TimeDelta::seconds(2);
+
+/// USER_HZ, the unit of a process's starttime in `/proc/<pid>/stat`: 100 on
+/// every architecture shipit builds for (x86, arm, riscv); it is part of the
+/// ABI.
+const TICKS_PER_SECOND: i64 = 100;
+
+/// When a process started on the wall clock: `boot`, the wall clock's time
+/// at boot, plus its starttime (`ticks` since boot), to the tick.
+fn start_time(boot: DateTime<Utc>, ticks: i64) -> DateTime<Utc> {
+    boot + chrono::TimeDelta::milliseconds(ticks * 1000 / TICKS_PER_SECOND)
+}
+
+/// The wall clock's time at boot, to the nanosecond: the wall clock now
+/// less the time since boot (CLOCK_BOOTTIME, the clock starttime counts
+/// in). Not `btime` of `/proc/stat`: it is in whole seconds, and with it
+/// (and the ticks cut to whole seconds too) a process seemed to start up to
+/// two seconds early, which the slack then stretched to four, into what was
+/// live before. The wall clock is read first, so a pause between the two
+/// readings can only make a start seem earlier, never later.
+fn boot_time() -> Option<DateTime<Utc>> {
+    use nix::time::{ClockId, clock_gettime};
+    let now = clock_gettime(ClockId::CLOCK_REALTIME).ok()?;
+    let up = clock_gettime(ClockId::CLOCK_BOOTTIME).ok()?;
+    let nanos = |t: nix::sys::time::TimeSpec| {
+        i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec())
+    };
+    let boot = i64::try_from(nanos(now) - nanos(up)).ok()?;
+    Some(DateTime::from_timestamp_nanos(boot))
+}
 
 /// Which releases a process that could not be inspected may run from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -223,16 +252,6 @@ impl ProcSource for RealProc {
     }
 
     fn started(&self, pid: u32) -> Option<DateTime<Utc>> {
-        // USER_HZ, the unit of starttime, is 100 on every architecture
-        // shipit builds for (x86, arm, riscv); it is part of the ABI.
-        const TICKS: i64 = 100;
-        let boot: i64 = fs::read_to_string("/proc/stat")
-            .ok()?
-            .lines()
-            .find_map(|l| l.strip_prefix("btime "))?
-            .trim()
-            .parse()
-            .ok()?;
         let ticks: i64 = fs::read_to_string(format!("/proc/{pid}/stat"))
             .ok()
             .and_then(|stat| {
@@ -240,7 +259,7 @@ impl ProcSource for RealProc {
                 // Field 22, counted from the field after the name (3).
                 rest.split_whitespace().nth(19)?.parse().ok()
             })?;
-        DateTime::from_timestamp(boot + ticks / TICKS, 0)
+        Some(start_time(boot_time()?, ticks))
     }
 }
 
@@ -783,16 +802,65 @@ mod tests {
         );
     }
 
+    /// A process's start time was read as whole seconds of `btime` plus
+    /// whole seconds of ticks: up to two seconds early, so that with the
+    /// slack a root process started three seconds after a rollback still
+    /// reached the release live before it, and a non-root prune kept it.
+    #[test]
+    fn a_start_time_is_read_to_the_tick() {
+        // Booted at 00:00:00.84; the process started 12 hours, 6.79 s
+        // after boot: at 12:00:07.63.
+        let boot = at("20260101000000") + chrono::TimeDelta::milliseconds(840);
+        let ticks = (12 * 3600 + 6) * 100 + 79;
+        let started = start_time(boot, ticks);
+        assert_eq!(
+            started,
+            at("20260101120007") + chrono::TimeDelta::milliseconds(630)
+        );
+        // Deployed A, then B, then rolled back to A, which went live at
+        // 12:00:04.5: A alone was live for three seconds before the start.
+        let (a, b) = ("20260101115958", "20260101115959");
+        let log = crate::history::Log {
+            events: vec![
+                event("deploy", "20260101120000", 1, None, Some(a), Some(a)),
+                event("deploy", "20260101120002", 1, Some(a), Some(b), Some(b)),
+                crate::history::Event {
+                    duration_ms: 500,
+                    ..event("rollback", "20260101120004", 0, Some(b), Some(a), Some(a))
+                },
+            ],
+            ..Default::default()
+        };
+        let timeline = crate::history::Timeline::new(&log, [], Some(id(a)));
+        let hidden = Hidden {
+            started: Some(started),
+            ..started_at("20260101120007")
+        };
+        assert_eq!(ids(&hidden.reach(Some(&timeline))), [a]);
+    }
+
+    /// A process started between two readings of the wall clock reads as
+    /// started between them: never later than it did, and early by a tick
+    /// (10 ms) and whatever pause there was between reading the clocks,
+    /// well within a second (the old read was up to two seconds early).
     #[test]
     fn the_start_time_of_a_real_process_is_read() {
-        let started = RealProc
-            .started(std::process::id())
-            .expect("our own start time");
-        let age = Utc::now() - started;
+        let before = Utc::now();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let after = Utc::now();
+        let started = RealProc.started(child.id());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let started = started.expect("the child's start time");
         assert!(
-            age >= chrono::TimeDelta::seconds(-2) && age < chrono::TimeDelta::hours(1),
-            "{started}"
+            started <= after && started > before - chrono::TimeDelta::seconds(1),
+            "read {started}, started between {before} and {after}"
         );
+        let own = RealProc.started(std::process::id()).expect("our own");
+        assert!(own <= before, "{own}");
     }
 
     #[test]
@@ -852,13 +920,13 @@ mod properties {
 
     proptest! {
         /// Whatever was `current` at the moment a process started (when it
-        /// resolved `current`), its reach includes it, though `/proc` gives
-        /// the start up to a second early, whole seconds only.
+        /// resolved `current`), its reach includes it, though its start is
+        /// read up to a tick early.
         #[test]
         fn a_hidden_process_reaches_what_was_current_when_it_started(
             ops in proptest::collection::vec(op(), 1..12),
             when in 0.0f64..1.0,
-            error_ms in 0i64..1000,
+            error_ms in 0i64..50,
         ) {
             let base = ReleaseId::parse("20260101000000").unwrap().time();
             let mut now = 0i64;
@@ -909,9 +977,9 @@ mod properties {
             // A moment from before the first event to after the last.
             let t = -10_000 + ((now + 20_000) as f64 * when) as i64;
             let live = truth.iter().rev().find(|(from, _)| *from <= t).and_then(|(_, id)| id.clone());
-            // What /proc says: whole seconds, up to a second early.
+            // What /proc says: to the tick, a tick early at most (and a
+            // pause between the readings of the clocks).
             let seen = at(base, t - error_ms);
-            let seen = DateTime::from_timestamp(seen.timestamp(), 0).unwrap();
             let hidden = Hidden {
                 pid: 1,
                 name: "app".into(),
