@@ -81,7 +81,19 @@ enum Msg {
 }
 
 /// Run `hook`, streaming its output to `ui` and appending it to `log`.
-pub fn run(hook: &Hook, ui: &Ui, mut log: Option<&mut File>) -> Result<()> {
+pub fn run(hook: &Hook, ui: &Ui, log: Option<&mut File>) -> Result<()> {
+    run_with_stdin(hook, ui, log, None)
+}
+
+/// [`run`], with `input` on the hook's stdin instead of nothing (the
+/// notify hook reads its event there). A hook that does not read it is
+/// not waited for: the input is written from a thread of its own.
+pub fn run_with_stdin(
+    hook: &Hook,
+    ui: &Ui,
+    mut log: Option<&mut File>,
+    input: Option<&[u8]>,
+) -> Result<()> {
     let failed =
         |what: String| Error::internal(format!("{} hook `{}` {what}", hook.name, hook.command));
     let (reader, writer) = io::pipe().map_err(|e| failed("could not start".into()).cause(e))?;
@@ -102,7 +114,11 @@ pub fn run(hook: &Hook, ui: &Ui, mut log: Option<&mut File>) -> Result<()> {
         .arg("-c")
         .arg(hook.command)
         .current_dir(hook.cwd)
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(
             writer
                 .try_clone()
@@ -113,6 +129,8 @@ pub fn run(hook: &Hook, ui: &Ui, mut log: Option<&mut File>) -> Result<()> {
     procs::die_with_shipit(&mut command);
     // Git's hook environment must not leak into the build (SPEC §6).
     crate::procs::without_git_env(&mut command);
+    // `[env]` and `env_file` first: the hook's own SHIPIT_* variables win.
+    command.envs(crate::hookenv::vars());
     command.envs(hook.env.iter().map(|(k, v)| (k, v)));
     let mut child = command
         .spawn()
@@ -120,6 +138,13 @@ pub fn run(hook: &Hook, ui: &Ui, mut log: Option<&mut File>) -> Result<()> {
     // Our copies of the pipe's write end live in `command`: drop them so the
     // reader sees EOF when the hook (and whatever it started) is done.
     drop(command);
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        let input = input.to_vec();
+        // A hook that exits without reading makes this fail (EPIPE): fine.
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+    }
     let group = Pid::from_raw(child.id() as i32);
     if let Some(guard) = guard.as_mut() {
         guard.watch(group);
@@ -344,19 +369,31 @@ fn read_lines(mut reader: io::PipeReader, tx: SyncSender<Msg>) {
         pending.extend_from_slice(&buf[..n]);
         while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = pending.drain(..=pos).collect();
+            // Whole lines are redacted, so a secret that arrived in two
+            // reads is hidden like one that arrived in one.
+            let line = crate::hookenv::redact_bytes(&line).into_owned();
             if tx.send(Msg::Line(line)).is_err() {
                 return;
             }
         }
         if pending.len() > MAX_LINE {
-            let line = std::mem::take(&mut pending);
-            if tx.send(Msg::Line(line)).is_err() {
+            // Cut an overlong line, holding back as many bytes as a secret
+            // could still need: one that began in what is sent now ends
+            // within what was read, and is hidden before the cut.
+            let mut redacted = crate::hookenv::redact_bytes(&pending).into_owned();
+            let keep = crate::hookenv::longest()
+                .saturating_sub(1)
+                .min(redacted.len());
+            pending = redacted.split_off(redacted.len() - keep);
+            if tx.send(Msg::Line(redacted)).is_err() {
                 return;
             }
         }
     }
     if !pending.is_empty() {
-        let _ = tx.send(Msg::Line(pending));
+        let _ = tx.send(Msg::Line(
+            crate::hookenv::redact_bytes(&pending).into_owned(),
+        ));
     }
     let _ = tx.send(Msg::Eof);
 }

@@ -21,6 +21,7 @@ mod hooks;
 mod init;
 mod lock;
 mod loopfs;
+mod notify;
 mod output;
 mod prune;
 mod push;
