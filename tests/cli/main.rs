@@ -22,6 +22,7 @@ mod init;
 mod lock;
 mod loopfs;
 mod notify;
+mod notify_receiver;
 mod output;
 mod prune;
 mod push;

@@ -15,6 +15,7 @@ mod crashes;
 mod front;
 mod hosts;
 mod housekeeping;
+mod notify;
 mod platforms;
 mod reports;
 mod sources;
