@@ -94,6 +94,14 @@ fn remember(secrets: &mut Vec<String>, value: &str) {
     }
 }
 
+/// Hide `secret` from now on, as if `env_file` had held it (unit tests).
+#[cfg(test)]
+pub fn add_secret_for_test(secret: &str) {
+    let mut st = state().write().unwrap_or_else(|e| e.into_inner());
+    st.secrets.push(secret.to_string());
+    st.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+}
+
 /// `Err` when `env_file` is set but could not be read (missing, or a bad
 /// line): a release must not start without its secrets.
 pub fn require() -> Result<()> {
@@ -324,6 +332,15 @@ mod tests {
         assert_eq!(get("C"), "x # y");
         assert_eq!(get("D"), "l1\nl2");
         assert_eq!(get("E"), "multi\nline");
+    }
+
+    #[test]
+    fn redaction_covers_raw_json_and_bytes() {
+        add_secret_for_test("qq\"json-secret");
+        assert_eq!(redact("a qq\"json-secret b"), "a *** b");
+        let json = serde_json::to_string("x qq\"json-secret").unwrap();
+        assert_eq!(redact_json(&json), "\"x ***\"");
+        assert_eq!(&*redact_bytes(b"qq\"json-secret!"), b"***!");
     }
 
     #[test]

@@ -358,6 +358,30 @@ impl Guard {
     }
 }
 
+/// The complete lines at the start of `pending`, and then, if what is
+/// left is longer than [`MAX_LINE`], a cut of it; every piece with the
+/// secrets of `env_file` redacted. Whole lines are redacted, so a secret
+/// that arrived in two reads is hidden like one that arrived in one; an
+/// overlong line is cut only after holding back as many bytes as a secret
+/// could still need (one that began before the cut ends within what was
+/// read, and is hidden before the cut).
+fn take_lines(pending: &mut Vec<u8>) -> Vec<Vec<u8>> {
+    let mut lines = Vec::new();
+    while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
+        let line: Vec<u8> = pending.drain(..=pos).collect();
+        lines.push(crate::hookenv::redact_bytes(&line).into_owned());
+    }
+    if pending.len() > MAX_LINE {
+        let mut redacted = crate::hookenv::redact_bytes(pending).into_owned();
+        let keep = crate::hookenv::longest()
+            .saturating_sub(1)
+            .min(redacted.len());
+        *pending = redacted.split_off(redacted.len() - keep);
+        lines.push(redacted);
+    }
+    lines
+}
+
 fn read_lines(mut reader: io::PipeReader, tx: SyncSender<Msg>) {
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = [0u8; 8192];
@@ -367,25 +391,8 @@ fn read_lines(mut reader: io::PipeReader, tx: SyncSender<Msg>) {
             Ok(n) => n,
         };
         pending.extend_from_slice(&buf[..n]);
-        while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=pos).collect();
-            // Whole lines are redacted, so a secret that arrived in two
-            // reads is hidden like one that arrived in one.
-            let line = crate::hookenv::redact_bytes(&line).into_owned();
+        for line in take_lines(&mut pending) {
             if tx.send(Msg::Line(line)).is_err() {
-                return;
-            }
-        }
-        if pending.len() > MAX_LINE {
-            // Cut an overlong line, holding back as many bytes as a secret
-            // could still need: one that began in what is sent now ends
-            // within what was read, and is hidden before the cut.
-            let mut redacted = crate::hookenv::redact_bytes(&pending).into_owned();
-            let keep = crate::hookenv::longest()
-                .saturating_sub(1)
-                .min(redacted.len());
-            pending = redacted.split_off(redacted.len() - keep);
-            if tx.send(Msg::Line(redacted)).is_err() {
                 return;
             }
         }
@@ -471,6 +478,28 @@ mod tests {
         }
         let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
         false
+    }
+
+    /// A secret that reaches the cut of an overlong line in two reads is
+    /// hidden whole: the cut holds back enough bytes for it.
+    #[test]
+    fn a_secret_at_the_cut_of_an_overlong_line_is_hidden() {
+        let secret = "zq-cut-secret-4711";
+        crate::hookenv::add_secret_for_test(secret);
+        let mut pending = vec![b'a'; MAX_LINE - 3];
+        pending.extend_from_slice(&secret.as_bytes()[..8]);
+        let mut out = take_lines(&mut pending);
+        pending.extend_from_slice(&secret.as_bytes()[8..]);
+        pending.extend_from_slice(b" tail\n");
+        out.extend(take_lines(&mut pending));
+        let text = String::from_utf8(out.concat()).unwrap();
+        assert!(
+            text.ends_with("a*** tail\n"),
+            "{}",
+            &text[text.len() - 40..]
+        );
+        assert!(!text.contains("zq-cut"), "a piece of the secret got out");
+        assert_eq!(text.len(), MAX_LINE - 3 + 3 + 6);
     }
 
     /// Regression: a build leftover that closed its output let the loop end

@@ -340,3 +340,51 @@ fn a_missing_or_malformed_env_file_stops_the_deploy_before_anything_changes() {
     sb.run(&["deploy"]).code(3).says("shared/.env line 2");
     assert_eq!(sb.fingerprint(), before, "nothing changed");
 }
+
+/// After an interrupt the notify hook gets a short bound of its own (not
+/// `notify_timeout`), and a second signal stops it at once.
+#[test]
+fn after_an_interrupt_notify_is_bounded_and_a_second_signal_cuts_it() {
+    for second_signal in [false, true] {
+        let sb = Sandbox::new();
+        let first = sb.deploy();
+        let pidfile = sb.path().join("hook.pid");
+        let notified = sb.path().join("notified");
+        sb.write_config(&format!(
+            "[hooks]\nbuild = [\"sleep 60 & echo $! > '{}'; wait\"]\n\
+             notify = \"touch '{}'; sleep 60\"\nnotify_timeout = \"10m\"\n",
+            pidfile.display(),
+            notified.display()
+        ));
+        let err = sb.path().join("stderr");
+        let mut deploy = sb
+            .command(&["deploy"])
+            .stderr(fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_raw(deploy.id() as i32);
+        wait_until("the build hook to start", Duration::from_secs(20), || {
+            fs::read_to_string(&pidfile).is_ok_and(|t| t.ends_with('\n'))
+        });
+        kill(pid, Signal::SIGTERM).unwrap();
+        wait_until("the notify hook to start", Duration::from_secs(20), || {
+            notified.exists()
+        });
+        if second_signal {
+            kill(pid, Signal::SIGTERM).unwrap();
+        }
+        let status = wait_bounded(&mut deploy, Duration::from_secs(60));
+        assert_eq!(status.code(), Some(130), "the outcome stands");
+        let said = fs::read_to_string(&err).unwrap();
+        let warnings: Vec<&str> = said.lines().filter(|l| l.starts_with("warning:")).collect();
+        assert_eq!(warnings.len(), 1, "{said}");
+        let expected = if second_signal {
+            "was interrupted"
+        } else {
+            "timed out after 3s"
+        };
+        assert!(warnings[0].contains(expected), "{said}");
+        assert_eq!(sb.current().unwrap(), first);
+        assert_eq!(sb.history_json()[0]["outcome"], "interrupted");
+    }
+}
