@@ -182,6 +182,25 @@ fn fleet_checks(config: &Config, fleet: &crate::config::FleetConfig, ui: &Ui) ->
                 ),
             }));
         }
+        if let Some(env_file) = &config.env_file {
+            let path = config.deploy_to.join(env_file);
+            let path = path.display();
+            let state = answer.shared.get(config.shared_paths().len());
+            checks.push(on(match state.map(String::as_str) {
+                Some("file") => pass("env_file", format!("{path} exists")),
+                Some("not-file") => fail(
+                    "env_file",
+                    format!("env_file {path} is not a file"),
+                    "move it away and put the dotenv file there",
+                ),
+                _ => fail(
+                    "env_file",
+                    format!("env_file {path} is missing"),
+                    "create it there (dotenv lines, KEY=value; each host reads its own), or \
+                     remove env_file from shipit.toml",
+                ),
+            }));
+        }
         for ((key, program, command), found) in on_hosts.iter().zip(&answer.programs) {
             checks.push(on(if *found {
                 pass("hooks", format!("{program} (in {key}) is on PATH"))

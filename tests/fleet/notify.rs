@@ -129,3 +129,56 @@ fn a_rollout_notifies_once_with_every_host_and_keeps_each_hosts_secret() {
         }
     }
 }
+
+/// A host without its env_file: `check` names it, and a rollout stops
+/// before any host is switched.
+#[test]
+fn a_host_without_its_env_file_is_named_by_check_and_refuses_the_release() {
+    let w = World::new(2, Options::default());
+    let config = fs::read_to_string(w.config()).unwrap();
+    fs::write(
+        w.config(),
+        config.replacen(
+            "keep_releases = 10\n",
+            "keep_releases = 10\nenv_file = \"shared/.env\"\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let hosts = &w.hosts.hosts;
+    fs::create_dir_all(hosts[0].deploy().join("shared")).unwrap();
+    fs::write(
+        hosts[0].deploy().join("shared/.env"),
+        "API_TOKEN=abcdefgh\n",
+    )
+    .unwrap();
+
+    let run = w.shipit(&["check", "--json"]);
+    run.code(2);
+    let json = run.json();
+    let env_checks: Vec<(String, bool)> = json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"] == "env_file")
+        .map(|c| {
+            (
+                c["host"].as_str().unwrap().to_string(),
+                c["ok"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        env_checks,
+        [
+            (hosts[0].dest.clone(), true),
+            (hosts[1].dest.clone(), false)
+        ],
+        "{json}"
+    );
+
+    let run = w.shipit(&["deploy"]);
+    assert_ne!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("is missing"), "{}", run.stderr);
+    assert_eq!(w.currents(), [None, None], "no host was switched");
+}
