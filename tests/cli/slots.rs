@@ -321,11 +321,24 @@ fn a_release_that_never_comes_up_is_refused_and_stopped() {
 fn a_refused_release_is_notified_once() {
     let w = Slotted::new("front_check = false");
     let receiver = crate::notify::Receiver::start(false);
-    let config = fs::read_to_string(w.sb.config_path()).unwrap();
+    // [env] reaches the slot hooks too.
+    let seen = w.sb.path().join("slot-env");
+    let config = fs::read_to_string(w.sb.config_path())
+        .unwrap()
+        .replacen(
+            "start = \"sh ",
+            &format!("start = \"echo start $PLAIN >> '{}'; sh ", seen.display()),
+            1,
+        )
+        .replacen(
+            "stop = \"sh ",
+            &format!("stop = \"echo stop $PLAIN >> '{}'; sh ", seen.display()),
+            1,
+        );
     fs::write(
         w.sb.config_path(),
         format!(
-            "{config}\n[hooks]\n{}",
+            "env = {{ PLAIN = \"from-env\" }}\n{config}\n[hooks]\n{}",
             crate::notify::Receiver::hook(receiver.port)
         ),
     )
@@ -339,6 +352,9 @@ fn a_refused_release_is_notified_once() {
     assert_eq!(docs[1], w.sb.history_json()[0]);
     assert_eq!(docs[1]["outcome"], "refused", "{}", docs[1]);
     assert_eq!(docs[1]["live"], first.as_str());
+    let seen = fs::read_to_string(&seen).unwrap();
+    assert!(seen.contains("start from-env"), "{seen}");
+    assert!(seen.contains("stop from-env"), "{seen}");
 }
 
 /// Regression: `--no-rollback` was silently ignored with slots (a release
