@@ -344,6 +344,22 @@ mod tests {
     }
 
     #[test]
+    fn a_value_spanning_lines_is_hidden_line_by_line_and_short_values_not_at_all() {
+        let mut secrets = Vec::new();
+        remember(&mut secrets, "-----BEGIN KEY-----\nabc\nMIIEvQIBADANBg\n");
+        remember(&mut secrets, "prod");
+        assert!(
+            secrets.contains(&"MIIEvQIBADANBg".to_string()),
+            "{secrets:?}"
+        );
+        assert!(secrets.contains(&"-----BEGIN KEY-----".to_string()));
+        assert!(
+            !secrets.iter().any(|s| s == "abc" || s == "prod"),
+            "{secrets:?}"
+        );
+    }
+
+    #[test]
     fn a_bad_line_is_named() {
         assert_eq!(parse("A=1\nnot a line\n").unwrap_err().0, 2);
         assert_eq!(parse("A=1\n\n1X=2\n").unwrap_err().0, 3);
