@@ -182,6 +182,25 @@ fn fleet_checks(config: &Config, fleet: &crate::config::FleetConfig, ui: &Ui) ->
                 ),
             }));
         }
+        if let Some(env_file) = &config.env_file {
+            let path = config.deploy_to.join(env_file);
+            let path = path.display();
+            let state = answer.shared.get(config.shared_paths().len());
+            checks.push(on(match state.map(String::as_str) {
+                Some("file") => pass("env_file", format!("{path} exists")),
+                Some("not-file") => fail(
+                    "env_file",
+                    format!("env_file {path} is not a file"),
+                    "move it away and put the dotenv file there",
+                ),
+                _ => fail(
+                    "env_file",
+                    format!("env_file {path} is missing"),
+                    "create it there (dotenv lines, KEY=value; each host reads its own), or \
+                     remove env_file from shipit.toml",
+                ),
+            }));
+        }
         for ((key, program, command), found) in on_hosts.iter().zip(&answer.programs) {
             checks.push(on(if *found {
                 pass("hooks", format!("{program} (in {key}) is on PATH"))
@@ -273,6 +292,8 @@ fn fail(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -
 
 /// Run every check against a loaded config.
 pub fn run(config: &Config, ui: &Ui) -> Vec<Check> {
+    // What `env_file` holds is hidden from what check prints, too.
+    crate::hookenv::init(config);
     if let Some(fleet) = &config.fleet {
         return fleet_checks(config, fleet, ui);
     }
@@ -285,6 +306,7 @@ pub fn run(config: &Config, ui: &Ui) -> Vec<Check> {
     checks.push(current_link(&layout, &current));
     checks.push(source_reachable(config));
     checks.extend(shared(config, &layout));
+    checks.extend(env_file());
     checks.extend(programs(config));
     checks.push(health_now(config, &layout, &current));
     if let Some(slots) = &config.slots {
@@ -741,6 +763,23 @@ fn one_line(text: &str) -> String {
     lines.join("; ")
 }
 
+/// `env_file`, as [`crate::hookenv::init`] read it: present and readable,
+/// or what is wrong (missing, the bad line).
+fn env_file() -> Option<Check> {
+    let (path, read) = crate::hookenv::status()?;
+    Some(match read {
+        Ok(count) => pass(
+            "env_file",
+            format!("{} exists ({count} variables for hooks)", path.display()),
+        ),
+        Err(e) => fail(
+            "env_file",
+            e.message.clone(),
+            e.hint.clone().unwrap_or_default(),
+        ),
+    })
+}
+
 fn shared(config: &Config, layout: &Layout) -> Vec<Check> {
     let mut checks = Vec::new();
     for (rel, is_dir) in config.shared_paths() {
@@ -1116,7 +1155,7 @@ mod tests {
     fn the_pm2_file_is_resolved_where_a_hook_says_where_it_is() {
         let root = Path::new("/srv/shop");
         let parts = simple_commands(
-            "cd \"$SHIPIT_DEPLOY_TO\" && pm2 startOrReload shared/ecosystem.config.js",
+            "cd \"$SHIPIT_DEPLOY_TO\" && pm2 startOrReload shared/ecosystem.config.js --update-env",
         );
         let (_, args) = invoked_program(parts[1]).unwrap();
         assert_eq!(

@@ -47,6 +47,14 @@ pub struct Config {
     /// whose key was the same, instead of built again (`[[reuse]]`).
     #[serde(default)]
     pub reuse: Vec<ReuseConfig>,
+    /// A dotenv file of secrets for every hook and the app, relative to
+    /// `deploy_to` on the host where each hook runs (never resolved against
+    /// the config file). Its values are redacted from everything shipit
+    /// writes ([`crate::hookenv`]).
+    pub env_file: Option<PathBuf>,
+    /// Plain (not secret) variables for every hook.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
     /// Where the config was read from (set by [`load`]).
     #[serde(skip)]
     pub file: PathBuf,
@@ -119,6 +127,11 @@ pub struct HooksConfig {
     pub build_timeout: Duration,
     #[serde(default = "default_reload_timeout", deserialize_with = "duration")]
     pub reload_timeout: Duration,
+    /// Told of every outcome (the history event as JSON on stdin), after
+    /// the lock is released; its failure is only a warning.
+    pub notify: Option<String>,
+    #[serde(default = "default_notify_timeout", deserialize_with = "duration")]
+    pub notify_timeout: Duration,
 }
 
 impl Default for HooksConfig {
@@ -128,6 +141,8 @@ impl Default for HooksConfig {
             reload: None,
             build_timeout: default_build_timeout(),
             reload_timeout: default_reload_timeout(),
+            notify: None,
+            notify_timeout: default_notify_timeout(),
         }
     }
 }
@@ -301,6 +316,9 @@ fn default_build_timeout() -> Duration {
 fn default_reload_timeout() -> Duration {
     Duration::from_secs(120)
 }
+fn default_notify_timeout() -> Duration {
+    Duration::from_secs(30)
+}
 fn default_grace() -> Duration {
     Duration::from_secs(5)
 }
@@ -346,6 +364,8 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
             "slots",
             "fleet",
             "reuse",
+            "env_file",
+            "env",
         ],
     ),
     ("reuse", &["path", "key", "env", "command", "run"]),
@@ -365,7 +385,14 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
     ),
     (
         "hooks",
-        &["build", "reload", "build_timeout", "reload_timeout"],
+        &[
+            "build",
+            "reload",
+            "build_timeout",
+            "reload_timeout",
+            "notify",
+            "notify_timeout",
+        ],
     ),
     (
         "health",
@@ -451,7 +478,8 @@ pub fn duration_limit(key: &str) -> Duration {
         | "slots.start_timeout"
         | "slots.stop_timeout"
         | "slots.retire_delay"
-        | "fleet.drain_timeout" => HOUR,
+        | "fleet.drain_timeout"
+        | "hooks.notify_timeout" => HOUR,
         _ => unreachable!("{key} is not a duration key"),
     }
 }
@@ -820,12 +848,26 @@ impl Config {
             shared_entry(entry)
                 .map_err(|e| e.context(format!("bad entry in shared = [...] in {file}")))?;
         }
+        for key in self.env.keys() {
+            let valid = key
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(err(
+                    format!("[env] in {file} sets {key:?}, which is not a variable name"),
+                    "name variables with letters, digits and _ (not starting with a digit)",
+                ));
+            }
+        }
         for (key, value) in self.durations() {
             check_limit(key, value, &self.file)?;
         }
         for (name, d) in [
             ("hooks.build_timeout", self.hooks.build_timeout),
             ("hooks.reload_timeout", self.hooks.reload_timeout),
+            ("hooks.notify_timeout", self.hooks.notify_timeout),
         ] {
             if d.is_zero() {
                 return Err(err(
@@ -866,6 +908,7 @@ impl Config {
         let mut all = vec![
             ("hooks.build_timeout", self.hooks.build_timeout),
             ("hooks.reload_timeout", self.hooks.reload_timeout),
+            ("hooks.notify_timeout", self.hooks.notify_timeout),
             ("lock.wait", self.lock.wait),
         ];
         if let Some(h) = &self.health {
@@ -1336,6 +1379,8 @@ mod tests {
             current_path = "/var/www/html"
             keep_releases = 3
             shared = [".env"]
+            env_file = "shared/.env"
+            env = {}
             [source]
             git = "/r"
             branch = "main"
@@ -1348,6 +1393,8 @@ mod tests {
             reload = "true"
             build_timeout = "1m"
             reload_timeout = "1m"
+            notify = "true"
+            notify_timeout = "5s"
             [health]
             url = "http://127.0.0.1:1/"
             timeout = "5s"

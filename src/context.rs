@@ -12,6 +12,7 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn new(config: Config, ui: Ui) -> Ctx {
+        crate::hookenv::init(&config);
         // With [fleet], deploy_to is a path on the hosts; what the
         // controller keeps (its build, mirror, lock, rollout history) lives
         // in fleet.state.

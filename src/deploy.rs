@@ -62,7 +62,9 @@ pub fn preflight(ctx: &Ctx, req: &Request) -> Result<()> {
         source::check_remote_ref(url, reference)
             .map_err(|e| e.in_phase(Kind::BeforeSwap).live(current.describe()))?;
     }
-    check_shared(ctx)
+    check_shared(ctx)?;
+    // A release must not start without its secrets.
+    crate::hookenv::require().map_err(|e| e.live(current.describe()))
 }
 
 /// Every listed shared path exists in `shared/` as what it is listed as:

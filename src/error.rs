@@ -132,7 +132,7 @@ impl<'de> serde::Deserialize<'de> for Kind {
     }
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Error {
     pub kind: Kind,
     pub message: String,

@@ -98,6 +98,18 @@ pub fn record(
     if let Err(e) = append(layout, &event) {
         ui.warn(format!("could not record history: {e}"));
     }
+    *recorded().lock().unwrap_or_else(|e| e.into_inner()) = Some(event);
+}
+
+/// The last event [`record`] finished in this process: what the notify
+/// hook is told once the command is over ([`crate::notify`]).
+pub fn take_recorded() -> Option<Event> {
+    recorded().lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
+fn recorded() -> &'static std::sync::Mutex<Option<Event>> {
+    static LAST: std::sync::Mutex<Option<Event>> = std::sync::Mutex::new(None);
+    &LAST
 }
 
 /// The outcome name of a failed event: the exit code's name, except that
@@ -156,7 +168,11 @@ impl Event {
 
 pub fn append(layout: &Layout, event: &Event) -> Result<()> {
     let path = layout.history();
-    let mut line = serde_json::to_string(event).expect("event serializes");
+    // No secret of `env_file` goes into the audit log (an error message
+    // can quote a hook's output).
+    let mut line =
+        crate::hookenv::redact_json(&serde_json::to_string(event).expect("event serializes"))
+            .into_owned();
     line.push('\n');
     let mut file = state::open_or_explain(
         &path,

@@ -81,7 +81,19 @@ enum Msg {
 }
 
 /// Run `hook`, streaming its output to `ui` and appending it to `log`.
-pub fn run(hook: &Hook, ui: &Ui, mut log: Option<&mut File>) -> Result<()> {
+pub fn run(hook: &Hook, ui: &Ui, log: Option<&mut File>) -> Result<()> {
+    run_with_stdin(hook, ui, log, None)
+}
+
+/// [`run`], with `input` on the hook's stdin instead of nothing (the
+/// notify hook reads its event there). A hook that does not read it is
+/// not waited for: the input is written from a thread of its own.
+pub fn run_with_stdin(
+    hook: &Hook,
+    ui: &Ui,
+    mut log: Option<&mut File>,
+    input: Option<&[u8]>,
+) -> Result<()> {
     let failed =
         |what: String| Error::internal(format!("{} hook `{}` {what}", hook.name, hook.command));
     let (reader, writer) = io::pipe().map_err(|e| failed("could not start".into()).cause(e))?;
@@ -102,7 +114,11 @@ pub fn run(hook: &Hook, ui: &Ui, mut log: Option<&mut File>) -> Result<()> {
         .arg("-c")
         .arg(hook.command)
         .current_dir(hook.cwd)
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(
             writer
                 .try_clone()
@@ -113,6 +129,8 @@ pub fn run(hook: &Hook, ui: &Ui, mut log: Option<&mut File>) -> Result<()> {
     procs::die_with_shipit(&mut command);
     // Git's hook environment must not leak into the build (SPEC §6).
     crate::procs::without_git_env(&mut command);
+    // `[env]` and `env_file` first: the hook's own SHIPIT_* variables win.
+    command.envs(crate::hookenv::vars());
     command.envs(hook.env.iter().map(|(k, v)| (k, v)));
     let mut child = command
         .spawn()
@@ -120,6 +138,13 @@ pub fn run(hook: &Hook, ui: &Ui, mut log: Option<&mut File>) -> Result<()> {
     // Our copies of the pipe's write end live in `command`: drop them so the
     // reader sees EOF when the hook (and whatever it started) is done.
     drop(command);
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        let input = input.to_vec();
+        // A hook that exits without reading makes this fail (EPIPE): fine.
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+    }
     let group = Pid::from_raw(child.id() as i32);
     if let Some(guard) = guard.as_mut() {
         guard.watch(group);
@@ -333,6 +358,30 @@ impl Guard {
     }
 }
 
+/// The complete lines at the start of `pending`, and then, if what is
+/// left is longer than [`MAX_LINE`], a cut of it; every piece with the
+/// secrets of `env_file` redacted. Whole lines are redacted, so a secret
+/// that arrived in two reads is hidden like one that arrived in one; an
+/// overlong line is cut only after holding back as many bytes as a secret
+/// could still need (one that began before the cut ends within what was
+/// read, and is hidden before the cut).
+fn take_lines(pending: &mut Vec<u8>) -> Vec<Vec<u8>> {
+    let mut lines = Vec::new();
+    while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
+        let line: Vec<u8> = pending.drain(..=pos).collect();
+        lines.push(crate::hookenv::redact_bytes(&line).into_owned());
+    }
+    if pending.len() > MAX_LINE {
+        let mut redacted = crate::hookenv::redact_bytes(pending).into_owned();
+        let keep = crate::hookenv::longest()
+            .saturating_sub(1)
+            .min(redacted.len());
+        *pending = redacted.split_off(redacted.len() - keep);
+        lines.push(redacted);
+    }
+    lines
+}
+
 fn read_lines(mut reader: io::PipeReader, tx: SyncSender<Msg>) {
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = [0u8; 8192];
@@ -342,21 +391,16 @@ fn read_lines(mut reader: io::PipeReader, tx: SyncSender<Msg>) {
             Ok(n) => n,
         };
         pending.extend_from_slice(&buf[..n]);
-        while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=pos).collect();
-            if tx.send(Msg::Line(line)).is_err() {
-                return;
-            }
-        }
-        if pending.len() > MAX_LINE {
-            let line = std::mem::take(&mut pending);
+        for line in take_lines(&mut pending) {
             if tx.send(Msg::Line(line)).is_err() {
                 return;
             }
         }
     }
     if !pending.is_empty() {
-        let _ = tx.send(Msg::Line(pending));
+        let _ = tx.send(Msg::Line(
+            crate::hookenv::redact_bytes(&pending).into_owned(),
+        ));
     }
     let _ = tx.send(Msg::Eof);
 }
@@ -434,6 +478,28 @@ mod tests {
         }
         let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
         false
+    }
+
+    /// A secret that reaches the cut of an overlong line in two reads is
+    /// hidden whole: the cut holds back enough bytes for it.
+    #[test]
+    fn a_secret_at_the_cut_of_an_overlong_line_is_hidden() {
+        let secret = "zq-cut-secret-4711";
+        crate::hookenv::add_secret_for_test(secret);
+        let mut pending = vec![b'a'; MAX_LINE - 3];
+        pending.extend_from_slice(&secret.as_bytes()[..8]);
+        let mut out = take_lines(&mut pending);
+        pending.extend_from_slice(&secret.as_bytes()[8..]);
+        pending.extend_from_slice(b" tail\n");
+        out.extend(take_lines(&mut pending));
+        let text = String::from_utf8(out.concat()).unwrap();
+        assert!(
+            text.ends_with("a*** tail\n"),
+            "{}",
+            &text[text.len() - 40..]
+        );
+        assert!(!text.contains("zq-cut"), "a piece of the secret got out");
+        assert_eq!(text.len(), MAX_LINE - 3 + 3 + 6);
     }
 
     /// Regression: a build leftover that closed its output let the loop end

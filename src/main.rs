@@ -21,6 +21,10 @@
 //!   skeleton, lock
 //! - `src/hooks.rs`: running one hook: process group, timeout, streamed output,
 //!   the build-hook guard, the drain for daemons
+//! - `src/hookenv.rs`: `[env]` and `env_file` for every hook; redaction of
+//!   `env_file`'s secrets from everything shipit writes
+//! - `src/notify.rs`: the notify hook: the outcome's history event on its
+//!   stdin, after the lock is released, bounded, never changing the outcome
 //! - `src/swap.rs`: the swap of `current` (the only code that moves it)
 //! - `src/activate/`: the seam deploy and rollback share: make a published
 //!   release live; `reload.rs` is the swap + reload hook + gate + swap back
@@ -82,11 +86,13 @@ mod githook;
 mod gitref;
 mod health;
 mod history;
+mod hookenv;
 mod hooks;
 mod interrupt;
 mod layout;
 mod lock;
 mod mutation;
+mod notify;
 mod placeholders;
 mod procs;
 mod prune;

@@ -341,7 +341,10 @@ pub fn read_metadata_at(path: &Path) -> Result<Option<Metadata>> {
 /// Write a release's metadata into `release_dir` atomically.
 pub fn write_metadata(release_dir: &Path, meta: &Metadata) -> Result<()> {
     let path = release_dir.join(METADATA_FILE);
-    let mut bytes = serde_json::to_vec_pretty(meta).expect("metadata serializes");
+    // A failure recorded in the metadata can quote a hook's output: no
+    // secret of `env_file` goes into it.
+    let text = serde_json::to_string_pretty(meta).expect("metadata serializes");
+    let mut bytes = crate::hookenv::redact_json(&text).into_owned().into_bytes();
     bytes.push(b'\n');
     fsutil::atomic_write(&path, &bytes).with_path("could not write", &path)
 }

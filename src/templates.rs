@@ -189,6 +189,9 @@ pub fn render(template: Template, values: &Values, config_file: &Path) -> Result
         ("USER", values.user.as_str()),
         ("HEALTH_PATH", health_path.as_str()),
     ];
+    // shipit.toml's env_file where `init` suggests it: the app reads the
+    // secrets the hooks get.
+    let env_file = systemd_path(&format!("{deploy_to}/shared/.env"));
     let with = |text: &str, extra: &[(&str, &str)]| {
         let all: Vec<(&str, &str)> = extra.iter().chain(common.iter()).copied().collect();
         fill(text, &all)
@@ -202,6 +205,7 @@ pub fn render(template: Template, values: &Values, config_file: &Path) -> Result
                     "EXEC_START",
                     &systemd_exec_word(&format!("{current}/bin/start")),
                 ),
+                ("ENV_FILE", &env_file),
             ],
         ),
         Template::SystemdSocket => with(include_str!("../templates/systemd.socket"), &[]),
@@ -220,6 +224,7 @@ pub fn render(template: Template, values: &Values, config_file: &Path) -> Result
                         "EXEC_START",
                         &format!("\"{}%i.release/bin/start\"", systemd_exec_escape(&run)),
                     ),
+                    ("ENV_FILE", &env_file),
                     (
                         "SOCKET_ENV",
                         &format!(
@@ -372,7 +377,7 @@ mod tests {
     }
 
     /// The reload hook every template and the docs print for pm2.
-    pub const PM2_RELOAD: &str = r#"reload = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 startOrReload shared/ecosystem.config.js >/dev/null""#;
+    pub const PM2_RELOAD: &str = r#"reload = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 startOrReload shared/ecosystem.config.js --update-env >/dev/null""#;
 
     #[test]
     fn every_place_that_suggests_a_pm2_reload_hook_suggests_the_same_one() {

@@ -210,16 +210,24 @@ impl Drop for Timing {
     }
 }
 
-/// One line on stderr. Errors are dropped: see the module docs.
+/// One line on stderr, without the secrets of `env_file`
+/// ([`crate::hookenv`]). Errors are dropped: see the module docs.
 fn say(args: std::fmt::Arguments) {
+    let text = args.to_string();
+    let text = crate::hookenv::redact(&text);
     let mut stderr = io::stderr().lock();
-    let _ = stderr.write_fmt(args).and_then(|_| stderr.write_all(b"\n"));
+    let _ = stderr
+        .write_all(text.as_bytes())
+        .and_then(|_| stderr.write_all(b"\n"));
 }
 
 /// Write a command's result to stdout. The reader may be gone (`shipit
 /// releases | head`): callers ignore the error, and the exit code still
 /// says how the command went.
+/// Secrets of `env_file` are replaced, in their JSON-escaped form too
+/// (every `--json` goes through here).
 pub fn out(text: &str) -> io::Result<()> {
+    let text = crate::hookenv::redact_json(text);
     let mut stdout = io::stdout().lock();
     stdout
         .write_all(text.as_bytes())

@@ -3,7 +3,7 @@
 //          releases; shipit creates shared/ on the first deploy, or create
 //          it yourself) and set in shipit.toml:
 //   [hooks]
-//   reload = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 startOrReload shared/ecosystem.config.js >/dev/null"
+//   reload = "cd \"$SHIPIT_DEPLOY_TO\" && pm2 startOrReload shared/ecosystem.config.js --update-env >/dev/null"
 // That one hook starts the app on the first deploy (after the swap, when
 // @DEPLOY_TO@/current exists) and reloads it gracefully, one worker at a
 // time, on every later deploy and rollback. Run from the deploy root, it
@@ -23,9 +23,11 @@
 // How the app knows its release id, for that gate: from the directory it
 // runs from, resolved: path.basename(process.cwd()) (cwd below goes
 // through `current`, and the kernel resolves it), or of
-// fs.realpathSync(__dirname). Not from $SHIPIT_RELEASE: pm2 keeps the
-// environment of the first start, so after a reload it names an old
-// release.
+// fs.realpathSync(__dirname), not from $SHIPIT_RELEASE.
+//
+// `--update-env` in the reload hook: pm2 otherwise keeps the environment
+// of the first start, so a changed secret in shipit.toml's env_file (which
+// the hook gets) would never reach the app.
 module.exports = {
   apps: [
     {

@@ -51,13 +51,13 @@ fn dispatch(
     load: impl Fn() -> Result<Ctx>,
 ) -> Result<()> {
     match command {
-        Command::Deploy(args) => deploy::run(&load()?, &args),
-        Command::Rollback(args) => rollback::run(&load()?, &args),
+        Command::Deploy(args) => notifying(&load()?, |ctx| deploy::run(ctx, &args)),
+        Command::Rollback(args) => notifying(&load()?, |ctx| rollback::run(ctx, &args)),
         Command::Releases(args) => releases::run(&load()?, &args),
         Command::Prune(args) => prune::run(&load()?, &args),
         Command::History(args) => history::run(&load()?, &args),
         Command::Status(args) => status::run(&load()?, &args),
-        Command::Hook(args) => hook::run(&load()?, args),
+        Command::Hook(args) => notifying(&load()?, |ctx| hook::run(ctx, args)),
         Command::Init(args) => init::run(config_flag, ui, &args),
         Command::Check(args) => check::run(config_flag, ui, &args),
         Command::Completions { shell } => {
@@ -71,4 +71,12 @@ fn dispatch(
         Command::FleetHello => crate::fleet::check::hello(),
         Command::Man(args) => man::run(ui, &args),
     }
+}
+
+/// Run a command that may deploy or roll back, then tell the notify hook
+/// of what it recorded: by then the command has let go of the lock.
+fn notifying(ctx: &Ctx, command: impl FnOnce(&Ctx) -> Result<()>) -> Result<()> {
+    let result = command(ctx);
+    crate::notify::after(ctx);
+    result
 }

@@ -27,6 +27,11 @@ pub fn run(ctx: &Ctx, args: &RollbackArgs) -> Result<()> {
         );
     }
     rollback::choose(ctx, to.as_ref(), args.force)?;
+    // The reload hook needs env_file; nothing has changed yet.
+    crate::hookenv::require().map_err(|mut e| {
+        e.kind = crate::error::Kind::Usage;
+        e
+    })?;
     let _lock = crate::mutation::begin(ctx, wait)?;
     let outcome = rollback::run(ctx, to.as_ref(), args.force)?;
     if args.json {

@@ -318,6 +318,8 @@ fn receive(ctx: &Ctx, mut meta: Metadata, keep_special: bool) -> Result<Done> {
         ctx.ui.warn(warning);
     }
     let current = store::require_sane_current(layout)?;
+    // This host's hooks need its env_file: refuse before anything changes.
+    crate::hookenv::require()?;
     let _lock = crate::mutation::begin(ctx, None)?;
     crate::deploy::clear_leftovers(ctx);
     if listing.get(&id).is_some() || layout.release(&id).exists() {

@@ -180,17 +180,19 @@ pub fn run(ui: &Ui, config: &Config, fleet: &FleetConfig, programs: &[String]) -
         cand,
         mine,
     ];
-    let shared = config.shared_paths();
+    let mut shared: Vec<(std::path::PathBuf, bool)> = config
+        .shared_paths()
+        .into_iter()
+        .map(|(rel, is_dir)| (config.deploy_to.join("shared").join(rel), is_dir))
+        .collect();
+    // env_file is probed like a shared file, after them: each host reads
+    // its own.
+    if let Some(env_file) = &config.env_file {
+        shared.push((config.deploy_to.join(env_file), false));
+    }
     argv.push(shared.len().to_string());
-    for (rel, is_dir) in &shared {
-        argv.push(
-            config
-                .deploy_to
-                .join("shared")
-                .join(rel)
-                .display()
-                .to_string(),
-        );
+    for (path, is_dir) in &shared {
+        argv.push(path.display().to_string());
         argv.push(if *is_dir { "d" } else { "f" }.into());
     }
     argv.extend(programs.iter().cloned());

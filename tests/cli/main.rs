@@ -21,6 +21,8 @@ mod hooks;
 mod init;
 mod lock;
 mod loopfs;
+mod notify;
+mod notify_receiver;
 mod output;
 mod prune;
 mod push;

@@ -315,6 +315,48 @@ fn a_release_that_never_comes_up_is_refused_and_stopped() {
     assert!(history.contains(" refused "), "{history}");
 }
 
+/// The notify hook hears of a refusal as the history records it: one
+/// document, outcome `refused`.
+#[test]
+fn a_refused_release_is_notified_once() {
+    let w = Slotted::new("front_check = false");
+    let receiver = crate::notify::Receiver::start(false);
+    // [env] reaches the slot hooks too.
+    let seen = w.sb.path().join("slot-env");
+    let config = fs::read_to_string(w.sb.config_path())
+        .unwrap()
+        .replacen(
+            "start = \"sh ",
+            &format!("start = \"echo start $PLAIN >> '{}'; sh ", seen.display()),
+            1,
+        )
+        .replacen(
+            "stop = \"sh ",
+            &format!("stop = \"echo stop $PLAIN >> '{}'; sh ", seen.display()),
+            1,
+        );
+    fs::write(
+        w.sb.config_path(),
+        format!(
+            "env = {{ PLAIN = \"from-env\" }}\n{config}\n[hooks]\n{}",
+            crate::notify::Receiver::hook(receiver.port)
+        ),
+    )
+    .unwrap();
+    let first = w.sb.deploy();
+    w.sb.commit("no-start", "\n");
+    w.sb.write_config_replacing("timeout = \"30s\"", "timeout = \"2s\"");
+    w.sb.run(&["deploy"]).code(4);
+    let docs = receiver.documents();
+    assert_eq!(docs.len(), 2, "{docs:?}");
+    assert_eq!(docs[1], w.sb.history_json()[0]);
+    assert_eq!(docs[1]["outcome"], "refused", "{}", docs[1]);
+    assert_eq!(docs[1]["live"], first.as_str());
+    let seen = fs::read_to_string(&seen).unwrap();
+    assert!(seen.contains("start from-env"), "{seen}");
+    assert!(seen.contains("stop from-env"), "{seen}");
+}
+
 /// Regression: `--no-rollback` was silently ignored with slots (a release
 /// that failed its gate was refused all the same, exit 4). It is refused
 /// up front as a usage error, as a fleet refuses it.
