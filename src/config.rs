@@ -1093,7 +1093,7 @@ impl FleetConfig {
         }
         let mut seen = std::collections::BTreeSet::new();
         for host in &self.hosts {
-            crate::fleet::ssh::check_destination(host)
+            crate::destination::check_destination(host)
                 .map_err(|e| e.context(format!("bad entry in fleet.hosts in {file}")))?;
             if !seen.insert(host) {
                 return Err(

@@ -57,7 +57,8 @@
 //!   (`Hidden::reach`)
 //! - `src/githook.rs`, `src/templates.rs`, `src/check.rs`: push to deploy;
 //!   `init` templates; `check`; `src/placeholders.rs` fills their `@NAME@`s
-//! - `src/urls.rs`: URLs fit to print (credentials hidden)
+//! - `src/urls.rs`, `src/destination.rs`: URLs fit to print (credentials
+//!   hidden); ssh destinations, checked and taken apart
 //! - `src/ui.rs`: everything printed (never failing the caller): colour,
 //!   progress, plain lines, JSON, phase timings
 //!
@@ -79,6 +80,7 @@ mod context;
 mod copy;
 mod crashpoint;
 mod deploy;
+mod destination;
 mod error;
 mod fleet;
 mod fsutil;
