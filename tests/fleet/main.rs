@@ -17,6 +17,7 @@ mod hosts;
 mod housekeeping;
 mod platforms;
 mod reports;
+mod scale;
 mod sources;
 #[path = "../support/mod.rs"]
 mod support;
