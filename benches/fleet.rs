@@ -5,7 +5,10 @@
 //! its own (the fleet suite's `hosts.rs`), so it needs root, sshd, ssh and
 //! tar. Each host's home directory is an empty directory of its own, so the
 //! login shell of every remote command starts with no `.bashrc` (a neutral
-//! shell). The app is a repository of 3 files; there is no reload hook and
+//! shell); `SHIPIT_BENCH_BASHRC=pyenv` gives them one that starts pyenv, as
+//! many real hosts run something there (about 140 ms per remote command
+//! here). `SHIPIT_BENCH_KEX=curve25519-sha256` adds `-o KexAlgorithms=...`
+//! to `fleet.ssh_options` (see docs/benchmarks.md). The app is a repository of 3 files; there is no reload hook and
 //! no gate, so the figures are shipit's own cost per host: connect, install
 //! check, lock, state, ship, publish, swap.
 //!
@@ -147,11 +150,43 @@ fn cap_deploy(dir: &Path) -> Duration {
     took
 }
 
+/// The hosts' login shell start-up: none (a neutral shell), or with
+/// `SHIPIT_BENCH_BASHRC=pyenv` a `.bashrc` that starts pyenv as this
+/// machine's root's does (a copy of `~/.pyenv` without its Pythons, whose
+/// own home the hosts do not see).
+fn login_shell(hosts: &Hosts) -> &'static str {
+    if std::env::var("SHIPIT_BENCH_BASHRC").as_deref() != Ok("pyenv") {
+        return "neutral (no .bashrc)";
+    }
+    let home = std::env::var("HOME").expect("HOME is set");
+    let pyenv = hosts.root.join("pyenv");
+    fs::create_dir_all(&pyenv).unwrap();
+    let copied = Command::new("sh")
+        .arg("-c")
+        .arg("tar -C \"$1/.pyenv\" --exclude=./versions -cf - . | tar -C \"$2\" -xf -")
+        .arg("sh")
+        .arg(&home)
+        .arg(&pyenv)
+        .status()
+        .unwrap();
+    assert!(copied.success(), "could not copy {home}/.pyenv");
+    let bashrc = format!(
+        "export PYENV_ROOT={:?}\nexport PATH=\"$PYENV_ROOT/bin:$PYENV_ROOT/shims:$PATH\"\n\
+         eval \"$(pyenv init -)\"\neval \"$(pyenv virtualenv-init -)\"\n",
+        pyenv.display().to_string()
+    );
+    for host in &hosts.hosts {
+        fs::write(host.home().join(".bashrc"), &bashrc).unwrap();
+    }
+    "a .bashrc that starts pyenv"
+}
+
 fn main() {
     let rows = rows();
     let most = rows.iter().map(|r| r.0).max().unwrap_or(0);
     let root = tempfile::tempdir().unwrap();
     let hosts = Hosts::start(root.path(), most);
+    let shell = login_shell(&hosts);
     let app = root.path().join("app");
     let files = files();
     let per_dir = files.div_ceil(100).max(1);
@@ -174,7 +209,7 @@ fn main() {
     );
     println!(
         "fleet benchmark: {files} files, hosts are sshd in mount namespaces on this machine \
-         ({} cores), with a neutral login shell",
+         ({} cores), login shell: {shell}",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
