@@ -1378,6 +1378,7 @@ mod tests {
             hosts = ["deploy@web1"]
             ssh_options = []
             batch = 1
+            concurrency = 8
             drain = "true"
             undrain = "true"
             drain_timeout = "1m"
