@@ -1,11 +1,16 @@
 //! The phases of a rollout, and the revert.
 //!
 //! - Reach: every host is connected and given shipit and the rollout's
-//!   pinned config, in parallel; then the fleet lock of every host is taken
-//!   in host order ([`Fleet::lock_all`]: one rollout at a time, across
-//!   controllers); then every host is asked what it has. All before
-//!   anything is built or sent: a host that cannot be reached stops the
-//!   rollout with nothing changed.
+//!   pinned config, its fleet lock is taken (one rollout at a time, across
+//!   controllers) and it is asked what it has; `fleet.concurrency` hosts
+//!   at a time. When this build is on the hosts, that is one remote
+//!   command per host, every lock asked at once without waiting
+//!   ([`Fleet::reach_locked`]): each remote command is an sshd session and
+//!   a run of the login shell's start-up, which is what a large fleet pays
+//!   for. Otherwise (the first rollout, a lock taken, another platform)
+//!   step by step: install, the locks in host order ([`Fleet::lock_all`],
+//!   waiting if asked), the states. All before anything is built or sent:
+//!   a host that cannot be reached stops the rollout with nothing changed.
 //! - Prepare: every host receives and publishes the release, in parallel;
 //!   nothing goes live. A failure removes the release from the hosts that
 //!   got it (a release that never went live must not become a rollback
