@@ -3,21 +3,30 @@
 //!
 //! Hosts are real sshd processes on 127.0.0.1, each in a mount namespace of
 //! its own (the fleet suite's `hosts.rs`), so it needs root, sshd, ssh and
-//! tar. The app is a generated repository of 10,000 files (1 KB each, in
-//! 100 directories); there is no reload hook and no gate, so the figures
-//! are shipit's own cost: connect, install check, build, ship, publish,
-//! swap, one host or batch at a time.
+//! tar. Each host's home directory is an empty directory of its own, so the
+//! login shell of every remote command starts with no `.bashrc` (a neutral
+//! shell); `SHIPIT_BENCH_BASHRC=pyenv` gives them one that starts pyenv, as
+//! many real hosts run something there (about 140 ms per remote command
+//! here). `SHIPIT_BENCH_KEX=curve25519-sha256` adds `-o KexAlgorithms=...`
+//! to `fleet.ssh_options` (see docs/benchmarks.md). The app is a repository of 3 files; there is no reload hook and
+//! no gate, so the figures are shipit's own cost per host: connect, install
+//! check, lock, state, ship, publish, swap.
 //!
-//! - rollout time for 1, 3 and 6 hosts, batch 1 and batch 3 (median of
-//!   3 rollouts after one that installs shipit on the hosts), with the
-//!   controller's phases (`SHIPIT_TIMINGS=1`);
-//! - a baseline: the same tar streamed to every host in parallel over ssh
-//!   and unpacked there (`tar -c | ssh host tar -x`), and the controller's
-//!   overhead per host beyond it.
+//! For 3, 24 and 48 hosts (`SHIPIT_BENCH_HOSTS=3,24` picks some), it times
+//! the second rollout and later ones (median of 3, after a first one that
+//! installs shipit on the hosts), with the controller's phases
+//! (`SHIPIT_TIMINGS=1`), and prints the cost of 24 hosts against 3 measured
+//! in this one run. `SHIPIT_BENCH_FILES=10000` rolls out a repository of
+//! that many 1 KB files instead.
+//!
+//! With Capistrano installed (`cap` on the PATH; `apt-get install
+//! capistrano`), it deploys the same repository to the same hosts with a
+//! minimal Capfile (git strategy, a `deploy_to` of its own, nothing else)
+//! and times its second deploy the same way, side by side
+//! (`SHIPIT_BENCH_NO_CAP=1` skips it).
 //!
 //! All hosts share this machine's cores, so the parallel phases do not
-//! scale as they would on separate machines. `SHIPIT_BENCH_SMALL=1` uses
-//! 1,000 files.
+//! scale as they would on separate machines.
 
 #[path = "../tests/fleet/hosts.rs"]
 mod hosts;
@@ -34,11 +43,21 @@ use hosts::{Hosts, git};
 const SHIPIT: &str = env!("CARGO_BIN_EXE_shipit");
 
 fn files() -> usize {
-    if std::env::var_os("SHIPIT_BENCH_SMALL").is_some() {
-        1_000
-    } else {
-        10_000
-    }
+    std::env::var("SHIPIT_BENCH_FILES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
+/// (hosts, batch) of each row, as `SHIPIT_BENCH_HOSTS` allows.
+fn rows() -> Vec<(usize, usize)> {
+    let wanted: Option<Vec<usize>> = std::env::var("SHIPIT_BENCH_HOSTS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect());
+    [(3, 1), (24, 1), (24, 6), (48, 8)]
+        .into_iter()
+        .filter(|(n, _)| wanted.as_ref().is_none_or(|w| w.contains(n)))
+        .collect()
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -46,8 +65,8 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
 }
 
 /// A deploy from the controller; returns its wall time and its phases.
@@ -76,20 +95,111 @@ fn deploy(config: &Path) -> (Duration, Vec<(String, f64)>) {
     (took, phases)
 }
 
+/// A Capfile and `config/deploy.rb` deploying `repo` to `hosts`, under
+/// `dir`: the git strategy, `deploy_to` of its own, no linked files, no
+/// tasks of its own.
+fn capistrano_project(dir: &Path, repo: &Path, all: &Hosts, n: usize, deploy_to: &Path) {
+    fs::create_dir_all(dir.join("config/deploy")).unwrap();
+    fs::write(
+        dir.join("Capfile"),
+        "require \"capistrano/setup\"\nrequire \"capistrano/deploy\"\n\
+         require \"capistrano/scm/git\"\ninstall_plugin Capistrano::SCM::Git\n",
+    )
+    .unwrap();
+    let key = all.root.join("keys/client");
+    let known = all.root.join("keys/known_hosts");
+    let mut servers = String::new();
+    for h in &all.hosts[..n] {
+        let user = h.dest["ssh://".len()..].split('@').next().unwrap();
+        servers.push_str(&format!(
+            "server \"127.0.0.1\", user: {user:?}, port: {}, roles: %w[app]\n",
+            h.port
+        ));
+    }
+    fs::write(
+        dir.join("config/deploy.rb"),
+        format!(
+            "set :application, \"bench\"\nset :repo_url, {repo:?}\nset :branch, \"main\"\n\
+             set :deploy_to, {deploy_to:?}\nset :keep_releases, 2\nset :log_level, :error\n\
+             set :pty, false\n\
+             set :ssh_options, {{ keys: [{key:?}], user_known_hosts_file: {known:?}, \
+             verify_host_key: :always, auth_methods: %w[publickey] }}\n",
+            repo = repo.display().to_string(),
+            deploy_to = deploy_to.display().to_string(),
+            key = key.display().to_string(),
+            known = known.display().to_string(),
+        ),
+    )
+    .unwrap();
+    fs::write(dir.join("config/deploy/bench.rb"), servers).unwrap();
+}
+
+fn cap_deploy(dir: &Path) -> Duration {
+    let started = Instant::now();
+    let out = Command::new("cap")
+        .args(["bench", "deploy"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("cap runs");
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "cap deploy failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
+}
+
+/// The hosts' login shell start-up: none (a neutral shell), or with
+/// `SHIPIT_BENCH_BASHRC=pyenv` a `.bashrc` that starts pyenv as this
+/// machine's root's does (a copy of `~/.pyenv` without its Pythons, whose
+/// own home the hosts do not see).
+fn login_shell(hosts: &Hosts) -> &'static str {
+    if std::env::var("SHIPIT_BENCH_BASHRC").as_deref() != Ok("pyenv") {
+        return "neutral (no .bashrc)";
+    }
+    let home = std::env::var("HOME").expect("HOME is set");
+    let pyenv = hosts.root.join("pyenv");
+    fs::create_dir_all(&pyenv).unwrap();
+    let copied = Command::new("sh")
+        .arg("-c")
+        .arg("tar -C \"$1/.pyenv\" --exclude=./versions -cf - . | tar -C \"$2\" -xf -")
+        .arg("sh")
+        .arg(&home)
+        .arg(&pyenv)
+        .status()
+        .unwrap();
+    assert!(copied.success(), "could not copy {home}/.pyenv");
+    let bashrc = format!(
+        "export PYENV_ROOT={:?}\nexport PATH=\"$PYENV_ROOT/bin:$PYENV_ROOT/shims:$PATH\"\n\
+         eval \"$(pyenv init -)\"\neval \"$(pyenv virtualenv-init -)\"\n",
+        pyenv.display().to_string()
+    );
+    for host in &hosts.hosts {
+        fs::write(host.home().join(".bashrc"), &bashrc).unwrap();
+    }
+    "a .bashrc that starts pyenv"
+}
+
 fn main() {
+    let rows = rows();
+    let most = rows.iter().map(|r| r.0).max().unwrap_or(0);
     let root = tempfile::tempdir().unwrap();
-    let hosts = Hosts::start(root.path(), 6);
+    let hosts = Hosts::start(root.path(), most);
+    let shell = login_shell(&hosts);
     let app = root.path().join("app");
-    for d in 0..100 {
-        let dir = app.join(format!("d{d:02}"));
+    let files = files();
+    let per_dir = files.div_ceil(100).max(1);
+    for f in 0..files {
+        let dir = app.join(format!("d{:02}", f / per_dir));
         fs::create_dir_all(&dir).unwrap();
-        for f in 0..files() / 100 {
-            fs::write(
-                dir.join(format!("f{f:03}.txt")),
-                format!("{d}/{f}\n").repeat(200),
-            )
-            .unwrap();
-        }
+        fs::write(
+            dir.join(format!("f{:03}.txt", f % per_dir)),
+            format!("{f}\n").repeat(200),
+        )
+        .unwrap();
     }
     git(&app, &["init", "-q", "-b", "main"]);
     git(&app, &["add", "-A"]);
@@ -100,18 +210,22 @@ fn main() {
         &["-c", "gc.autoDetach=false", "commit", "-q", "-m", "tree"],
     );
     println!(
-        "fleet benchmark: {} files, hosts are sshd in mount namespaces on this machine ({} cores)",
-        files(),
+        "fleet benchmark: {files} files, hosts are sshd in mount namespaces on this machine \
+         ({} cores), login shell: {shell}",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
-    let mut rows = Vec::new();
-    for (n, batch) in [(1, 1), (3, 1), (3, 3), (6, 1), (6, 3)] {
+    let mut table = Vec::new();
+    for &(n, batch) in &rows {
         let list: Vec<String> = hosts.hosts[..n]
             .iter()
             .map(|h| format!("{:?}", h.dest))
             .collect();
-        let options: Vec<String> = hosts.ssh_options.iter().map(|o| format!("{o:?}")).collect();
+        let mut options: Vec<String> = hosts.ssh_options.iter().map(|o| format!("{o:?}")).collect();
+        if let Ok(kex) = std::env::var("SHIPIT_BENCH_KEX") {
+            options.insert(0, format!("\"KexAlgorithms={kex}\""));
+            options.insert(0, "\"-o\"".into());
+        }
         let config = root.path().join(format!("fleet-{n}-{batch}.toml"));
         fs::write(
             &config,
@@ -138,100 +252,67 @@ fn main() {
                 .filter_map(|p| p.iter().find(|(n, _)| n == name).map(|(_, v)| *v))
                 .collect();
             v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            v.get(v.len() / 2).copied().unwrap_or(0.0)
+            v.get(v.len() / 2).copied().unwrap_or(0.0) / 1000.0
         };
-        rows.push((
+        table.push((
             n,
             batch,
             first,
             median(times),
             phase("reach"),
+            phase("connect"),
             phase("build"),
             phase("build+prepare") - phase("build"),
             phase("roll"),
         ));
     }
     println!(
-        "\n| hosts | batch | first rollout (installs shipit) | rollout (median of 3) | reach | build | ship + publish | roll |"
+        "\n| hosts | batch | first rollout (installs shipit) | second rollout (median of 3) | reach | of which connect | build | ship + publish | roll |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (n, batch, first, t, reach, build, prepare, roll) in &rows {
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (n, batch, first, t, reach, connect, build, prepare, roll) in &table {
         println!(
-            "| {n} | {batch} | {} | {} | {reach:.0} ms | {build:.0} ms | {prepare:.0} ms | {roll:.0} ms |",
-            ms(*first),
-            ms(*t)
+            "| {n} | {batch} | {} | {} | {reach:.2} s | {connect:.2} s | {build:.2} s | {prepare:.2} s | {roll:.2} s |",
+            secs(*first),
+            secs(*t)
+        );
+    }
+    let at = |n: usize| table.iter().find(|r| r.0 == n).map(|r| r.3);
+    if let (Some(three), Some(many)) = (at(3), at(24)) {
+        println!(
+            "\n24 hosts cost {:.1}x 3 hosts (batch {})",
+            many.as_secs_f64() / three.as_secs_f64(),
+            table.iter().find(|r| r.0 == 24).unwrap().1
         );
     }
 
-    // Baseline: the tree as a tar, streamed to every host in parallel over
-    // the same kind of ssh connection, and unpacked there.
-    let tree = root.path().join("tree");
-    fs::create_dir_all(&tree).unwrap();
-    let archive = Command::new("sh")
-        .arg("-c")
-        .arg("git -C \"$1\" archive HEAD | tar -x -C \"$2\"")
-        .arg("sh")
-        .arg(&app)
-        .arg(&tree)
-        .status()
-        .unwrap();
-    assert!(archive.success());
-    let tarball = root.path().join("tree.tar");
-    assert!(
-        Command::new("tar")
-            .arg("-cf")
-            .arg(&tarball)
-            .arg("-C")
-            .arg(&tree)
-            .arg(".")
-            .status()
-            .unwrap()
-            .success()
-    );
-    let mut baseline = Vec::new();
-    for n in [1usize, 3, 6] {
-        let mut times = Vec::new();
-        for round in 0..3 {
-            let started = Instant::now();
-            let children: Vec<_> = hosts.hosts[..n]
-                .iter()
-                .map(|h| {
-                    let target = format!("{}/bench-{round}", hosts.deploy_to.display());
-                    Command::new("ssh")
-                        .args(&hosts.ssh_options)
-                        .arg("-o")
-                        .arg("BatchMode=yes")
-                        .arg(&h.dest)
-                        .arg(format!(
-                            "rm -rf '{target}' && mkdir -p '{target}' && tar -x -f - -C '{target}' && rm -rf '{target}'"
-                        ))
-                        .stdin(fs::File::open(&tarball).unwrap())
-                        .spawn()
-                        .unwrap()
-                })
-                .collect();
-            for mut c in children {
-                assert!(c.wait().unwrap().success());
-            }
-            times.push(started.elapsed());
-        }
-        baseline.push((n, median(times)));
+    if std::env::var_os("SHIPIT_BENCH_NO_CAP").is_some() {
+        return;
     }
-    println!("\n| hosts | tar over ssh, in parallel (new connection each) |");
-    println!("|---:|---:|");
-    for (n, t) in &baseline {
-        println!("| {n} | {} |", ms(*t));
+    if hosts::which("cap").is_none() {
+        println!("\nCapistrano: `cap` is not installed (apt-get install capistrano); skipped");
+        return;
     }
-    let at = |n: usize, batch: usize| rows.iter().find(|r| r.0 == n && r.1 == batch).unwrap().3;
-    let base = |n: usize| baseline.iter().find(|b| b.0 == n).unwrap().1;
-    let slope = (at(6, 1).as_secs_f64() - at(1, 1).as_secs_f64()) / 5.0;
-    let base_slope = (base(6).as_secs_f64() - base(1).as_secs_f64()) / 5.0;
-    println!(
-        "\ncontroller overhead: {:.0} ms per added host (batch 1), {:.0} ms of it beyond the bare \
-         transfer; a 1-host rollout is {} against {} for the bare transfer",
-        slope * 1000.0,
-        (slope - base_slope) * 1000.0,
-        ms(at(1, 1)),
-        ms(base(1))
-    );
+    let mut cap_rows = Vec::new();
+    let mut sizes: Vec<usize> = rows.iter().map(|r| r.0).filter(|&n| n <= 24).collect();
+    sizes.dedup();
+    for n in sizes {
+        let dir = root.path().join(format!("cap-{n}"));
+        let deploy_to = hosts.deploy_to.join(format!("cap-{n}"));
+        capistrano_project(&dir, &app, &hosts, n, &deploy_to);
+        cap_deploy(&dir);
+        let times: Vec<Duration> = (0..3).map(|_| cap_deploy(&dir)).collect();
+        cap_rows.push((n, median(times)));
+    }
+    println!("\n| hosts | Capistrano deploy (median of 3) | shipit rollout | shipit faster by |");
+    println!("|---:|---:|---:|---:|");
+    for (n, cap) in &cap_rows {
+        let ours = at(*n).unwrap();
+        println!(
+            "| {n} | {} | {} | {:.1}x |",
+            secs(*cap),
+            secs(ours),
+            cap.as_secs_f64() / ours.as_secs_f64()
+        );
+    }
 }

@@ -203,6 +203,9 @@ pub enum FleetAgentAction {
         /// How long to wait for a running rollout to finish (0: refuse at once)
         #[arg(long, default_value_t = 0)]
         wait_ms: u64,
+        /// Answer with the host's state once locked, instead of `locked`
+        #[arg(long)]
+        state: bool,
     },
 }
 

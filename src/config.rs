@@ -240,6 +240,10 @@ pub struct FleetConfig {
     /// Hosts switched at a time.
     #[serde(default = "default_batch")]
     pub batch: usize,
+    /// Hosts contacted at a time in the parallel phases (reach, send,
+    /// discard; a batch's switches).
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
     /// Runs on the controller before a host is switched (env `SHIPIT_HOST`).
     pub drain: Option<String>,
     /// Runs on the controller after that host passed its gate.
@@ -267,6 +271,13 @@ pub struct FleetConfig {
 
 fn default_batch() -> usize {
     1
+}
+/// Below sshd's default `MaxStartups` (10:30:100 starts refusing at 10
+/// unauthenticated connections, all from this controller when the hosts
+/// sit behind one bastion) would be 8; 16 halves the reach of a large
+/// fleet, and a bastion with the default can set it lower.
+fn default_concurrency() -> usize {
+    16
 }
 fn default_fleet_state() -> PathBuf {
     PathBuf::from(".shipit-fleet")
@@ -432,6 +443,7 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
             "hosts",
             "ssh_options",
             "batch",
+            "concurrency",
             "drain",
             "undrain",
             "drain_timeout",
@@ -1108,6 +1120,12 @@ impl FleetConfig {
                     .hint("switch at least 1 host at a time (1 is the default)"),
             );
         }
+        if self.concurrency == 0 {
+            return Err(
+                Error::usage(format!("fleet.concurrency = 0 in {file} contacts no host"))
+                    .hint("contact at least 1 host at a time (16 is the default)"),
+            );
+        }
         if self.drain_timeout.is_zero() {
             return Err(
                 Error::usage(format!("fleet.drain_timeout in {file} is zero"))
@@ -1423,6 +1441,7 @@ mod tests {
             hosts = ["deploy@web1"]
             ssh_options = []
             batch = 1
+            concurrency = 8
             drain = "true"
             undrain = "true"
             drain_timeout = "1m"
@@ -1629,7 +1648,7 @@ mod tests {
         let fleet = |extra: &str| parse_str(&format!("{MIN}[fleet]\n{extra}"));
         let c = fleet("hosts = [\"deploy@web1\", \"ssh://deploy@web2:2222\"]\n").unwrap();
         let f = c.fleet.unwrap();
-        assert_eq!((f.batch, f.hosts.len()), (1, 2));
+        assert_eq!((f.batch, f.concurrency, f.hosts.len()), (1, 16, 2));
         assert_eq!(f.state, PathBuf::from("/etc/app/.shipit-fleet"));
         for (extra, needle) in [
             ("hosts = []\n", "fleet.hosts"),
@@ -1638,6 +1657,10 @@ mod tests {
             ("hosts = [\"ssh://web1:port\"]\n", "ssh://web1:port"),
             ("hosts = [\"web1\", \"web1\"]\n", "twice"),
             ("hosts = [\"web1\"]\nbatch = 0\n", "fleet.batch = 0"),
+            (
+                "hosts = [\"web1\"]\nconcurrency = 0\n",
+                "fleet.concurrency = 0",
+            ),
             (
                 "hosts = [\"web1\"]\nhost_shipit = \"-x\"\n",
                 "fleet.host_shipit = \"-x\"",

@@ -70,8 +70,12 @@ pub fn run(ctx: &Ctx, args: &FleetAgentArgs) -> Result<()> {
             switch(ctx, to, wait, *force)
         }
         FleetAgentAction::Discard { id } => discard(ctx, &ReleaseId::parse(id)?),
-        FleetAgentAction::Lock { holder, wait_ms } => {
-            return hold(ctx, holder, Duration::from_millis(*wait_ms));
+        FleetAgentAction::Lock {
+            holder,
+            wait_ms,
+            state: with_state,
+        } => {
+            return hold(ctx, holder, Duration::from_millis(*wait_ms), *with_state);
         }
     };
     let live = store::read_current(&ctx.layout)
@@ -111,7 +115,10 @@ pub fn run(ctx: &Ctx, args: &FleetAgentArgs) -> Result<()> {
 /// stdin closes, which happens when the controller lets go, exits, or
 /// dies (its ssh dies with it and sshd closes the session). The kernel
 /// releases the flock with this process, however it ends.
-fn hold(ctx: &Ctx, holder: &str, wait: Duration) -> Result<()> {
+///
+/// `with_state`: the answer is the host's state, read under the lock (a
+/// rollout's reach is then one remote command per host, not two).
+fn hold(ctx: &Ctx, holder: &str, wait: Duration, with_state: bool) -> Result<()> {
     let reply = |live, result| {
         let _ = ui::out(&protocol::frame(&Reply { live, result }));
     };
@@ -125,7 +132,15 @@ fn hold(ctx: &Ctx, holder: &str, wait: Duration) -> Result<()> {
     if let Ok(exe) = std::env::current_exe() {
         let _ = fs::File::open(exe).and_then(|f| f.set_modified(std::time::SystemTime::now()));
     }
-    match take_fleet_lock(ctx, holder, wait) {
+    let locked = take_fleet_lock(ctx, holder, wait).and_then(|locked| {
+        let done = if with_state {
+            state(ctx, false)?
+        } else {
+            Done::Locked
+        };
+        Ok((locked, done))
+    });
+    match locked {
         Err(e) => {
             reply(
                 live,
@@ -136,8 +151,8 @@ fn hold(ctx: &Ctx, holder: &str, wait: Duration) -> Result<()> {
             );
             Err(e)
         }
-        Ok(_locked) => {
-            reply(live, Ok(Done::Locked));
+        Ok((_locked, done)) => {
+            reply(live, Ok(done));
             // Held until the controller closes our stdin (or is gone).
             let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
             Ok(())

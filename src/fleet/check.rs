@@ -196,7 +196,7 @@ pub fn run(ui: &Ui, config: &Config, fleet: &FleetConfig, programs: &[String]) -
         argv.push(if *is_dir { "d" } else { "f" }.into());
     }
     argv.extend(programs.iter().cloned());
-    let answers = crate::fleet::rollout::parallel(&fleet.hosts, |host| {
+    let answers = crate::fleet::rollout::parallel(fleet.concurrency, &fleet.hosts, |host| {
         let answer = ssh.connect(host).and_then(|()| {
             let out = ssh.run(ui, host, &argv, None)?;
             parse(host, &out, shared.len(), programs.len())

@@ -56,6 +56,8 @@ pub struct Payload {
     pub config_digest: String,
     /// The host config, in a temp file (ssh reads it as stdin).
     pub config: tempfile::NamedTempFile,
+    /// The same text, for [`Payload::reach`].
+    config_text: String,
     pub deploy_to: PathBuf,
 }
 
@@ -95,6 +97,7 @@ impl Payload {
             sha256,
             config_digest,
             config: file,
+            config_text: text,
             deploy_to: config.deploy_to.clone(),
         })
     }
@@ -141,6 +144,40 @@ impl Payload {
             self.pinned_config(),
             "fleet-agent".into(),
         ]
+    }
+
+    /// A rollout's one remote command per host when all is in place:
+    /// install the pinned config (its text is an argument: stdin is the
+    /// session that holds the fleet lock), check that this build is there
+    /// and can run there, and run the agent with `args`. Where anything
+    /// else is needed (an upload, another platform, no tar) it says so on
+    /// a [`SAYS`] line and runs nothing: [`ensure`] does the rest.
+    /// `None` when this path does not apply: `fleet.host_shipit`, or a
+    /// config too long for one argument.
+    pub fn reach(&self, args: &[String]) -> Option<Vec<String>> {
+        // Linux limits one argument to 128 KiB (MAX_ARG_STRLEN); a config
+        // is a few KiB.
+        if self.host_shipit.is_some() || self.config_text.len() > 64 * 1024 {
+            return None;
+        }
+        let mut argv = vec![
+            "sh".to_string(),
+            "-c".into(),
+            REACH_SCRIPT.into(),
+            "shipit-reach".into(),
+            self.state_dir(),
+            self.name.clone(),
+            self.config_digest.clone(),
+            // `fleet.binary` is built for the hosts: no comparison.
+            if self.foreign_binary {
+                String::new()
+            } else {
+                self.platform.clone()
+            },
+            self.config_text.clone(),
+        ];
+        argv.extend(args.iter().cloned());
+        Some(argv)
     }
 
     /// The same for a read-only command: the agent of this build and the
@@ -306,6 +343,24 @@ if [ -n "$4" ] && [ "$plat" != "$5" ] && p=$(command -v "$4" 2>/dev/null); then
   "$p" fleet-hello </dev/null 2>/dev/null || true
 fi
 if [ -x "$state/bin/$bin" ]; then echo "@@shipit-install present"; else echo "@@shipit-install missing"; fi
+"#;
+
+/// [`Payload::reach`]: [`CONFIG_SCRIPT`]'s work when the binary is in
+/// place and can run there, then the agent, in the same remote process.
+const REACH_SCRIPT: &str = r#"set -e
+state="$1"; bin="$2"; digest="$3"; platform="$4"; config="$5"; shift 5
+command -v tar >/dev/null 2>&1 || { echo "@@shipit-install fallback"; exit 0; }
+mkdir -p "$state/bin" "$state/config"
+tmp="$state/config/.$digest.$$"
+trap 'rm -f "$tmp"' EXIT
+printf '%s' "$config" > "$tmp"
+mv -f "$tmp" "$state/config/$digest.toml"
+trap - EXIT
+if [ -n "$platform" ] && [ "$(uname -sm 2>/dev/null || echo unknown)" != "$platform" ]; then
+  echo "@@shipit-install fallback"; exit 0
+fi
+[ -x "$state/bin/$bin" ] || { echo "@@shipit-install missing"; exit 0; }
+exec "$state/bin/$bin" --config "$state/config/$digest.toml" fleet-agent "$@"
 "#;
 
 /// `uname -sm` of the controller (what a host's is compared with).

@@ -154,26 +154,60 @@ fn sequence(
         format!("to {} host(s)", fleet.config.hosts.len()),
     );
     let reach = crate::ui::Timing::start("fleet reach");
-    let connected = rollout::parallel(&fleet.config.hosts, |host| fleet.connect(host));
+    let connecting = crate::ui::Timing::start("fleet connect");
+    let connected = rollout::parallel(fleet.config.concurrency, &fleet.config.hosts, |host| {
+        fleet.ssh.connect(host)
+    });
+    drop(connecting);
+    let command: Vec<String> = std::env::args().collect();
+    let command = command.join(" ");
+    // One remote command per host when all is in place; else the longer
+    // way, one step at a time.
+    let quick = connected
+        .iter()
+        .all(Result::is_ok)
+        .then(|| fleet.reach_locked(&command))
+        .flatten();
+    let (_fleet_lock, states) = match quick {
+        Some((held, states)) => (held, states.into_iter().map(Ok).collect()),
+        None => {
+            let installed = rollout::parallel(
+                fleet.config.concurrency,
+                &fleet
+                    .config
+                    .hosts
+                    .iter()
+                    .zip(&connected)
+                    .collect::<Vec<_>>(),
+                |(host, connected)| match connected {
+                    Ok(()) => fleet.install(host).err(),
+                    Err(_) => None,
+                },
+            );
+            let mut unreachable = Vec::new();
+            for ((host, connected), installed) in hosts.iter_mut().zip(connected).zip(installed) {
+                if let Some(e) = connected.err().or(installed) {
+                    host.outcome = Outcome::Unreachable;
+                    host.message = Some(e.to_string().replace('\n', "; "));
+                    unreachable.push((host.host.clone(), e));
+                }
+            }
+            if !unreachable.is_empty() {
+                return Err(not_ready(&unreachable)
+                    .live("unchanged on every host: nothing was sent or switched"));
+            }
+            // One rollout at a time across controllers: the fleet lock of
+            // every host, held to the end of the rollout (its revert
+            // included), taken in host order when it has to be waited for.
+            let held = fleet.lock_all(req.wait, &command)?;
+            let states = rollout::parallel(fleet.config.concurrency, &fleet.config.hosts, |host| {
+                fleet.state(host, false)
+            });
+            (held, states)
+        }
+    };
     drop(reach);
     let mut unreachable = Vec::new();
-    for (host, connected) in hosts.iter_mut().zip(connected) {
-        if let Err(e) = connected {
-            host.outcome = Outcome::Unreachable;
-            host.message = Some(e.to_string().replace('\n', "; "));
-            unreachable.push((host.host.clone(), e));
-        }
-    }
-    if !unreachable.is_empty() {
-        return Err(
-            not_ready(&unreachable).live("unchanged on every host: nothing was sent or switched")
-        );
-    }
-    // One rollout at a time across controllers: the fleet lock of every
-    // host, held to the end of the rollout (its revert included).
-    let command: Vec<String> = std::env::args().collect();
-    let _fleet_lock = fleet.lock_all(req.wait, &command.join(" "))?;
-    let states = rollout::parallel(&fleet.config.hosts, |host| fleet.state(host, false));
     let mut taken: Vec<ReleaseId> = Vec::new();
     let mut infos: Vec<HostState> = Vec::new();
     for (host, state) in hosts.iter_mut().zip(states) {
@@ -335,7 +369,7 @@ fn prepare(
     }
     let args: Vec<&str> = owned.iter().map(String::as_str).collect();
     let names: Vec<String> = hosts.iter().map(|h| h.host.clone()).collect();
-    let replies = rollout::parallel(&names, |host| {
+    let replies = rollout::parallel(fleet.config.concurrency, &names, |host| {
         fleet.agent(host, &args, Some(&built.tarball))
     });
     built.remove();
@@ -366,7 +400,7 @@ fn prepare(
         .collect();
     let names: Vec<String> = got.iter().map(|&i| hosts[i].host.clone()).collect();
     let id = built.id.to_string();
-    let replies = rollout::parallel(&names, |host| {
+    let replies = rollout::parallel(fleet.config.concurrency, &names, |host| {
         fleet.agent(host, &["discard", "--id", &id], None)
     });
     for (&i, reply) in got.iter().zip(replies) {
@@ -405,7 +439,7 @@ fn discard_unswitched(fleet: &Fleet, hosts: &mut [HostReport], id: &ReleaseId) {
         .collect();
     let names: Vec<String> = untouched.iter().map(|&i| hosts[i].host.clone()).collect();
     let id = id.to_string();
-    let replies = rollout::parallel(&names, |host| {
+    let replies = rollout::parallel(fleet.config.concurrency, &names, |host| {
         fleet.agent(host, &["discard", "--id", &id], None)
     });
     for (&i, reply) in untouched.iter().zip(replies) {

@@ -1,11 +1,16 @@
 //! The phases of a rollout, and the revert.
 //!
 //! - Reach: every host is connected and given shipit and the rollout's
-//!   pinned config, in parallel; then the fleet lock of every host is taken
-//!   in host order ([`Fleet::lock_all`]: one rollout at a time, across
-//!   controllers); then every host is asked what it has. All before
-//!   anything is built or sent: a host that cannot be reached stops the
-//!   rollout with nothing changed.
+//!   pinned config, its fleet lock is taken (one rollout at a time, across
+//!   controllers) and it is asked what it has; `fleet.concurrency` hosts
+//!   at a time. When this build is on the hosts, that is one remote
+//!   command per host, every lock asked at once without waiting
+//!   ([`Fleet::reach_locked`]): each remote command is an sshd session and
+//!   a run of the login shell's start-up, which is what a large fleet pays
+//!   for. Otherwise (the first rollout, a lock taken, another platform)
+//!   step by step: install, the locks in host order ([`Fleet::lock_all`],
+//!   waiting if asked), the states. All before anything is built or sent:
+//!   a host that cannot be reached stops the rollout with nothing changed.
 //! - Prepare: every host receives and publishes the release, in parallel;
 //!   nothing goes live. A failure removes the release from the hosts that
 //!   got it (a release that never went live must not become a rollback
@@ -32,16 +37,10 @@ use crate::error::{Error, Kind, Result};
 use crate::fleet::install::{self, Payload};
 use crate::fleet::protocol::{self, Done, HostState};
 use crate::fleet::report::{HostReport, Outcome};
-use crate::fleet::ssh::{self, Session, Ssh};
+use crate::fleet::ssh::{self, Held, Ssh};
 use crate::hooks::{self, Hook};
 use crate::layout::ReleaseId;
 use crate::lock::Holder;
-
-/// Hosts handled at once in the parallel phases: below sshd's default
-/// `MaxStartups` (10 unauthenticated connections) on a shared bastion, and
-/// each host gets at most one session at a time on its master connection
-/// (`MaxSessions` is 10).
-pub const PARALLEL: usize = 8;
 
 /// How long a switch back waits for the host's lock: an activation may
 /// still run there (its controller's session was cut, by a SIGTERM to the
@@ -50,14 +49,16 @@ pub const PARALLEL: usize = 8;
 /// host stuck forever does not hold the revert of the others.
 pub const REVERT_LOCK_WAIT: Duration = Duration::from_secs(600);
 
-/// Run `f` on every item, at most [`PARALLEL`] at once; results in order.
-pub fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+/// Run `f` on every item, at most `limit` at once (`fleet.concurrency`);
+/// results in order. Each host gets at most one session at a time on its
+/// master connection (sshd's `MaxSessions` is 10).
+pub fn parallel<T: Sync, R: Send>(limit: usize, items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let next = AtomicUsize::new(0);
     let mut results: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
     let slots: Vec<std::sync::Mutex<&mut Option<R>>> =
         results.iter_mut().map(std::sync::Mutex::new).collect();
     std::thread::scope(|scope| {
-        for _ in 0..PARALLEL.min(items.len()) {
+        for _ in 0..limit.max(1).min(items.len()) {
             scope.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
@@ -123,9 +124,12 @@ pub struct Fleet<'a> {
 
 impl Drop for Fleet<'_> {
     fn drop(&mut self) {
-        for host in &self.config.hosts {
-            self.ssh.close(host);
-        }
+        // One `ssh -O exit` per host, no remote command: in parallel, or
+        // a large fleet waits for them one by one after its report.
+        let ssh = &self.ssh;
+        parallel(self.config.concurrency, &self.config.hosts, |host| {
+            ssh.close(host)
+        });
     }
 }
 
@@ -220,7 +224,7 @@ impl<'a> Fleet<'a> {
     /// Connect, install (unless read-only), and ask for the state of every
     /// host, in parallel.
     pub fn reach(&self, probe: bool) -> Vec<Result<HostState>> {
-        parallel(&self.config.hosts, |host| {
+        parallel(self.config.concurrency, &self.config.hosts, |host| {
             self.connect(host)?;
             self.state(host, probe)
         })
@@ -229,6 +233,11 @@ impl<'a> Fleet<'a> {
     /// Connect to `host`; for a rollout, install the agent and the config.
     pub fn connect(&self, host: &str) -> Result<()> {
         self.ssh.connect(host)?;
+        self.install(host)
+    }
+
+    /// For a rollout, install the agent and the config on `host`.
+    pub fn install(&self, host: &str) -> Result<()> {
         if !self.read_only
             && let install::Installed::Host(path) =
                 install::ensure(&self.ssh, &self.ctx.ui, host, &self.payload)?
@@ -239,6 +248,71 @@ impl<'a> Fleet<'a> {
                 .insert(host.to_string(), path);
         }
         Ok(())
+    }
+
+    /// A rollout's reach when everything is in place, in one remote
+    /// command per host (master connections up): install the pinned
+    /// config, take the fleet lock without waiting, and answer the state
+    /// ([`Payload::reach`]). The hosts are asked `concurrency` at a time,
+    /// all locks held at once, so no order is needed: nobody waits.
+    ///
+    /// `None`, with every lock it took let go, when any host needs more
+    /// (an upload, another platform, a shipit of its own), refuses (the
+    /// lock is taken, something failed) or does not answer: the caller
+    /// then takes the longer path ([`Fleet::install`], [`Fleet::lock_all`]
+    /// in host order, [`Fleet::state`]), which does and says the same as
+    /// before, waiting for the locks in order when asked to.
+    pub fn reach_locked(&self, command: &str) -> Option<(Held, Vec<HostState>)> {
+        let holder = serde_json::to_string(&Holder::me(command)).expect("a holder serializes");
+        let argv = self.payload.reach(&[
+            "lock".to_string(),
+            format!("--holder={holder}"),
+            "--wait-ms=0".into(),
+            "--state".into(),
+        ])?;
+        let mut held = Held(Vec::new());
+        let mut states = Vec::new();
+        for chunk in self.config.hosts.chunks(self.config.concurrency.max(1)) {
+            // Started here: ssh dies with the thread that started it, and
+            // this one keeps the sessions. Their answers are awaited in
+            // parallel.
+            let started: Vec<ssh::Started> = chunk
+                .iter()
+                .map(|host| self.ssh.start(host, &argv))
+                .collect::<Result<_>>()
+                .ok()?;
+            let ui = &self.ctx.ui;
+            let answers: Vec<_> = std::thread::scope(|scope| {
+                let waiting: Vec<_> = chunk
+                    .iter()
+                    .zip(started)
+                    .map(|(host, started)| {
+                        scope.spawn(move || ssh::await_answer(ui, host, started, protocol::MARK))
+                    })
+                    .collect();
+                waiting.into_iter().map(|w| w.join()).collect()
+            });
+            let mut complete = true;
+            for answer in answers {
+                match answer {
+                    Ok(Ok((out, Some(session)))) => {
+                        held.0.push(session);
+                        match protocol::unframe::<protocol::Reply>(&out.stdout) {
+                            Ok(protocol::Reply {
+                                result: Ok(Done::State(state)),
+                                ..
+                            }) => states.push(*state),
+                            _ => complete = false,
+                        }
+                    }
+                    _ => complete = false,
+                }
+            }
+            if !complete {
+                return None;
+            }
+        }
+        Some((held, states))
     }
 
     /// What `host` has.
@@ -265,10 +339,10 @@ impl<'a> Fleet<'a> {
     /// controller dies (its ssh dies with it, the host's agent sees its
     /// stdin close, the kernel releases the flock). Refused: every lock
     /// taken so far is let go, and the error names the holder.
-    pub fn lock_all(&self, wait: Option<Duration>, command: &str) -> Result<Vec<Session>> {
+    pub fn lock_all(&self, wait: Option<Duration>, command: &str) -> Result<Held> {
         let holder = serde_json::to_string(&Holder::me(command)).expect("a holder serializes");
         let deadline = wait.map(crate::clock::after);
-        let mut held = Vec::new();
+        let mut held = Held(Vec::new());
         for host in &self.config.hosts {
             let left = deadline
                 .map(|d| d.saturating_duration_since(std::time::Instant::now()))
@@ -287,7 +361,7 @@ impl<'a> Fleet<'a> {
             };
             match protocol::unframe::<protocol::Reply>(&out.stdout) {
                 Ok(protocol::Reply { result: Ok(_), .. }) if session.is_some() => {
-                    held.extend(session);
+                    held.0.extend(session);
                 }
                 Ok(protocol::Reply { result: Err(f), .. }) => {
                     let e = Error::new(f.kind, f.message);
@@ -520,7 +594,9 @@ fn switch_batch(
             );
         }
         let names: Vec<String> = batch.iter().map(|&i| hosts[i].host.clone()).collect();
-        let replies = parallel(&names, |host| fleet.agent(host, &args, None));
+        let replies = parallel(fleet.config.concurrency, &names, |host| {
+            fleet.agent(host, &args, None)
+        });
         for (&i, reply) in batch.iter().zip(replies) {
             let host = &mut hosts[i];
             if reply.ok() {
@@ -651,7 +727,7 @@ fn revert(fleet: &Fleet, hosts: &mut [HostReport]) {
             })
             .collect();
         let wait = format!("--wait-ms={}", REVERT_LOCK_WAIT.as_millis());
-        let replies = parallel(&names, |(_, host, to)| {
+        let replies = parallel(fleet.config.concurrency, &names, |(_, host, to)| {
             // Back to what it ran: forced, it ran it.
             fleet.agent(host, &["switch", "--to", to, &wait, "--force"], None)
         });

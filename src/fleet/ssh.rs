@@ -79,6 +79,20 @@ impl Drop for Session {
     }
 }
 
+/// Sessions let go together: every stdin is closed first, then each is
+/// waited for, so the hosts end theirs at the same time (a fleet's locks
+/// are let go in about one round trip, not one per host).
+pub struct Held(pub Vec<Session>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        for session in &mut self.0 {
+            drop(session.child.stdin.take());
+        }
+        // Each session's own drop then waits for its end.
+    }
+}
+
 /// What a remote command did.
 #[derive(Debug)]
 pub struct Output {
@@ -232,61 +246,86 @@ impl Ssh {
         argv: &[String],
         until: &str,
     ) -> Result<(Output, Option<Session>)> {
+        let child = self.start(dest, argv)?;
+        await_answer(ui, dest, child, until)
+    }
+
+    /// Start `argv` on `dest` for [`await_answer`]: the first half of
+    /// [`Ssh::hold`], to be called from the thread that keeps the session;
+    /// the wait for the answer may run on another.
+    pub fn start(&self, dest: &str, argv: &[String]) -> Result<Started> {
         let remote = remote_command(argv);
         let mut command = self.command(dest, &["-o", "ControlMaster=no"]);
         command.arg(remote);
-        let mut child = command
+        let child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(ssh_missing)?;
-        let stderr = child.stderr.take().expect("piped");
-        let ui = *ui;
-        let host = dest.to_string();
-        let tail = std::thread::spawn(move || show_stderr(&ui, &host, stderr));
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
-        let mut text = String::new();
-        let mut answered = false;
-        loop {
-            let mut line = Vec::new();
-            match stdout.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let line = String::from_utf8_lossy(&line).into_owned();
-                    answered = line.starts_with(until);
-                    text.push_str(&line);
-                    if answered {
-                        break;
-                    }
+        Ok(Started(child))
+    }
+}
+
+/// A remote command started by [`Ssh::start`], not yet answered.
+pub struct Started(std::process::Child);
+
+/// Read the stdout of `started` until a line starts with `until` (or it
+/// ends): the second half of [`Ssh::hold`].
+pub fn await_answer(
+    ui: &Ui,
+    dest: &str,
+    started: Started,
+    until: &str,
+) -> Result<(Output, Option<Session>)> {
+    let Started(mut child) = started;
+    let stderr = child.stderr.take().expect("piped");
+    let ui = *ui;
+    let host = dest.to_string();
+    let tail = std::thread::spawn(move || show_stderr(&ui, &host, stderr));
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+    let mut text = String::new();
+    let mut answered = false;
+    loop {
+        let mut line = Vec::new();
+        match stdout.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&line).into_owned();
+                answered = line.starts_with(until);
+                text.push_str(&line);
+                if answered {
+                    break;
                 }
             }
         }
-        if answered {
-            let session = Session {
-                child,
-                _stdout: stdout,
-            };
-            let output = Output {
-                code: 0,
-                stdout: text,
-                stderr_tail: Vec::new(),
-            };
-            return Ok((output, Some(session)));
-        }
-        let status = child
-            .wait()
-            .map_err(|e| Error::internal("could not wait for ssh").cause(e))?;
-        Ok((
-            Output {
-                code: status.code().unwrap_or(SSH_FAILED),
-                stdout: text,
-                stderr_tail: tail.join().unwrap_or_default(),
-            },
-            None,
-        ))
     }
+    if answered {
+        let session = Session {
+            child,
+            _stdout: stdout,
+        };
+        let output = Output {
+            code: 0,
+            stdout: text,
+            stderr_tail: Vec::new(),
+        };
+        return Ok((output, Some(session)));
+    }
+    let status = child
+        .wait()
+        .map_err(|e| Error::internal("could not wait for ssh").cause(e))?;
+    Ok((
+        Output {
+            code: status.code().unwrap_or(SSH_FAILED),
+            stdout: text,
+            stderr_tail: tail.join().unwrap_or_default(),
+        },
+        None,
+    ))
+}
 
+impl Ssh {
     /// Close the master connection to `dest` (best effort).
     pub fn close(&self, dest: &str) {
         let _ = self

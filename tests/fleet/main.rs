@@ -16,6 +16,7 @@ mod housekeeping;
 mod notify;
 mod platforms;
 mod reports;
+mod scale;
 mod sources;
 #[path = "../support/mod.rs"]
 mod support;

@@ -1,0 +1,68 @@
+//! What a rollout costs each host, in remote commands: each one is a
+//! session on the host's sshd and a run of the login user's shell start-up
+//! (a `.bashrc` that starts pyenv or nvm adds its time to every one), so
+//! their number per host is what a large fleet pays for.
+
+use std::fs;
+
+use crate::{Options, World};
+
+/// A `.bashrc` that logs each remote command it starts, on every host.
+fn log_remote_commands(w: &World) {
+    for host in &w.hosts.hosts {
+        fs::write(
+            host.home().join(".bashrc"),
+            "printf '%s\\n' \"$(printf '%s' \"$BASH_EXECUTION_STRING\" | tr '\\n' ' ')\" >> \"$HOME/remote-commands\"\n",
+        )
+        .unwrap();
+    }
+}
+
+fn remote_commands(w: &World) -> Vec<Vec<String>> {
+    w.hosts
+        .hosts
+        .iter()
+        .map(|h| {
+            fs::read_to_string(h.home().join("remote-commands"))
+                .unwrap_or_default()
+                .lines()
+                .map(String::from)
+                .collect()
+        })
+        .collect()
+}
+
+/// A rollout to hosts that have this build ran five remote commands on
+/// each (the config and install check, the fleet lock, the state, the
+/// release, the switch), and took the locks one host after the other. Now
+/// the first three are one: three per host, with the hosts contacted
+/// `fleet.concurrency` at a time.
+#[test]
+fn a_rollout_runs_three_remote_commands_per_host() {
+    let w = World::new(3, Options::default());
+    let mut config = fs::read_to_string(w.config()).unwrap();
+    // Fewer than the hosts: they are reached in two rounds.
+    config.push_str("concurrency = 2\n");
+    fs::write(w.config(), config).unwrap();
+    w.deploy_ok();
+    log_remote_commands(&w);
+    w.commit("VERSION", "2\n");
+    let id = w.deploy_ok();
+    for (host, commands) in w.hosts.hosts.iter().zip(remote_commands(&w)) {
+        assert_eq!(
+            commands.len(),
+            3,
+            "{}: {id}: {}",
+            host.name(),
+            commands.join("\n")
+        );
+        // One command: the config, the install check, the lock, the state.
+        assert!(
+            commands[0].contains("'shipit-reach'") && commands[0].ends_with("' '--state'"),
+            "{}",
+            commands[0]
+        );
+        assert!(commands[1].contains("' 'receive' "), "{}", commands[1]);
+        assert!(commands[2].contains("' 'activate' "), "{}", commands[2]);
+    }
+}
