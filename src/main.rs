@@ -34,7 +34,9 @@
 //!   quoting), `install.rs` (the host's binary and config), `build.rs` (the one
 //!   build on the controller), `rollout.rs` (reach, prepare, roll, revert),
 //!   `agent.rs` (the host side: `shipit fleet-agent`), `report.rs` (per-host
-//!   outcomes, table, JSON)
+//!   outcomes, table, JSON), `protocol.rs` (the typed, framed messages
+//!   between them), `check.rs` (`check` on every host), `parallel.rs` (a
+//!   bounded number of hosts at a time), `untar.rs` (unpacking on a host)
 //! - `src/slots/`: the slots strategy (blue-green on one host): start the idle
 //!   slot, gate it on its socket, switch `run/app.sock`, retire the old slot;
 //!   `state.rs` reads which slot is live and what each runs

@@ -13,8 +13,6 @@
 //! answers in the fleet protocol's own frame: its version and protocol.
 //! Hosts are checked in parallel.
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::{Config, FleetConfig};
 use crate::error::{Error, Result};
 use crate::fleet::install::{self, Payload};
@@ -22,16 +20,10 @@ use crate::fleet::protocol;
 use crate::fleet::ssh::Ssh;
 use crate::ui::Ui;
 
-/// What `shipit fleet-hello` answers, framed: which shipit runs there.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Hello {
-    pub version: String,
-}
-
 /// `shipit fleet-hello`: the version, in the protocol's frame (which
 /// carries the protocol version). Needs no config.
 pub fn hello() -> Result<()> {
-    let hello = Hello {
+    let hello = protocol::Hello {
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
     let _ = crate::ui::out(&protocol::frame(&hello));
@@ -121,7 +113,7 @@ pub struct Answer {
     pub platform: String,
     /// A shipit installed there, when asked about: its path and what its
     /// `fleet-hello` said (`None`: none is installed).
-    pub theirs: Option<(String, std::result::Result<Hello, String>)>,
+    pub theirs: Option<(String, std::result::Result<protocol::Hello, String>)>,
 }
 
 /// This controller's build of the agent on a host.
@@ -129,7 +121,7 @@ pub struct Answer {
 pub enum Agent {
     #[default]
     Absent,
-    Speaks(Hello),
+    Speaks(protocol::Hello),
     /// It is there but does not answer as this build would.
     Broken(String),
 }
@@ -196,7 +188,7 @@ pub fn run(ui: &Ui, config: &Config, fleet: &FleetConfig, programs: &[String]) -
         argv.push(if *is_dir { "d" } else { "f" }.into());
     }
     argv.extend(programs.iter().cloned());
-    let answers = crate::fleet::rollout::parallel(fleet.concurrency, &fleet.hosts, |host| {
+    let answers = crate::fleet::parallel::parallel(fleet.concurrency, &fleet.hosts, |host| {
         let answer = ssh.connect(host).and_then(|()| {
             let out = ssh.run(ui, host, &argv, None)?;
             parse(host, &out, shared.len(), programs.len())
@@ -278,7 +270,7 @@ fn parse(
                     .collect::<Vec<_>>()
                     .join(" ");
                 if let Some((_, said)) = &mut answer.theirs {
-                    *said = protocol::unframe::<Hello>(&line)
+                    *said = protocol::unframe::<protocol::Hello>(&line)
                         .map_err(|e| e.to_error(host, 0).message.replace('\n', "; "));
                 }
             }
@@ -296,7 +288,7 @@ fn parse(
         }
     }
     if !done {
-        let e = protocol::unframe::<Hello>("").unwrap_err();
+        let e = protocol::unframe::<protocol::Hello>("").unwrap_err();
         let stray: Vec<String> = out
             .stdout
             .lines()
@@ -316,7 +308,7 @@ fn parse(
     answer.agent = match agent_said.as_deref() {
         Some("absent") => Agent::Absent,
         Some(other) => Agent::Broken(format!("it did not answer ({other})")),
-        None => match protocol::unframe::<Hello>(&out.stdout) {
+        None => match protocol::unframe::<protocol::Hello>(&out.stdout) {
             Ok(hello) => Agent::Speaks(hello),
             Err(e) => Agent::Broken(e.to_error(host, out.code).to_string().replace('\n', "; ")),
         },

@@ -491,12 +491,12 @@ pub fn ensure(ssh: &Ssh, ui: &Ui, dest: &str, payload: &Payload) -> Result<Insta
     }
     let platform = said(&out.stdout, PLATFORM).unwrap_or("unknown").trim();
     let theirs = said(&out.stdout, HOST_SHIPIT).map(|path| {
-        let hello = crate::fleet::protocol::unframe::<crate::fleet::check::Hello>(&out.stdout);
+        let hello = crate::fleet::protocol::unframe::<crate::fleet::protocol::Hello>(&out.stdout);
         (path.to_string(), hello)
     });
     let usable = |(path, hello): &(String, std::result::Result<_, _>)| -> Result<String> {
         match hello {
-            Ok(crate::fleet::check::Hello { .. }) => Ok(path.clone()),
+            Ok(crate::fleet::protocol::Hello { .. }) => Ok(path.clone()),
             Err(e) => Err(
                 crate::fleet::protocol::Unframed::to_error(e, dest, out.code)
                     .context(format!("the shipit on {dest} ({path}) cannot be used")),

@@ -20,6 +20,7 @@ pub mod agent;
 pub mod build;
 pub mod check;
 pub mod install;
+pub mod parallel;
 pub mod protocol;
 pub mod report;
 pub mod rollout;
@@ -155,7 +156,7 @@ fn sequence(
     );
     let reach = crate::ui::Timing::start("fleet reach");
     let connecting = crate::ui::Timing::start("fleet connect");
-    let connected = rollout::parallel(fleet.config.concurrency, &fleet.config.hosts, |host| {
+    let connected = parallel::parallel(fleet.config.concurrency, &fleet.config.hosts, |host| {
         fleet.ssh.connect(host)
     });
     drop(connecting);
@@ -171,7 +172,7 @@ fn sequence(
     let (_fleet_lock, states) = match quick {
         Some((held, states)) => (held, states.into_iter().map(Ok).collect()),
         None => {
-            let installed = rollout::parallel(
+            let installed = parallel::parallel(
                 fleet.config.concurrency,
                 &fleet
                     .config
@@ -200,9 +201,10 @@ fn sequence(
             // every host, held to the end of the rollout (its revert
             // included), taken in host order when it has to be waited for.
             let held = fleet.lock_all(req.wait, &command)?;
-            let states = rollout::parallel(fleet.config.concurrency, &fleet.config.hosts, |host| {
-                fleet.state(host, false)
-            });
+            let states =
+                parallel::parallel(fleet.config.concurrency, &fleet.config.hosts, |host| {
+                    fleet.state(host, false)
+                });
             (held, states)
         }
     };
@@ -369,7 +371,7 @@ fn prepare(
     }
     let args: Vec<&str> = owned.iter().map(String::as_str).collect();
     let names: Vec<String> = hosts.iter().map(|h| h.host.clone()).collect();
-    let replies = rollout::parallel(fleet.config.concurrency, &names, |host| {
+    let replies = parallel::parallel(fleet.config.concurrency, &names, |host| {
         fleet.agent(host, &args, Some(&built.tarball))
     });
     built.remove();
@@ -400,7 +402,7 @@ fn prepare(
         .collect();
     let names: Vec<String> = got.iter().map(|&i| hosts[i].host.clone()).collect();
     let id = built.id.to_string();
-    let replies = rollout::parallel(fleet.config.concurrency, &names, |host| {
+    let replies = parallel::parallel(fleet.config.concurrency, &names, |host| {
         fleet.agent(host, &["discard", "--id", &id], None)
     });
     for (&i, reply) in got.iter().zip(replies) {
@@ -439,7 +441,7 @@ fn discard_unswitched(fleet: &Fleet, hosts: &mut [HostReport], id: &ReleaseId) {
         .collect();
     let names: Vec<String> = untouched.iter().map(|&i| hosts[i].host.clone()).collect();
     let id = id.to_string();
-    let replies = rollout::parallel(fleet.config.concurrency, &names, |host| {
+    let replies = parallel::parallel(fleet.config.concurrency, &names, |host| {
         fleet.agent(host, &["discard", "--id", &id], None)
     });
     for (&i, reply) in untouched.iter().zip(replies) {

@@ -197,6 +197,12 @@ impl Reply {
     }
 }
 
+/// What `shipit fleet-hello` answers, framed: which shipit runs there.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

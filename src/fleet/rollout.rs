@@ -28,13 +28,13 @@
 //! moving on to the next batch. A fleet that runs two versions after a
 //! failed rollout is the state operators least want to find.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::config::FleetConfig;
 use crate::context::Ctx;
 use crate::error::{Error, Kind, Result};
 use crate::fleet::install::{self, Payload};
+use crate::fleet::parallel::parallel;
 use crate::fleet::protocol::{self, Done, HostState};
 use crate::fleet::report::{HostReport, Outcome};
 use crate::fleet::ssh::{self, Held, Ssh};
@@ -48,35 +48,6 @@ use crate::lock::Holder;
 /// back on its own). Longer than any activation should take; bounded so a
 /// host stuck forever does not hold the revert of the others.
 pub const REVERT_LOCK_WAIT: Duration = Duration::from_secs(600);
-
-/// Run `f` on every item, at most `limit` at once (`fleet.concurrency`);
-/// results in order. Each host gets at most one session at a time on its
-/// master connection (sshd's `MaxSessions` is 10).
-pub fn parallel<T: Sync, R: Send>(limit: usize, items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let next = AtomicUsize::new(0);
-    let mut results: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
-    let slots: Vec<std::sync::Mutex<&mut Option<R>>> =
-        results.iter_mut().map(std::sync::Mutex::new).collect();
-    std::thread::scope(|scope| {
-        for _ in 0..limit.max(1).min(items.len()) {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    if i >= items.len() {
-                        break;
-                    }
-                    let r = f(&items[i]);
-                    **slots[i].lock().expect("not poisoned") = Some(r);
-                }
-            });
-        }
-    });
-    drop(slots);
-    results
-        .into_iter()
-        .map(|r| r.expect("every item ran"))
-        .collect()
-}
 
 /// What an agent call answered.
 #[derive(Debug)]
