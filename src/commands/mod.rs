@@ -14,7 +14,7 @@ mod status;
 
 use std::time::Duration;
 
-pub use releases::ReleaseRow;
+pub use releases::{DiskTotal, ReleaseRow};
 
 use crate::cli::{Cli, Command, WaitArg};
 use crate::config::{self, Config};

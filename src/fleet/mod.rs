@@ -715,6 +715,8 @@ mod tests {
             path: "/".into(),
             slot: None,
             reuse: Default::default(),
+            size_bytes: None,
+            unshared_bytes: None,
         }
     }
 
