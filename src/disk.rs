@@ -57,13 +57,19 @@ pub fn sharing_possible(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Measure the tree at `root` without following symbolic links.
+/// Measure the tree at `root` without following symbolic links (a release's
+/// own metadata file aside).
 pub fn measure(root: &Path) -> io::Result<Usage> {
     let fiemap = sharing_possible(root);
     let mut usage = Usage::default();
     let mut seen = HashSet::new();
     for entry in walkdir::WalkDir::new(root) {
         let entry = entry.map_err(io::Error::other)?;
+        // A release is measured before its metadata file is written, and
+        // again with it: leave it out, so both give the same figure.
+        if entry.depth() == 1 && entry.file_name() == crate::layout::METADATA_FILE {
+            continue;
+        }
         let meta = entry.metadata().map_err(io::Error::other)?;
         if meta.nlink() > 1 && !meta.is_dir() && !seen.insert((meta.dev(), meta.ino())) {
             continue;

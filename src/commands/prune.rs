@@ -41,12 +41,8 @@ pub fn run(ctx: &Ctx, args: &PruneArgs) -> Result<()> {
     // What the releases it removes share with no other file: removing them
     // frees at least that (extents they share only among themselves go
     // too, so it can be more).
-    let frees = DiskTotal::of(
-        listing
-            .releases
-            .iter()
-            .filter(|r| plan.remove.contains(&r.id)),
-    );
+    let removing: std::collections::BTreeSet<_> = plan.remove.iter().collect();
+    let frees = DiskTotal::of(listing.releases.iter().filter(|r| removing.contains(&r.id)));
     if !args.dry_run {
         crate::deploy::forget_unused_pristines(ctx);
         prune::remeasure(ctx, &removed);
