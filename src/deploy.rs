@@ -214,6 +214,7 @@ pub fn go_live(
         ctx.ui.step("Pruned", Layout::display(r));
     }
     forget_unused_pristines(ctx);
+    prune::remeasure(ctx, &removed);
     event.removed = removed.clone();
     record(event, None, Some(id.clone()));
     Ok(Outcome {
@@ -369,6 +370,7 @@ fn stage(
         proven: Some(false),
         activation_started: None,
         reuse,
+        disk: measure_disk(ctx, staging),
     };
     store::write_metadata(staging, &meta)?;
     // Every file and directory of the release, its build log and the
@@ -381,6 +383,22 @@ fn stage(
         roots.push(&pristine);
     }
     crate::fsutil::sync_release(&roots).with_path("could not sync", staging)
+}
+
+/// What a built release costs on disk, measured before it is published
+/// (its metadata file aside): `None`, shown `?`, when it cannot be
+/// measured, since a figure is never worth a failed deploy.
+pub fn measure_disk(ctx: &Ctx, dir: &Path) -> Option<crate::disk::Usage> {
+    match crate::disk::measure(dir) {
+        Ok(usage) => Some(usage),
+        Err(e) => {
+            ctx.ui.warn(format!(
+                "could not measure the size of {}: {e}; `shipit releases` shows it as ?",
+                dir.display()
+            ));
+            None
+        }
+    }
 }
 
 /// Replace each shared path in the release with a symlink into `shared/`.

@@ -50,6 +50,8 @@
 //! - `src/state.rs`: opening files under `.shipit/` without following links;
 //!   whose `.shipit` it is
 //! - `src/fsutil.rs`: durability: syncfs, atomic writes, no-replace renames
+//! - `src/disk.rs`: what a release costs on disk (allocated, unshared), measured
+//!   at publish and prune, kept in its metadata
 //! - `src/copy.rs`: copies of trees: reflink clones where the filesystem
 //!   allows, then copy_file_range, then read/write
 //! - `src/history.rs`: the audit log, and the timeline it gives of which
@@ -83,6 +85,7 @@ mod copy;
 mod crashpoint;
 mod deploy;
 mod destination;
+mod disk;
 mod error;
 mod fleet;
 mod fsutil;

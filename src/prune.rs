@@ -221,6 +221,38 @@ pub fn apply(layout: &Layout, plan: &Plan) -> Result<Vec<ReleaseId>> {
     Ok(removed)
 }
 
+/// Measure again what the remaining releases do not share, once `removed`
+/// are gone: an extent a release shared only with a removed one is its own
+/// now. Where files cannot share extents nothing changes and nothing is
+/// measured. Best effort: a figure that cannot be updated keeps the old one
+/// (a lower bound still) and warns.
+pub fn remeasure(ctx: &Ctx, removed: &[ReleaseId]) {
+    let layout = &ctx.layout;
+    if removed.is_empty() || !crate::disk::sharing_possible(&layout.releases()) {
+        return;
+    }
+    let Ok(listing) = store::list(layout) else {
+        return;
+    };
+    for r in &listing.releases {
+        let Some(meta) = &r.meta else {
+            continue;
+        };
+        let dir = layout.release(&r.id);
+        let updated = crate::disk::measure(&dir)
+            .map_err(|e| crate::error::Error::io("could not measure", &dir, e))
+            .and_then(|usage| match meta.disk == Some(usage) {
+                true => Ok(()),
+                false => store::set_disk(layout, &r.id, usage),
+            });
+        if let Err(e) = updated {
+            ctx.ui.warn(format!(
+                "{e}: `shipit releases` keeps its older figure of what it does not share"
+            ));
+        }
+    }
+}
+
 /// Logs of failed builds have no release to go with; they are kept until
 /// every release of their age has been pruned, so a failure can be read.
 fn remove_logs_before(layout: &Layout, oldest: &ReleaseId) {
@@ -262,6 +294,7 @@ pub(crate) mod tests {
                 proven: Some(status != Status::Failed),
                 activation_started: None,
                 reuse: Default::default(),
+                disk: None,
             }),
             proven: status != Status::Failed,
             id,

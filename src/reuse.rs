@@ -138,6 +138,20 @@ pub fn prepare(
                     ))
                     .hint("make run build that directory, or fix path"));
                 }
+                // A tree that names where it was built (a Python venv)
+                // breaks once that path is gone: it is no source to copy.
+                let places = [staging.to_path_buf(), layout.release(id)];
+                if let Some(file) = names_its_build_path(&target, &places) {
+                    ctx.ui.warn(format!(
+                        "{} is not kept for reuse: {} names the path it was built in, which \
+                         will not exist once the release is published or pruned, so a copy \
+                         of it would not work; the next deploy builds it again\n\
+                         hint: build it with relative paths, or leave it out of [[reuse]]",
+                        entry.path,
+                        file.strip_prefix(staging).unwrap_or(&file).display()
+                    ));
+                    continue;
+                }
                 let pristine = pristine_dir(layout, id).join(&dir);
                 remove_any(&pristine)?;
                 fs::create_dir_all(&pristine).with_path("could not create", &pristine)?;
@@ -193,6 +207,71 @@ fn refuse_links(staging: &Path, dir: &Path, shown: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// How much of an executable file is read for its `#!` line.
+const SHEBANG_BYTES: usize = 512;
+/// How much of a `pyvenv.cfg` is read.
+const CONFIG_BYTES: u64 = 64 << 10;
+
+/// The first file of the tree at `dir` that names one of `places` (the
+/// paths the tree was built in): a `#!` line of an executable file (the
+/// scripts of a virtualenv, the start of what a build can write), or a
+/// `pyvenv.cfg`. Cheap on purpose: it reads only the first
+/// [`SHEBANG_BYTES`] of files that have an execute bit, and no other
+/// file's content, so a 30,000-file `node_modules` costs a walk.
+fn names_its_build_path(dir: &Path, places: &[PathBuf]) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut needles: Vec<Vec<u8>> = Vec::new();
+    for place in places {
+        for path in [Some(place.clone()), place.canonicalize().ok()]
+            .into_iter()
+            .flatten()
+        {
+            let bytes = path.into_os_string().into_encoded_bytes();
+            if !needles.contains(&bytes) {
+                needles.push(bytes);
+            }
+        }
+    }
+    let names = |text: &[u8]| {
+        needles
+            .iter()
+            .any(|n| text.windows(n.len()).any(|w| w == n.as_slice()))
+    };
+    for entry in walkdir::WalkDir::new(dir).into_iter().flatten() {
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_name() == "pyvenv.cfg" {
+            let mut text = Vec::new();
+            let read = File::open(path).and_then(|f| f.take(CONFIG_BYTES).read_to_end(&mut text));
+            if read.is_ok() && names(&text) {
+                return Some(path.to_path_buf());
+            }
+            continue;
+        }
+        let executable = entry
+            .metadata()
+            .is_ok_and(|m| m.permissions().mode() & 0o111 != 0);
+        if !executable {
+            continue;
+        }
+        let mut head = Vec::with_capacity(SHEBANG_BYTES);
+        let Ok(_) =
+            File::open(path).and_then(|f| f.take(SHEBANG_BYTES as u64).read_to_end(&mut head))
+        else {
+            continue;
+        };
+        if let Some(line) = head.strip_prefix(b"#!") {
+            let line = line.split(|b| *b == b'\n').next().unwrap_or(line);
+            if names(line) {
+                return Some(path.to_path_buf());
+            }
+        }
+    }
+    None
 }
 
 fn set_reused(env: &mut Vec<(String, String)>, reused: &[String]) {
@@ -448,4 +527,54 @@ pub fn forget_unused(layout: &Layout) -> Vec<(PathBuf, Option<Error>)> {
         removed.push((path, result));
     }
     removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn executable(path: &Path, text: &str) {
+        fs::write(path, text).unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// A venv's scripts and `pyvenv.cfg` name where it was built; a
+    /// file that only mentions the path (not executable, not a `#!` line)
+    /// is not read.
+    #[test]
+    fn a_tree_that_names_its_build_path_is_found_by_its_shebang_or_pyvenv_cfg() {
+        let dir = tempfile::tempdir().unwrap();
+        let built = dir.path().join("staging/venv");
+        fs::create_dir_all(built.join("bin")).unwrap();
+        let places = [dir.path().join("staging")];
+        let at = places[0].display().to_string();
+        fs::write(
+            built.join("bin/activate"),
+            format!("VIRTUAL_ENV={at}/venv\n"),
+        )
+        .unwrap();
+        executable(&built.join("bin/run"), "#!/bin/sh\necho /staging\n");
+        executable(&built.join("bin/later"), &format!("#!/bin/sh\n# {at}\n"));
+        assert_eq!(names_its_build_path(&built, &places), None);
+
+        executable(
+            &built.join("bin/pip"),
+            &format!("#!{at}/venv/bin/python3\n"),
+        );
+        assert_eq!(
+            names_its_build_path(&built, &places),
+            Some(built.join("bin/pip"))
+        );
+        fs::remove_file(built.join("bin/pip")).unwrap();
+        fs::write(
+            built.join("pyvenv.cfg"),
+            format!("home = /usr/bin\ncommand = /usr/bin/python3 -m venv {at}/venv\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            names_its_build_path(&built, &places),
+            Some(built.join("pyvenv.cfg"))
+        );
+    }
 }

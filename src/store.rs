@@ -77,6 +77,11 @@ pub struct Metadata {
     /// their key and where their content came from.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub reuse: std::collections::BTreeMap<String, ReuseRecord>,
+    /// What it costs on disk ([`crate::disk`]), measured when it was
+    /// published and again when prune removed other releases; absent in
+    /// metadata written before shipit measured it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<crate::disk::Usage>,
 }
 
 /// What a release records about one `[[reuse]]` directory.
@@ -362,6 +367,11 @@ pub fn mark_proven(layout: &Layout, id: &ReleaseId, status: Status) -> Result<()
         meta.proven = Some(true);
         meta.status = status;
     })
+}
+
+/// Record what `id` costs on disk now ([`crate::disk`]).
+pub fn set_disk(layout: &Layout, id: &ReleaseId, usage: crate::disk::Usage) -> Result<()> {
+    update(layout, id, |meta| meta.disk = Some(usage))
 }
 
 fn update(layout: &Layout, id: &ReleaseId, change: impl FnOnce(&mut Metadata)) -> Result<()> {

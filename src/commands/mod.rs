@@ -14,7 +14,7 @@ mod releases;
 mod rollback;
 mod status;
 
-pub use releases::ReleaseRow;
+pub use releases::{DiskTotal, ReleaseRow};
 
 use crate::cli::{Cli, Command};
 use crate::config;

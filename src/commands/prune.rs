@@ -3,6 +3,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::cli::PruneArgs;
+use crate::commands::DiskTotal;
 use crate::context::Ctx;
 use crate::error::{Error, Result};
 use crate::history::{self, Event};
@@ -37,8 +38,14 @@ pub fn run(ctx: &Ctx, args: &PruneArgs) -> Result<()> {
         Some(crate::mutation::begin(ctx, wait)?)
     };
     let (plan, removed) = prune::run(ctx, keep, args.dry_run)?;
+    // What the releases it removes share with no other file: removing them
+    // frees at least that (extents they share only among themselves go
+    // too, so it can be more).
+    let removing: std::collections::BTreeSet<_> = plan.remove.iter().collect();
+    let frees = DiskTotal::of(listing.releases.iter().filter(|r| removing.contains(&r.id)));
     if !args.dry_run {
         crate::deploy::forget_unused_pristines(ctx);
+        prune::remeasure(ctx, &removed);
         let mut event = Event::new("prune", "ok");
         event.removed = removed.clone();
         event.live = crate::store::read_current(&ctx.layout)?.id().cloned();
@@ -52,7 +59,11 @@ pub fn run(ctx: &Ctx, args: &PruneArgs) -> Result<()> {
             .map(|(id, reason)| json!({"id": id, "reason": reason}))
             .collect();
         let remove = if args.dry_run { &plan.remove } else { &removed };
-        let _ = ui::out_json(&json!({"dry_run": args.dry_run, "removed": remove, "kept": kept}));
+        let mut out = json!({"dry_run": args.dry_run, "removed": remove, "kept": kept});
+        if args.dry_run {
+            out["would_free"] = serde_json::to_value(frees).expect("a total serializes");
+        }
+        let _ = ui::out_json(&out);
         return Ok(());
     }
     let verb = if args.dry_run {
@@ -62,6 +73,17 @@ pub fn run(ctx: &Ctx, args: &PruneArgs) -> Result<()> {
     };
     for id in &plan.remove {
         ctx.ui.step(verb, Layout::display(id));
+    }
+    if args.dry_run && !plan.remove.is_empty() {
+        ctx.ui.step(
+            "Would free",
+            format!(
+                "at least {} (the bytes of the releases it removes that no other file \
+                 shares; what they share only with each other is freed too){}",
+                crate::disk::human(frees.unshared_bytes),
+                frees.unmeasured_note()
+            ),
+        );
     }
     if plan.remove.is_empty() {
         let verb = if args.dry_run { "Would keep" } else { "Kept" };

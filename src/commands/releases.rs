@@ -50,6 +50,13 @@ pub struct ReleaseRow {
     /// The `[[reuse]]` directories: key hash and where they came from.
     #[serde(default)]
     pub reuse: std::collections::BTreeMap<String, store::ReuseRecord>,
+    /// Allocated bytes of its tree, as measured when it was published;
+    /// `None` for a release published before shipit measured them.
+    #[serde(default)]
+    pub size_bytes: Option<u64>,
+    /// Of those, the bytes no other file shares (see [`crate::disk`]).
+    #[serde(default)]
+    pub unshared_bytes: Option<u64>,
 }
 
 impl ReleaseRow {
@@ -72,6 +79,45 @@ impl ReleaseRow {
             path: ctx.layout.release(&r.id),
             slot,
             reuse: m.map(|m| m.reuse.clone()).unwrap_or_default(),
+            size_bytes: m.and_then(|m| m.disk).map(|d| d.size_bytes),
+            unshared_bytes: m.and_then(|m| m.disk).map(|d| d.unshared_bytes),
+        }
+    }
+}
+
+/// The releases' disk figures added up, and how many have none.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct DiskTotal {
+    pub size_bytes: u64,
+    pub unshared_bytes: u64,
+    /// Releases without a figure (published before shipit measured them,
+    /// or not built by shipit): not in the sums.
+    pub unmeasured: usize,
+}
+
+impl DiskTotal {
+    pub fn of<'a>(releases: impl IntoIterator<Item = &'a Release>) -> DiskTotal {
+        let mut total = DiskTotal::default();
+        for r in releases {
+            match r.meta.as_ref().and_then(|m| m.disk) {
+                Some(d) => {
+                    total.size_bytes += d.size_bytes;
+                    total.unshared_bytes += d.unshared_bytes;
+                }
+                None => total.unmeasured += 1,
+            }
+        }
+        total
+    }
+
+    /// What is said after the figure when some releases have none.
+    pub fn unmeasured_note(&self) -> String {
+        match self.unmeasured {
+            0 => String::new(),
+            1 => "; 1 release has no figure (published before shipit measured releases)".into(),
+            n => {
+                format!("; {n} releases have no figure (published before shipit measured releases)")
+            }
         }
     }
 }
@@ -97,6 +143,7 @@ pub fn run(ctx: &Ctx, args: &ReleasesArgs) -> Result<()> {
             "releases": releases,
             "stray": listing.foreign,
             "slots": slots.as_ref().map(|v| v.to_json()),
+            "disk": DiskTotal::of(&listing.releases),
         }));
         return Ok(());
     }
@@ -116,14 +163,17 @@ pub fn run(ctx: &Ctx, args: &ReleasesArgs) -> Result<()> {
         },
     };
     let mut text = format!(
-        "  {:<14}  {:>5}  {:<10}  {:<16}  {}{}\n",
+        "  {:<14}  {:>5}  {:<10}  {:<16}  {:>10}  {:>10}  {}{}\n",
         "ID",
         "AGE",
         "REVISION",
         "BRANCH",
+        "SIZE",
+        "UNSHARED",
         slot_column(None),
         "STATUS"
     );
+    let figure = |bytes: Option<u64>| bytes.map_or_else(|| "?".into(), crate::disk::human);
     for r in newest_first {
         let is_current = current.id() == Some(&r.id);
         let m = r.meta.as_ref();
@@ -131,18 +181,29 @@ pub fn run(ctx: &Ctx, args: &ReleasesArgs) -> Result<()> {
         let branch = m
             .and_then(|m| m.branch.clone())
             .unwrap_or_else(|| "-".into());
+        let disk = m.and_then(|m| m.disk);
         let line = format!(
-            "{} {:<14}  {:>5}  {:<10}  {:<16}  {}{}\n",
+            "{} {:<14}  {:>5}  {:<10}  {:<16}  {:>10}  {:>10}  {}{}\n",
             if is_current { "*" } else { " " },
             r.id.as_str(),
             super::format::age((now - created).num_seconds()),
             super::format::short(m.and_then(|m| m.revision.as_deref())),
             branch,
+            figure(disk.map(|d| d.size_bytes)),
+            figure(disk.map(|d| d.unshared_bytes)),
             slot_column(Some(&r.id)),
             shown_status(r, is_current),
         );
         text.push_str(&if is_current { ctx.ui.bold(&line) } else { line });
     }
+    let total = DiskTotal::of(&listing.releases);
+    text.push_str(&format!(
+        "  total: {} in {} release(s), {} of it unshared (what removing each alone frees){}\n",
+        crate::disk::human(total.size_bytes),
+        listing.releases.len(),
+        crate::disk::human(total.unshared_bytes),
+        total.unmeasured_note()
+    ));
     let _ = ui::out(&text);
     Ok(())
 }

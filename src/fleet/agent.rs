@@ -61,6 +61,7 @@ pub fn run(ctx: &Ctx, args: &FleetAgentArgs) -> Result<()> {
                 proven: Some(false),
                 activation_started: None,
                 reuse: Default::default(),
+                disk: None,
             };
             receive(ctx, meta, *keep_special_files)
         }
@@ -437,7 +438,11 @@ fn unpack(ctx: &Ctx, meta: &Metadata, staging: &std::path::Path, keep_special: b
         ));
     }
     deploy::link_shared(ctx, staging)?;
-    store::write_metadata(staging, meta)?;
+    let meta = Metadata {
+        disk: deploy::measure_disk(ctx, staging),
+        ..meta.clone()
+    };
+    store::write_metadata(staging, &meta)?;
     crate::fsutil::sync_release(&[staging]).with_path("could not sync", staging)
 }
 

@@ -751,6 +751,8 @@ mod tests {
             path: "/".into(),
             slot: None,
             reuse: Default::default(),
+            size_bytes: None,
+            unshared_bytes: None,
         }
     }
 

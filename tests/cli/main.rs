@@ -13,6 +13,7 @@ mod config;
 mod copy;
 mod core;
 mod crash;
+mod disk;
 mod docs;
 mod durability;
 mod etxtbsy;

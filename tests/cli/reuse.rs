@@ -272,3 +272,51 @@ fn changed_run_commands_build_again_and_an_unmatched_pattern_is_said() {
         .ok()
         .says("matches no file in the release");
 }
+
+/// A Python virtualenv names the path it was built in (its scripts' `#!`
+/// lines, `pyvenv.cfg`): a copy of it would run from a directory that is
+/// gone. It is not kept as a reuse source, the deploy says which file and
+/// the fix, and the next deploy builds it again.
+#[test]
+fn a_venv_is_not_kept_for_reuse_and_is_built_again() {
+    let sb = Sandbox::new();
+    let probe = sb.path().join("probe-venv");
+    let venv = std::process::Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&probe)
+        .output();
+    match venv {
+        Ok(out) if out.status.success() => {}
+        other => panic!(
+            "`python3 -m venv` does not work here ({other:?}): install it with \
+             `apt-get install python3-venv`"
+        ),
+    }
+    let builds = sb.path().join("venv-builds");
+    sb.commit("requirements.txt", "\n");
+    sb.write_config(&format!(
+        "[[reuse]]\npath = \"venv\"\nkey = [\"requirements.txt\"]\n\
+         run = [\"python3 -m venv venv\", \"echo built >> '{}'\"]\n",
+        builds.display()
+    ));
+    let count = || {
+        fs::read_to_string(&builds)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let first = sb.run(&["deploy"]);
+    first.ok().says("venv is not kept for reuse: venv/");
+    first.says("hint: build it with relative paths, or leave it out of [[reuse]]");
+    assert_eq!(count(), 1);
+    let id = sb.current().unwrap();
+    assert!(
+        !sb.deploy_to().join(".shipit/reuse").join(&id).exists(),
+        "no pristine copy kept"
+    );
+    assert!(sb.releases_json()["releases"][0]["reuse"]["venv"].is_null());
+
+    sb.commit("index.html", "v2\n");
+    sb.run(&["deploy"]).ok().says("Building venv");
+    assert_eq!(count(), 2, "the next deploy runs the install again");
+}

@@ -1,6 +1,7 @@
 //! The human output of each command, pinned: success and each failure
 //! shape, so that a change of wording shows up as a diff in review.
-//! Release ids, times, durations, shas, pids, users and paths are redacted.
+//! Release ids, times, durations, sizes, shas, pids, users and paths are
+//! redacted.
 //! After an intended change: `INSTA_UPDATE=always cargo test --test cli
 //! snapshots`, then review the `.snap` diffs like code.
 
@@ -46,6 +47,9 @@ macro_rules! pin {
                 (r"ps -fp \d+", "ps -fp [PID]"),
                 (r"\b[a-z_][a-z0-9_-]*@[A-Za-z0-9.-]+\b", "[USER]@[HOST]"),
                 (r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]"),
+                // Sizes depend on the filesystem of /tmp (a tmpfs directory
+                // has no blocks); the padding of their column goes with them.
+                (r" +\b\d+(\.\d)? (B|KiB|MiB|GiB|TiB)\b", " [SIZE]"),
                 // How files were copied depends on the filesystem of /tmp.
                 (r"(?m)^( +Copied \d+ files?).*$", "$1[HOW]"),
             ],

@@ -108,3 +108,22 @@ fn a_subdirectory_rolls_out_to_every_host() {
     );
     assert!(!release.join("README").exists());
 }
+
+/// A host measures the release it received, as a single host measures the
+/// one it built: `releases` on the host shows its size.
+#[test]
+fn each_host_measures_what_its_release_costs_on_disk() {
+    let w = World::new(2, Options::default());
+    let id = w.deploy_ok();
+    for host in &w.hosts.hosts {
+        let meta = host
+            .deploy()
+            .join("releases")
+            .join(&id)
+            .join(".shipit-release.json");
+        let meta: serde_json::Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+        let size = meta["disk"]["size_bytes"].as_u64();
+        assert!(size.is_some_and(|s| s > 0), "{meta}");
+        assert!(meta["disk"]["unshared_bytes"].as_u64().is_some(), "{meta}");
+    }
+}
