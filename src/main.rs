@@ -63,6 +63,8 @@
 //!   `init` templates; `check`; `src/placeholders.rs` fills their `@NAME@`s
 //! - `src/urls.rs`, `src/destination.rs`: URLs fit to print (credentials
 //!   hidden); ssh destinations, checked and taken apart
+//! - `src/views.rs`: what read-only commands show, as data (the release
+//!   row, the disk total), shared with the fleet's protocol
 //! - `src/ui.rs`: everything printed (never failing the caller): colour,
 //!   progress, plain lines, JSON, phase timings
 //!
@@ -113,6 +115,7 @@ mod swap;
 mod templates;
 mod ui;
 mod urls;
+mod views;
 mod whoami;
 
 use std::process::ExitCode;

@@ -14,8 +14,6 @@ mod releases;
 mod rollback;
 mod status;
 
-pub use releases::{DiskTotal, ReleaseRow};
-
 use crate::cli::{Cli, Command};
 use crate::config;
 use crate::context::Ctx;

@@ -3,13 +3,13 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::cli::PruneArgs;
-use crate::commands::DiskTotal;
 use crate::context::Ctx;
 use crate::error::{Error, Result};
 use crate::history::{self, Event};
 use crate::layout::Layout;
 use crate::prune;
 use crate::ui;
+use crate::views::DiskTotal;
 
 pub fn run(ctx: &Ctx, args: &PruneArgs) -> Result<()> {
     if ctx.config.fleet.is_some() {

@@ -1,126 +1,12 @@
-use std::path::PathBuf;
-
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::Utc;
 use serde_json::json;
 
 use crate::cli::ReleasesArgs;
 use crate::context::Ctx;
 use crate::error::Result;
-use crate::layout::ReleaseId;
-use crate::slots::state::Slot;
-use crate::store::{self, Release, Status};
+use crate::store;
 use crate::ui;
-
-/// The status shown to people: `live` is whatever `current` points at,
-/// derived from the link rather than trusted from metadata.
-pub fn shown_status(release: &Release, is_current: bool) -> &'static str {
-    match (release.status(), is_current) {
-        (Status::Failed, _) => "failed",
-        (_, true) => "live",
-        _ if release.interrupted() => "interrupted",
-        (Status::Live | Status::Ready, false) if !release.proven => "never-live",
-        (Status::Live, false) => "ready",
-        (status, false) => status.as_str(),
-    }
-}
-
-/// One release as `releases --json` prints it, and as a fleet host reports
-/// it to its controller (the same type on both sides of the wire).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ReleaseRow {
-    pub id: ReleaseId,
-    pub current: bool,
-    /// As [`shown_status`] names it.
-    pub status: String,
-    pub proven: bool,
-    pub revision: Option<String>,
-    /// The commit's committer date.
-    #[serde(default)]
-    pub revision_time: Option<DateTime<Utc>>,
-    pub branch: Option<String>,
-    pub source: Option<String>,
-    pub deployed_by: Option<String>,
-    pub created_at: Option<DateTime<Utc>>,
-    pub build_duration_ms: Option<u64>,
-    pub previous: Option<ReleaseId>,
-    pub failure: Option<String>,
-    pub path: PathBuf,
-    pub slot: Option<Slot>,
-    /// The `[[reuse]]` directories: key hash and where they came from.
-    #[serde(default)]
-    pub reuse: std::collections::BTreeMap<String, store::ReuseRecord>,
-    /// Allocated bytes of its tree, as measured when it was published;
-    /// `None` for a release published before shipit measured them.
-    #[serde(default)]
-    pub size_bytes: Option<u64>,
-    /// Of those, the bytes no other file shares (see [`crate::disk`]).
-    #[serde(default)]
-    pub unshared_bytes: Option<u64>,
-}
-
-impl ReleaseRow {
-    pub fn of(ctx: &Ctx, r: &Release, is_current: bool, slot: Option<Slot>) -> ReleaseRow {
-        let m = r.meta.as_ref();
-        ReleaseRow {
-            id: r.id.clone(),
-            current: is_current,
-            status: shown_status(r, is_current).to_string(),
-            proven: r.proven,
-            revision: m.and_then(|m| m.revision.clone()),
-            revision_time: m.and_then(|m| m.revision_time),
-            branch: m.and_then(|m| m.branch.clone()),
-            source: m.map(|m| m.source.clone()),
-            deployed_by: m.map(|m| m.deployed_by.clone()),
-            created_at: m.map(|m| m.created_at),
-            build_duration_ms: m.map(|m| m.build_duration_ms),
-            previous: m.and_then(|m| m.previous.clone()),
-            failure: m.and_then(|m| m.failure.clone()),
-            path: ctx.layout.release(&r.id),
-            slot,
-            reuse: m.map(|m| m.reuse.clone()).unwrap_or_default(),
-            size_bytes: m.and_then(|m| m.disk).map(|d| d.size_bytes),
-            unshared_bytes: m.and_then(|m| m.disk).map(|d| d.unshared_bytes),
-        }
-    }
-}
-
-/// The releases' disk figures added up, and how many have none.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
-pub struct DiskTotal {
-    pub size_bytes: u64,
-    pub unshared_bytes: u64,
-    /// Releases without a figure (published before shipit measured them,
-    /// or not built by shipit): not in the sums.
-    pub unmeasured: usize,
-}
-
-impl DiskTotal {
-    pub fn of<'a>(releases: impl IntoIterator<Item = &'a Release>) -> DiskTotal {
-        let mut total = DiskTotal::default();
-        for r in releases {
-            match r.meta.as_ref().and_then(|m| m.disk) {
-                Some(d) => {
-                    total.size_bytes += d.size_bytes;
-                    total.unshared_bytes += d.unshared_bytes;
-                }
-                None => total.unmeasured += 1,
-            }
-        }
-        total
-    }
-
-    /// What is said after the figure when some releases have none.
-    pub fn unmeasured_note(&self) -> String {
-        match self.unmeasured {
-            0 => String::new(),
-            1 => "; 1 release has no figure (published before shipit measured releases)".into(),
-            n => {
-                format!("; {n} releases have no figure (published before shipit measured releases)")
-            }
-        }
-    }
-}
+use crate::views::{DiskTotal, ReleaseRow, shown_status};
 
 pub fn run(ctx: &Ctx, args: &ReleasesArgs) -> Result<()> {
     if let Some(fleet) = &ctx.config.fleet {

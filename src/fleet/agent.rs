@@ -22,7 +22,6 @@ use chrono::Utc;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::cli::{FleetAgentAction, FleetAgentArgs};
-use crate::commands::ReleaseRow;
 use crate::context::Ctx;
 use crate::deploy::{self, Published};
 use crate::error::{Error, IoContext, Kind, Result};
@@ -32,6 +31,7 @@ use crate::layout::{Layout, ReleaseId};
 use crate::lock::Holder;
 use crate::store::{self, Current, Metadata, Status};
 use crate::ui;
+use crate::views::ReleaseRow;
 
 pub fn run(ctx: &Ctx, args: &FleetAgentArgs) -> Result<()> {
     let result = match &args.action {

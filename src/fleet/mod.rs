@@ -733,8 +733,8 @@ mod tests {
         state
     }
 
-    fn state_row() -> crate::commands::ReleaseRow {
-        crate::commands::ReleaseRow {
+    fn state_row() -> crate::views::ReleaseRow {
+        crate::views::ReleaseRow {
             id: ReleaseId::parse(A).unwrap(),
             current: false,
             status: "ready".into(),

@@ -14,10 +14,10 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::commands::ReleaseRow;
 use crate::error::{Error, Kind};
 use crate::history::Event;
 use crate::layout::ReleaseId;
+use crate::views::ReleaseRow;
 
 /// Bumped whenever a message changes shape. Both sides are the same binary
 /// today (the controller installs itself); the version keeps a host whose
