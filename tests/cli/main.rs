@@ -35,3 +35,4 @@ mod slots;
 mod snapshots;
 mod sources;
 mod state;
+mod structure;
