@@ -119,6 +119,12 @@ pub struct HooksConfig {
     pub build_timeout: Duration,
     #[serde(default = "default_reload_timeout", deserialize_with = "duration")]
     pub reload_timeout: Duration,
+    /// Run once per deploy in the published release, before users can
+    /// reach it (database migrations).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub migrate: Vec<String>,
+    #[serde(default = "default_migrate_timeout", deserialize_with = "duration")]
+    pub migrate_timeout: Duration,
 }
 
 impl Default for HooksConfig {
@@ -128,6 +134,8 @@ impl Default for HooksConfig {
             reload: None,
             build_timeout: default_build_timeout(),
             reload_timeout: default_reload_timeout(),
+            migrate: Vec::new(),
+            migrate_timeout: default_migrate_timeout(),
         }
     }
 }
@@ -298,6 +306,10 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<Strin
 fn default_build_timeout() -> Duration {
     Duration::from_secs(600)
 }
+
+fn default_migrate_timeout() -> Duration {
+    Duration::from_secs(600)
+}
 fn default_reload_timeout() -> Duration {
     Duration::from_secs(120)
 }
@@ -365,7 +377,14 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
     ),
     (
         "hooks",
-        &["build", "reload", "build_timeout", "reload_timeout"],
+        &[
+            "build",
+            "reload",
+            "build_timeout",
+            "reload_timeout",
+            "migrate",
+            "migrate_timeout",
+        ],
     ),
     (
         "health",
@@ -426,7 +445,7 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 /// mid-deploy, after the switch. Every bound is far above any real use.
 pub fn duration_limit(key: &str) -> Duration {
     match key {
-        "hooks.build_timeout" | "lock.wait" | "--wait" => DAY,
+        "hooks.build_timeout" | "hooks.migrate_timeout" | "lock.wait" | "--wait" => DAY,
         "health.interval" | "health.request_timeout" => 10 * MINUTE,
         "hooks.reload_timeout"
         | "health.timeout"
@@ -810,6 +829,7 @@ impl Config {
         for (name, d) in [
             ("hooks.build_timeout", self.hooks.build_timeout),
             ("hooks.reload_timeout", self.hooks.reload_timeout),
+            ("hooks.migrate_timeout", self.hooks.migrate_timeout),
         ] {
             if d.is_zero() {
                 return Err(err(
@@ -850,6 +870,7 @@ impl Config {
         let mut all = vec![
             ("hooks.build_timeout", self.hooks.build_timeout),
             ("hooks.reload_timeout", self.hooks.reload_timeout),
+            ("hooks.migrate_timeout", self.hooks.migrate_timeout),
             ("lock.wait", self.lock.wait),
         ];
         if let Some(h) = &self.health {

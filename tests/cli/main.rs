@@ -21,6 +21,7 @@ mod hooks;
 mod init;
 mod lock;
 mod loopfs;
+mod migrate;
 mod output;
 mod prune;
 mod push;
