@@ -1353,6 +1353,8 @@ mod tests {
             reload = "true"
             build_timeout = "1m"
             reload_timeout = "1m"
+            migrate = ["bin/migrate"]
+            migrate_timeout = "1m"
             [health]
             url = "http://127.0.0.1:1/"
             timeout = "5s"
