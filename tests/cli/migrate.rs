@@ -166,3 +166,25 @@ fn migrate_is_refused_with_a_fleet_until_it_runs_there() {
     assert!(run.stderr.contains("hooks.migrate"), "{}", run.stderr);
     assert!(!sb.deploy_to().join("current").exists());
 }
+
+/// An automatic rollback after the release's migrations ran goes back to a
+/// release that may not expect the migrated database: it says so.
+#[test]
+fn an_automatic_rollback_after_migrate_warns() {
+    let sb = Sandbox::new();
+    sb.write_config("[hooks]\nreload = \"! test -f bad\"\n");
+    let first = sb.deploy();
+    sb.write_config("[hooks]\nreload = \"! test -f bad\"\nmigrate = \"true\"\n");
+    sb.commit("bad", "the reload fails in this release\n");
+    let run = sb.run(&["deploy"]);
+    run.code(4);
+    assert_eq!(sb.current().unwrap(), first);
+    let last = &sb.history_json()[0];
+    assert_eq!(last["migrate"], "ran", "{last}");
+    let release = last["release"].as_str().unwrap();
+    assert!(
+        run.stderr.contains("database may be newer") && run.stderr.contains(release),
+        "{}",
+        run.stderr
+    );
+}
