@@ -188,3 +188,17 @@ fn an_automatic_rollback_after_migrate_warns() {
         run.stderr
     );
 }
+
+/// `check` looks for the migrate hook's program as for every hook.
+#[test]
+fn check_finds_a_migrate_program_missing_from_path() {
+    let sb = Sandbox::new();
+    sb.write_config("[hooks]\nmigrate = \"no-such-migrator-xyz up\"\n");
+    let run = sb.run(&["check"]);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    let text = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        text.contains("no-such-migrator-xyz") && text.contains("hooks.migrate"),
+        "{text}"
+    );
+}
