@@ -901,11 +901,26 @@ fn programs(config: &Config) -> Vec<Check> {
         (_, _) if config.fleet.is_some() => None,
         (_, reload) => reload.as_ref(),
     };
+    if config.fleet.is_some() && !config.hooks.migrate.is_empty() {
+        checks.push(fail(
+            "hooks",
+            "hooks.migrate does not run with [fleet] yet: `deploy` refuses this config",
+            "run migrations yourself before the rollout, and remove `migrate` from [hooks]",
+        ));
+    }
     let hooks: Vec<(&str, &String)> = config
         .hooks
         .build
         .iter()
         .map(|c| ("hooks.build", c))
+        .chain(
+            config
+                .hooks
+                .migrate
+                .iter()
+                .filter(|_| config.fleet.is_none())
+                .map(|c| ("hooks.migrate", c)),
+        )
         .chain(reload.map(|c| ("hooks.reload", c)))
         .chain(
             slots

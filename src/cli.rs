@@ -240,6 +240,10 @@ pub struct DeployArgs {
     #[arg(long)]
     pub no_rollback: bool,
 
+    /// Do not run hooks.migrate for this release (recorded in the history)
+    #[arg(long)]
+    pub skip_migrate: bool,
+
     /// Print the outcome as JSON on stdout
     #[arg(long)]
     pub json: bool,

@@ -132,6 +132,12 @@ pub struct HooksConfig {
     pub notify: Option<String>,
     #[serde(default = "default_notify_timeout", deserialize_with = "duration")]
     pub notify_timeout: Duration,
+    /// Run once per deploy in the published release, before users can
+    /// reach it (database migrations).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub migrate: Vec<String>,
+    #[serde(default = "default_migrate_timeout", deserialize_with = "duration")]
+    pub migrate_timeout: Duration,
 }
 
 impl Default for HooksConfig {
@@ -143,6 +149,8 @@ impl Default for HooksConfig {
             reload_timeout: default_reload_timeout(),
             notify: None,
             notify_timeout: default_notify_timeout(),
+            migrate: Vec::new(),
+            migrate_timeout: default_migrate_timeout(),
         }
     }
 }
@@ -324,6 +332,10 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<Strin
 fn default_build_timeout() -> Duration {
     Duration::from_secs(600)
 }
+
+fn default_migrate_timeout() -> Duration {
+    Duration::from_secs(600)
+}
 fn default_reload_timeout() -> Duration {
     Duration::from_secs(120)
 }
@@ -403,6 +415,8 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
             "reload_timeout",
             "notify",
             "notify_timeout",
+            "migrate",
+            "migrate_timeout",
         ],
     ),
     (
@@ -481,7 +495,7 @@ pub fn check_app(app: &str) -> Result<()> {
 /// mid-deploy, after the switch. Every bound is far above any real use.
 pub fn duration_limit(key: &str) -> Duration {
     match key {
-        "hooks.build_timeout" | "lock.wait" | "--wait" => DAY,
+        "hooks.build_timeout" | "hooks.migrate_timeout" | "lock.wait" | "--wait" => DAY,
         "health.interval" | "health.request_timeout" => 10 * MINUTE,
         "hooks.reload_timeout"
         | "health.timeout"
@@ -880,6 +894,7 @@ impl Config {
             ("hooks.build_timeout", self.hooks.build_timeout),
             ("hooks.reload_timeout", self.hooks.reload_timeout),
             ("hooks.notify_timeout", self.hooks.notify_timeout),
+            ("hooks.migrate_timeout", self.hooks.migrate_timeout),
         ] {
             if d.is_zero() {
                 return Err(err(
@@ -921,6 +936,7 @@ impl Config {
             ("hooks.build_timeout", self.hooks.build_timeout),
             ("hooks.reload_timeout", self.hooks.reload_timeout),
             ("hooks.notify_timeout", self.hooks.notify_timeout),
+            ("hooks.migrate_timeout", self.hooks.migrate_timeout),
             ("lock.wait", self.lock.wait),
         ];
         if let Some(h) = &self.health {
@@ -1413,6 +1429,8 @@ mod tests {
             reload_timeout = "1m"
             notify = "true"
             notify_timeout = "5s"
+            migrate = ["bin/migrate"]
+            migrate_timeout = "1m"
             [health]
             url = "http://127.0.0.1:1/"
             timeout = "5s"

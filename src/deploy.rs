@@ -37,6 +37,8 @@ pub struct Request {
     pub pushed_repo: Option<std::path::PathBuf>,
     /// The branch to record (a push deploys a sha of this branch).
     pub branch: Option<String>,
+    /// Do not run `hooks.migrate` (recorded in the history).
+    pub skip_migrate: bool,
 }
 
 #[derive(Debug)]
@@ -131,6 +133,20 @@ pub fn run(ctx: &Ctx, req: &Request) -> Result<Outcome> {
         }
     };
 
+    // The release is complete and published; nothing is live yet. Its
+    // migrations run now, before any user can reach it.
+    if let Err(e) = migrate(ctx, req, &id, &resolved, previous.as_ref(), &mut event) {
+        let e = e.in_phase(Kind::BeforeSwap).live(current.describe());
+        if let Err(mark) = store::set_status(layout, &id, Status::Failed, Some(e.to_string())) {
+            ctx.ui.warn(format!(
+                "could not record {} as failed: {mark}",
+                Layout::display(&id)
+            ));
+        }
+        record(event, Some(&e), previous.clone());
+        return Err(e);
+    }
+
     // The release is complete and published; nothing is live yet.
     let published = Published {
         id,
@@ -180,6 +196,14 @@ pub fn go_live(
         if failed.refused {
             event.outcome = history::REFUSED.into();
         }
+        // Back on the previous release, after this one's migrations ran.
+        if event.migrate.as_deref() == Some(history::MIGRATE_RAN)
+            && failed.live.as_ref() != Some(&id)
+            && let Some(back) = &failed.live
+            && let Some(warning) = history::migrate_warning(back, std::slice::from_ref(&id))
+        {
+            ctx.ui.warn(warning);
+        }
         record(event, Some(&failed.error), failed.live);
         return Err(failed.error);
     }
@@ -225,6 +249,72 @@ pub fn go_live(
         removed,
         duration: started.elapsed(),
     })
+}
+
+/// Run `hooks.migrate` in the published release `id` (its shared paths are
+/// linked), recording in `event` that it ran, failed or was skipped. An
+/// interrupt stops it as it stops a build hook.
+fn migrate(
+    ctx: &Ctx,
+    req: &Request,
+    id: &ReleaseId,
+    resolved: &Resolved,
+    previous: Option<&ReleaseId>,
+    event: &mut Event,
+) -> Result<()> {
+    let commands = &ctx.config.hooks.migrate;
+    if commands.is_empty() {
+        return Ok(());
+    }
+    if req.skip_migrate {
+        ctx.ui.step("Skipping", "the migrate hook (--skip-migrate)");
+        event.migrate = Some(history::MIGRATE_SKIPPED.into());
+        return Ok(());
+    }
+    let layout = &ctx.layout;
+    let release = layout.release(id);
+    let live = Live {
+        id,
+        revision: resolved.revision.as_deref(),
+        branch: resolved.branch.as_deref(),
+        previous,
+    };
+    let env = activate::hook_env(layout, &live);
+    let mut log = crate::state::open_or_explain(
+        &layout.build_log(id),
+        File::options().append(true).create(true),
+        "the build log",
+    )?;
+    interrupt::check()?;
+    event.migrate_time = Some(Utc::now());
+    event.migrate = Some(history::MIGRATE_FAILED.into());
+    for command in commands {
+        interrupt::check()?;
+        ctx.ui.step("Migrating", command);
+        let hook = Hook {
+            name: "migrate",
+            command,
+            cwd: &release,
+            env: &env,
+            timeout: ctx.config.hooks.migrate_timeout,
+            timeout_key: "hooks.migrate_timeout",
+        };
+        hooks::run(&hook, &ctx.ui, Some(&mut log)).map_err(|e| {
+            if e.kind == Kind::Interrupted {
+                e.context("deploy interrupted during the migrate hook; nothing was switched")
+            } else if e.hint.is_some() {
+                e
+            } else {
+                e.hint(format!(
+                    "nothing was switched; the build log is {}; fix the migration and deploy \
+                     again",
+                    layout.build_log(id).display()
+                ))
+            }
+        })?;
+    }
+    event.migrate = Some(history::MIGRATE_RAN.into());
+    Ok(())
 }
 
 /// Fetch, stage, build and publish. On any failure the staging directory is

@@ -290,6 +290,7 @@ pub fn run(ctx: &Ctx, mode: Mode, branch: Option<&str>) -> Result<Option<Outcome
         no_rollback: false,
         pushed_repo: (mode == Mode::PreReceive).then(|| repo.clone()),
         branch: Some(branch.clone()),
+        skip_migrate: false,
     };
     deploy::preflight(ctx, &req)?;
     // A push that arrives during a deploy queues behind it (bounded).

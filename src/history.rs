@@ -46,6 +46,13 @@ pub struct Event {
     /// fared (the `hosts` array of `deploy --json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hosts: Option<serde_json::Value>,
+    /// A deploy's `hooks.migrate`: [`MIGRATE_RAN`], `failed`, or
+    /// [`MIGRATE_SKIPPED`] (`--skip-migrate`); absent when none is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrate: Option<String>,
+    /// When the migrate hook of `release` started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrate_time: Option<DateTime<Utc>>,
 }
 
 impl Event {
@@ -66,6 +73,8 @@ impl Event {
             causes: Vec::new(),
             removed: Vec::new(),
             hosts: None,
+            migrate: None,
+            migrate_time: None,
         }
     }
 }
@@ -121,6 +130,51 @@ fn outcome_of(event: &Event, kind: crate::error::Kind) -> &'static str {
         }
         kind => kind.name(),
     }
+}
+
+/// A deploy whose migrate hook ran to success.
+pub const MIGRATE_RAN: &str = "ran";
+/// A deploy whose migrate hook failed, timed out or was interrupted: it may
+/// have changed the database in part.
+pub const MIGRATE_FAILED: &str = "failed";
+/// A deploy with `--skip-migrate`.
+pub const MIGRATE_SKIPPED: &str = "skipped";
+
+/// The releases newer than `target` whose migrate hook ran (or started and
+/// failed), oldest first: the database may have been changed for them, and
+/// `target` may not expect that. The history outlives pruning, so this
+/// holds for releases long gone too.
+pub fn migrated_after(layout: &Layout, target: &ReleaseId) -> Vec<ReleaseId> {
+    let Ok(log) = read(layout) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<ReleaseId> = log
+        .events
+        .iter()
+        .filter(|e| e.event == "deploy")
+        .filter(|e| matches!(e.migrate.as_deref(), Some(MIGRATE_RAN | MIGRATE_FAILED)))
+        .filter_map(|e| e.release.clone())
+        .filter(|id| id > target)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// The warning for making `target` live again when the releases `newer`
+/// ran their migrations; `None` when there are none.
+pub fn migrate_warning(target: &ReleaseId, newer: &[ReleaseId]) -> Option<String> {
+    if newer.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = newer.iter().map(Layout::display).collect();
+    Some(format!(
+        "the database may be newer than {} expects: the migrate hook ran for {} (a rollback \
+         never runs migrations backwards; write migrations that the previous release can live \
+         with)",
+        Layout::display(target),
+        names.join(", ")
+    ))
 }
 
 /// The outcome of a first deploy that failed after its swap: `current` was

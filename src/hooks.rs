@@ -70,7 +70,7 @@ impl Hook<'_> {
     /// nothing they start may outlive them. Other hooks (reload, slot start)
     /// exist to start daemons.
     fn contained(&self) -> bool {
-        self.name == "build"
+        matches!(self.name, "build" | "migrate")
     }
 }
 

@@ -111,6 +111,12 @@ pub fn run(ctx: &Ctx, to: Option<&ReleaseId>, force: bool) -> Result<Outcome> {
         ctx.ui.warn(warning);
     }
     let from = current.id().cloned();
+    // A rollback never runs migrations: say so when it crosses some.
+    if let Some(warning) =
+        history::migrate_warning(&target, &history::migrated_after(layout, &target))
+    {
+        ctx.ui.warn(warning);
+    }
 
     let mut event = Event::new("rollback", "ok");
     event.previous = from.clone();

@@ -32,9 +32,21 @@ pub fn run(ctx: &Ctx, args: &DeployArgs) -> Result<()> {
         no_rollback: args.no_rollback,
         pushed_repo: None,
         branch: None,
+        skip_migrate: args.skip_migrate,
     };
     let wait = super::options::wait_for(&args.wait, &ctx.config)?;
     if let Some(fleet) = &ctx.config.fleet {
+        if !ctx.config.hooks.migrate.is_empty() {
+            return Err(crate::error::Error::usage(
+                "hooks.migrate does not run with [fleet] yet: the hosts would be switched \
+                 without it",
+            )
+            .hint(format!(
+                "run migrations yourself before the rollout, and remove `migrate` from [hooks] \
+                 in {}",
+                ctx.config.file.display()
+            )));
+        }
         return super::options::fleet(
             ctx,
             fleet,

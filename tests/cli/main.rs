@@ -22,6 +22,7 @@ mod hooks;
 mod init;
 mod lock;
 mod loopfs;
+mod migrate;
 mod notify;
 mod notify_receiver;
 mod output;

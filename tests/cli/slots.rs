@@ -1202,3 +1202,32 @@ fn a_start_hook_that_takes_the_live_slots_socket_is_not_called_harmless() {
     assert_ne!(fixed, first);
     assert_eq!(w.get("/").unwrap(), (200, format!("release={fixed}\n")));
 }
+
+/// The migrate hook runs once, before the idle slot starts: the front's
+/// link still names the live slot, and the new slot has not been started.
+#[test]
+fn migrate_runs_before_the_idle_slot_starts() {
+    let mut w = Slotted::new("");
+    w.start_front();
+    let first = w.sb.deploy();
+    let root = w.sb.path().display().to_string();
+    w.sb.write_config_replacing(
+        "[slots]\n",
+        &format!(
+            "[hooks]\nmigrate = \"echo \\\"migrate $SHIPIT_RELEASE \
+             $(readlink \\\"$SHIPIT_DEPLOY_TO/run/app.sock\\\")\\\" >> '{root}/hooks.log'\"\n\n\
+             [slots]\n"
+        ),
+    );
+    w.sb.commit("index.html", "v2\n");
+    let second = w.sb.deploy();
+    assert_eq!(
+        w.hooks_log(),
+        [
+            format!("start blue {first}"),
+            format!("migrate {second} blue.sock"),
+            format!("start green {second}"),
+            format!("stop blue {first}"),
+        ]
+    );
+}
