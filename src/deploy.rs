@@ -614,6 +614,12 @@ pub(crate) fn forget_unused_pristines(ctx: &Ctx) {
 /// saying what was removed; what could not be is retried next time.
 pub(crate) fn clear_leftovers(ctx: &Ctx) {
     forget_unused_pristines(ctx);
+    clear_staging(ctx);
+}
+
+/// [`clear_leftovers`] but the pristine copies (a fleet's controller keeps
+/// them by its own rule, in `fleet/reuse.rs`).
+pub(crate) fn clear_staging(ctx: &Ctx) {
     for (leftover, error) in store::clear_leftovers(&ctx.layout) {
         match error {
             None => ctx.ui.step(

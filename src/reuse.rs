@@ -56,12 +56,35 @@ pub fn prepare(
     env: &mut Vec<(String, String)>,
     log: &mut File,
 ) -> Result<BTreeMap<String, Record>> {
+    if ctx.config.reuse.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let releases = store::list(&ctx.layout)?.releases;
+    let find = |path: &str, key: &str| source(&ctx.layout, &releases, path, key);
+    prepare_from(ctx, id, staging, env, log, &find)
+}
+
+/// Where a reused directory may come from: for a `[[reuse]]` path and its
+/// key's hash, the newest release that proved itself with that key (whose
+/// pristine copy is on disk) and its record.
+pub type Sources<'a> = dyn Fn(&str, &str) -> Option<(ReleaseId, Record)> + 'a;
+
+/// [`prepare`], with the releases that proved themselves told by `find`
+/// (a fleet's controller keeps no releases, but its history says which
+/// rollouts went well on every host).
+pub fn prepare_from(
+    ctx: &Ctx,
+    id: &ReleaseId,
+    staging: &Path,
+    env: &mut Vec<(String, String)>,
+    log: &mut File,
+    find: &Sources,
+) -> Result<BTreeMap<String, Record>> {
     let mut records = BTreeMap::new();
     if ctx.config.reuse.is_empty() {
         return Ok(records);
     }
     let layout = &ctx.layout;
-    let releases = store::list(layout)?.releases;
     let mut reused = Vec::new();
     let mut excluded: Vec<PathBuf> = ctx.config.reuse.iter().map(|e| e.dir()).collect();
     excluded.push(PathBuf::from(".git"));
@@ -79,7 +102,7 @@ pub fn prepare(
         let dir = entry.dir();
         let target = staging.join(&dir);
         refuse_links(staging, &dir, &entry.path)?;
-        match source(layout, &releases, &entry.path, &key) {
+        match find(&entry.path, &key) {
             Some((from, record)) => {
                 let pristine = pristine_dir(layout, &record.built_by).join(&dir);
                 remove_any(&target)?;
@@ -170,26 +193,6 @@ pub fn prepare(
     env.retain(|(k, _)| k != "SHIPIT_BUILD_PATH");
     set_reused(env, &reused);
     Ok(records)
-}
-
-/// Without reuse (a fleet's controller): run each entry's commands.
-pub fn build_all(ctx: &Ctx, cwd: &Path, env: &[(String, String)], log: &mut File) -> Result<()> {
-    for entry in &ctx.config.reuse {
-        for command in &entry.run {
-            crate::interrupt::check()?;
-            ctx.ui.step("Building", command);
-            let hook = Hook {
-                name: "build",
-                command,
-                cwd,
-                env,
-                timeout: ctx.config.hooks.build_timeout,
-                timeout_key: "hooks.build_timeout",
-            };
-            hooks::run(&hook, &ctx.ui, Some(&mut *log))?;
-        }
-    }
-    Ok(())
 }
 
 /// Nothing on the way to a reused directory, nor the directory itself,

@@ -133,9 +133,8 @@ fn stage_and_pack(ctx: &Ctx, built: &Built, resolved: &source::Resolved) -> Resu
             chrono::Utc::now().to_rfc3339()
         ),
     )?;
-    let env = activate::hook_env(&hosts, &live);
-    // The controller keeps no proven releases to reuse from: it builds.
-    crate::reuse::build_all(ctx, tree, &env, &mut log)?;
+    let mut env = activate::hook_env(&hosts, &live);
+    super::reuse::prepare(ctx, &built.id, tree, &mut env, &mut log)?;
     crate::deploy::run_build_hooks(ctx, env, tree, &mut log)?;
     ctx.ui.step("Packing", built.tarball.display().to_string());
     let status = Command::new("tar")

@@ -15,6 +15,7 @@
 //! - [`rollout`]: reach → prepare → roll, and the revert.
 //! - [`agent`]: the host side.
 //! - [`report`]: per-host outcomes, the table and the JSON.
+//! - [`reuse`]: `[[reuse]]` on the controller, from rollouts that went well.
 
 pub mod agent;
 pub mod build;
@@ -23,6 +24,7 @@ pub mod install;
 pub mod parallel;
 pub mod protocol;
 pub mod report;
+pub mod reuse;
 pub mod rollout;
 pub mod ssh;
 pub mod untar;
@@ -64,7 +66,8 @@ pub fn run(ctx: &Ctx, config: &FleetConfig, req: &Request) -> Result<()> {
     let started = Instant::now();
     let fleet = Fleet::open(ctx, config, false)?;
     let _lock = crate::mutation::begin(ctx, req.wait)?;
-    crate::deploy::clear_leftovers(ctx);
+    crate::deploy::clear_staging(ctx);
+    reuse::forget(ctx);
     let mut event = Event::new(req.event, "ok");
     let mut hosts: Vec<HostReport> = config.hosts.iter().map(|h| HostReport::new(h)).collect();
     let result = sequence(&fleet, req, &mut hosts, &mut event);
@@ -79,6 +82,8 @@ pub fn run(ctx: &Ctx, config: &FleetConfig, req: &Request) -> Result<()> {
         result.as_ref().err(),
         live,
     );
+    // Only now is it known whether this rollout's build is a source.
+    reuse::forget(ctx);
     let mut result = result;
     let outcome = match &result {
         Ok(()) => "ok",

@@ -16,6 +16,7 @@ mod housekeeping;
 mod notify;
 mod platforms;
 mod reports;
+mod reuse;
 mod scale;
 mod sources;
 #[path = "../support/mod.rs"]
