@@ -120,23 +120,7 @@ fn proven(layout: &Layout) -> Vec<(ReleaseId, BTreeMap<String, Record>)> {
 /// Remove the records and copies [`KEEP`] does not keep; a failure only
 /// warns (it is retried on the next rollout).
 pub fn forget(ctx: &Ctx) {
-    let layout = &ctx.layout;
-    let Ok(entries) = fs::read_dir(root(layout)) else {
-        return;
-    };
-    let kept: Vec<(ReleaseId, BTreeMap<String, Record>)> =
-        proven(layout).into_iter().take(KEEP).collect();
-    let records: Vec<String> = kept.iter().map(|(id, _)| format!("{id}.json")).collect();
-    let copies: Vec<String> = kept
-        .iter()
-        .flat_map(|(_, r)| r.values().map(|r| r.built_by.to_string()))
-        .collect();
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if records.contains(&name) || copies.contains(&name) {
-            continue;
-        }
-        let path = entry.path();
+    for path in unkept(&ctx.layout) {
         let removed = if path.is_dir() && !path.is_symlink() {
             fs::remove_dir_all(&path)
         } else {
@@ -148,5 +132,93 @@ pub fn forget(ctx: &Ctx) {
                 Error::io("could not remove", &path, e)
             ));
         }
+    }
+}
+
+/// What [`forget`] removes: every entry of `.shipit/reuse/` but the
+/// records of the newest [`KEEP`] releases whose rollout was `ok` and the
+/// copies those records name (a reused path names the older build it
+/// came from).
+fn unkept(layout: &Layout) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(root(layout)) else {
+        return Vec::new();
+    };
+    let kept: Vec<(ReleaseId, BTreeMap<String, Record>)> =
+        proven(layout).into_iter().take(KEEP).collect();
+    let records: Vec<String> = kept.iter().map(|(id, _)| format!("{id}.json")).collect();
+    let copies: Vec<String> = kept
+        .iter()
+        .flat_map(|(_, r)| r.values().map(|r| r.built_by.to_string()))
+        .collect();
+    let mut out: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            !records.contains(&name) && !copies.contains(&name)
+        })
+        .map(|entry| entry.path())
+        .collect();
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::Event;
+
+    /// Only `ok` deploys are sources, newest first; the newest [`KEEP`]
+    /// keep their records and the copies they name, however old; the
+    /// rest (a reverted rollout's copies, a torn temp file) goes.
+    #[test]
+    fn only_rollouts_that_went_well_keep_their_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path().to_path_buf());
+        fs::create_dir_all(root(&layout)).unwrap();
+        let id = |n: u32| ReleaseId::parse(&format!("2026010100000{n}")).unwrap();
+        let (a, b, c, d, e) = (id(1), id(2), id(3), id(4), id(5));
+        let write = |release: &ReleaseId, key: &str, built_by: &ReleaseId| {
+            let record = Record {
+                key: key.into(),
+                built_by: built_by.clone(),
+                reused_from: None,
+            };
+            let kept = Kept {
+                version: VERSION,
+                reuse: BTreeMap::from([("deps".to_string(), record)]),
+            };
+            fs::write(
+                record_file(&layout, release),
+                serde_json::to_vec(&kept).unwrap(),
+            )
+            .unwrap();
+            if release == built_by {
+                fs::create_dir_all(pristine_dir(&layout, release).join("deps")).unwrap();
+            }
+        };
+        for (release, outcome, key, built_by) in [
+            (&a, "ok", "k1", &a),
+            (&b, "fleet-reverted", "k2", &b),
+            (&c, "ok", "k1", &a),
+            (&d, "ok", "k3", &d),
+            (&e, "ok", "k4", &e),
+        ] {
+            write(release, key, built_by);
+            let mut event = Event::new("deploy", outcome);
+            event.release = Some(release.clone());
+            history::append(&layout, &event).unwrap();
+        }
+        fs::write(root(&layout).join(".tmp-torn"), "").unwrap();
+
+        let ids: Vec<ReleaseId> = proven(&layout).into_iter().map(|(id, _)| id).collect();
+        assert_eq!(ids, [e.clone(), d.clone(), c.clone(), a.clone()]);
+        let mut gone = vec![
+            root(&layout).join(".tmp-torn"),
+            record_file(&layout, &a),
+            record_file(&layout, &b),
+            pristine_dir(&layout, &b),
+        ];
+        gone.sort();
+        assert_eq!(unkept(&layout), gone);
     }
 }
