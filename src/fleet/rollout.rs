@@ -15,6 +15,8 @@
 //!   nothing goes live. A failure removes the release from the hosts that
 //!   got it (a release that never went live must not become a rollback
 //!   target later).
+//! - Migrate: with `hooks.migrate`, the primary host runs it once, every
+//!   host still on the previous release (see `fleet::migrate`).
 //! - Roll: `batch` hosts at a time, in host order: drain (on the
 //!   controller) → the host's own single-host activation (swap, reload or
 //!   slots, gate, automatic rollback) → undrain. The first host that fails

@@ -17,8 +17,8 @@ use crate::{Options, World, outcomes};
 /// file): the host it ran on (by its `shared/name`, then `SHIPIT_HOST`),
 /// the release, and what `current` of every host resolved to at that
 /// moment (`-`: nothing). It refuses a release that holds FAIL_MIGRATE,
-/// and waits (bounded) in one that holds HANG_MIGRATE, after writing its
-/// pid to `migrate.pid`.
+/// and in one that holds HANG_MIGRATE writes its pid to `migrate.pid`
+/// and waits (bounded) for `go` in the world's root.
 fn with_migrate(w: &World, primary: Option<usize>) {
     let root = w.path().display().to_string();
     let currents: Vec<String> = w
@@ -31,7 +31,7 @@ fn with_migrate(w: &World, primary: Option<usize>) {
         "echo \"migrating $SHIPIT_RELEASE\"; \
          if [ -f FAIL_MIGRATE ]; then echo 'the migration broke' >&2; exit 1; fi; \
          if [ -f HANG_MIGRATE ]; then echo $$ > {root}/migrate.pid; \
-         i=0; while [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; fi; \
+         i=0; while [ ! -e {root}/go ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; fi; \
          echo \"$(cat \"$SHIPIT_DEPLOY_TO/shared/name\") $SHIPIT_HOST $SHIPIT_RELEASE {}\" \
          >> {root}/migrations.log",
         currents.join(" ")
@@ -180,6 +180,57 @@ fn a_failing_migrate_switches_no_host_and_exits_3() {
     );
 }
 
+/// The pid of the hanging migration, once it runs.
+fn migration_started(w: &World, child: &mut std::process::Child) -> i32 {
+    let pid_file = w.path().join("migrate.pid");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(pid) = fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+        {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+            "the migration never started:\n{}",
+            fs::read_to_string(w.path().join("deploy.err")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A Ctrl-C on the controller during the migration lets it finish (its
+/// session stays), then switches no host: exit 130, the history says the
+/// migration ran.
+#[test]
+fn an_interrupt_during_the_migration_lets_it_finish_and_switches_nothing() {
+    let w = World::new(2, Options::default());
+    with_migrate(&w, None);
+    let good = w.deploy_ok();
+    w.commit("HANG_MIGRATE", "\n");
+    let mut child = w.spawn(&w.config(), &["deploy", "--json"], "deploy");
+    migration_started(&w, &mut child.0);
+    kill(Pid::from_raw(child.0.id() as i32), Signal::SIGINT).unwrap();
+    fs::write(w.path().join("go"), "").unwrap();
+    let code = wait_exit(&mut child.0);
+    let said = fs::read_to_string(w.path().join("deploy.err")).unwrap();
+    assert_eq!(code, Some(130), "{said}");
+    assert_eq!(migrations(&w).len(), 2, "it ran to its end: {said}");
+    assert_eq!(w.currents(), vec![Some(good.clone()); 2]);
+    let json: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(w.path().join("deploy.out")).unwrap())
+            .unwrap_or_else(|e| panic!("{e}\n{said}"));
+    assert_eq!(
+        outcomes(&json),
+        ["untouched"; 2],
+        "no host was switched: {json}"
+    );
+    let history = w.shipit(&["history", "--json"]).json();
+    assert_eq!(history[0]["migrate"], "ran", "{}", history[0]);
+    assert_eq!(history[0]["outcome"], "interrupted", "{}", history[0]);
+}
+
 /// A controller killed while the migration runs: the host's agent sees its
 /// session close and stops the migration (no migration runs on with
 /// nobody to switch the hosts after it); the release is marked failed
@@ -191,22 +242,7 @@ fn the_controllers_death_stops_a_running_migration() {
     let good = w.deploy_ok();
     w.commit("HANG_MIGRATE", "\n");
     let mut child = w.spawn(&w.config(), &["deploy", "--json"], "deploy");
-    let pid_file = w.path().join("migrate.pid");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let hook = loop {
-        if let Some(pid) = fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|t| t.trim().parse::<i32>().ok())
-        {
-            break pid;
-        }
-        assert!(
-            Instant::now() < deadline && child.0.try_wait().unwrap().is_none(),
-            "the migration never started:\n{}",
-            fs::read_to_string(w.path().join("deploy.err")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let hook = migration_started(&w, &mut child.0);
     kill(Pid::from_raw(child.0.id() as i32), Signal::SIGKILL).unwrap();
     wait_exit(&mut child.0);
     let alive = |pid: i32| kill(Pid::from_raw(pid), None).is_ok();
