@@ -901,13 +901,6 @@ fn programs(config: &Config) -> Vec<Check> {
         (_, _) if config.fleet.is_some() => None,
         (_, reload) => reload.as_ref(),
     };
-    if config.fleet.is_some() && !config.hooks.migrate.is_empty() {
-        checks.push(fail(
-            "hooks",
-            "hooks.migrate does not run with [fleet] yet: `deploy` refuses this config",
-            "run migrations yourself before the rollout, and remove `migrate` from [hooks]",
-        ));
-    }
     let hooks: Vec<(&str, &String)> = config
         .hooks
         .build

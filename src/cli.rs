@@ -173,6 +173,10 @@ pub enum FleetAgentAction {
     Activate {
         #[arg(long)]
         id: String,
+        /// What became of the rollout's migrate hook (`ran`, `skipped`),
+        /// for this host's history
+        #[arg(long, value_parser = ["ran", "skipped"])]
+        migrate: Option<String>,
     },
     /// Make an existing release live (a rollback or a revert), or `none`:
     /// remove `current` (the host had nothing live before)
@@ -188,6 +192,16 @@ pub enum FleetAgentAction {
         /// this host ran before the rollout)
         #[arg(long)]
         force: bool,
+    },
+    /// Run hooks.migrate in a received release, before any host is
+    /// switched (on the fleet's primary host, once per rollout); stopped
+    /// when stdin closes (the controller, or its ssh, went away)
+    Migrate {
+        #[arg(long)]
+        id: String,
+        /// The controller's name for this host (`SHIPIT_HOST` in the hook)
+        #[arg(long)]
+        host: String,
     },
     /// Remove a received release that never went live
     Discard {

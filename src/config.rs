@@ -275,6 +275,9 @@ pub struct FleetConfig {
     /// default).
     #[serde(default)]
     pub keep_special_files: bool,
+    /// The host that runs `hooks.migrate`, once per rollout (one of
+    /// `hosts`; the first of them when unset).
+    pub primary: Option<String>,
 }
 
 fn default_batch() -> usize {
@@ -465,6 +468,7 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
             "binary",
             "host_shipit",
             "keep_special_files",
+            "primary",
         ],
     ),
 ];
@@ -1113,6 +1117,11 @@ impl SourceConfig {
 }
 
 impl FleetConfig {
+    /// The host that runs `hooks.migrate`: `primary`, or the first host.
+    pub fn migrate_host(&self) -> &str {
+        self.primary.as_deref().unwrap_or(&self.hosts[0])
+    }
+
     fn validate(&self, file: &Path) -> Result<()> {
         let file = file.display();
         if self.hosts.is_empty() {
@@ -1163,6 +1172,18 @@ impl FleetConfig {
             .hint(
                 "keep one: binary installs that file, host_shipit runs the one installed there",
             ));
+        }
+        if let Some(primary) = &self.primary
+            && !self.hosts.contains(primary)
+        {
+            return Err(Error::usage(format!(
+                "fleet.primary = {primary:?} in {file} is not one of fleet.hosts"
+            ))
+            .hint(format!(
+                "name the host that runs hooks.migrate exactly as fleet.hosts lists it ({}), \
+                 or remove primary to use the first",
+                self.hosts.join(", ")
+            )));
         }
         for (key, hook) in [("drain", &self.drain), ("undrain", &self.undrain)] {
             if hook.as_deref().is_some_and(|h| h.trim().is_empty()) {
@@ -1466,6 +1487,7 @@ mod tests {
             state = "fleet-state"
             binary = "shipit-for-hosts"
             keep_special_files = false
+            primary = "deploy@web1"
             [[reuse]]
             path = "node_modules"
             key = ["package-lock.json"]
@@ -1668,6 +1690,9 @@ mod tests {
         let f = c.fleet.unwrap();
         assert_eq!((f.batch, f.concurrency, f.hosts.len()), (1, 16, 2));
         assert_eq!(f.state, PathBuf::from("/etc/app/.shipit-fleet"));
+        assert_eq!(f.migrate_host(), "deploy@web1");
+        let c = fleet("hosts = [\"web1\", \"web2\"]\nprimary = \"web2\"\n").unwrap();
+        assert_eq!(c.fleet.unwrap().migrate_host(), "web2");
         for (extra, needle) in [
             ("hosts = []\n", "fleet.hosts"),
             ("hosts = [\"-oProxyCommand=x\"]\n", "-oProxyCommand=x"),
@@ -1688,6 +1713,10 @@ mod tests {
                 "both say which shipit",
             ),
             ("hosts = [\"web1\"]\nbach = 2\n", "`fleet.batch`"),
+            (
+                "hosts = [\"web1\"]\nprimary = \"web2\"\n",
+                "fleet.primary = \"web2\" in /etc/app/shipit.toml is not one of fleet.hosts",
+            ),
         ] {
             let e = fleet(extra).unwrap_err();
             assert!(e.to_string().contains(needle), "{extra}: {e}");

@@ -262,8 +262,7 @@ fn migrate(
     previous: Option<&ReleaseId>,
     event: &mut Event,
 ) -> Result<()> {
-    let commands = &ctx.config.hooks.migrate;
-    if commands.is_empty() {
+    if ctx.config.hooks.migrate.is_empty() {
         return Ok(());
     }
     if req.skip_migrate {
@@ -271,15 +270,31 @@ fn migrate(
         event.migrate = Some(history::MIGRATE_SKIPPED.into());
         return Ok(());
     }
-    let layout = &ctx.layout;
-    let release = layout.release(id);
     let live = Live {
         id,
         revision: resolved.revision.as_deref(),
         branch: resolved.branch.as_deref(),
         previous,
     };
-    let env = activate::hook_env(layout, &live);
+    run_migrate(ctx, &live, &[], event)
+}
+
+/// The migrate hook's commands, in the published release `live.id`, with
+/// the hook environment (and `extra_env`), its timeout, and its output
+/// streamed and appended to the release's build log; `event` says whether
+/// it ran or failed. A single host runs it before its swap; a fleet's
+/// primary host runs it once per rollout (`fleet-agent migrate`).
+pub fn run_migrate(
+    ctx: &Ctx,
+    live: &Live,
+    extra_env: &[(String, String)],
+    event: &mut Event,
+) -> Result<()> {
+    let layout = &ctx.layout;
+    let id = live.id;
+    let release = layout.release(id);
+    let mut env = activate::hook_env(layout, live);
+    env.extend(extra_env.iter().cloned());
     let mut log = crate::state::open_or_explain(
         &layout.build_log(id),
         File::options().append(true).create(true),
@@ -288,7 +303,7 @@ fn migrate(
     interrupt::check()?;
     event.migrate_time = Some(Utc::now());
     event.migrate = Some(history::MIGRATE_FAILED.into());
-    for command in commands {
+    for command in &ctx.config.hooks.migrate {
         interrupt::check()?;
         ctx.ui.step("Migrating", command);
         let hook = Hook {

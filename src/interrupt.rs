@@ -63,6 +63,14 @@ pub fn check() -> Result<()> {
     }
 }
 
+/// Act as if a signal had arrived: a fleet host's agent does so when its
+/// controller's session closes (the controller, or its ssh, is gone), so
+/// the hook it runs for that controller is stopped like on a Ctrl-C.
+pub fn request() {
+    FLAG.get_or_init(|| Arc::new(AtomicBool::new(false)))
+        .store(true, Ordering::SeqCst);
+}
+
 /// Forget a signal that has been acted on, so the rollback it triggered can
 /// run its own reload and gate. A second signal interrupts those in turn.
 pub fn clear() {

@@ -36,17 +36,6 @@ pub fn run(ctx: &Ctx, args: &DeployArgs) -> Result<()> {
     };
     let wait = super::options::wait_for(&args.wait, &ctx.config)?;
     if let Some(fleet) = &ctx.config.fleet {
-        if !ctx.config.hooks.migrate.is_empty() {
-            return Err(crate::error::Error::usage(
-                "hooks.migrate does not run with [fleet] yet: the hosts would be switched \
-                 without it",
-            )
-            .hint(format!(
-                "run migrations yourself before the rollout, and remove `migrate` from [hooks] \
-                 in {}",
-                ctx.config.file.display()
-            )));
-        }
         return super::options::fleet(
             ctx,
             fleet,
@@ -58,6 +47,7 @@ pub fn run(ctx: &Ctx, args: &DeployArgs) -> Result<()> {
             args.json,
             wait,
             false,
+            args.skip_migrate,
         );
     }
     if args.no_rollback && ctx.config.slots.is_some() {

@@ -42,6 +42,7 @@ pub fn fleet(
     json: bool,
     wait: Option<Duration>,
     force: bool,
+    skip_migrate: bool,
 ) -> Result<()> {
     if no_rollback {
         return Err(crate::error::Error::usage(
@@ -57,6 +58,7 @@ pub fn fleet(
         json,
         wait,
         force,
+        skip_migrate,
     };
     crate::fleet::run(ctx, fleet, &req)
 }

@@ -24,6 +24,8 @@ pub fn run(ctx: &Ctx, args: &RollbackArgs) -> Result<()> {
             args.json,
             wait,
             args.force,
+            // A rollback never runs the migrate hook.
+            false,
         );
     }
     rollback::choose(ctx, to.as_ref(), args.force)?;

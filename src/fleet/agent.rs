@@ -65,7 +65,10 @@ pub fn run(ctx: &Ctx, args: &FleetAgentArgs) -> Result<()> {
             };
             receive(ctx, meta, *keep_special_files)
         }
-        FleetAgentAction::Activate { id } => activate(ctx, &ReleaseId::parse(id)?),
+        FleetAgentAction::Activate { id, migrate } => {
+            activate(ctx, &ReleaseId::parse(id)?, migrate.clone())
+        }
+        FleetAgentAction::Migrate { id, host } => migrate(ctx, &ReleaseId::parse(id)?, host),
         FleetAgentAction::Switch { to, wait_ms, force } => {
             let wait = (*wait_ms > 0).then(|| Duration::from_millis(*wait_ms));
             switch(ctx, to, wait, *force)
@@ -449,7 +452,11 @@ fn unpack(ctx: &Ctx, meta: &Metadata, staging: &std::path::Path, keep_special: b
 /// Make a received release live: exactly what `shipit deploy` does once
 /// its release is published (activation with its gate and automatic
 /// rollback, statuses, prune, history).
-fn activate(ctx: &Ctx, id: &ReleaseId) -> Result<Done> {
+///
+/// `migrate`: what became of the rollout's migrate hook (`ran`,
+/// `skipped`), kept in this host's deploy event so that a rollback here
+/// warns that the database may be newer, as it would on a single host.
+fn activate(ctx: &Ctx, id: &ReleaseId, migrate: Option<String>) -> Result<Done> {
     let started = Instant::now();
     let layout = &ctx.layout;
     let current = store::require_sane_current(layout)?;
@@ -478,6 +485,7 @@ fn activate(ctx: &Ctx, id: &ReleaseId) -> Result<Done> {
     event.release = Some(id.clone());
     event.revision = meta.revision.clone();
     event.branch = meta.branch.clone();
+    event.migrate = migrate;
     let published = Published {
         id: id.clone(),
         revision: meta.revision,
@@ -488,6 +496,63 @@ fn activate(ctx: &Ctx, id: &ReleaseId) -> Result<Done> {
     Ok(Done::Activated {
         release: outcome.release,
         removed: outcome.removed,
+    })
+}
+
+/// Run `hooks.migrate` in a received release, for a rollout's controller,
+/// before any host is switched: the single-host migration
+/// ([`deploy::run_migrate`]: the hook environment plus `SHIPIT_HOST`, the
+/// [env] and env_file of this host, `hooks.migrate_timeout`, the output
+/// streamed to the controller and appended to the release's build log).
+/// A failure marks the release failed here, with its cause.
+///
+/// A migration lives no longer than its controller: stdin is the
+/// controller's ssh session, and when it closes (the controller exited,
+/// died, or lost the connection) the migration is stopped as on a Ctrl-C
+/// (SIGTERM to its process group, SIGKILL after the grace period) and the
+/// release is marked failed. A migration left running with nobody to
+/// decide what comes after it would be worse: no host would be switched
+/// to the release it was made for, and the next rollout could start a
+/// second one beside it.
+fn migrate(ctx: &Ctx, id: &ReleaseId, host: &str) -> Result<Done> {
+    let layout = &ctx.layout;
+    store::require_sane_current(layout)?;
+    crate::hookenv::require()?;
+    let _lock = crate::mutation::begin(ctx, None)?;
+    let current = store::require_sane_current(layout)?;
+    let meta = store::read_metadata(layout, id)?.ok_or_else(|| {
+        Error::usage(format!(
+            "{} was not received on this host",
+            Layout::display(id)
+        ))
+        .live(current.describe())
+        .hint("deploy again from the controller")
+    })?;
+    // The controller's session ends: stop the migration.
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+        crate::interrupt::request();
+    });
+    let live = crate::activate::Live {
+        id,
+        revision: meta.revision.as_deref(),
+        branch: meta.branch.as_deref(),
+        previous: current.id(),
+    };
+    let mut event = Event::new("deploy", "ok");
+    let env = [("SHIPIT_HOST".to_string(), host.to_string())];
+    if let Err(e) = deploy::run_migrate(ctx, &live, &env, &mut event) {
+        let e = e.in_phase(Kind::BeforeSwap).live(current.describe());
+        if let Err(mark) = store::set_status(layout, id, Status::Failed, Some(e.to_string())) {
+            ctx.ui.warn(format!(
+                "could not record {} as failed: {mark}",
+                Layout::display(id)
+            ));
+        }
+        return Err(e);
+    }
+    Ok(Done::Migrated {
+        release: id.clone(),
     })
 }
 

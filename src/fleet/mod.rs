@@ -56,6 +56,9 @@ pub struct Request {
     /// `rollback --force`: a target that failed or never proved itself
     /// live on some host is accepted (and gated again).
     pub force: bool,
+    /// `deploy --skip-migrate`: `hooks.migrate` does not run (recorded in
+    /// the history).
+    pub skip_migrate: bool,
 }
 
 /// `shipit deploy` / `shipit rollback` with a fleet.
@@ -242,9 +245,12 @@ fn sequence(
     let switch = match req.event {
         "deploy" => {
             let _timing = crate::ui::Timing::start("fleet build+prepare");
-            let switch = prepare(fleet, req, hosts, &taken, event)?;
+            let Switch::Activate(id, _) = prepare(fleet, req, hosts, &taken, event)? else {
+                unreachable!("a deploy activates the release it prepared")
+            };
             crate::crashpoint::hit("fleet:after-prepare");
-            switch
+            migrate(fleet, req, hosts, &id, event)?;
+            Switch::Activate(id, event.migrate.clone())
         }
         _ => {
             let to = rollback_target(hosts, &infos, req.to.as_ref(), req.force)?;
@@ -262,7 +268,7 @@ fn sequence(
     let Some(failure) = failure else {
         return Ok(());
     };
-    if let Switch::Activate(id) = &switch {
+    if let Switch::Activate(id, _) = &switch {
         discard_unswitched(fleet, hosts, id);
     }
     let as_before = hosts.iter().all(HostReport::as_before);
@@ -398,7 +404,7 @@ fn prepare(
         for host in hosts.iter_mut() {
             host.outcome = Outcome::Untouched;
         }
-        return Ok(Switch::Activate(built.id));
+        return Ok(Switch::Activate(built.id, None));
     }
     // Nothing went live: take the release back from every host that may
     // have it (a receive whose answer was lost may have published it).
@@ -429,6 +435,87 @@ fn prepare(
     .cause(failed.join("\n"))
     .live("unchanged on every host: nothing was switched")
     .hint("fix the host named above and deploy again"))
+}
+
+/// Phase 1½: `hooks.migrate`, exactly once per rollout, on the primary
+/// host (`fleet.primary`, or the first of `hosts`), once every host has
+/// the release and before any is switched; through the agent, which runs
+/// it as a single host does (see `agent::migrate`) for as long as this
+/// controller's session lasts. The fleet lock of every host is held
+/// meanwhile: no other rollout starts beside it. A failure stops the
+/// rollout with nothing switched anywhere: the primary keeps the release,
+/// marked failed with the cause (its build log has the hook's output), the
+/// other hosts remove it.
+fn migrate(
+    fleet: &Fleet,
+    req: &Request,
+    hosts: &mut [HostReport],
+    id: &ReleaseId,
+    event: &mut Event,
+) -> Result<()> {
+    let ctx = fleet.ctx;
+    if ctx.config.hooks.migrate.is_empty() {
+        return Ok(());
+    }
+    if req.skip_migrate {
+        ctx.ui.step("Skipping", "the migrate hook (--skip-migrate)");
+        event.migrate = Some(history::MIGRATE_SKIPPED.into());
+        return Ok(());
+    }
+    let primary = fleet.config.migrate_host();
+    ctx.ui.step(
+        "Migrating",
+        format!("on {primary}, in {}", Layout::display(id)),
+    );
+    event.migrate_time = Some(chrono::Utc::now());
+    event.migrate = Some(history::MIGRATE_FAILED.into());
+    let reply = fleet.agent_attached(
+        primary,
+        &[
+            "migrate",
+            &format!("--id={id}"),
+            &format!("--host={primary}"),
+        ],
+    );
+    if reply.ok() {
+        event.migrate = Some(history::MIGRATE_RAN.into());
+        return Ok(());
+    }
+    if let Some(host) = hosts.iter_mut().find(|h| h.host == primary) {
+        host.outcome = Outcome::Failed;
+        host.message = Some(format!("its migrate hook failed: {}", reply.message));
+    }
+    let others: Vec<String> = hosts
+        .iter()
+        .filter(|h| h.host != primary)
+        .map(|h| h.host.clone())
+        .collect();
+    let id_arg = format!("--id={id}");
+    let replies = parallel::parallel(fleet.config.concurrency, &others, |host| {
+        fleet.agent(host, &["discard", &id_arg], None)
+    });
+    for (name, reply) in others.iter().zip(replies) {
+        let host = hosts
+            .iter_mut()
+            .find(|h| &h.host == name)
+            .expect("one of the hosts");
+        if reply.ok() {
+            host.outcome = Outcome::Discarded;
+        } else {
+            host.message = Some(format!("could not remove it again: {}", reply.message));
+        }
+    }
+    Err(Error::new(
+        Kind::BeforeSwap,
+        format!("the migrate hook failed on {primary}"),
+    )
+    .cause(reply.message.replace('\n', "; "))
+    .live("unchanged on every host: nothing was switched")
+    .hint(format!(
+        "{} is kept on {primary}, marked failed; its build log there has the hook's output; \
+         fix the migration and deploy again",
+        Layout::display(id)
+    )))
 }
 
 /// After a failed rollout, every host where the release never went live

@@ -152,6 +152,10 @@ pub enum Done {
     },
     /// The fleet lock is held by this agent until its stdin closes.
     Locked,
+    /// `hooks.migrate` ran to success in `release`.
+    Migrated {
+        release: ReleaseId,
+    },
 }
 
 /// What a host has, for the controller's preflight, `releases` and

@@ -15,6 +15,8 @@
 //!   nothing goes live. A failure removes the release from the hosts that
 //!   got it (a release that never went live must not become a rollback
 //!   target later).
+//! - Migrate: with `hooks.migrate`, the primary host runs it once, every
+//!   host still on the previous release (see `fleet::migrate`).
 //! - Roll: `batch` hosts at a time, in host order: drain (on the
 //!   controller) → the host's own single-host activation (swap, reload or
 //!   slots, gate, automatic rollback) → undrain. The first host that fails
@@ -118,13 +120,33 @@ impl<'a> Fleet<'a> {
 
     /// `fleet-agent <args>` on `host`.
     pub fn agent(&self, host: &str, args: &[&str], stdin: Option<&std::path::Path>) -> Reply {
+        let argv = self.argv(host, args);
+        self.answer(host, self.ssh.run(&self.ctx.ui, host, &argv, stdin))
+    }
+
+    /// `fleet-agent <args>` on `host`, its stdin kept open until it
+    /// answered: the agent learns from its end that this controller is
+    /// gone (the migrate hook is stopped then).
+    pub fn agent_attached(&self, host: &str, args: &[&str]) -> Reply {
+        let argv = self.argv(host, args);
+        let held = self.ssh.hold(&self.ctx.ui, host, &argv, protocol::MARK);
+        // The answer is in; the session is let go (the agent exits).
+        self.answer(host, held.map(|(out, _session)| out))
+    }
+
+    fn argv(&self, host: &str, args: &[&str]) -> Vec<String> {
         let mut argv = if self.read_only {
             self.payload.read_only_agent()
         } else {
             self.agent_argv(host)
         };
         argv.extend(args.iter().map(|a| a.to_string()));
-        match self.ssh.run(&self.ctx.ui, host, &argv, stdin) {
+        argv
+    }
+
+    /// What a remote agent command answered.
+    fn answer(&self, host: &str, ran: Result<ssh::Output>) -> Reply {
+        match ran {
             Err(e) => Reply {
                 code: ssh::SSH_FAILED,
                 answer: None,
@@ -444,8 +466,9 @@ impl<'a> Fleet<'a> {
 /// What phase 2 does to each host.
 #[derive(Clone, Debug)]
 pub enum Switch {
-    /// Activate the received release (a deploy).
-    Activate(ReleaseId),
+    /// Activate the received release (a deploy); what became of its
+    /// migrate hook (`ran`, `skipped`), for each host's history.
+    Activate(ReleaseId, Option<String>),
     /// Go to an existing release (a fleet rollback); `true`: forced
     /// (`rollback --force`).
     To(ReleaseId, bool),
@@ -454,7 +477,7 @@ pub enum Switch {
 impl Switch {
     fn target(&self) -> &ReleaseId {
         match self {
-            Switch::Activate(id) | Switch::To(id, _) => id,
+            Switch::Activate(id, _) | Switch::To(id, _) => id,
         }
     }
 }
@@ -548,7 +571,11 @@ fn switch_batch(
     }
     if failure.is_none() {
         let args: Vec<String> = match switch {
-            Switch::Activate(id) => vec!["activate".into(), "--id".into(), id.to_string()],
+            Switch::Activate(id, migrate) => {
+                let mut args = vec!["activate".into(), "--id".into(), id.to_string()];
+                args.extend(migrate.as_ref().map(|m| format!("--migrate={m}")));
+                args
+            }
             Switch::To(id, force) => {
                 let mut args = vec!["switch".into(), "--to".into(), id.to_string()];
                 if *force {

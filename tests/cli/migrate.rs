@@ -153,17 +153,24 @@ fn sigterm_stops_the_migrate_hook_and_what_it_started() {
     assert_eq!(sb.history_json()[0]["migrate"], "failed");
 }
 
+/// The host that runs a fleet's migrations must be one of its hosts: a
+/// typo is refused before anything is contacted or written.
 #[test]
-fn migrate_is_refused_with_a_fleet_until_it_runs_there() {
+fn a_fleet_primary_that_is_not_a_host_is_refused() {
     let sb = Sandbox::new();
     sb.write_raw_config(&format!(
         "deploy_to = \"{}\"\n[source]\ngit = \"app\"\n\n[hooks]\nmigrate = \"true\"\n\n\
-         [fleet]\nhosts = [\"127.0.0.1\"]\n",
+         [fleet]\nhosts = [\"127.0.0.1\"]\nprimary = \"127.0.0.2\"\n",
         sb.deploy_to().display()
     ));
     let run = sb.run(&["deploy"]);
-    assert_ne!(run.code, 0);
-    assert!(run.stderr.contains("hooks.migrate"), "{}", run.stderr);
+    run.code(2);
+    assert!(
+        run.stderr.contains("fleet.primary = \"127.0.0.2\"")
+            && run.stderr.contains("not one of fleet.hosts"),
+        "{}",
+        run.stderr
+    );
     assert!(!sb.deploy_to().join("current").exists());
 }
 

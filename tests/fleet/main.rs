@@ -13,6 +13,7 @@ mod checks;
 mod crashes;
 mod hosts;
 mod housekeeping;
+mod migrate;
 mod notify;
 mod platforms;
 mod reports;
