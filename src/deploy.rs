@@ -371,7 +371,10 @@ fn build_and_publish(
     let staging = layout.staging(&id);
     let staged = stage(ctx, &id, &staging, &resolved, previous)
         .and_then(|_| interrupt::check())
-        .and_then(|_| store::publish(layout, &staging, &id));
+        .and_then(|_| {
+            let _timing = crate::ui::Timing::start("publish");
+            store::publish(layout, &staging, &id)
+        });
     if let Err(e) = staged {
         if staging.exists()
             && let Err(cleanup) = store::discard(layout, &staging)
@@ -457,8 +460,12 @@ fn stage(
         previous,
     };
     let mut env = activate::hook_env(layout, &live);
+    let reusing = crate::ui::Timing::start("reuse");
     let reuse = crate::reuse::prepare(ctx, id, staging, &mut env, &mut log)?;
+    drop(reusing);
+    let building = crate::ui::Timing::start("build");
     run_build_hooks(ctx, env, staging, &mut log)?;
+    drop(building);
 
     let meta = Metadata {
         id: id.clone(),
@@ -487,6 +494,7 @@ fn stage(
     if pristine.exists() {
         roots.push(&pristine);
     }
+    let _timing = crate::ui::Timing::start("sync");
     crate::fsutil::sync_release(&roots).with_path("could not sync", staging)
 }
 

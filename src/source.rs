@@ -269,17 +269,6 @@ pub fn resolve(config: &Config, layout: &Layout, wanted: &Wanted) -> Result<Reso
     }
     fetch_mirror(url, &layout.mirror(), layout, false)?;
     let mirror = layout.mirror();
-    let warnings = maintain(&mirror)
-        .err()
-        .map(|e| {
-            format!(
-                "the maintenance of {} (`git gc --auto`) failed; the deploy goes on: {e}",
-                mirror.display()
-            )
-            .replace('\n', "; ")
-        })
-        .into_iter()
-        .collect();
     let revision = resolve_rev(|args| git(&mirror, args), reference).map_err(|e| {
         let hint = if wanted.reference.is_some() {
             format!("check the ref: `git ls-remote {url}` lists branches and tags")
@@ -296,11 +285,34 @@ pub fn resolve(config: &Config, layout: &Layout, wanted: &Wanted) -> Result<Reso
         branch: Some(branch),
         source: url.to_string(),
         origin: Origin::Mirror,
-        warnings,
+        warnings: Vec::new(),
         revision_time: None,
         submodules: Vec::new(),
     };
-    inspect(config, layout, url, &mut resolved)?;
+    // git's gc runs beside the inspection of the resolved commit, which
+    // only reads objects by their sha (git finds an object again when a
+    // repack moves it), and is waited for before anything reads a ref or
+    // exports: a small deploy no longer pays for a git run that finds
+    // nothing to do, and no git outlives the deploy's lock.
+    let (maintained, inspected) = std::thread::scope(|scope| {
+        let gc = scope.spawn(|| maintain(&mirror));
+        let inspected = inspect(config, layout, url, &mut resolved);
+        let maintained = gc
+            .join()
+            .unwrap_or_else(|_| Err(Error::internal("the thread that ran git gc panicked")));
+        (maintained, inspected)
+    });
+    if let Err(e) = maintained {
+        resolved.warnings.insert(
+            0,
+            format!(
+                "the maintenance of {} (`git gc --auto`) failed; the deploy goes on: {e}",
+                mirror.display()
+            )
+            .replace('\n', "; "),
+        );
+    }
+    inspected?;
     Ok(resolved)
 }
 
@@ -357,44 +369,34 @@ fn inspect(config: &Config, layout: &Layout, url: &str, resolved: &mut Resolved)
         let signers = config.source.allowed_signers.as_deref().expect("validated");
         verify_signed(&repo, &sha, signers, config)?;
     }
-    let time = run(
-        repo(&["show", "-s", "--format=%ct", &sha]),
-        &format!("read the commit time of {sha}"),
-    )?;
-    resolved.revision_time = time
-        .parse::<i64>()
-        .ok()
-        .and_then(|t| chrono::DateTime::from_timestamp(t, 0));
     let subdir = config
         .source
         .subdir
         .as_deref()
         .map(|s| s.trim_end_matches('/'));
-    if let Some(subdir) = subdir {
-        let object = format!("{sha}:{subdir}");
-        let kind = match run(repo(&["cat-file", "-t", &object]), "look up source.subdir") {
-            Ok(kind) => kind,
-            // An interrupt is not an answer about the path.
-            Err(e) if e.kind == Kind::Interrupted => return Err(e),
-            Err(_) => String::new(),
-        };
-        if kind != "tree" {
-            let what = if kind == "commit" {
-                "is a submodule, not a directory"
-            } else {
-                "does not exist"
-            };
-            return Err(Error::usage(format!(
-                "source.subdir {subdir:?} {what} at revision {sha} ({})",
-                resolved.branch.as_deref().unwrap_or("-")
+    // The commit time is read beside the tree's checks: two git runs at
+    // once instead of one after the other.
+    let (time, links) = std::thread::scope(|scope| {
+        let time = scope.spawn(|| {
+            run(
+                repo(&["show", "-s", "--format=%ct", &sha]),
+                &format!("read the commit time of {sha}"),
+            )
+        });
+        let links = check_subdir(config, resolved, &repo, &sha, subdir)
+            .and_then(|_| gitlinks(&repo, &sha, subdir));
+        let time = time.join().unwrap_or_else(|_| {
+            Err(Error::internal(
+                "the thread that read the commit time panicked",
             ))
-            .hint(format!(
-                "check the path with `git ls-tree -d {sha} -- {subdir}`, or fix subdir in {}",
-                config.file.display()
-            )));
-        }
-    }
-    let links = gitlinks(&repo, &sha, subdir)?;
+        });
+        (time, links)
+    });
+    resolved.revision_time = time?
+        .parse::<i64>()
+        .ok()
+        .and_then(|t| chrono::DateTime::from_timestamp(t, 0));
+    let links = links?;
     if links.is_empty() {
         return Ok(());
     }
@@ -448,6 +450,41 @@ fn inspect(config: &Config, layout: &Layout, url: &str, resolved: &mut Resolved)
             }
         }
         resolved.submodules.push(sub);
+    }
+    Ok(())
+}
+
+/// `source.subdir` must be a directory at `sha`.
+fn check_subdir(
+    config: &Config,
+    resolved: &Resolved,
+    repo: &impl Fn(&[&str]) -> Expression,
+    sha: &str,
+    subdir: Option<&str>,
+) -> Result<()> {
+    if let Some(subdir) = subdir {
+        let object = format!("{sha}:{subdir}");
+        let kind = match run(repo(&["cat-file", "-t", &object]), "look up source.subdir") {
+            Ok(kind) => kind,
+            // An interrupt is not an answer about the path.
+            Err(e) if e.kind == Kind::Interrupted => return Err(e),
+            Err(_) => String::new(),
+        };
+        if kind != "tree" {
+            let what = if kind == "commit" {
+                "is a submodule, not a directory"
+            } else {
+                "does not exist"
+            };
+            return Err(Error::usage(format!(
+                "source.subdir {subdir:?} {what} at revision {sha} ({})",
+                resolved.branch.as_deref().unwrap_or("-")
+            ))
+            .hint(format!(
+                "check the path with `git ls-tree -d {sha} -- {subdir}`, or fix subdir in {}",
+                config.file.display()
+            )));
+        }
     }
     Ok(())
 }
