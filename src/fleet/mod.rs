@@ -505,6 +505,19 @@ fn migrate(
             host.message = Some(format!("could not remove it again: {}", reply.message));
         }
     }
+    if crate::interrupt::requested() {
+        return Err(Error::new(
+            Kind::Interrupted,
+            format!("interrupted: the migrate hook on {primary} was stopped"),
+        )
+        .cause(reply.message.replace('\n', "; "))
+        .live("unchanged on every host: nothing was switched")
+        .hint(format!(
+            "{} is kept on {primary}, marked failed; the migration may have changed the \
+             database in part: check it before the next deploy",
+            Layout::display(id)
+        )));
+    }
     Err(Error::new(
         Kind::BeforeSwap,
         format!("the migrate hook failed on {primary}"),

@@ -125,11 +125,14 @@ impl<'a> Fleet<'a> {
     }
 
     /// `fleet-agent <args>` on `host`, its stdin kept open until it
-    /// answered: the agent learns from its end that this controller is
-    /// gone (the migrate hook is stopped then).
+    /// answered or this controller is interrupted: the agent learns from
+    /// its end that this controller is gone or stopping (the migrate hook
+    /// is stopped then, as a single host stops it).
     pub fn agent_attached(&self, host: &str, args: &[&str]) -> Reply {
         let argv = self.argv(host, args);
-        let held = self.ssh.hold(&self.ctx.ui, host, &argv, protocol::MARK);
+        let held = self
+            .ssh
+            .hold_until_interrupted(&self.ctx.ui, host, &argv, protocol::MARK);
         // The answer is in; the session is let go (the agent exits).
         self.answer(host, held.map(|(out, _session)| out))
     }

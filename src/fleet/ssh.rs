@@ -250,6 +250,43 @@ impl Ssh {
         await_answer(ui, dest, child, until)
     }
 
+    /// [`Ssh::hold`] for a command that must stop when this process is
+    /// interrupted (the migrate hook): on SIGINT/SIGTERM its stdin is
+    /// closed, which the agent takes as its controller gone, so it stops
+    /// what it runs and answers. Until the answer, or the interrupt, a
+    /// watcher holds that stdin, looking every 50 ms.
+    pub fn hold_until_interrupted(
+        &self,
+        ui: &Ui,
+        dest: &str,
+        argv: &[String],
+        until: &str,
+    ) -> Result<(Output, Option<Session>)> {
+        let Started(mut child) = self.start(dest, argv)?;
+        let stdin = child.stdin.take();
+        let answered = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let answered = answered.clone();
+            std::thread::spawn(move || {
+                let mut stdin = stdin;
+                while !answered.load(std::sync::atomic::Ordering::SeqCst) {
+                    if crate::interrupt::requested() {
+                        drop(stdin.take());
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                stdin
+            })
+        };
+        let held = await_answer(ui, dest, Started(child), until);
+        answered.store(true, std::sync::atomic::Ordering::SeqCst);
+        // The stdin comes back to be closed with the session: the agent
+        // has answered and exits.
+        drop(watcher.join());
+        held
+    }
+
     /// Start `argv` on `dest` for [`await_answer`]: the first half of
     /// [`Ssh::hold`], to be called from the thread that keeps the session;
     /// the wait for the answer may run on another.

@@ -200,34 +200,48 @@ fn migration_started(w: &World, child: &mut std::process::Child) -> i32 {
     }
 }
 
-/// A Ctrl-C on the controller during the migration lets it finish (its
-/// session stays), then switches no host: exit 130, the history says the
-/// migration ran.
+/// A Ctrl-C on the controller while the migration runs stops it, as on a
+/// single host: the hook's process is gone, the release is marked failed
+/// on the primary, no host was switched, and shipit exits 130.
 #[test]
-fn an_interrupt_during_the_migration_lets_it_finish_and_switches_nothing() {
+fn an_interrupt_during_the_migration_stops_it_and_switches_nothing() {
     let w = World::new(2, Options::default());
     with_migrate(&w, None);
     let good = w.deploy_ok();
     w.commit("HANG_MIGRATE", "\n");
     let mut child = w.spawn(&w.config(), &["deploy", "--json"], "deploy");
-    migration_started(&w, &mut child.0);
+    let hook = migration_started(&w, &mut child.0);
     kill(Pid::from_raw(child.0.id() as i32), Signal::SIGINT).unwrap();
-    fs::write(w.path().join("go"), "").unwrap();
     let code = wait_exit(&mut child.0);
     let said = fs::read_to_string(w.path().join("deploy.err")).unwrap();
     assert_eq!(code, Some(130), "{said}");
-    assert_eq!(migrations(&w).len(), 2, "it ran to its end: {said}");
+    assert!(
+        kill(Pid::from_raw(hook), None).is_err(),
+        "the migration ran on after the interrupt: {said}"
+    );
+    assert_eq!(
+        migrations(&w).len(),
+        1,
+        "it was stopped before its end: {said}"
+    );
     assert_eq!(w.currents(), vec![Some(good.clone()); 2]);
+    let primary = &w.hosts.hosts[0];
+    let bad = primary
+        .releases()
+        .into_iter()
+        .find(|r| r != &good)
+        .expect("the primary received the release");
+    assert_eq!(primary.status_of(&bad).as_deref(), Some("failed"), "{said}");
     let json: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(w.path().join("deploy.out")).unwrap())
             .unwrap_or_else(|e| panic!("{e}\n{said}"));
-    assert_eq!(
-        outcomes(&json),
-        ["untouched"; 2],
+    let hosts = outcomes(&json);
+    assert!(
+        !hosts.iter().any(|o| o == "ok" || o == "reverted"),
         "no host was switched: {json}"
     );
     let history = w.shipit(&["history", "--json"]).json();
-    assert_eq!(history[0]["migrate"], "ran", "{}", history[0]);
+    assert_eq!(history[0]["migrate"], "failed", "{}", history[0]);
     assert_eq!(history[0]["outcome"], "interrupted", "{}", history[0]);
 }
 
