@@ -477,6 +477,15 @@ const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
+/// An environment variable's name: letters, digits and `_`, not starting
+/// with a digit (for `[env]` and the lines of `env_file`).
+pub fn is_var_name(key: &str) -> bool {
+    key.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// App names become file names, nginx upstream names and unit names.
 pub fn check_app(app: &str) -> Result<()> {
     let ok = !app.is_empty()
@@ -879,12 +888,7 @@ impl Config {
                 .map_err(|e| e.context(format!("bad entry in shared = [...] in {file}")))?;
         }
         for key in self.env.keys() {
-            let valid = key
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid {
+            if !is_var_name(key) {
                 return Err(err(
                     format!("[env] in {file} sets {key:?}, which is not a variable name"),
                     "name variables with letters, digits and _ (not starting with a digit)",

@@ -262,12 +262,7 @@ fn migrate(
     previous: Option<&ReleaseId>,
     event: &mut Event,
 ) -> Result<()> {
-    if ctx.config.hooks.migrate.is_empty() {
-        return Ok(());
-    }
-    if req.skip_migrate {
-        ctx.ui.step("Skipping", "the migrate hook (--skip-migrate)");
-        event.migrate = Some(history::MIGRATE_SKIPPED.into());
+    if !migrate_wanted(ctx, req.skip_migrate, event) {
         return Ok(());
     }
     let live = Live {
@@ -277,6 +272,20 @@ fn migrate(
         previous,
     };
     run_migrate(ctx, &live, &[], event)
+}
+
+/// Whether this rollout runs `hooks.migrate`: not without one, and not
+/// with `--skip-migrate`, which is said and recorded in `event`.
+pub fn migrate_wanted(ctx: &Ctx, skip: bool, event: &mut Event) -> bool {
+    if ctx.config.hooks.migrate.is_empty() {
+        return false;
+    }
+    if skip {
+        ctx.ui.step("Skipping", "the migrate hook (--skip-migrate)");
+        event.migrate = Some(history::MIGRATE_SKIPPED.into());
+        return false;
+    }
+    true
 }
 
 /// The migrate hook's commands, in the published release `live.id`, with

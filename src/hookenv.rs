@@ -242,12 +242,7 @@ pub fn parse(text: &str) -> std::result::Result<Vec<(String, String)>, (usize, S
             return Err((number, "expected KEY=value".into()));
         };
         let key = key.trim();
-        let valid = key
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
+        if !crate::config::is_var_name(key) {
             return Err((
                 number,
                 format!("{key:?} is not a variable name (letters, digits and _)"),

@@ -449,6 +449,19 @@ fn unpack(ctx: &Ctx, meta: &Metadata, staging: &std::path::Path, keep_special: b
     crate::fsutil::sync_release(&[staging]).with_path("could not sync", staging)
 }
 
+/// The metadata of release `id`, which the controller sent earlier in
+/// this rollout; an error saying what is live when it never arrived.
+fn received(layout: &Layout, id: &ReleaseId, current: &store::Current) -> Result<store::Metadata> {
+    store::read_metadata(layout, id)?.ok_or_else(|| {
+        Error::usage(format!(
+            "{} was not received on this host",
+            Layout::display(id)
+        ))
+        .live(current.describe())
+        .hint("deploy again from the controller")
+    })
+}
+
 /// Make a received release live: exactly what `shipit deploy` does once
 /// its release is published (activation with its gate and automatic
 /// rollback, statuses, prune, history).
@@ -461,14 +474,7 @@ fn activate(ctx: &Ctx, id: &ReleaseId, migrate: Option<String>) -> Result<Done> 
     let layout = &ctx.layout;
     let current = store::require_sane_current(layout)?;
     crate::slots::preflight(ctx)?;
-    let meta = store::read_metadata(layout, id)?.ok_or_else(|| {
-        Error::usage(format!(
-            "{} was not received on this host",
-            Layout::display(id)
-        ))
-        .live(current.describe())
-        .hint("deploy again from the controller")
-    })?;
+    let meta = received(layout, id, &current)?;
     let _lock = crate::mutation::begin(ctx, None)?;
     let current = store::require_sane_current(layout)?;
     if current.id() == Some(id) {
@@ -520,14 +526,7 @@ fn migrate(ctx: &Ctx, id: &ReleaseId, host: &str) -> Result<Done> {
     crate::hookenv::require()?;
     let _lock = crate::mutation::begin(ctx, None)?;
     let current = store::require_sane_current(layout)?;
-    let meta = store::read_metadata(layout, id)?.ok_or_else(|| {
-        Error::usage(format!(
-            "{} was not received on this host",
-            Layout::display(id)
-        ))
-        .live(current.describe())
-        .hint("deploy again from the controller")
-    })?;
+    let meta = received(layout, id, &current)?;
     // The controller's session ends: stop the migration.
     std::thread::spawn(|| {
         let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());

@@ -454,12 +454,7 @@ fn migrate(
     event: &mut Event,
 ) -> Result<()> {
     let ctx = fleet.ctx;
-    if ctx.config.hooks.migrate.is_empty() {
-        return Ok(());
-    }
-    if req.skip_migrate {
-        ctx.ui.step("Skipping", "the migrate hook (--skip-migrate)");
-        event.migrate = Some(history::MIGRATE_SKIPPED.into());
+    if !crate::deploy::migrate_wanted(ctx, req.skip_migrate, event) {
         return Ok(());
     }
     let primary = fleet.config.migrate_host();
