@@ -640,11 +640,7 @@ fn check_finds_a_systemctl_hook_without_systemd_and_a_missing_pm2_file() {
 
 /// A port on 127.0.0.1 with nothing listening.
 fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    crate::support::ports::free_port()
 }
 
 #[test]

@@ -41,11 +41,7 @@ impl Receiver {
 
     /// A port nothing listens on.
     pub fn closed_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
+        crate::support::ports::free_port()
     }
 
     /// `notify = ...` posting the event to `port` with curl.

@@ -380,11 +380,7 @@ impl Sandbox {
     /// `health` adds keys to `[health]`; `top` adds top-level keys.
     pub fn with_server(&self, top: &str, health: &str) -> Server {
         require_python();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::support::ports::free_port();
         let root = self.path().display().to_string();
         fs::write(
             self.path().join("server.py"),

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::sandbox::{Sandbox, kill, wait_until};
+use crate::support::ports::free_port;
 
 /// A sandbox whose config deploys into slots, with a front proxy.
 struct Slotted {
@@ -35,14 +36,6 @@ impl Drop for Slotted {
             }
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Slotted {

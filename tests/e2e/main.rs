@@ -24,13 +24,13 @@ mod support;
 mod systemd;
 
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use report::{Kind, Mark};
 use support::git::git;
+use support::ports::free_port;
 use support::{front, load};
 
 const SHIPIT: &str = env!("CARGO_BIN_EXE_shipit");
@@ -71,14 +71,6 @@ impl Tools {
             .unwrap_or_else(|| panic!("the end-to-end suite runs real pm2, which is missing: npm install --prefix target/e2e-tools pm2 (.ci/run does this)"));
         Tools { nginx, pm2 }
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Everything the run started, stopped by pid when dropped (also on panic).

@@ -13,7 +13,7 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -34,14 +34,6 @@ pub fn which(tool: &str) -> Option<PathBuf> {
         .ok()?;
     let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
     (out.status.success() && !path.is_empty()).then(|| PathBuf::from(path))
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn run(cmd: &mut Command) {
@@ -381,3 +373,4 @@ impl Hosts {
 }
 
 pub use crate::support::git::git;
+pub use crate::support::ports::free_port;

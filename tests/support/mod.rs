@@ -8,4 +8,5 @@ pub mod exec;
 pub mod front;
 pub mod git;
 pub mod load;
+pub mod ports;
 pub mod run;
