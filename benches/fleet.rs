@@ -183,6 +183,20 @@ fn login_shell(hosts: &Hosts) -> &'static str {
     "a .bashrc that starts pyenv"
 }
 
+/// One line of the table.
+struct Row {
+    hosts: usize,
+    batch: usize,
+    persist: &'static str,
+    first: Duration,
+    second: Duration,
+    reach: f64,
+    connect: f64,
+    build: f64,
+    prepare: f64,
+    roll: f64,
+}
+
 fn main() {
     let rows = rows();
     let most = rows.iter().map(|r| r.0).max().unwrap_or(0);
@@ -226,64 +240,86 @@ fn main() {
             options.insert(0, format!("\"KexAlgorithms={kex}\""));
             options.insert(0, "\"-o\"".into());
         }
-        let config = root.path().join(format!("fleet-{n}-{batch}.toml"));
-        fs::write(
-            &config,
-            format!(
-                "deploy_to = {:?}\nkeep_releases = 2\n[source]\ngit = \"app\"\n[fleet]\n\
-                 hosts = [{}]\nssh_options = [{}]\nbatch = {batch}\nstate = \"state-{n}-{batch}\"\n",
-                hosts.deploy_to.display().to_string(),
-                list.join(", "),
-                options.join(", ")
-            ),
-        )
-        .unwrap();
-        let (first, _) = deploy(&config);
-        let mut times = Vec::new();
-        let mut phases: Vec<Vec<(String, f64)>> = Vec::new();
-        for _ in 0..3 {
-            let (t, p) = deploy(&config);
-            times.push(t);
-            phases.push(p);
+        // Each rollout with fresh connections (`ssh_persist = "0s"`), then
+        // each reusing the masters the one before left (the default, 60 s).
+        for persist in ["0s", "60s"] {
+            let config = root
+                .path()
+                .join(format!("fleet-{n}-{batch}-{persist}.toml"));
+            fs::write(
+                &config,
+                format!(
+                    "deploy_to = {:?}\nkeep_releases = 2\n[source]\ngit = \"app\"\n[fleet]\n\
+                     hosts = [{}]\nssh_options = [{}]\nssh_persist = \"{persist}\"\n\
+                     batch = {batch}\nstate = \"state-{n}-{batch}\"\n",
+                    hosts.deploy_to.display().to_string(),
+                    list.join(", "),
+                    options.join(", ")
+                ),
+            )
+            .unwrap();
+            let (first, _) = deploy(&config);
+            let mut times = Vec::new();
+            let mut phases: Vec<Vec<(String, f64)>> = Vec::new();
+            for _ in 0..3 {
+                let (t, p) = deploy(&config);
+                times.push(t);
+                phases.push(p);
+            }
+            let phase = |name: &str| {
+                let mut v: Vec<f64> = phases
+                    .iter()
+                    .filter_map(|p| p.iter().find(|(n, _)| n == name).map(|(_, v)| *v))
+                    .collect();
+                v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+                v.get(v.len() / 2).copied().unwrap_or(0.0) / 1000.0
+            };
+            table.push(Row {
+                hosts: n,
+                batch,
+                persist,
+                first,
+                second: median(times),
+                reach: phase("reach"),
+                connect: phase("connect"),
+                build: phase("build"),
+                prepare: phase("build+prepare") - phase("build"),
+                roll: phase("roll"),
+            });
         }
-        let phase = |name: &str| {
-            let mut v: Vec<f64> = phases
-                .iter()
-                .filter_map(|p| p.iter().find(|(n, _)| n == name).map(|(_, v)| *v))
-                .collect();
-            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            v.get(v.len() / 2).copied().unwrap_or(0.0) / 1000.0
-        };
-        table.push((
-            n,
-            batch,
-            first,
-            median(times),
-            phase("reach"),
-            phase("connect"),
-            phase("build"),
-            phase("build+prepare") - phase("build"),
-            phase("roll"),
-        ));
     }
     println!(
-        "\n| hosts | batch | first rollout (installs shipit) | second rollout (median of 3) | reach | of which connect | build | ship + publish | roll |"
+        "\n| hosts | batch | connections | first rollout | next rollouts (median of 3) | reach | of which connect | build | ship + publish | roll |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (n, batch, first, t, reach, connect, build, prepare, roll) in &table {
+    println!("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &table {
         println!(
-            "| {n} | {batch} | {} | {} | {reach:.2} s | {connect:.2} s | {build:.2} s | {prepare:.2} s | {roll:.2} s |",
-            secs(*first),
-            secs(*t)
+            "| {} | {} | {} | {} | {} | {:.2} s | {:.2} s | {:.2} s | {:.2} s | {:.2} s |",
+            r.hosts,
+            r.batch,
+            if r.persist == "0s" {
+                "fresh (ssh_persist = \"0s\")"
+            } else {
+                "reused (default)"
+            },
+            secs(r.first),
+            secs(r.second),
+            r.reach,
+            r.connect,
+            r.build,
+            r.prepare,
+            r.roll
         );
     }
-    let at = |n: usize| table.iter().find(|r| r.0 == n).map(|r| r.3);
-    if let (Some(three), Some(many)) = (at(3), at(24)) {
-        println!(
-            "\n24 hosts cost {:.1}x 3 hosts (batch {})",
-            many.as_secs_f64() / three.as_secs_f64(),
-            table.iter().find(|r| r.0 == 24).unwrap().1
-        );
+    for persist in ["0s", "60s"] {
+        let at = |n: usize| table.iter().find(|r| r.hosts == n && r.persist == persist);
+        if let (Some(three), Some(many)) = (at(3), at(24)) {
+            println!(
+                "\n24 hosts cost {:.1}x 3 hosts (batch {}, ssh_persist = \"{persist}\")",
+                many.second.as_secs_f64() / three.second.as_secs_f64(),
+                many.batch
+            );
+        }
     }
 
     if std::env::var_os("SHIPIT_BENCH_NO_CAP").is_some() {
@@ -304,15 +340,28 @@ fn main() {
         let times: Vec<Duration> = (0..3).map(|_| cap_deploy(&dir)).collect();
         cap_rows.push((n, median(times)));
     }
-    println!("\n| hosts | Capistrano deploy (median of 3) | shipit rollout | shipit faster by |");
-    println!("|---:|---:|---:|---:|");
+    // Capistrano connects afresh on each `cap` run (SSHKit pools its
+    // connections within one run).
+    println!(
+        "\n| hosts | Capistrano deploy (median of 3) | shipit, fresh connections | faster by | shipit, reused connections | faster by |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
     for (n, cap) in &cap_rows {
-        let ours = at(*n).unwrap();
+        let ours = |persist: &str| {
+            table
+                .iter()
+                .find(|r| r.hosts == *n && r.persist == persist)
+                .unwrap()
+                .second
+        };
+        let (fresh, reused) = (ours("0s"), ours("60s"));
         println!(
-            "| {n} | {} | {} | {:.1}x |",
+            "| {n} | {} | {} | {:.1}x | {} | {:.1}x |",
             secs(*cap),
-            secs(ours),
-            cap.as_secs_f64() / ours.as_secs_f64()
+            secs(fresh),
+            cap.as_secs_f64() / fresh.as_secs_f64(),
+            secs(reused),
+            cap.as_secs_f64() / reused.as_secs_f64()
         );
     }
 }

@@ -245,6 +245,11 @@ pub struct FleetConfig {
     /// Extra arguments for every `ssh` call (`-i`, `-o`, `-J`...).
     #[serde(default)]
     pub ssh_options: Vec<String>,
+    /// How long a host's ssh master connection outlives the command that
+    /// opened it, for the next command to reuse; `"0s"`: closed at the end
+    /// of each command.
+    #[serde(default = "default_ssh_persist", deserialize_with = "duration")]
+    pub ssh_persist: Duration,
     /// Hosts switched at a time.
     #[serde(default = "default_batch")]
     pub batch: usize,
@@ -289,6 +294,11 @@ fn default_batch() -> usize {
 /// fleet, and a bastion with the default can set it lower.
 fn default_concurrency() -> usize {
     16
+}
+/// As Ansible's `ControlPersist`: a deploy, then a `status` or a
+/// rollback, pay for one key exchange per host.
+fn default_ssh_persist() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_fleet_state() -> PathBuf {
     PathBuf::from(".shipit-fleet")
@@ -459,6 +469,7 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
         &[
             "hosts",
             "ssh_options",
+            "ssh_persist",
             "batch",
             "concurrency",
             "drain",
@@ -518,6 +529,7 @@ pub fn duration_limit(key: &str) -> Duration {
         | "slots.stop_timeout"
         | "slots.retire_delay"
         | "fleet.drain_timeout"
+        | "fleet.ssh_persist"
         | "hooks.notify_timeout" => HOUR,
         _ => unreachable!("{key} is not a duration key"),
     }
@@ -965,6 +977,7 @@ impl Config {
         }
         if let Some(f) = &self.fleet {
             all.push(("fleet.drain_timeout", f.drain_timeout));
+            all.push(("fleet.ssh_persist", f.ssh_persist));
         }
         all
     }
@@ -1483,6 +1496,7 @@ mod tests {
             [fleet]
             hosts = ["deploy@web1"]
             ssh_options = []
+            ssh_persist = "30s"
             batch = 1
             concurrency = 8
             drain = "true"
@@ -1757,7 +1771,8 @@ mod tests {
                     || key.ends_with("delay")
                     || key.ends_with(".wait")
                     || key.ends_with(".grace")
-                    || key.ends_with(".interval");
+                    || key.ends_with(".interval")
+                    || key.ends_with("_persist");
                 assert_eq!(is_duration, keys.contains(&key.as_str()), "{key}");
             }
         }

@@ -135,7 +135,7 @@ pub struct HostCheck {
 /// Ask every host, in parallel. `programs` are looked up on each host's
 /// PATH (absolute ones as they are).
 pub fn run(ui: &Ui, config: &Config, fleet: &FleetConfig, programs: &[String]) -> Vec<HostCheck> {
-    let ssh = match Ssh::new(&fleet.ssh_options) {
+    let ssh = match Ssh::new(&fleet.ssh_options, fleet.ssh_persist) {
         Ok(ssh) => ssh,
         Err(e) => {
             let text = e.to_string();

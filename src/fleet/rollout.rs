@@ -111,7 +111,7 @@ impl<'a> Fleet<'a> {
         Ok(Fleet {
             ctx,
             config,
-            ssh: Ssh::new(&config.ssh_options)?,
+            ssh: Ssh::new(&config.ssh_options, config.ssh_persist)?,
             payload: Payload::prepare(&ctx.config)?,
             read_only,
             theirs: Default::default(),

@@ -4,9 +4,15 @@
 //!
 //! - One master connection per host (`ControlMaster`), opened once and
 //!   shared by every later call (`ControlPath` in a short private directory:
-//!   a unix socket path is limited to 108 bytes, hence `%C`, a hash of the
-//!   connection, rather than `%r@%h:%p`). It persists only a short while
-//!   after its last use and is closed explicitly at the end.
+//!   a unix socket path is limited to 108 bytes, hence a hash of the
+//!   destination rather than the destination itself).
+//! - With `fleet.ssh_persist` (default 60 s, as Ansible's `ControlPersist`)
+//!   a master outlives the run by that long after its last use, in a
+//!   directory private to this user and these ssh options, so the next
+//!   command within that time (a rollback after a deploy, a `status`, the
+//!   next rollout) skips the key exchange. A master is looked for and
+//!   opened under a lock, so two runs at once open one. `"0s"` keeps the
+//!   masters to the run, in a directory of its own, closed at the end.
 //! - `BatchMode=yes`: a prompt nobody will answer would hang the rollout.
 //!   `ConnectTimeout` and `ServerAliveInterval` bound a dead host.
 //! - Host names and options are argv elements, never a local shell string;
@@ -19,7 +25,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -31,9 +37,12 @@ use crate::ui::Ui;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Seconds between keepalives; a host that misses 3 in a row is dead.
 const ALIVE_INTERVAL: u32 = 5;
-/// How long an idle master connection outlives its last use (a crashed
-/// controller leaves none behind for longer).
+/// How long an idle master connection of a run that keeps its masters to
+/// itself outlives its last use (a crashed controller leaves none behind
+/// for longer).
 const PERSIST: u32 = 60;
+/// How long to wait for another run opening the same master connection.
+const OPENING_WAIT: Duration = Duration::from_secs(60);
 /// ssh's own exit status when it failed (not the remote command).
 pub const SSH_FAILED: i32 = 255;
 
@@ -54,7 +63,84 @@ pub fn remote_command<S: AsRef<str>>(argv: &[S]) -> String {
 /// The ssh settings of one controller run.
 pub struct Ssh {
     options: Vec<String>,
-    control_dir: tempfile::TempDir,
+    control: Control,
+}
+
+/// Where the master connections' sockets are, and how long they live.
+enum Control {
+    /// This run's own directory, removed with it: masters are closed at
+    /// the end of the run.
+    Run(tempfile::TempDir),
+    /// A directory this user's runs with the same ssh options share:
+    /// masters outlive the run by `persist` after their last use.
+    Shared { dir: PathBuf, persist: Duration },
+}
+
+impl Control {
+    fn dir(&self) -> &Path {
+        match self {
+            Control::Run(dir) => dir.path(),
+            Control::Shared { dir, .. } => dir,
+        }
+    }
+
+    /// The master's socket for `dest`: short, whatever `dest` is.
+    fn socket(&self, dest: &str) -> PathBuf {
+        self.dir().join(short_hash(dest.as_bytes(), 20))
+    }
+}
+
+/// The first `len` hex digits of the SHA-256 of `bytes`.
+fn short_hash(bytes: &[u8], len: usize) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(bytes);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    hex[..len].to_string()
+}
+
+/// The directory for masters that outlive a run: under
+/// `$XDG_RUNTIME_DIR` (private to the user by definition) when there is
+/// one, else `/tmp/shipit-ssh-<uid>`, then one directory per set of ssh
+/// options (a master opened with other options, another key say, is
+/// never reused). Each level is made mode 0700 and must be a directory
+/// owned by this user that nobody else can enter: else another user
+/// could hand this controller a socket of theirs.
+fn shared_dir(options: &[String]) -> Result<PathBuf> {
+    let uid = nix::unistd::geteuid();
+    let base = match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(run) if Path::new(&run).is_absolute() && Path::new(&run).is_dir() => {
+            Path::new(&run).join("shipit-ssh")
+        }
+        _ => PathBuf::from(format!("/tmp/shipit-ssh-{uid}")),
+    };
+    let dir = base.join(short_hash(options.join("\0").as_bytes(), 12));
+    for level in [&base, &dir] {
+        private_dir(level, uid)?;
+    }
+    Ok(dir)
+}
+
+fn private_dir(dir: &Path, uid: nix::unistd::Uid) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io("could not create", dir, e)),
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| Error::io("could not read", dir, e))?;
+    if !meta.is_dir() || meta.uid() != uid.as_raw() || meta.mode() & 0o077 != 0 {
+        return Err(Error::usage(format!(
+            "{} is not a private directory of this user (a directory, owned by uid {uid}, mode \
+             0700), so shipit keeps no ssh master connection there",
+            dir.display()
+        ))
+        .hint(format!(
+            "remove it (rm -r {}), or set fleet.ssh_persist = \"0s\" to keep master \
+             connections to each run",
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// A remote command kept running by [`Ssh::hold`]; dropping it closes its
@@ -104,18 +190,31 @@ pub struct Output {
 }
 
 impl Ssh {
-    pub fn new(options: &[String]) -> Result<Ssh> {
-        // Short on purpose: the socket path must fit in sun_path.
-        let control_dir = tempfile::Builder::new()
-            .prefix("shipit-ssh-")
-            .tempdir_in("/tmp")
-            .map_err(|e| {
-                Error::internal("could not create a directory for ssh control sockets in /tmp")
-                    .cause(e)
-            })?;
+    /// `persist`: how long a master outlives its last use (zero: the
+    /// masters are this run's, closed by [`Ssh::close`]).
+    pub fn new(options: &[String], persist: Duration) -> Result<Ssh> {
+        let control = if persist.is_zero() {
+            // Short on purpose: the socket path must fit in sun_path.
+            Control::Run(
+                tempfile::Builder::new()
+                    .prefix("shipit-ssh-")
+                    .tempdir_in("/tmp")
+                    .map_err(|e| {
+                        Error::internal(
+                            "could not create a directory for ssh control sockets in /tmp",
+                        )
+                        .cause(e)
+                    })?,
+            )
+        } else {
+            Control::Shared {
+                dir: shared_dir(options)?,
+                persist,
+            }
+        };
         Ok(Ssh {
             options: options.to_vec(),
-            control_dir,
+            control,
         })
     }
 
@@ -124,7 +223,7 @@ impl Ssh {
     fn command(&self, dest: &str, extra: &[&str]) -> Command {
         let mut command = Command::new("ssh");
         command.args(&self.options);
-        let control = format!("ControlPath={}/%C", self.control_dir.path().display());
+        let control = format!("ControlPath={}", self.control.socket(dest).display());
         command.args([
             "-o",
             "BatchMode=yes",
@@ -158,7 +257,26 @@ impl Ssh {
     /// Open the master connection to `dest`. `Err` says why the host
     /// cannot be reached, in ssh's words.
     pub fn connect(&self, dest: &str) -> Result<()> {
-        let persist = format!("ControlPersist={PERSIST}");
+        let persist = match &self.control {
+            Control::Run(_) => PERSIST,
+            Control::Shared { persist, .. } => persist.as_secs().max(1) as u32,
+        };
+        // Two runs at once must not both open a master: the second's
+        // socket would exist already, and ssh would keep its connection
+        // as a plain one, without a command, for good.
+        let _opening = match &self.control {
+            Control::Run(_) => None,
+            Control::Shared { .. } => {
+                let opening = self.opening(dest)?;
+                if self.alive(dest) {
+                    return Ok(());
+                }
+                // A socket whose master is gone: ssh would not replace it.
+                let _ = std::fs::remove_file(self.control.socket(dest));
+                Some(opening)
+            }
+        };
+        let persist = format!("ControlPersist={persist}");
         let mut command = self.command(
             dest,
             &["-o", "ControlMaster=yes", "-o", &persist, "-N", "-f"],
@@ -363,8 +481,55 @@ pub fn await_answer(
 }
 
 impl Ssh {
-    /// Close the master connection to `dest` (best effort).
+    /// Whether a master connection to `dest` runs (asked of the master
+    /// itself, locally: no round trip to the host).
+    fn alive(&self, dest: &str) -> bool {
+        self.command(dest, &["-O", "check"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// The lock under which a master to `dest` is looked for and opened.
+    fn opening(&self, dest: &str) -> Result<nix::fcntl::Flock<std::fs::File>> {
+        let path = self.control.socket(dest).with_extension("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("could not open", &path, e))?;
+        // Another run holds it while it connects: ConnectTimeout, then
+        // the authentication. Waited for, within bounds.
+        let deadline = crate::clock::after(OPENING_WAIT);
+        let mut file = file;
+        loop {
+            match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => return Ok(lock),
+                Err((back, nix::errno::Errno::EWOULDBLOCK)) => file = back,
+                Err((_, e)) => return Err(Error::io("could not lock", &path, e.into())),
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::internal(format!(
+                    "could not connect to {dest}: another shipit has been opening its ssh \
+                     connection for {} s (it holds {})",
+                    OPENING_WAIT.as_secs(),
+                    path.display()
+                ))
+                .hint("wait for it and try again, or set fleet.ssh_persist = \"0s\""));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Close the master connection to `dest` (best effort), unless it is
+    /// meant to outlive the run.
     pub fn close(&self, dest: &str) {
+        if matches!(self.control, Control::Shared { .. }) {
+            return;
+        }
         let _ = self
             .command(dest, &["-O", "exit"])
             .stdin(Stdio::null())
@@ -400,6 +565,46 @@ fn show_stderr(ui: &Ui, host: &str, stderr: impl std::io::Read) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masters_are_kept_only_in_a_private_directory_of_this_user() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let root = tempfile::tempdir().unwrap();
+        let uid = nix::unistd::geteuid();
+        let fresh = root.path().join("fresh");
+        private_dir(&fresh, uid).unwrap();
+        assert_eq!(std::fs::metadata(&fresh).unwrap().mode() & 0o777, 0o700);
+        // Made by someone else's umask, or left open: refused, kept.
+        let open = root.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let e = private_dir(&open, uid).unwrap_err().to_string();
+        assert!(e.contains("is not a private directory"), "{e}");
+        assert!(open.is_dir());
+        // A symlink to a private directory is not one.
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(&fresh, &link).unwrap();
+        assert!(private_dir(&link, uid).is_err());
+        // Another owner.
+        let other = nix::unistd::Uid::from_raw(uid.as_raw() + 1);
+        assert!(private_dir(&fresh, other).is_err());
+    }
+
+    #[test]
+    fn each_set_of_options_and_each_host_has_its_own_socket() {
+        let a = short_hash(b"-i\0/k1", 12);
+        assert_ne!(a, short_hash(b"-i\0/k2", 12));
+        assert_eq!(a.len(), 12);
+        let control = Control::Shared {
+            dir: PathBuf::from("/d"),
+            persist: Duration::from_secs(60),
+        };
+        let web1 = control.socket("deploy@web1");
+        assert_ne!(web1, control.socket("deploy@web2"));
+        assert_eq!(web1.parent(), Some(Path::new("/d")));
+        // A long destination still makes a short socket path.
+        assert_eq!(control.socket(&"h".repeat(300)).as_os_str().len(), 23);
+    }
 
     #[test]
     fn quoting_survives_a_real_shell() {

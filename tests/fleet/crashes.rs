@@ -10,45 +10,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::hosts::descendants;
 use crate::teams::{wait_exit, wait_for};
 use crate::{Options, World, outcomes};
-
-/// Every process below `pid` (children, their children, ...), from /proc.
-fn descendants(pid: i32) -> Vec<i32> {
-    let mut parent_of = Vec::new();
-    for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
-        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        if let Some(ppid) = after
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse::<i32>().ok())
-        {
-            parent_of.push((p, ppid));
-        }
-    }
-    let mut found = vec![pid];
-    let mut i = 0;
-    while i < found.len() && found.len() < 10_000 {
-        let parent = found[i];
-        for (p, pp) in &parent_of {
-            if *pp == parent && !found.contains(p) {
-                found.push(*p);
-            }
-        }
-        i += 1;
-    }
-    found.remove(0);
-    found
-}
 
 pub fn cmdline(pid: i32) -> String {
     fs::read(format!("/proc/{pid}/cmdline"))
@@ -234,6 +198,7 @@ fn crash_at(w: &World, point: &str, args: &[&str]) {
         .current_dir(w.path())
         .env("NO_COLOR", "1")
         .env("SHIPIT_TEST_CRASH_AT", point)
+        .env("XDG_RUNTIME_DIR", w.hosts.runtime_dir())
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
@@ -387,6 +352,7 @@ fn sigterm_then_sigkill_mid_activation_leaves_a_fleet_status_tells_and_one_rollb
         .arg(&teammate)
         .args(["releases", "--json"])
         .current_dir(w.path())
+        .env("XDG_RUNTIME_DIR", w.hosts.runtime_dir())
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();

@@ -181,13 +181,18 @@ impl Host {
         }
     }
 
-    /// Stop sshd by its pid (the sessions it forked end with their
-    /// connections, which the controller closes).
+    /// Stop sshd and the sessions it forked, by their pids: the host is
+    /// gone, and the controller's master connections to it (which outlive
+    /// a command by `fleet.ssh_persist`) end with their sessions.
     pub fn stop(&mut self) {
         let Some(mut child) = self.sshd.take() else {
             return;
         };
+        let sessions = descendants(child.id() as i32);
         stop_pid(child.id() as i32);
+        for pid in sessions {
+            stop_pid(pid);
+        }
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
             std::thread::sleep(Duration::from_millis(20));
@@ -216,6 +221,39 @@ fn user_home() -> PathBuf {
         .flatten()
         .map(|u| u.dir)
         .unwrap_or_else(|| PathBuf::from("/root"))
+}
+
+/// Every process below `pid` (from /proc, children's children included).
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let parents: Vec<(i32, i32)> = fs::read_dir("/proc")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter_map(|p| {
+                    let stat = fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+                    // The fields after the command name, which may hold
+                    // anything: state, then the parent's pid.
+                    let after = &stat[stat.rfind(')')? + 1..];
+                    let ppid = after.split_whitespace().nth(1)?.parse().ok()?;
+                    Some((p, ppid))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() && found.len() < 10_000 {
+        let parent = found[i];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
 }
 
 fn stop_pid(pid: i32) {
@@ -294,7 +332,7 @@ impl Hosts {
                      PidFile {dir}/sshd.pid\nAuthorizedKeysFile {keys}/authorized_keys\n\
                      StrictModes no\nUsePAM no\nPasswordAuthentication no\n\
                      KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
-                     UseDNS no\nPrintMotd no\nLogLevel ERROR\n",
+                     UseDNS no\nPrintMotd no\nLogLevel INFO\n",
                     keys = keys.display(),
                     dir = dir.display()
                 ),
@@ -334,6 +372,14 @@ impl Hosts {
             hosts.push(host);
         }
         fs::write(keys.join("known_hosts"), known).unwrap();
+        // The controller's `XDG_RUNTIME_DIR`: its ssh master sockets go
+        // there, and away with the test's directory.
+        fs::create_dir_all(root.join("run")).unwrap();
+        fs::set_permissions(
+            root.join("run"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
         let ssh_options = vec![
             "-F".to_string(),
             "/dev/null".into(),
@@ -353,6 +399,12 @@ impl Hosts {
             ssh_options,
             app_port,
         }
+    }
+
+    /// The controller's `XDG_RUNTIME_DIR`, where shipit keeps its ssh
+    /// master sockets: inside the test's directory.
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.root.join("run")
     }
 
     /// `hosts = [...]` and `ssh_options = [...]` for `[fleet]`.

@@ -144,6 +144,7 @@ timeout = "60s"
             .current_dir(self.path())
             .env("NO_COLOR", "1")
             .env("SHIPIT_TIMINGS", "1")
+            .env("XDG_RUNTIME_DIR", self.hosts.runtime_dir())
             .env(
                 "PATH",
                 format!(
@@ -682,6 +683,7 @@ fn an_interrupted_rollout_puts_the_fleet_back() {
             .args(["deploy", "--json"])
             .current_dir(w.path())
             .env("NO_COLOR", "1")
+            .env("XDG_RUNTIME_DIR", w.hosts.runtime_dir())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

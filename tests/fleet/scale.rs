@@ -66,3 +66,42 @@ fn a_rollout_runs_three_remote_commands_per_host() {
         assert!(commands[2].contains("' 'activate' "), "{}", commands[2]);
     }
 }
+
+/// The connections each host's sshd accepted so far (its log).
+fn accepted(w: &World) -> Vec<usize> {
+    w.hosts
+        .hosts
+        .iter()
+        .map(|h| {
+            fs::read_to_string(h.dir.join("sshd.log"))
+                .unwrap_or_default()
+                .matches("Accepted publickey")
+                .count()
+        })
+        .collect()
+}
+
+/// A command within `fleet.ssh_persist` of the last one reuses its master
+/// connections: the key exchange, most of what reaching a host costs, is
+/// paid once. With `"0s"` every command opens its own.
+#[test]
+fn a_command_soon_after_another_reuses_its_ssh_connections() {
+    let w = World::new(3, Options::default());
+    w.deploy_ok();
+    let before = accepted(&w);
+    assert!(before.iter().all(|n| *n >= 1), "{before:?}");
+    w.commit("VERSION", "2\n");
+    w.deploy_ok();
+    w.shipit(&["status"]).ok();
+    assert_eq!(accepted(&w), before, "no new connection within ssh_persist");
+
+    let mut config = fs::read_to_string(w.config()).unwrap();
+    config.push_str("ssh_persist = \"0s\"\n");
+    fs::write(w.config(), config).unwrap();
+    w.commit("VERSION", "3\n");
+    w.deploy_ok();
+    let after: Vec<usize> = accepted(&w);
+    for ((host, was), now) in w.hosts.hosts.iter().zip(&before).zip(&after) {
+        assert!(now > was, "{}: {was} then {now} connections", host.name());
+    }
+}

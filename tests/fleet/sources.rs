@@ -17,6 +17,7 @@ fn shipit_with_stdin(w: &World, args: &[&str], input: &[u8]) -> Run {
     let mut child = Command::new(SHIPIT)
         .args(&all)
         .current_dir(w.path())
+        .env("XDG_RUNTIME_DIR", w.hosts.runtime_dir())
         .env("NO_COLOR", "1")
         .env(
             "PATH",

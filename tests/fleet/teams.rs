@@ -51,6 +51,7 @@ impl World {
                 .args(args)
                 .current_dir(self.path())
                 .env("NO_COLOR", "1")
+                .env("XDG_RUNTIME_DIR", self.hosts.runtime_dir())
                 .stdin(Stdio::null())
                 .stdout(out)
                 .stderr(err)
@@ -206,6 +207,7 @@ fn a_rollout_runs_its_own_config_whatever_another_checkout_does() {
     let status = Command::new(SHIPIT)
         .args(&all)
         .current_dir(w.path())
+        .env("XDG_RUNTIME_DIR", w.hosts.runtime_dir())
         .stdin(Stdio::null())
         .output()
         .unwrap();
