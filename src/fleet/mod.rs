@@ -824,36 +824,8 @@ mod tests {
     fn info(live: &str, target: Option<&str>, ids: &[&str]) -> HostState {
         let mut state = report::tests::state(Some(live));
         state.rollback_target = target.map(|t| ReleaseId::parse(t).unwrap());
-        let row = |id: &str| {
-            let mut row = state_row();
-            row.id = ReleaseId::parse(id).unwrap();
-            row
-        };
-        state.releases = ids.iter().map(|id| row(id)).collect();
+        state.releases = ids.iter().map(|id| report::tests::row(id)).collect();
         state
-    }
-
-    fn state_row() -> crate::views::ReleaseRow {
-        crate::views::ReleaseRow {
-            id: ReleaseId::parse(A).unwrap(),
-            current: false,
-            status: "ready".into(),
-            proven: true,
-            revision: None,
-            revision_time: None,
-            branch: None,
-            source: None,
-            deployed_by: None,
-            created_at: None,
-            build_duration_ms: None,
-            previous: None,
-            failure: None,
-            path: "/".into(),
-            slot: None,
-            reuse: Default::default(),
-            size_bytes: None,
-            unshared_bytes: None,
-        }
     }
 
     const A: &str = "20260101000001";

@@ -207,8 +207,8 @@ pub fn releases_text(views: &[HostView]) -> String {
     let width = views.iter().map(|h| h.host.len()).max().unwrap_or(4).max(4);
     let majority = majority_live(views);
     let mut text = format!(
-        "{:<width$}  {:<14}  {:<10}  {}\n",
-        "HOST", "LIVE", "REVISION", "RELEASES"
+        "{:<width$}  {:<14}  {:<10}  {:>10}  {:>10}  {}\n",
+        "HOST", "LIVE", "REVISION", "DISK", "UNSHARED", "RELEASES"
     );
     for v in views {
         let Some(state) = &v.state else {
@@ -221,23 +221,36 @@ pub fn releases_text(views: &[HostView]) -> String {
         };
         let count = state.releases.len();
         let differs = majority.is_some() && v.current() != majority.as_deref();
+        // The host's releases together; "?" when one has no figure.
+        let sum = |bytes: fn(&crate::views::ReleaseRow) -> Option<u64>| {
+            state
+                .releases
+                .iter()
+                .map(bytes)
+                .sum::<Option<u64>>()
+                .map_or_else(|| "?".to_string(), crate::disk::human)
+        };
         text.push_str(&format!(
-            "{:<width$}  {:<14}  {:<10}  {count}{}\n",
+            "{:<width$}  {:<14}  {:<10}  {:>10}  {:>10}  {count}{}\n",
             v.host,
             v.current().unwrap_or("-"),
             v.live_revision().map_or("-", |r| &r[..r.len().min(10)]),
+            sum(|r| r.size_bytes),
+            sum(|r| r.unshared_bytes),
             if differs { "  (differs)" } else { "" }
         ));
     }
     let reachable = views.iter().filter(|v| v.state.is_some()).count();
-    let mut ids: Vec<(String, Option<String>)> = Vec::new();
+    // Each release once: its revision and its largest size on any host.
+    let mut ids: Vec<(String, Option<String>, Option<u64>)> = Vec::new();
     for v in views {
         let Some(state) = &v.state else {
             continue;
         };
         for r in &state.releases {
-            if !ids.iter().any(|(i, _)| i == r.id.as_str()) {
-                ids.push((r.id.to_string(), r.revision.clone()));
+            match ids.iter_mut().find(|(i, _, _)| i == r.id.as_str()) {
+                Some(seen) => seen.2 = seen.2.max(r.size_bytes),
+                None => ids.push((r.id.to_string(), r.revision.clone(), r.size_bytes)),
             }
         }
     }
@@ -246,10 +259,10 @@ pub fn releases_text(views: &[HostView]) -> String {
         return text;
     }
     text.push_str(&format!(
-        "\n  {:<14}  {:<10}  {:<7}  {}\n",
-        "ID", "REVISION", "ON", "LIVE ON"
+        "\n  {:<14}  {:<10}  {:>10}  {:<7}  {}\n",
+        "ID", "REVISION", "SIZE", "ON", "LIVE ON"
     ));
-    for (id, revision) in ids {
+    for (id, revision, size) in ids {
         let has = |v: &&HostView| {
             v.state
                 .as_ref()
@@ -269,10 +282,11 @@ pub fn releases_text(views: &[HostView]) -> String {
             live.join(", ")
         };
         text.push_str(&format!(
-            "{} {:<14}  {:<10}  {:<7}  {live_on}\n",
+            "{} {:<14}  {:<10}  {:>10}  {:<7}  {live_on}\n",
             if live.is_empty() { " " } else { "*" },
             id,
             revision.as_deref().map_or("-", |r| &r[..r.len().min(10)]),
+            size.map_or_else(|| "?".to_string(), crate::disk::human),
             format!("{on}/{}", views.len()),
         ));
     }
@@ -336,6 +350,66 @@ pub mod tests {
             health: None,
             last_deploy: None,
         }
+    }
+
+    /// A proven release `id`, with no figures.
+    pub fn row(id: &str) -> crate::views::ReleaseRow {
+        crate::views::ReleaseRow {
+            id: ReleaseId::parse(id).unwrap(),
+            current: false,
+            status: "ready".into(),
+            proven: true,
+            revision: None,
+            revision_time: None,
+            branch: None,
+            source: None,
+            deployed_by: None,
+            created_at: None,
+            build_duration_ms: None,
+            previous: None,
+            failure: None,
+            path: "/".into(),
+            slot: None,
+            reuse: Default::default(),
+            size_bytes: None,
+            unshared_bytes: None,
+        }
+    }
+
+    #[test]
+    fn releases_show_what_each_host_and_each_release_costs_on_disk() {
+        let sized = |id: &str, size: u64, unshared: u64| {
+            let mut r = row(id);
+            r.size_bytes = Some(size);
+            r.unshared_bytes = Some(unshared);
+            r
+        };
+        let mut web1 = view("web1", Some("20260101000002"));
+        web1.state.as_mut().unwrap().releases = vec![
+            sized("20260101000002", 3 << 20, 1 << 20),
+            sized("20260101000001", 2 << 20, 2 << 20),
+        ];
+        let mut web2 = view("web2", Some("20260101000002"));
+        // Published before shipit measured releases: no figure.
+        web2.state.as_mut().unwrap().releases = vec![
+            sized("20260101000002", 4 << 20, 4 << 20),
+            row("20260101000001"),
+        ];
+        let text = releases_text(&[web1, web2]);
+        let line = |start: &str| {
+            text.lines()
+                .find(|l| l.trim_start_matches(['*', ' ']).starts_with(start))
+                .unwrap_or_else(|| panic!("no line {start}:\n{text}"))
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert!(text.lines().next().unwrap().contains("DISK"), "{text}");
+        assert_eq!(line("web1"), "web1 20260101000002 - 5.0 MiB 3.0 MiB 2");
+        assert_eq!(line("web2"), "web2 20260101000002 - ? ? 2");
+        // A release's size: the largest on any host.
+        assert_eq!(line("20260101000002"), "* 20260101000002 - 4.0 MiB 2/2 all");
+        assert_eq!(line("20260101000001"), "20260101000001 - 2.0 MiB 2/2 -");
     }
 
     fn view(host: &str, current: Option<&str>) -> HostView {
