@@ -9,7 +9,6 @@
 //! half of one. Callers hold the deploy lock for the whole sequence.
 
 use std::fs::{self, File};
-use std::io::Write;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -23,6 +22,7 @@ use crate::history::{self, Event};
 use crate::hooks::{self, Hook};
 use crate::interrupt;
 use crate::layout::{Layout, ReleaseId};
+use crate::pipeline;
 use crate::prune;
 use crate::rollback;
 use crate::source::{self, Resolved};
@@ -416,16 +416,15 @@ fn stage(
     let layout = &ctx.layout;
     let started = Instant::now();
     fs::create_dir_all(staging).with_path("could not create", staging)?;
-    let mut log = open_build_log(
+    let mut log = pipeline::open_build_log(
         layout,
         id,
-        &format!(
-            "release {id}\nsource {}\nrevision {}\nbranch {}\nstarted {}",
-            resolved.source,
-            resolved.revision.as_deref().unwrap_or("-"),
-            resolved.branch.as_deref().unwrap_or("-"),
-            Utc::now().to_rfc3339()
-        ),
+        &pipeline::Origin {
+            source: &resolved.source.to_string(),
+            revision: resolved.revision.as_deref(),
+            branch: resolved.branch.as_deref(),
+        },
+        &pipeline::Made::Here,
     )?;
 
     let exporting = match resolved.revision.as_deref() {
@@ -663,17 +662,6 @@ pub(crate) fn clear_staging(ctx: &Ctx) {
                 .warn(format!("{e} (it will be retried on the next run)")),
         }
     }
-}
-
-/// A release's build log, started afresh with `header`.
-pub(crate) fn open_build_log(layout: &Layout, id: &ReleaseId, header: &str) -> Result<File> {
-    let mut log = crate::state::open_or_explain(
-        &layout.build_log(id),
-        File::options().write(true).create(true).truncate(true),
-        "the build log",
-    )?;
-    let _ = writeln!(log, "{header}");
-    Ok(log)
 }
 
 /// The build hooks, in order, in `cwd` (which `SHIPIT_BUILD_PATH` names),

@@ -102,6 +102,7 @@ mod layout;
 mod lock;
 mod mutation;
 mod notify;
+mod pipeline;
 mod placeholders;
 mod procs;
 mod prune;

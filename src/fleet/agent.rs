@@ -370,18 +370,17 @@ fn receive(ctx: &Ctx, mut meta: Metadata, keep_special: bool) -> Result<Done> {
 fn unpack(ctx: &Ctx, meta: &Metadata, staging: &std::path::Path, keep_special: bool) -> Result<()> {
     let layout = &ctx.layout;
     fs::create_dir_all(staging).with_path("could not create", staging)?;
-    crate::deploy::open_build_log(
+    crate::pipeline::open_build_log(
         layout,
         &meta.id,
-        &format!(
-            "release {}\nsource {}\nrevision {}\nbranch {}\nbuilt by {} (fleet controller)\nreceived {}",
-            meta.id,
-            meta.source,
-            meta.revision.as_deref().unwrap_or("-"),
-            meta.branch.as_deref().unwrap_or("-"),
-            meta.deployed_by,
-            Utc::now().to_rfc3339()
-        ),
+        &crate::pipeline::Origin {
+            source: &meta.source,
+            revision: meta.revision.as_deref(),
+            branch: meta.branch.as_deref(),
+        },
+        &crate::pipeline::Made::Received {
+            by: &meta.deployed_by,
+        },
     )?;
     // Files belong to the user shipit runs as here, whoever built them;
     // no setuid bit or device passes (see `untar`) unless the config

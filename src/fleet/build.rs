@@ -121,17 +121,15 @@ fn stage_and_pack(ctx: &Ctx, built: &Built, resolved: &source::Resolved) -> Resu
         branch: resolved.branch.as_deref(),
         previous: None,
     };
-    let mut log = crate::deploy::open_build_log(
+    let mut log = crate::pipeline::open_build_log(
         layout,
         &built.id,
-        &format!(
-            "release {}\nsource {}\nrevision {}\nbranch {}\nbuilt for the fleet {}",
-            built.id,
-            resolved.source,
-            resolved.revision.as_deref().unwrap_or("-"),
-            resolved.branch.as_deref().unwrap_or("-"),
-            chrono::Utc::now().to_rfc3339()
-        ),
+        &crate::pipeline::Origin {
+            source: &resolved.source.to_string(),
+            revision: resolved.revision.as_deref(),
+            branch: resolved.branch.as_deref(),
+        },
+        &crate::pipeline::Made::ForFleet,
     )?;
     let mut env = activate::hook_env(&hosts, &live);
     super::reuse::prepare(ctx, &built.id, tree, &mut env, &mut log)?;
