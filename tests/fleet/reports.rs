@@ -129,20 +129,21 @@ fn a_host_that_lost_contact_is_drained_once_and_not_called_revert_failed() {
     let err = w.path().join("deploy.err");
     crate::teams::wait_for(&w.path().join("paused"), &mut child.0, &err);
     // host2 goes away: its sshd stops, and the controller's ssh to it dies.
-    let port = w.hosts.hosts[1].port;
+    // The controller's ssh calls to host2 are found first: stopping the
+    // host ends its sessions, and the ssh calls may exit on their own.
+    let mine = format!(" -p {} ", w.hosts.hosts[1].port);
+    let to_host2: Vec<i32> = crate::crashes::job_of(child.0.id() as i32)
+        .into_iter()
+        .filter(|pid| crate::crashes::cmdline(*pid).contains(&mine))
+        .collect();
+    assert!(!to_host2.is_empty(), "no ssh to host2 was found");
     w.hosts.hosts[1].stop();
-    let mine = format!(" -p {port} ");
-    let mut cut = 0;
-    for pid in crate::crashes::job_of(child.0.id() as i32) {
-        if crate::crashes::cmdline(pid).contains(&mine) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            cut += 1;
-        }
+    for pid in to_host2 {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
-    assert!(cut > 0, "no ssh to host2 was found");
     let code = crate::teams::wait_exit(&mut child.0);
     // host2's own activation may finish now.
     fs::write(w.path().join("go"), "").unwrap();
