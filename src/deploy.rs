@@ -1,29 +1,28 @@
-//! The deploy sequence: build → publish → activate → prune.
+//! The deploy sequence: build → publish → migrate → activate → prune.
 //!
-//! Everything before activation happens in `.shipit/staging/<id>`, invisible
-//! to listings; a failure or an interrupt there deletes the staging directory
-//! and leaves `current` and `releases/` exactly as they were. The release
-//! enters `releases/` by one rename that cannot replace anything. Activation
+//! The release is built and published by [`crate::release`], in
+//! `.shipit/staging/<id>`, invisible to listings; a failure or an
+//! interrupt there deletes the staging directory and leaves `current` and
+//! `releases/` exactly as they were. The release enters `releases/` by one
+//! rename that cannot replace anything. Activation
 //! ([`crate::activate`]: reload + gate, or slots) makes it live or restores
 //! what was live, so the outcome is always one whole release live, never
 //! half of one. Callers hold the deploy lock for the whole sequence.
 
-use std::fs::{self, File};
-use std::os::unix::fs::symlink;
-use std::path::Path;
+use std::fs::File;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
 use crate::activate::{self, Live};
 use crate::context::Ctx;
-use crate::error::{Error, IoContext, Kind, Result};
+use crate::error::{Error, Kind, Result};
 use crate::history::{self, Event};
 use crate::hooks::{self, Hook};
 use crate::interrupt;
 use crate::layout::{Layout, ReleaseId};
-use crate::pipeline;
 use crate::prune;
+use crate::release::{self, build::For};
 use crate::rollback;
 use crate::source::{self, Resolved};
 use crate::store::{self, Metadata, Status};
@@ -64,58 +63,23 @@ pub fn preflight(ctx: &Ctx, req: &Request) -> Result<()> {
         source::check_remote_ref(url, reference)
             .map_err(|e| e.in_phase(Kind::BeforeSwap).live(current.describe()))?;
     }
-    check_shared(ctx)?;
+    release::check_shared(ctx)?;
     // A release must not start without its secrets.
     crate::hookenv::require().map_err(|e| e.live(current.describe()))
 }
 
-/// Every listed shared path exists in `shared/` as what it is listed as:
-/// a release must not go live with a dangling link where a secret should
-/// be.
-pub(crate) fn check_shared(ctx: &Ctx) -> Result<()> {
-    for (rel, is_dir) in ctx.config.shared_paths() {
-        let path = ctx.layout.shared().join(&rel);
-        if is_dir {
-            if path.exists() && !path.is_dir() {
-                return Err(Error::new(
-                    Kind::BeforeSwap,
-                    format!("shared directory {} is not a directory", path.display()),
-                )
-                .hint(
-                    "entries ending in / are directories; move that file away or drop the slash",
-                ));
-            }
-        } else if !path.is_file() {
-            let what = if path.exists() {
-                "is not a file"
-            } else {
-                "is missing"
-            };
-            return Err(Error::new(
-                Kind::BeforeSwap,
-                format!("shared file {} {what}", path.display()),
-            )
-            .hint(format!(
-                "create it (shared files hold what outlives a release, like secrets), \
-                 or remove {:?} from `shared` in {}",
-                rel.display().to_string(),
-                ctx.config.file.display()
-            )));
-        }
-    }
-    Ok(())
-}
-
-pub fn run(ctx: &Ctx, req: &Request) -> Result<Outcome> {
+/// Deploy `req` on `state`, the releases and what is live as the caller
+/// read them under the lock ([`crate::mutation::begin_reading`]).
+pub fn run(ctx: &Ctx, req: &Request, state: store::Snapshot) -> Result<Outcome> {
     let started = Instant::now();
     let layout = &ctx.layout;
-    let listing = store::list(layout)?;
+    let store::Snapshot { listing, current } = state;
     if let Some(warning) = listing.stray_warning(layout) {
         ctx.ui.warn(warning);
     }
-    let current = store::require_sane_current(layout)?;
+    let current = store::sane(layout, current)?;
     let previous = current.id().cloned();
-    clear_leftovers(ctx);
+    release::clear_leftovers(ctx);
 
     let mut event = Event::new("deploy", "ok");
     event.previous = previous.clone();
@@ -237,7 +201,7 @@ pub fn go_live(
     for r in &removed {
         ctx.ui.step("Pruned", Layout::display(r));
     }
-    forget_unused_pristines(ctx);
+    release::forget_unused_pristines(ctx);
     prune::remeasure(ctx, &removed);
     event.removed = removed.clone();
     record(event, None, Some(id.clone()));
@@ -341,7 +305,7 @@ pub fn run_migrate(
     Ok(())
 }
 
-/// Fetch, stage, build and publish. On any failure the staging directory is
+/// Fetch, build and publish. On any failure the staging directory is
 /// gone when this returns.
 fn build_and_publish(
     ctx: &Ctx,
@@ -351,47 +315,45 @@ fn build_and_publish(
     event: &mut Event,
 ) -> Result<(ReleaseId, Resolved)> {
     let layout = &ctx.layout;
-    let fetching = match (&req.pushed_repo, &ctx.config.source.git) {
-        (Some(repo), _) => Some(
-            ctx.ui
-                .long_step("Reading", format!("the push to {}", repo.display())),
-        ),
-        (None, Some(git)) => Some(ctx.ui.long_step("Fetching", git)),
-        (None, None) => None,
-    };
     let wanted = source::Wanted {
         reference: req.reference.as_deref(),
         pushed_repo: req.pushed_repo.as_deref(),
         branch: req.branch.as_deref(),
     };
-    let resolved = source::resolve(&ctx.config, layout, &wanted)?;
-    if let Some(step) = fetching {
-        step.done();
-    }
-    for warning in &resolved.warnings {
-        ctx.ui.warn(warning);
-    }
+    let resolved = release::resolve(ctx, &wanted)?;
     event.revision = resolved.revision.clone();
     event.branch = resolved.branch.clone();
     interrupt::check()?;
 
     let id = listing.allocate(Utc::now());
     event.release = Some(id.clone());
-    let staging = layout.staging(&id);
-    let staged = stage(ctx, &id, &staging, &resolved, previous)
-        .and_then(|_| interrupt::check())
-        .and_then(|_| {
-            let _timing = crate::ui::Timing::start("publish");
-            store::publish(layout, &staging, &id)
-        });
-    if let Err(e) = staged {
-        if staging.exists()
-            && let Err(cleanup) = store::discard(layout, &staging)
-        {
-            ctx.ui
-                .warn(format!("could not remove the partial build: {cleanup}"));
-        }
-        let e = if e.kind == Kind::Interrupted {
+    let started = Instant::now();
+    let built = release::Staging::begin(ctx, &id).and_then(|staging| {
+        let target = For::ThisHost { previous };
+        let reuse = release::build::build(ctx, &staging, &resolved, target, |env, log| {
+            crate::reuse::prepare(ctx, &id, staging.dir(), env, log, &listing.releases)
+        })?;
+        interrupt::check()?;
+        staging.publish(Metadata {
+            id: id.clone(),
+            status: Status::Ready,
+            revision: resolved.revision.clone(),
+            revision_time: resolved.revision_time,
+            branch: resolved.branch.clone(),
+            source: resolved.source.clone(),
+            deployed_by: format!("{}@{}", whoami::user(), whoami::host()),
+            created_at: Utc::now(),
+            build_duration_ms: started.elapsed().as_millis() as u64,
+            previous: previous.cloned(),
+            failure: None,
+            proven: Some(false),
+            activation_started: None,
+            reuse,
+            disk: None,
+        })
+    });
+    built.map_err(|e| {
+        if e.kind == Kind::Interrupted {
             e.context("deploy interrupted before the swap; the partial build was removed")
         } else if e.hint.is_some() {
             e
@@ -400,291 +362,7 @@ fn build_and_publish(
                 "the build log is {}; fix the cause and deploy again",
                 layout.build_log(&id).display()
             ))
-        };
-        return Err(e);
-    }
+        }
+    })?;
     Ok((id, resolved))
-}
-
-fn stage(
-    ctx: &Ctx,
-    id: &ReleaseId,
-    staging: &Path,
-    resolved: &Resolved,
-    previous: Option<&ReleaseId>,
-) -> Result<()> {
-    let layout = &ctx.layout;
-    let started = Instant::now();
-    fs::create_dir_all(staging).with_path("could not create", staging)?;
-    let mut log = pipeline::open_build_log(
-        layout,
-        id,
-        &pipeline::Origin {
-            source: &resolved.source.to_string(),
-            revision: resolved.revision.as_deref(),
-            branch: resolved.branch.as_deref(),
-        },
-        &pipeline::Made::Here,
-    )?;
-
-    let exporting = match resolved.revision.as_deref() {
-        Some(digest) if matches!(resolved.origin, source::Origin::Archive(_)) => ctx.ui.long_step(
-            "Unpacking",
-            format!(
-                "{} (sha256 {}) into {} (it becomes {} once built)",
-                resolved.source,
-                &digest[..12],
-                staging_display(layout, id),
-                Layout::display(id)
-            ),
-        ),
-        Some(sha) => ctx.ui.long_step(
-            "Exporting",
-            format!(
-                "{} into {} (it becomes {} once built)",
-                &sha[..sha.len().min(12)],
-                staging_display(layout, id),
-                Layout::display(id)
-            ),
-        ),
-        None => ctx.ui.long_step(
-            "Copying",
-            format!(
-                "{} into {} (it becomes {} once built)",
-                resolved.source,
-                staging_display(layout, id),
-                Layout::display(id)
-            ),
-        ),
-    };
-    source::export(&ctx.config, layout, resolved, staging, &ctx.ui)?;
-    exporting.done();
-    link_shared(ctx, staging)?;
-
-    let live = Live {
-        id,
-        revision: resolved.revision.as_deref(),
-        branch: resolved.branch.as_deref(),
-        previous,
-    };
-    let mut env = activate::hook_env(layout, &live);
-    let reusing = crate::ui::Timing::start("reuse");
-    let reuse = crate::reuse::prepare(ctx, id, staging, &mut env, &mut log)?;
-    drop(reusing);
-    let building = crate::ui::Timing::start("build");
-    run_build_hooks(ctx, env, staging, &mut log)?;
-    drop(building);
-
-    let meta = Metadata {
-        id: id.clone(),
-        status: Status::Ready,
-        revision: resolved.revision.clone(),
-        revision_time: resolved.revision_time,
-        branch: resolved.branch.clone(),
-        source: resolved.source.clone(),
-        deployed_by: format!("{}@{}", whoami::user(), whoami::host()),
-        created_at: Utc::now(),
-        build_duration_ms: started.elapsed().as_millis() as u64,
-        previous: previous.cloned(),
-        failure: None,
-        proven: Some(false),
-        activation_started: None,
-        reuse,
-        disk: measure_disk(ctx, staging),
-    };
-    store::write_metadata(staging, &meta)?;
-    // Every file and directory of the release, its build log and the
-    // pristine copies it keeps must be on disk before the release can go
-    // live (and before a later release is built from those copies).
-    let log_path = layout.build_log(id);
-    let pristine = crate::reuse::pristine_dir(layout, id);
-    let mut roots = vec![staging, log_path.as_path()];
-    if pristine.exists() {
-        roots.push(&pristine);
-    }
-    let _timing = crate::ui::Timing::start("sync");
-    crate::fsutil::sync_release(&roots).with_path("could not sync", staging)
-}
-
-/// What a built release costs on disk, measured before it is published
-/// (its metadata file aside): `None`, shown `?`, when it cannot be
-/// measured, since a figure is never worth a failed deploy.
-pub fn measure_disk(ctx: &Ctx, dir: &Path) -> Option<crate::disk::Usage> {
-    match crate::disk::measure(dir) {
-        Ok(usage) => Some(usage),
-        Err(e) => {
-            ctx.ui.warn(format!(
-                "could not measure the size of {}: {e}; `shipit releases` shows it as ?",
-                dir.display()
-            ));
-            None
-        }
-    }
-}
-
-/// Replace each shared path in the release with a symlink into `shared/`.
-///
-/// A shared directory that does not exist yet is created on first use,
-/// seeded with what the release holds at that path (Deployer's rule):
-/// otherwise the release's `uploads/` would vanish behind the link on the
-/// first deploy. Once it exists, `shared/` wins and the release's copy is
-/// replaced by the link, as for every later deploy. Shared files are never
-/// seeded: a missing one stops the deploy before this ([`check_shared`]).
-pub(crate) fn link_shared(ctx: &Ctx, release: &Path) -> Result<()> {
-    for (rel, is_dir) in ctx.config.shared_paths() {
-        let shared = ctx.layout.shared().join(&rel);
-        // Refuse to follow a symlink from the repository on the way there:
-        // it could point anywhere on the server.
-        let mut prefix = release.to_path_buf();
-        if let Some(parent) = rel.parent() {
-            for part in parent.components() {
-                prefix.push(part);
-                if prefix.is_symlink() {
-                    return Err(Error::internal(format!(
-                        "shared path {} goes through a symlink in the release ({})",
-                        rel.display(),
-                        prefix.display()
-                    ))
-                    .hint("link the parent directory instead, or remove the symlink from the repository"));
-                }
-            }
-        }
-        let link = release.join(&rel);
-        if is_dir && fs::symlink_metadata(&shared).is_err() {
-            create_shared_dir(ctx, &rel, &shared, &link)?;
-        }
-        match fs::symlink_metadata(&link) {
-            Ok(meta) if meta.is_dir() => {
-                fs::remove_dir_all(&link).with_path("could not replace", &link)?
-            }
-            Ok(_) => fs::remove_file(&link).with_path("could not replace", &link)?,
-            Err(_) => {}
-        }
-        if let Some(parent) = link.parent() {
-            fs::create_dir_all(parent).with_path("could not create", parent)?;
-        }
-        symlink(&shared, &link).with_path("could not link shared path", &link)?;
-    }
-    Ok(())
-}
-
-/// Create the shared directory `shared` (`shared/<rel>`), seeded with the
-/// release's directory `from` if it has one (a symlink in the release is
-/// not followed: it could point anywhere on the server). The copy is made
-/// under a temporary name and renamed into place, so a crash leaves either
-/// no shared directory (the next deploy seeds it) or a whole one.
-fn create_shared_dir(ctx: &Ctx, rel: &Path, shared: &Path, from: &Path) -> Result<()> {
-    let parent = shared.parent().expect("a shared path lies under shared/");
-    fs::create_dir_all(parent).with_path("could not create", parent)?;
-    let seed = fs::symlink_metadata(from).is_ok_and(|m| m.is_dir());
-    if !seed {
-        return fs::create_dir(shared).with_path("could not create", shared);
-    }
-    let name = shared
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // A draft a killed deploy left (callers hold the lock: none is in use).
-    let prefix = format!(".{name}.seed-");
-    for entry in fs::read_dir(parent).into_iter().flatten().flatten() {
-        if entry.file_name().to_string_lossy().starts_with(&prefix) {
-            let _ = fs::remove_dir_all(entry.path());
-        }
-    }
-    let draft = tempfile::Builder::new()
-        .prefix(&prefix)
-        .tempdir_in(parent)
-        .with_path("could not create a directory in", parent)?;
-    // A copy (cloned where the filesystem allows), never a move: the
-    // release stays whole should the deploy stop before its link is made.
-    crate::copy::Copier::new().tree(from, draft.path())?;
-    let mode = fs::metadata(from)
-        .with_path("could not inspect", from)?
-        .permissions();
-    fs::set_permissions(draft.path(), mode).with_path("could not set permissions on", shared)?;
-    crate::fsutil::rename_noreplace(draft.path(), shared)
-        .with_path("could not create the shared directory", shared)?;
-    // The draft is the shared directory now: nothing left to clean up.
-    let _ = draft.keep();
-    ctx.ui.step(
-        "Seeding",
-        format!(
-            "shared/{} with the release's {} (a shared directory is seeded on first use; from \
-             now on shared/ wins)",
-            rel.display(),
-            rel.display()
-        ),
-    );
-    Ok(())
-}
-
-/// Where a release is built, as progress lines name it.
-fn staging_display(layout: &Layout, id: &ReleaseId) -> String {
-    let staging = layout.staging(id);
-    staging
-        .strip_prefix(layout.root())
-        .unwrap_or(&staging)
-        .display()
-        .to_string()
-}
-
-/// Remove the pristine copies of `[[reuse]]` directories that no release
-/// refers to any more; a failure only warns (it is retried next time).
-pub(crate) fn forget_unused_pristines(ctx: &Ctx) {
-    for (path, error) in crate::reuse::forget_unused(&ctx.layout) {
-        if let Some(e) = error {
-            ctx.ui.warn(format!(
-                "{e} (it will be retried on the next run): {}",
-                path.display()
-            ));
-        }
-    }
-}
-
-/// Remove what an interrupted run left under `.shipit` (staging, trash),
-/// saying what was removed; what could not be is retried next time.
-pub(crate) fn clear_leftovers(ctx: &Ctx) {
-    forget_unused_pristines(ctx);
-    clear_staging(ctx);
-}
-
-/// [`clear_leftovers`] but the pristine copies (a fleet's controller keeps
-/// them by its own rule, in `fleet/reuse.rs`).
-pub(crate) fn clear_staging(ctx: &Ctx) {
-    for (leftover, error) in store::clear_leftovers(&ctx.layout) {
-        match error {
-            None => ctx.ui.step(
-                "Cleaning",
-                format!("removed leftover {}", leftover.display()),
-            ),
-            Some(e) => ctx
-                .ui
-                .warn(format!("{e} (it will be retried on the next run)")),
-        }
-    }
-}
-
-/// The build hooks, in order, in `cwd` (which `SHIPIT_BUILD_PATH` names),
-/// with the hook variables `env`.
-pub(crate) fn run_build_hooks(
-    ctx: &Ctx,
-    mut env: Vec<(String, String)>,
-    cwd: &Path,
-    log: &mut File,
-) -> Result<()> {
-    env.push(("SHIPIT_BUILD_PATH".into(), cwd.display().to_string()));
-    for command in &ctx.config.hooks.build {
-        interrupt::check()?;
-        ctx.ui.step("Building", command);
-        let hook = Hook {
-            name: "build",
-            command,
-            cwd,
-            env: &env,
-            timeout: ctx.config.hooks.build_timeout,
-            timeout_key: "hooks.build_timeout",
-        };
-        hooks::run(&hook, &ctx.ui, Some(&mut *log))?;
-    }
-    Ok(())
 }

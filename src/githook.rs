@@ -294,7 +294,7 @@ pub fn run(ctx: &Ctx, mode: Mode, branch: Option<&str>) -> Result<Option<Outcome
     };
     deploy::preflight(ctx, &req)?;
     // A push that arrives during a deploy queues behind it (bounded).
-    let lock = crate::mutation::begin(ctx, Some(ctx.config.lock.wait))?;
+    let (lock, state) = crate::mutation::begin_reading(ctx, Some(ctx.config.lock.wait))?;
     let now = branch_tip(&repo, &branch)?;
     match mode {
         Mode::PostReceive => {
@@ -324,7 +324,7 @@ pub fn run(ctx: &Ctx, mode: Mode, branch: Option<&str>) -> Result<Option<Outcome
                 );
                 req.reference = Some(tip);
             }
-            deploy::run(ctx, &req).map(Some)
+            deploy::run(ctx, &req, state).map(Some)
         }
         Mode::PreReceive => {
             let expected = (!is_zero(&old)).then_some(old.as_str());
@@ -346,7 +346,7 @@ pub fn run(ctx: &Ctx, mode: Mode, branch: Option<&str>) -> Result<Option<Outcome
                     "fetch, merge or rebase onto the new {branch}, and push again"
                 )));
             }
-            let outcome = deploy::run(ctx, &req)?;
+            let outcome = deploy::run(ctx, &req, state)?;
             hold_until_ref_moves(lock, &repo, &branch, &old);
             Ok(Some(outcome))
         }

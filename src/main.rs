@@ -18,7 +18,11 @@
 //! - `src/gitref.rs`: the check every outside ref, branch name, submodule
 //!   URL and tree path passes
 //! - `src/mutation.rs`: what every mutating command does first: signals,
-//!   skeleton, lock
+//!   skeleton, lock, crash repair; the state it acts on, read once
+//! - `src/release/`: the pipeline that makes a published release, one for
+//!   `deploy`, the fleet's build and a host's receive: `build.rs` (export →
+//!   shared links → reuse → build hooks), `shared.rs` (the shared paths),
+//!   `log.rs` (the build log's header), the staging guard in `mod.rs`
 //! - `src/hooks.rs`: running one hook: process group, timeout, streamed output,
 //!   the build-hook guard, the drain for daemons
 //! - `src/hookenv.rs`: `[env]` and `env_file` for every hook; redaction of
@@ -68,8 +72,8 @@
 //! - `src/ui.rs`: everything printed (never failing the caller): colour,
 //!   progress, plain lines, JSON, phase timings
 //!
-//! The deploy reads as one sequence in `deploy.rs`: build, publish,
-//! activate (`activate/`, the seam deploy and rollback share: the reload
+//! The deploy reads as one sequence in `deploy.rs`: build and publish
+//! (`release/`), migrate, activate (`activate/`, the seam deploy and rollback share: the reload
 //! path or slots), prune. The user-facing documentation is the README and
 //! `docs/`.
 
@@ -102,10 +106,10 @@ mod layout;
 mod lock;
 mod mutation;
 mod notify;
-mod pipeline;
 mod placeholders;
 mod procs;
 mod prune;
+mod release;
 mod reuse;
 mod rollback;
 mod slots;

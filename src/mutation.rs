@@ -11,8 +11,26 @@ use crate::lock::{self, Lock};
 use crate::store;
 
 /// Everything a mutating command does first: route signals to the flag,
-/// create the deploy directory's skeleton, take the lock.
+/// create the deploy directory's skeleton, take the lock, put right what
+/// a crash left.
 pub fn begin(ctx: &Ctx, wait: Option<Duration>) -> Result<Lock> {
+    let lock = take_lock(ctx, wait)?;
+    // The controller of a fleet has no releases of its own.
+    if ctx.config.fleet.is_none() {
+        after_a_crash(ctx)?;
+    }
+    Ok(lock)
+}
+
+/// [`begin`], and the state the command acts on: read once, under the
+/// lock, once what a crash left is put right.
+pub fn begin_reading(ctx: &Ctx, wait: Option<Duration>) -> Result<(Lock, store::Snapshot)> {
+    let lock = take_lock(ctx, wait)?;
+    let state = after_a_crash(ctx)?;
+    Ok((lock, state))
+}
+
+fn take_lock(ctx: &Ctx, wait: Option<Duration>) -> Result<Lock> {
     interrupt::install();
     let layout = &ctx.layout;
     for dir in [
@@ -48,10 +66,6 @@ pub fn begin(ctx: &Ctx, wait: Option<Duration>) -> Result<Lock> {
             _ => e,
         }
     })?;
-    // The controller of a fleet has no releases of its own.
-    if ctx.config.fleet.is_none() {
-        after_a_crash(ctx)?;
-    }
     Ok(lock)
 }
 
@@ -61,12 +75,14 @@ pub fn begin(ctx: &Ctx, wait: Option<Duration>) -> Result<Lock> {
 /// before it proved itself is marked failed, so it is never a rollback
 /// target and prune removes it first. Its slot, if it was started, is
 /// stopped by the next deploy or rollback before the slot is reused.
-fn after_a_crash(ctx: &Ctx) -> Result<()> {
+/// Returns the state as it is then.
+fn after_a_crash(ctx: &Ctx) -> Result<store::Snapshot> {
     crate::slots::reconcile(ctx)?;
     let layout = &ctx.layout;
-    let current = store::read_current(layout)?;
-    for release in store::list(layout)?.releases {
-        if !release.interrupted() || current.id() == Some(&release.id) {
+    let mut state = store::snapshot(layout)?;
+    let current = state.current.id().cloned();
+    for release in &mut state.listing.releases {
+        if !release.interrupted() || current.as_ref() == Some(&release.id) {
             continue;
         }
         let why = "interrupted: shipit was stopped while making it live, before it passed its \
@@ -79,8 +95,12 @@ fn after_a_crash(ctx: &Ctx) -> Result<()> {
             ),
         );
         store::set_status(layout, &release.id, store::Status::Failed, Some(why.into()))?;
+        if let Some(meta) = &mut release.meta {
+            meta.status = store::Status::Failed;
+            meta.failure = Some(why.into());
+        }
     }
-    Ok(())
+    Ok(state)
 }
 
 /// What is live while another command holds the lock. A release that is

@@ -48,19 +48,20 @@ pub fn pristine_dir(layout: &Layout, release: &ReleaseId) -> PathBuf {
 
 /// Reuse or build every `[[reuse]]` directory of the release in `staging`,
 /// before the build hooks. `env` is the hooks' environment; it gains
-/// `SHIPIT_REUSED`, the reused directories separated by spaces.
+/// `SHIPIT_REUSED`, the reused directories separated by spaces. The
+/// copies come from `releases`, this host's releases.
 pub fn prepare(
     ctx: &Ctx,
     id: &ReleaseId,
     staging: &Path,
     env: &mut Vec<(String, String)>,
     log: &mut File,
+    releases: &[store::Release],
 ) -> Result<BTreeMap<String, Record>> {
     if ctx.config.reuse.is_empty() {
         return Ok(BTreeMap::new());
     }
-    let releases = store::list(&ctx.layout)?.releases;
-    let find = |path: &str, key: &str| source(&ctx.layout, &releases, path, key);
+    let find = |path: &str, key: &str| source(&ctx.layout, releases, path, key);
     prepare_from(ctx, id, staging, env, log, &find)
 }
 

@@ -211,7 +211,12 @@ fn points_into_releases(layout: &Layout, link: &Path, target: &Path) -> bool {
 /// `current` as a release, or a clear error for the states a mutating
 /// command must not build on.
 pub fn require_sane_current(layout: &Layout) -> Result<Current> {
-    let current = read_current(layout)?;
+    sane(layout, read_current(layout)?)
+}
+
+/// `current`, read from `layout`, or the error [`require_sane_current`]
+/// gives for it.
+pub fn sane(layout: &Layout, current: Current) -> Result<Current> {
     match &current {
         Current::NotSymlink => Err(Error::usage(format!(
             "{} is a real directory or file, not a symlink",
@@ -233,6 +238,24 @@ pub fn require_sane_current(layout: &Layout) -> Result<Current> {
         .hint("run `shipit rollback --to <id>` with an id from `shipit releases`, or deploy again after removing the dangling link")),
         _ => Ok(current),
     }
+}
+
+/// What a mutating command acts on, read once under the lock (see
+/// [`crate::mutation::begin_reading`]) and handed on: the releases and
+/// what is live.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub listing: Listing,
+    pub current: Current,
+}
+
+/// Read the releases and `current` (which may be missing, dangling or not
+/// a link: see [`sane`]).
+pub fn snapshot(layout: &Layout) -> Result<Snapshot> {
+    Ok(Snapshot {
+        listing: list(layout)?,
+        current: read_current(layout)?,
+    })
 }
 
 /// Everything under `releases/`.

@@ -61,8 +61,8 @@ pub fn run(ctx: &Ctx, args: &DeployArgs) -> Result<()> {
         ));
     }
     deploy::preflight(ctx, &req)?;
-    let _lock = crate::mutation::begin(ctx, wait)?;
-    let outcome = deploy::run(ctx, &req)?;
+    let (_lock, state) = crate::mutation::begin_reading(ctx, wait)?;
+    let outcome = deploy::run(ctx, &req, state)?;
     if args.json {
         let _ = ui::out_json(&json!({
             "release": outcome.release,

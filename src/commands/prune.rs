@@ -44,7 +44,7 @@ pub fn run(ctx: &Ctx, args: &PruneArgs) -> Result<()> {
     let removing: std::collections::BTreeSet<_> = plan.remove.iter().collect();
     let frees = DiskTotal::of(listing.releases.iter().filter(|r| removing.contains(&r.id)));
     if !args.dry_run {
-        crate::deploy::forget_unused_pristines(ctx);
+        crate::release::forget_unused_pristines(ctx);
         prune::remeasure(ctx, &removed);
         let mut event = Event::new("prune", "ok");
         event.removed = removed.clone();

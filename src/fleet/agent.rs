@@ -29,6 +29,7 @@ use crate::fleet::protocol::{self, Done, Failure, HostState, Probe, Reply};
 use crate::history::{self, Event};
 use crate::layout::{Layout, ReleaseId};
 use crate::lock::Holder;
+use crate::release::Staging;
 use crate::store::{self, Current, Metadata, Status};
 use crate::ui;
 use crate::views::ReleaseRow;
@@ -332,15 +333,16 @@ fn state(ctx: &Ctx, probe: bool) -> Result<Done> {
 fn receive(ctx: &Ctx, mut meta: Metadata, keep_special: bool) -> Result<Done> {
     let layout = &ctx.layout;
     let id = meta.id.clone();
-    let listing = store::list(layout)?;
+    store::require_sane_current(layout)?;
+    // This host's hooks need its env_file: refuse before anything changes.
+    crate::hookenv::require()?;
+    let (_lock, state) = crate::mutation::begin_reading(ctx, None)?;
+    let store::Snapshot { listing, current } = state;
     if let Some(warning) = listing.stray_warning(layout) {
         ctx.ui.warn(warning);
     }
-    let current = store::require_sane_current(layout)?;
-    // This host's hooks need its env_file: refuse before anything changes.
-    crate::hookenv::require()?;
-    let _lock = crate::mutation::begin(ctx, None)?;
-    crate::deploy::clear_leftovers(ctx);
+    let current = store::sane(layout, current)?;
+    crate::release::clear_leftovers(ctx);
     if listing.get(&id).is_some() || layout.release(&id).exists() {
         return Err(Error::usage(format!(
             "{} exists on this host already",
@@ -349,36 +351,28 @@ fn receive(ctx: &Ctx, mut meta: Metadata, keep_special: bool) -> Result<Done> {
         .live(current.describe())
         .hint("deploy again: the next rollout picks a new release id"));
     }
-    crate::deploy::check_shared(ctx).map_err(|e| e.live(current.describe()))?;
+    crate::release::check_shared(ctx).map_err(|e| e.live(current.describe()))?;
     meta.previous = current.id().cloned();
-    let staging = layout.staging(&id);
-    let unpacked = unpack(ctx, &meta, &staging, keep_special)
-        .and_then(|_| store::publish(layout, &staging, &id));
-    if let Err(e) = unpacked {
-        if staging.exists()
-            && let Err(cleanup) = store::discard(layout, &staging)
-        {
-            ctx.ui
-                .warn(format!("could not remove the partial release: {cleanup}"));
-        }
-        return Err(e.in_phase(Kind::BeforeSwap).live(current.describe()));
-    }
+    let received = Staging::begin(ctx, &id).and_then(|staging| {
+        unpack(ctx, &meta, staging.dir(), keep_special)?;
+        crate::release::link_shared(ctx, staging.dir())?;
+        staging.publish(meta)
+    });
+    received.map_err(|e| e.in_phase(Kind::BeforeSwap).live(current.describe()))?;
     ctx.ui.step("Received", Layout::display(&id));
     Ok(Done::Received { release: id })
 }
 
 fn unpack(ctx: &Ctx, meta: &Metadata, staging: &std::path::Path, keep_special: bool) -> Result<()> {
-    let layout = &ctx.layout;
-    fs::create_dir_all(staging).with_path("could not create", staging)?;
-    crate::pipeline::open_build_log(
-        layout,
+    crate::release::log::open_build_log(
+        &ctx.layout,
         &meta.id,
-        &crate::pipeline::Origin {
+        &crate::release::log::Origin {
             source: &meta.source,
             revision: meta.revision.as_deref(),
             branch: meta.branch.as_deref(),
         },
-        &crate::pipeline::Made::Received {
+        &crate::release::log::Made::Received {
             by: &meta.deployed_by,
         },
     )?;
@@ -439,13 +433,7 @@ fn unpack(ctx: &Ctx, meta: &Metadata, staging: &std::path::Path, keep_special: b
             names(&filtered.skipped)
         ));
     }
-    deploy::link_shared(ctx, staging)?;
-    let meta = Metadata {
-        disk: deploy::measure_disk(ctx, staging),
-        ..meta.clone()
-    };
-    store::write_metadata(staging, &meta)?;
-    crate::fsutil::sync_release(&[staging]).with_path("could not sync", staging)
+    Ok(())
 }
 
 /// The metadata of release `id`, which the controller sent earlier in

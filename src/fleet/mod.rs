@@ -69,7 +69,7 @@ pub fn run(ctx: &Ctx, config: &FleetConfig, req: &Request) -> Result<()> {
     let started = Instant::now();
     let fleet = Fleet::open(ctx, config, false)?;
     let _lock = crate::mutation::begin(ctx, req.wait)?;
-    crate::deploy::clear_staging(ctx);
+    crate::release::clear_staging(ctx);
     reuse::forget(ctx);
     let mut event = Event::new(req.event, "ok");
     let mut hosts: Vec<HostReport> = config.hosts.iter().map(|h| HostReport::new(h)).collect();
@@ -347,7 +347,7 @@ fn prepare(
 ) -> Result<Switch> {
     let ctx = fleet.ctx;
     let timing = crate::ui::Timing::start("fleet build");
-    let built = build::build(ctx, req.reference.as_deref(), taken).map_err(|e| {
+    let mut built = build::build(ctx, req.reference.as_deref(), taken).map_err(|e| {
         e.in_phase(Kind::BeforeSwap)
             .live("unchanged on every host: nothing was sent or switched")
     })?;

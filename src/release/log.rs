@@ -1,6 +1,6 @@
-//! The release pipeline's shared steps. For now: the build log, opened
-//! afresh with one header whose last line says how this tree came to be
-//! (built here, built for the fleet, or received from a fleet controller).
+//! A release's build log, opened afresh with one header whose last line
+//! says how its tree came to be (built here, built for the fleet, or
+//! received from a fleet controller).
 
 use std::fs::File;
 use std::io::Write;
