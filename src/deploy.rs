@@ -18,7 +18,7 @@ use crate::activate::{self, Live};
 use crate::context::Ctx;
 use crate::error::{Error, Kind, Result};
 use crate::history::{self, Event};
-use crate::hooks::{self, Hook};
+use crate::hooks;
 use crate::interrupt;
 use crate::layout::{Layout, ReleaseId};
 use crate::prune;
@@ -276,31 +276,29 @@ pub fn run_migrate(
     interrupt::check()?;
     event.migrate_time = Some(Utc::now());
     event.migrate = Some(history::MIGRATE_FAILED.into());
-    for command in &ctx.config.hooks.migrate {
-        interrupt::check()?;
-        ctx.ui.step("Migrating", command);
-        let hook = Hook {
-            name: "migrate",
-            command,
-            cwd: &release,
-            env: &env,
-            timeout: ctx.config.hooks.migrate_timeout,
-            timeout_key: "hooks.migrate_timeout",
-        };
-        hooks::run(&hook, &ctx.ui, Some(&mut log)).map_err(|e| {
-            if e.kind == Kind::Interrupted {
-                e.context("deploy interrupted during the migrate hook; nothing was switched")
-            } else if e.hint.is_some() {
-                e
-            } else {
-                e.hint(format!(
-                    "nothing was switched; the build log is {}; fix the migration and deploy \
+    let hooks = &ctx.config.hooks;
+    hooks::run_each(
+        hooks::Kind::Migrate,
+        "Migrating",
+        &hooks.migrate,
+        (&release, &env),
+        (hooks.migrate_timeout, "hooks.migrate_timeout"),
+        &ctx.ui,
+        &mut log,
+    )
+    .map_err(|e| {
+        if e.kind == Kind::Interrupted {
+            e.context("deploy interrupted during the migrate hook; nothing was switched")
+        } else if e.hint.is_some() {
+            e
+        } else {
+            e.hint(format!(
+                "nothing was switched; the build log is {}; fix the migration and deploy \
                      again",
-                    layout.build_log(id).display()
-                ))
-            }
-        })?;
-    }
+                layout.build_log(id).display()
+            ))
+        }
+    })?;
     event.migrate = Some(history::MIGRATE_RAN.into());
     Ok(())
 }

@@ -35,7 +35,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 use crate::clock::deadline as deadline_from;
-use crate::error::{Error, Kind, Result};
+use crate::error::{self, Error, Result};
 use crate::interrupt;
 use crate::procs;
 use crate::ui::Ui;
@@ -54,9 +54,48 @@ const QUEUE: usize = 256;
 /// the loop at once.
 const TICK: Duration = Duration::from_millis(50);
 
+/// Which hook runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Build,
+    Migrate,
+    Reload,
+    Notify,
+    /// A slot's `start`, `stop` and `switch` commands.
+    SlotStart,
+    SlotStop,
+    SlotSwitch,
+    /// A fleet host's `drain` and `undrain` commands.
+    Drain,
+    Undrain,
+}
+
+impl Kind {
+    /// The hook's name: the prefix of its output lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Build => "build",
+            Kind::Migrate => "migrate",
+            Kind::Reload => "reload",
+            Kind::Notify => "notify",
+            Kind::SlotStart => "start",
+            Kind::SlotStop => "stop",
+            Kind::SlotSwitch => "switch",
+            Kind::Drain => "drain",
+            Kind::Undrain => "undrain",
+        }
+    }
+
+    /// Build and migrate hooks produce files and schema changes, never
+    /// processes that should keep running: nothing they start may outlive
+    /// them. Other hooks (reload, slot start) exist to start daemons.
+    fn contained(self) -> bool {
+        matches!(self, Kind::Build | Kind::Migrate)
+    }
+}
+
 pub struct Hook<'a> {
-    /// `build` or `reload`: the prefix of its output lines.
-    pub name: &'a str,
+    pub kind: Kind,
     pub command: &'a str,
     pub cwd: &'a Path,
     pub env: &'a [(String, String)],
@@ -65,13 +104,32 @@ pub struct Hook<'a> {
     pub timeout_key: &'a str,
 }
 
-impl Hook<'_> {
-    /// Build hooks produce files, never processes that should keep running:
-    /// nothing they start may outlive them. Other hooks (reload, slot start)
-    /// exist to start daemons.
-    fn contained(&self) -> bool {
-        matches!(self.name, "build" | "migrate")
+/// Run the commands of hook `kind` in order in `cwd`, each announced as
+/// `verb` and only if no interrupt arrived: the first that fails stops
+/// the rest. Output goes to `ui` and `log`.
+pub fn run_each(
+    kind: Kind,
+    verb: &str,
+    commands: &[String],
+    (cwd, env): (&Path, &[(String, String)]),
+    (timeout, timeout_key): (Duration, &str),
+    ui: &Ui,
+    log: &mut File,
+) -> Result<()> {
+    for command in commands {
+        interrupt::check()?;
+        ui.step(verb, command);
+        let hook = Hook {
+            kind,
+            command,
+            cwd,
+            env,
+            timeout,
+            timeout_key,
+        };
+        run(&hook, ui, Some(&mut *log))?;
     }
+    Ok(())
 }
 
 enum Msg {
@@ -94,17 +152,22 @@ pub fn run_with_stdin(
     mut log: Option<&mut File>,
     input: Option<&[u8]>,
 ) -> Result<()> {
-    let failed =
-        |what: String| Error::internal(format!("{} hook `{}` {what}", hook.name, hook.command));
+    let failed = |what: String| {
+        Error::internal(format!(
+            "{} hook `{}` {what}",
+            hook.kind.name(),
+            hook.command
+        ))
+    };
     let (reader, writer) = io::pipe().map_err(|e| failed("could not start".into()).cause(e))?;
     // A second handle on the read end, to pass to the drain if a daemon
     // still holds the pipe when the hook is done.
-    let spare = if hook.contained() {
+    let spare = if hook.kind.contained() {
         None
     } else {
         reader.try_clone().ok()
     };
-    let mut guard = if hook.contained() {
+    let mut guard = if hook.kind.contained() {
         Some(Guard::start().map_err(|e| failed("could not start".into()).cause(e))?)
     } else {
         None
@@ -162,10 +225,15 @@ pub fn run_with_stdin(
     let mut log_line = |line: &[u8]| {
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches(['\r', '\n']);
-        ui.hook_line(hook.name, text);
+        ui.hook_line(hook.kind.name(), text);
         if let Some(log) = log.as_deref_mut() {
             // Colour codes are for terminals; a log is read with less and grep.
-            let _ = writeln!(log, "{} | {}", hook.name, console::strip_ansi_codes(text));
+            let _ = writeln!(
+                log,
+                "{} | {}",
+                hook.kind.name(),
+                console::strip_ansi_codes(text)
+            );
         }
     };
 
@@ -180,8 +248,12 @@ pub fn run_with_stdin(
         if stopped.is_none() && exited.is_none() {
             if interrupt::requested() {
                 stopped = Some(Error::new(
-                    Kind::Interrupted,
-                    format!("{} hook `{}` was interrupted", hook.name, hook.command),
+                    error::Kind::Interrupted,
+                    format!(
+                        "{} hook `{}` was interrupted",
+                        hook.kind.name(),
+                        hook.command
+                    ),
                 ));
             } else if now >= deadline {
                 stopped = Some(
@@ -198,7 +270,7 @@ pub fn run_with_stdin(
         }
         // Stop the group when told to, and a build hook's leftovers once its
         // shell is done.
-        let stop = stopped.is_some() || (hook.contained() && exited.is_some());
+        let stop = stopped.is_some() || (hook.kind.contained() && exited.is_some());
         if stop && term_sent.is_none() {
             let _ = killpg(group, Signal::SIGTERM);
             term_sent = Some(now);
@@ -415,7 +487,7 @@ mod tests {
         let mut log = File::create(&log_path).unwrap();
         let env = vec![("SHIPIT_RELEASE".to_string(), "20260101000000".to_string())];
         let hook = Hook {
-            name: "build",
+            kind: Kind::Build,
             command,
             cwd: dir.path(),
             env: &env,

@@ -77,7 +77,7 @@ pub fn after(ctx: &Ctx) {
         format!("{command} ({} {})", event.event, event.outcome),
     );
     let hook = Hook {
-        name: "notify",
+        kind: crate::hooks::Kind::Notify,
         command,
         cwd,
         env: &env,

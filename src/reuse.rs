@@ -34,7 +34,7 @@ use crate::config::ReuseConfig;
 use crate::context::Ctx;
 use crate::copy::Copier;
 use crate::error::{Error, IoContext, Result};
-use crate::hooks::{self, Hook};
+use crate::hooks;
 use crate::layout::{Layout, ReleaseId};
 use crate::store::{self, Release, ReuseRecord as Record, Status};
 
@@ -141,19 +141,15 @@ pub fn prepare_from(
                     ),
                 );
                 set_reused(env, &reused);
-                for command in &entry.run {
-                    crate::interrupt::check()?;
-                    ctx.ui.step("Building", command);
-                    let hook = Hook {
-                        name: "build",
-                        command,
-                        cwd: staging,
-                        env,
-                        timeout: ctx.config.hooks.build_timeout,
-                        timeout_key: "hooks.build_timeout",
-                    };
-                    hooks::run(&hook, &ctx.ui, Some(&mut *log))?;
-                }
+                hooks::run_each(
+                    hooks::Kind::Build,
+                    "Building",
+                    &entry.run,
+                    (staging, env),
+                    (ctx.config.hooks.build_timeout, "hooks.build_timeout"),
+                    &ctx.ui,
+                    log,
+                )?;
                 if !target.is_dir() {
                     return Err(Error::internal(format!(
                         "the run commands of [[reuse]] path = {:?} did not create {}",

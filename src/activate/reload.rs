@@ -345,7 +345,7 @@ pub(crate) fn reload(ctx: &Ctx, live: &Live) -> Result<()> {
     }
     let env = hook_env(&ctx.layout, live);
     let hook = Hook {
-        name: "reload",
+        kind: hooks::Kind::Reload,
         command,
         cwd: &ctx.layout.release(live.id),
         env: &env,

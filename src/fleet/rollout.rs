@@ -414,7 +414,7 @@ impl<'a> Fleet<'a> {
     /// Run the drain or undrain hook for `host` on the controller.
     pub fn run_hook(
         &self,
-        name: &str,
+        kind: hooks::Kind,
         command: Option<&String>,
         host: &HostReport,
         target: Option<&ReleaseId>,
@@ -422,7 +422,7 @@ impl<'a> Fleet<'a> {
         let Some(command) = command else {
             return Ok(());
         };
-        let verb = if name == "drain" {
+        let verb = if kind == hooks::Kind::Drain {
             "Draining"
         } else {
             "Undraining"
@@ -453,9 +453,9 @@ impl<'a> Fleet<'a> {
             .parent()
             .unwrap_or(std::path::Path::new("/"))
             .to_path_buf();
-        let key = format!("fleet.drain_timeout ({name})");
+        let key = format!("fleet.drain_timeout ({})", kind.name());
         let hook = Hook {
-            name,
+            kind,
             command,
             cwd: &cwd,
             env: &env,
@@ -556,7 +556,7 @@ fn switch_batch(
     let mut drained = Vec::new();
     for &i in batch {
         match fleet.run_hook(
-            "drain",
+            hooks::Kind::Drain,
             fleet.config.drain.as_ref(),
             &hosts[i],
             Some(target),
@@ -645,7 +645,7 @@ fn switch_batch(
             continue;
         }
         if let Err(e) = fleet.run_hook(
-            "undrain",
+            hooks::Kind::Undrain,
             fleet.config.undrain.as_ref(),
             &hosts[i],
             Some(target),
@@ -700,7 +700,7 @@ fn revert(fleet: &Fleet, hosts: &mut [HostReport]) {
         for &i in batch {
             let before = hosts[i].before.clone();
             match fleet.run_hook(
-                "drain",
+                hooks::Kind::Drain,
                 fleet.config.drain.as_ref(),
                 &hosts[i],
                 before.as_ref(),
@@ -759,7 +759,7 @@ fn revert(fleet: &Fleet, hosts: &mut [HostReport]) {
             }
             let before = hosts[i].before.clone();
             if let Err(e) = fleet.run_hook(
-                "undrain",
+                hooks::Kind::Undrain,
                 fleet.config.undrain.as_ref(),
                 &hosts[i],
                 before.as_ref(),

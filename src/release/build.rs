@@ -9,8 +9,7 @@ use std::fs::File;
 use crate::activate::{self, Live};
 use crate::context::Ctx;
 use crate::error::Result;
-use crate::hooks::{self, Hook};
-use crate::interrupt;
+use crate::hooks;
 use crate::layout::{Layout, ReleaseId};
 use crate::source::{self, Resolved};
 
@@ -86,19 +85,16 @@ pub(crate) fn build<R>(
         "SHIPIT_BUILD_PATH".into(),
         staging.dir().display().to_string(),
     ));
-    for command in &ctx.config.hooks.build {
-        interrupt::check()?;
-        ctx.ui.step("Building", command);
-        let hook = Hook {
-            name: "build",
-            command,
-            cwd: staging.dir(),
-            env: &env,
-            timeout: ctx.config.hooks.build_timeout,
-            timeout_key: "hooks.build_timeout",
-        };
-        hooks::run(&hook, &ctx.ui, Some(&mut log))?;
-    }
+    let hooks = &ctx.config.hooks;
+    hooks::run_each(
+        hooks::Kind::Build,
+        "Building",
+        &hooks.build,
+        (staging.dir(), &env),
+        (hooks.build_timeout, "hooks.build_timeout"),
+        &ctx.ui,
+        &mut log,
+    )?;
     Ok(reused)
 }
 

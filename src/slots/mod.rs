@@ -301,7 +301,7 @@ impl<'a> Dance<'a> {
     /// Run a slot hook for `release`, its output kept in that release's log.
     fn hook(
         &self,
-        name: &str,
+        kind: hooks::Kind,
         command: &str,
         (timeout, timeout_key): (Duration, &str),
         slot: Slot,
@@ -323,7 +323,7 @@ impl<'a> Dance<'a> {
         // The deploy root, never the release: a process manager started
         // from here must not hold a release as its working directory.
         let hook = Hook {
-            name,
+            kind,
             command,
             cwd: layout.root(),
             env: &env,
@@ -336,7 +336,7 @@ impl<'a> Dance<'a> {
     fn stop(&self, slot: Slot, release: &ReleaseId) -> Result<()> {
         let config = self.config;
         let timeout = (config.stop_timeout, "slots.stop_timeout");
-        self.hook("stop", &config.stop, timeout, slot, release)?;
+        self.hook(hooks::Kind::SlotStop, &config.stop, timeout, slot, release)?;
         self.slots.clear_record(slot)?;
         let link = self.slots.release_link(slot);
         match std::fs::remove_file(&link) {
@@ -361,7 +361,13 @@ impl<'a> Dance<'a> {
         );
         let config = self.config;
         let timeout = (config.start_timeout, "slots.start_timeout");
-        self.hook("start", &config.start, timeout, slot, self.id())?;
+        self.hook(
+            hooks::Kind::SlotStart,
+            &config.start,
+            timeout,
+            slot,
+            self.id(),
+        )?;
         crate::crashpoint::hit("slots:after-start");
         if let Some(what) = self.live_socket_taken() {
             return Err(Error::internal(format!(
@@ -866,7 +872,7 @@ impl<'a> Dance<'a> {
         match &self.config.switch {
             Some(command) => {
                 let timeout = (self.ctx.config.hooks.reload_timeout, "hooks.reload_timeout");
-                self.hook("switch", command, timeout, slot, release)
+                self.hook(hooks::Kind::SlotSwitch, command, timeout, slot, release)
             }
             None => Ok(()),
         }
