@@ -23,8 +23,9 @@
 //!   `deploy`, the fleet's build and a host's receive: `build.rs` (export →
 //!   shared links → reuse → build hooks), `shared.rs` (the shared paths),
 //!   `log.rs` (the build log's header), the staging guard in `mod.rs`
-//! - `src/hooks.rs`: running one hook: process group, timeout, streamed output,
-//!   the build-hook guard, the drain for daemons
+//! - `src/hooks/`: running one hook: process group, timeout, streamed output,
+//!   the build-hook guard, the drain for daemons; `supervisor.rs` decides
+//!   which signal to send and when the wait is over
 //! - `src/hookenv.rs`: `[env]` and `env_file` for every hook; redaction of
 //!   `env_file`'s secrets from everything shipit writes
 //! - `src/notify.rs`: the notify hook: the outcome's history event on its

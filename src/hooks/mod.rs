@@ -31,14 +31,17 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::killpg;
 use nix::unistd::Pid;
 
-use crate::clock::deadline as deadline_from;
 use crate::error::{self, Error, Result};
 use crate::interrupt;
 use crate::procs;
 use crate::ui::Ui;
+
+mod supervisor;
+
+use supervisor::{Graces, Next, Stop, Supervisor};
 
 /// How long to keep reading output after the hook's process has exited.
 const OUTPUT_GRACE: Duration = Duration::from_secs(2);
@@ -237,92 +240,45 @@ pub fn run_with_stdin(
         }
     };
 
+    let graces = Graces {
+        output: OUTPUT_GRACE,
+        kill: KILL_GRACE,
+        tick: TICK,
+    };
     let deadline = crate::clock::after(hook.timeout);
-    let mut exited: Option<(io::Result<ExitStatus>, Instant)> = None;
-    let mut eof = false;
-    let mut stopped: Option<Error> = None;
-    let mut term_sent: Option<Instant> = None;
-    let mut kill_sent: Option<Instant> = None;
+    let mut supervisor = Supervisor::new(deadline, hook.kind.contained(), graces);
+    let mut status: Option<io::Result<ExitStatus>> = None;
+    let mut spare = spare;
     loop {
         let now = Instant::now();
-        if stopped.is_none() && exited.is_none() {
-            if interrupt::requested() {
-                stopped = Some(Error::new(
-                    error::Kind::Interrupted,
-                    format!(
-                        "{} hook `{}` was interrupted",
-                        hook.kind.name(),
-                        hook.command
-                    ),
-                ));
-            } else if now >= deadline {
-                stopped = Some(
-                    failed(format!(
-                        "timed out after {}",
-                        humantime::format_duration(hook.timeout)
-                    ))
-                    .hint(format!(
-                        "make the hook faster or raise {} in shipit.toml",
-                        hook.timeout_key
-                    )),
-                );
-            }
+        for signal in supervisor.signals(now, interrupt::requested()) {
+            let _ = killpg(group, signal);
         }
-        // Stop the group when told to, and a build hook's leftovers once its
-        // shell is done.
-        let stop = stopped.is_some() || (hook.kind.contained() && exited.is_some());
-        if stop && term_sent.is_none() {
-            let _ = killpg(group, Signal::SIGTERM);
-            term_sent = Some(now);
-        }
-        if let Some(termed) = term_sent
-            && kill_sent.is_none()
-        {
-            let due = match (&exited, &stopped) {
-                // The shell is gone; make sure its children are too.
-                (Some(_), Some(_)) => now,
-                (Some((_, at)), None) => deadline_from(*at, OUTPUT_GRACE),
-                (None, _) => deadline_from(termed, KILL_GRACE),
-            };
-            if now >= due {
-                let _ = killpg(group, Signal::SIGKILL);
-                kill_sent = Some(now);
-            }
-        }
-        // Done once the shell is reaped, its output is over, and the group
-        // needs no more signals: it was never to be stopped, it got its
-        // SIGKILL, or nothing is left in it.
-        let group_done = term_sent.is_none() || kill_sent.is_some() || killpg(group, None).is_err();
-        if exited.is_some() && eof && group_done {
-            break;
-        }
-        let mut wake = deadline_from(now, TICK);
-        if let Some((_, at)) = &exited {
-            let waited_from = kill_sent.map_or(*at, |k| k.max(*at));
-            let give_up = deadline_from(waited_from, OUTPUT_GRACE);
-            if now >= give_up {
-                if let Some(spare) = spare {
+        let wake = match supervisor.next(now, || killpg(group, None).is_err()) {
+            Next::Wake(at) => at,
+            Next::Done => break,
+            Next::Abandon => {
+                if let Some(spare) = spare.take() {
                     drain(spare);
                 }
                 break;
             }
-            wake = wake.min(give_up);
-        }
-        if stopped.is_none() && exited.is_none() {
-            wake = wake.min(deadline);
-        }
+        };
         match rx.recv_timeout(wake.saturating_duration_since(now)) {
             Ok(Msg::Line(line)) => log_line(&line),
-            Ok(Msg::Eof) => eof = true,
-            Ok(Msg::Exited(status)) => exited = Some((status, Instant::now())),
+            Ok(Msg::Eof) => supervisor.eof(),
+            Ok(Msg::Exited(exit)) => {
+                status = Some(exit);
+                supervisor.exited(Instant::now());
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
                 // Both threads are done: the pipe is closed and the child
                 // reaped (the waiter always reports before it ends).
-                eof = true;
-                if exited.is_none() {
-                    let lost = io::Error::other("the thread waiting for it ended");
-                    exited = Some((Err(lost), Instant::now()));
+                supervisor.eof();
+                if !supervisor.has_exited() {
+                    status = Some(Err(io::Error::other("the thread waiting for it ended")));
+                    supervisor.exited(Instant::now());
                 }
             }
         }
@@ -333,10 +289,30 @@ pub fn run_with_stdin(
     if let Some(guard) = guard {
         guard.release();
     }
-    if let Some(err) = stopped {
-        return Err(err);
+    match supervisor.stopped() {
+        Some(Stop::Interrupted) => {
+            return Err(Error::new(
+                error::Kind::Interrupted,
+                format!(
+                    "{} hook `{}` was interrupted",
+                    hook.kind.name(),
+                    hook.command
+                ),
+            ));
+        }
+        Some(Stop::TimedOut) => {
+            return Err(failed(format!(
+                "timed out after {}",
+                humantime::format_duration(hook.timeout)
+            ))
+            .hint(format!(
+                "make the hook faster or raise {} in shipit.toml",
+                hook.timeout_key
+            )));
+        }
+        None => {}
     }
-    let (status, _) = exited.expect("loop ends only after exit");
+    let status = status.expect("the loop ends only after the exit");
     let status = status.map_err(|e| failed("could not be waited for".into()).cause(e))?;
     if status.success() {
         Ok(())
@@ -480,6 +456,7 @@ fn read_lines(mut reader: io::PipeReader, tx: SyncSender<Msg>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::sys::signal::Signal;
 
     fn run_sh(command: &str, timeout: Duration) -> (Result<()>, String, Duration) {
         let dir = tempfile::tempdir().unwrap();
