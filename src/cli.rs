@@ -175,8 +175,8 @@ pub enum FleetAgentAction {
         id: String,
         /// What became of the rollout's migrate hook (`ran`, `skipped`),
         /// for this host's history
-        #[arg(long, value_parser = ["ran", "skipped"])]
-        migrate: Option<String>,
+        #[arg(long, value_enum)]
+        migrate: Option<crate::history::Migrate>,
     },
     /// Make an existing release live (a rollback or a revert), or `none`:
     /// remove `current` (the host had nothing live before)

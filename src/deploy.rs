@@ -81,7 +81,10 @@ pub fn run(ctx: &Ctx, req: &Request, state: store::Snapshot) -> Result<Outcome> 
     let previous = current.id().cloned();
     release::clear_leftovers(ctx);
 
-    let mut event = Event::new("deploy", "ok");
+    let mut event = Event::new(
+        crate::history::EventKind::Deploy,
+        crate::history::Outcome::Ok,
+    );
     event.previous = previous.clone();
     let record = |event: Event, error: Option<&Error>, live: Option<ReleaseId>| {
         history::record(layout, &ctx.ui, event, started, error, live)
@@ -158,10 +161,10 @@ pub fn go_live(
     };
     if let Err(failed) = activate::deploy(ctx, &live, no_rollback) {
         if failed.refused {
-            event.outcome = history::REFUSED.into();
+            event.outcome = history::Outcome::Refused;
         }
         // Back on the previous release, after this one's migrations ran.
-        if event.migrate.as_deref() == Some(history::MIGRATE_RAN)
+        if event.migrate == Some(history::Migrate::Ran)
             && failed.live.as_ref() != Some(&id)
             && let Some(back) = &failed.live
             && let Some(warning) = history::migrate_warning(back, std::slice::from_ref(&id))
@@ -246,7 +249,7 @@ pub fn migrate_wanted(ctx: &Ctx, skip: bool, event: &mut Event) -> bool {
     }
     if skip {
         ctx.ui.step("Skipping", "the migrate hook (--skip-migrate)");
-        event.migrate = Some(history::MIGRATE_SKIPPED.into());
+        event.migrate = Some(history::Migrate::Skipped);
         return false;
     }
     true
@@ -275,7 +278,7 @@ pub fn run_migrate(
     )?;
     interrupt::check()?;
     event.migrate_time = Some(Utc::now());
-    event.migrate = Some(history::MIGRATE_FAILED.into());
+    event.migrate = Some(history::Migrate::Failed);
     let hooks = &ctx.config.hooks;
     hooks::run_each(
         hooks::Kind::Migrate,
@@ -299,7 +302,7 @@ pub fn run_migrate(
             ))
         }
     })?;
-    event.migrate = Some(history::MIGRATE_RAN.into());
+    event.migrate = Some(history::Migrate::Ran);
     Ok(())
 }
 

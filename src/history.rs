@@ -16,14 +16,113 @@ use crate::error::{Error, IoContext, Result};
 use crate::layout::{Layout, ReleaseId};
 use crate::state;
 
+/// The command an event records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Deploy,
+    Rollback,
+    Prune,
+}
+
+impl EventKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Deploy => "deploy",
+            EventKind::Rollback => "rollback",
+            EventKind::Prune => "prune",
+        }
+    }
+}
+
+/// How an event ended, written as its name (`ok`, `refused`,
+/// `failed-nothing-live`, or the exit code's name: `failed-before-swap`,
+/// `rolled-back`, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum Outcome {
+    Ok,
+    /// A release refused before anything was switched (with slots: it
+    /// failed its gate in the idle slot). It exits as `rolled-back` does
+    /// (users reach what they reached before), but nothing was rolled back.
+    Refused,
+    /// A first deploy that failed after its swap: `current` was removed
+    /// again, so nothing is live.
+    FailedNothingLive,
+    /// Failed as the exit code of this kind says.
+    Failed(crate::error::Kind),
+}
+
+impl Outcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Refused => "refused",
+            Outcome::FailedNothingLive => "failed-nothing-live",
+            Outcome::Failed(kind) => kind.name(),
+        }
+    }
+}
+
+impl From<Outcome> for String {
+    fn from(outcome: Outcome) -> String {
+        outcome.name().into()
+    }
+}
+
+impl TryFrom<String> for Outcome {
+    type Error = String;
+    fn try_from(name: String) -> std::result::Result<Outcome, String> {
+        [Outcome::Ok, Outcome::Refused, Outcome::FailedNothingLive]
+            .into_iter()
+            .chain(crate::error::Kind::ALL.map(Outcome::Failed))
+            .find(|o| o.name() == name)
+            .ok_or_else(|| format!("unknown outcome {name:?}"))
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What became of a deploy's `hooks.migrate` (and, as `fleet-agent
+/// activate --migrate`, what a fleet host is told of its rollout's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Migrate {
+    /// It ran to success.
+    Ran,
+    /// It failed, timed out or was interrupted: it may have changed the
+    /// database in part.
+    #[value(skip)]
+    Failed,
+    /// `--skip-migrate`.
+    Skipped,
+}
+
+impl Migrate {
+    pub fn name(self) -> &'static str {
+        match self {
+            Migrate::Ran => "ran",
+            Migrate::Failed => "failed",
+            Migrate::Skipped => "skipped",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Event {
     pub time: DateTime<Utc>,
-    /// `deploy`, `rollback` or `prune`.
-    pub event: String,
-    /// `ok`, or the failure kind (`failed-before-swap`, `rolled-back`, ...),
-    /// or [`REFUSED`] or [`FAILED_NOTHING_LIVE`].
-    pub outcome: String,
+    pub event: EventKind,
+    pub outcome: Outcome,
     pub release: Option<ReleaseId>,
     /// What was live before.
     pub previous: Option<ReleaseId>,
@@ -46,21 +145,20 @@ pub struct Event {
     /// fared (the `hosts` array of `deploy --json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hosts: Option<serde_json::Value>,
-    /// A deploy's `hooks.migrate`: [`MIGRATE_RAN`], `failed`, or
-    /// [`MIGRATE_SKIPPED`] (`--skip-migrate`); absent when none is set.
+    /// What became of a deploy's `hooks.migrate`; absent when none is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub migrate: Option<String>,
+    pub migrate: Option<Migrate>,
     /// When the migrate hook of `release` started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migrate_time: Option<DateTime<Utc>>,
 }
 
 impl Event {
-    pub fn new(event: &str, outcome: &str) -> Event {
+    pub fn new(event: EventKind, outcome: Outcome) -> Event {
         Event {
             time: Utc::now(),
-            event: event.into(),
-            outcome: outcome.into(),
+            event,
+            outcome,
             release: None,
             previous: None,
             live: None,
@@ -81,7 +179,7 @@ impl Event {
 
 /// Finish `event` (duration since `started`, what is live after, the
 /// outcome of `error`, unless the caller set a failure outcome that says more,
-/// like [`REFUSED`]) and append it; a failure to append only warns, since
+/// like [`Outcome::Refused`]) and append it; a failure to append only warns, since
 /// the deploy or rollback it describes has already happened. Refused input
 /// (a bad ref, an unknown id) changed nothing and is not recorded.
 pub fn record(
@@ -98,8 +196,8 @@ pub fn record(
         if e.kind == crate::error::Kind::Usage {
             return;
         }
-        if event.outcome == "ok" {
-            event.outcome = outcome_of(&event, e.kind).into();
+        if event.outcome == Outcome::Ok {
+            event.outcome = outcome_of(&event, e.kind);
         }
         event.message = Some(e.message.clone());
         event.causes = e.causes.clone();
@@ -123,22 +221,16 @@ fn recorded() -> &'static std::sync::Mutex<Option<Event>> {
 
 /// The outcome name of a failed event: the exit code's name, except that
 /// a first deploy that failed after its swap had nothing to roll back to.
-fn outcome_of(event: &Event, kind: crate::error::Kind) -> &'static str {
+fn outcome_of(event: &Event, kind: crate::error::Kind) -> Outcome {
     match kind {
-        crate::error::Kind::RolledBack if event.event == "deploy" && event.previous.is_none() => {
-            FAILED_NOTHING_LIVE
+        crate::error::Kind::RolledBack
+            if event.event == EventKind::Deploy && event.previous.is_none() =>
+        {
+            Outcome::FailedNothingLive
         }
-        kind => kind.name(),
+        kind => Outcome::Failed(kind),
     }
 }
-
-/// A deploy whose migrate hook ran to success.
-pub const MIGRATE_RAN: &str = "ran";
-/// A deploy whose migrate hook failed, timed out or was interrupted: it may
-/// have changed the database in part.
-pub const MIGRATE_FAILED: &str = "failed";
-/// A deploy with `--skip-migrate`.
-pub const MIGRATE_SKIPPED: &str = "skipped";
 
 /// The releases newer than `target` whose migrate hook ran (or started and
 /// failed), oldest first: the database may have been changed for them, and
@@ -151,8 +243,8 @@ pub fn migrated_after(layout: &Layout, target: &ReleaseId) -> Vec<ReleaseId> {
     let mut ids: Vec<ReleaseId> = log
         .events
         .iter()
-        .filter(|e| e.event == "deploy")
-        .filter(|e| matches!(e.migrate.as_deref(), Some(MIGRATE_RAN | MIGRATE_FAILED)))
+        .filter(|e| e.event == EventKind::Deploy)
+        .filter(|e| matches!(e.migrate, Some(Migrate::Ran | Migrate::Failed)))
         .filter_map(|e| e.release.clone())
         .filter(|id| id > target)
         .collect();
@@ -177,15 +269,6 @@ pub fn migrate_warning(target: &ReleaseId, newer: &[ReleaseId]) -> Option<String
     ))
 }
 
-/// The outcome of a first deploy that failed after its swap: `current` was
-/// removed again, so nothing is live.
-pub const FAILED_NOTHING_LIVE: &str = "failed-nothing-live";
-
-/// The outcome of a release refused before anything was switched (with
-/// slots: it failed its gate in the idle slot). It exits as `rolled-back`
-/// does (users reach what they reached before), but nothing was rolled back.
-pub const REFUSED: &str = "refused";
-
 impl Event {
     /// What the event did, in a few words: `A -> B` for a rollback or a
     /// deploy that went live, with where a failed one left things.
@@ -193,18 +276,17 @@ impl Event {
         let id = |r: &Option<ReleaseId>| r.as_ref().map(|r| r.to_string());
         let from = id(&self.previous).unwrap_or_else(|| "nothing".into());
         let to = id(&self.live).unwrap_or_else(|| "nothing".into());
-        match (self.event.as_str(), self.outcome.as_str()) {
-            ("rollback", _) => format!("{from} -> {to}"),
-            ("deploy", "ok") => format!("{from} -> {to}"),
-            ("deploy", _) if self.release.is_some() && self.release == self.live => {
+        match (self.event, self.outcome) {
+            (EventKind::Rollback, _) => format!("{from} -> {to}"),
+            (EventKind::Deploy, Outcome::Ok) => format!("{from} -> {to}"),
+            (EventKind::Deploy, _) if self.release.is_some() && self.release == self.live => {
                 format!("{from} -> {to} (left live, failing)")
             }
-            ("deploy", _) => {
+            (EventKind::Deploy, _) => {
                 let release = id(&self.release).unwrap_or_else(|| "a new release".into());
                 format!("{release} not live; live: {to}")
             }
-            ("prune", _) => format!("removed {}", self.removed.len()),
-            _ => to,
+            (EventKind::Prune, _) => format!("removed {}", self.removed.len()),
         }
     }
 
@@ -347,7 +429,7 @@ impl Timeline {
             .map(|e| Span {
                 start: e.time,
                 end: end(e),
-                before: if e.event == "prune" {
+                before: if e.event == EventKind::Prune {
                     e.live.clone()
                 } else {
                     e.previous.clone()
@@ -448,19 +530,32 @@ mod tests {
     fn what_an_event_did_reads_true_for_each_ending() {
         let a = ReleaseId::parse("20260101000000").unwrap();
         let b = ReleaseId::parse("20260102000000").unwrap();
-        let event = |name: &str, outcome: &str, release: &ReleaseId, previous, live| Event {
-            release: Some(release.clone()),
-            previous,
-            live,
-            ..Event::new(name, outcome)
-        };
-        let ok = event("deploy", "ok", &b, Some(a.clone()), Some(b.clone()));
+        let event =
+            |name: EventKind, outcome: Outcome, release: &ReleaseId, previous, live| Event {
+                release: Some(release.clone()),
+                previous,
+                live,
+                ..Event::new(name, outcome)
+            };
+        let ok = event(
+            EventKind::Deploy,
+            Outcome::Ok,
+            &b,
+            Some(a.clone()),
+            Some(b.clone()),
+        );
         assert_eq!(ok.what(), "20260101000000 -> 20260102000000");
-        let back = event("rollback", "ok", &a, Some(b.clone()), Some(a.clone()));
+        let back = event(
+            EventKind::Rollback,
+            Outcome::Ok,
+            &a,
+            Some(b.clone()),
+            Some(a.clone()),
+        );
         assert_eq!(back.what(), "20260102000000 -> 20260101000000");
         let rolled = event(
-            "deploy",
-            "rolled-back",
+            EventKind::Deploy,
+            Outcome::Failed(crate::error::Kind::RolledBack),
             &b,
             Some(a.clone()),
             Some(a.clone()),
@@ -469,11 +564,17 @@ mod tests {
             rolled.what(),
             "20260102000000 not live; live: 20260101000000"
         );
-        let first = event("deploy", FAILED_NOTHING_LIVE, &b, None, None);
+        let first = event(
+            EventKind::Deploy,
+            Outcome::FailedNothingLive,
+            &b,
+            None,
+            None,
+        );
         assert_eq!(first.what(), "20260102000000 not live; live: nothing");
         let left = event(
-            "deploy",
-            "failed-left-live",
+            EventKind::Deploy,
+            Outcome::Failed(crate::error::Kind::LeftLive),
             &b,
             Some(a.clone()),
             Some(b.clone()),
@@ -485,8 +586,31 @@ mod tests {
     }
 
     #[test]
+    fn outcomes_are_written_by_name_and_read_back() {
+        let all = [Outcome::Ok, Outcome::Refused, Outcome::FailedNothingLive]
+            .into_iter()
+            .chain(crate::error::Kind::ALL.map(Outcome::Failed));
+        for outcome in all {
+            let json = serde_json::to_string(&outcome).unwrap();
+            assert_eq!(json, format!("\"{}\"", outcome.name()));
+            assert_eq!(serde_json::from_str::<Outcome>(&json).unwrap(), outcome);
+        }
+        assert_eq!(
+            serde_json::to_string(&Outcome::Failed(crate::error::Kind::BeforeSwap)).unwrap(),
+            "\"failed-before-swap\""
+        );
+        assert!(serde_json::from_str::<Outcome>("\"sideways\"").is_err());
+        let kinds = ["deploy", "rollback", "prune"].map(|k| {
+            serde_json::from_value::<EventKind>(serde_json::json!(k))
+                .unwrap()
+                .name()
+        });
+        assert_eq!(kinds, ["deploy", "rollback", "prune"]);
+    }
+
+    #[test]
     fn what_a_failure_said_includes_its_causes() {
-        let mut event = Event::new("deploy", REFUSED);
+        let mut event = Event::new(EventKind::Deploy, Outcome::Refused);
         assert_eq!(event.said(), None);
         event.message = Some("the gate failed".into());
         event.causes = vec!["status 500".into(), "body \"x\"".into()];
@@ -501,20 +625,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());
         std::fs::create_dir_all(layout.state()).unwrap();
-        append(&layout, &Event::new("deploy", "ok")).unwrap();
+        append(&layout, &Event::new(EventKind::Deploy, Outcome::Ok)).unwrap();
         let mut torn = std::fs::read(layout.history()).unwrap();
         torn.extend_from_slice(b"{\"time\":\"2026-");
         std::fs::write(layout.history(), &torn).unwrap();
-        append(&layout, &Event::new("rollback", "ok")).unwrap();
+        append(&layout, &Event::new(EventKind::Rollback, Outcome::Ok)).unwrap();
         let log = read(&layout).unwrap();
-        let names: Vec<_> = log.events.iter().map(|e| e.event.as_str()).collect();
+        let names: Vec<_> = log.events.iter().map(|e| e.event.name()).collect();
         assert_eq!(names, ["deploy", "rollback"]);
         assert_eq!(log.skipped, 1);
     }
 
     #[test]
     fn unreadable_lines_are_skipped_and_counted() {
-        let good = serde_json::to_string(&Event::new("deploy", "ok")).unwrap();
+        let good = serde_json::to_string(&Event::new(EventKind::Deploy, Outcome::Ok)).unwrap();
         let mut bytes = format!("{good}\nnot json\n").into_bytes();
         bytes.extend_from_slice(b"{\"event\":\"\xff\"}\n\n");
         bytes.extend_from_slice(good.as_bytes());

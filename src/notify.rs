@@ -34,7 +34,8 @@ pub fn after(ctx: &Ctx) {
     let Some(command) = &ctx.config.hooks.notify else {
         return;
     };
-    let interrupted = interrupt::requested() || event.outcome == "interrupted";
+    let interrupted = interrupt::requested()
+        || event.outcome == history::Outcome::Failed(crate::error::Kind::Interrupted);
     let mut timeout = ctx.config.hooks.notify_timeout;
     if interrupted {
         // The first signal was handled by the command; a second one stops
@@ -48,8 +49,8 @@ pub fn after(ctx: &Ctx) {
         r.as_ref().map(|r| r.to_string()).unwrap_or_default()
     };
     let env = vec![
-        ("SHIPIT_EVENT".to_string(), event.event.clone()),
-        ("SHIPIT_OUTCOME".to_string(), event.outcome.clone()),
+        ("SHIPIT_EVENT".to_string(), event.event.to_string()),
+        ("SHIPIT_OUTCOME".to_string(), event.outcome.to_string()),
         ("SHIPIT_RELEASE".to_string(), id(&event.release)),
         ("SHIPIT_PREVIOUS_RELEASE".to_string(), id(&event.previous)),
         ("SHIPIT_LIVE_RELEASE".to_string(), id(&event.live)),

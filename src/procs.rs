@@ -639,7 +639,10 @@ mod tests {
             previous: previous.map(id),
             release: release.map(id),
             live: live.map(id),
-            ..crate::history::Event::new(kind, "ok")
+            ..crate::history::Event::new(
+                serde_json::from_value(serde_json::json!(kind)).unwrap(),
+                crate::history::Outcome::Ok,
+            )
         }
     }
 
@@ -969,7 +972,7 @@ mod properties {
                     previous,
                     release,
                     live,
-                    ..Event::new("deploy", "ok")
+                    ..Event::new(crate::history::EventKind::Deploy, crate::history::Outcome::Ok)
                 });
                 now = end;
             }

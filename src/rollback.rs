@@ -118,7 +118,10 @@ pub fn run(ctx: &Ctx, to: Option<&ReleaseId>, force: bool) -> Result<Outcome> {
         ctx.ui.warn(warning);
     }
 
-    let mut event = Event::new("rollback", "ok");
+    let mut event = Event::new(
+        crate::history::EventKind::Rollback,
+        crate::history::Outcome::Ok,
+    );
     event.previous = from.clone();
     event.release = Some(target.clone());
     let meta = store::read_metadata(layout, &target).ok().flatten();
@@ -169,7 +172,7 @@ pub fn run(ctx: &Ctx, to: Option<&ReleaseId>, force: bool) -> Result<Outcome> {
     }
     if let Err(failed) = activated {
         if failed.refused {
-            event.outcome = history::REFUSED.into();
+            event.outcome = history::Outcome::Refused;
         }
         record(event, Some(&failed.error), failed.live);
         return Err(failed.error);

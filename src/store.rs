@@ -144,7 +144,7 @@ fn proven_by_history(
     }
     named
         .iter()
-        .any(|e| e.outcome == "ok" && e.live.as_ref() == Some(id))
+        .any(|e| e.outcome == crate::history::Outcome::Ok && e.live.as_ref() == Some(id))
 }
 
 /// What `current` is right now.

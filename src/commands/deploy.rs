@@ -4,6 +4,7 @@ use crate::cli::DeployArgs;
 use crate::context::Ctx;
 use crate::deploy::{self, Request};
 use crate::error::Result;
+use crate::history::EventKind;
 use crate::ui;
 
 pub fn run(ctx: &Ctx, args: &DeployArgs) -> Result<()> {
@@ -36,19 +37,23 @@ pub fn run(ctx: &Ctx, args: &DeployArgs) -> Result<()> {
     };
     let wait = super::options::wait_for(&args.wait, &ctx.config)?;
     if let Some(fleet) = &ctx.config.fleet {
-        return super::options::fleet(
-            ctx,
-            fleet,
-            "deploy",
-            args.reference.clone(),
-            None,
-            args.no_rollback,
-            &args.fleet,
-            args.json,
+        if args.no_rollback {
+            return Err(crate::error::Error::usage(
+                "--no-rollback does not apply to a fleet: a failing host always rolls itself back",
+            )
+            .hint("to keep the hosts already switched on the new release, use --no-revert"));
+        }
+        let req = crate::fleet::Request {
+            event: EventKind::Deploy,
+            reference: args.reference.clone(),
+            to: None,
+            no_revert: args.fleet.no_revert,
+            json: args.json,
             wait,
-            false,
-            args.skip_migrate,
-        );
+            force: false,
+            skip_migrate: args.skip_migrate,
+        };
+        return crate::fleet::run(ctx, fleet, &req);
     }
     if args.no_rollback && ctx.config.slots.is_some() {
         return Err(crate::error::Error::usage(

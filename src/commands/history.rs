@@ -51,8 +51,8 @@ fn table(ctx: &Ctx, events: &[history::Event]) -> String {
         .map(|e| {
             [
                 e.time.format("%Y-%m-%d %H:%M:%S").to_string(),
-                e.event.clone(),
-                e.outcome.clone(),
+                e.event.to_string(),
+                e.outcome.to_string(),
                 e.what(),
                 super::format::short(e.revision.as_deref()).to_string(),
                 e.branch.as_deref().unwrap_or("-").to_string(),

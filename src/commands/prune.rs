@@ -46,7 +46,10 @@ pub fn run(ctx: &Ctx, args: &PruneArgs) -> Result<()> {
     if !args.dry_run {
         crate::release::forget_unused_pristines(ctx);
         prune::remeasure(ctx, &removed);
-        let mut event = Event::new("prune", "ok");
+        let mut event = Event::new(
+            crate::history::EventKind::Prune,
+            crate::history::Outcome::Ok,
+        );
         event.removed = removed.clone();
         event.live = crate::store::read_current(&ctx.layout)?.id().cloned();
         event.duration_ms = started.elapsed().as_millis() as u64;

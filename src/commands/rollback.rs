@@ -13,20 +13,18 @@ pub fn run(ctx: &Ctx, args: &RollbackArgs) -> Result<()> {
     let to = args.to.as_deref().map(ReleaseId::parse).transpose()?;
     let wait = super::options::wait_for(&args.wait, &ctx.config)?;
     if let Some(fleet) = &ctx.config.fleet {
-        return super::options::fleet(
-            ctx,
-            fleet,
-            "rollback",
-            None,
+        let req = crate::fleet::Request {
+            event: crate::history::EventKind::Rollback,
+            reference: None,
             to,
-            false,
-            &args.fleet,
-            args.json,
+            no_revert: args.fleet.no_revert,
+            json: args.json,
             wait,
-            args.force,
+            force: args.force,
             // A rollback never runs the migrate hook.
-            false,
-        );
+            skip_migrate: false,
+        };
+        return crate::fleet::run(ctx, fleet, &req);
     }
     rollback::choose(ctx, to.as_ref(), args.force)?;
     // The reload hook needs env_file; nothing has changed yet.

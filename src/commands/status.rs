@@ -69,11 +69,14 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
             Vec::new()
         }
     };
-    let last_deploy = events.iter().rev().find(|e| e.event == "deploy");
+    let last_deploy = events
+        .iter()
+        .rev()
+        .find(|e| e.event == crate::history::EventKind::Deploy);
     let last_event = events
         .iter()
         .rev()
-        .find(|e| e.event == "deploy" || e.event == "rollback");
+        .find(|e| e.event != crate::history::EventKind::Prune);
 
     if args.json {
         let health = match &probe {

@@ -67,7 +67,7 @@ pub fn run(ctx: &Ctx, args: &FleetAgentArgs) -> Result<()> {
             receive(ctx, meta, *keep_special_files)
         }
         FleetAgentAction::Activate { id, migrate } => {
-            activate(ctx, &ReleaseId::parse(id)?, migrate.clone())
+            activate(ctx, &ReleaseId::parse(id)?, *migrate)
         }
         FleetAgentAction::Migrate { id, host } => migrate(ctx, &ReleaseId::parse(id)?, host),
         FleetAgentAction::Switch { to, wait_ms, force } => {
@@ -311,9 +311,12 @@ fn state(ctx: &Ctx, probe: bool) -> Result<Done> {
         }
         _ => None,
     };
-    let last_deploy = history::read(layout)
-        .ok()
-        .and_then(|log| log.events.into_iter().rev().find(|e| e.event == "deploy"));
+    let last_deploy = history::read(layout).ok().and_then(|log| {
+        log.events
+            .into_iter()
+            .rev()
+            .find(|e| e.event == crate::history::EventKind::Deploy)
+    });
     Ok(Done::State(Box::new(HostState {
         version: env!("CARGO_PKG_VERSION").to_string(),
         hostname: crate::whoami::host(),
@@ -456,7 +459,7 @@ fn received(layout: &Layout, id: &ReleaseId, current: &store::Current) -> Result
 /// `migrate`: what became of the rollout's migrate hook (`ran`,
 /// `skipped`), kept in this host's deploy event so that a rollback here
 /// warns that the database may be newer, as it would on a single host.
-fn activate(ctx: &Ctx, id: &ReleaseId, migrate: Option<String>) -> Result<Done> {
+fn activate(ctx: &Ctx, id: &ReleaseId, migrate: Option<history::Migrate>) -> Result<Done> {
     let started = Instant::now();
     let layout = &ctx.layout;
     let current = store::require_sane_current(layout)?;
@@ -473,7 +476,10 @@ fn activate(ctx: &Ctx, id: &ReleaseId, migrate: Option<String>) -> Result<Done> 
         });
     }
     let previous = current.id().cloned();
-    let mut event = Event::new("deploy", "ok");
+    let mut event = Event::new(
+        crate::history::EventKind::Deploy,
+        crate::history::Outcome::Ok,
+    );
     event.previous = previous.clone();
     event.release = Some(id.clone());
     event.revision = meta.revision.clone();
@@ -525,7 +531,10 @@ fn migrate(ctx: &Ctx, id: &ReleaseId, host: &str) -> Result<Done> {
         branch: meta.branch.as_deref(),
         previous: current.id(),
     };
-    let mut event = Event::new("deploy", "ok");
+    let mut event = Event::new(
+        crate::history::EventKind::Deploy,
+        crate::history::Outcome::Ok,
+    );
     let env = [("SHIPIT_HOST".to_string(), host.to_string())];
     if let Err(e) = deploy::run_migrate(ctx, &live, &env, &mut event) {
         let e = e.in_phase(Kind::BeforeSwap).live(current.describe());
@@ -563,7 +572,10 @@ fn switch(ctx: &Ctx, to: &str, wait: Option<Duration>, force: bool) -> Result<Do
         );
         crate::swap::remove_current(layout)?;
         crate::rollback::mark(ctx, &from, Status::RolledBack);
-        let mut event = Event::new("rollback", "ok");
+        let mut event = Event::new(
+            crate::history::EventKind::Rollback,
+            crate::history::Outcome::Ok,
+        );
         event.previous = Some(from);
         history::record(layout, &ctx.ui, event.clone(), started, None, None);
         return Ok(Done::Switched {

@@ -37,7 +37,7 @@ use serde_json::Value;
 use crate::config::FleetConfig;
 use crate::context::Ctx;
 use crate::error::{Error, Kind, Result};
-use crate::history::{self, Event};
+use crate::history::{self, Event, EventKind};
 use crate::layout::{Layout, ReleaseId};
 use crate::ui;
 use protocol::HostState;
@@ -46,8 +46,8 @@ use rollout::{Fleet, Switch};
 
 /// What a fleet deploy or rollback asks for.
 pub struct Request {
-    /// `deploy` or `rollback`.
-    pub event: &'static str,
+    /// A deploy or a rollback.
+    pub event: EventKind,
     pub reference: Option<String>,
     pub to: Option<ReleaseId>,
     pub no_revert: bool,
@@ -71,7 +71,7 @@ pub fn run(ctx: &Ctx, config: &FleetConfig, req: &Request) -> Result<()> {
     let _lock = crate::mutation::begin(ctx, req.wait)?;
     crate::release::clear_staging(ctx);
     reuse::forget(ctx);
-    let mut event = Event::new(req.event, "ok");
+    let mut event = Event::new(req.event, history::Outcome::Ok);
     let mut hosts: Vec<HostReport> = config.hosts.iter().map(|h| HostReport::new(h)).collect();
     let result = sequence(&fleet, req, &mut hosts, &mut event);
     let rows: Vec<HostRow> = hosts.iter().map(HostReport::row).collect();
@@ -89,8 +89,8 @@ pub fn run(ctx: &Ctx, config: &FleetConfig, req: &Request) -> Result<()> {
     reuse::forget(ctx);
     let mut result = result;
     let outcome = match &result {
-        Ok(()) => "ok",
-        Err(e) => e.kind.name(),
+        Ok(()) => history::Outcome::Ok,
+        Err(e) => history::Outcome::Failed(e.kind),
     };
     if req.json {
         let report = RolloutReport {
@@ -108,14 +108,14 @@ pub fn run(ctx: &Ctx, config: &FleetConfig, req: &Request) -> Result<()> {
         // As on one host: a quiet deploy's result is its release id, a
         // quiet rollback's its exit code. A failed rollout still prints
         // the table: what each host runs is then the result.
-        if let (true, Some(id)) = (req.event == "deploy", &event.release) {
+        if let (true, Some(id)) = (req.event == EventKind::Deploy, &event.release) {
             let _ = ui::out(&format!("{id}\n"));
         }
     } else {
         let _ = ui::out(&report::table(&hosts));
     }
     if result.is_ok() {
-        let verb = if req.event == "deploy" {
+        let verb = if req.event == EventKind::Deploy {
             "Rolled out"
         } else {
             "Rolled back"
@@ -243,14 +243,14 @@ fn sequence(
     // What the fleet ran before, when every host ran the same.
     event.previous = shared_before(hosts);
     let switch = match req.event {
-        "deploy" => {
+        EventKind::Deploy => {
             let _timing = crate::ui::Timing::start("fleet build+prepare");
             let Switch::Activate(id, _) = prepare(fleet, req, hosts, &taken, event)? else {
                 unreachable!("a deploy activates the release it prepared")
             };
             crate::crashpoint::hit("fleet:after-prepare");
             migrate(fleet, req, hosts, &id, event)?;
-            Switch::Activate(id, event.migrate.clone())
+            Switch::Activate(id, event.migrate)
         }
         _ => {
             let to = rollback_target(hosts, &infos, req.to.as_ref(), req.force)?;
@@ -289,7 +289,7 @@ fn sequence(
     e.hint = None;
     e.live = None;
     let what = match req.event {
-        "deploy" => "rollout",
+        EventKind::Deploy => "rollout",
         _ => "fleet rollback",
     };
     let target = event
@@ -463,7 +463,7 @@ fn migrate(
         format!("on {primary}, in {}", Layout::display(id)),
     );
     event.migrate_time = Some(chrono::Utc::now());
-    event.migrate = Some(history::MIGRATE_FAILED.into());
+    event.migrate = Some(history::Migrate::Failed);
     let reply = fleet.agent_attached(
         primary,
         &[
@@ -473,7 +473,7 @@ fn migrate(
         ],
     );
     if reply.ok() {
-        event.migrate = Some(history::MIGRATE_RAN.into());
+        event.migrate = Some(history::Migrate::Ran);
         return Ok(());
     }
     if let Some(host) = hosts.iter_mut().find(|h| h.host == primary) {
@@ -672,8 +672,8 @@ fn error_inside(result: &mut Result<()>) -> Option<Value> {
 /// `deploy --json` and `rollback --json` with a fleet.
 #[derive(Serialize)]
 struct RolloutReport<'a> {
-    event: &'a str,
-    outcome: &'a str,
+    event: EventKind,
+    outcome: history::Outcome,
     release: Option<&'a ReleaseId>,
     revision: Option<&'a str>,
     branch: Option<&'a str>,
@@ -759,9 +759,12 @@ pub fn releases(ctx: &Ctx, config: &FleetConfig, json_out: bool) -> Result<()> {
 /// probe made on the host now, and the controller's last rollout.
 pub fn status(ctx: &Ctx, config: &FleetConfig, json_out: bool) -> Result<()> {
     let views = views(ctx, config, true)?;
-    let last = history::read(&ctx.layout)
-        .ok()
-        .and_then(|log| log.events.into_iter().rev().find(|e| e.event == "deploy"));
+    let last = history::read(&ctx.layout).ok().and_then(|log| {
+        log.events
+            .into_iter()
+            .rev()
+            .find(|e| e.event == crate::history::EventKind::Deploy)
+    });
     let agree = report::agree(&views);
     let mut result = unreachable_error(&views);
     if json_out {

@@ -102,7 +102,9 @@ fn proven(layout: &Layout) -> Vec<(ReleaseId, BTreeMap<String, Record>)> {
     let mut ids: Vec<ReleaseId> = log
         .events
         .iter()
-        .filter(|e| e.event == "deploy" && e.outcome == "ok")
+        .filter(|e| {
+            e.event == crate::history::EventKind::Deploy && e.outcome == crate::history::Outcome::Ok
+        })
         .filter_map(|e| e.release.clone())
         .collect();
     ids.sort();
@@ -204,7 +206,8 @@ mod tests {
             (&e, "ok", "k4", &e),
         ] {
             write(release, key, built_by);
-            let mut event = Event::new("deploy", outcome);
+            let outcome = history::Outcome::try_from(outcome.to_string()).unwrap();
+            let mut event = Event::new(history::EventKind::Deploy, outcome);
             event.release = Some(release.clone());
             history::append(&layout, &event).unwrap();
         }

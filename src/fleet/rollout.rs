@@ -471,7 +471,7 @@ impl<'a> Fleet<'a> {
 pub enum Switch {
     /// Activate the received release (a deploy); what became of its
     /// migrate hook (`ran`, `skipped`), for each host's history.
-    Activate(ReleaseId, Option<String>),
+    Activate(ReleaseId, Option<crate::history::Migrate>),
     /// Go to an existing release (a fleet rollback); `true`: forced
     /// (`rollback --force`).
     To(ReleaseId, bool),
@@ -576,7 +576,7 @@ fn switch_batch(
         let args: Vec<String> = match switch {
             Switch::Activate(id, migrate) => {
                 let mut args = vec!["activate".into(), "--id".into(), id.to_string()];
-                args.extend(migrate.as_ref().map(|m| format!("--migrate={m}")));
+                args.extend(migrate.map(|m| format!("--migrate={}", m.name())));
                 args
             }
             Switch::To(id, force) => {
