@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
+use crate::templates::Template;
+
 /// The command line as `--help` and the man pages show it: the derived
 /// definition plus the exit codes, which scripts branch on.
 pub fn command() -> clap::Command {
@@ -360,7 +362,7 @@ pub enum HookAction {
         /// post-receive: deploy after the push lands; pre-receive: deploy
         /// first and reject the push if the deploy fails
         #[arg(long, value_enum, default_value = "post-receive")]
-        mode: HookMode,
+        mode: crate::githook::Mode,
         /// Branch whose pushes deploy [default: source.branch]
         #[arg(long, value_name = "NAME")]
         branch: Option<String>,
@@ -387,7 +389,7 @@ pub struct InitArgs {
     /// Instead of shipit.toml, write these templates, filled in from the
     /// config (repeat, or `all`)
     #[arg(long = "template", value_enum, value_name = "NAME")]
-    pub templates: Vec<TemplateName>,
+    pub templates: Vec<TemplateArg>,
 
     /// App name for file and unit names [default: the last part of deploy_to]
     #[arg(long, value_name = "NAME")]
@@ -415,34 +417,36 @@ pub struct CheckArgs {
     pub json: bool,
 }
 
-/// `--mode` of `hook install`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum HookMode {
-    /// Deploy after the push has landed (the push succeeds either way)
-    PostReceive,
-    /// Deploy before the push lands; a failed deploy rejects the push
-    PreReceive,
+/// `--template` of `init`: one of the templates, or `all`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TemplateArg {
+    One(Template),
+    All,
 }
 
-/// `--template` of `init`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum TemplateName {
-    /// A systemd service that runs from `current`, with graceful stop
-    Systemd,
-    /// A systemd socket unit for socket activation
-    SystemdSocket,
-    /// An nginx site with two local app instances behind one upstream
-    Nginx,
-    /// A pm2 ecosystem file in cluster mode with graceful reloads
-    Pm2,
-    /// The push-to-deploy git hook (post-receive)
-    GitHook,
-    /// Slots: an nginx site proxying to the live slot's socket link
-    NginxSlots,
-    /// Slots: a pm2 file that runs one release per slot on its socket
-    Pm2Slots,
-    /// Slots: a systemd template unit, one instance per slot (APP@blue, APP@green)
-    SystemdSlots,
-    /// All of the above
-    All,
+impl TemplateArg {
+    const VARIANTS: [TemplateArg; Template::EACH.len() + 1] = {
+        let mut variants = [TemplateArg::All; Template::EACH.len() + 1];
+        let mut i = 0;
+        while i < Template::EACH.len() {
+            variants[i] = TemplateArg::One(Template::EACH[i]);
+            i += 1;
+        }
+        variants
+    };
+}
+
+impl ValueEnum for TemplateArg {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Self::VARIANTS
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        match self {
+            TemplateArg::One(template) => template.to_possible_value(),
+            TemplateArg::All => {
+                Some(clap::builder::PossibleValue::new("all").help("All of the above"))
+            }
+        }
+    }
 }

@@ -28,7 +28,8 @@ const MARKER: &str = "# shipit-hook:";
 /// Most stdin a hook will read (a push of thousands of refs is far less).
 const STDIN_LIMIT: u64 = 1024 * 1024;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// When a push deploys (`hook install --mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
     /// Deploy after the push has landed (the push succeeds either way)
     PostReceive,

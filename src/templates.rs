@@ -16,15 +16,25 @@ use crate::error::{Error, Result};
 use crate::githook::{self, Mode};
 use crate::placeholders::fill;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The files `shipit init --template` writes (their `--template` names
+/// and help come from here).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Template {
+    /// A systemd service that runs from `current`, with graceful stop
     Systemd,
+    /// A systemd socket unit for socket activation
     SystemdSocket,
+    /// An nginx site with two local app instances behind one upstream
     Nginx,
+    /// A pm2 ecosystem file in cluster mode with graceful reloads
     Pm2,
+    /// The push-to-deploy git hook (post-receive)
     GitHook,
+    /// Slots: an nginx site proxying to the live slot's socket link
     NginxSlots,
+    /// Slots: a pm2 file that runs one release per slot on its socket
     Pm2Slots,
+    /// Slots: a systemd template unit, one instance per slot (APP@blue, APP@green)
     SystemdSlots,
 }
 

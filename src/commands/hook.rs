@@ -1,4 +1,4 @@
-use crate::cli::{HookAction, HookArgs, HookMode};
+use crate::cli::{HookAction, HookArgs};
 use crate::context::Ctx;
 use crate::error::Result;
 use crate::githook::{self, Mode};
@@ -11,10 +11,6 @@ pub fn run(ctx: &Ctx, args: HookArgs) -> Result<()> {
             branch,
             force,
         } => {
-            let mode = match mode {
-                HookMode::PostReceive => Mode::PostReceive,
-                HookMode::PreReceive => Mode::PreReceive,
-            };
             let installed =
                 githook::install(&git_dir, mode, &ctx.config.file, branch.as_deref(), force)?;
             if let Some(backup) = &installed.backup {

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::cli::{InitArgs, TemplateName};
+use crate::cli::{InitArgs, TemplateArg};
 use crate::config;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
@@ -18,10 +18,16 @@ pub fn run(config_flag: Option<&Path>, ui: Ui, args: &InitArgs) -> Result<()> {
         e.context("templates are filled in from shipit.toml: run `shipit init` first")
     })?;
     let values = Values::from_config(&config, args.app.as_deref(), args.port)?;
-    let wanted: Vec<Template> = if args.templates.contains(&TemplateName::All) {
+    let wanted: Vec<Template> = if args.templates.contains(&TemplateArg::All) {
         Template::EACH.to_vec()
     } else {
-        args.templates.iter().filter_map(|t| template(*t)).collect()
+        args.templates
+            .iter()
+            .filter_map(|t| match t {
+                TemplateArg::One(template) => Some(*template),
+                TemplateArg::All => None,
+            })
+            .collect()
     };
     // Refuse before writing anything, so a refusal leaves no half set.
     let targets: Vec<_> = wanted
@@ -84,19 +90,4 @@ fn write_config(path: &Path, ui: Ui, args: &InitArgs) -> Result<()> {
 
 fn refuse(path: &Path) -> Error {
     Error::usage(format!("{} exists", path.display())).hint("pass --force to overwrite it")
-}
-
-/// The template a `--template` name asks for (`all` is expanded above).
-fn template(name: TemplateName) -> Option<Template> {
-    Some(match name {
-        TemplateName::Systemd => Template::Systemd,
-        TemplateName::SystemdSocket => Template::SystemdSocket,
-        TemplateName::Nginx => Template::Nginx,
-        TemplateName::Pm2 => Template::Pm2,
-        TemplateName::GitHook => Template::GitHook,
-        TemplateName::NginxSlots => Template::NginxSlots,
-        TemplateName::Pm2Slots => Template::Pm2Slots,
-        TemplateName::SystemdSlots => Template::SystemdSlots,
-        TemplateName::All => return None,
-    })
 }
