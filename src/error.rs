@@ -139,9 +139,6 @@ pub struct Error {
     pub causes: Vec<String>,
     pub live: Option<String>,
     pub hint: Option<String>,
-    /// Its `--json` form went out already, inside the command's own report
-    /// (a fleet rollout reports every host, failed or not).
-    pub reported: bool,
     /// The config the command used, so that an error says which one (it
     /// may have been found in a parent directory).
     pub config: Option<Box<Path>>,
@@ -157,7 +154,6 @@ impl Error {
             causes: Vec::new(),
             live: None,
             hint: None,
-            reported: false,
             config: None,
         }
     }

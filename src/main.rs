@@ -133,7 +133,7 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            if json && !err.reported {
+            if json {
                 ui::out_json_error(&err.to_json());
             }
             ui.error(&err);

@@ -234,13 +234,21 @@ pub fn out(text: &str) -> io::Result<()> {
         .and_then(|_| stdout.flush())
 }
 
-/// A failed command's JSON error object on stdout (see [`out`]).
+/// Whether this process printed a JSON document on stdout.
+static JSON_PRINTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A failed command's JSON error object on stdout (see [`out`]), unless
+/// it printed its JSON document already: a report that failed carries its
+/// error inside (a fleet rollout's), and stdout holds one document.
 pub fn out_json_error(value: &serde_json::Value) {
-    let _ = out_json(value);
+    if !JSON_PRINTED.load(std::sync::atomic::Ordering::SeqCst) {
+        let _ = out_json(value);
+    }
 }
 
-/// Pretty JSON to stdout, newline-terminated.
+/// Pretty JSON to stdout, newline-terminated: the command's one document.
 pub fn out_json(value: &serde_json::Value) -> io::Result<()> {
+    JSON_PRINTED.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut text = serde_json::to_string_pretty(value).expect("json serializes");
     text.push('\n');
     out(&text)

@@ -87,7 +87,6 @@ pub fn run(ctx: &Ctx, config: &FleetConfig, req: &Request) -> Result<()> {
     );
     // Only now is it known whether this rollout's build is a source.
     reuse::forget(ctx);
-    let mut result = result;
     let outcome = match &result {
         Ok(()) => history::Outcome::Ok,
         Err(e) => history::Outcome::Failed(e.kind),
@@ -101,7 +100,7 @@ pub fn run(ctx: &Ctx, config: &FleetConfig, req: &Request) -> Result<()> {
             branch: event.branch.as_deref(),
             hosts: rows,
             duration_ms: started.elapsed().as_millis() as u64,
-            error: error_inside(&mut result),
+            error: error_inside(&result),
         };
         let _ = ui::out_json(&serde_json::to_value(&report).expect("a report serializes"));
     } else if ctx.ui.quiet() && result.is_ok() {
@@ -662,11 +661,10 @@ fn views(ctx: &Ctx, config: &FleetConfig, probe: bool) -> Result<Vec<HostView>> 
 }
 
 /// One JSON document: a failure goes inside the report (the `error`
-/// object every failing `--json` command prints), and is not printed again.
-fn error_inside(result: &mut Result<()>) -> Option<Value> {
-    let e = result.as_mut().err()?;
-    e.reported = true;
-    e.to_json().get("error").cloned()
+/// object every failing `--json` command prints), and is not printed again
+/// ([`ui::out_json_error`]).
+fn error_inside(result: &Result<()>) -> Option<Value> {
+    result.as_ref().err()?.to_json().get("error").cloned()
 }
 
 /// `deploy --json` and `rollback --json` with a fleet.
@@ -726,7 +724,7 @@ fn unreachable_error(views: &[HostView]) -> Result<()> {
 pub fn releases(ctx: &Ctx, config: &FleetConfig, json_out: bool) -> Result<()> {
     let views = views(ctx, config, false)?;
     let agree = report::agree(&views);
-    let mut result = unreachable_error(&views);
+    let result = unreachable_error(&views);
     if json_out {
         let report = ReleasesReport {
             hosts: report::view_rows(&views),
@@ -736,7 +734,7 @@ pub fn releases(ctx: &Ctx, config: &FleetConfig, json_out: bool) -> Result<()> {
             } else {
                 None
             },
-            error: error_inside(&mut result),
+            error: error_inside(&result),
         };
         let _ = ui::out_json(&serde_json::to_value(&report).expect("a report serializes"));
     } else {
@@ -766,13 +764,13 @@ pub fn status(ctx: &Ctx, config: &FleetConfig, json_out: bool) -> Result<()> {
             .find(|e| e.event == crate::history::EventKind::Deploy)
     });
     let agree = report::agree(&views);
-    let mut result = unreachable_error(&views);
+    let result = unreachable_error(&views);
     if json_out {
         let report = StatusReport {
             hosts: report::view_rows(&views),
             agree,
             last_rollout: last.as_ref(),
-            error: error_inside(&mut result),
+            error: error_inside(&result),
         };
         let _ = ui::out_json(&serde_json::to_value(&report).expect("a report serializes"));
     } else {
