@@ -28,8 +28,6 @@
 //! All hosts share this machine's cores, so the parallel phases do not
 //! scale as they would on separate machines.
 
-#[path = "../tests/fleet/hosts.rs"]
-mod hosts;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -38,7 +36,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hosts::{Hosts, git};
+use support::git::git;
+use support::hosts::{self, Hosts};
 
 const SHIPIT: &str = env!("CARGO_BIN_EXE_shipit");
 

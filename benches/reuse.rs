@@ -35,14 +35,12 @@
 mod support;
 
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use support::git::git;
+use support::neighbour::Neighbour;
 
 const SHIPIT: &str = env!("CARGO_BIN_EXE_shipit");
 /// What a full install takes besides unpacking, in seconds
@@ -408,53 +406,6 @@ fn unshared(dir: &Path) -> (u64, u64) {
         }
     }
     (total, own)
-}
-
-/// A neighbour appending about 100 MB/s to a log it starts afresh every
-/// GiB, until dropped (as in `benches/durability.rs`).
-struct Neighbour {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Neighbour {
-    fn start(dir: &Path) -> Neighbour {
-        let stop = Arc::new(AtomicBool::new(false));
-        let path = dir.join("neighbour.log");
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut f = File::create(&path).unwrap();
-            let chunk = vec![b'n'; 1 << 20];
-            let started = Instant::now();
-            let mut written: u64 = 0;
-            while !flag.load(Ordering::Relaxed) {
-                if written > 0 && written.is_multiple_of(1 << 30) {
-                    f = File::create(&path).unwrap();
-                }
-                f.write_all(&chunk).unwrap();
-                written += chunk.len() as u64;
-                let due = Duration::from_secs_f64(written as f64 / 100e6);
-                if let Some(wait) = due.checked_sub(started.elapsed()) {
-                    std::thread::sleep(wait);
-                }
-            }
-            drop(f);
-            let _ = fs::remove_file(&path);
-        });
-        Neighbour {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Neighbour {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 fn secs(d: Duration) -> String {

@@ -24,7 +24,6 @@ mod lock;
 mod loopfs;
 mod migrate;
 mod notify;
-mod notify_receiver;
 mod output;
 mod prune;
 mod push;

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::sandbox::{Run, Sandbox, wait_bounded, wait_until};
 
-pub use crate::notify_receiver::Receiver;
+pub use crate::support::receiver::Receiver;
 
 /// The one document the receiver got, checked against the history's
 /// newest event: the same object.

@@ -122,17 +122,7 @@ impl World {
         };
         let app = world.path().join("app");
         fs::create_dir(&app).unwrap();
-        for file in ["server.js", "package.json"] {
-            fs::copy(
-                Path::new(MANIFEST).join("examples/node-app").join(file),
-                app.join(file),
-            )
-            .unwrap();
-        }
-        fs::write(app.join("VERSION"), "0\n").unwrap();
-        git(&app, &["init", "-q", "-b", "main"]);
-        git(&app, &["add", "-A"]);
-        git(&app, &["commit", "-q", "-m", "v0"]);
+        support::app::node_app_repo(&app, &["server.js", "package.json"]);
         world.write_reload_config("", None);
         world
     }

@@ -363,18 +363,8 @@ impl Site {
             dir,
         };
         let app = site.path().join("app");
-        fs::create_dir_all(app.join("bin")).unwrap();
-        for file in ["server.js", "package.json", "bin/start"] {
-            fs::copy(
-                Path::new(MANIFEST).join("examples/node-app").join(file),
-                app.join(file),
-            )
-            .unwrap();
-        }
-        fs::write(app.join("VERSION"), "0\n").unwrap();
-        git(&app, &["init", "-q", "-b", "main"]);
-        git(&app, &["add", "-A"]);
-        git(&app, &["commit", "-q", "-m", "v0"]);
+        fs::create_dir_all(&app).unwrap();
+        crate::support::app::node_app_repo(&app, &["server.js", "package.json", "bin/start"]);
         // The container sees only this directory (and /usr): it gets its
         // own copy of shipit.
         fs::create_dir(site.path().join("bin")).unwrap();

@@ -10,7 +10,8 @@ use std::process::{Command, Stdio};
 
 use serde_json::json;
 
-use crate::hosts::{MANIFEST, git, which};
+use crate::support::git::git;
+use crate::support::hosts::{MANIFEST, which};
 use crate::{Options, SHIPIT, World};
 
 fn ansible_playbook() -> PathBuf {

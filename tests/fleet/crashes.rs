@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::hosts::descendants;
+use crate::support::hosts::descendants;
 use crate::teams::{wait_exit, wait_for};
 use crate::{Options, World, outcomes};
 

@@ -11,7 +11,6 @@
 mod ansible;
 mod checks;
 mod crashes;
-mod hosts;
 mod housekeeping;
 mod migrate;
 mod notify;
@@ -29,9 +28,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use hosts::{Hosts, git};
 use serde_json::Value;
 use support::front::{self, http_get};
+use support::git::git;
+use support::hosts::Hosts;
 pub use support::run::Run;
 
 pub const SHIPIT: &str = env!("CARGO_BIN_EXE_shipit");
@@ -65,19 +65,7 @@ impl World {
         let hosts = Hosts::start(root.path(), n);
         let app = root.path().join("app");
         fs::create_dir(&app).unwrap();
-        for file in ["server.js", "package.json"] {
-            fs::copy(
-                Path::new(hosts::MANIFEST)
-                    .join("examples/node-app")
-                    .join(file),
-                app.join(file),
-            )
-            .unwrap();
-        }
-        fs::write(app.join("VERSION"), "0\n").unwrap();
-        git(&app, &["init", "-q", "-b", "main"]);
-        git(&app, &["add", "-A"]);
-        git(&app, &["commit", "-q", "-m", "v0"]);
+        support::app::node_app_repo(&app, &["server.js", "package.json"]);
         let world = World { hosts, root };
         world.write_config(&options);
         world

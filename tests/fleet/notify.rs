@@ -10,9 +10,7 @@ use serde_json::Value;
 
 use crate::{Options, Run, World, outcomes};
 
-#[path = "../cli/notify_receiver.rs"]
-mod notify_receiver;
-use notify_receiver::Receiver;
+use crate::support::receiver::Receiver;
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

@@ -2,7 +2,7 @@
 
 use std::fs;
 
-use crate::hosts::git;
+use crate::support::git::git;
 use crate::{Options, World};
 
 /// The controller's history used to record `previous: null` for every

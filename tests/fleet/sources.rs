@@ -6,7 +6,7 @@ use std::fs;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use crate::hosts::git;
+use crate::support::git::git;
 use crate::{Options, Run, SHIPIT, World};
 
 /// `shipit --config <controller> args` with `input` on stdin.

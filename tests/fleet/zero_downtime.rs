@@ -25,7 +25,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::hosts::{MANIFEST, free_port, which};
+use crate::support::hosts::{MANIFEST, which};
+use crate::support::ports::free_port;
 use crate::{Options, World};
 
 fn upstream_file(dir: &Path, host: &str) -> PathBuf {

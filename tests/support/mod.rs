@@ -4,9 +4,13 @@
 
 #![allow(dead_code)]
 
+pub mod app;
 pub mod exec;
 pub mod front;
 pub mod git;
+pub mod hosts;
 pub mod load;
+pub mod neighbour;
 pub mod ports;
+pub mod receiver;
 pub mod run;

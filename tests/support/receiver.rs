@@ -1,6 +1,6 @@
 //! A webhook receiver for the notify tests: HTTP on 127.0.0.1, threads of
 //! the test itself (nothing to stop by pid); it keeps every POST body.
-//! Shared by the cli and fleet suites, which use different parts of it.
+//! Used by the cli and fleet suites, which use different parts of it.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};

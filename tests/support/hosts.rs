@@ -8,7 +8,7 @@
 //!
 //! Every sshd is stopped by its pid, and every app a reload hook started by
 //! the pid file it left, when the world is dropped (panics included).
-//! Shared by the fleet suite and the fleet benchmark.
+//! Used by the fleet suite and the fleet benchmark.
 
 #![allow(dead_code)]
 
@@ -17,6 +17,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::ports::free_port;
 
 pub const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -423,6 +425,3 @@ impl Hosts {
         )
     }
 }
-
-pub use crate::support::git::git;
-pub use crate::support::ports::free_port;
