@@ -68,8 +68,10 @@
 //!   `init` templates; `check`; `src/placeholders.rs` fills their `@NAME@`s
 //! - `src/urls.rs`, `src/destination.rs`: URLs fit to print (credentials
 //!   hidden); ssh destinations, checked and taken apart
-//! - `src/views.rs`: what read-only commands show, as data (the release
-//!   row, the disk total), shared with the fleet's protocol
+//! - `src/views/`: what read-only commands show, as data (the release
+//!   row, the disk total, a health probe), shared with the fleet's
+//!   protocol; `releases.rs` and `status.rs` are those commands' views,
+//!   which the commands render as text or serialise as JSON
 //! - `src/ui.rs`: everything printed (never failing the caller): colour,
 //!   progress, plain lines, JSON, phase timings
 //!

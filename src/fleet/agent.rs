@@ -25,7 +25,7 @@ use crate::cli::{FleetAgentAction, FleetAgentArgs};
 use crate::context::Ctx;
 use crate::deploy::{self, Published};
 use crate::error::{Error, IoContext, Kind, Result};
-use crate::fleet::protocol::{self, Done, Failure, HostState, Probe, Reply};
+use crate::fleet::protocol::{self, Done, Failure, HostState, Reply};
 use crate::history::{self, Event};
 use crate::layout::{Layout, ReleaseId};
 use crate::lock::Holder;
@@ -289,27 +289,13 @@ fn state(ctx: &Ctx, probe: bool) -> Result<Done> {
     let rollback_target = current
         .id()
         .and_then(|c| crate::rollback::target(&listing.releases, c));
-    let health = match (&ctx.config.health, probe) {
-        (Some(h), true) => {
-            let meta = current
-                .id()
-                .and_then(|id| store::read_metadata(layout, id).ok().flatten());
-            let body = h.expect_body.as_deref().map(|t| {
-                crate::health::expected_body(
-                    t,
-                    current.id().map(|i| i.as_str()).unwrap_or(""),
-                    meta.as_ref().and_then(|m| m.revision.as_deref()),
-                )
-            });
-            let agent = crate::health::agent(h.request_timeout);
-            let o = crate::health::probe(&agent, &h.url, h.expect_status, body.as_deref());
-            Some(Probe {
-                url: crate::urls::redact_url(&h.url),
-                passed: o.passed,
-                detail: o.detail,
-            })
-        }
-        _ => None,
+    let health = if probe {
+        let meta = current
+            .id()
+            .and_then(|id| store::read_metadata(layout, id).ok().flatten());
+        crate::views::probe(ctx, &current, meta.as_ref())
+    } else {
+        None
     };
     let last_deploy = history::read(layout).ok().and_then(|log| {
         log.events

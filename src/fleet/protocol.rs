@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Kind};
 use crate::history::Event;
 use crate::layout::ReleaseId;
-use crate::views::ReleaseRow;
+use crate::views::{Probe, ReleaseRow};
 
 /// Bumped whenever a message changes shape. Both sides are the same binary
 /// today (the controller installs itself); the version keeps a host whose
@@ -185,14 +185,6 @@ impl HostState {
     pub fn row(&self, id: &ReleaseId) -> Option<&ReleaseRow> {
         self.releases.iter().find(|r| &r.id == id)
     }
-}
-
-/// A health probe made on a host.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Probe {
-    pub url: String,
-    pub passed: bool,
-    pub detail: String,
 }
 
 impl Reply {

@@ -1,7 +1,12 @@
 //! What the read-only commands show, as data: the status people see, one
 //! release's row (`releases --json`, and what a fleet host reports to its
-//! controller: the same type on both sides of the wire) and the disk total.
-//! The commands render these as text or JSON; the fleet sends them.
+//! controller: the same type on both sides of the wire), the disk total,
+//! a health probe made now, and the whole of `releases` ([`releases`]) and
+//! `status` ([`status`]) on one host. The commands render these as text,
+//! or as JSON (the view serialised); the fleet sends them.
+
+pub mod releases;
+pub mod status;
 
 use std::path::PathBuf;
 
@@ -10,8 +15,44 @@ use serde::{Deserialize, Serialize};
 
 use crate::context::Ctx;
 use crate::layout::ReleaseId;
+use crate::slots::SlotView;
 use crate::slots::state::Slot;
-use crate::store::{self, Release, Status};
+use crate::store::{self, Current, Metadata, Release, Status};
+
+/// The slots in a view's JSON ([`SlotView::to_json`]).
+fn slots_json<S: serde::Serializer>(slots: &Option<SlotView>, s: S) -> Result<S::Ok, S::Error> {
+    slots.as_ref().map(SlotView::to_json).serialize(s)
+}
+
+/// A health probe made now: `health.url` (credentials hidden), and whether
+/// and how it answered.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Probe {
+    pub url: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// Probe `[health]` now for `current` (whose metadata is `meta`: the
+/// expected body may name its release and revision); `None` without
+/// `[health]`.
+pub fn probe(ctx: &Ctx, current: &Current, meta: Option<&Metadata>) -> Option<Probe> {
+    let h = ctx.config.health.as_ref()?;
+    let body = h.expect_body.as_deref().map(|t| {
+        crate::health::expected_body(
+            t,
+            current.id().map(|i| i.as_str()).unwrap_or(""),
+            meta.and_then(|m| m.revision.as_deref()),
+        )
+    });
+    let agent = crate::health::agent(h.request_timeout);
+    let o = crate::health::probe(&agent, &h.url, h.expect_status, body.as_deref());
+    Some(Probe {
+        url: crate::urls::redact_url(&h.url),
+        passed: o.passed,
+        detail: o.detail,
+    })
+}
 
 /// The status shown to people: `live` is whatever `current` points at,
 /// derived from the link rather than trusted from metadata.
