@@ -325,7 +325,7 @@ fn slots_front(
     slots_config: &crate::config::SlotsConfig,
     layout: &Layout,
 ) -> Option<Check> {
-    use crate::slots::{Slot, Slots};
+    use crate::activate::slots::{Slot, Slots};
     let h = config.health.as_ref()?;
     let url = crate::urls::redact_url(&h.url);
     let slots = Slots::new(layout, slots_config);
@@ -463,7 +463,7 @@ fn health_url_port(url: &str) -> Option<u16> {
 
 /// The slots' run directory, link and sockets (SPEC §7).
 fn slot_checks(slots_config: &crate::config::SlotsConfig, layout: &Layout) -> Vec<Check> {
-    use crate::slots::{Slot, Slots};
+    use crate::activate::slots::{Slot, Slots};
     use std::os::unix::fs::FileTypeExt;
     let slots = Slots::new(layout, slots_config);
     let run = layout.run();

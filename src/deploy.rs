@@ -56,7 +56,7 @@ pub fn preflight(ctx: &Ctx, req: &Request) -> Result<()> {
         crate::gitref::check_ref(reference)?;
     }
     let current = store::require_sane_current(&ctx.layout)?;
-    crate::slots::preflight(ctx)?;
+    crate::activate::slots::preflight(ctx)?;
     if let (Some(reference), Some(url), None) =
         (&req.reference, &ctx.config.source.git, &req.pushed_repo)
     {
@@ -175,7 +175,7 @@ pub fn go_live(
         return Err(failed.error);
     }
 
-    if let Some(why) = crate::slots::front_unproven(ctx) {
+    if let Some(why) = crate::activate::slots::front_unproven(ctx) {
         ctx.ui.warn(&why);
         event.message = Some(why);
     }

@@ -32,8 +32,11 @@
 //!   stdin, after the lock is released, bounded, never changing the outcome
 //! - `src/swap.rs`: the swap of `current` (the only code that moves it)
 //! - `src/activate/`: the seam deploy and rollback share: make a published
-//!   release live; `reload.rs` is the swap + reload hook + gate + swap back
-//!   strategy; `live.rs` the types both strategies share, `stale.rs` the
+//!   release live by one of two strategies: `reload.rs` (swap, reload
+//!   hook, gate, swap back) or `slots/` (blue-green on one host: start the
+//!   idle slot, gate it on its socket, switch `run/app.sock`, retire the
+//!   old slot; `slots/state.rs` reads which slot is live and what each
+//!   runs); `live.rs` the types both strategies share, `stale.rs` the
 //!   processes left in old releases
 //! - `src/fleet/`: rolling deploys over ssh: `ssh.rs` (the ssh invocations,
 //!   quoting), `install.rs` (the host's binary and config), `build.rs` (the one
@@ -42,9 +45,6 @@
 //!   outcomes, table, JSON), `protocol.rs` (the typed, framed messages
 //!   between them), `check.rs` (`check` on every host), `parallel.rs` (a
 //!   bounded number of hosts at a time), `untar.rs` (unpacking on a host)
-//! - `src/slots/`: the slots strategy (blue-green on one host): start the idle
-//!   slot, gate it on its socket, switch `run/app.sock`, retire the old slot;
-//!   `state.rs` reads which slot is live and what each runs
 //! - `src/health.rs`: the gate's decision and the HTTP probe (over TCP, or a
 //!   slot's unix socket)
 //! - `src/deploy.rs`, `src/rollback.rs`: the deploy (build → publish → activate
@@ -115,7 +115,6 @@ mod prune;
 mod release;
 mod reuse;
 mod rollback;
-mod slots;
 mod source;
 mod state;
 mod store;

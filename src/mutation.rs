@@ -77,7 +77,7 @@ fn take_lock(ctx: &Ctx, wait: Option<Duration>) -> Result<Lock> {
 /// stopped by the next deploy or rollback before the slot is reused.
 /// Returns the state as it is then.
 fn after_a_crash(ctx: &Ctx) -> Result<store::Snapshot> {
-    crate::slots::reconcile(ctx)?;
+    crate::activate::slots::reconcile(ctx)?;
     let layout = &ctx.layout;
     let mut state = store::snapshot(layout)?;
     let current = state.current.id().cloned();

@@ -118,9 +118,11 @@ pub fn run(ctx: &Ctx, keep: usize, dry_run: bool) -> Result<(Plan, Vec<ReleaseId
     let mut in_use: BTreeSet<ReleaseId> = usage.used.keys().cloned().collect();
     // A slot may run a release whose processes /proc does not show (another
     // user's, or a container's): its record keeps it.
-    in_use.extend(crate::slots::state::recorded_releases(layout).map_err(|e| {
-        e.context("prune cannot tell which release a slot runs, so it removes nothing")
-    })?);
+    in_use.extend(
+        crate::activate::slots::state::recorded_releases(layout).map_err(|e| {
+            e.context("prune cannot tell which release a slot runs, so it removes nothing")
+        })?,
+    );
     let mut plan = plan(&listing.releases, current.id(), &in_use, keep);
     if !usage.hidden.is_empty() {
         hold_back_hidden(ctx, &listing.releases, &current, &usage.hidden, &mut plan);

@@ -45,7 +45,7 @@ pub fn choose(ctx: &Ctx, to: Option<&ReleaseId>, force: bool) -> Result<(Current
     if current == Current::NotSymlink {
         return Err(store::require_sane_current(layout).unwrap_err());
     }
-    crate::slots::preflight(ctx)?;
+    crate::activate::slots::preflight(ctx)?;
     let target = match to {
         Some(id) => {
             if listing.get(id).is_none() {
@@ -177,7 +177,7 @@ pub fn run(ctx: &Ctx, to: Option<&ReleaseId>, force: bool) -> Result<Outcome> {
         record(event, Some(&failed.error), failed.live);
         return Err(failed.error);
     }
-    if let Some(why) = crate::slots::front_unproven(ctx) {
+    if let Some(why) = crate::activate::slots::front_unproven(ctx) {
         ctx.ui.warn(&why);
         event.message = Some(why);
     }

@@ -7,7 +7,7 @@
 //! - [`reload`]: swap `current`, run the reload hook, gate on health, and
 //!   swap back when the gate fails. Users meet the new release during the
 //!   gate.
-//! - [`crate::slots`]: start the release in the idle slot, gate it on its own
+//! - [`slots`]: start the release in the idle slot, gate it on its own
 //!   socket, and only then move the front's link to it. Users never meet a
 //!   release that failed its gate.
 //!
@@ -18,6 +18,7 @@
 
 pub mod live;
 pub mod reload;
+pub mod slots;
 pub mod stale;
 
 pub use live::{Failed, Live, hook_env};
@@ -48,7 +49,7 @@ pub fn deploy(ctx: &Ctx, live: &Live, no_rollback: bool) -> Result<(), Failed> {
     }
     crate::crashpoint::hit("activation-started");
     match &ctx.config.slots {
-        Some(slots) => crate::slots::deploy(ctx, slots, live),
+        Some(slots) => self::slots::deploy(ctx, slots, live),
         None => reload::deploy(ctx, live, no_rollback),
     }
 }
@@ -57,7 +58,7 @@ pub fn deploy(ctx: &Ctx, live: &Live, no_rollback: bool) -> Result<(), Failed> {
 /// `live.previous` is what is live now.
 pub fn rollback(ctx: &Ctx, live: &Live) -> Result<(), Failed> {
     match &ctx.config.slots {
-        Some(slots) => crate::slots::rollback(ctx, slots, live),
+        Some(slots) => self::slots::rollback(ctx, slots, live),
         None => reload::rollback(ctx, live),
     }
 }

@@ -449,7 +449,7 @@ fn activate(ctx: &Ctx, id: &ReleaseId, migrate: Option<history::Migrate>) -> Res
     let started = Instant::now();
     let layout = &ctx.layout;
     let current = store::require_sane_current(layout)?;
-    crate::slots::preflight(ctx)?;
+    crate::activate::slots::preflight(ctx)?;
     let meta = received(layout, id, &current)?;
     let _lock = crate::mutation::begin(ctx, None)?;
     let current = store::require_sane_current(layout)?;

@@ -13,10 +13,10 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::activate::slots::SlotView;
+use crate::activate::slots::state::Slot;
 use crate::context::Ctx;
 use crate::layout::ReleaseId;
-use crate::slots::SlotView;
-use crate::slots::state::Slot;
 use crate::store::{self, Current, Metadata, Release, Status};
 
 /// The slots in a view's JSON ([`SlotView::to_json`]).

@@ -5,10 +5,10 @@
 use serde::Serialize;
 
 use super::{DiskTotal, ReleaseRow};
+use crate::activate::slots::SlotView;
 use crate::context::Ctx;
 use crate::error::Result;
 use crate::layout::ReleaseId;
-use crate::slots::SlotView;
 use crate::store;
 
 #[derive(Serialize)]
@@ -33,7 +33,7 @@ impl Releases {
         if let Some(warning) = listing.stray_warning(&ctx.layout) {
             ctx.ui.warn(warning);
         }
-        let slots = crate::slots::describe_or_warn(ctx);
+        let slots = crate::activate::slots::describe_or_warn(ctx);
         let releases = listing
             .releases
             .iter()

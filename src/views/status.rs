@@ -6,11 +6,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::Probe;
+use crate::activate::slots::SlotView;
 use crate::context::Ctx;
 use crate::error::Result;
 use crate::history::{self, Event, EventKind};
 use crate::layout::{Layout, ReleaseId};
-use crate::slots::SlotView;
 use crate::store;
 
 #[derive(Serialize)]
@@ -53,7 +53,7 @@ impl Status {
         // With slots, users reach what the front's link names; after a
         // crash between the two switches `current` lags behind until the
         // next mutating command repairs it. Show what users reach.
-        if let Some(front) = crate::slots::live_release(ctx)
+        if let Some(front) = crate::activate::slots::live_release(ctx)
             && current.id() != Some(&front)
         {
             ctx.ui.warn(format!(
@@ -90,7 +90,7 @@ impl Status {
             None => None,
         };
         let health = super::probe(ctx, &current, meta.as_ref());
-        let slots = crate::slots::describe_or_warn(ctx);
+        let slots = crate::activate::slots::describe_or_warn(ctx);
         let events = match history::read(&ctx.layout) {
             Ok(log) => log.events,
             Err(e) => {
