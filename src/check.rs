@@ -356,10 +356,7 @@ fn slots_front(
         ));
     };
     let release = &record.release;
-    let revision = store::read_metadata(layout, release)
-        .ok()
-        .flatten()
-        .and_then(|m| m.revision);
+    let revision = store::revision(layout, release);
     let body = h
         .expect_body
         .as_deref()
@@ -1094,10 +1091,7 @@ fn health_now(config: &Config, layout: &Layout, current: &Current) -> Check {
             format!("{url} is well formed (nothing live to probe)"),
         );
     };
-    let revision = store::read_metadata(layout, id)
-        .ok()
-        .flatten()
-        .and_then(|m| m.revision);
+    let revision = store::revision(layout, id);
     let body = h
         .expect_body
         .as_deref()

@@ -356,6 +356,16 @@ pub fn read_metadata(layout: &Layout, id: &ReleaseId) -> Result<Option<Metadata>
     read_metadata_at(&layout.metadata(id))
 }
 
+/// The commit `id` was built from, as its metadata says (`None` when the
+/// metadata is missing, unreadable or has no revision: a probe that names
+/// the revision then expects an empty one).
+pub fn revision(layout: &Layout, id: &ReleaseId) -> Option<String> {
+    read_metadata(layout, id)
+        .ok()
+        .flatten()
+        .and_then(|m| m.revision)
+}
+
 pub fn read_metadata_at(path: &Path) -> Result<Option<Metadata>> {
     match fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)

@@ -546,10 +546,7 @@ impl<'a> Dance<'a> {
         let health = self.health();
         let answers = if self.config.front_check {
             let prev = self.live.previous?;
-            let revision = store::read_metadata(&self.ctx.layout, prev)
-                .ok()
-                .flatten()
-                .and_then(|m| m.revision);
+            let revision = store::revision(&self.ctx.layout, prev);
             let body = health
                 .expect_body
                 .as_deref()
