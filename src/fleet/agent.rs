@@ -11,7 +11,9 @@
 //! [`protocol::Reply`] on stdout (what this host runs now, and what the
 //! action did or the kind and message of its failure) and exits with the
 //! code of its outcome; progress and errors go to stderr, which the
-//! controller shows prefixed with the host.
+//! controller shows prefixed with the host. The agent holding the fleet
+//! lock does the same for each [`protocol::Request`] the controller sends
+//! on its stdin ([`serve`]), so a rollout needs one session per host.
 
 use std::fs;
 use std::io::{Read, Seek, Write};
@@ -25,7 +27,7 @@ use crate::cli::{FleetAgentAction, FleetAgentArgs};
 use crate::context::Ctx;
 use crate::deploy::{self, Published};
 use crate::error::{Error, IoContext, Kind, Result};
-use crate::fleet::protocol::{self, Done, Failure, HostState, Reply};
+use crate::fleet::protocol::{self, Done, Failure, HostState, Reply, Request};
 use crate::history::{self, Event};
 use crate::layout::{Layout, ReleaseId};
 use crate::lock::Holder;
@@ -46,35 +48,38 @@ pub fn run(ctx: &Ctx, args: &FleetAgentArgs) -> Result<()> {
             deployed_by,
             build_ms,
             keep_special_files,
-        } => {
-            let meta = Metadata {
-                id: ReleaseId::parse(id)?,
-                status: Status::Ready,
+        } => ReleaseId::parse(id).and_then(|id| {
+            let request = Request::Receive {
+                id,
+                source: source.clone(),
+                deployed_by: deployed_by.clone(),
+                build_ms: *build_ms,
                 revision: revision.clone(),
                 revision_time: *revision_time,
                 branch: branch.clone(),
-                source: source.clone(),
-                deployed_by: deployed_by.clone(),
-                created_at: Utc::now(),
-                build_duration_ms: *build_ms,
-                previous: None,
-                failure: None,
-                proven: Some(false),
-                activation_started: None,
-                reuse: Default::default(),
-                disk: None,
+                keep_special_files: *keep_special_files,
+                bytes: 0,
             };
-            receive(ctx, meta, *keep_special_files)
-        }
-        FleetAgentAction::Activate { id, migrate } => {
-            activate(ctx, &ReleaseId::parse(id)?, *migrate)
-        }
+            perform(ctx, request, &mut std::io::stdin().lock())
+        }),
+        FleetAgentAction::Activate { id, migrate } => ReleaseId::parse(id).and_then(|id| {
+            let request = Request::Activate {
+                id,
+                migrate: *migrate,
+            };
+            perform(ctx, request, &mut std::io::empty())
+        }),
         FleetAgentAction::Migrate { id, host } => migrate(ctx, &ReleaseId::parse(id)?, host),
         FleetAgentAction::Switch { to, wait_ms, force } => {
-            let wait = (*wait_ms > 0).then(|| Duration::from_millis(*wait_ms));
-            switch(ctx, to, wait, *force)
+            let request = Request::Switch {
+                to: to.clone(),
+                wait_ms: *wait_ms,
+                force: *force,
+            };
+            perform(ctx, request, &mut std::io::empty())
         }
-        FleetAgentAction::Discard { id } => discard(ctx, &ReleaseId::parse(id)?),
+        FleetAgentAction::Discard { id } => ReleaseId::parse(id)
+            .and_then(|id| perform(ctx, Request::Discard { id }, &mut std::io::empty())),
         FleetAgentAction::Lock {
             holder,
             wait_ms,
@@ -83,34 +88,110 @@ pub fn run(ctx: &Ctx, args: &FleetAgentArgs) -> Result<()> {
             return hold(ctx, holder, Duration::from_millis(*wait_ms), *with_state);
         }
     };
+    let reply = answer(ctx, &result);
+    let _ = ui::out(&protocol::frame(&reply));
+    result.map(|_| ())
+}
+
+/// What this host runs now, and what an action did or why it failed.
+fn answer(ctx: &Ctx, result: &Result<Done>) -> Reply {
     let live = store::read_current(&ctx.layout)
         .ok()
         .and_then(|c| c.id().cloned());
-    let (reply, result) = match result {
-        Ok(done) => (
-            Reply {
-                live,
-                result: Ok(done),
-            },
-            Ok(()),
-        ),
-        Err(e) => (
-            Reply {
-                live,
-                result: Err(Failure {
-                    kind: e.kind,
-                    // What failed, and the first reason why.
-                    message: match e.causes.first() {
-                        Some(cause) => format!("{}: {cause}", e.message),
-                        None => e.message.clone(),
-                    },
-                }),
-            },
-            Err(e),
-        ),
-    };
-    let _ = ui::out(&protocol::frame(&reply));
-    result
+    Reply {
+        live,
+        result: match result {
+            Ok(done) => Ok(done.clone()),
+            Err(e) => Err(Failure {
+                kind: e.kind,
+                // What failed, and the first reason why.
+                message: match e.causes.first() {
+                    Some(cause) => format!("{}: {cause}", e.message),
+                    None => e.message.clone(),
+                },
+            }),
+        },
+    }
+}
+
+/// Do what the controller asks, in a process of its own or in the one
+/// that holds the fleet lock ([`serve`]); `input` is what follows the
+/// request (the release's tar for a receive).
+fn perform(ctx: &Ctx, request: Request, input: &mut dyn Read) -> Result<Done> {
+    match request {
+        Request::Receive {
+            id,
+            source,
+            deployed_by,
+            build_ms,
+            revision,
+            revision_time,
+            branch,
+            keep_special_files,
+            bytes: _,
+        } => {
+            let meta = Metadata {
+                id,
+                status: Status::Ready,
+                revision,
+                revision_time,
+                branch,
+                source,
+                deployed_by,
+                created_at: Utc::now(),
+                build_duration_ms: build_ms,
+                previous: None,
+                failure: None,
+                proven: Some(false),
+                activation_started: None,
+                reuse: Default::default(),
+                disk: None,
+            };
+            receive(ctx, meta, keep_special_files, input)
+        }
+        Request::Activate { id, migrate } => activate(ctx, &id, migrate),
+        Request::Switch { to, wait_ms, force } => {
+            let wait = (wait_ms > 0).then(|| Duration::from_millis(wait_ms));
+            switch(ctx, &to, wait, force)
+        }
+        Request::Discard { id } => discard(ctx, &id),
+    }
+}
+
+/// Answer the controller's requests on stdin, one at a time, until it
+/// closes stdin (see [`Request`]): the process holding the fleet lock
+/// receives the release and makes the switches, so they cost no new
+/// session and no new process here. Each is done and reported as if it
+/// had a process of its own: its error on stderr, the framed answer on
+/// stdout. A receive's tar follows its request line, `bytes` long, and is
+/// read to its end whatever became of the receive, so the next request
+/// is read from where it starts. Lines that are not requests are ignored.
+fn serve(ctx: &Ctx) {
+    use std::io::BufRead;
+    let mut stdin = std::io::stdin().lock();
+    loop {
+        let mut line = String::new();
+        match stdin.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if !line.starts_with(protocol::MARK) {
+            continue;
+        }
+        let request = protocol::unframe::<Request>(&line)
+            .map_err(|unframed| unframed.to_error("the controller's request", 0));
+        let bytes = match &request {
+            Ok(Request::Receive { bytes, .. }) => *bytes,
+            _ => 0,
+        };
+        let mut body = (&mut stdin).take(bytes);
+        let result = request.and_then(|request| perform(ctx, request, &mut body));
+        let _ = std::io::copy(&mut body, &mut std::io::sink());
+        if let Err(e) = &result {
+            ctx.ui.error(e);
+        }
+        let _ = ui::out(&protocol::frame(&answer(ctx, &result)));
+    }
 }
 
 /// The fleet lock of this host: flock(2) on `.shipit/fleet.lock`, apart
@@ -158,8 +239,9 @@ fn hold(ctx: &Ctx, holder: &str, wait: Duration, with_state: bool) -> Result<()>
         }
         Ok((_locked, done)) => {
             reply(live, Ok(done));
-            // Held until the controller closes our stdin (or is gone).
-            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            // Held until the controller closes our stdin (or is gone),
+            // doing what it asks meanwhile.
+            serve(ctx);
             Ok(())
         }
     }
@@ -235,7 +317,9 @@ fn take_fleet_lock(ctx: &Ctx, holder: &str, wait: Duration) -> Result<Flock<fs::
     // read-only commands use (its health URL).
     let text = fs::read(&ctx.config.file).with_path("could not read", &ctx.config.file)?;
     let copy = ctx.layout.state().join("fleet.toml");
-    crate::fsutil::atomic_write(&copy, &text).with_path("could not write", &copy)?;
+    if fs::read(&copy).ok().as_deref() != Some(&text[..]) {
+        crate::fsutil::atomic_write(&copy, &text).with_path("could not write", &copy)?;
+    }
     Ok(locked)
 }
 
@@ -319,7 +403,12 @@ fn state(ctx: &Ctx, probe: bool) -> Result<Done> {
 /// Unpack the release arriving on stdin (a tar of the tree the controller
 /// built), link the shared paths, record what it is, and publish it under
 /// `releases/`. Nothing goes live.
-fn receive(ctx: &Ctx, mut meta: Metadata, keep_special: bool) -> Result<Done> {
+fn receive(
+    ctx: &Ctx,
+    mut meta: Metadata,
+    keep_special: bool,
+    input: &mut dyn Read,
+) -> Result<Done> {
     let layout = &ctx.layout;
     let id = meta.id.clone();
     store::require_sane_current(layout)?;
@@ -343,7 +432,7 @@ fn receive(ctx: &Ctx, mut meta: Metadata, keep_special: bool) -> Result<Done> {
     crate::release::check_shared(ctx).map_err(|e| e.live(current.describe()))?;
     meta.previous = current.id().cloned();
     let received = Staging::begin(ctx, &id).and_then(|staging| {
-        unpack(ctx, &meta, staging.dir(), keep_special)?;
+        unpack(ctx, &meta, staging.dir(), keep_special, input)?;
         crate::release::link_shared(ctx, staging.dir())?;
         staging.publish(meta)
     });
@@ -352,7 +441,13 @@ fn receive(ctx: &Ctx, mut meta: Metadata, keep_special: bool) -> Result<Done> {
     Ok(Done::Received { release: id })
 }
 
-fn unpack(ctx: &Ctx, meta: &Metadata, staging: &std::path::Path, keep_special: bool) -> Result<()> {
+fn unpack(
+    ctx: &Ctx,
+    meta: &Metadata,
+    staging: &std::path::Path,
+    keep_special: bool,
+    release: &mut dyn Read,
+) -> Result<()> {
     crate::release::log::open_build_log(
         &ctx.layout,
         &meta.id,
@@ -383,10 +478,9 @@ fn unpack(ctx: &Ctx, meta: &Metadata, staging: &std::path::Path, keep_special: b
     let input = tar.stdin.take().expect("piped");
     let filtered = if keep_special {
         let mut input = input;
-        std::io::copy(&mut std::io::stdin().lock(), &mut input)
-            .map(|_| crate::fleet::untar::Filtered::default())
+        std::io::copy(release, &mut input).map(|_| crate::fleet::untar::Filtered::default())
     } else {
-        crate::fleet::untar::filter(std::io::stdin().lock(), input)
+        crate::fleet::untar::filter(release, input)
     };
     let status = tar
         .wait()

@@ -43,6 +43,7 @@ use crate::ui;
 use protocol::HostState;
 use report::{HostReport, HostRow, HostView, Outcome, ViewRow};
 use rollout::{Fleet, Switch};
+use ssh::Held;
 
 /// What a fleet deploy or rollback asks for.
 pub struct Request {
@@ -176,7 +177,7 @@ fn sequence(
         .all(Result::is_ok)
         .then(|| fleet.reach_locked(&command))
         .flatten();
-    let (_fleet_lock, states) = match quick {
+    let (fleet_lock, states) = match quick {
         Some((held, states)) => (held, states.into_iter().map(Ok).collect()),
         None => {
             let installed = parallel::parallel(
@@ -244,7 +245,8 @@ fn sequence(
     let switch = match req.event {
         EventKind::Deploy => {
             let _timing = crate::ui::Timing::start("fleet build+prepare");
-            let Switch::Activate(id, _) = prepare(fleet, req, hosts, &taken, event)? else {
+            let Switch::Activate(id, _) = prepare(fleet, &fleet_lock, req, hosts, &taken, event)?
+            else {
                 unreachable!("a deploy activates the release it prepared")
             };
             crate::crashpoint::hit("fleet:after-prepare");
@@ -262,7 +264,7 @@ fn sequence(
         }
     };
     let roll = crate::ui::Timing::start("fleet roll");
-    let failure = rollout::roll(fleet, hosts, &switch, req.no_revert);
+    let failure = rollout::roll(fleet, &fleet_lock, hosts, &switch, req.no_revert);
     drop(roll);
     let Some(failure) = failure else {
         return Ok(());
@@ -339,6 +341,7 @@ fn is_connect(e: &Error) -> bool {
 /// Phase 1: build once, ship to every host, publish; nothing live.
 fn prepare(
     fleet: &Fleet,
+    held: &Held,
     req: &Request,
     hosts: &mut [HostReport],
     taken: &[ReleaseId],
@@ -359,30 +362,27 @@ fn prepare(
         format!("{} to {} host(s)", Layout::display(&built.id), hosts.len()),
     );
     let deployed_by = format!("{}@{}", crate::whoami::user(), crate::whoami::host());
-    // `--key=value`: a value that starts with `-` stays a value.
-    let mut owned = vec![
-        "receive".to_string(),
-        format!("--id={}", built.id),
-        format!("--source={}", built.source),
-        format!("--deployed-by={deployed_by}"),
-        format!("--build-ms={}", built.build_ms),
-    ];
-    if let Some(r) = &built.revision {
-        owned.push(format!("--revision={r}"));
-    }
-    if fleet.config.keep_special_files {
-        owned.push("--keep-special-files".into());
-    }
-    if let Some(t) = &built.revision_time {
-        owned.push(format!("--revision-time={}", t.to_rfc3339()));
-    }
-    if let Some(b) = &built.branch {
-        owned.push(format!("--branch={b}"));
-    }
-    let args: Vec<&str> = owned.iter().map(String::as_str).collect();
+    let bytes = std::fs::metadata(&built.tarball)
+        .map_err(|e| {
+            Error::io("could not read", &built.tarball, e)
+                .in_phase(Kind::BeforeSwap)
+                .live("unchanged on every host: nothing was sent or switched")
+        })?
+        .len();
+    let request = protocol::Request::Receive {
+        id: built.id.clone(),
+        source: built.source.clone(),
+        deployed_by,
+        build_ms: built.build_ms,
+        revision: built.revision.clone(),
+        revision_time: built.revision_time,
+        branch: built.branch.clone(),
+        keep_special_files: fleet.config.keep_special_files,
+        bytes,
+    };
     let names: Vec<String> = hosts.iter().map(|h| h.host.clone()).collect();
     let replies = parallel::parallel(fleet.config.concurrency, &names, |host| {
-        fleet.agent(host, &args, Some(&built.tarball))
+        fleet.ask(held, host, &request, Some(&built.tarball))
     });
     built.remove();
     let mut failed = Vec::new();
@@ -411,9 +411,11 @@ fn prepare(
         .filter(|&i| hosts[i].outcome != Outcome::Unreachable)
         .collect();
     let names: Vec<String> = got.iter().map(|&i| hosts[i].host.clone()).collect();
-    let id = built.id.to_string();
+    let discard = protocol::Request::Discard {
+        id: built.id.clone(),
+    };
     let replies = parallel::parallel(fleet.config.concurrency, &names, |host| {
-        fleet.agent(host, &["discard", "--id", &id], None)
+        fleet.ask(held, host, &discard, None)
     });
     for (&i, reply) in got.iter().zip(replies) {
         if reply.ok() {

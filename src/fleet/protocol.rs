@@ -15,14 +15,15 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Kind};
-use crate::history::Event;
+use crate::history::{Event, Migrate};
 use crate::layout::ReleaseId;
 use crate::views::{Probe, ReleaseRow};
 
-/// Bumped whenever a message changes shape. Both sides are the same binary
-/// today (the controller installs itself); the version keeps a host whose
-/// agent was installed by another build from being misread.
-pub const VERSION: u32 = 1;
+/// Bumped whenever a message changes shape or a side expects another
+/// exchange (2: the agent holding the fleet lock serves [`Request`]s). The
+/// version keeps a host whose agent was installed by another build from
+/// being misread, or waited on for an answer it never gives.
+pub const VERSION: u32 = 2;
 
 /// How a message line starts: `@@shipit-fleet/<version> <json>`.
 pub const MARK: &str = "@@shipit-fleet/";
@@ -193,6 +194,108 @@ impl Reply {
     }
 }
 
+/// What a controller asks of the agent that holds a host's fleet lock, on
+/// that agent's stdin, framed like the answers; each is answered with one
+/// [`Reply`]. A rollout's release and switches go this way: no new
+/// session, login shell and agent process on the host for each, which is
+/// most of what a switch costs when the host has no reload hook (and about
+/// 140 ms each where the login shell starts pyenv). The same request can
+/// be made in a session of its own ([`Request::args`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "ask")]
+pub enum Request {
+    /// `fleet-agent receive`: the release, as a tar of exactly `bytes`
+    /// bytes right after the request line (in a session of its own, the
+    /// rest of stdin).
+    Receive {
+        id: ReleaseId,
+        source: String,
+        deployed_by: String,
+        build_ms: u64,
+        revision: Option<String>,
+        revision_time: Option<chrono::DateTime<chrono::Utc>>,
+        branch: Option<String>,
+        keep_special_files: bool,
+        bytes: u64,
+    },
+    /// `fleet-agent activate`.
+    Activate {
+        id: ReleaseId,
+        migrate: Option<Migrate>,
+    },
+    /// `fleet-agent switch`: `to` is a release id or `none`.
+    Switch {
+        to: String,
+        wait_ms: u64,
+        force: bool,
+    },
+    /// `fleet-agent discard`.
+    Discard { id: ReleaseId },
+}
+
+impl Request {
+    /// How many bytes follow the request line.
+    pub fn body_len(&self) -> u64 {
+        match self {
+            Request::Receive { bytes, .. } => *bytes,
+            _ => 0,
+        }
+    }
+
+    /// The `fleet-agent` arguments that ask the same (`--key=value`: a
+    /// value that starts with `-` stays a value).
+    pub fn args(&self) -> Vec<String> {
+        match self {
+            Request::Receive {
+                id,
+                source,
+                deployed_by,
+                build_ms,
+                revision,
+                revision_time,
+                branch,
+                keep_special_files,
+                bytes: _,
+            } => {
+                let mut args = vec![
+                    "receive".to_string(),
+                    format!("--id={id}"),
+                    format!("--source={source}"),
+                    format!("--deployed-by={deployed_by}"),
+                    format!("--build-ms={build_ms}"),
+                ];
+                args.extend(revision.iter().map(|r| format!("--revision={r}")));
+                if *keep_special_files {
+                    args.push("--keep-special-files".into());
+                }
+                args.extend(
+                    revision_time
+                        .iter()
+                        .map(|t| format!("--revision-time={}", t.to_rfc3339())),
+                );
+                args.extend(branch.iter().map(|b| format!("--branch={b}")));
+                args
+            }
+            Request::Activate { id, migrate } => {
+                let mut args = vec!["activate".into(), "--id".into(), id.to_string()];
+                args.extend(migrate.map(|m| format!("--migrate={}", m.name())));
+                args
+            }
+            Request::Switch { to, wait_ms, force } => {
+                let mut args = vec!["switch".into(), "--to".into(), to.clone()];
+                if *wait_ms > 0 {
+                    args.push(format!("--wait-ms={wait_ms}"));
+                }
+                if *force {
+                    args.push("--force".into());
+                }
+                args
+            }
+            Request::Discard { id } => vec!["discard".into(), "--id".into(), id.to_string()],
+        }
+    }
+}
+
 /// What `shipit fleet-hello` answers, framed: which shipit runs there.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Hello {
@@ -218,6 +321,30 @@ mod tests {
         let e = unframe::<Reply>("hello from .bashrc\n").unwrap_err();
         let e = e.to_error("web1", 0);
         assert!(e.causes[0].contains("hello from .bashrc"), "{e}");
+    }
+
+    #[test]
+    fn a_request_reads_back_and_asks_the_same_as_its_arguments() {
+        let id = ReleaseId::parse("20260101000000").unwrap();
+        let asked = Request::Activate {
+            id: id.clone(),
+            migrate: Some(Migrate::Skipped),
+        };
+        assert_eq!(unframe::<Request>(&frame(&asked)).unwrap(), asked);
+        assert_eq!(
+            asked.args(),
+            ["activate", "--id", "20260101000000", "--migrate=skipped"]
+        );
+        let back = Request::Switch {
+            to: "none".into(),
+            wait_ms: 5,
+            force: true,
+        };
+        assert_eq!(unframe::<Request>(&frame(&back)).unwrap(), back);
+        assert_eq!(
+            back.args(),
+            ["switch", "--to", "none", "--wait-ms=5", "--force"]
+        );
     }
 
     #[test]

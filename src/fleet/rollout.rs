@@ -11,7 +11,9 @@
 //!   step by step: install, the locks in host order ([`Fleet::lock_all`],
 //!   waiting if asked), the states. All before anything is built or sent:
 //!   a host that cannot be reached stops the rollout with nothing changed.
-//! - Prepare: every host receives and publishes the release, in parallel;
+//! - Prepare: every host receives and publishes the release, in parallel
+//!   (asked, like the switches below, of the agent that holds the host's
+//!   fleet lock, on its session: [`Fleet::ask`]);
 //!   nothing goes live. A failure removes the release from the hosts that
 //!   got it (a release that never went live must not become a rollback
 //!   target later).
@@ -122,6 +124,45 @@ impl<'a> Fleet<'a> {
     pub fn agent(&self, host: &str, args: &[&str], stdin: Option<&std::path::Path>) -> Reply {
         let argv = self.argv(host, args);
         self.answer(host, self.ssh.run(&self.ctx.ui, host, &argv, stdin))
+    }
+
+    /// `request` of `host`'s agent: of the one holding the host's fleet
+    /// lock for this rollout, on its session, when there is one (no new
+    /// session, login shell and process there); else, or when that session
+    /// is gone and nothing was sent, in a session of its own.
+    /// `body`: the file whose bytes follow the request (a receive's tar).
+    pub fn ask(
+        &self,
+        held: &Held,
+        host: &str,
+        request: &protocol::Request,
+        body: Option<&std::path::Path>,
+    ) -> Reply {
+        if let Some(session) = held.on(host) {
+            let mut session = session
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let asked = match body {
+                None => session.ask(&protocol::frame(request), None, protocol::MARK),
+                Some(path) => match std::fs::File::open(path) {
+                    Err(e) => return self.answer(host, Err(Error::io("could not open", path, e))),
+                    Ok(mut file) => {
+                        let bytes = request.body_len();
+                        session.ask(
+                            &protocol::frame(request),
+                            Some((&mut file, bytes)),
+                            protocol::MARK,
+                        )
+                    }
+                },
+            };
+            if let Ok(out) = asked {
+                return self.answer(host, Ok(out));
+            }
+        }
+        let args = request.args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.agent(host, &args, body)
     }
 
     /// `fleet-agent <args>` on `host`, its stdin kept open until it
@@ -266,7 +307,7 @@ impl<'a> Fleet<'a> {
             "--wait-ms=0".into(),
             "--state".into(),
         ])?;
-        let mut held = Held(Vec::new());
+        let mut held = Held::default();
         let mut states = Vec::new();
         for chunk in self.config.hosts.chunks(self.config.concurrency.max(1)) {
             // Started here: ssh dies with the thread that started it, and
@@ -289,10 +330,10 @@ impl<'a> Fleet<'a> {
                 waiting.into_iter().map(|w| w.join()).collect()
             });
             let mut complete = true;
-            for answer in answers {
+            for (host, answer) in chunk.iter().zip(answers) {
                 match answer {
                     Ok(Ok((out, Some(session)))) => {
-                        held.0.push(session);
+                        held.push(host, session);
                         match protocol::unframe::<protocol::Reply>(&out.stdout) {
                             Ok(protocol::Reply {
                                 result: Ok(Done::State(state)),
@@ -338,7 +379,7 @@ impl<'a> Fleet<'a> {
     pub fn lock_all(&self, wait: Option<Duration>, command: &str) -> Result<Held> {
         let holder = serde_json::to_string(&Holder::me(command)).expect("a holder serializes");
         let deadline = wait.map(crate::clock::after);
-        let mut held = Held(Vec::new());
+        let mut held = Held::default();
         for host in &self.config.hosts {
             let left = deadline
                 .map(|d| d.saturating_duration_since(std::time::Instant::now()))
@@ -357,7 +398,7 @@ impl<'a> Fleet<'a> {
             };
             match protocol::unframe::<protocol::Reply>(&out.stdout) {
                 Ok(protocol::Reply { result: Ok(_), .. }) if session.is_some() => {
-                    held.0.extend(session);
+                    held.push(host, session.expect("checked"));
                 }
                 Ok(protocol::Reply { result: Err(f), .. }) => {
                     let e = Error::new(f.kind, f.message);
@@ -486,10 +527,12 @@ impl Switch {
 }
 
 /// Phase 2: switch the hosts (`hosts[i].before` filled in, outcome
-/// `Untouched`), `batch` at a time; on the first failure stop, and revert
-/// unless `no_revert`. Returns the failure, if any.
+/// `Untouched`), `batch` at a time, each asked of the agent that holds its
+/// fleet lock (`held`); on the first failure stop, and revert unless
+/// `no_revert`. Returns the failure, if any.
 pub fn roll(
     fleet: &Fleet,
+    held: &Held,
     hosts: &mut [HostReport],
     switch: &Switch,
     no_revert: bool,
@@ -511,7 +554,7 @@ pub fn roll(
             failure = Some(interrupted());
             break;
         }
-        failure = switch_batch(fleet, hosts, batch, switch);
+        failure = switch_batch(fleet, held, hosts, batch, switch);
         if failure.is_some() {
             break;
         }
@@ -522,7 +565,7 @@ pub fn roll(
         // An interrupt stopped the roll; the revert (and its hooks) must
         // still run to its end.
         crate::interrupt::clear();
-        revert(fleet, hosts);
+        revert(fleet, held, hosts);
     }
     Some(failure)
 }
@@ -547,6 +590,7 @@ fn interrupted() -> Error {
 /// undrain the healthy ones in host order.
 fn switch_batch(
     fleet: &Fleet,
+    held: &Held,
     hosts: &mut [HostReport],
     batch: &[usize],
     switch: &Switch,
@@ -573,21 +617,17 @@ fn switch_batch(
         }
     }
     if failure.is_none() {
-        let args: Vec<String> = match switch {
-            Switch::Activate(id, migrate) => {
-                let mut args = vec!["activate".into(), "--id".into(), id.to_string()];
-                args.extend(migrate.map(|m| format!("--migrate={}", m.name())));
-                args
-            }
-            Switch::To(id, force) => {
-                let mut args = vec!["switch".into(), "--to".into(), id.to_string()];
-                if *force {
-                    args.push("--force".into());
-                }
-                args
-            }
+        let request = match switch {
+            Switch::Activate(id, migrate) => protocol::Request::Activate {
+                id: id.clone(),
+                migrate: *migrate,
+            },
+            Switch::To(id, force) => protocol::Request::Switch {
+                to: id.to_string(),
+                wait_ms: 0,
+                force: *force,
+            },
         };
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         for &i in batch {
             fleet.ctx.ui.step(
                 "Switching",
@@ -596,7 +636,7 @@ fn switch_batch(
         }
         let names: Vec<String> = batch.iter().map(|&i| hosts[i].host.clone()).collect();
         let replies = parallel(fleet.config.concurrency, &names, |host| {
-            fleet.agent(host, &args, None)
+            fleet.ask(held, host, &request, None)
         });
         for (&i, reply) in batch.iter().zip(replies) {
             let host = &mut hosts[i];
@@ -671,7 +711,7 @@ fn switch_batch(
 /// (its drain hook ran once, before its switch), it is not called
 /// `revert-failed` (nothing was tried), and its message says what it runs
 /// is unknown.
-fn revert(fleet: &Fleet, hosts: &mut [HostReport]) {
+fn revert(fleet: &Fleet, held: &Held, hosts: &mut [HostReport]) {
     for host in hosts.iter_mut().filter(|h| h.unknown) {
         match fleet.state(&host.host, false) {
             Ok(state) => {
@@ -727,10 +767,14 @@ fn revert(fleet: &Fleet, hosts: &mut [HostReport]) {
                 (i, hosts[i].host.clone(), to)
             })
             .collect();
-        let wait = format!("--wait-ms={}", REVERT_LOCK_WAIT.as_millis());
         let replies = parallel(fleet.config.concurrency, &names, |(_, host, to)| {
             // Back to what it ran: forced, it ran it.
-            fleet.agent(host, &["switch", "--to", to, &wait, "--force"], None)
+            let request = protocol::Request::Switch {
+                to: to.clone(),
+                wait_ms: REVERT_LOCK_WAIT.as_millis() as u64,
+                force: true,
+            };
+            fleet.ask(held, host, &request, None)
         });
         for ((i, _, _), reply) in names.iter().zip(replies) {
             let host = &mut hosts[*i];

@@ -147,32 +147,123 @@ fn private_dir(dir: &Path, uid: nix::unistd::Uid) -> Result<()> {
 /// stdin and waits (bounded) for it to end.
 pub struct Session {
     child: std::process::Child,
-    _stdout: BufReader<std::process::ChildStdout>,
+    stdout: BufReader<std::process::ChildStdout>,
+    /// The thread showing its stderr; it returns the last lines.
+    stderr: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+/// A [`Session::ask`] that was not sent: the session is gone.
+#[derive(Debug)]
+pub struct Unsent;
+
+impl Session {
+    /// Write `line` to the remote command's stdin, then `body` (its bytes
+    /// exactly), and read its stdout until a line starts with `until`.
+    /// `Err`: nothing could be sent (the remote command has ended). An
+    /// answer cut short (the session ended while the host worked) is the
+    /// output it gave, with the status. When the body cannot be sent
+    /// whole, stdin is closed: the host sees its input end early.
+    pub fn ask(
+        &mut self,
+        line: &str,
+        body: Option<(&mut dyn Read, u64)>,
+        until: &str,
+    ) -> std::result::Result<Output, Unsent> {
+        use std::io::Write;
+        let Some(stdin) = self.child.stdin.as_mut() else {
+            return Err(Unsent);
+        };
+        if stdin
+            .write_all(line.as_bytes())
+            .and_then(|_| stdin.flush())
+            .is_err()
+        {
+            return Err(Unsent);
+        }
+        if let Some((body, bytes)) = body {
+            let sent = std::io::copy(&mut body.take(bytes), stdin);
+            if !matches!(sent, Ok(n) if n == bytes) {
+                drop(self.child.stdin.take());
+            }
+        }
+        let mut text = String::new();
+        loop {
+            let mut line = Vec::new();
+            match self.stdout.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&line);
+                    text.push_str(&line);
+                    if line.starts_with(until) {
+                        return Ok(Output {
+                            code: 0,
+                            stdout: text,
+                            stderr_tail: Vec::new(),
+                        });
+                    }
+                }
+            }
+        }
+        let status = self.end();
+        Ok(Output {
+            code: status.and_then(|s| s.code()).unwrap_or(SSH_FAILED),
+            stdout: text,
+            stderr_tail: self
+                .stderr
+                .take()
+                .and_then(|t| t.join().ok())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Close stdin and wait, bounded, for the session to end; killed after.
+    fn end(&mut self) -> Option<std::process::ExitStatus> {
+        drop(self.child.stdin.take());
+        let deadline = crate::clock::after(CONNECT_TIMEOUT);
+        while std::time::Instant::now() < deadline {
+            match self.child.try_wait() {
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Ok(Some(status)) => return Some(status),
+                Err(_) => return None,
+            }
+        }
+        let _ = self.child.kill();
+        self.child.wait().ok()
+    }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let deadline = crate::clock::after(CONNECT_TIMEOUT);
-        while std::time::Instant::now() < deadline {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.end();
     }
 }
 
-/// Sessions let go together: every stdin is closed first, then each is
-/// waited for, so the hosts end theirs at the same time (a fleet's locks
-/// are let go in about one round trip, not one per host).
-pub struct Held(pub Vec<Session>);
+/// The sessions that hold a rollout's fleet locks, one per host, through
+/// which the host's agent is asked for the switches ([`Session::ask`]).
+/// Let go together: every stdin is closed first, then each is waited for,
+/// so the hosts end theirs at the same time (a fleet's locks are let go in
+/// about one round trip, not one per host).
+#[derive(Default)]
+pub struct Held(Vec<(String, std::sync::Mutex<Session>)>);
+
+impl Held {
+    pub fn push(&mut self, host: &str, session: Session) {
+        self.0
+            .push((host.to_string(), std::sync::Mutex::new(session)));
+    }
+
+    /// The session held on `host`.
+    pub fn on(&self, host: &str) -> Option<&std::sync::Mutex<Session>> {
+        self.0.iter().find(|(h, _)| h == host).map(|(_, s)| s)
+    }
+}
 
 impl Drop for Held {
     fn drop(&mut self) {
-        for session in &mut self.0 {
+        for (_, session) in &mut self.0 {
+            let session = session
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             drop(session.child.stdin.take());
         }
         // Each session's own drop then waits for its end.
@@ -458,7 +549,8 @@ pub fn await_answer(
     if answered {
         let session = Session {
             child,
-            _stdout: stdout,
+            stdout,
+            stderr: Some(tail),
         };
         let output = Output {
             code: 0,
@@ -481,15 +573,12 @@ pub fn await_answer(
 }
 
 impl Ssh {
-    /// Whether a master connection to `dest` runs (asked of the master
-    /// itself, locally: no round trip to the host).
+    /// Whether a master connection to `dest` runs: it listens on its
+    /// control socket (one that died left the file with nobody listening,
+    /// and a connection to it is refused). Asked locally, with no `ssh -O
+    /// check` started per host.
     fn alive(&self, dest: &str) -> bool {
-        self.command(dest, &["-O", "check"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+        std::os::unix::net::UnixStream::connect(self.control.socket(dest)).is_ok()
     }
 
     /// The lock under which a master to `dest` is looked for and opened.

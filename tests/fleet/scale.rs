@@ -34,36 +34,49 @@ fn remote_commands(w: &World) -> Vec<Vec<String>> {
 
 /// A rollout to hosts that have this build ran five remote commands on
 /// each (the config and install check, the fleet lock, the state, the
-/// release, the switch), and took the locks one host after the other. Now
-/// the first three are one: three per host, with the hosts contacted
+/// release, the switch), and took the locks one host after the other;
+/// then three (the first three were one). Now the agent that holds the
+/// fleet lock receives the release and makes the switch on that same
+/// session: one remote command per host, the hosts contacted
 /// `fleet.concurrency` at a time.
 #[test]
-fn a_rollout_runs_three_remote_commands_per_host() {
+fn a_rollout_runs_one_remote_command_per_host() {
     let w = World::new(3, Options::default());
     let mut config = fs::read_to_string(w.config()).unwrap();
     // Fewer than the hosts: they are reached in two rounds.
     config.push_str("concurrency = 2\n");
     fs::write(w.config(), config).unwrap();
-    w.deploy_ok();
+    let first = w.deploy_ok();
     log_remote_commands(&w);
     w.commit("VERSION", "2\n");
     let id = w.deploy_ok();
     for (host, commands) in w.hosts.hosts.iter().zip(remote_commands(&w)) {
         assert_eq!(
             commands.len(),
-            3,
+            1,
             "{}: {id}: {}",
             host.name(),
             commands.join("\n")
         );
-        // One command: the config, the install check, the lock, the state.
+        // One command: the config, the install check, the lock, the state,
+        // then the requests on its stdin.
         assert!(
             commands[0].contains("'shipit-reach'") && commands[0].ends_with("' '--state'"),
             "{}",
             commands[0]
         );
-        assert!(commands[1].contains("' 'receive' "), "{}", commands[1]);
-        assert!(commands[2].contains("' 'activate' "), "{}", commands[2]);
+    }
+    // A fleet rollback's switch is asked the same way: one more each.
+    w.shipit(&["rollback"]).code(0);
+    assert_eq!(w.currents(), vec![Some(first); 3]);
+    for (host, commands) in w.hosts.hosts.iter().zip(remote_commands(&w)) {
+        assert_eq!(
+            commands.len(),
+            2,
+            "{}: {}",
+            host.name(),
+            commands.join("\n")
+        );
     }
 }
 
