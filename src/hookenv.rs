@@ -81,6 +81,20 @@ pub fn init(config: &Config) {
     *state().write().unwrap_or_else(|e| e.into_inner()) = st;
 }
 
+/// [`init`] again, for a process that serves several requests (a fleet
+/// host's lock holder, for a whole rollout): `env_file` as it is now, so a
+/// rotated value or a fixed file is seen; every secret read before stays
+/// redacted.
+pub fn refresh(config: &Config) {
+    let before = std::mem::take(&mut state().write().unwrap_or_else(|e| e.into_inner()).secrets);
+    init(config);
+    let mut st = state().write().unwrap_or_else(|e| e.into_inner());
+    st.secrets.extend(before);
+    st.secrets
+        .sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    st.secrets.dedup();
+}
+
 fn remember(secrets: &mut Vec<String>, value: &str) {
     if value.chars().count() >= MIN_SECRET {
         secrets.push(value.to_string());

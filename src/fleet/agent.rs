@@ -162,16 +162,30 @@ fn perform(ctx: &Ctx, request: Request, input: &mut dyn Read) -> Result<Done> {
 /// closes stdin (see [`Request`]): the process holding the fleet lock
 /// receives the release and makes the switches, so they cost no new
 /// session and no new process here. Each is done and reported as if it
-/// had a process of its own: its error on stderr, the framed answer on
-/// stdout. A receive's tar follows its request line, `bytes` long, and is
-/// read to its end whatever became of the receive, so the next request
-/// is read from where it starts. Lines that are not requests are ignored.
+/// had a process of its own: `env_file` read again, its error on stderr,
+/// the framed answer on stdout. A receive's tar follows its request line,
+/// `bytes` long, and is read to its end whatever became of the receive, so
+/// the next request is read from where it starts. Lines that are not
+/// requests are ignored; a request line that cannot be read ends the
+/// serving (where its body would end is unknown).
+///
+/// SIGINT, SIGTERM and SIGHUP raise the interrupt flag from here on, as
+/// the requests' own steps would set them to: one that comes during a
+/// request is handled as that command handles it (an activation finishes
+/// or rolls back), and the holder ends after answering; one that comes
+/// while it waits ends it at once. Either way the fleet lock goes with it,
+/// as it did when a signal killed a holder that served nothing.
 fn serve(ctx: &Ctx) {
     use std::io::BufRead;
-    let mut stdin = std::io::stdin().lock();
-    loop {
+    use std::os::fd::AsFd;
+    crate::interrupt::install();
+    let Ok(fd) = std::io::stdin().as_fd().try_clone_to_owned() else {
+        return;
+    };
+    let mut input = std::io::BufReader::new(fs::File::from(fd));
+    while wait_for_input(&input) {
         let mut line = String::new();
-        match stdin.read_line(&mut line) {
+        match input.read_line(&mut line) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
@@ -180,18 +194,36 @@ fn serve(ctx: &Ctx) {
         }
         let request = protocol::unframe::<Request>(&line)
             .map_err(|unframed| unframed.to_error("the controller's request", 0));
-        let bytes = match &request {
-            Ok(Request::Receive { bytes, .. }) => *bytes,
-            _ => 0,
-        };
-        let mut body = (&mut stdin).take(bytes);
+        let ended = request.is_err();
+        let bytes = request.as_ref().map_or(0, Request::body_len);
+        let mut body = (&mut input).take(bytes);
+        crate::hookenv::refresh(&ctx.config);
         let result = request.and_then(|request| perform(ctx, request, &mut body));
         let _ = std::io::copy(&mut body, &mut std::io::sink());
         if let Err(e) = &result {
             ctx.ui.error(e);
         }
         let _ = ui::out(&protocol::frame(&answer(ctx, &result)));
+        if ended || crate::interrupt::requested() {
+            return;
+        }
     }
+}
+
+/// Wait until `input` has something to read (or its end), looking for a
+/// signal at least every 100 ms; `false` once one has arrived.
+fn wait_for_input(input: &std::io::BufReader<fs::File>) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    while input.buffer().is_empty() && !crate::interrupt::requested() {
+        let mut fds = [PollFd::new(input.get_ref().as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(100u16)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => {}
+            // Readable, at its end, or poll itself failed: the read says.
+            Ok(_) | Err(_) => break,
+        }
+    }
+    !crate::interrupt::requested()
 }
 
 /// The fleet lock of this host: flock(2) on `.shipit/fleet.lock`, apart

@@ -350,14 +350,12 @@ if [ -x "$state/bin/$bin" ]; then echo "@@shipit-install present"; else echo "@@
 const REACH_SCRIPT: &str = r#"set -e
 state="$1"; bin="$2"; digest="$3"; platform="$4"; config="$5"; shift 5
 command -v tar >/dev/null 2>&1 || { echo "@@shipit-install fallback"; exit 0; }
-if [ ! -s "$state/config/$digest.toml" ]; then
-  mkdir -p "$state/bin" "$state/config"
-  tmp="$state/config/.$digest.$$"
-  trap 'rm -f "$tmp"' EXIT
-  printf '%s' "$config" > "$tmp"
-  mv -f "$tmp" "$state/config/$digest.toml"
-  trap - EXIT
-fi
+mkdir -p "$state/bin" "$state/config"
+tmp="$state/config/.$digest.$$"
+trap 'rm -f "$tmp"' EXIT
+printf '%s' "$config" > "$tmp"
+mv -f "$tmp" "$state/config/$digest.toml"
+trap - EXIT
 if [ -n "$platform" ] && [ "$(uname -sm 2>/dev/null || echo unknown)" != "$platform" ]; then
   echo "@@shipit-install fallback"; exit 0
 fi

@@ -138,10 +138,9 @@ impl<'a> Fleet<'a> {
         request: &protocol::Request,
         body: Option<&std::path::Path>,
     ) -> Reply {
-        if let Some(session) = held.on(host) {
-            let mut session = session
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A poisoned session may have been left inside a request's body:
+        // not asked again.
+        if let Some(Ok(mut session)) = held.on(host).map(|s| s.lock()) {
             let asked = match body {
                 None => session.ask(&protocol::frame(request), None, protocol::MARK),
                 Some(path) => match std::fs::File::open(path) {

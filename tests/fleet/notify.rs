@@ -180,3 +180,44 @@ fn a_host_without_its_env_file_is_named_by_check_and_refuses_the_release() {
     assert!(run.stderr.contains("is missing"), "{}", run.stderr);
     assert_eq!(w.currents(), [None, None], "no host was switched");
 }
+
+/// A host's env_file is read again for each step of the rollout its lock
+/// holder serves: a value rotated after the reach (here by the drain hook,
+/// between the host's receive and its switch) is the one its reload hook
+/// gets, not the one read when the lock was taken.
+#[test]
+fn a_rotated_env_file_reaches_the_switch() {
+    let w = World::new(2, Options::default());
+    let mut rotate = String::new();
+    for (n, h) in w.hosts.hosts.iter().enumerate() {
+        let shared = h.deploy().join("shared");
+        fs::create_dir_all(&shared).unwrap();
+        fs::write(shared.join(".env"), format!("API_TOKEN=first-s3cret-{n}\n")).unwrap();
+        rotate.push_str(&format!(
+            "printf 'API_TOKEN=rotated-s3cret-{n}\\n' > {}; ",
+            shared.join(".env").display()
+        ));
+    }
+    w.write_config(&Options {
+        drain: Some(&rotate),
+        ..Options::default()
+    });
+    let config = fs::read_to_string(w.config())
+        .unwrap()
+        .replacen(
+            "keep_releases = 10\n",
+            "keep_releases = 10\nenv_file = \"shared/.env\"\n",
+            1,
+        )
+        .replacen(
+            "reload = \"",
+            "reload = \"echo \\\"$API_TOKEN\\\" > \\\"$SHIPIT_DEPLOY_TO/app-env\\\"; ",
+            1,
+        );
+    fs::write(w.config(), config).unwrap();
+    w.deploy_ok();
+    for (n, h) in w.hosts.hosts.iter().enumerate() {
+        let got = fs::read_to_string(h.deploy().join("app-env")).unwrap();
+        assert_eq!(got.trim(), format!("rotated-s3cret-{n}"), "{}", h.name());
+    }
+}

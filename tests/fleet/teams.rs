@@ -381,3 +381,94 @@ fn a_fleet_rollback_runs_with_the_config_of_its_controller() {
         assert!(copy.contains("new-hook"), "{copy}");
     }
 }
+
+/// The agent holding a host's fleet lock serves the rollout's requests; a
+/// SIGTERM while it waits for the next one ends it, and the host's fleet
+/// lock with it, as it did when it served nothing (the steps of a request
+/// route signals to a flag, which alone would keep it waiting). The
+/// rollout then ends in a state its report tells truly.
+#[test]
+fn a_signal_ends_an_idle_lock_holder_and_its_lock() {
+    let w = World::new(3, Options::default());
+    let drain = w.pausing_drain();
+    w.write_config(&Options {
+        drain: Some(&drain),
+        ..Options::default()
+    });
+    let good = w.deploy_ok();
+    w.commit("VERSION", "2\n");
+    fs::write(w.path().join("PAUSE"), "").unwrap();
+    let mut child = w.spawn(&w.config(), &["deploy", "--json"], "deploy");
+    wait_for(
+        &w.path().join("paused"),
+        &mut child.0,
+        &w.path().join("deploy.err"),
+    );
+    // host2 has received the release; its lock holder waits.
+    let holders: Vec<i32> = w.hosts.hosts[1]
+        .processes()
+        .into_iter()
+        .filter(|pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            cmdline.contains("fleet-agent\0lock\0")
+        })
+        .collect();
+    assert_eq!(holders.len(), 1, "host2's lock holder: {holders:?}");
+    let holder = nix::unistd::Pid::from_raw(holders[0]);
+    nix::sys::signal::kill(holder, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while w.hosts.hosts[1].processes().contains(&holders[0]) {
+        assert!(
+            Instant::now() < deadline,
+            "the lock holder still runs 60 s after a SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fs::write(w.path().join("go"), "").unwrap();
+    let code = wait_exit(&mut child.0);
+    let said = fs::read_to_string(w.path().join("deploy.err")).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(w.path().join("deploy.out")).unwrap()).unwrap();
+    let id = json["release"].as_str().unwrap().to_string();
+    // Asked again in a session of its own, or failed and reverted: either
+    // way every host runs what the report says.
+    match code {
+        Some(0) => assert_eq!(w.currents(), vec![Some(id); 3], "{said}"),
+        _ => assert_eq!(w.currents(), vec![Some(good); 3], "{code:?}: {said}"),
+    }
+    // Nobody holds any host's fleet lock now: the next rollout goes through.
+    w.commit("VERSION", "3\n");
+    fs::remove_file(w.path().join("PAUSE")).unwrap();
+    w.deploy_ok();
+}
+
+/// A host's pinned config (`.shipit/config/<digest>.toml`) edited by hand
+/// is written again by the next rollout: its name says what it must hold,
+/// not that it still does.
+#[test]
+fn a_pinned_config_edited_on_a_host_is_written_again() {
+    let w = World::new(1, Options::default());
+    w.deploy_ok();
+    let dir = w.hosts.hosts[0].deploy().join(".shipit/config");
+    let pinned: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    assert_eq!(pinned.len(), 1, "{pinned:?}");
+    let original = fs::read_to_string(&pinned[0]).unwrap();
+    // The host config is written by a TOML serializer: literal strings.
+    let edited = original.replace(
+        "reload = '",
+        "reload = 'touch \"$SHIPIT_DEPLOY_TO/shared/edited-hook-ran\"; ",
+    );
+    assert_ne!(edited, original);
+    fs::write(&pinned[0], edited).unwrap();
+    w.commit("VERSION", "2\n");
+    w.deploy_ok();
+    let ran = w.hosts.hosts[0].deploy().join("shared/edited-hook-ran");
+    assert!(!ran.exists(), "the edited hook ran");
+    assert_eq!(fs::read_to_string(&pinned[0]).unwrap(), original);
+}

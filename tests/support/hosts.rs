@@ -203,6 +203,14 @@ impl Host {
         let _ = child.wait();
     }
 
+    /// The processes its sshd started (sessions and what runs in them).
+    pub fn processes(&self) -> Vec<i32> {
+        self.sshd
+            .as_ref()
+            .map(|c| descendants(c.id() as i32))
+            .unwrap_or_default()
+    }
+
     /// Stop the app the reload hook started here (by its pid file).
     pub fn stop_app(&self) {
         if let Ok(pid) = fs::read_to_string(self.deploy().join("shared/app.pid"))
