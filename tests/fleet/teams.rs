@@ -71,6 +71,31 @@ impl World {
         )
     }
 
+    /// `n` hosts whose drain hook pauses before host2 while a `PAUSE`
+    /// file exists ([`World::pausing_drain`]).
+    pub fn pausing(n: usize) -> World {
+        let w = World::new(n, Options::default());
+        let drain = w.pausing_drain();
+        w.write_config(&Options {
+            drain: Some(&drain),
+            ..Options::default()
+        });
+        w
+    }
+
+    /// `deploy --json` in the background, returned once it paused before
+    /// host2 (host1 switched, host2 received); `go` lets it on.
+    pub fn deploy_paused(&self) -> Stopped {
+        fs::write(self.path().join("PAUSE"), "").unwrap();
+        let mut child = self.spawn(&self.config(), &["deploy", "--json"], "deploy");
+        wait_for(
+            &self.path().join("paused"),
+            &mut child.0,
+            &self.path().join("deploy.err"),
+        );
+        child
+    }
+
     /// A teammate's checkout: the same fleet, with a reload hook of their
     /// own that appends the release it starts to `teammate-hook-ran` in
     /// each host's shared/.
@@ -179,12 +204,7 @@ fn read_only_commands_install_nothing() {
 /// the rollout pins its config by digest.
 #[test]
 fn a_rollout_runs_its_own_config_whatever_another_checkout_does() {
-    let w = World::new(3, Options::default());
-    let drain = w.pausing_drain();
-    w.write_config(&Options {
-        drain: Some(&drain),
-        ..Options::default()
-    });
+    let w = World::pausing(3);
     let good = w.deploy_ok();
     let teammate = w.teammate_config();
     let configs: Vec<Vec<u8>> = w
@@ -194,13 +214,7 @@ fn a_rollout_runs_its_own_config_whatever_another_checkout_does() {
         .map(|h| fs::read(h.deploy().join(".shipit/fleet.toml")).unwrap())
         .collect();
     w.commit("VERSION", "2\n");
-    fs::write(w.path().join("PAUSE"), "").unwrap();
-    let mut child = w.spawn(&w.config(), &["deploy", "--json"], "deploy");
-    wait_for(
-        &w.path().join("paused"),
-        &mut child.0,
-        &w.path().join("deploy.err"),
-    );
+    let mut child = w.deploy_paused();
     // The teammate looks at the fleet mid-rollout.
     let mut all = vec!["--config", teammate.to_str().unwrap()];
     all.extend(["status", "--json"]);
@@ -280,12 +294,7 @@ fn output(w: &World, name: &str) -> (serde_json::Value, String) {
 /// rollout other than its own.
 #[test]
 fn two_controllers_roll_out_one_at_a_time() {
-    let w = World::new(3, Options::default());
-    let drain = w.pausing_drain();
-    w.write_config(&Options {
-        drain: Some(&drain),
-        ..Options::default()
-    });
+    let w = World::pausing(3);
     let good = w.deploy_ok();
     let teammate = w.teammate_config();
     let mine = w.config();
@@ -389,21 +398,10 @@ fn a_fleet_rollback_runs_with_the_config_of_its_controller() {
 /// rollout then ends in a state its report tells truly.
 #[test]
 fn a_signal_ends_an_idle_lock_holder_and_its_lock() {
-    let w = World::new(3, Options::default());
-    let drain = w.pausing_drain();
-    w.write_config(&Options {
-        drain: Some(&drain),
-        ..Options::default()
-    });
+    let w = World::pausing(3);
     let good = w.deploy_ok();
     w.commit("VERSION", "2\n");
-    fs::write(w.path().join("PAUSE"), "").unwrap();
-    let mut child = w.spawn(&w.config(), &["deploy", "--json"], "deploy");
-    wait_for(
-        &w.path().join("paused"),
-        &mut child.0,
-        &w.path().join("deploy.err"),
-    );
+    let mut child = w.deploy_paused();
     // host2 has received the release; its lock holder waits.
     let holders: Vec<i32> = w.hosts.hosts[1]
         .processes()
