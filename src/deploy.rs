@@ -159,21 +159,24 @@ pub fn go_live(
         branch: branch.as_deref(),
         previous: previous.as_ref(),
     };
-    if let Err(failed) = activate::deploy(ctx, &live, no_rollback) {
-        if failed.refused {
-            event.outcome = history::Outcome::Refused;
+    let activated = match activate::deploy(ctx, &live, no_rollback) {
+        Ok(activated) => activated,
+        Err(failed) => {
+            if failed.refused {
+                event.outcome = history::Outcome::Refused;
+            }
+            // Back on the previous release, after this one's migrations ran.
+            if event.migrate == Some(history::Migrate::Ran)
+                && failed.live.as_ref() != Some(&id)
+                && let Some(back) = &failed.live
+                && let Some(warning) = history::migrate_warning(back, std::slice::from_ref(&id))
+            {
+                ctx.ui.warn(warning);
+            }
+            record(event, Some(&failed.error), failed.live);
+            return Err(failed.error);
         }
-        // Back on the previous release, after this one's migrations ran.
-        if event.migrate == Some(history::Migrate::Ran)
-            && failed.live.as_ref() != Some(&id)
-            && let Some(back) = &failed.live
-            && let Some(warning) = history::migrate_warning(back, std::slice::from_ref(&id))
-        {
-            ctx.ui.warn(warning);
-        }
-        record(event, Some(&failed.error), failed.live);
-        return Err(failed.error);
-    }
+    };
 
     if let Some(why) = crate::activate::slots::front_unproven(ctx) {
         ctx.ui.warn(&why);
@@ -193,7 +196,7 @@ pub fn go_live(
     {
         rollback::mark(ctx, prev, Status::Ready);
     }
-    let removed = match prune::run(ctx, ctx.config.keep_releases, false) {
+    let removed = match prune::after_activation(ctx, ctx.config.keep_releases, activated.running) {
         Ok((_, removed)) => removed,
         Err(e) => {
             ctx.ui

@@ -162,13 +162,6 @@ impl Hidden {
     }
 }
 
-/// Releases in use, with the processes using them. Processes we may not
-/// inspect are not in this map: callers that must not act on a guess (prune)
-/// use [`scan`] and look at [`Usage::hidden`].
-pub fn releases_in_use(layout: &Layout) -> BTreeMap<ReleaseId, Vec<Proc>> {
-    scan(layout).used
-}
-
 /// Look at every process in `/proc`.
 pub fn scan(layout: &Layout) -> Usage {
     let Ok(releases) = fs::canonicalize(layout.releases()) else {
@@ -877,7 +870,7 @@ mod tests {
             .current_dir(layout.release(&id))
             .spawn()
             .unwrap();
-        let used = releases_in_use(&layout);
+        let used = scan(&layout).used;
         child.kill().unwrap();
         child.wait().unwrap();
         let procs = used.get(&id).expect("the sleep is found");

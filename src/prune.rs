@@ -109,12 +109,32 @@ impl Plan {
 /// Callers hold the deploy lock.
 pub fn run(ctx: &Ctx, keep: usize, dry_run: bool) -> Result<(Plan, Vec<ReleaseId>)> {
     let _timing = crate::ui::Timing::start("prune");
+    plan_and_apply(ctx, keep, dry_run, procs::scan(&ctx.layout))
+}
+
+/// Prune at the end of a deploy, deciding what is in use from the look
+/// through `/proc` the activation took once it was over
+/// ([`crate::activate::Activated`]), not from a second one.
+pub fn after_activation(
+    ctx: &Ctx,
+    keep: usize,
+    running: procs::Usage,
+) -> Result<(Plan, Vec<ReleaseId>)> {
+    let _timing = crate::ui::Timing::start("prune");
+    plan_and_apply(ctx, keep, false, running)
+}
+
+fn plan_and_apply(
+    ctx: &Ctx,
+    keep: usize,
+    dry_run: bool,
+    usage: procs::Usage,
+) -> Result<(Plan, Vec<ReleaseId>)> {
     let layout = &ctx.layout;
     // Entries that are not releases are left alone: the plan is made of
     // releases only (the commands that run prune warn about them).
     let listing = store::list(layout)?;
     let current = store::require_sane_current(layout)?;
-    let usage = procs::scan(layout);
     let mut in_use: BTreeSet<ReleaseId> = usage.used.keys().cloned().collect();
     // A slot may run a release whose processes /proc does not show (another
     // user's, or a container's): its record keeps it.

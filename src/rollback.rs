@@ -139,7 +139,7 @@ pub fn run(ctx: &Ctx, to: Option<&ReleaseId>, force: bool) -> Result<Outcome> {
     };
     let activated = activate::rollback(ctx, &live);
     let live_now = match &activated {
-        Ok(()) => Some(target.clone()),
+        Ok(_) => Some(target.clone()),
         Err(failed) => failed.live.clone(),
     };
     if live_now.as_ref() == Some(&target) {

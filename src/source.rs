@@ -289,13 +289,19 @@ pub fn resolve(config: &Config, layout: &Layout, wanted: &Wanted) -> Result<Reso
         revision_time: None,
         submodules: Vec::new(),
     };
-    // git's gc runs beside the inspection of the resolved commit, which
-    // only reads objects by their sha (git finds an object again when a
-    // repack moves it), and is waited for before anything reads a ref or
-    // exports: a small deploy no longer pays for a git run that finds
-    // nothing to do, and no git outlives the deploy's lock.
+    // git's gc runs (when it is due) beside the inspection of the resolved
+    // commit, which only reads objects by their sha (git finds an object
+    // again when a repack moves it), and is waited for before anything
+    // reads a ref or exports: a small deploy no longer pays for a git run
+    // that finds nothing to do, and no git outlives the deploy's lock.
     let (maintained, inspected) = std::thread::scope(|scope| {
-        let gc = scope.spawn(|| maintain(&mirror));
+        let gc = scope.spawn(|| {
+            if gc_due(&mirror) {
+                maintain(&mirror)
+            } else {
+                Ok(())
+            }
+        });
         let inspected = inspect(config, layout, url, &mut resolved);
         let maintained = gc
             .join()
@@ -826,6 +832,44 @@ fn fetch_mirror(url: &str, mirror: &Path, layout: &Layout, local: bool) -> Resul
     Ok(())
 }
 
+/// Is git's automatic gc due in `mirror`, by git's own default thresholds
+/// and the way git estimates them: more than 27 loose objects in
+/// `objects/17` (gc.auto = 6700 spread over 256 directories), or more than
+/// 50 packs without a `.keep` (gc.autoPackLimit)? Read from the directory
+/// instead of asking `git gc --auto`, which costs a process on every
+/// deploy to find nothing to do. (A lower gc.auto in the user's git config
+/// takes effect once these are reached; gc.auto = 0 still turns gc off.)
+fn gc_due(mirror: &Path) -> bool {
+    const LOOSE_IN_17: usize = 6700_usize.div_ceil(256);
+    const PACKS: usize = 50;
+    let objects = mirror.join("objects");
+    let loose = fs::read_dir(objects.join("17")).map_or(0, |entries| {
+        entries
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.as_encoded_bytes();
+                name.len() == 38 && name.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            })
+            .count()
+    });
+    if loose > LOOSE_IN_17 {
+        return true;
+    }
+    let packs = fs::read_dir(objects.join("pack")).map_or(0, |entries| {
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let stem = name.strip_suffix(".pack")?.to_string();
+                Some(stem)
+            })
+            .filter(|stem| !objects.join("pack").join(format!("{stem}.keep")).exists())
+            .count()
+    });
+    packs > PACKS
+}
+
 /// What git's automatic gc would do, in the foreground and bounded: `git gc
 /// --auto` does nothing until loose objects or packs pile up (gc.auto,
 /// gc.autoPackLimit), then repacks. It runs under the deploy lock, so no
@@ -1035,4 +1079,41 @@ fn copy_tree(src: &Path, dest: &Path, ui: &Ui) -> Result<()> {
     copier.tree(src, dest)?;
     ui.step("Copied", copier.summary());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loose(mirror: &Path, names: impl IntoIterator<Item = String>) {
+        let dir = mirror.join("objects/17");
+        fs::create_dir_all(&dir).unwrap();
+        for name in names {
+            fs::write(dir.join(name), "").unwrap();
+        }
+    }
+
+    #[test]
+    fn gc_is_due_past_gits_default_thresholds_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = dir.path();
+        assert!(!gc_due(mirror), "an empty mirror");
+        loose(mirror, (0..27).map(|n| format!("{n:038x}")));
+        // Not objects, as git counts them: other lengths, upper case.
+        loose(mirror, ["abc".to_string(), format!("{:038X}", 0xABCDEFu64)]);
+        assert!(!gc_due(mirror), "27 loose objects are within gc.auto");
+        loose(mirror, [format!("{:038x}", 999)]);
+        assert!(gc_due(mirror), "28 loose objects are past gc.auto");
+
+        let dir = tempfile::tempdir().unwrap();
+        let packs = dir.path().join("objects/pack");
+        fs::create_dir_all(&packs).unwrap();
+        for n in 0..51 {
+            fs::write(packs.join(format!("pack-{n}.pack")), "").unwrap();
+        }
+        fs::write(packs.join("pack-0.keep"), "").unwrap();
+        assert!(!gc_due(dir.path()), "50 packs without a .keep");
+        fs::write(packs.join("pack-51.pack"), "").unwrap();
+        assert!(gc_due(dir.path()), "51 packs without a .keep");
+    }
 }

@@ -25,12 +25,13 @@ pub use live::{Failed, Live, hook_env};
 
 use crate::context::Ctx;
 use crate::error::Result;
-use crate::layout::Layout;
+use crate::layout::{Layout, ReleaseId};
+use crate::procs;
 
 /// Deploy: make the freshly published `live.id` live. On failure, what was
 /// live before is live again (unless `no_rollback` left the new one live),
 /// and the error's kind says which.
-pub fn deploy(ctx: &Ctx, live: &Live, no_rollback: bool) -> Result<(), Failed> {
+pub fn deploy(ctx: &Ctx, live: &Live, no_rollback: bool) -> Result<Activated, Failed> {
     // Durably, before anything moves: if shipit dies from here on, the next
     // command knows this release began to go live and never proved itself.
     if let Err(e) = crate::store::mark_activation_started(&ctx.layout, live.id) {
@@ -51,14 +52,38 @@ pub fn deploy(ctx: &Ctx, live: &Live, no_rollback: bool) -> Result<(), Failed> {
     match &ctx.config.slots {
         Some(slots) => self::slots::deploy(ctx, slots, live),
         None => reload::deploy(ctx, live, no_rollback),
-    }
+    }?;
+    Ok(Activated::after(ctx, live.id))
 }
 
 /// Rollback: make the existing release `live.id` live again (no rebuild).
 /// `live.previous` is what is live now.
-pub fn rollback(ctx: &Ctx, live: &Live) -> Result<(), Failed> {
+pub fn rollback(ctx: &Ctx, live: &Live) -> Result<Activated, Failed> {
     match &ctx.config.slots {
         Some(slots) => self::slots::rollback(ctx, slots, live),
         None => reload::rollback(ctx, live),
+    }?;
+    Ok(Activated::after(ctx, live.id))
+}
+
+/// What a successful activation leaves running: one look through `/proc`
+/// once it is over (the gate passed, an old slot retired). Processes still
+/// in a release other than the live one (or a warm standby slot's) are
+/// named then; a deploy's prune decides from the same look instead of
+/// taking another (each costs a readlink of every process's cwd and exe).
+pub struct Activated {
+    pub running: procs::Usage,
+}
+
+impl Activated {
+    fn after(ctx: &Ctx, live: &ReleaseId) -> Activated {
+        let running = procs::scan(&ctx.layout);
+        // A standby slot runs its release on purpose.
+        let expected = match ctx.config.slots {
+            Some(_) => self::slots::state::recorded_releases(&ctx.layout).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        stale::warn_stale_processes(ctx, &running, live, &expected);
+        Activated { running }
     }
 }

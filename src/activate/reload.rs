@@ -16,6 +16,7 @@ use crate::health;
 use crate::hooks::{self, Hook};
 use crate::interrupt;
 use crate::layout::{Layout, ReleaseId};
+use crate::procs;
 use crate::store::{self, Status};
 use crate::swap;
 
@@ -164,6 +165,7 @@ fn recover(ctx: &Ctx, no_rollback: bool, live: &Live, failure: Error) -> Failed 
             .hint("check the app and its process manager now; `shipit status` probes it again");
         return failed(Kind::RollbackFailed, e, Some(prev));
     }
+    warn_stale_processes(ctx, &procs::scan(layout), prev, &[]);
     let e = err
         .live(format!("{} (rolled back; healthy)", Layout::display(prev)))
         .hint(inspect);
@@ -357,8 +359,9 @@ pub(crate) fn reload(ctx: &Ctx, live: &Live) -> Result<()> {
     ran
 }
 
-/// Gate `live` on health (passes at once without `[health]`), then name
-/// processes left in other releases.
+/// Gate `live` on health (passes at once without `[health]`). Processes
+/// left in other releases are named by the caller once the activation is
+/// over ([`super::Activated`]).
 pub(crate) fn gate(ctx: &Ctx, live: &Live) -> Result<()> {
     if let Some(health) = &ctx.config.health {
         ctx.ui.step(
@@ -372,6 +375,5 @@ pub(crate) fn gate(ctx: &Ctx, live: &Live) -> Result<()> {
         crate::crashpoint::hit("reload:gate");
         health::gate(health, live.id.as_str(), live.revision, &ctx.ui)?;
     }
-    warn_stale_processes(ctx, live.id, &[]);
     Ok(())
 }

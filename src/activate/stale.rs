@@ -7,13 +7,19 @@ use crate::procs;
 
 /// Name processes still running from a release other than `live` (or one
 /// `expected` to run, like a warm standby slot's), with the cause and the
-/// fix that does not take the site down.
-pub fn warn_stale_processes(ctx: &Ctx, live: &ReleaseId, expected: &[ReleaseId]) {
-    for (id, list) in procs::releases_in_use(&ctx.layout) {
-        if &id == live || expected.contains(&id) {
+/// fix that does not take the site down; `running` is a look through
+/// `/proc` taken after the activation ([`procs::scan`]).
+pub fn warn_stale_processes(
+    ctx: &Ctx,
+    running: &procs::Usage,
+    live: &ReleaseId,
+    expected: &[ReleaseId],
+) {
+    for (id, list) in &running.used {
+        if id == live || expected.contains(id) {
             continue;
         }
-        for warning in stale_warnings(&list, &id, live) {
+        for warning in stale_warnings(list, id, live) {
             ctx.ui.warn(warning);
         }
     }

@@ -318,8 +318,9 @@ fn a_git_lock_held_open_survives_and_a_stale_one_is_cleared() {
 
 /// Regression: `git fetch` started a detached `git maintenance run --auto`
 /// that was still running after shipit exited, holding locks in the
-/// mirror. Here git's automatic gc is made due in the mirror (gc.auto = 1
-/// and two loose objects where git counts them), with a `pre-auto-gc` hook
+/// mirror. Here git's automatic gc is made due in the mirror (28 loose
+/// objects where git counts them: more than its default gc.auto of 6700
+/// allows in one of 256 directories), with a `pre-auto-gc` hook
 /// that records its pid, takes a while, then refuses (so nothing is
 /// repacked). shipit runs git's gc itself, in the foreground: when it
 /// exits, the hook has run and is gone.
@@ -328,19 +329,9 @@ fn a_fetch_leaves_no_git_running_after_shipit_exits() {
     let sb = Sandbox::new();
     sb.deploy();
     let mirror = sb.deploy_to().join(".shipit/repo.git");
-    git(
-        sb.path(),
-        &[
-            "config",
-            "--file",
-            mirror.join("config").to_str().unwrap(),
-            "gc.auto",
-            "1",
-        ],
-    );
     fs::create_dir_all(mirror.join("objects/17")).unwrap();
-    for name in ["aa", "bb"] {
-        fs::write(mirror.join("objects/17").join(name.repeat(19)), "").unwrap();
+    for n in 0..28 {
+        fs::write(mirror.join("objects/17").join(format!("{n:038x}")), "").unwrap();
     }
     let pidfile = sb.path().join("gc-hook.pid");
     let hook = format!(

@@ -36,7 +36,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::activate::live::{self, Failed, Live};
-use crate::activate::stale::warn_stale_processes;
 use crate::config::SlotsConfig;
 use crate::context::Ctx;
 use crate::error::{Error, Kind, Result};
@@ -202,8 +201,6 @@ impl<'a> Dance<'a> {
         if let Some(old) = live_slot {
             self.retire(old);
         }
-        let standby = state::recorded_releases(&self.ctx.layout).unwrap_or_default();
-        warn_stale_processes(self.ctx, self.id(), &standby);
         Ok(())
     }
 
