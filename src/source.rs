@@ -254,14 +254,14 @@ pub fn resolve(config: &Config, layout: &Layout, wanted: &Wanted) -> Result<Reso
     check_ref(reference)?;
     let branch = wanted.branch.unwrap_or(reference).to_string();
     if let Some(repo) = wanted.pushed_repo {
-        let revision = resolve_rev(|args| in_pushed_repo(repo, args), reference)?;
+        let (revision, revision_time) = resolve_rev(|args| in_pushed_repo(repo, args), reference)?;
         let mut resolved = Resolved {
             revision: Some(revision),
             branch: Some(branch),
             source: repo.display().to_string(),
             origin: Origin::PushedRepo(repo.to_path_buf()),
             warnings: Vec::new(),
-            revision_time: None,
+            revision_time,
             submodules: Vec::new(),
         };
         inspect(config, layout, url, &mut resolved)?;
@@ -269,24 +269,25 @@ pub fn resolve(config: &Config, layout: &Layout, wanted: &Wanted) -> Result<Reso
     }
     fetch_mirror(url, &layout.mirror(), layout, false)?;
     let mirror = layout.mirror();
-    let revision = resolve_rev(|args| git(&mirror, args), reference).map_err(|e| {
-        let hint = if wanted.reference.is_some() {
-            format!("check the ref: `git ls-remote {url}` lists branches and tags")
-        } else {
-            format!(
-                "check source.branch in {} against `git ls-remote {url}`",
-                config.file.display()
-            )
-        };
-        e.hint(hint)
-    })?;
+    let (revision, revision_time) =
+        resolve_rev(|args| git(&mirror, args), reference).map_err(|e| {
+            let hint = if wanted.reference.is_some() {
+                format!("check the ref: `git ls-remote {url}` lists branches and tags")
+            } else {
+                format!(
+                    "check source.branch in {} against `git ls-remote {url}`",
+                    config.file.display()
+                )
+            };
+            e.hint(hint)
+        })?;
     let mut resolved = Resolved {
         revision: Some(revision),
         branch: Some(branch),
         source: url.to_string(),
         origin: Origin::Mirror,
         warnings: Vec::new(),
-        revision_time: None,
+        revision_time,
         submodules: Vec::new(),
     };
     // git's gc runs (when it is due) beside the inspection of the resolved
@@ -366,7 +367,7 @@ fn origin_git<'a>(origin: &'a Origin, layout: &'a Layout) -> impl Fn(&[&str]) ->
 }
 
 /// The pre-flight checks of a resolved revision, before anything is
-/// staged: its commit time, `source.subdir` exists there, and every
+/// staged: `source.subdir` exists there, and every
 /// submodule it pins is fetched and has its commit.
 fn inspect(config: &Config, layout: &Layout, url: &str, resolved: &mut Resolved) -> Result<()> {
     let sha = resolved.revision.clone().expect("a git source");
@@ -380,29 +381,8 @@ fn inspect(config: &Config, layout: &Layout, url: &str, resolved: &mut Resolved)
         .subdir
         .as_deref()
         .map(|s| s.trim_end_matches('/'));
-    // The commit time is read beside the tree's checks: two git runs at
-    // once instead of one after the other.
-    let (time, links) = std::thread::scope(|scope| {
-        let time = scope.spawn(|| {
-            run(
-                repo(&["show", "-s", "--format=%ct", &sha]),
-                &format!("read the commit time of {sha}"),
-            )
-        });
-        let links = check_subdir(config, resolved, &repo, &sha, subdir)
-            .and_then(|_| gitlinks(&repo, &sha, subdir));
-        let time = time.join().unwrap_or_else(|_| {
-            Err(Error::internal(
-                "the thread that read the commit time panicked",
-            ))
-        });
-        (time, links)
-    });
-    resolved.revision_time = time?
-        .parse::<i64>()
-        .ok()
-        .and_then(|t| chrono::DateTime::from_timestamp(t, 0));
-    let links = links?;
+    let links = check_subdir(config, resolved, &repo, &sha, subdir)
+        .and_then(|_| gitlinks(&repo, &sha, subdir))?;
     if links.is_empty() {
         return Ok(());
     }
@@ -954,22 +934,42 @@ fn gc_is_running(mirror: &Path) -> bool {
         })
 }
 
-/// Resolve `wanted` (branch, tag, sha) to a full commit sha with `git`
-/// (which builds a git command aimed at the right repository). A branch
-/// name wins over a tag of the same name: a deploy of "main" means the branch.
-fn resolve_rev(git: impl Fn(&[&str]) -> Expression, wanted: &str) -> Result<String> {
+/// A resolved commit: its full sha and its commit time.
+type Rev = (String, Option<chrono::DateTime<chrono::Utc>>);
+
+/// Resolve `wanted` (branch, tag, sha) to a full commit sha, and read its
+/// commit time in the same git run, with `git` (which builds a git command
+/// aimed at the right repository). A branch name wins over a tag of the
+/// same name: a deploy of "main" means the branch.
+fn resolve_rev(git: impl Fn(&[&str]) -> Expression, wanted: &str) -> Result<Rev> {
     let branch = format!("refs/heads/{wanted}^{{commit}}");
     let any = format!("{wanted}^{{commit}}");
     for candidate in [&branch, &any] {
+        // One commit, named after `--end-of-options` and before `--` (never
+        // an option, never a path); its signature is not checked here
+        // (log.showSignature), `source.verify` does that.
         let args = [
-            "rev-parse",
-            "--verify",
-            "--quiet",
+            "show",
+            "-s",
+            "--no-show-signature",
+            "--format=%H %ct",
             "--end-of-options",
             candidate,
+            "--",
         ];
-        match run(git(&args), "resolve the ref") {
-            Ok(sha) if !sha.is_empty() => return Ok(sha),
+        let shown = run(git(&args), "resolve the ref").map(|out| {
+            let mut words = out.split_whitespace();
+            let sha = words.next().unwrap_or_default().to_string();
+            let time = words
+                .next()
+                .and_then(|t| t.parse::<i64>().ok())
+                .and_then(|t| chrono::DateTime::from_timestamp(t, 0));
+            (sha, time)
+        });
+        match shown {
+            Ok((sha, time)) if sha.len() >= 40 && sha.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                return Ok((sha, time));
+            }
             // An interrupt is not an answer about the ref.
             Err(e) if e.kind == Kind::Interrupted => return Err(e),
             _ => {}
