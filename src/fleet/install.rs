@@ -350,7 +350,7 @@ if [ -x "$state/bin/$bin" ]; then echo "@@shipit-install present"; else echo "@@
 const REACH_SCRIPT: &str = r#"set -e
 state="$1"; bin="$2"; digest="$3"; platform="$4"; config="$5"; shift 5
 command -v tar >/dev/null 2>&1 || { echo "@@shipit-install fallback"; exit 0; }
-mkdir -p "$state/bin" "$state/config"
+[ -d "$state/bin" ] && [ -d "$state/config" ] || mkdir -p "$state/bin" "$state/config"
 tmp="$state/config/.$digest.$$"
 trap 'rm -f "$tmp"' EXIT
 printf '%s' "$config" > "$tmp"
