@@ -413,12 +413,9 @@ fn state(ctx: &Ctx, probe: bool) -> Result<Done> {
     } else {
         None
     };
-    let last_deploy = history::read(layout).ok().and_then(|log| {
-        log.events
-            .into_iter()
-            .rev()
-            .find(|e| e.event == crate::history::EventKind::Deploy)
-    });
+    let last_deploy = history::newest(layout, |e| e.event == crate::history::EventKind::Deploy)
+        .ok()
+        .flatten();
     Ok(Done::State(Box::new(HostState {
         version: env!("CARGO_PKG_VERSION").to_string(),
         hostname: crate::whoami::host(),

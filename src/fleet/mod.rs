@@ -759,12 +759,11 @@ pub fn releases(ctx: &Ctx, config: &FleetConfig, json_out: bool) -> Result<()> {
 /// probe made on the host now, and the controller's last rollout.
 pub fn status(ctx: &Ctx, config: &FleetConfig, json_out: bool) -> Result<()> {
     let views = views(ctx, config, true)?;
-    let last = history::read(&ctx.layout).ok().and_then(|log| {
-        log.events
-            .into_iter()
-            .rev()
-            .find(|e| e.event == crate::history::EventKind::Deploy)
-    });
+    let last = history::newest(&ctx.layout, |e| {
+        e.event == crate::history::EventKind::Deploy
+    })
+    .ok()
+    .flatten();
     let agree = report::agree(&views);
     let result = unreachable_error(&views);
     if json_out {

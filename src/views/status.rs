@@ -91,14 +91,20 @@ impl Status {
         };
         let health = super::probe(ctx, &current, meta.as_ref());
         let slots = crate::activate::slots::describe_or_warn(ctx);
-        let events = match history::read(&ctx.layout) {
-            Ok(log) => log.events,
-            Err(e) => {
-                ctx.ui.warn(format!("{e}; the last deploy is unknown"));
-                Vec::new()
+        // The newest deploy and the newest event that is not a prune, read
+        // from the end of the history.
+        let (mut last_deploy, mut last_event) = (None, None);
+        if let Err(e) = history::newest_first(&ctx.layout, |e| {
+            if last_event.is_none() && e.event != EventKind::Prune {
+                last_event = Some(e.clone());
             }
-        };
-        let last = |keep: fn(&Event) -> bool| events.iter().rev().find(|e| keep(e)).cloned();
+            if last_deploy.is_none() && e.event == EventKind::Deploy {
+                last_deploy = Some(e);
+            }
+            last_deploy.is_none() || last_event.is_none()
+        }) {
+            ctx.ui.warn(format!("{e}; the last deploy is unknown"));
+        }
         Ok(Status {
             current: current.id().cloned(),
             live: current.describe(),
@@ -109,8 +115,8 @@ impl Status {
             health,
             slots,
             stray,
-            last_deploy: last(|e| e.event == EventKind::Deploy),
-            last_event: last(|e| e.event != EventKind::Prune),
+            last_deploy,
+            last_event,
             deployed: meta.map(|m| (m.created_at, m.deployed_by)),
         })
     }
