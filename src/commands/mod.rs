@@ -65,7 +65,12 @@ fn dispatch(
             let _ = crate::ui::out(&String::from_utf8_lossy(&out));
             Ok(())
         }
-        Command::FleetAgent(args) => crate::fleet::agent::run(&load()?, &args),
+        Command::FleetAgent(args) => {
+            if let Some(text) = &args.pin {
+                crate::fleet::agent::pin(config_flag, text)?;
+            }
+            crate::fleet::agent::run(&load()?, &args)
+        }
         Command::FleetHello => crate::fleet::check::hello(),
         Command::Man(args) => man::run(ui, &args),
     }

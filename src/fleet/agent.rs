@@ -390,6 +390,27 @@ fn prune_binaries(ctx: &Ctx) {
     }
 }
 
+/// Write the rollout's config where `--config` points, before anything
+/// reads it: the controller sends it with the agent's command (one remote
+/// command per host, see [`crate::fleet::install::Payload::reach`]).
+/// Unless the file holds exactly this text already (the file is named by
+/// the text's digest, so only an edit on the host makes it differ), it is
+/// written whole and renamed into place: no reader sees half of it.
+pub fn pin(path: Option<&std::path::Path>, text: &str) -> Result<()> {
+    let Some(path) = path else {
+        return Err(Error::usage(
+            "fleet-agent --pin needs --config: where to pin it",
+        ));
+    };
+    if fs::read(path).ok().as_deref() == Some(text.as_bytes()) {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_path("could not create", dir)?;
+    }
+    crate::fsutil::atomic_write(path, text.as_bytes()).with_path("could not write", path)
+}
+
 /// What this host has, for the controller's preflight, `releases` and
 /// `status`. Read-only: no lock.
 fn state(ctx: &Ctx, probe: bool) -> Result<Done> {

@@ -147,9 +147,9 @@ impl Payload {
     }
 
     /// A rollout's one remote command per host when all is in place:
-    /// install the pinned config (its text is an argument: stdin is the
-    /// session that holds the fleet lock), check that this build is there
-    /// and can run there, and run the agent with `args`. Where anything
+    /// check that this build is there and can run there, and run the
+    /// agent with `args`, which first pins the config (its text is an
+    /// argument: stdin is the session that holds the fleet lock). Where anything
     /// else is needed (an upload, another platform, no tar) it says so on
     /// a [`SAYS`] line and runs nothing: [`ensure`] does the rest.
     /// `None` when this path does not apply: `fleet.host_shipit`, or a
@@ -345,22 +345,19 @@ fi
 if [ -x "$state/bin/$bin" ]; then echo "@@shipit-install present"; else echo "@@shipit-install missing"; fi
 "#;
 
-/// [`Payload::reach`]: [`CONFIG_SCRIPT`]'s work when the binary is in
-/// place and can run there, then the agent, in the same remote process.
+/// [`Payload::reach`]: when the binary is in place and can run there, the
+/// agent, in the same remote process; it pins the config itself
+/// ([`crate::fleet::agent::pin`]: no `mkdir`, no `mv`, no process but the
+/// agent and `uname`). Otherwise [`SAYS`] what is missing, and
+/// [`CONFIG_SCRIPT`] does the rest.
 const REACH_SCRIPT: &str = r#"set -e
 state="$1"; bin="$2"; digest="$3"; platform="$4"; config="$5"; shift 5
 command -v tar >/dev/null 2>&1 || { echo "@@shipit-install fallback"; exit 0; }
-[ -d "$state/bin" ] && [ -d "$state/config" ] || mkdir -p "$state/bin" "$state/config"
-tmp="$state/config/.$digest.$$"
-trap 'rm -f "$tmp"' EXIT
-printf '%s' "$config" > "$tmp"
-mv -f "$tmp" "$state/config/$digest.toml"
-trap - EXIT
 if [ -n "$platform" ] && [ "$(uname -sm 2>/dev/null || echo unknown)" != "$platform" ]; then
   echo "@@shipit-install fallback"; exit 0
 fi
 [ -x "$state/bin/$bin" ] || { echo "@@shipit-install missing"; exit 0; }
-exec "$state/bin/$bin" --config "$state/config/$digest.toml" fleet-agent "$@"
+exec "$state/bin/$bin" --config "$state/config/$digest.toml" fleet-agent "--pin=$config" "$@"
 "#;
 
 /// `uname -sm` of the controller (what a host's is compared with).

@@ -409,7 +409,7 @@ fn a_signal_ends_an_idle_lock_holder_and_its_lock() {
         .filter(|pid| {
             let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let cmdline = String::from_utf8_lossy(&cmdline);
-            cmdline.contains("fleet-agent\0lock\0")
+            cmdline.contains("fleet-agent\0") && cmdline.contains("\0lock\0")
         })
         .collect();
     assert_eq!(holders.len(), 1, "host2's lock holder: {holders:?}");
