@@ -267,6 +267,9 @@ fn probe_after_failed_reload(ctx: &Ctx, live: &Live, reload_error: Error) -> Res
         ));
         return Ok(());
     }
+    // The gate passed, but proves nothing: name what still runs from the
+    // other releases, the evidence for the doubt this error states.
+    warn_stale_processes(ctx, &procs::scan(&ctx.layout), live.id, &[]);
     Err(Unproven {
         error: reload_error.context(format!(
             "the reload hook failed; {url} answers ({seen}), but health.expect_body does not \

@@ -252,11 +252,23 @@ fn a_failed_reload_after_a_rollback_is_probed_before_it_is_called_an_outage() {
     fs::remove_file(first_dir.join("health-status")).unwrap();
     sb.run(&["rollback", "--to", &second]).ok();
     sb.write_config_replacing("expect_body = \"release={release}\"\n", "");
+    // What may be answering instead is named.
+    let mut straggler = std::process::Command::new("sleep")
+        .arg("60")
+        .current_dir(sb.deploy_to().join("releases").join(&second))
+        .spawn()
+        .unwrap();
     let run = sb.run(&["rollback", "--to", &first]);
+    let _ = straggler.kill();
+    let _ = straggler.wait();
     run.code(5)
         .says("the reload hook failed")
         .says("does not name the release, so shipit cannot tell whether")
-        .says("status 200, body");
+        .says("status 200, body")
+        .says(&format!(
+            "sleep (pid {}) has its working directory in releases/{second}",
+            straggler.id()
+        ));
     assert!(!run.stderr.contains("may be down"), "{}", run.stderr);
 }
 
