@@ -135,11 +135,6 @@ pub struct NoRevertArg {
 
 #[derive(Debug, Args)]
 pub struct FleetAgentArgs {
-    /// The rollout's config, written to the --config path first unless it
-    /// holds exactly this text (the controller pins it in the agent's own
-    /// command)
-    #[arg(long, hide = true, value_name = "TEXT")]
-    pub pin: Option<String>,
     #[command(subcommand)]
     pub action: FleetAgentAction,
 }

@@ -128,6 +128,7 @@ mod whoami;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    fleet::agent::take_pin_from_env();
     let cli = cli::parse();
     let ui = ui::Ui::new(cli.quiet);
     let json = cli.command.json();

@@ -66,9 +66,7 @@ fn dispatch(
             Ok(())
         }
         Command::FleetAgent(args) => {
-            if let Some(text) = &args.pin {
-                crate::fleet::agent::pin(config_flag, text)?;
-            }
+            crate::fleet::agent::pin(config_flag)?;
             crate::fleet::agent::run(&load()?, &args)
         }
         Command::FleetHello => crate::fleet::check::hello(),

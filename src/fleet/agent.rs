@@ -390,17 +390,42 @@ fn prune_binaries(ctx: &Ctx) {
     }
 }
 
-/// Write the rollout's config where `--config` points, before anything
-/// reads it: the controller sends it with the agent's command (one remote
-/// command per host, see [`crate::fleet::install::Payload::reach`]).
-/// Unless the file holds exactly this text already (the file is named by
-/// the text's digest, so only an edit on the host makes it differ), it is
-/// written whole and renamed into place: no reader sees half of it.
-pub fn pin(path: Option<&std::path::Path>, text: &str) -> Result<()> {
+/// The variable in which the controller's reach hands the agent the text
+/// of the rollout's config ([`crate::fleet::install::Payload::reach`]): in
+/// the environment, which only its user and root may read, not on the
+/// command line, which `ps` shows everyone for as long as the lock
+/// holder lives (the config may name a git URL with a token).
+pub const PIN_VAR: &str = "SHIPIT_FLEET_PIN";
+
+static PINNED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Take [`PIN_VAR`] out of the environment, keeping its text for [`pin`],
+/// so that no hook or other child inherits it. Called first thing in
+/// `main`, before any thread exists.
+pub fn take_pin_from_env() {
+    let text = std::env::var(PIN_VAR).ok();
+    if text.is_some() {
+        // SAFETY: called at the start of main, while this process has one
+        // thread: nothing reads the environment meanwhile.
+        unsafe { std::env::remove_var(PIN_VAR) };
+    }
+    let _ = PINNED.set(text);
+}
+
+/// Write the rollout's config that the reach handed over ([`PIN_VAR`])
+/// where `--config` points, before anything reads it (one remote command
+/// per host). Unless the file holds exactly this text already (it is
+/// named by the text's digest, so only an edit on the host makes it
+/// differ), it is written whole, mode 0600 like `fleet.toml` (it may name
+/// a token), and renamed into place: no reader sees half of it.
+pub fn pin(path: Option<&std::path::Path>) -> Result<()> {
+    let Some(text) = PINNED.get().and_then(Option::as_deref) else {
+        return Ok(());
+    };
     let Some(path) = path else {
-        return Err(Error::usage(
-            "fleet-agent --pin needs --config: where to pin it",
-        ));
+        return Err(Error::usage(format!(
+            "{PIN_VAR} is set but there is no --config to pin it to"
+        )));
     };
     if fs::read(path).ok().as_deref() == Some(text.as_bytes()) {
         return Ok(());
@@ -408,7 +433,8 @@ pub fn pin(path: Option<&std::path::Path>, text: &str) -> Result<()> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).with_path("could not create", dir)?;
     }
-    crate::fsutil::atomic_write(path, text.as_bytes()).with_path("could not write", path)
+    crate::fsutil::atomic_write_mode(path, text.as_bytes(), Some(0o600))
+        .with_path("could not write", path)
 }
 
 /// What this host has, for the controller's preflight, `releases` and

@@ -149,7 +149,8 @@ impl Payload {
     /// A rollout's one remote command per host when all is in place:
     /// check that this build is there and can run there, and run the
     /// agent with `args`, which first pins the config (its text is an
-    /// argument: stdin is the session that holds the fleet lock). Where anything
+    /// argument of the script, handed to the agent in its environment:
+    /// stdin is the session that holds the fleet lock). Where anything
     /// else is needed (an upload, another platform, no tar) it says so on
     /// a [`SAYS`] line and runs nothing: [`ensure`] does the rest.
     /// `None` when this path does not apply: `fleet.host_shipit`, or a
@@ -333,7 +334,7 @@ command -v tar >/dev/null 2>&1 || { echo "tar is not installed on this host" >&2
 mkdir -p "$state/bin" "$state/config"
 tmp="$state/config/.$digest.$$"
 trap 'rm -f "$tmp"' EXIT
-cat > "$tmp"
+(umask 077; cat > "$tmp")
 mv -f "$tmp" "$state/config/$digest.toml"
 trap - EXIT
 plat=$(uname -sm 2>/dev/null || echo unknown)
@@ -357,7 +358,8 @@ if [ -n "$platform" ] && [ "$(uname -sm 2>/dev/null || echo unknown)" != "$platf
   echo "@@shipit-install fallback"; exit 0
 fi
 [ -x "$state/bin/$bin" ] || { echo "@@shipit-install missing"; exit 0; }
-exec "$state/bin/$bin" --config "$state/config/$digest.toml" fleet-agent "--pin=$config" "$@"
+export SHIPIT_FLEET_PIN="$config"
+exec "$state/bin/$bin" --config "$state/config/$digest.toml" fleet-agent "$@"
 "#;
 
 /// `uname -sm` of the controller (what a host's is compared with).

@@ -372,7 +372,8 @@ fn a_fleet_rollback_runs_with_the_config_of_its_controller() {
     w.deploy_ok();
     let text = fs::read_to_string(w.config()).unwrap().replace(
         "reload = \"",
-        "reload = \"echo $SHIPIT_RELEASE >> \\\"$SHIPIT_DEPLOY_TO/shared/new-hook\\\"; ",
+        // The config reached the agent in its environment; no hook sees it.
+        "reload = \"echo $SHIPIT_RELEASE${SHIPIT_FLEET_PIN:+ leaked} >> \\\"$SHIPIT_DEPLOY_TO/shared/new-hook\\\"; ",
     );
     assert!(text.contains("new-hook"));
     fs::write(w.config(), text).unwrap();
@@ -409,9 +410,17 @@ fn a_signal_ends_an_idle_lock_holder_and_its_lock() {
         .filter(|pid| {
             let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let cmdline = String::from_utf8_lossy(&cmdline);
-            cmdline.contains("fleet-agent\0") && cmdline.contains("\0lock\0")
+            cmdline.contains("fleet-agent\0lock\0")
         })
         .collect();
+    // The rollout's config is not on its command line, which `ps` shows.
+    for pid in &holders {
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains("deploy_to"),
+            "the lock holder's command line names the config"
+        );
+    }
     assert_eq!(holders.len(), 1, "host2's lock holder: {holders:?}");
     let holder = nix::unistd::Pid::from_raw(holders[0]);
     nix::sys::signal::kill(holder, nix::sys::signal::Signal::SIGTERM).unwrap();
