@@ -829,7 +829,9 @@ fn gc_due(mirror: &Path) -> bool {
             .filter(|e| {
                 let name = e.file_name();
                 let name = name.as_encoded_bytes();
-                name.len() == 38 && name.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                // SHA-1 or SHA-256 object names, less their first two digits.
+                matches!(name.len(), 38 | 62)
+                    && name.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
             })
             .count()
     });
@@ -1104,6 +1106,13 @@ mod tests {
         assert!(!gc_due(mirror), "27 loose objects are within gc.auto");
         loose(mirror, [format!("{:038x}", 999)]);
         assert!(gc_due(mirror), "28 loose objects are past gc.auto");
+
+        let dir = tempfile::tempdir().unwrap();
+        loose(dir.path(), (0..28).map(|n| format!("{n:062x}")));
+        assert!(
+            gc_due(dir.path()),
+            "28 loose objects of a SHA-256 repository"
+        );
 
         let dir = tempfile::tempdir().unwrap();
         let packs = dir.path().join("objects/pack");
