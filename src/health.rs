@@ -392,6 +392,32 @@ pub fn gate(config: &HealthConfig, release: &str, revision: Option<&str>, ui: &U
     )
 }
 
+/// [`gate`] for a release being gone back to (a rollback, or the swap back
+/// after a failed gate): a refused connection or 502/503/504 means "not up
+/// yet" for the whole `timeout`, whatever `grace` says. The process
+/// manager may still be restarting it after the release that failed, and
+/// nothing comes after it to fall back to: failing early would only report
+/// an outage sooner, or one that is not there. Error answers still count
+/// towards `fail_after`.
+pub fn gate_back(
+    config: &HealthConfig,
+    release: &str,
+    revision: Option<&str>,
+    ui: &Ui,
+) -> Result<()> {
+    let body = config
+        .expect_body
+        .as_deref()
+        .map(|t| expected_body(t, release, revision));
+    run_gate(
+        config,
+        &Target::Url(config.url.clone()),
+        body.as_deref(),
+        Gate::new(config.successes, config.timeout, config.fail_after),
+        ui,
+    )
+}
+
 /// The gate on any target, with the `[health]` rules: `successes`
 /// consecutive passes (status, and `body` if given) within `timeout`,
 /// `fail_after` error answers in a row. A target that does not answer

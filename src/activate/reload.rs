@@ -215,7 +215,7 @@ fn reload_then_probe(ctx: &Ctx, live: &Live) -> Result<(), Unproven> {
         }
         return probe_after_failed_reload(ctx, live, e);
     }
-    gate(ctx, live).map_err(down)
+    gate(ctx, live, Going::Back).map_err(down)
 }
 
 /// Why a release users are sent to is not proven, and whether the health
@@ -236,7 +236,7 @@ fn probe_after_failed_reload(ctx: &Ctx, live: &Live, reload_error: Error) -> Res
             "the reload hook failed, and without [health] nothing could be probed",
         )));
     };
-    if let Err(gate_error) = gate(ctx, live) {
+    if let Err(gate_error) = gate(ctx, live, Going::Back) {
         return Err(down(gate_error.context(format!(
             "the reload hook failed ({}), and the health gate then failed too",
             one_line(&reload_error)
@@ -322,7 +322,7 @@ fn unproven(live: &Live, why: Unproven) -> Failed {
 /// Reload, then gate. `Err` means the release is not proven healthy.
 pub(crate) fn reload_and_gate(ctx: &Ctx, live: &Live) -> Result<()> {
     reload(ctx, live)?;
-    gate(ctx, live)
+    gate(ctx, live, Going::Forward)
 }
 
 /// Run the reload hook, if there is one, in the live release.
@@ -362,10 +362,18 @@ pub(crate) fn reload(ctx: &Ctx, live: &Live) -> Result<()> {
     ran
 }
 
+/// Which way a gate goes: to a new release (a deploy), or back to one that
+/// was live (a rollback, or the swap back after a failed gate).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Going {
+    Forward,
+    Back,
+}
+
 /// Gate `live` on health (passes at once without `[health]`). Processes
 /// left in other releases are named by the caller once the activation is
 /// over ([`super::Activated`]).
-pub(crate) fn gate(ctx: &Ctx, live: &Live) -> Result<()> {
+pub(crate) fn gate(ctx: &Ctx, live: &Live, going: Going) -> Result<()> {
     if let Some(health) = &ctx.config.health {
         ctx.ui.step(
             "Checking",
@@ -376,7 +384,11 @@ pub(crate) fn gate(ctx: &Ctx, live: &Live) -> Result<()> {
             ),
         );
         crate::crashpoint::hit("reload:gate");
-        health::gate(health, live.id.as_str(), live.revision, &ctx.ui)?;
+        let (id, revision) = (live.id.as_str(), live.revision);
+        match going {
+            Going::Forward => health::gate(health, id, revision, &ctx.ui)?,
+            Going::Back => health::gate_back(health, id, revision, &ctx.ui)?,
+        }
     }
     Ok(())
 }

@@ -110,6 +110,38 @@ fn a_release_that_keeps_answering_errors_fails_the_gate_early() {
 /// never counted), while users got errors. Once the reload hook returned,
 /// the app is supposed to be up: after `grace` they count towards
 /// `fail_after`, and the message names both.
+/// Going back to the release that was live, the gate waits out
+/// health.timeout for it to answer, whatever health.grace says: its process
+/// manager may still be restarting it, and failing early would call the
+/// site down when it is not. Here it comes up 3 s after the swap back, well
+/// past the deploy's grace plus fail_after probes.
+#[test]
+fn the_release_gone_back_to_gets_the_whole_timeout_to_come_up() {
+    let sb = Sandbox::new();
+    let server = sb.with_server("", "timeout = \"60s\"\nfail_after = 3\ngrace = \"1s\"");
+    let first = sb.deploy();
+    let first_dir = sb.deploy_to().join("releases").join(&first);
+    fs::write(first_dir.join("late-start"), "3").unwrap();
+    sb.commit("no-start", "");
+    sb.run(&["deploy"])
+        .code(4)
+        .says("health.grace = 1s")
+        .says("rolled back; healthy");
+    assert_eq!(sb.current().unwrap(), first);
+    assert_eq!(
+        server.answer(),
+        (200, format!("release={first}\n")),
+        "the release gone back to serves"
+    );
+
+    // The same for `shipit rollback` to it.
+    sb.remove("no-start");
+    let second = sb.deploy();
+    assert_ne!(second, first);
+    sb.run(&["rollback"]).ok().says(&first);
+    assert_eq!(sb.current().unwrap(), first);
+}
+
 #[test]
 fn a_release_that_does_not_answer_after_its_reload_fails_after_the_grace() {
     let sb = Sandbox::new();
