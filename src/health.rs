@@ -37,6 +37,9 @@ pub struct Observation {
     /// the gate counts it as an error only after its grace (see
     /// [`Gate::down_counts_after`]).
     pub down: bool,
+    /// Of `down`: connected, but no whole answer came within
+    /// `request_timeout` (busy, or hung), not a refusal.
+    pub timed_out: bool,
 }
 
 /// An answer that says the app runs and fails: 4xx and 5xx, except 502,
@@ -69,6 +72,9 @@ pub struct Gate {
     grace: Option<Duration>,
     /// What the failure message says about counting those probes.
     grace_note: String,
+    /// Whether a probe that timed out counts like a refusal once `grace`
+    /// has passed (see [`Gate::timeouts_wait`]).
+    timeouts_count: bool,
     streak: u32,
     errors: u32,
     /// How many of `errors` found nothing answering.
@@ -85,6 +91,7 @@ impl Gate {
             fail_after,
             grace: None,
             grace_note: String::new(),
+            timeouts_count: true,
             streak: 0,
             errors: 0,
             downs: 0,
@@ -100,6 +107,15 @@ impl Gate {
     pub fn down_counts_after(mut self, grace: Duration, note: impl Into<String>) -> Gate {
         self.grace = Some(grace);
         self.grace_note = note.into();
+        self
+    }
+
+    /// A probe that timed out only fails to pass: it never counts towards
+    /// `fail_after`. For a check where a refusal fails at once (through the
+    /// front, after a slot passed its own gate), a slow answer on a busy
+    /// machine is not the front failing to reach the slot.
+    pub fn timeouts_wait(mut self) -> Gate {
+        self.timeouts_count = false;
         self
     }
 
@@ -124,7 +140,9 @@ impl Gate {
         } else {
             0
         };
-        let down_counts = observation.down && self.grace.is_some_and(|g| at >= g);
+        let down_counts = observation.down
+            && (self.timeouts_count || !observation.timed_out)
+            && self.grace.is_some_and(|g| at >= g);
         if observation.error_answer || down_counts {
             self.errors += 1;
             self.downs += u32::from(down_counts && !observation.error_answer);
@@ -214,7 +232,13 @@ impl Target {
 pub fn probe(agent: &ureq::Agent, url: &str, status: u16, body: Option<&str>) -> Observation {
     let mut response = match agent.get(url).call() {
         Ok(r) => r,
-        Err(e) => return fail(e.to_string().replace(url, &crate::urls::redact_url(url))),
+        Err(e) => {
+            let timed_out = matches!(e, ureq::Error::Timeout(_));
+            return Observation {
+                timed_out,
+                ..fail(e.to_string().replace(url, &crate::urls::redact_url(url)))
+            };
+        }
     };
     let got = response.status().as_u16();
     let mut bytes = Vec::new();
@@ -233,6 +257,7 @@ fn fail(detail: String) -> Observation {
         detail,
         error_answer: false,
         down: true,
+        timed_out: false,
     }
 }
 
@@ -272,6 +297,7 @@ fn judge(
         detail: format!("status {got}, body {shown:?}"),
         error_answer: false,
         down: false,
+        timed_out: false,
     }
 }
 
@@ -498,6 +524,7 @@ mod tests {
             detail: if passed { "status 200" } else { "status 500" }.into(),
             error_answer: !passed,
             down: false,
+            timed_out: false,
         }
     }
 
@@ -507,10 +534,52 @@ mod tests {
             detail: "connection refused".into(),
             error_answer: false,
             down: true,
+            timed_out: false,
+        }
+    }
+
+    fn timed_out() -> Observation {
+        Observation {
+            detail: "timeout: global".into(),
+            timed_out: true,
+            ..refused()
         }
     }
 
     const T: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn through_the_front_a_refusal_fails_at_once_and_a_timeout_does_not() {
+        let front = || {
+            Gate::new(3, BUDGET, 1)
+                .down_counts_after(Duration::ZERO, "through the front")
+                .timeouts_wait()
+        };
+        let mut g = front();
+        g.observe(obs(true), T);
+        for _ in 0..5 {
+            g.observe(timed_out(), T);
+            assert_eq!(g.decide(T), Decision::Wait, "a slow answer only waits");
+        }
+        for _ in 0..3 {
+            g.observe(obs(true), T);
+        }
+        assert_eq!(g.decide(T), Decision::Pass);
+        let mut g = front();
+        g.observe(refused(), T);
+        assert!(
+            matches!(g.decide(T), Decision::Fail(_)),
+            "a refusal fails at once"
+        );
+        // Elsewhere (the reload path after its grace) a timeout counts.
+        let mut g = Gate::new(3, BUDGET, 1).down_counts_after(Duration::ZERO, "grace");
+        g.observe(timed_out(), T);
+        assert!(
+            matches!(g.decide(T), Decision::Fail(_)),
+            "{:?}",
+            g.decide(T)
+        );
+    }
 
     #[test]
     fn after_the_grace_a_release_that_does_not_answer_fails_fast() {

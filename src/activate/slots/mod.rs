@@ -880,7 +880,8 @@ impl<'a> Dance<'a> {
     /// `Connection: close`, so the pool moves to the new slot within a
     /// request per connection. The slot passed its own gate, so a 502, 503
     /// or 504 here means the front cannot reach it: that fails at once, as
-    /// does an error status.
+    /// does an error status; a probe that timed out does not (a busy
+    /// machine), it only fails to pass.
     fn front_check(&self) -> Result<()> {
         let health = self.health();
         let url = health.url.clone();
@@ -896,11 +897,15 @@ impl<'a> Dance<'a> {
                 None => format!("{} through the front", crate::urls::redact_url(&url)),
             },
         );
-        let gate = health::Gate::new(health.successes, health.timeout, 1).down_counts_after(
-            Duration::ZERO,
-            "the slot passed its own gate, so through the front a refused connection or \
-             502/503/504 fails at once",
-        );
+        // A probe that timed out is a busy front or app, not a front that
+        // cannot reach the slot: it only fails to pass.
+        let gate = health::Gate::new(health.successes, health.timeout, 1)
+            .down_counts_after(
+                Duration::ZERO,
+                "the slot passed its own gate, so through the front a refused connection or \
+                 502/503/504 fails at once",
+            )
+            .timeouts_wait();
         health::run_gate(
             health,
             &Target::Url(url),
