@@ -405,17 +405,7 @@ pub fn agent(request_timeout: Duration) -> ureq::Agent {
 /// counts towards `fail_after`. `Err` carries a message naming the last
 /// thing seen.
 pub fn gate(config: &HealthConfig, release: &str, revision: Option<&str>, ui: &Ui) -> Result<()> {
-    let body = config
-        .expect_body
-        .as_deref()
-        .map(|t| expected_body(t, release, revision));
-    run_gate(
-        config,
-        &Target::Url(config.url.clone()),
-        body.as_deref(),
-        Gate::from_config(config),
-        ui,
-    )
+    gate_url(config, release, revision, Gate::from_config(config), ui)
 }
 
 /// [`gate`] for a release being gone back to (a rollback, or the swap back
@@ -431,6 +421,19 @@ pub fn gate_back(
     revision: Option<&str>,
     ui: &Ui,
 ) -> Result<()> {
+    let gate = Gate::new(config.successes, config.timeout, config.fail_after);
+    gate_url(config, release, revision, gate, ui)
+}
+
+/// `gate` on `health.url`, expecting the body `expect_body` names for
+/// `release`.
+fn gate_url(
+    config: &HealthConfig,
+    release: &str,
+    revision: Option<&str>,
+    gate: Gate,
+    ui: &Ui,
+) -> Result<()> {
     let body = config
         .expect_body
         .as_deref()
@@ -439,7 +442,7 @@ pub fn gate_back(
         config,
         &Target::Url(config.url.clone()),
         body.as_deref(),
-        Gate::new(config.successes, config.timeout, config.fail_after),
+        gate,
         ui,
     )
 }
