@@ -268,17 +268,20 @@ fn scan_with(
     for pid in pids {
         let mut ids: Vec<(ReleaseId, Via)> = Vec::new();
         let mut unreadable: Option<(&str, io::Error)> = None;
-        for (link, via) in [("cwd", Via::WorkingDirectory), ("exe", Via::Executable)] {
+        for (link, via) in [("exe", Via::Executable), ("cwd", Via::WorkingDirectory)] {
             match source.link(pid, link) {
                 Ok(path) => {
-                    if let Some(id) = release_of(releases, &path) {
-                        // The executable's release wins over the cwd's.
-                        ids.retain(|(seen, _)| *seen != id);
+                    // The executable's release wins over the cwd's.
+                    if let Some(id) = release_of(releases, &path)
+                        && !ids.iter().any(|(seen, _)| *seen == id)
+                    {
                         ids.push((id, via));
                     }
                 }
-                // Gone since the listing, or no executable (a zombie).
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                // No executable: a kernel thread (a third of the pids on a
+                // quiet machine), a zombie, or gone since the listing.
+                // None has a working directory of its own either.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
                 Err(e) => unreadable = unreadable.or(Some((link, e))),
             }
         }
@@ -527,11 +530,17 @@ mod tests {
         );
     }
 
-    /// A `/proc` where some links cannot be read.
-    struct Fake(Vec<(u32, &'static str, io::Result<PathBuf>)>, Vec<u32>);
+    /// A `/proc` where some links cannot be read; it keeps what it was
+    /// asked.
+    struct Fake(
+        Vec<(u32, &'static str, io::Result<PathBuf>)>,
+        Vec<u32>,
+        std::cell::RefCell<Vec<(u32, String)>>,
+    );
 
     impl ProcSource for Fake {
         fn link(&self, pid: u32, link: &str) -> io::Result<PathBuf> {
+            self.2.borrow_mut().push((pid, link.to_string()));
             let (_, _, found) = self
                 .0
                 .iter()
@@ -578,6 +587,7 @@ mod tests {
                 (2, "exe", gone()),
             ],
             vec![2],
+            Default::default(),
         );
         let usage = scan_with(&[root], [10, 20, 30, 2], &fake);
         assert_eq!(
@@ -590,7 +600,14 @@ mod tests {
             "the kernel thread (2) and the vanished process (30) are no reason to worry"
         );
         assert_eq!(usage.hidden[0].user, "www-data");
-        assert!(usage.hidden[0].error.contains("/proc/20/cwd"));
+        assert!(usage.hidden[0].error.contains("/proc/20/exe"));
+        // A process without an executable has no working directory to
+        // read: one readlink, not two.
+        let asked = fake.2.borrow();
+        assert!(!asked.contains(&(2, "cwd".into())), "{asked:?}");
+        assert!(!asked.contains(&(30, "cwd".into())), "{asked:?}");
+        assert!(asked.contains(&(10, "cwd".into())), "{asked:?}");
+        drop(asked);
         assert_eq!(usage.hidden[0].named, [id("20260101000000")]);
         // Without a history, started at 12:00: it may run from releases
         // made before then (an app started from an existing release), not
