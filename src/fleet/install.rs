@@ -147,12 +147,19 @@ impl Payload {
     }
 
     /// A rollout's one remote command per host when all is in place:
-    /// check that this build is there and can run there, and run the
-    /// agent with `args`, which first pins the config (its text is an
-    /// argument of the script, handed to the agent in its environment:
-    /// stdin is the session that holds the fleet lock). Where anything
-    /// else is needed (an upload, another platform, no tar) it says so on
-    /// a [`SAYS`] line and runs nothing: [`ensure`] does the rest.
+    /// check that this build is there, and run the agent with `args`,
+    /// which first pins the config (its text is an argument of the
+    /// script, handed to the agent in its environment: stdin is the
+    /// session that holds the fleet lock). Where anything else is needed
+    /// (an upload, no tar) it says so on a [`SAYS`] line and runs
+    /// nothing: [`ensure`] does the rest.
+    ///
+    /// The platform is not asked again: this build is put on a host only
+    /// once [`ensure`] found the host's `uname -sm` to be the
+    /// controller's (or it is `fleet.binary`, built for the hosts). A host
+    /// whose platform changed under it since cannot exec it (`Exec format
+    /// error`, status 126): that answer is no state, so the rollout takes
+    /// the longer path, where [`ensure`] compares the platforms again.
     /// `None` when this path does not apply: `fleet.host_shipit`, or a
     /// config too long for one argument.
     pub fn reach(&self, args: &[String]) -> Option<Vec<String>> {
@@ -169,12 +176,6 @@ impl Payload {
             self.state_dir(),
             self.name.clone(),
             self.config_digest.clone(),
-            // `fleet.binary` is built for the hosts: no comparison.
-            if self.foreign_binary {
-                String::new()
-            } else {
-                self.platform.clone()
-            },
             self.config_text.clone(),
         ];
         argv.extend(args.iter().cloned());
@@ -346,17 +347,14 @@ fi
 if [ -x "$state/bin/$bin" ]; then echo "@@shipit-install present"; else echo "@@shipit-install missing"; fi
 "#;
 
-/// [`Payload::reach`]: when the binary is in place and can run there, the
-/// agent, in the same remote process; it pins the config itself
+/// [`Payload::reach`]: when the binary is in place, the agent, in the
+/// same remote process; it pins the config itself
 /// ([`crate::fleet::agent::pin`]: no `mkdir`, no `mv`, no process but the
-/// agent and `uname`). Otherwise [`SAYS`] what is missing, and
+/// agent). Otherwise [`SAYS`] what is missing, and
 /// [`CONFIG_SCRIPT`] does the rest.
 const REACH_SCRIPT: &str = r#"set -e
-state="$1"; bin="$2"; digest="$3"; platform="$4"; config="$5"; shift 5
+state="$1"; bin="$2"; digest="$3"; config="$4"; shift 4
 command -v tar >/dev/null 2>&1 || { echo "@@shipit-install fallback"; exit 0; }
-if [ -n "$platform" ] && [ "$(uname -sm 2>/dev/null || echo unknown)" != "$platform" ]; then
-  echo "@@shipit-install fallback"; exit 0
-fi
 [ -x "$state/bin/$bin" ] || { echo "@@shipit-install missing"; exit 0; }
 export SHIPIT_FLEET_PIN="$config"
 exec "$state/bin/$bin" --config "$state/config/$digest.toml" fleet-agent "$@"

@@ -122,3 +122,59 @@ fn a_host_of_another_platform_runs_a_shipit_it_can_run_or_is_refused() {
             == 1
     );
 }
+
+/// A rollout no longer asks a host's platform when this build is already
+/// there (it was put there only once the platforms matched). A host whose
+/// platform changed under it since (here: the installed binary made one
+/// for another CPU, and `uname -sm` a shim that says so) cannot run it:
+/// that answer is no state, and the rollout compares the platforms again
+/// and refuses, naming both, with nothing switched.
+#[test]
+fn a_host_whose_platform_changed_under_an_installed_build_is_refused() {
+    let w = World::new(2, Options::default());
+    let first = w.deploy_ok();
+    let host = &w.hosts.hosts[1];
+    let bin = host.deploy().join(".shipit/bin");
+    let installed: Vec<_> = fs::read_dir(&bin)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(installed.len(), 1, "{installed:?}");
+    // ELF e_machine (offset 18) 0xb7: AArch64. Written beside it and
+    // renamed over it, as an agent may still be exiting from it.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(
+            "cp \"$1\" \"$1.other\" && printf '\\267' | dd of=\"$1.other\" bs=1 seek=18 \
+             conv=notrunc 2>/dev/null && mv \"$1.other\" \"$1\"",
+        )
+        .arg("sh")
+        .arg(&installed[0])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let shim = host.dir.join("shim");
+    fs::create_dir_all(&shim).unwrap();
+    write_executable(
+        &shim.join("uname"),
+        "#!/bin/sh\nif [ \"$1\" = -sm ]; then echo 'Linux aarch64'; else exec /bin/uname \"$@\"; fi\n",
+    );
+    fs::write(
+        host.home().join(".bashrc"),
+        format!("export PATH=\"{}:$PATH\"\n", shim.display()),
+    )
+    .unwrap();
+
+    w.commit("VERSION", "2\n");
+    let run = w.shipit(&["deploy"]);
+    run.code(3);
+    assert!(
+        run.stderr.contains(&format!(
+            "{} is Linux aarch64, this controller is",
+            host.dest
+        )),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(w.currents(), vec![Some(first.clone()), Some(first)]);
+}
