@@ -208,7 +208,11 @@ pub fn go_live(
         ctx.ui.step("Pruned", Layout::display(r));
     }
     release::forget_unused_pristines(ctx);
-    prune::remeasure(ctx, &removed);
+    // Measured once the pruned releases are deleted (a fleet host's agent
+    // deletes them after it answered, and measures then).
+    if !store::deleting_later() {
+        prune::remeasure(ctx, &removed);
+    }
     event.removed = removed.clone();
     record(event, None, Some(id.clone()));
     Ok(Outcome {

@@ -445,9 +445,48 @@ pub fn publish(layout: &Layout, staged: &Path, id: &ReleaseId) -> Result<()> {
     fsutil::fsync_dir(&layout.releases()).with_path("could not sync", &layout.releases())
 }
 
+/// Trash this process deletes once it has answered, when it is a fleet
+/// host's agent ([`delete_later`]); `None`: deleted at once.
+static LATER: std::sync::Mutex<Option<Vec<PathBuf>>> = std::sync::Mutex::new(None);
+
+/// From now on, [`discard`] leaves what it moved into the trash there, for
+/// [`take_later`]. A fleet host's agent answers the controller first: at
+/// `batch = 1` the next host is switched while this one deletes its
+/// pruned release (a `node_modules` can take seconds). Gone from
+/// `releases/` either way; a process killed before deleting leaves only
+/// trash, which the next command clears ([`clear_leftovers`]).
+pub fn delete_later() {
+    *LATER.lock().unwrap_or_else(|p| p.into_inner()) = Some(Vec::new());
+}
+
+/// Whether [`discard`] leaves its trash for later.
+pub fn deleting_later() -> bool {
+    LATER.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+}
+
+/// The trash [`discard`] left since the last call, to delete now.
+pub fn take_later() -> Vec<PathBuf> {
+    LATER
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_mut()
+        .map(std::mem::take)
+        .unwrap_or_default()
+}
+
+/// Delete what [`take_later`] returned; what cannot be deleted now stays
+/// trash for the next command.
+pub fn delete_trash(paths: &[PathBuf]) -> Vec<(PathBuf, io::Error)> {
+    paths
+        .iter()
+        .filter_map(|p| remove_with_retries(p).err().map(|e| (p.clone(), e)))
+        .collect()
+}
+
 /// Delete a directory the crash-safe way: rename it into `.shipit/trash/`
-/// (atomic: it leaves its listing whole), then delete it there. A crash
-/// mid-delete leaves only trash, which [`empty_trash`] clears later.
+/// (atomic: it leaves its listing whole), then delete it there (or later,
+/// see [`delete_later`]). A crash mid-delete leaves only trash, which
+/// [`clear_leftovers`] clears later.
 pub fn discard(layout: &Layout, dir: &Path) -> Result<()> {
     let trash = layout.trash();
     fs::create_dir_all(&trash).with_path("could not create", &trash)?;
@@ -464,6 +503,10 @@ pub fn discard(layout: &Layout, dir: &Path) -> Result<()> {
     fs::rename(dir, &moved).with_path("could not move to trash", dir)?;
     if let Some(parent) = dir.parent() {
         fsutil::fsync_dir(parent).with_path("could not sync", parent)?;
+    }
+    if let Some(later) = LATER.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+        later.push(holding);
+        return Ok(());
     }
     fs::remove_dir_all(&holding).with_path("could not delete", &holding)
 }

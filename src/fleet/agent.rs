@@ -37,6 +37,7 @@ use crate::ui;
 use crate::views::ReleaseRow;
 
 pub fn run(ctx: &Ctx, args: &FleetAgentArgs) -> Result<()> {
+    store::delete_later();
     let result = match &args.action {
         FleetAgentAction::State { probe } => state(ctx, *probe),
         FleetAgentAction::Receive {
@@ -90,7 +91,37 @@ pub fn run(ctx: &Ctx, args: &FleetAgentArgs) -> Result<()> {
     };
     let reply = answer(ctx, &result);
     let _ = ui::out(&protocol::frame(&reply));
+    after_answer(ctx, &result);
     result.map(|_| ())
+}
+
+/// What waits until the controller has its answer: deleting the releases
+/// this request pruned (moved into the trash, see [`store::delete_later`];
+/// at `batch = 1` the next host is switched meanwhile), then measuring
+/// again what the releases left share on disk, under the host's deploy
+/// lock (skipped if another command holds it: `shipit releases` keeps
+/// the older figure until the next deploy). What cannot be deleted now
+/// stays trash, which the next command on this host clears.
+fn after_answer(ctx: &Ctx, result: &Result<Done>) {
+    let later = store::take_later();
+    if later.is_empty() {
+        return;
+    }
+    crate::crashpoint::hit("fleet-agent:before-deleting-pruned");
+    let lock = crate::lock::acquire(
+        &ctx.layout,
+        None,
+        "shipit fleet-agent (deleting pruned releases)",
+    );
+    for (path, e) in store::delete_trash(&later) {
+        ctx.ui.warn(format!(
+            "could not delete {} yet ({e}); the next command on this host deletes it",
+            path.display()
+        ));
+    }
+    if let (Ok(_lock), Ok(Done::Activated { removed, .. })) = (&lock, result) {
+        crate::prune::remeasure(ctx, removed);
+    }
 }
 
 /// What this host runs now, and what an action did or why it failed.
@@ -204,6 +235,7 @@ fn serve(ctx: &Ctx) {
             ctx.ui.error(e);
         }
         let _ = ui::out(&protocol::frame(&answer(ctx, &result)));
+        after_answer(ctx, &result);
         if ended || crate::interrupt::requested() {
             return;
         }

@@ -130,3 +130,59 @@ fn a_host_unpacks_no_setuid_bit_device_or_fifo() {
     assert_eq!(mode & 0o4000, 0o4000, "VERSION has mode {mode:o}");
     assert!(fs::symlink_metadata(release.join("pipe")).is_ok());
 }
+
+/// A host's agent answers the controller before it deletes the release it
+/// pruned (at `batch = 1` the next host is switched meanwhile). Killed
+/// between the two, it leaves the pruned release in the trash, out of
+/// `releases/`: the rollout has succeeded, `releases` does not list it,
+/// and the next rollout deletes it.
+#[test]
+fn a_host_killed_after_answering_leaves_its_pruned_release_as_trash_only() {
+    let w = World::new(1, Options::default());
+    let text = fs::read_to_string(w.config())
+        .unwrap()
+        .replace("keep_releases = 10", "keep_releases = 1");
+    fs::write(w.config(), text).unwrap();
+    let host = &w.hosts.hosts[0];
+    let first = w.deploy_ok();
+    w.commit("VERSION", "2\n");
+    let second = w.deploy_ok();
+
+    fs::write(
+        host.home().join(".bashrc"),
+        "export SHIPIT_TEST_CRASH_AT=fleet-agent:before-deleting-pruned\n",
+    )
+    .unwrap();
+    w.commit("VERSION", "3\n");
+    let third = w.deploy_ok();
+    fs::remove_file(host.home().join(".bashrc")).unwrap();
+
+    let deploy = host.deploy();
+    assert_eq!(
+        names(&deploy.join("releases")),
+        [second.clone(), third.clone()]
+    );
+    let trash = deploy.join(".shipit/trash");
+    let left: Vec<String> = names(&trash)
+        .iter()
+        .flat_map(|holding| names(&trash.join(holding)))
+        .collect();
+    assert_eq!(
+        left,
+        [first],
+        "the pruned release was deleted before the answer"
+    );
+    let run = w.shipit(&["releases", "--json"]);
+    run.code(0);
+    let listed: Vec<String> = run.json()["hosts"][0]["state"]["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed, [third, second]);
+
+    w.commit("VERSION", "4\n");
+    w.deploy_ok();
+    assert_eq!(names(&trash), Vec::<String>::new());
+}
