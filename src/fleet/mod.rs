@@ -21,6 +21,7 @@ pub mod agent;
 pub mod build;
 pub mod check;
 pub mod install;
+pub mod mux;
 pub mod parallel;
 pub mod protocol;
 pub mod report;

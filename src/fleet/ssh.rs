@@ -5,7 +5,9 @@
 //! - One master connection per host (`ControlMaster`), opened once and
 //!   shared by every later call (`ControlPath` in a short private directory:
 //!   a unix socket path is limited to 108 bytes, hence a hash of the
-//!   destination rather than the destination itself).
+//!   destination rather than the destination itself). A remote command is
+//!   asked of the master over that socket ([`mux`]), with no `ssh` process
+//!   of its own; only where that cannot be asked is `ssh` started for it.
 //! - With `fleet.ssh_persist` (default 60 s, as Ansible's `ControlPersist`)
 //!   a master outlives the run by that long after its last use, in a
 //!   directory private to this user and these ssh options, so the next
@@ -19,11 +21,14 @@
 //!   a destination starting with `-` is refused (it would be an option).
 //!   ssh joins the remote command into one string for the remote shell, so
 //!   every remote argument is single-quoted here ([`remote_command`]).
-//! - Each ssh runs in its own process group: a Ctrl-C on the controller's
-//!   terminal reaches shipit, which finishes the step in flight and puts the
-//!   fleet back, instead of cutting every host's session at once.
+//! - Each ssh runs in its own process group (the masters in a session of
+//!   their own): a Ctrl-C on the controller's terminal reaches shipit,
+//!   which finishes the step in flight and puts the fleet back, instead of
+//!   cutting every host's session at once.
 
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -31,6 +36,7 @@ use std::time::Duration;
 
 use crate::destination::{Destination, parse_destination};
 use crate::error::{Error, Result};
+use crate::fleet::mux;
 use crate::ui::Ui;
 
 /// How long connecting to a host may take.
@@ -143,11 +149,66 @@ fn private_dir(dir: &Path, uid: nix::unistd::Uid) -> Result<()> {
     Ok(())
 }
 
+/// A remote command in flight: its stdio, and how it ends.
+struct Remote {
+    stdin: Option<File>,
+    stdout: File,
+    stderr: File,
+    end: Ending,
+}
+
+/// What says when a remote command has ended, and with what status.
+enum Ending {
+    /// An `ssh` process.
+    Ssh(std::process::Child),
+    /// A session asked of the host's master connection ([`mux`]).
+    Mux(mux::Session),
+}
+
+impl Ending {
+    /// The exit status ([`SSH_FAILED`]: ssh itself failed), waiting until
+    /// `deadline` at most (`None`: for as long as it runs); `None` if it
+    /// still runs then.
+    fn wait(&mut self, deadline: Option<std::time::Instant>) -> Option<i32> {
+        let code = |s: std::process::ExitStatus| s.code().unwrap_or(SSH_FAILED);
+        match self {
+            Ending::Mux(session) => session.wait(deadline),
+            Ending::Ssh(child) => match deadline {
+                None => Some(child.wait().map_or(SSH_FAILED, code)),
+                Some(deadline) => loop {
+                    match child.try_wait() {
+                        Ok(Some(status)) => return Some(code(status)),
+                        Ok(None) if std::time::Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        Ok(None) => return None,
+                        Err(_) => return Some(SSH_FAILED),
+                    }
+                },
+            },
+        }
+    }
+
+    /// End it now.
+    fn kill(&mut self) -> i32 {
+        match self {
+            Ending::Mux(session) => session.end_now(),
+            Ending::Ssh(child) => {
+                let _ = child.kill();
+                child
+                    .wait()
+                    .map_or(SSH_FAILED, |s| s.code().unwrap_or(SSH_FAILED))
+            }
+        }
+    }
+}
+
 /// A remote command kept running by [`Ssh::hold`]; dropping it closes its
 /// stdin and waits (bounded) for it to end.
 pub struct Session {
-    child: std::process::Child,
-    stdout: BufReader<std::process::ChildStdout>,
+    stdin: Option<File>,
+    stdout: BufReader<File>,
+    end: Ending,
     /// The thread showing its stderr; it returns the last lines.
     stderr: Option<std::thread::JoinHandle<Vec<String>>>,
 }
@@ -170,7 +231,7 @@ impl Session {
         until: &str,
     ) -> std::result::Result<Output, Unsent> {
         use std::io::Write;
-        let Some(stdin) = self.child.stdin.as_mut() else {
+        let Some(stdin) = self.stdin.as_mut() else {
             return Err(Unsent);
         };
         if stdin
@@ -183,7 +244,7 @@ impl Session {
         if let Some((body, bytes)) = body {
             let sent = std::io::copy(&mut body.take(bytes), stdin);
             if !matches!(sent, Ok(n) if n == bytes) {
-                drop(self.child.stdin.take());
+                drop(self.stdin.take());
             }
         }
         let mut text = String::new();
@@ -204,9 +265,8 @@ impl Session {
                 }
             }
         }
-        let status = self.end();
         Ok(Output {
-            code: status.and_then(|s| s.code()).unwrap_or(SSH_FAILED),
+            code: self.end(),
             stdout: text,
             stderr_tail: self
                 .stderr
@@ -216,19 +276,17 @@ impl Session {
         })
     }
 
-    /// Close stdin and wait, bounded, for the session to end; killed after.
-    fn end(&mut self) -> Option<std::process::ExitStatus> {
-        drop(self.child.stdin.take());
-        let deadline = crate::clock::after(CONNECT_TIMEOUT);
-        while std::time::Instant::now() < deadline {
-            match self.child.try_wait() {
-                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                Ok(Some(status)) => return Some(status),
-                Err(_) => return None,
+    /// Close stdin and wait, bounded, for the session to end; ended after.
+    /// Its exit status ([`SSH_FAILED`] when it had to be ended).
+    fn end(&mut self) -> i32 {
+        drop(self.stdin.take());
+        match self.end.wait(Some(crate::clock::after(CONNECT_TIMEOUT))) {
+            Some(code) => code,
+            None => {
+                self.end.kill();
+                SSH_FAILED
             }
         }
-        let _ = self.child.kill();
-        self.child.wait().ok()
     }
 }
 
@@ -264,7 +322,7 @@ impl Drop for Held {
             let session = session
                 .get_mut()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            drop(session.child.stdin.take());
+            drop(session.stdin.take());
         }
         // Each session's own drop then waits for its end.
     }
@@ -406,40 +464,78 @@ impl Ssh {
         argv: &[String],
         stdin: Option<&Path>,
     ) -> Result<Output> {
-        let remote = remote_command(argv);
-        let mut command = self.command(dest, &["-o", "ControlMaster=no"]);
-        command.arg(remote);
         let stdin = match stdin {
-            Some(path) => Stdio::from(
-                std::fs::File::open(path).map_err(|e| Error::io("could not open", path, e))?,
-            ),
-            None => Stdio::null(),
+            Some(path) => File::open(path).map_err(|e| Error::io("could not open", path, e))?,
+            None => File::open("/dev/null")
+                .map_err(|e| Error::io("could not open", Path::new("/dev/null"), e))?,
         };
-        let mut child = command
-            .stdin(stdin)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(ssh_missing)?;
-        let stderr = child.stderr.take().expect("piped");
-        let mut stdout = child.stdout.take().expect("piped");
+        let Remote {
+            stdout: mut out,
+            stderr,
+            mut end,
+            ..
+        } = self.remote(dest, argv, Some(&stdin))?;
+        drop(stdin);
         let ui = *ui;
         let (stdout_text, tail) = std::thread::scope(|scope| {
             let lines = scope.spawn(move || show_stderr(&ui, dest, stderr));
             let mut text = Vec::new();
-            let _ = stdout.read_to_end(&mut text);
+            let _ = out.read_to_end(&mut text);
             (
                 String::from_utf8_lossy(&text).into_owned(),
                 lines.join().unwrap_or_default(),
             )
         });
-        let status = child
-            .wait()
-            .map_err(|e| Error::internal("could not wait for ssh").cause(e))?;
         Ok(Output {
-            code: status.code().unwrap_or(SSH_FAILED),
+            code: end.wait(None).unwrap_or(SSH_FAILED),
             stdout: stdout_text,
             stderr_tail: tail,
+        })
+    }
+
+    /// Start `argv` on `dest`: a session asked of the master connection
+    /// ([`mux`]), or, where that cannot be asked, an `ssh` process. With
+    /// `stdin`, the command reads that file; else [`Remote::stdin`]
+    /// writes to it.
+    fn remote(&self, dest: &str, argv: &[String], stdin: Option<&File>) -> Result<Remote> {
+        let remote = remote_command(argv);
+        match mux::open(&self.control.socket(dest), &remote, stdin, CONNECT_TIMEOUT) {
+            Ok(opened) => {
+                return Ok(Remote {
+                    stdin: opened.stdin,
+                    stdout: opened.stdout,
+                    stderr: opened.stderr,
+                    end: Ending::Mux(opened.session),
+                });
+            }
+            Err(mux::Refused::Failed(e)) => {
+                return Err(Error::internal(format!(
+                    "could not run a command on {dest} through its ssh master connection"
+                ))
+                .cause(e));
+            }
+            Err(mux::Refused::Unavailable) => {}
+        }
+        let mut command = self.command(dest, &["-o", "ControlMaster=no"]);
+        command.arg(remote);
+        let input = match stdin {
+            Some(file) => Stdio::from(
+                file.try_clone()
+                    .map_err(|e| Error::internal("could not pass stdin to ssh").cause(e))?,
+            ),
+            None => Stdio::piped(),
+        };
+        let mut child = command
+            .stdin(input)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(ssh_missing)?;
+        Ok(Remote {
+            stdin: child.stdin.take().map(|s| File::from(OwnedFd::from(s))),
+            stdout: File::from(OwnedFd::from(child.stdout.take().expect("piped"))),
+            stderr: File::from(OwnedFd::from(child.stderr.take().expect("piped"))),
+            end: Ending::Ssh(child),
         })
     }
 
@@ -471,8 +567,8 @@ impl Ssh {
         argv: &[String],
         until: &str,
     ) -> Result<(Output, Option<Session>)> {
-        let Started(mut child) = self.start(dest, argv)?;
-        let stdin = child.stdin.take();
+        let Started(mut remote) = self.start(dest, argv)?;
+        let stdin = remote.stdin.take();
         let answered = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let watcher = {
             let answered = answered.clone();
@@ -488,7 +584,7 @@ impl Ssh {
                 stdin
             })
         };
-        let held = await_answer(ui, dest, Started(child), until);
+        let held = await_answer(ui, dest, Started(remote), until);
         answered.store(true, std::sync::atomic::Ordering::SeqCst);
         // The stdin comes back to be closed with the session: the agent
         // has answered and exits.
@@ -500,21 +596,12 @@ impl Ssh {
     /// [`Ssh::hold`], to be called from the thread that keeps the session;
     /// the wait for the answer may run on another.
     pub fn start(&self, dest: &str, argv: &[String]) -> Result<Started> {
-        let remote = remote_command(argv);
-        let mut command = self.command(dest, &["-o", "ControlMaster=no"]);
-        command.arg(remote);
-        let child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(ssh_missing)?;
-        Ok(Started(child))
+        self.remote(dest, argv, None).map(Started)
     }
 }
 
 /// A remote command started by [`Ssh::start`], not yet answered.
-pub struct Started(std::process::Child);
+pub struct Started(Remote);
 
 /// Read the stdout of `started` until a line starts with `until` (or it
 /// ends): the second half of [`Ssh::hold`].
@@ -524,12 +611,16 @@ pub fn await_answer(
     started: Started,
     until: &str,
 ) -> Result<(Output, Option<Session>)> {
-    let Started(mut child) = started;
-    let stderr = child.stderr.take().expect("piped");
+    let Started(Remote {
+        stdin,
+        stdout,
+        stderr,
+        mut end,
+    }) = started;
     let ui = *ui;
     let host = dest.to_string();
     let tail = std::thread::spawn(move || show_stderr(&ui, &host, stderr));
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+    let mut stdout = BufReader::new(stdout);
     let mut text = String::new();
     let mut answered = false;
     loop {
@@ -548,8 +639,9 @@ pub fn await_answer(
     }
     if answered {
         let session = Session {
-            child,
+            stdin,
             stdout,
+            end,
             stderr: Some(tail),
         };
         let output = Output {
@@ -559,12 +651,11 @@ pub fn await_answer(
         };
         return Ok((output, Some(session)));
     }
-    let status = child
-        .wait()
-        .map_err(|e| Error::internal("could not wait for ssh").cause(e))?;
+    drop(stdin);
+    let code = end.wait(None).unwrap_or(SSH_FAILED);
     Ok((
         Output {
-            code: status.code().unwrap_or(SSH_FAILED),
+            code,
             stdout: text,
             stderr_tail: tail.join().unwrap_or_default(),
         },

@@ -20,29 +20,19 @@ pub fn cmdline(pid: i32) -> String {
         .unwrap_or_default()
 }
 
-/// `pid`, every process below it, and the ssh master connections its ssh
-/// calls use (`-f` puts them in the background, out of the tree, but in
-/// the same cgroup): what a CI runner or systemd stops with a job.
-pub fn job_of(pid: i32) -> Vec<i32> {
+/// `pid`, every process below it, and the ssh master connections it asks
+/// for its sessions (`-f` puts them in the background, out of the tree,
+/// but in the same cgroup): what a CI runner or systemd stops with a job.
+/// The masters are this world's: their command line names its key.
+pub fn job_of(w: &World, pid: i32) -> Vec<i32> {
     let mut all = descendants(pid);
-    let dirs: Vec<String> = all
-        .iter()
-        .filter_map(|p| {
-            let line = cmdline(*p);
-            let at = line.find("ControlPath=")? + "ControlPath=".len();
-            let path = line[at..].split_whitespace().next()?;
-            Some(path.rsplit_once('/')?.0.to_string())
-        })
-        .collect();
+    let key = w.hosts.root.join("keys/client").display().to_string();
     for entry in fs::read_dir("/proc").unwrap().flatten() {
         let Ok(p) = entry.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
         let line = cmdline(p);
-        if line.contains("ControlMaster=yes")
-            && dirs.iter().any(|d| line.contains(d.as_str()))
-            && !all.contains(&p)
-        {
+        if line.contains("ControlMaster=yes") && line.contains(&key) && !all.contains(&p) {
             all.push(p);
         }
     }
@@ -51,8 +41,8 @@ pub fn job_of(pid: i32) -> Vec<i32> {
 
 /// SIGTERM to the controller's whole job, as a CI runner or systemd stops
 /// it.
-fn terminate_tree(pid: i32) {
-    let all = job_of(pid);
+fn terminate_tree(w: &World, pid: i32) {
+    let all = job_of(w, pid);
     assert!(
         all.iter()
             .any(|p| cmdline(*p).contains("ControlMaster=yes")),
@@ -116,7 +106,7 @@ fn terminated_mid_activation(
     let mut child = w.spawn(&w.config(), &["deploy", "--json"], "deploy");
     let err = w.path().join("deploy.err");
     wait_for(&w.path().join("paused"), &mut child.0, &err);
-    terminate_tree(child.0.id() as i32);
+    terminate_tree(w, child.0.id() as i32);
     if wait_for_revert {
         // The controller switches host2 back while host2's activation,
         // whose session is gone, still runs: only then may it go on.
@@ -323,10 +313,10 @@ fn sigterm_then_sigkill_mid_activation_leaves_a_fleet_status_tells_and_one_rollb
     let err = w.path().join("deploy.err");
     wait_for(&w.path().join("paused"), &mut child.0, &err);
     let pid = child.0.id() as i32;
-    terminate_tree(pid);
+    terminate_tree(&w, pid);
     wait_for_text(&err, &format!("Reverting {}", w.hosts.hosts[1].dest));
     // The grace period is over.
-    for p in std::iter::once(pid).chain(job_of(pid)) {
+    for p in std::iter::once(pid).chain(job_of(&w, pid)) {
         let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
     }
     let _ = wait_exit(&mut child.0);
@@ -386,7 +376,7 @@ fn sigterm_to_the_process_tree_while_building_changes_nothing() {
     let mut child = w.spawn(&w.config(), &["deploy", "--json"], "deploy");
     let err = w.path().join("deploy.err");
     wait_for(&w.path().join("paused"), &mut child.0, &err);
-    terminate_tree(child.0.id() as i32);
+    terminate_tree(&w, child.0.id() as i32);
     let code = wait_exit(&mut child.0);
     let said = fs::read_to_string(&err).unwrap();
     assert_ne!(code, Some(0), "{said}");

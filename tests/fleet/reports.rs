@@ -128,11 +128,11 @@ fn a_host_that_lost_contact_is_drained_once_and_not_called_revert_failed() {
     let mut child = w.spawn(&w.config(), &["deploy", "--json"], "deploy");
     let err = w.path().join("deploy.err");
     crate::teams::wait_for(&w.path().join("paused"), &mut child.0, &err);
-    // host2 goes away: its sshd stops, and the controller's ssh to it dies.
-    // The controller's ssh calls to host2 are found first: stopping the
-    // host ends its sessions, and the ssh calls may exit on their own.
+    // host2 goes away: its sshd stops, and the controller's connection to
+    // it dies. The ssh master to host2 is found first: stopping the host
+    // ends its sessions, and the master may exit on its own.
     let mine = format!(" -p {} ", w.hosts.hosts[1].port);
-    let to_host2: Vec<i32> = crate::crashes::job_of(child.0.id() as i32)
+    let to_host2: Vec<i32> = crate::crashes::job_of(&w, child.0.id() as i32)
         .into_iter()
         .filter(|pid| crate::crashes::cmdline(*pid).contains(&mine))
         .collect();

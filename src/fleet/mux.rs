@@ -1,0 +1,270 @@
+//! A remote command on a host's master connection, asked of the master
+//! over its control socket instead of through one more `ssh` process.
+//!
+//! `ssh -o ControlMaster=no host cmd` with a master up starts a whole ssh
+//! (its libraries, OpenSSL, the config) only to pass its stdin, stdout and
+//! stderr to the master and wait for the exit status: about 6 ms of CPU on
+//! the controller per remote command, per host, every rollout. This does
+//! the same from shipit itself, as OpenSSH's `PROTOCOL.mux` describes it:
+//! a hello each way, a new-session request carrying the command, the three
+//! descriptors passed over the socket (`SCM_RIGHTS`), then the exit status
+//! when the remote command ends. The master, the real `ssh`, still does
+//! all of SSH: keys, known hosts, the user's config. Anything unexpected
+//! here (no master, another protocol version, a refusal) is an `Err`, and
+//! the caller starts `ssh` as before.
+//!
+//! The session lives as long as the control connection: closing it (this
+//! process ending, however it ends) makes the master close the session,
+//! as the death of an `ssh` client would.
+
+use std::fs::File;
+use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const HELLO: u32 = 0x0000_0001;
+const NEW_SESSION: u32 = 0x1000_0002;
+const PERMISSION_DENIED: u32 = 0x8000_0002;
+const FAILURE: u32 = 0x8000_0003;
+const EXIT_MESSAGE: u32 = 0x8000_0004;
+const SESSION_OPENED: u32 = 0x8000_0006;
+const TTY_ALLOC_FAIL: u32 = 0x8000_0008;
+/// The mux protocol version of OpenSSH 5.x to 10.x.
+const VERSION: u32 = 4;
+/// No escape character (`-e none`).
+const NO_ESCAPE: u32 = 0xffff_ffff;
+/// Packets larger than this are not the master's.
+const MAX_PACKET: u32 = 256 * 1024;
+
+/// Why no session was opened.
+#[derive(Debug)]
+pub enum Refused {
+    /// None was asked for (no master listening, or one that speaks
+    /// otherwise): run `ssh` instead.
+    Unavailable,
+    /// It was asked for and failed: the remote command may have begun,
+    /// so it is not started again.
+    Failed(io::Error),
+}
+
+/// A session the master opened.
+pub struct Opened {
+    pub stdin: Option<File>,
+    pub stdout: File,
+    pub stderr: File,
+    pub session: Session,
+}
+
+/// The control connection of one session: its exit status comes on it.
+pub struct Session {
+    control: UnixStream,
+    id: u32,
+    /// The exit status, once the master said it.
+    status: Option<i32>,
+}
+
+/// Ask the master listening on `socket` to run `command` (one string, for
+/// the remote user's shell, as `ssh` sends it), within `timeout`. It reads
+/// `stdin`, or a pipe that [`Opened::stdin`] writes to.
+pub fn open(
+    socket: &Path,
+    command: &str,
+    stdin: Option<&File>,
+    timeout: Duration,
+) -> Result<Opened, Refused> {
+    let control = hello(socket, timeout).map_err(|_| Refused::Unavailable)?;
+    request(control, command, stdin).map_err(Refused::Failed)
+}
+
+/// The control connection, hellos exchanged.
+fn hello(socket: &Path, timeout: Duration) -> io::Result<UnixStream> {
+    let mut control = UnixStream::connect(socket)?;
+    control.set_read_timeout(Some(timeout))?;
+    control.set_write_timeout(Some(timeout))?;
+    send(
+        &mut control,
+        &[&HELLO.to_be_bytes(), &VERSION.to_be_bytes()],
+    )?;
+    let hello = receive(&mut control)?;
+    if u32_at(&hello, 0)? != HELLO || u32_at(&hello, 4)? != VERSION {
+        return Err(unexpected("its hello"));
+    }
+    Ok(control)
+}
+
+fn request(mut control: UnixStream, command: &str, stdin: Option<&File>) -> io::Result<Opened> {
+    let request_id = 1u32;
+    let empty = 0u32.to_be_bytes();
+    let command_len = u32::try_from(command.len())
+        .map_err(|_| unexpected("a command of 4 GiB"))?
+        .to_be_bytes();
+    send(
+        &mut control,
+        &[
+            &NEW_SESSION.to_be_bytes(),
+            &request_id.to_be_bytes(),
+            // reserved
+            &empty,
+            // want a tty, X11, the agent; a subsystem
+            &empty,
+            &empty,
+            &empty,
+            &empty,
+            &NO_ESCAPE.to_be_bytes(),
+            // terminal type
+            &empty,
+            &command_len,
+            command.as_bytes(),
+        ],
+    )?;
+    let (stdin_theirs, stdin_ours): (OwnedFd, Option<File>) = match stdin {
+        None => {
+            let (r, w) = io::pipe()?;
+            (r.into(), Some(File::from(OwnedFd::from(w))))
+        }
+        Some(file) => (file.try_clone()?.into(), None),
+    };
+    let (stdout_ours, stdout_theirs) = io::pipe()?;
+    let (stderr_ours, stderr_theirs) = io::pipe()?;
+    for fd in [
+        stdin_theirs,
+        OwnedFd::from(stdout_theirs),
+        OwnedFd::from(stderr_theirs),
+    ] {
+        // One byte with each descriptor, as ssh's mm_send_fd sends it; the
+        // master has its own copy once sent, and ours closes here.
+        pass_fd(&control, &fd)?;
+    }
+    let reply = receive(&mut control)?;
+    let id = match u32_at(&reply, 0)? {
+        SESSION_OPENED if u32_at(&reply, 4)? == request_id => u32_at(&reply, 8)?,
+        kind @ (PERMISSION_DENIED | FAILURE) => {
+            let why = reply
+                .get(12..)
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .unwrap_or_default();
+            return Err(io::Error::other(format!(
+                "the master connection refused a session ({}): {why}",
+                if kind == FAILURE { "failure" } else { "denied" }
+            )));
+        }
+        _ => return Err(unexpected("its answer to a new session")),
+    };
+    control.set_write_timeout(None)?;
+    Ok(Opened {
+        stdin: stdin_ours,
+        stdout: File::from(OwnedFd::from(stdout_ours)),
+        stderr: File::from(OwnedFd::from(stderr_ours)),
+        session: Session {
+            control,
+            id,
+            status: None,
+        },
+    })
+}
+
+impl Session {
+    /// Wait until the remote command has ended and the master is done
+    /// with the session (it closes the control connection once it has
+    /// written all the output), or `deadline` passes: its exit status
+    /// (255, as ssh's, when the master ended without one), `None` if still
+    /// running then.
+    pub fn wait(&mut self, deadline: Option<Instant>) -> Option<i32> {
+        loop {
+            let left = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return None,
+                },
+                None => None,
+            };
+            if self.control.set_read_timeout(left).is_err() {
+                return Some(self.status.unwrap_or(crate::fleet::ssh::SSH_FAILED));
+            }
+            match receive(&mut self.control) {
+                Ok(packet) => match (u32_at(&packet, 0), u32_at(&packet, 4)) {
+                    (Ok(EXIT_MESSAGE), Ok(id)) if id == self.id => {
+                        self.status = u32_at(&packet, 8).ok().map(|v| v as i32);
+                    }
+                    (Ok(TTY_ALLOC_FAIL), _) => {}
+                    // Anything else: the master is not talking to us.
+                    _ => return Some(self.end_now()),
+                },
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return None;
+                }
+                // Closed: the session is over.
+                Err(_) => return Some(self.status.unwrap_or(crate::fleet::ssh::SSH_FAILED)),
+            }
+        }
+    }
+
+    /// End the session now: the master closes it once its control
+    /// connection is gone (as when an `ssh` client is killed).
+    pub fn end_now(&mut self) -> i32 {
+        let _ = self.control.shutdown(std::net::Shutdown::Both);
+        self.status.unwrap_or(crate::fleet::ssh::SSH_FAILED)
+    }
+}
+
+fn unexpected(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("the master connection's control socket sent something unexpected ({what})"),
+    )
+}
+
+fn u32_at(packet: &[u8], at: usize) -> io::Result<u32> {
+    packet
+        .get(at..at + 4)
+        .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))
+        .ok_or_else(|| unexpected("a short packet"))
+}
+
+/// One packet: its length, then `parts`.
+fn send(control: &mut UnixStream, parts: &[&[u8]]) -> io::Result<()> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut packet = Vec::with_capacity(4 + len);
+    packet.extend_from_slice(&(len as u32).to_be_bytes());
+    for part in parts {
+        packet.extend_from_slice(part);
+    }
+    control.write_all(&packet)
+}
+
+fn receive(control: &mut UnixStream) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    control.read_exact(&mut len)?;
+    let len = u32::from_be_bytes(len);
+    if len > MAX_PACKET {
+        return Err(unexpected("a packet too large"));
+    }
+    let mut packet = vec![0u8; len as usize];
+    control.read_exact(&mut packet)?;
+    Ok(packet)
+}
+
+fn pass_fd(control: &UnixStream, fd: &OwnedFd) -> io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let fds = [fd.as_raw_fd()];
+    let byte = [0u8];
+    let sent = sendmsg::<()>(
+        control.as_raw_fd(),
+        &[IoSlice::new(&byte)],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(io::Error::from)?;
+    if sent != 1 {
+        return Err(unexpected("a descriptor not sent whole"));
+    }
+    Ok(())
+}
