@@ -306,47 +306,71 @@ impl<'a> Fleet<'a> {
             "--wait-ms=0".into(),
             "--state".into(),
         ])?;
-        let mut held = Held::default();
-        let mut states = Vec::new();
-        for chunk in self.config.hosts.chunks(self.config.concurrency.max(1)) {
-            // Started here: ssh dies with the thread that started it, and
-            // this one keeps the sessions. Their answers are awaited in
-            // parallel.
+        let ui = &self.ctx.ui;
+        // Sessions of the master connections start no process: asked
+        // from `concurrency` threads, each host's as soon as a thread is
+        // free.
+        let mut answers: Vec<Option<ssh::Answer>> = parallel(
+            self.config.concurrency,
+            &self.config.hosts,
+            |host| match self.ssh.start_on_master(host, &argv) {
+                Ok(Some(started)) => Some(ssh::await_answer(ui, host, started, protocol::MARK)),
+                Ok(None) => None,
+                Err(e) => Some(Err(e)),
+            },
+        );
+        // Where a master cannot be asked, an ssh process is started here:
+        // ssh dies with the thread that started it, and this one keeps the
+        // sessions. Their answers are awaited in parallel.
+        let missing: Vec<usize> = (0..answers.len())
+            .filter(|&i| answers[i].is_none())
+            .collect();
+        for chunk in missing.chunks(self.config.concurrency.max(1)) {
             let started: Vec<ssh::Started> = chunk
                 .iter()
-                .map(|host| self.ssh.start(host, &argv))
+                .map(|&i| self.ssh.start(&self.config.hosts[i], &argv))
                 .collect::<Result<_>>()
                 .ok()?;
-            let ui = &self.ctx.ui;
-            let answers: Vec<_> = std::thread::scope(|scope| {
+            let hosts = &self.config.hosts;
+            let awaited: Vec<_> = std::thread::scope(|scope| {
                 let waiting: Vec<_> = chunk
                     .iter()
                     .zip(started)
-                    .map(|(host, started)| {
-                        scope.spawn(move || ssh::await_answer(ui, host, started, protocol::MARK))
+                    .map(|(&i, started)| {
+                        scope.spawn(move || {
+                            ssh::await_answer(ui, &hosts[i], started, protocol::MARK)
+                        })
                     })
                     .collect();
                 waiting.into_iter().map(|w| w.join()).collect()
             });
-            let mut complete = true;
-            for (host, answer) in chunk.iter().zip(answers) {
-                match answer {
-                    Ok(Ok((out, Some(session)))) => {
-                        held.push(host, session);
-                        match protocol::unframe::<protocol::Reply>(&out.stdout) {
-                            Ok(protocol::Reply {
-                                result: Ok(Done::State(state)),
-                                ..
-                            }) => states.push(*state),
-                            _ => complete = false,
-                        }
+            for (&i, answer) in chunk.iter().zip(awaited) {
+                answers[i] =
+                    Some(answer.unwrap_or_else(|_| {
+                        Err(Error::internal("the wait for an answer panicked"))
+                    }));
+            }
+        }
+        let mut held = Held::default();
+        let mut states = Vec::new();
+        let mut complete = true;
+        for (host, answer) in self.config.hosts.iter().zip(answers) {
+            match answer {
+                Some(Ok((out, Some(session)))) => {
+                    held.push(host, session);
+                    match protocol::unframe::<protocol::Reply>(&out.stdout) {
+                        Ok(protocol::Reply {
+                            result: Ok(Done::State(state)),
+                            ..
+                        }) => states.push(*state),
+                        _ => complete = false,
                     }
-                    _ => complete = false,
                 }
+                _ => complete = false,
             }
-            if !complete {
-                return None;
-            }
+        }
+        if !complete {
+            return None;
         }
         Some((held, states))
     }

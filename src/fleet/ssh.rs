@@ -498,24 +498,38 @@ impl Ssh {
     /// `stdin`, the command reads that file; else [`Remote::stdin`]
     /// writes to it.
     fn remote(&self, dest: &str, argv: &[String], stdin: Option<&File>) -> Result<Remote> {
+        match self.on_master(dest, argv, stdin)? {
+            Some(remote) => Ok(remote),
+            None => self.ssh_process(dest, argv, stdin),
+        }
+    }
+
+    /// [`Ssh::remote`] as a session of the master, if it can be asked.
+    fn on_master(
+        &self,
+        dest: &str,
+        argv: &[String],
+        stdin: Option<&File>,
+    ) -> Result<Option<Remote>> {
         let remote = remote_command(argv);
         match mux::open(&self.control.socket(dest), &remote, stdin, CONNECT_TIMEOUT) {
-            Ok(opened) => {
-                return Ok(Remote {
-                    stdin: opened.stdin,
-                    stdout: opened.stdout,
-                    stderr: opened.stderr,
-                    end: Ending::Mux(opened.session),
-                });
-            }
-            Err(mux::Refused::Failed(e)) => {
-                return Err(Error::internal(format!(
-                    "could not run a command on {dest} through its ssh master connection"
-                ))
-                .cause(e));
-            }
-            Err(mux::Refused::Unavailable) => {}
+            Ok(opened) => Ok(Some(Remote {
+                stdin: opened.stdin,
+                stdout: opened.stdout,
+                stderr: opened.stderr,
+                end: Ending::Mux(opened.session),
+            })),
+            Err(mux::Refused::Failed(e)) => Err(Error::internal(format!(
+                "could not run a command on {dest} through its ssh master connection"
+            ))
+            .cause(e)),
+            Err(mux::Refused::Unavailable) => Ok(None),
         }
+    }
+
+    /// [`Ssh::remote`] through an `ssh` process.
+    fn ssh_process(&self, dest: &str, argv: &[String], stdin: Option<&File>) -> Result<Remote> {
+        let remote = remote_command(argv);
         let mut command = self.command(dest, &["-o", "ControlMaster=no"]);
         command.arg(remote);
         let input = match stdin {
@@ -598,19 +612,24 @@ impl Ssh {
     pub fn start(&self, dest: &str, argv: &[String]) -> Result<Started> {
         self.remote(dest, argv, None).map(Started)
     }
+
+    /// [`Ssh::start`] as a session of the master connection, which starts
+    /// no process and so may be called from any thread; `Ok(None)` where
+    /// the master cannot be asked ([`Ssh::start`] then).
+    pub fn start_on_master(&self, dest: &str, argv: &[String]) -> Result<Option<Started>> {
+        Ok(self.on_master(dest, argv, None)?.map(Started))
+    }
 }
 
 /// A remote command started by [`Ssh::start`], not yet answered.
 pub struct Started(Remote);
 
+/// What [`await_answer`] read, and the session if it still runs.
+pub type Answer = Result<(Output, Option<Session>)>;
+
 /// Read the stdout of `started` until a line starts with `until` (or it
 /// ends): the second half of [`Ssh::hold`].
-pub fn await_answer(
-    ui: &Ui,
-    dest: &str,
-    started: Started,
-    until: &str,
-) -> Result<(Output, Option<Session>)> {
+pub fn await_answer(ui: &Ui, dest: &str, started: Started, until: &str) -> Answer {
     let Started(Remote {
         stdin,
         stdout,
