@@ -196,7 +196,8 @@ pub fn go_live(
     {
         rollback::mark(ctx, prev, Status::Ready);
     }
-    let removed = match prune::after_activation(ctx, ctx.config.keep_releases, activated.running) {
+    let running = activated.running(ctx);
+    let removed = match prune::after_activation(ctx, ctx.config.keep_releases, running) {
         Ok((_, removed)) => removed,
         Err(e) => {
             ctx.ui

@@ -170,6 +170,11 @@ pub fn run(ctx: &Ctx, to: Option<&ReleaseId>, force: bool) -> Result<Outcome> {
             mark(ctx, &target, Status::Live);
         }
     }
+    // Named once the outcome is recorded: the look through `/proc` ran
+    // meanwhile.
+    let activated = activated.map(|activated| {
+        activated.running(ctx);
+    });
     if let Err(failed) = activated {
         if failed.refused {
             event.outcome = history::Outcome::Refused;

@@ -67,23 +67,48 @@ pub fn rollback(ctx: &Ctx, live: &Live) -> Result<Activated, Failed> {
 }
 
 /// What a successful activation leaves running: one look through `/proc`
-/// once it is over (the gate passed, an old slot retired). Processes still
-/// in a release other than the live one (or a warm standby slot's) are
-/// named then; a deploy's prune decides from the same look instead of
-/// taking another (each costs a readlink of every process's cwd and exe).
+/// once it is over (the gate passed, an old slot retired), taken on a
+/// thread of its own while the caller records the outcome (writes made
+/// durable: mostly waiting on the disk). Processes still in a release
+/// other than the live one (or a warm standby slot's) are named when it
+/// is read ([`Activated::running`]); a deploy's prune decides from the
+/// same look instead of taking another (each costs a readlink of every
+/// process's cwd and exe).
 pub struct Activated {
-    pub running: procs::Usage,
+    look: Option<std::thread::JoinHandle<procs::Usage>>,
+    live: ReleaseId,
+    /// A standby slot runs its release on purpose.
+    expected: Vec<ReleaseId>,
 }
 
 impl Activated {
     fn after(ctx: &Ctx, live: &ReleaseId) -> Activated {
-        let running = procs::scan(&ctx.layout);
-        // A standby slot runs its release on purpose.
+        let layout = ctx.layout.clone();
+        let look = std::thread::Builder::new()
+            .name("look-through-proc".into())
+            .spawn(move || procs::scan(&layout))
+            .ok();
         let expected = match ctx.config.slots {
             Some(_) => self::slots::state::recorded_releases(&ctx.layout).unwrap_or_default(),
             None => Vec::new(),
         };
-        stale::warn_stale_processes(ctx, &running, live, &expected);
-        Activated { running }
+        Activated {
+            look,
+            live: live.clone(),
+            expected,
+        }
+    }
+
+    /// The look through `/proc` taken when the activation was over, once
+    /// it is done; processes still running from another release are named
+    /// now.
+    pub fn running(mut self, ctx: &Ctx) -> procs::Usage {
+        let running = self
+            .look
+            .take()
+            .and_then(|look| look.join().ok())
+            .unwrap_or_else(|| procs::scan(&ctx.layout));
+        stale::warn_stale_processes(ctx, &running, &self.live, &self.expected);
+        running
     }
 }
