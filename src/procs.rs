@@ -279,8 +279,8 @@ fn scan_with(
                     }
                 }
                 // No executable: a kernel thread (a third of the pids on a
-                // quiet machine), a zombie, or gone since the listing.
-                // None has a working directory of its own either.
+                // quiet machine; its working directory is `/`), a zombie,
+                // or gone since the listing: none sits in a release.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => break,
                 Err(e) => unreadable = unreadable.or(Some((link, e))),
             }

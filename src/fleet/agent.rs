@@ -96,31 +96,56 @@ pub fn run(ctx: &Ctx, args: &FleetAgentArgs) -> Result<()> {
 }
 
 /// What waits until the controller has its answer: deleting the releases
-/// this request pruned (moved into the trash, see [`store::delete_later`];
+/// a request pruned (moved into the trash, see [`store::delete_later`];
 /// at `batch = 1` the next host is switched meanwhile), then measuring
-/// again what the releases left share on disk, under the host's deploy
-/// lock (skipped if another command holds it: `shipit releases` keeps
-/// the older figure until the next deploy). What cannot be deleted now
-/// stays trash, which the next command on this host clears.
+/// again what the releases left share on disk. The measure is taken under
+/// the host's deploy lock, and skipped if another command holds it
+/// (`shipit releases` keeps the older figure until the next deploy here,
+/// as it does when this process is killed first). What cannot be deleted
+/// now stays trash, which the next command on this host clears.
+struct Tidying {
+    later: Vec<std::path::PathBuf>,
+    /// What the request pruned, to measure again once deleted.
+    removed: Vec<ReleaseId>,
+}
+
+impl Tidying {
+    /// What the request just answered left to do, if anything.
+    fn after(result: &Result<Done>) -> Option<Tidying> {
+        let later = store::take_later();
+        if later.is_empty() {
+            return None;
+        }
+        let removed = match result {
+            Ok(Done::Activated { removed, .. }) => removed.clone(),
+            _ => Vec::new(),
+        };
+        Some(Tidying { later, removed })
+    }
+
+    fn run(self, ctx: &Ctx) {
+        crate::crashpoint::hit("fleet-agent:before-deleting-pruned");
+        let lock = crate::lock::acquire(
+            &ctx.layout,
+            None,
+            "shipit fleet-agent (deleting pruned releases)",
+        );
+        for (path, e) in store::delete_trash(&self.later) {
+            ctx.ui.warn(format!(
+                "could not delete {} yet ({e}); the next command on this host deletes it",
+                path.display()
+            ));
+        }
+        if lock.is_ok() && !self.removed.is_empty() {
+            crate::prune::remeasure(ctx, &self.removed);
+        }
+    }
+}
+
+/// [`Tidying`] once the answer is out, in this process.
 fn after_answer(ctx: &Ctx, result: &Result<Done>) {
-    let later = store::take_later();
-    if later.is_empty() {
-        return;
-    }
-    crate::crashpoint::hit("fleet-agent:before-deleting-pruned");
-    let lock = crate::lock::acquire(
-        &ctx.layout,
-        None,
-        "shipit fleet-agent (deleting pruned releases)",
-    );
-    for (path, e) in store::delete_trash(&later) {
-        ctx.ui.warn(format!(
-            "could not delete {} yet ({e}); the next command on this host deletes it",
-            path.display()
-        ));
-    }
-    if let (Ok(_lock), Ok(Done::Activated { removed, .. })) = (&lock, result) {
-        crate::prune::remeasure(ctx, removed);
+    if let Some(tidying) = Tidying::after(result) {
+        tidying.run(ctx);
     }
 }
 
@@ -206,7 +231,7 @@ fn perform(ctx: &Ctx, request: Request, input: &mut dyn Read) -> Result<Done> {
 /// or rolls back), and the holder ends after answering; one that comes
 /// while it waits ends it at once. Either way the fleet lock goes with it,
 /// as it did when a signal killed a holder that served nothing.
-fn serve(ctx: &Ctx) {
+fn serve(ctx: &Ctx, fleet_lock: Flock<fs::File>) {
     use std::io::BufRead;
     use std::os::fd::AsFd;
     crate::interrupt::install();
@@ -214,32 +239,46 @@ fn serve(ctx: &Ctx) {
         return;
     };
     let mut input = std::io::BufReader::new(fs::File::from(fd));
-    while wait_for_input(&input) {
-        let mut line = String::new();
-        match input.read_line(&mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+    std::thread::scope(|scope| {
+        // What the last request left to tidy, on a thread of its own while
+        // this one waits for the next request; done before that request
+        // is performed.
+        let mut tidying: Option<std::thread::ScopedJoinHandle<()>> = None;
+        while wait_for_input(&input) {
+            let mut line = String::new();
+            match input.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            if !line.starts_with(protocol::MARK) {
+                continue;
+            }
+            if let Some(t) = tidying.take() {
+                let _ = t.join();
+            }
+            let request = protocol::unframe::<Request>(&line)
+                .map_err(|unframed| unframed.to_error("the controller's request", 0));
+            let ended = request.is_err();
+            let bytes = request.as_ref().map_or(0, Request::body_len);
+            let mut body = (&mut input).take(bytes);
+            crate::hookenv::refresh(&ctx.config);
+            let result = request.and_then(|request| perform(ctx, request, &mut body));
+            let _ = std::io::copy(&mut body, &mut std::io::sink());
+            if let Err(e) = &result {
+                ctx.ui.error(e);
+            }
+            let _ = ui::out(&protocol::frame(&answer(ctx, &result)));
+            if let Some(t) = Tidying::after(&result) {
+                tidying = Some(scope.spawn(move || t.run(ctx)));
+            }
+            if ended || crate::interrupt::requested() {
+                break;
+            }
         }
-        if !line.starts_with(protocol::MARK) {
-            continue;
-        }
-        let request = protocol::unframe::<Request>(&line)
-            .map_err(|unframed| unframed.to_error("the controller's request", 0));
-        let ended = request.is_err();
-        let bytes = request.as_ref().map_or(0, Request::body_len);
-        let mut body = (&mut input).take(bytes);
-        crate::hookenv::refresh(&ctx.config);
-        let result = request.and_then(|request| perform(ctx, request, &mut body));
-        let _ = std::io::copy(&mut body, &mut std::io::sink());
-        if let Err(e) = &result {
-            ctx.ui.error(e);
-        }
-        let _ = ui::out(&protocol::frame(&answer(ctx, &result)));
-        after_answer(ctx, &result);
-        if ended || crate::interrupt::requested() {
-            return;
-        }
-    }
+        // The controller let go (or is gone): so does this host's fleet
+        // lock, at once; what is left to tidy is finished after.
+        drop(fleet_lock);
+    });
 }
 
 /// Wait until `input` has something to read (or its end), looking for a
@@ -263,7 +302,7 @@ fn wait_for_input(input: &std::io::BufReader<fs::File>) -> bool {
 /// releases). A controller holds it on every host, in host order, for its
 /// whole rollout, through this agent: taken, said so, then held until
 /// stdin closes, which happens when the controller lets go, exits, or
-/// dies (its ssh dies with it and sshd closes the session). The kernel
+/// dies (the master connection ends its session, and sshd closes it). The kernel
 /// releases the flock with this process, however it ends.
 ///
 /// `with_state`: the answer is the host's state, read under the lock (a
@@ -301,11 +340,11 @@ fn hold(ctx: &Ctx, holder: &str, wait: Duration, with_state: bool) -> Result<()>
             );
             Err(e)
         }
-        Ok((_locked, done)) => {
+        Ok((locked, done)) => {
             reply(live, Ok(done));
             // Held until the controller closes our stdin (or is gone),
             // doing what it asks meanwhile.
-            serve(ctx);
+            serve(ctx, locked);
             Ok(())
         }
     }

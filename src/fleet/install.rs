@@ -157,9 +157,11 @@ impl Payload {
     /// The platform is not asked again: this build is put on a host only
     /// once [`ensure`] found the host's `uname -sm` to be the
     /// controller's (or it is `fleet.binary`, built for the hosts). A host
-    /// whose platform changed under it since cannot exec it (`Exec format
-    /// error`, status 126): that answer is no state, so the rollout takes
-    /// the longer path, where [`ensure`] compares the platforms again.
+    /// whose platform changed under its `deploy_to` since fails to run it
+    /// (dash and bash: `Exec format error`, status 126); that answer is no
+    /// state, so the rollout takes the longer path, where [`ensure`]
+    /// compares the platforms again. (Where an emulator is registered for
+    /// the controller's platform, the build runs there, emulated.)
     /// `None` when this path does not apply: `fleet.host_shipit`, or a
     /// config too long for one argument.
     pub fn reach(&self, args: &[String]) -> Option<Vec<String>> {

@@ -35,17 +35,24 @@ const TTY_ALLOC_FAIL: u32 = 0x8000_0008;
 const VERSION: u32 = 4;
 /// No escape character (`-e none`).
 const NO_ESCAPE: u32 = 0xffff_ffff;
+/// How long the master may take to answer a session request: the server
+/// opens the channel first. A dead server is noticed by the master's
+/// keepalives (15 s) sooner.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 /// Packets larger than this are not the master's.
 const MAX_PACKET: u32 = 256 * 1024;
 
 /// Why no session was opened.
 #[derive(Debug)]
 pub enum Refused {
-    /// None was asked for (no master listening, or one that speaks
-    /// otherwise): run `ssh` instead.
+    /// None was opened (no master listening, one that speaks otherwise,
+    /// or one that refused the session, as a master does when the
+    /// server's `MaxSessions` is reached): run `ssh` instead, as ssh's own
+    /// client does then.
     Unavailable,
-    /// It was asked for and failed: the remote command may have begun,
-    /// so it is not started again.
+    /// It was asked for and the master went silent or away before
+    /// answering: the remote command may have begun, so it is not
+    /// started again.
     Failed(io::Error),
 }
 
@@ -75,7 +82,7 @@ pub fn open(
     timeout: Duration,
 ) -> Result<Opened, Refused> {
     let control = hello(socket, timeout).map_err(|_| Refused::Unavailable)?;
-    request(control, command, stdin).map_err(Refused::Failed)
+    request(control, command, stdin)
 }
 
 /// The control connection, hellos exchanged.
@@ -94,40 +101,55 @@ fn hello(socket: &Path, timeout: Duration) -> io::Result<UnixStream> {
     Ok(control)
 }
 
-fn request(mut control: UnixStream, command: &str, stdin: Option<&File>) -> io::Result<Opened> {
-    let request_id = 1u32;
-    let empty = 0u32.to_be_bytes();
-    let command_len = u32::try_from(command.len())
-        .map_err(|_| unexpected("a command of 4 GiB"))?
-        .to_be_bytes();
-    send(
-        &mut control,
-        &[
-            &NEW_SESSION.to_be_bytes(),
-            &request_id.to_be_bytes(),
-            // reserved
-            &empty,
-            // want a tty, X11, the agent; a subsystem
-            &empty,
-            &empty,
-            &empty,
-            &empty,
-            &NO_ESCAPE.to_be_bytes(),
-            // terminal type
-            &empty,
-            &command_len,
-            command.as_bytes(),
-        ],
-    )?;
+fn request(
+    mut control: UnixStream,
+    command: &str,
+    stdin: Option<&File>,
+) -> Result<Opened, Refused> {
+    let unavailable = |_| Refused::Unavailable;
+    // Made before the request: once it is sent, the master waits for the
+    // descriptors, and serves no other session of the host meanwhile.
     let (stdin_theirs, stdin_ours): (OwnedFd, Option<File>) = match stdin {
         None => {
-            let (r, w) = io::pipe()?;
+            let (r, w) = io::pipe().map_err(unavailable)?;
             (r.into(), Some(File::from(OwnedFd::from(w))))
         }
-        Some(file) => (file.try_clone()?.into(), None),
+        Some(file) => (file.try_clone().map_err(unavailable)?.into(), None),
     };
-    let (stdout_ours, stdout_theirs) = io::pipe()?;
-    let (stderr_ours, stderr_theirs) = io::pipe()?;
+    let (stdout_ours, stdout_theirs) = io::pipe().map_err(unavailable)?;
+    let (stderr_ours, stderr_theirs) = io::pipe().map_err(unavailable)?;
+    let request_id = 1u32;
+    let request_id_bytes = request_id.to_be_bytes();
+    let empty = 0u32.to_be_bytes();
+    let command_len = u32::try_from(command.len())
+        .map_err(|_| Refused::Unavailable)?
+        .to_be_bytes();
+    let mut packet: Vec<&[u8]> = vec![
+        &NEW_SESSION_BYTES,
+        &request_id_bytes,
+        // reserved
+        &empty,
+        // a tty, X11 forwarding
+        &empty,
+        &empty,
+        // the agent: forwarded if the master's own config says so
+        // (`ForwardAgent`, `-A`), as for ssh's own client
+        &ONE,
+        // a subsystem
+        &empty,
+        &NO_ESCAPE_BYTES,
+        // terminal type
+        &empty,
+        &command_len,
+        command.as_bytes(),
+    ];
+    let env = environment();
+    let lens: Vec<[u8; 4]> = env.iter().map(|e| (e.len() as u32).to_be_bytes()).collect();
+    for (e, len) in env.iter().zip(&lens) {
+        packet.push(len);
+        packet.push(e.as_bytes());
+    }
+    send(&mut control, &packet).map_err(unavailable)?;
     for fd in [
         stdin_theirs,
         OwnedFd::from(stdout_theirs),
@@ -135,24 +157,25 @@ fn request(mut control: UnixStream, command: &str, stdin: Option<&File>) -> io::
     ] {
         // One byte with each descriptor, as ssh's mm_send_fd sends it; the
         // master has its own copy once sent, and ours closes here.
-        pass_fd(&control, &fd)?;
+        // Without all three the master starts nothing.
+        pass_fd(&control, &fd).map_err(unavailable)?;
     }
-    let reply = receive(&mut control)?;
-    let id = match u32_at(&reply, 0)? {
-        SESSION_OPENED if u32_at(&reply, 4)? == request_id => u32_at(&reply, 8)?,
-        kind @ (PERMISSION_DENIED | FAILURE) => {
-            let why = reply
-                .get(12..)
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .unwrap_or_default();
-            return Err(io::Error::other(format!(
-                "the master connection refused a session ({}): {why}",
-                if kind == FAILURE { "failure" } else { "denied" }
-            )));
+    // The master answers once the server opened the channel: a slow link
+    // or bastion may take a while, a dead one ends the master (its
+    // keepalives), which closes this connection.
+    control
+        .set_read_timeout(Some(ANSWER_TIMEOUT))
+        .map_err(Refused::Failed)?;
+    let reply = receive(&mut control).map_err(Refused::Failed)?;
+    let id = match u32_at(&reply, 0).map_err(Refused::Failed)? {
+        SESSION_OPENED if u32_at(&reply, 4).ok() == Some(request_id) => {
+            u32_at(&reply, 8).map_err(Refused::Failed)?
         }
-        _ => return Err(unexpected("its answer to a new session")),
+        // Nothing was started: ssh's own client connects afresh then.
+        PERMISSION_DENIED | FAILURE => return Err(Refused::Unavailable),
+        _ => return Err(Refused::Failed(unexpected("its answer to a new session"))),
     };
-    control.set_write_timeout(None)?;
+    control.set_write_timeout(None).map_err(Refused::Failed)?;
     Ok(Opened {
         stdin: stdin_ours,
         stdout: File::from(OwnedFd::from(stdout_ours)),
@@ -163,6 +186,24 @@ fn request(mut control: UnixStream, command: &str, stdin: Option<&File>) -> io::
             status: None,
         },
     })
+}
+
+const NEW_SESSION_BYTES: [u8; 4] = NEW_SESSION.to_be_bytes();
+const NO_ESCAPE_BYTES: [u8; 4] = NO_ESCAPE.to_be_bytes();
+const ONE: [u8; 4] = 1u32.to_be_bytes();
+
+/// The environment sent with each session: `LANG` and `LC_*`, as the
+/// `SendEnv LANG LC_*` of Debian's, Ubuntu's, Fedora's and macOS's
+/// default `ssh_config` sends them (the host's sshd takes only what its
+/// `AcceptEnv` allows). Other `SendEnv` or `SetEnv` settings of an ssh
+/// config are not applied here; set in `fleet.ssh_options`, they make
+/// shipit start `ssh` for each command instead ([`crate::fleet::ssh`]).
+fn environment() -> Vec<String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| k == "LANG" || k.starts_with("LC_"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect()
 }
 
 impl Session {

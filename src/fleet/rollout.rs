@@ -396,7 +396,7 @@ impl<'a> Fleet<'a> {
     /// Take the fleet lock of every host, in host order (two controllers
     /// with the same hosts never hold part of the fleet each), each within
     /// what is left of `wait`. Held until the sessions are dropped, or the
-    /// controller dies (its ssh dies with it, the host's agent sees its
+    /// controller dies (its session with it, the host's agent sees its
     /// stdin close, the kernel releases the flock). Refused: every lock
     /// taken so far is let go, and the error names the holder.
     pub fn lock_all(&self, wait: Option<Duration>, command: &str) -> Result<Held> {
