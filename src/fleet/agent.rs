@@ -98,11 +98,9 @@ pub fn run(ctx: &Ctx, args: &FleetAgentArgs) -> Result<()> {
 /// What waits until the controller has its answer: deleting the releases
 /// a request pruned (moved into the trash, see [`store::delete_later`];
 /// at `batch = 1` the next host is switched meanwhile), then measuring
-/// again what the releases left share on disk. The measure is taken under
-/// the host's deploy lock, and skipped if another command holds it
-/// (`shipit releases` keeps the older figure until the next deploy here,
-/// as it does when this process is killed first). What cannot be deleted
-/// now stays trash, which the next command on this host clears.
+/// again what the releases left share on disk. The trash is this
+/// process's own: deleting it needs no lock. What cannot be deleted now
+/// stays trash, which the next command on this host clears.
 struct Tidying {
     later: Vec<std::path::PathBuf>,
     /// What the request pruned, to measure again once deleted.
@@ -123,29 +121,41 @@ impl Tidying {
         Some(Tidying { later, removed })
     }
 
-    fn run(self, ctx: &Ctx) {
+    /// Delete; what was pruned, to [`remeasure`] once deleted.
+    fn delete(self, ctx: &Ctx) -> Vec<ReleaseId> {
         crate::crashpoint::hit("fleet-agent:before-deleting-pruned");
-        let lock = crate::lock::acquire(
-            &ctx.layout,
-            None,
-            "shipit fleet-agent (deleting pruned releases)",
-        );
         for (path, e) in store::delete_trash(&self.later) {
             ctx.ui.warn(format!(
                 "could not delete {} yet ({e}); the next command on this host deletes it",
                 path.display()
             ));
         }
-        if lock.is_ok() && !self.removed.is_empty() {
-            crate::prune::remeasure(ctx, &self.removed);
-        }
+        self.removed
+    }
+}
+
+/// Measure again what the releases share on disk once `removed` are
+/// deleted, under the host's deploy lock; skipped if another command holds
+/// it (`shipit releases` keeps the older figure until the next deploy
+/// here).
+fn remeasure(ctx: &Ctx, removed: &[ReleaseId]) {
+    if removed.is_empty() {
+        return;
+    }
+    if let Ok(_lock) = crate::lock::acquire(
+        &ctx.layout,
+        None,
+        "shipit fleet-agent (measuring the releases)",
+    ) {
+        crate::prune::remeasure(ctx, removed);
     }
 }
 
 /// [`Tidying`] once the answer is out, in this process.
 fn after_answer(ctx: &Ctx, result: &Result<Done>) {
     if let Some(tidying) = Tidying::after(result) {
-        tidying.run(ctx);
+        let removed = tidying.delete(ctx);
+        remeasure(ctx, &removed);
     }
 }
 
@@ -240,10 +250,16 @@ fn serve(ctx: &Ctx, fleet_lock: Flock<fs::File>) {
     };
     let mut input = std::io::BufReader::new(fs::File::from(fd));
     std::thread::scope(|scope| {
-        // What the last request left to tidy, on a thread of its own while
-        // this one waits for the next request; done before that request
-        // is performed.
-        let mut tidying: Option<std::thread::ScopedJoinHandle<()>> = None;
+        // What the last request left to delete, on a thread of its own
+        // while this one waits for the next request; done (and measured
+        // again) before that request is performed.
+        let mut tidying: Option<std::thread::ScopedJoinHandle<Vec<ReleaseId>>> = None;
+        let finish = |t: std::thread::ScopedJoinHandle<Vec<ReleaseId>>| match t.join() {
+            Ok(removed) => remeasure(ctx, &removed),
+            Err(_) => ctx
+                .ui
+                .warn("deleting the pruned releases failed; the next command here deletes them"),
+        };
         while wait_for_input(&input) {
             let mut line = String::new();
             match input.read_line(&mut line) {
@@ -254,7 +270,7 @@ fn serve(ctx: &Ctx, fleet_lock: Flock<fs::File>) {
                 continue;
             }
             if let Some(t) = tidying.take() {
-                let _ = t.join();
+                finish(t);
             }
             let request = protocol::unframe::<Request>(&line)
                 .map_err(|unframed| unframed.to_error("the controller's request", 0));
@@ -269,15 +285,32 @@ fn serve(ctx: &Ctx, fleet_lock: Flock<fs::File>) {
             }
             let _ = ui::out(&protocol::frame(&answer(ctx, &result)));
             if let Some(t) = Tidying::after(&result) {
-                tidying = Some(scope.spawn(move || t.run(ctx)));
+                tidying = Some(scope.spawn(move || t.delete(ctx)));
             }
             if ended || crate::interrupt::requested() {
                 break;
             }
         }
         // The controller let go (or is gone): so does this host's fleet
-        // lock, at once; what is left to tidy is finished after.
-        drop(fleet_lock);
+        // lock, at once. A deletion still running finishes after it,
+        // holding no lock (the next rollout may begin meanwhile), and
+        // `shipit releases` keeps its older figures on disk until a later
+        // prune here; one already done is measured first.
+        match tidying.take() {
+            Some(t) if t.is_finished() => {
+                finish(t);
+                drop(fleet_lock);
+            }
+            Some(t) => {
+                drop(fleet_lock);
+                if t.join().is_err() {
+                    ctx.ui.warn(
+                        "deleting the pruned releases failed; the next command here deletes them",
+                    );
+                }
+            }
+            None => drop(fleet_lock),
+        }
     });
 }
 

@@ -9,9 +9,11 @@
 //! a hello each way, a new-session request carrying the command, the three
 //! descriptors passed over the socket (`SCM_RIGHTS`), then the exit status
 //! when the remote command ends. The master, the real `ssh`, still does
-//! all of SSH: keys, known hosts, the user's config. Anything unexpected
-//! here (no master, another protocol version, a refusal) is an `Err`, and
-//! the caller starts `ssh` as before.
+//! all of SSH: keys, known hosts, the user's config (which environment is
+//! sent, whether the agent is forwarded). Where no session was started
+//! (no master, another protocol version, a refusal) the caller starts
+//! `ssh` as before; where one may have been, it is an error, never a
+//! second start.
 //!
 //! The session lives as long as the control connection: closing it (this
 //! process ending, however it ends) makes the master close the session,
@@ -37,9 +39,11 @@ const VERSION: u32 = 4;
 const NO_ESCAPE: u32 = 0xffff_ffff;
 /// How long the master may take to answer a session request: the server
 /// opens the channel first. A dead server is noticed by the master's
-/// keepalives (15 s) sooner.
+/// keepalives (15 s) sooner. (An OpenSSH master whose answer finds this
+/// connection closed may end altogether; the next command connects
+/// afresh.)
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
-/// Packets larger than this are not the master's.
+/// The largest packet either side sends (OpenSSH's `CHANNEL_MUX_MAX_PACKET`).
 const MAX_PACKET: u32 = 256 * 1024;
 
 /// Why no session was opened.
@@ -133,7 +137,7 @@ fn request(
         &empty,
         &empty,
         // the agent: forwarded if the master's own config says so
-        // (`ForwardAgent`, `-A`), as for ssh's own client
+        // (`ForwardAgent`, `-A`), which ssh's own client asks the same way
         &ONE,
         // a subsystem
         &empty,
@@ -147,7 +151,12 @@ fn request(
     let lens: Vec<[u8; 4]> = env.iter().map(|e| (e.len() as u32).to_be_bytes()).collect();
     for (e, len) in env.iter().zip(&lens) {
         packet.push(len);
-        packet.push(e.as_bytes());
+        packet.push(e);
+    }
+    // The master closes the connection on a larger packet (its limit is
+    // 256 KiB): ssh's own client then, with nothing started.
+    if packet.iter().map(|p| p.len()).sum::<usize>() > MAX_PACKET as usize {
+        return Err(Refused::Unavailable);
     }
     send(&mut control, &packet).map_err(unavailable)?;
     for fd in [
@@ -192,17 +201,20 @@ const NEW_SESSION_BYTES: [u8; 4] = NEW_SESSION.to_be_bytes();
 const NO_ESCAPE_BYTES: [u8; 4] = NO_ESCAPE.to_be_bytes();
 const ONE: [u8; 4] = 1u32.to_be_bytes();
 
-/// The environment sent with each session: `LANG` and `LC_*`, as the
-/// `SendEnv LANG LC_*` of Debian's, Ubuntu's, Fedora's and macOS's
-/// default `ssh_config` sends them (the host's sshd takes only what its
-/// `AcceptEnv` allows). Other `SendEnv` or `SetEnv` settings of an ssh
-/// config are not applied here; set in `fleet.ssh_options`, they make
-/// shipit start `ssh` for each command instead ([`crate::fleet::ssh`]).
-fn environment() -> Vec<String> {
+/// The environment offered with each session, all of it, as `NAME=value`:
+/// the master keeps what its own `SendEnv` allows (and adds its
+/// `SetEnv`), as it does for ssh's own client, which offers only what the
+/// same config allows; the host's sshd then takes what its `AcceptEnv`
+/// allows.
+fn environment() -> Vec<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
     std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .filter(|(k, _)| k == "LANG" || k.starts_with("LC_"))
-        .map(|(k, v)| format!("{k}={v}"))
+        .map(|(k, v)| {
+            let mut e = k.as_bytes().to_vec();
+            e.push(b'=');
+            e.extend_from_slice(v.as_bytes());
+            e
+        })
         .collect()
 }
 

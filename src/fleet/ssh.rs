@@ -70,10 +70,6 @@ pub fn remote_command<S: AsRef<str>>(argv: &[S]) -> String {
 pub struct Ssh {
     options: Vec<String>,
     control: Control,
-    /// Whether remote commands are asked of the masters ([`mux`]): not
-    /// when `ssh_options` send an environment of their own (`SendEnv`,
-    /// `SetEnv`), which only ssh's own client applies.
-    on_masters: bool,
 }
 
 /// Where the master connections' sockets are, and how long they live.
@@ -366,14 +362,9 @@ impl Ssh {
                 persist,
             }
         };
-        let sends_env = options.iter().any(|o| {
-            let o = o.to_ascii_lowercase();
-            o.contains("sendenv") || o.contains("setenv")
-        });
         Ok(Ssh {
             options: options.to_vec(),
             control,
-            on_masters: !sends_env,
         })
     }
 
@@ -521,9 +512,6 @@ impl Ssh {
         argv: &[String],
         stdin: Option<&File>,
     ) -> Result<Option<Remote>> {
-        if !self.on_masters {
-            return Ok(None);
-        }
         let remote = remote_command(argv);
         match mux::open(&self.control.socket(dest), &remote, stdin, CONNECT_TIMEOUT) {
             Ok(opened) => Ok(Some(Remote {

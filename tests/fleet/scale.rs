@@ -170,3 +170,57 @@ fn remote_commands_on_a_master_connection_start_no_ssh() {
     assert!(live[0].is_some() && live[0] != Some(first), "{live:?}");
     assert_eq!(live, vec![live[0].clone(); 3]);
 }
+
+/// A session asked of the master gets the environment the master's own
+/// config sends (`SendEnv`), as one through `ssh` did: the controller
+/// offers it all, the master keeps what `SendEnv` names, the host's sshd
+/// what `AcceptEnv` allows. Here `SHIPIT_TEST_SENT` is named and
+/// `SHIPIT_TEST_UNSENT` is not; the second rollout reuses the masters the
+/// first opened, with a new value.
+#[test]
+fn a_session_on_a_master_gets_the_environment_its_config_sends() {
+    let w = World::new(1, Options::default());
+    let text = fs::read_to_string(w.config()).unwrap().replace(
+        "ssh_options = [",
+        "ssh_options = [\"-o\", \"SendEnv=SHIPIT_TEST_SENT\", ",
+    );
+    fs::write(w.config(), text).unwrap();
+    let host = &w.hosts.hosts[0];
+    fs::write(
+        host.home().join(".bashrc"),
+        "printf '%s %s\\n' \"${SHIPIT_TEST_SENT:-unset}\" \"${SHIPIT_TEST_UNSENT:-unset}\" \
+         >> \"$HOME/env-seen\"\n",
+    )
+    .unwrap();
+    let deploy = |sent: &str| {
+        let out = Command::new(SHIPIT)
+            .arg("--config")
+            .arg(w.config())
+            .arg("deploy")
+            .current_dir(w.path())
+            .env("NO_COLOR", "1")
+            .env("XDG_RUNTIME_DIR", w.hosts.runtime_dir())
+            .env(
+                "PATH",
+                format!(
+                    "{}:/usr/sbin:/sbin",
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env("SHIPIT_TEST_SENT", sent)
+            .env("SHIPIT_TEST_UNSENT", "no")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    deploy("first");
+    fs::remove_file(host.home().join("env-seen")).unwrap();
+    w.commit("VERSION", "2\n");
+    deploy("second");
+    let seen = fs::read_to_string(host.home().join("env-seen")).unwrap();
+    assert!(!seen.is_empty());
+    for line in seen.lines() {
+        assert_eq!(line, "second unset", "{seen}");
+    }
+}

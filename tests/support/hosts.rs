@@ -342,7 +342,7 @@ impl Hosts {
                      PidFile {dir}/sshd.pid\nAuthorizedKeysFile {keys}/authorized_keys\n\
                      StrictModes no\nUsePAM no\nPasswordAuthentication no\n\
                      KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
-                     UseDNS no\nPrintMotd no\nLogLevel INFO\n",
+                     UseDNS no\nPrintMotd no\nLogLevel INFO\nAcceptEnv SHIPIT_TEST_*\n",
                     keys = keys.display(),
                     dir = dir.display()
                 ),
