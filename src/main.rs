@@ -39,7 +39,8 @@
 //!   runs); `live.rs` the types both strategies share, `stale.rs` the
 //!   processes left in old releases
 //! - `src/fleet/`: rolling deploys over ssh: `ssh.rs` (the ssh invocations,
-//!   quoting), `install.rs` (the host's binary and config), `build.rs` (the one
+//!   quoting), `mux.rs` (a remote command asked of a host's master
+//!   connection over its control socket), `install.rs` (the host's binary and config), `build.rs` (the one
 //!   build on the controller), `rollout.rs` (reach, prepare, roll, revert),
 //!   `agent.rs` (the host side: `shipit fleet-agent`), `report.rs` (per-host
 //!   outcomes, table, JSON), `protocol.rs` (the typed, framed messages

@@ -43,6 +43,10 @@ const NO_ESCAPE: u32 = 0xffff_ffff;
 /// connection closed may end altogether; the next command connects
 /// afresh.)
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+/// The status of a session that ended without one (the master went away,
+/// or the remote command was killed by a signal), as ssh's own client
+/// exits then.
+pub const NO_STATUS: i32 = 255;
 /// The largest packet either side sends (OpenSSH's `CHANNEL_MUX_MAX_PACKET`).
 const MAX_PACKET: u32 = 256 * 1024;
 
@@ -234,7 +238,7 @@ impl Session {
                 None => None,
             };
             if self.control.set_read_timeout(left).is_err() {
-                return Some(self.status.unwrap_or(crate::fleet::ssh::SSH_FAILED));
+                return Some(self.status.unwrap_or(NO_STATUS));
             }
             match receive(&mut self.control) {
                 Ok(packet) => match (u32_at(&packet, 0), u32_at(&packet, 4)) {
@@ -254,7 +258,7 @@ impl Session {
                     return None;
                 }
                 // Closed: the session is over.
-                Err(_) => return Some(self.status.unwrap_or(crate::fleet::ssh::SSH_FAILED)),
+                Err(_) => return Some(self.status.unwrap_or(NO_STATUS)),
             }
         }
     }
@@ -263,7 +267,7 @@ impl Session {
     /// connection is gone (as when an `ssh` client is killed).
     pub fn end_now(&mut self) -> i32 {
         let _ = self.control.shutdown(std::net::Shutdown::Both);
-        self.status.unwrap_or(crate::fleet::ssh::SSH_FAILED)
+        self.status.unwrap_or(NO_STATUS)
     }
 }
 

@@ -50,7 +50,7 @@ const PERSIST: u32 = 60;
 /// How long to wait for another run opening the same master connection.
 const OPENING_WAIT: Duration = Duration::from_secs(60);
 /// ssh's own exit status when it failed (not the remote command).
-pub const SSH_FAILED: i32 = 255;
+pub const SSH_FAILED: i32 = mux::NO_STATUS;
 
 /// Quote one argument for a POSIX shell: `'...'`, with each `'` written as
 /// `'\''`. Safe for any bytes.
