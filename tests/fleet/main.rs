@@ -123,10 +123,24 @@ timeout = "60s"
     }
 
     pub fn shipit(&self, args: &[&str]) -> Run {
+        self.shipit_with(args, &[], None)
+    }
+
+    /// [`World::shipit`] with `env` added and `path_first` first on its
+    /// PATH.
+    pub fn shipit_with(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        path_first: Option<&Path>,
+    ) -> Run {
         let started = std::time::Instant::now();
         let config = self.config();
         let mut all = vec!["--config", config.to_str().unwrap()];
         all.extend_from_slice(args);
+        let first = path_first
+            .map(|p| format!("{}:", p.display()))
+            .unwrap_or_default();
         let out = Command::new(SHIPIT)
             .args(&all)
             .current_dir(self.path())
@@ -136,10 +150,11 @@ timeout = "60s"
             .env(
                 "PATH",
                 format!(
-                    "{}:/usr/sbin:/sbin",
+                    "{first}{}:/usr/sbin:/sbin",
                     std::env::var("PATH").unwrap_or_default()
                 ),
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .output()
             .expect("shipit runs");

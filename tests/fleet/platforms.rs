@@ -5,6 +5,25 @@ use std::fs;
 use crate::support::exec::{copy_executable, write_executable};
 use crate::{Options, SHIPIT, World};
 
+/// Make `uname -sm` on `host` say `platform` (a shim first on the PATH of
+/// its login shell); returns the shim's directory.
+fn uname_says(host: &crate::support::hosts::Host, platform: &str) -> std::path::PathBuf {
+    let shim = host.dir.join("shim");
+    fs::create_dir_all(&shim).unwrap();
+    write_executable(
+        &shim.join("uname"),
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = -sm ]; then echo '{platform}'; else exec /bin/uname \"$@\"; fi\n"
+        ),
+    );
+    fs::write(
+        host.home().join(".bashrc"),
+        format!("export PATH=\"{}:$PATH\"\n", shim.display()),
+    )
+    .unwrap();
+    shim
+}
+
 /// The controller copied its own binary to every host, whatever they ran:
 /// a laptop of another OS or CPU could not roll out. A host whose `uname
 /// -sm` differs (here a shim on its PATH) now gets a shipit it can run:
@@ -14,17 +33,7 @@ use crate::{Options, SHIPIT, World};
 fn a_host_of_another_platform_runs_a_shipit_it_can_run_or_is_refused() {
     let w = World::new(2, Options::default());
     let host = &w.hosts.hosts[1];
-    let shim = host.dir.join("shim");
-    fs::create_dir_all(&shim).unwrap();
-    write_executable(
-        &shim.join("uname"),
-        "#!/bin/sh\nif [ \"$1\" = -sm ]; then echo 'FreeBSD amd64'; else exec /bin/uname \"$@\"; fi\n",
-    );
-    fs::write(
-        host.home().join(".bashrc"),
-        format!("export PATH=\"{}:$PATH\"\n", shim.display()),
-    )
-    .unwrap();
+    let shim = uname_says(host, "FreeBSD amd64");
     let mine = String::from_utf8(
         std::process::Command::new("uname")
             .arg("-sm")
@@ -153,17 +162,7 @@ fn a_host_whose_platform_changed_under_an_installed_build_is_refused() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let shim = host.dir.join("shim");
-    fs::create_dir_all(&shim).unwrap();
-    write_executable(
-        &shim.join("uname"),
-        "#!/bin/sh\nif [ \"$1\" = -sm ]; then echo 'Linux aarch64'; else exec /bin/uname \"$@\"; fi\n",
-    );
-    fs::write(
-        host.home().join(".bashrc"),
-        format!("export PATH=\"{}:$PATH\"\n", shim.display()),
-    )
-    .unwrap();
+    uname_says(host, "Linux aarch64");
 
     w.commit("VERSION", "2\n");
     let run = w.shipit(&["deploy"]);

@@ -4,10 +4,9 @@
 //! their number per host is what a large fleet pays for.
 
 use std::fs;
-use std::process::Command;
 
 use crate::support::exec::write_executable;
-use crate::{Options, SHIPIT, World};
+use crate::{Options, World};
 
 /// A `.bashrc` that logs each remote command it starts, on every host.
 fn log_remote_commands(w: &World) {
@@ -141,29 +140,9 @@ fn remote_commands_on_a_master_connection_start_no_ssh() {
             ssh.display()
         ),
     );
-    let path = format!(
-        "{}:{}:/usr/sbin:/sbin",
-        shim.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let shipit = |args: &[&str]| {
-        Command::new(SHIPIT)
-            .arg("--config")
-            .arg(w.config())
-            .args(args)
-            .current_dir(w.path())
-            .env("NO_COLOR", "1")
-            .env("XDG_RUNTIME_DIR", w.hosts.runtime_dir())
-            .env("PATH", &path)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap()
-    };
     w.commit("VERSION", "2\n");
-    let out = shipit(&["deploy"]);
-    assert!(out.status.success(), "{out:?}");
-    let out = shipit(&["status"]);
-    assert!(out.status.success(), "{out:?}");
+    w.shipit_with(&["deploy"], &[], Some(&shim)).code(0);
+    w.shipit_with(&["status"], &[], Some(&shim)).code(0);
     let started = fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(started, "", "ssh was started for remote commands");
     let live = w.currents();
@@ -193,26 +172,12 @@ fn a_session_on_a_master_gets_the_environment_its_config_sends() {
     )
     .unwrap();
     let deploy = |sent: &str| {
-        let out = Command::new(SHIPIT)
-            .arg("--config")
-            .arg(w.config())
-            .arg("deploy")
-            .current_dir(w.path())
-            .env("NO_COLOR", "1")
-            .env("XDG_RUNTIME_DIR", w.hosts.runtime_dir())
-            .env(
-                "PATH",
-                format!(
-                    "{}:/usr/sbin:/sbin",
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )
-            .env("SHIPIT_TEST_SENT", sent)
-            .env("SHIPIT_TEST_UNSENT", "no")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
+        w.shipit_with(
+            &["deploy"],
+            &[("SHIPIT_TEST_SENT", sent), ("SHIPIT_TEST_UNSENT", "no")],
+            None,
+        )
+        .code(0);
     };
     deploy("first");
     fs::remove_file(host.home().join("env-seen")).unwrap();
