@@ -210,6 +210,13 @@ pub enum FleetAgentAction {
         #[arg(long)]
         id: String,
     },
+    /// Whether a release an agent answered as live is recorded as proven
+    /// live here, once nothing holds the deploy lock (that agent records
+    /// before it lets go)
+    Recorded {
+        #[arg(long)]
+        id: String,
+    },
     /// Hold this host's fleet lock for a controller's rollout until stdin
     /// closes (the controller, or its ssh, went away)
     Lock {

@@ -133,6 +133,18 @@ pub struct Published {
     pub previous: Option<ReleaseId>,
 }
 
+/// The release live before a deploy, stored as live, is ready again.
+fn retire(ctx: &Ctx, previous: Option<&ReleaseId>) {
+    if let Some(prev) = previous
+        && store::read_metadata(&ctx.layout, prev)
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.status == Status::Live)
+    {
+        rollback::mark(ctx, prev, Status::Ready);
+    }
+}
+
 /// Activate a published release, then the bookkeeping of a deploy:
 /// statuses, prune, history. A fleet host runs this for a release it
 /// received instead of built.
@@ -140,13 +152,27 @@ pub fn go_live(
     ctx: &Ctx,
     published: Published,
     no_rollback: bool,
-    mut event: Event,
+    event: Event,
     started: Instant,
 ) -> Result<Outcome> {
-    let layout = &ctx.layout;
-    let record = |event: Event, error: Option<&Error>, live: Option<ReleaseId>| {
-        history::record(layout, &ctx.ui, event, started, error, live)
-    };
+    Ok(switch_to(ctx, published, no_rollback, event, started)?.record(ctx))
+}
+
+/// Activate a published release: once this returns, users are served by
+/// it (its gate passed), or by what was live before, whose outcome is
+/// recorded. The new release's outcome is recorded by
+/// [`Switched::record`], which a fleet host does after it told its
+/// controller (at `batch = 1` the next host is switched meanwhile).
+/// Until then the release is live but not proven on disk: a crash in
+/// between leaves it as an interrupted activation, never a rollback
+/// target.
+pub fn switch_to(
+    ctx: &Ctx,
+    published: Published,
+    no_rollback: bool,
+    mut event: Event,
+    started: Instant,
+) -> Result<Switched> {
     let Published {
         id,
         revision,
@@ -159,8 +185,20 @@ pub fn go_live(
         branch: branch.as_deref(),
         previous: previous.as_ref(),
     };
-    let activated = match activate::deploy(ctx, &live, no_rollback) {
-        Ok(activated) => activated,
+    match activate::deploy(ctx, &live, no_rollback) {
+        Ok(activated) => Ok(Switched {
+            activated,
+            event,
+            started,
+            outcome: Outcome {
+                release: id,
+                previous,
+                revision,
+                branch,
+                removed: Vec::new(),
+                duration: started.elapsed(),
+            },
+        }),
         Err(failed) => {
             if failed.refused {
                 event.outcome = history::Outcome::Refused;
@@ -173,57 +211,91 @@ pub fn go_live(
             {
                 ctx.ui.warn(warning);
             }
-            record(event, Some(&failed.error), failed.live);
-            return Err(failed.error);
+            history::record(
+                &ctx.layout,
+                &ctx.ui,
+                event,
+                started,
+                Some(&failed.error),
+                failed.live,
+            );
+            Err(failed.error)
         }
-    };
+    }
+}
 
-    if let Some(why) = crate::activate::slots::front_unproven(ctx) {
-        ctx.ui.warn(&why);
-        event.message = Some(why);
+/// A deploy whose release is live and passed its gate, its outcome not
+/// yet recorded ([`switch_to`]).
+pub struct Switched {
+    activated: activate::Activated,
+    event: Event,
+    started: Instant,
+    outcome: Outcome,
+}
+
+impl Switched {
+    pub fn release(&self) -> &ReleaseId {
+        &self.outcome.release
     }
-    if let Err(e) = store::mark_proven(layout, &id, Status::Live) {
-        ctx.ui.warn(format!(
-            "could not record {} as proven live: {e}",
-            Layout::display(&id)
-        ));
-    }
-    if let Some(prev) = &previous
-        && store::read_metadata(layout, prev)
-            .ok()
-            .flatten()
-            .is_some_and(|m| m.status == Status::Live)
-    {
-        rollback::mark(ctx, prev, Status::Ready);
-    }
-    let running = activated.running(ctx);
-    let removed = match prune::after_activation(ctx, ctx.config.keep_releases, running) {
-        Ok((_, removed)) => removed,
-        Err(e) => {
-            ctx.ui
-                .warn(format!("the deploy succeeded, but pruning failed: {e}"));
-            Vec::new()
+
+    /// The bookkeeping of a deploy that succeeded: the release marked
+    /// proven live, its predecessor ready again, the prune, the history.
+    /// A step that fails is a warning: the release is live either way.
+    pub fn record(self, ctx: &Ctx) -> Outcome {
+        let Switched {
+            activated,
+            mut event,
+            started,
+            mut outcome,
+        } = self;
+        let layout = &ctx.layout;
+        let id = &outcome.release;
+        let previous = outcome.previous.as_ref();
+        if let Some(why) = crate::activate::slots::front_unproven(ctx) {
+            ctx.ui.warn(&why);
+            event.message = Some(why);
         }
-    };
-    for r in &removed {
-        ctx.ui.step("Pruned", Layout::display(r));
+        // The two marks are independent (a release that is not `current`
+        // reads as ready whatever it says, and a crash between them leaves
+        // either order), so both wait on the disk at once.
+        std::thread::scope(|scope| {
+            let retiring = std::thread::Builder::new()
+                .name("mark-previous-ready".into())
+                .spawn_scoped(scope, || retire(ctx, previous));
+            if let Err(e) = store::mark_proven(layout, id, Status::Live) {
+                ctx.ui.warn(format!(
+                    "could not record {} as proven live: {e}",
+                    Layout::display(id)
+                ));
+            }
+            if retiring.is_err() {
+                retire(ctx, previous);
+            }
+        });
+        let running = activated.running(ctx);
+        let removed = match prune::after_activation(ctx, ctx.config.keep_releases, running) {
+            Ok((_, removed)) => removed,
+            Err(e) => {
+                ctx.ui
+                    .warn(format!("the deploy succeeded, but pruning failed: {e}"));
+                Vec::new()
+            }
+        };
+        for r in &removed {
+            ctx.ui.step("Pruned", Layout::display(r));
+        }
+        release::forget_unused_pristines(ctx);
+        // Measured once the pruned releases are deleted (a fleet host's
+        // agent deletes them after it answered, and measures then).
+        if !store::deleting_later() {
+            prune::remeasure(ctx, &removed);
+        }
+        event.removed = removed.clone();
+        history::record(layout, &ctx.ui, event, started, None, Some(id.clone()));
+        outcome.removed = removed;
+        outcome.duration = started.elapsed();
+        outcome
     }
-    release::forget_unused_pristines(ctx);
-    // Measured once the pruned releases are deleted (a fleet host's agent
-    // deletes them after it answered, and measures then).
-    if !store::deleting_later() {
-        prune::remeasure(ctx, &removed);
-    }
-    event.removed = removed.clone();
-    record(event, None, Some(id.clone()));
-    Ok(Outcome {
-        release: id,
-        previous,
-        revision,
-        branch,
-        removed,
-        duration: started.elapsed(),
-    })
 }
 
 /// Run `hooks.migrate` in the published release `id` (its shared paths are

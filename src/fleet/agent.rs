@@ -81,6 +81,8 @@ pub fn run(ctx: &Ctx, args: &FleetAgentArgs) -> Result<()> {
         }
         FleetAgentAction::Discard { id } => ReleaseId::parse(id)
             .and_then(|id| perform(ctx, Request::Discard { id }, &mut std::io::empty())),
+        FleetAgentAction::Recorded { id } => ReleaseId::parse(id)
+            .and_then(|id| perform(ctx, Request::Recorded { id }, &mut std::io::empty())),
         FleetAgentAction::Lock {
             holder,
             wait_ms,
@@ -215,12 +217,13 @@ fn perform(ctx: &Ctx, request: Request, input: &mut dyn Read) -> Result<Done> {
             };
             receive(ctx, meta, keep_special_files, input)
         }
-        Request::Activate { id, migrate } => activate(ctx, &id, migrate),
+        Request::Activate { id, migrate } => Ok(activate(ctx, &id, migrate)?.record(ctx)),
         Request::Switch { to, wait_ms, force } => {
             let wait = (wait_ms > 0).then(|| Duration::from_millis(wait_ms));
             switch(ctx, &to, wait, force)
         }
         Request::Discard { id } => discard(ctx, &id),
+        Request::Recorded { id } => recorded(ctx, &id),
     }
 }
 
@@ -260,6 +263,11 @@ fn serve(ctx: &Ctx, fleet_lock: Flock<fs::File>) {
                 .ui
                 .warn("deleting the pruned releases failed; the next command here deletes them"),
         };
+        // The activation last answered as live, recorded on a thread of
+        // its own meanwhile (at `batch = 1` the controller switches the
+        // next host); done before the next request is performed, and its
+        // outcome is the answer to `Recorded`.
+        let mut recording: Option<Recording> = None;
         while wait_for_input(&input) {
             let mut line = String::new();
             match input.read_line(&mut line) {
@@ -277,25 +285,71 @@ fn serve(ctx: &Ctx, fleet_lock: Flock<fs::File>) {
             let ended = request.is_err();
             let bytes = request.as_ref().map_or(0, Request::body_len);
             let mut body = (&mut input).take(bytes);
+            // Recorded before this request's env_file is read again (the
+            // recording redacts its secrets).
+            let recorded = recording.take().map(|r| r.join(ctx));
             crate::hookenv::refresh(&ctx.config);
-            let result = request.and_then(|request| perform(ctx, request, &mut body));
+            let result = match (request, recorded) {
+                (Ok(Request::Recorded { id }), Some(Ok(Done::Activated { release, removed })))
+                    if release == id =>
+                {
+                    Ok(Done::Activated { release, removed })
+                }
+                (Ok(Request::Recorded { id }), Some(Err(e))) => Err(e.context(format!(
+                    "{} is live here, but was not recorded",
+                    Layout::display(&id)
+                ))),
+                (request, recorded) => {
+                    // Not asked for: what it recorded or failed to is said
+                    // here, and its pruned releases are deleted first.
+                    if let Some(recorded) = recorded {
+                        after_answer(ctx, &recorded);
+                    }
+                    request.and_then(|request| match request {
+                        Request::Activate { id, migrate } => {
+                            activate(ctx, &id, migrate).map(|activation| {
+                                Recording::start(ctx, scope, activation, &mut recording)
+                            })
+                        }
+                        request => perform(ctx, request, &mut body),
+                    })
+                }
+            };
             let _ = std::io::copy(&mut body, &mut std::io::sink());
             if let Err(e) = &result {
                 ctx.ui.error(e);
             }
             let _ = ui::out(&protocol::frame(&answer(ctx, &result)));
-            if let Some(t) = Tidying::after(&result) {
+            if let Some(r) = recording.as_mut() {
+                r.go(ctx);
+            }
+            // An activation being recorded prunes on its own thread: what
+            // it leaves to delete is taken once it is done.
+            if recording.is_none()
+                && let Some(t) = Tidying::after(&result)
+            {
                 tidying = Some(scope.spawn(move || t.delete(ctx)));
             }
             if ended || crate::interrupt::requested() {
                 break;
             }
         }
-        // The controller let go (or is gone): so does this host's fleet
-        // lock, at once. A deletion still running finishes after it,
+        // The controller let go (or is gone). The activation it was
+        // answered is recorded first, under this host's fleet lock (the
+        // next rollout would find the deploy lock taken). Then the fleet
+        // lock goes, at once. A deletion still running finishes after it,
         // holding no lock (the next rollout may begin meanwhile), and
         // `shipit releases` keeps its older figures on disk until a later
         // prune here; one already done is measured first.
+        if let Some(r) = recording.take() {
+            let recorded = r.join(ctx);
+            if let Err(e) = &recorded {
+                ctx.ui.error(e);
+            }
+            if let Some(t) = Tidying::after(&recorded) {
+                tidying = Some(scope.spawn(move || t.delete(ctx)));
+            }
+        }
         match tidying.take() {
             Some(t) if t.is_finished() => {
                 finish(t);
@@ -312,6 +366,73 @@ fn serve(ctx: &Ctx, fleet_lock: Flock<fs::File>) {
             None => drop(fleet_lock),
         }
     });
+}
+
+/// An activation answered as live ([`Done::Live`]), recorded on a thread
+/// of its own ([`Activation::record`]) once the answer is out.
+struct Recording<'scope> {
+    thread: std::thread::ScopedJoinHandle<'scope, Option<Done>>,
+    /// Handed to the thread by [`Recording::go`].
+    waiting: Option<(std::sync::mpsc::Sender<Activation>, Activation)>,
+    /// Recorded here: the thread could not take it.
+    recorded: Option<Done>,
+}
+
+impl<'scope> Recording<'scope> {
+    /// A thread of `scope` to record `activation`, kept in `recording`;
+    /// what to answer now. A release that was live already, or a thread
+    /// that cannot be started, is recorded here, and answered as such.
+    fn start<'env>(
+        ctx: &'env Ctx,
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        activation: Activation,
+        recording: &mut Option<Recording<'scope>>,
+    ) -> Done {
+        if matches!(activation, Activation::Already(_)) {
+            return activation.record(ctx);
+        }
+        let (hand, take) = std::sync::mpsc::channel::<Activation>();
+        let spawned = std::thread::Builder::new()
+            .name("recording".into())
+            .spawn_scoped(scope, move || {
+                let activation = take.recv().ok()?;
+                crate::crashpoint::hit("fleet-agent:before-recording");
+                Some(activation.record(ctx))
+            });
+        match spawned {
+            Ok(thread) => {
+                let release = activation.release().clone();
+                *recording = Some(Recording {
+                    thread,
+                    waiting: Some((hand, activation)),
+                    recorded: None,
+                });
+                Done::Live { release }
+            }
+            Err(_) => activation.record(ctx),
+        }
+    }
+
+    /// The answer is out: record now.
+    fn go(&mut self, ctx: &Ctx) {
+        if let Some((hand, activation)) = self.waiting.take()
+            && let Err(std::sync::mpsc::SendError(activation)) = hand.send(activation)
+        {
+            self.recorded = Some(activation.record(ctx));
+        }
+    }
+
+    /// What it recorded, once done.
+    fn join(mut self, ctx: &Ctx) -> Result<Done> {
+        self.go(ctx);
+        match (self.thread.join(), self.recorded) {
+            (Ok(Some(done)), _) | (_, Some(done)) => Ok(done),
+            _ => Err(Error::internal(
+                "recording the activation failed: the release is live, but may not be marked \
+                 proven, pruned or in the history",
+            )),
+        }
+    }
 }
 
 /// Wait until `input` has something to read (or its end), looking for a
@@ -719,21 +840,18 @@ fn received(layout: &Layout, id: &ReleaseId, current: &store::Current) -> Result
 /// `migrate`: what became of the rollout's migrate hook (`ran`,
 /// `skipped`), kept in this host's deploy event so that a rollback here
 /// warns that the database may be newer, as it would on a single host.
-fn activate(ctx: &Ctx, id: &ReleaseId, migrate: Option<history::Migrate>) -> Result<Done> {
+fn activate(ctx: &Ctx, id: &ReleaseId, migrate: Option<history::Migrate>) -> Result<Activation> {
     let started = Instant::now();
     let layout = &ctx.layout;
     let current = store::require_sane_current(layout)?;
     crate::activate::slots::preflight(ctx)?;
     let meta = received(layout, id, &current)?;
-    let _lock = crate::mutation::begin(ctx, None)?;
+    let lock = crate::mutation::begin(ctx, None)?;
     let current = store::require_sane_current(layout)?;
     if current.id() == Some(id) {
         ctx.ui
             .step("Live", format!("{} already", Layout::display(id)));
-        return Ok(Done::Activated {
-            release: id.clone(),
-            removed: Vec::new(),
-        });
+        return Ok(Activation::Already(id.clone()));
     }
     let previous = current.id().cloned();
     let mut event = Event::new(
@@ -751,11 +869,44 @@ fn activate(ctx: &Ctx, id: &ReleaseId, migrate: Option<history::Migrate>) -> Res
         branch: meta.branch,
         previous,
     };
-    let outcome = deploy::go_live(ctx, published, false, event, started)?;
-    Ok(Done::Activated {
-        release: outcome.release,
-        removed: outcome.removed,
-    })
+    let switched = deploy::switch_to(ctx, published, false, event, started)?;
+    Ok(Activation::Switched(Box::new(switched), lock))
+}
+
+/// A received release this host made live: already, or just now (passed
+/// its gate), its outcome still to record under the deploy lock taken for
+/// it ([`deploy::Switched::record`]).
+enum Activation {
+    Already(ReleaseId),
+    Switched(Box<deploy::Switched>, crate::lock::Lock),
+}
+
+impl Activation {
+    fn release(&self) -> &ReleaseId {
+        match self {
+            Activation::Already(id) => id,
+            Activation::Switched(switched, _) => switched.release(),
+        }
+    }
+
+    /// Record the outcome (statuses, prune, history); the deploy lock is
+    /// let go after it.
+    fn record(self, ctx: &Ctx) -> Done {
+        match self {
+            Activation::Already(release) => Done::Activated {
+                release,
+                removed: Vec::new(),
+            },
+            Activation::Switched(switched, lock) => {
+                let outcome = switched.record(ctx);
+                drop(lock);
+                Done::Activated {
+                    release: outcome.release,
+                    removed: outcome.removed,
+                }
+            }
+        }
+    }
 }
 
 /// Run `hooks.migrate` in a received release, for a rollout's controller,
@@ -864,6 +1015,39 @@ fn switch(ctx: &Ctx, to: &str, wait: Option<Duration>, force: bool) -> Result<Do
     Ok(Done::Switched {
         from: outcome.from,
         to: Some(outcome.to),
+    })
+}
+
+/// How long `fleet-agent recorded` waits for the deploy lock: an agent
+/// whose session is gone records the activation it answered before it
+/// exits. Longer than a recording should take; bounded.
+const RECORDING_WAIT: Duration = Duration::from_secs(60);
+
+/// Whether `id` is live here and recorded as proven, once nothing holds
+/// the deploy lock; asked in a process of its own when the session of the
+/// agent that switched is gone, and answered from the disk.
+fn recorded(ctx: &Ctx, id: &ReleaseId) -> Result<Done> {
+    let layout = &ctx.layout;
+    let _lock = crate::lock::acquire(layout, Some(RECORDING_WAIT), "shipit fleet-agent recorded")?;
+    let current = store::read_current(layout)?;
+    let proven = store::read_metadata(layout, id)?.and_then(|m| m.proven) == Some(true);
+    if current.id() != Some(id) {
+        return Err(
+            Error::internal(format!("{} is not live here", Layout::display(id)))
+                .live(current.describe()),
+        );
+    }
+    if !proven {
+        return Err(Error::internal(format!(
+            "{} is live here but not recorded as proven: the agent that switched to it ended \
+             before recording it",
+            Layout::display(id)
+        ))
+        .live(current.describe()));
+    }
+    Ok(Done::Activated {
+        release: id.clone(),
+        removed: Vec::new(),
     })
 }
 

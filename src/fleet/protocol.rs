@@ -20,10 +20,12 @@ use crate::layout::ReleaseId;
 use crate::views::{Probe, ReleaseRow};
 
 /// Bumped whenever a message changes shape or a side expects another
-/// exchange (2: the agent holding the fleet lock serves [`Request`]s). The
+/// exchange (2: the agent holding the fleet lock serves [`Request`]s; 3:
+/// it answers an activation once live, and [`Request::Recorded`] once
+/// recorded). The
 /// version keeps a host whose agent was installed by another build from
 /// being misread, or waited on for an answer it never gives.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// How a message line starts: `@@shipit-fleet/<version> <json>`.
 pub const MARK: &str = "@@shipit-fleet/";
@@ -142,6 +144,13 @@ pub enum Done {
         release: ReleaseId,
         removed: Vec<ReleaseId>,
     },
+    /// The agent holding the fleet lock was asked to activate `release`:
+    /// it is live and passed its gate; the host records that now (proven,
+    /// prune, history), and answers [`Request::Recorded`] with
+    /// [`Done::Activated`] once done.
+    Live {
+        release: ReleaseId,
+    },
     /// `to: None`: `current` was removed (nothing was live before).
     Switched {
         from: Option<ReleaseId>,
@@ -231,6 +240,12 @@ pub enum Request {
     },
     /// `fleet-agent discard`.
     Discard { id: ReleaseId },
+    /// Whether release `id`, answered as [`Done::Live`], is recorded
+    /// (proven live, pruned, in the history): the agent that made it
+    /// answers once it has recorded it; `fleet-agent recorded`, in a
+    /// process of its own (that agent's session is gone), once nothing
+    /// holds the host's deploy lock, from what the disk says.
+    Recorded { id: ReleaseId },
 }
 
 impl Request {
@@ -292,6 +307,7 @@ impl Request {
                 args
             }
             Request::Discard { id } => vec!["discard".into(), "--id".into(), id.to_string()],
+            Request::Recorded { id } => vec!["recorded".into(), "--id".into(), id.to_string()],
         }
     }
 }

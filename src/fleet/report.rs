@@ -62,6 +62,12 @@ pub struct HostReport {
     /// What it runs did not prove healthy (its own rollback, or a switch
     /// back, failed its gate): never back into rotation.
     pub unhealthy: bool,
+    /// Answered its activation as live; it records the outcome (proven,
+    /// prune, history) meanwhile, and is asked what it recorded before the
+    /// rollout ends.
+    pub recording: bool,
+    /// Back into rotation after its switch (its undrain hook ran).
+    pub undrained: bool,
 }
 
 impl HostReport {
@@ -74,6 +80,8 @@ impl HostReport {
             message: None,
             unknown: false,
             unhealthy: false,
+            recording: false,
+            undrained: false,
         }
     }
 

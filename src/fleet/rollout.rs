@@ -583,7 +583,8 @@ pub fn roll(
         }
         crate::crashpoint::hit("fleet:after-first-batch");
     }
-    let failure = failure?;
+    let unrecorded = recorded(fleet, held, hosts, &target);
+    let failure = failure.or(unrecorded)?;
     if !no_revert {
         // An interrupt stopped the roll; the revert (and its hooks) must
         // still run to its end.
@@ -666,6 +667,10 @@ fn switch_batch(
             if reply.ok() {
                 host.live = Some(target.clone());
                 host.outcome = Outcome::Switched;
+                host.recording = matches!(
+                    reply.answer.as_ref().map(|a| &a.result),
+                    Some(Ok(Done::Live { .. }))
+                );
                 fleet
                     .ctx
                     .ui
@@ -707,12 +712,14 @@ fn switch_batch(
             ));
             continue;
         }
-        if let Err(e) = fleet.run_hook(
+        let undrained = fleet.run_hook(
             hooks::Kind::Undrain,
             fleet.config.undrain.as_ref(),
             &hosts[i],
             Some(target),
-        ) {
+        );
+        hosts[i].undrained = undrained.is_ok();
+        if let Err(e) = undrained {
             let host = &mut hosts[i];
             if host.outcome == Outcome::Switched {
                 host.outcome = Outcome::Failed;
@@ -721,6 +728,64 @@ fn switch_batch(
             if failure.is_none() {
                 failure = Some(e.context(format!("the undrain hook failed for {}", host.host)));
             }
+        }
+    }
+    failure
+}
+
+/// Ask each host that answered its activation as live what it recorded
+/// ([`protocol::Request::Recorded`]), in parallel: at `batch = 1` each host
+/// recorded while the next one was switched. A host that could not record
+/// it (its agent died, say) failed its switch: what it runs is asked again,
+/// and the rollout is reverted like after any failed switch.
+fn recorded(
+    fleet: &Fleet,
+    held: &Held,
+    hosts: &mut [HostReport],
+    target: &ReleaseId,
+) -> Option<Error> {
+    let asked: Vec<(usize, String)> = hosts
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(i, h)| std::mem::take(&mut h.recording).then(|| (i, h.host.clone())))
+        .collect();
+    let request = protocol::Request::Recorded { id: target.clone() };
+    let replies = parallel(fleet.config.concurrency, &asked, |(_, host)| {
+        let reply = fleet.ask(held, host, &request, None);
+        if reply.answer.is_some() {
+            return reply;
+        }
+        // That agent's session ended before it answered (the agent, or
+        // the master, is gone): asked again in a session of its own,
+        // answered from the host's disk once nothing records there.
+        let args = request.args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fleet.agent(host, &args, None)
+    });
+    let mut failure = None;
+    for ((i, _), reply) in asked.iter().zip(replies) {
+        if reply.ok() {
+            continue;
+        }
+        let host = &mut hosts[*i];
+        fleet.learn_live(host, &reply);
+        host.outcome = Outcome::Failed;
+        host.message = Some(if reply.answer.is_some() {
+            format!(
+                "switched and passed its gate, but did not record it: {}",
+                reply.message
+            )
+        } else {
+            format!(
+                "switched and passed its gate; whether it recorded it is unknown: {}",
+                reply.message
+            )
+        });
+        if failure.is_none() {
+            failure = Some(
+                Error::internal(format!("{} did not record its switch", host.host))
+                    .cause(reply.message.replace('\n', "; ")),
+            );
         }
     }
     failure
@@ -743,10 +808,18 @@ fn revert(fleet: &Fleet, held: &Held, hosts: &mut [HostReport]) {
             }
             Err(e) => {
                 let why = e.to_string().replace('\n', "; ");
-                host.message = Some(format!(
-                    "contact was lost during its switch and not regained ({why}): what it runs is \
-                     unknown; not switched back, left drained"
-                ));
+                host.message = Some(if host.undrained {
+                    format!(
+                        "switched and passed its gate, then contact was lost and not regained \
+                         ({why}): whether it recorded the switch and what it runs now are \
+                         unknown; not switched back, and back in rotation since its switch"
+                    )
+                } else {
+                    format!(
+                        "contact was lost during its switch and not regained ({why}): what it \
+                         runs is unknown; not switched back, left drained"
+                    )
+                });
             }
         }
     }

@@ -114,7 +114,7 @@ fn check_names_each_host_that_is_broken_and_how() {
         assert!(
             checks
                 .iter()
-                .any(|(name, ok, d)| name == "agent" && *ok && d.contains("fleet protocol 2")),
+                .any(|(name, ok, d)| name == "agent" && *ok && d.contains("fleet protocol 3")),
             "{checks:?}"
         );
     }

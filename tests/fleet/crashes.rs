@@ -149,8 +149,8 @@ fn sigterm_to_the_process_tree_while_host2_activates_puts_every_host_back() {
         let (code, json, said) = terminated_mid_activation(&w, !sighup);
         assert_eq!(code, Some(130), "round {round}: {said}");
         assert_eq!(
-            outcomes(&json)[1..],
-            ["failed", "untouched"],
+            outcomes(&json),
+            ["reverted", "failed", "untouched"],
             "round {round}: {json}\n{said}"
         );
         assert_eq!(
@@ -199,6 +199,22 @@ fn crash_at(w: &World, point: &str, args: &[&str]) {
         "shipit did not die at {point}:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Wait (bounded) until nothing holds `host`'s fleet lock: an agent whose
+/// controller died records the activation it answered first.
+fn wait_until_fleet_unlocked(host: &crate::support::hosts::Host) {
+    use nix::fcntl::{Flock, FlockArg};
+    let path = host.deploy().join(".shipit/fleet.lock");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let file = fs::File::open(&path).unwrap();
+        if Flock::lock(file, FlockArg::LockExclusiveNonblock).is_ok() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{} stays locked", path.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// What `status --json` says each host runs.
@@ -267,6 +283,7 @@ fn a_controller_killed_mid_roll_is_put_right_by_one_command() {
     let r1 = w.deploy_ok();
     w.commit("VERSION", "2\n");
     crash_at(&w, "fleet:after-first-batch", &["deploy"]);
+    wait_until_fleet_unlocked(&w.hosts.hosts[0]);
     let lives = status_lives(&w);
     assert_eq!(lives, w.currents());
     assert_eq!(lives[1..], [Some(r1.clone()), Some(r1.clone())]);
@@ -286,15 +303,21 @@ fn a_controller_killed_mid_roll_is_put_right_by_one_command() {
     assert_eq!(w.serving(), vec![Some(r1.clone()); 3]);
     // R2 proved itself on host1 only: without --force it is not a target
     // for the fleet.
-    let run = w.shipit(&["rollback", "--to", &r2]);
+    not_a_target_and_one_deploy_puts_right(&w, &r2);
+}
+
+/// `rollback --to <id>` is refused (`id` never proved itself live on
+/// every host), and the next deploy puts every host on one release.
+fn not_a_target_and_one_deploy_puts_right(w: &World, id: &str) {
+    let run = w.shipit(&["rollback", "--to", id]);
     run.code(2);
     assert!(
         run.stderr.contains("never proved itself live"),
         "{}",
         run.stderr
     );
-    let id = w.deploy_ok();
-    assert_eq!(w.serving(), vec![Some(id); 3]);
+    let next = w.deploy_ok();
+    assert_eq!(w.serving(), vec![Some(next); w.hosts.hosts.len()]);
 }
 
 /// SIGTERM to the controller's whole job while host2 activates, then
@@ -387,4 +410,48 @@ fn sigterm_to_the_process_tree_while_building_changes_nothing() {
     fs::remove_file(w.path().join("PAUSE")).unwrap();
     let id = w.deploy_ok();
     assert_ne!(id, r1);
+}
+
+/// A host's agent answers its activation once the release is live and
+/// passed its gate, and records it (proven, prune, history) while the
+/// controller switches the next host. SIGKILLed in between, it leaves R2
+/// live there but never proven on disk: the controller learns it when it
+/// asks what the host recorded, calls the host failed, and puts every host
+/// back on R1. R2 is no rollback target there, and the next deploy puts
+/// every host on one release.
+#[test]
+fn a_host_killed_after_answering_live_before_recording_fails_the_rollout() {
+    let w = World::new(2, Options::default());
+    let r1 = w.deploy_ok();
+    let host1 = &w.hosts.hosts[0];
+    let bashrc = host1.home().join(".bashrc");
+    fs::write(
+        &bashrc,
+        "export SHIPIT_TEST_CRASH_AT=fleet-agent:before-recording\n",
+    )
+    .unwrap();
+    w.commit("VERSION", "2\n");
+    let run = w.shipit(&["deploy", "--json"]);
+    fs::remove_file(&bashrc).unwrap();
+    run.code(8);
+    let report = run.json();
+    assert_eq!(outcomes(&report), ["failed", "reverted"]);
+    let message = report["hosts"][0]["message"].as_str().unwrap();
+    assert!(message.contains("did not record it"), "{message}");
+    assert!(message.contains("not recorded as proven"), "{message}");
+    assert_eq!(w.serving(), vec![Some(r1.clone()); 2]);
+    assert_eq!(status_lives(&w), vec![Some(r1.clone()); 2]);
+    // R2 is listed on host1 as switched away from, never proven there.
+    let releases = w.shipit(&["releases", "--json"]);
+    releases.code(0);
+    let r2 = report["release"].as_str().unwrap().to_string();
+    let on_host1 = releases.json()["hosts"][0]["state"]["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == r2.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(on_host1["proven"], false, "{on_host1}");
+    not_a_target_and_one_deploy_puts_right(&w, &r2);
 }

@@ -154,7 +154,7 @@ fn an_agent_of_another_protocol_version_is_named() {
     run.code(3);
     assert!(
         run.stderr
-            .contains("speaks fleet protocol version 999; this controller speaks version 2"),
+            .contains("speaks fleet protocol version 999; this controller speaks version 3"),
         "{}",
         run.stderr
     );
