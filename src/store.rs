@@ -379,12 +379,42 @@ pub fn read_metadata_at(path: &Path) -> Result<Option<Metadata>> {
 /// Write a release's metadata into `release_dir` atomically.
 pub fn write_metadata(release_dir: &Path, meta: &Metadata) -> Result<()> {
     let path = release_dir.join(METADATA_FILE);
+    fsutil::atomic_write(&path, &metadata_bytes(meta)).with_path("could not write", &path)
+}
+
+/// Write the metadata of a release still being staged, unsynced: nothing
+/// reads it before the release is published, and the release is made
+/// durable whole before that ([`crate::fsutil::sync_release`]), this file
+/// with it. A crash before leaves a partial build, which the next command
+/// removes.
+pub fn write_staged_metadata(staging: &Path, meta: &Metadata) -> Result<()> {
+    use std::io::Write;
+    let path = staging.join(METADATA_FILE);
+    // A file of that name in the source is replaced, never written
+    // through: a symlink could point anywhere.
+    match fs::remove_file(&path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            return Err(Error::io("could not replace", &path, e));
+        }
+        _ => {}
+    }
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut file| file.write_all(&metadata_bytes(meta)))
+        .with_path("could not write", &path)
+}
+
+fn metadata_bytes(meta: &Metadata) -> Vec<u8> {
     // A failure recorded in the metadata can quote a hook's output: no
     // secret of `env_file` goes into it.
     let text = serde_json::to_string_pretty(meta).expect("metadata serializes");
     let mut bytes = crate::hookenv::redact_json(&text).into_owned().into_bytes();
     bytes.push(b'\n');
-    fsutil::atomic_write(&path, &bytes).with_path("could not write", &path)
+    bytes
 }
 
 /// Record that `id`'s activation begins now, before anything moves.
@@ -605,6 +635,39 @@ pub fn ensure_dirs(layout: &Layout) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn staged_metadata_replaces_a_symlink_of_its_name_without_writing_through_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        fs::write(&outside, "keep").unwrap();
+        let staging = dir.path().join("staging");
+        fs::create_dir(&staging).unwrap();
+        std::os::unix::fs::symlink(&outside, staging.join(METADATA_FILE)).unwrap();
+        let meta = Metadata {
+            id: ReleaseId::parse("20260101000000").unwrap(),
+            status: Status::Ready,
+            revision: None,
+            revision_time: None,
+            branch: None,
+            source: "src".into(),
+            deployed_by: "me".into(),
+            created_at: Utc::now(),
+            build_duration_ms: 0,
+            previous: None,
+            failure: None,
+            proven: Some(false),
+            activation_started: None,
+            reuse: Default::default(),
+            disk: None,
+        };
+        write_staged_metadata(&staging, &meta).unwrap();
+        assert_eq!(fs::read_to_string(&outside).unwrap(), "keep");
+        let written = staging.join(METADATA_FILE);
+        assert!(fs::symlink_metadata(&written).unwrap().is_file());
+        let read = read_metadata_at(&written).unwrap().unwrap();
+        assert_eq!(read.id, meta.id);
+    }
 
     #[test]
     fn current_states() {

@@ -100,7 +100,7 @@ impl Staging {
             disk: measure_disk(&self.ui, &self.dir),
             ..meta
         };
-        store::write_metadata(&self.dir, &meta)?;
+        store::write_staged_metadata(&self.dir, &meta)?;
         let log = self.layout.build_log(&self.id);
         let pristine = crate::reuse::pristine_dir(&self.layout, &self.id);
         let mut roots = vec![self.dir.as_path(), log.as_path()];
