@@ -38,11 +38,14 @@ fn take_lock(ctx: &Ctx, wait: Option<Duration>) -> Result<Lock> {
         layout.releases(),
         layout.state(),
     ] {
+        // Missing is not unwritable: another command may create it in
+        // this very moment (a `dir.exists()` after the access would see it
+        // and misreport the race).
         let writable = nix::unistd::access(
             &dir,
             nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
         );
-        if dir.exists() && writable.is_err() {
+        if writable.is_err_and(|e| e != nix::errno::Errno::ENOENT) {
             return Err(Error::usage(format!(
                 "{} is not writable by {}",
                 dir.display(),
