@@ -13,8 +13,10 @@
 //! check, lock, state, ship, publish, swap.
 //!
 //! For 3, 24 and 48 hosts (`SHIPIT_BENCH_HOSTS=3,24` picks some), it times
-//! the second rollout and later ones (median of 3, after a first one that
-//! installs shipit on the hosts), with the controller's phases
+//! the second rollout and later ones (the median of 7, after a first one
+//! that installs shipit on the hosts; `SHIPIT_BENCH_ROUNDS=3` takes
+//! fewer: a 3-host rollout takes less than 0.1 s, so the ratio of 24 hosts
+//! to 3 moves with any one slow round), with the controller's phases
 //! (`SHIPIT_TIMINGS=1`), and prints the cost of 24 hosts against 3 measured
 //! in this one run. `SHIPIT_BENCH_FILES=10000` rolls out a repository of
 //! that many 1 KB files instead.
@@ -46,6 +48,15 @@ fn files() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3)
+}
+
+/// How many rollouts after the first each row times (their median).
+fn rounds() -> usize {
+    std::env::var("SHIPIT_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(7)
 }
 
 /// (hosts, batch) of each row, as `SHIPIT_BENCH_HOSTS` allows.
@@ -260,7 +271,7 @@ fn main() {
             let (first, _) = deploy(&config);
             let mut times = Vec::new();
             let mut phases: Vec<Vec<(String, f64)>> = Vec::new();
-            for _ in 0..3 {
+            for _ in 0..rounds() {
                 let (t, p) = deploy(&config);
                 times.push(t);
                 phases.push(p);
@@ -288,7 +299,8 @@ fn main() {
         }
     }
     println!(
-        "\n| hosts | batch | connections | first rollout | next rollouts (median of 3) | reach | of which connect | build | ship + publish | roll |"
+        "\n| hosts | batch | connections | first rollout | next rollouts (median of {}) | reach | of which connect | build | ship + publish | roll |",
+        rounds()
     );
     println!("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in &table {
