@@ -48,6 +48,9 @@ pub struct Outcome {
     pub branch: Option<String>,
     pub removed: Vec<ReleaseId>,
     pub duration: Duration,
+    /// Why the release could not be recorded as proven live (it is live
+    /// either way, but never a rollback target until a deploy proves it).
+    pub unproven: Option<String>,
 }
 
 /// Checks that need nothing on disk: run them before creating anything.
@@ -197,6 +200,7 @@ pub fn switch_to(
                 branch,
                 removed: Vec::new(),
                 duration: started.elapsed(),
+                unproven: None,
             },
         }),
         Err(failed) => {
@@ -263,10 +267,12 @@ impl Switched {
                 .name("mark-previous-ready".into())
                 .spawn_scoped(scope, || retire(ctx, previous));
             if let Err(e) = store::mark_proven(layout, id, Status::Live) {
-                ctx.ui.warn(format!(
+                let why = format!(
                     "could not record {} as proven live: {e}",
                     Layout::display(id)
-                ));
+                );
+                ctx.ui.warn(&why);
+                outcome.unproven = Some(why);
             }
             if retiring.is_err() {
                 retire(ctx, previous);

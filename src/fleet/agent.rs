@@ -217,7 +217,7 @@ fn perform(ctx: &Ctx, request: Request, input: &mut dyn Read) -> Result<Done> {
             };
             receive(ctx, meta, keep_special_files, input)
         }
-        Request::Activate { id, migrate } => Ok(activate(ctx, &id, migrate)?.record(ctx)),
+        Request::Activate { id, migrate } => activate(ctx, &id, migrate)?.record(ctx),
         Request::Switch { to, wait_ms, force } => {
             let wait = (wait_ms > 0).then(|| Duration::from_millis(wait_ms));
             switch(ctx, &to, wait, force)
@@ -289,32 +289,31 @@ fn serve(ctx: &Ctx, fleet_lock: Flock<fs::File>) {
             // recording redacts its secrets).
             let recorded = recording.take().map(|r| r.join(ctx));
             crate::hookenv::refresh(&ctx.config);
-            let result = match (request, recorded) {
-                (Ok(Request::Recorded { id }), Some(Ok(Done::Activated { release, removed })))
-                    if release == id =>
-                {
-                    Ok(Done::Activated { release, removed })
-                }
-                (Ok(Request::Recorded { id }), Some(Err(e))) => Err(e.context(format!(
-                    "{} is live here, but was not recorded",
-                    Layout::display(&id)
-                ))),
-                (request, recorded) => {
-                    // Not asked for: what it recorded or failed to is said
-                    // here, and its pruned releases are deleted first.
-                    if let Some(recorded) = recorded {
-                        after_answer(ctx, &recorded);
-                    }
-                    request.and_then(|request| match request {
-                        Request::Activate { id, migrate } => {
-                            activate(ctx, &id, migrate).map(|activation| {
-                                Recording::start(ctx, scope, activation, &mut recording)
-                            })
+            let result =
+                match (request, recorded) {
+                    (
+                        Ok(Request::Recorded { id }),
+                        Some(Ok(Done::Activated { release, removed })),
+                    ) if release == id => Ok(Done::Activated { release, removed }),
+                    (Ok(Request::Recorded { id }), Some(Err(e))) => Err(e.context(format!(
+                        "{} is live here, but was not recorded",
+                        Layout::display(&id)
+                    ))),
+                    (request, recorded) => {
+                        // Not asked for: what it recorded or failed to is said
+                        // here, and its pruned releases are deleted first.
+                        if let Some(recorded) = recorded {
+                            after_answer(ctx, &recorded);
                         }
-                        request => perform(ctx, request, &mut body),
-                    })
-                }
-            };
+                        request.and_then(|request| match request {
+                            Request::Activate { id, migrate } => activate(ctx, &id, migrate)
+                                .and_then(|activation| {
+                                    Recording::start(ctx, scope, activation, &mut recording)
+                                }),
+                            request => perform(ctx, request, &mut body),
+                        })
+                    }
+                };
             let _ = std::io::copy(&mut body, &mut std::io::sink());
             if let Err(e) = &result {
                 ctx.ui.error(e);
@@ -371,11 +370,11 @@ fn serve(ctx: &Ctx, fleet_lock: Flock<fs::File>) {
 /// An activation answered as live ([`Done::Live`]), recorded on a thread
 /// of its own ([`Activation::record`]) once the answer is out.
 struct Recording<'scope> {
-    thread: std::thread::ScopedJoinHandle<'scope, Option<Done>>,
+    thread: std::thread::ScopedJoinHandle<'scope, Option<Result<Done>>>,
     /// Handed to the thread by [`Recording::go`].
     waiting: Option<(std::sync::mpsc::Sender<Activation>, Activation)>,
     /// Recorded here: the thread could not take it.
-    recorded: Option<Done>,
+    recorded: Option<Result<Done>>,
 }
 
 impl<'scope> Recording<'scope> {
@@ -387,7 +386,7 @@ impl<'scope> Recording<'scope> {
         scope: &'scope std::thread::Scope<'scope, 'env>,
         activation: Activation,
         recording: &mut Option<Recording<'scope>>,
-    ) -> Done {
+    ) -> Result<Done> {
         if matches!(activation, Activation::Already(_)) {
             return activation.record(ctx);
         }
@@ -407,7 +406,7 @@ impl<'scope> Recording<'scope> {
                     waiting: Some((hand, activation)),
                     recorded: None,
                 });
-                Done::Live { release }
+                Ok(Done::Live { release })
             }
             Err(_) => activation.record(ctx),
         }
@@ -426,7 +425,7 @@ impl<'scope> Recording<'scope> {
     fn join(mut self, ctx: &Ctx) -> Result<Done> {
         self.go(ctx);
         match (self.thread.join(), self.recorded) {
-            (Ok(Some(done)), _) | (_, Some(done)) => Ok(done),
+            (Ok(Some(done)), _) | (_, Some(done)) => done,
             _ => Err(Error::internal(
                 "recording the activation failed: the release is live, but may not be marked \
                  proven, pruned or in the history",
@@ -890,19 +889,23 @@ impl Activation {
     }
 
     /// Record the outcome (statuses, prune, history); the deploy lock is
-    /// let go after it.
-    fn record(self, ctx: &Ctx) -> Done {
+    /// let go after it. A release that could not be marked proven is an
+    /// error, as [`recorded`] would read it from the disk.
+    fn record(self, ctx: &Ctx) -> Result<Done> {
         match self {
-            Activation::Already(release) => Done::Activated {
+            Activation::Already(release) => Ok(Done::Activated {
                 release,
                 removed: Vec::new(),
-            },
+            }),
             Activation::Switched(switched, lock) => {
                 let outcome = switched.record(ctx);
                 drop(lock);
-                Done::Activated {
-                    release: outcome.release,
-                    removed: outcome.removed,
+                match outcome.unproven {
+                    Some(why) => Err(Error::internal(why).live(Layout::display(&outcome.release))),
+                    None => Ok(Done::Activated {
+                        release: outcome.release,
+                        removed: outcome.removed,
+                    }),
                 }
             }
         }
@@ -1023,14 +1026,26 @@ fn switch(ctx: &Ctx, to: &str, wait: Option<Duration>, force: bool) -> Result<Do
 /// exits. Longer than a recording should take; bounded.
 const RECORDING_WAIT: Duration = Duration::from_secs(60);
 
-/// Whether `id` is live here and recorded as proven, once nothing holds
-/// the deploy lock; asked in a process of its own when the session of the
-/// agent that switched is gone, and answered from the disk.
+/// Whether `id` is live here and recorded as proven; asked in a process of
+/// its own when the session of the agent that switched is gone, and
+/// answered from the disk: at once when it is, or else once nothing holds
+/// the deploy lock (that agent may still be recording). A lock still busy
+/// after [`RECORDING_WAIT`] is a `LockBusy` failure: whether it will be
+/// recorded is unknown.
 fn recorded(ctx: &Ctx, id: &ReleaseId) -> Result<Done> {
     let layout = &ctx.layout;
-    let _lock = crate::lock::acquire(layout, Some(RECORDING_WAIT), "shipit fleet-agent recorded")?;
-    let current = store::read_current(layout)?;
-    let proven = store::read_metadata(layout, id)?.and_then(|m| m.proven) == Some(true);
+    let read = || -> Result<(Current, bool)> {
+        let current = store::read_current(layout)?;
+        let proven = current.id() == Some(id)
+            && store::read_metadata(layout, id)?.and_then(|m| m.proven) == Some(true);
+        Ok((current, proven))
+    };
+    let (mut current, mut proven) = read()?;
+    if !proven {
+        let _lock =
+            crate::lock::acquire(layout, Some(RECORDING_WAIT), "shipit fleet-agent recorded")?;
+        (current, proven) = read()?;
+    }
     if current.id() != Some(id) {
         return Err(
             Error::internal(format!("{} is not live here", Layout::display(id)))

@@ -548,10 +548,16 @@ fn discard_unswitched(fleet: &Fleet, hosts: &mut [HostReport], id: &ReleaseId) {
     });
     for (&i, reply) in untouched.iter().zip(replies) {
         if !reply.ok() {
-            hosts[i].message = Some(format!(
+            // Said after what the host's outcome already says.
+            let kept = format!(
                 "kept the unused release {id}: could not remove it: {}",
                 reply.message
-            ));
+            );
+            let message = &mut hosts[i].message;
+            *message = Some(match message.take() {
+                Some(why) => format!("{why}; {kept}"),
+                None => kept,
+            });
         }
     }
 }

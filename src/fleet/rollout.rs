@@ -138,27 +138,48 @@ impl<'a> Fleet<'a> {
         request: &protocol::Request,
         body: Option<&std::path::Path>,
     ) -> Reply {
+        self.ask_held(held, host, request, body)
+            .unwrap_or_else(|| self.ask_anew(host, request, body))
+    }
+
+    /// `request` of the agent holding `host`'s fleet lock, on its session;
+    /// `None` when there is none or nothing could be sent on it.
+    fn ask_held(
+        &self,
+        held: &Held,
+        host: &str,
+        request: &protocol::Request,
+        body: Option<&std::path::Path>,
+    ) -> Option<Reply> {
         // A poisoned session may have been left inside a request's body:
         // not asked again.
-        if let Some(Ok(mut session)) = held.on(host).map(|s| s.lock()) {
-            let asked = match body {
-                None => session.ask(&protocol::frame(request), None, protocol::MARK),
-                Some(path) => match std::fs::File::open(path) {
-                    Err(e) => return self.answer(host, Err(Error::io("could not open", path, e))),
-                    Ok(mut file) => {
-                        let bytes = request.body_len();
-                        session.ask(
-                            &protocol::frame(request),
-                            Some((&mut file, bytes)),
-                            protocol::MARK,
-                        )
-                    }
-                },
-            };
-            if let Ok(out) = asked {
-                return self.answer(host, Ok(out));
-            }
-        }
+        let mut session = held.on(host)?.lock().ok()?;
+        let asked = match body {
+            None => session.ask(&protocol::frame(request), None, protocol::MARK),
+            Some(path) => match std::fs::File::open(path) {
+                Err(e) => {
+                    return Some(self.answer(host, Err(Error::io("could not open", path, e))));
+                }
+                Ok(mut file) => {
+                    let bytes = request.body_len();
+                    session.ask(
+                        &protocol::frame(request),
+                        Some((&mut file, bytes)),
+                        protocol::MARK,
+                    )
+                }
+            },
+        };
+        asked.ok().map(|out| self.answer(host, Ok(out)))
+    }
+
+    /// `request` of a `fleet-agent` in a session of its own on `host`.
+    fn ask_anew(
+        &self,
+        host: &str,
+        request: &protocol::Request,
+        body: Option<&std::path::Path>,
+    ) -> Reply {
         let args = request.args();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.agent(host, &args, body)
@@ -751,16 +772,13 @@ fn recorded(
         .collect();
     let request = protocol::Request::Recorded { id: target.clone() };
     let replies = parallel(fleet.config.concurrency, &asked, |(_, host)| {
-        let reply = fleet.ask(held, host, &request, None);
-        if reply.answer.is_some() {
-            return reply;
-        }
-        // That agent's session ended before it answered (the agent, or
-        // the master, is gone): asked again in a session of its own,
-        // answered from the host's disk once nothing records there.
-        let args = request.args();
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        fleet.agent(host, &args, None)
+        // When that agent's session is gone or ended before it answered
+        // (the agent, or the master, is gone), asked once in a session of
+        // its own, answered from the host's disk.
+        fleet
+            .ask_held(held, host, &request, None)
+            .filter(|reply| reply.answer.is_some())
+            .unwrap_or_else(|| fleet.ask_anew(host, &request, None))
     });
     let mut failure = None;
     for ((i, _), reply) in asked.iter().zip(replies) {
@@ -770,7 +788,9 @@ fn recorded(
         let host = &mut hosts[*i];
         fleet.learn_live(host, &reply);
         host.outcome = Outcome::Failed;
-        host.message = Some(if reply.answer.is_some() {
+        // A deploy lock still held there: it may record it yet.
+        let known = reply.answer.is_some() && reply.kind() != Some(Kind::LockBusy);
+        host.message = Some(if known {
             format!(
                 "switched and passed its gate, but did not record it: {}",
                 reply.message

@@ -8,11 +8,7 @@ use crate::sandbox::{Sandbox, wait_bounded};
 #[test]
 fn a_second_deploy_fails_at_once_naming_the_holder_or_waits() {
     let sb = Sandbox::new();
-    let gate = sb.path().join("gate");
-    sb.write_config(&format!(
-        "[hooks]\nbuild = [\"i=0; while [ ! -e '{}' ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done\"]\n",
-        gate.display()
-    ));
+    let gate = sb.builds_wait_for_gate();
     let mut first = sb.spawn_deploy_holding_lock();
 
     let busy = sb.run(&["deploy"]);
@@ -88,11 +84,7 @@ fn gone_pid() -> u32 {
 fn a_lock_left_to_a_dying_shipit_is_waited_out() {
     let sb = Sandbox::new();
     let first = sb.deploy();
-    let gate = sb.path().join("gate");
-    sb.write_config(&format!(
-        "[hooks]\nbuild = [\"i=0; while [ ! -e '{}' ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done\"]\n",
-        gate.display()
-    ));
+    let gate = sb.builds_wait_for_gate();
     sb.commit("index.html", "v2\n");
     let mut child = sb.spawn_deploy_holding_lock();
     record_holder(&sb, gone_pid());
@@ -187,4 +179,24 @@ fn a_refusal_during_a_gate_says_the_live_release_is_not_proven_yet() {
     wait_bounded(&mut gating, Duration::from_secs(120));
     assert_eq!(sb.current().unwrap(), first);
     sb.run(&["status"]).ok();
+}
+
+/// `fleet-agent recorded`, which a fleet controller asks in a session of
+/// its own when the agent that switched a host is gone, answers from the
+/// disk at once when the release is live and proven, whoever holds the
+/// deploy lock meanwhile (a deploy, a cron prune): it does not wait for
+/// the lock, nor report a rollout that succeeded as failed.
+#[test]
+fn fleet_agent_recorded_answers_a_proven_live_release_while_another_command_holds_the_lock() {
+    let sb = Sandbox::new();
+    let live = sb.deploy();
+    let gate = sb.builds_wait_for_gate();
+    let mut holder = sb.spawn_deploy_holding_lock();
+
+    let asked = sb.run(&["fleet-agent", "recorded", "--id", &live]);
+    std::fs::write(&gate, "").unwrap();
+    assert!(wait_bounded(&mut holder, Duration::from_secs(120)).success());
+    asked.ok();
+    let answer = format!("\"action\":\"activated\",\"release\":\"{live}\"");
+    assert!(asked.stdout.contains(&answer), "{}", asked.stdout);
 }

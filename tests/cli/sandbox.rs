@@ -132,6 +132,18 @@ impl Sandbox {
         Run::from(args, out)
     }
 
+    /// Configure a build hook that waits (at most 120 s) until the file
+    /// returned exists: a deploy started then holds the deploy lock until
+    /// the test creates it.
+    pub fn builds_wait_for_gate(&self) -> PathBuf {
+        let gate = self.path().join("gate");
+        self.write_config(&format!(
+            "[hooks]\nbuild = [\"i=0; while [ ! -e '{}' ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done\"]\n",
+            gate.display()
+        ));
+        gate
+    }
+
     /// Start `shipit deploy` in the background and wait until it holds the
     /// deploy lock (its pid is in the lock file). Callers stop it by pid.
     pub fn spawn_deploy_holding_lock(&self) -> std::process::Child {

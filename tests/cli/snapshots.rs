@@ -159,11 +159,7 @@ fn check_and_prune_output() {
 #[test]
 fn lock_busy_output() {
     let sb = Sandbox::new();
-    let gate = sb.path().join("gate");
-    sb.write_config(&format!(
-        "[hooks]\nbuild = [\"i=0; while [ ! -e '{}' ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done\"]\n",
-        gate.display()
-    ));
+    let gate = sb.builds_wait_for_gate();
     let mut first = sb.spawn_deploy_holding_lock();
     pin!("lock_busy", &sb, &sb.run(&["deploy"]));
     pin!(

@@ -412,6 +412,37 @@ fn sigterm_to_the_process_tree_while_building_changes_nothing() {
     assert_ne!(id, r1);
 }
 
+/// A host that switched and passed its gate, but whose release could not
+/// be marked proven there (its metadata replaced by a directory, as a
+/// full or failing disk would refuse the write), did not record it: the
+/// agent that switched says so when asked, as the disk would say to an
+/// agent in a session of its own, and the rollout is reverted.
+#[test]
+fn a_host_that_cannot_mark_its_release_proven_fails_the_rollout() {
+    let w = World::new(2, Options::default());
+    let r1 = w.deploy_ok();
+    // host1's reload, for a release holding UNPROVABLE, replaces the
+    // metadata the proven mark is written to.
+    let text = fs::read_to_string(w.config()).unwrap().replace(
+        "reload = \"",
+        "reload = \"if grep -qx host1 $SHIPIT_DEPLOY_TO/shared/name && [ -e UNPROVABLE ]; then \
+         rm .shipit-release.json && mkdir .shipit-release.json; fi; ",
+    );
+    fs::write(w.config(), text).unwrap();
+    w.commit("UNPROVABLE", "\n");
+    let run = w.shipit(&["deploy", "--json"]);
+    run.code(8);
+    let report = run.json();
+    assert_eq!(outcomes(&report), ["failed", "reverted"]);
+    let message = report["hosts"][0]["message"].as_str().unwrap();
+    assert!(message.contains("did not record it"), "{message}");
+    assert!(message.contains("could not record"), "{message}");
+    assert!(message.contains("as proven live"), "{message}");
+    assert!(message.contains("kept the unused release"), "{message}");
+    assert_eq!(w.serving(), vec![Some(r1.clone()); 2]);
+    assert_eq!(status_lives(&w), vec![Some(r1); 2]);
+}
+
 /// A host's agent answers its activation once the release is live and
 /// passed its gate, and records it (proven, prune, history) while the
 /// controller switches the next host. SIGKILLed in between, it leaves R2
