@@ -762,40 +762,24 @@ fn unpack(
     )?;
     // Files belong to the user shipit runs as here, whoever built them;
     // no setuid bit or device passes (see `untar`) unless the config
-    // says to keep them.
-    let mut tar = Command::new("tar")
-        .args(["-x", "-f", "-", "--no-same-owner", "-C"])
-        .arg(staging)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| {
-            Error::internal("could not run tar")
-                .cause(e)
-                .hint("install tar on this host")
-        })?;
-    // `input` is dropped with each branch: tar sees the end of its input.
-    let input = tar.stdin.take().expect("piped");
+    // says to keep them: then GNU tar makes them.
     let filtered = if keep_special {
-        let mut input = input;
-        std::io::copy(release, &mut input).map(|_| crate::fleet::untar::Filtered::default())
+        untar_keeping_special_files(staging, release)?;
+        Ok(crate::fleet::untar::Filtered::default())
     } else {
-        crate::fleet::untar::filter(release, input)
+        crate::fleet::untar::unpack(
+            release,
+            staging,
+            crate::fleet::untar::Permissions::of_this_process(),
+        )
     };
-    let status = tar
-        .wait()
-        .map_err(|e| Error::internal("could not wait for tar").cause(e))?;
-    if !status.success() {
-        return Err(Error::internal(format!(
-            "could not unpack the release into {} (tar exited with {status})",
+    let filtered = filtered.map_err(|e| {
+        Error::internal(format!(
+            "could not unpack the release the controller sent into {}",
             staging.display()
         ))
-        .hint("the transfer was cut, or the disk is full; deploy again"));
-    }
-    let filtered = filtered.map_err(|e| {
-        Error::internal("could not read the release the controller sent")
-            .cause(e)
-            .hint("the transfer was cut, or the disk is full; deploy again")
+        .cause(e)
+        .hint("the transfer was cut, or the disk is full; deploy again")
     })?;
     let names = |paths: &[std::path::PathBuf]| {
         paths
@@ -817,6 +801,41 @@ fn unpack(
         ));
     }
     Ok(())
+}
+
+/// `tar -x --no-same-owner` of the release, into `staging`: devices,
+/// fifos and setuid bits as archived (`fleet.keep_special_files`).
+fn untar_keeping_special_files(staging: &std::path::Path, release: &mut dyn Read) -> Result<()> {
+    let mut tar = Command::new("tar")
+        .args(["-x", "-f", "-", "--no-same-owner", "-C"])
+        .arg(staging)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| {
+            Error::internal("could not run tar")
+                .cause(e)
+                .hint("install tar on this host, or set fleet.keep_special_files = false")
+        })?;
+    // Dropped once copied: tar sees the end of its input.
+    let mut input = tar.stdin.take().expect("piped");
+    let copied = std::io::copy(release, &mut input);
+    drop(input);
+    let status = tar
+        .wait()
+        .map_err(|e| Error::internal("could not wait for tar").cause(e))?;
+    if !status.success() {
+        return Err(Error::internal(format!(
+            "could not unpack the release into {} (tar exited with {status})",
+            staging.display()
+        ))
+        .hint("the transfer was cut, or the disk is full; deploy again"));
+    }
+    copied.map(drop).map_err(|e| {
+        Error::internal("could not read the release the controller sent")
+            .cause(e)
+            .hint("the transfer was cut, or the disk is full; deploy again")
+    })
 }
 
 /// The metadata of release `id`, which the controller sent earlier in
