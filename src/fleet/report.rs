@@ -65,9 +65,21 @@ pub struct HostReport {
     /// Answered its activation as live; it records the outcome (proven,
     /// prune, history) meanwhile, and is asked what it recorded before the
     /// rollout ends.
-    pub recording: bool,
+    pub recording: Recording,
     /// Back into rotation after its switch (its undrain hook ran).
     pub undrained: bool,
+}
+
+/// Whether a host records an activation it answered as live, and whether
+/// it was asked what it recorded ([`HostReport::recording`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Recording {
+    #[default]
+    No,
+    /// Asked at once, on its session; the answer is still to read.
+    Asked,
+    /// Still to ask.
+    ToAsk,
 }
 
 impl HostReport {
@@ -80,7 +92,7 @@ impl HostReport {
             message: None,
             unknown: false,
             unhealthy: false,
-            recording: false,
+            recording: Recording::No,
             undrained: false,
         }
     }

@@ -40,7 +40,7 @@ use crate::error::{Error, Kind, Result};
 use crate::fleet::install::{self, Payload};
 use crate::fleet::parallel::parallel;
 use crate::fleet::protocol::{self, Done, HostState};
-use crate::fleet::report::{HostReport, Outcome};
+use crate::fleet::report::{HostReport, Outcome, Recording};
 use crate::fleet::ssh::{self, Held, Ssh};
 use crate::hooks::{self, Hook};
 use crate::layout::ReleaseId;
@@ -171,6 +171,24 @@ impl<'a> Fleet<'a> {
             },
         };
         asked.ok().map(|out| self.answer(host, Ok(out)))
+    }
+
+    /// Send `request` to the agent holding `host`'s fleet lock, its answer
+    /// read later by [`Fleet::answer_held`] (before anything else is asked
+    /// on that session); `false` when there is no such session or nothing
+    /// could be sent on it.
+    fn send_held(&self, held: &Held, host: &str, request: &protocol::Request) -> bool {
+        let Some(Ok(mut session)) = held.on(host).map(|s| s.lock()) else {
+            return false;
+        };
+        session.send(&protocol::frame(request)).is_ok()
+    }
+
+    /// The answer to what [`Fleet::send_held`] sent to `host`.
+    fn answer_held(&self, held: &Held, host: &str) -> Option<Reply> {
+        let mut session = held.on(host)?.lock().ok()?;
+        let out = session.answer(protocol::MARK);
+        Some(self.answer(host, Ok(out)))
     }
 
     /// `request` of a `fleet-agent` in a session of its own on `host`.
@@ -680,18 +698,33 @@ fn switch_batch(
             );
         }
         let names: Vec<String> = batch.iter().map(|&i| hosts[i].host.clone()).collect();
+        let recorded = protocol::Request::Recorded { id: target.clone() };
         let replies = parallel(fleet.config.concurrency, &names, |host| {
-            fleet.ask(held, host, &request, None)
+            let reply = fleet.ask(held, host, &request, None);
+            // Live, and recording: asked at once what it recorded, read
+            // before the rollout ends (the host answers when it has,
+            // while the next one is switched).
+            let recording = match &reply.answer {
+                Some(protocol::Reply {
+                    result: Ok(Done::Live { .. }),
+                    ..
+                }) if reply.ok() => {
+                    if fleet.send_held(held, host, &recorded) {
+                        Recording::Asked
+                    } else {
+                        Recording::ToAsk
+                    }
+                }
+                _ => Recording::No,
+            };
+            (reply, recording)
         });
-        for (&i, reply) in batch.iter().zip(replies) {
+        for (&i, (reply, recording)) in batch.iter().zip(replies) {
             let host = &mut hosts[i];
             if reply.ok() {
                 host.live = Some(target.clone());
                 host.outcome = Outcome::Switched;
-                host.recording = matches!(
-                    reply.answer.as_ref().map(|a| &a.result),
-                    Some(Ok(Done::Live { .. }))
-                );
+                host.recording = recording;
                 fleet
                     .ctx
                     .ui
@@ -765,23 +798,29 @@ fn recorded(
     hosts: &mut [HostReport],
     target: &ReleaseId,
 ) -> Option<Error> {
-    let asked: Vec<(usize, String)> = hosts
+    let asked: Vec<(usize, String, Recording)> = hosts
         .iter_mut()
         .enumerate()
-        .filter_map(|(i, h)| std::mem::take(&mut h.recording).then(|| (i, h.host.clone())))
+        .filter_map(|(i, h)| match std::mem::take(&mut h.recording) {
+            Recording::No => None,
+            recording => Some((i, h.host.clone(), recording)),
+        })
         .collect();
     let request = protocol::Request::Recorded { id: target.clone() };
-    let replies = parallel(fleet.config.concurrency, &asked, |(_, host)| {
+    let replies = parallel(fleet.config.concurrency, &asked, |(_, host, recording)| {
+        let held_reply = match recording {
+            Recording::Asked => fleet.answer_held(held, host),
+            _ => fleet.ask_held(held, host, &request, None),
+        };
         // When that agent's session is gone or ended before it answered
         // (the agent, or the master, is gone), asked once in a session of
         // its own, answered from the host's disk.
-        fleet
-            .ask_held(held, host, &request, None)
+        held_reply
             .filter(|reply| reply.answer.is_some())
             .unwrap_or_else(|| fleet.ask_anew(host, &request, None))
     });
     let mut failure = None;
-    for ((i, _), reply) in asked.iter().zip(replies) {
+    for ((i, _, _), reply) in asked.iter().zip(replies) {
         if reply.ok() {
             continue;
         }

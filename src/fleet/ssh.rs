@@ -230,23 +230,35 @@ impl Session {
         body: Option<(&mut dyn Read, u64)>,
         until: &str,
     ) -> std::result::Result<Output, Unsent> {
-        use std::io::Write;
-        let Some(stdin) = self.stdin.as_mut() else {
-            return Err(Unsent);
-        };
-        if stdin
-            .write_all(line.as_bytes())
-            .and_then(|_| stdin.flush())
-            .is_err()
+        self.send(line)?;
+        if let Some((body, bytes)) = body
+            && let Some(stdin) = self.stdin.as_mut()
         {
-            return Err(Unsent);
-        }
-        if let Some((body, bytes)) = body {
             let sent = std::io::copy(&mut body.take(bytes), stdin);
             if !matches!(sent, Ok(n) if n == bytes) {
                 drop(self.stdin.take());
             }
         }
+        Ok(self.answer(until))
+    }
+
+    /// Write `line` to the remote command's stdin; [`Session::answer`]
+    /// reads what it answers. `Err`: the remote command has ended.
+    pub fn send(&mut self, line: &str) -> std::result::Result<(), Unsent> {
+        use std::io::Write;
+        let Some(stdin) = self.stdin.as_mut() else {
+            return Err(Unsent);
+        };
+        stdin
+            .write_all(line.as_bytes())
+            .and_then(|_| stdin.flush())
+            .map_err(|_| Unsent)
+    }
+
+    /// Read stdout until a line starts with `until` (the answer to the
+    /// oldest request sent and not yet answered), or until the session
+    /// ends: then the output it gave, with the status.
+    pub fn answer(&mut self, until: &str) -> Output {
         let mut text = String::new();
         loop {
             let mut line = Vec::new();
@@ -256,16 +268,16 @@ impl Session {
                     let line = String::from_utf8_lossy(&line);
                     text.push_str(&line);
                     if line.starts_with(until) {
-                        return Ok(Output {
+                        return Output {
                             code: 0,
                             stdout: text,
                             stderr_tail: Vec::new(),
-                        });
+                        };
                     }
                 }
             }
         }
-        Ok(Output {
+        Output {
             code: self.end(),
             stdout: text,
             stderr_tail: self
@@ -273,7 +285,7 @@ impl Session {
                 .take()
                 .and_then(|t| t.join().ok())
                 .unwrap_or_default(),
-        })
+        }
     }
 
     /// Close stdin and wait, bounded, for the session to end; ended after.
