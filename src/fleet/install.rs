@@ -1,6 +1,7 @@
 //! What a host needs to take part: this very shipit binary and the config,
 //! installed by the controller under `<deploy_to>/.shipit/`. A host needs
-//! only sshd, a POSIX shell, tar and coreutils.
+//! only sshd, a POSIX shell and coreutils (and tar for
+//! `fleet.keep_special_files`).
 //!
 //! - The binary is `bin/shipit-<version>-<first 12 hex of its sha256>`: the
 //!   name says what it is, so "is it installed" is one `test -x`, and a
@@ -151,7 +152,7 @@ impl Payload {
     /// which first pins the config (its text is an argument of the
     /// script, handed to the agent in its environment: stdin is the
     /// session that holds the fleet lock). Where anything else is needed
-    /// (an upload, no tar) it says so on a [`SAYS`] line and runs
+    /// (an upload) it says so on a [`SAYS`] line and runs
     /// nothing: [`ensure`] does the rest.
     ///
     /// The platform is not asked again: this build is put on a host only
@@ -333,7 +334,6 @@ pub const ABSENT: &str = "@@shipit-absent ";
 /// which shipit is installed there and what it speaks. One round trip.
 const CONFIG_SCRIPT: &str = r#"set -e
 state="$1"; bin="$2"; digest="$3"
-command -v tar >/dev/null 2>&1 || { echo "tar is not installed on this host" >&2; exit 3; }
 mkdir -p "$state/bin" "$state/config"
 tmp="$state/config/.$digest.$$"
 trap 'rm -f "$tmp"' EXIT
@@ -356,7 +356,6 @@ if [ -x "$state/bin/$bin" ]; then echo "@@shipit-install present"; else echo "@@
 /// [`CONFIG_SCRIPT`] does the rest.
 const REACH_SCRIPT: &str = r#"set -e
 state="$1"; bin="$2"; digest="$3"; config="$4"; shift 4
-command -v tar >/dev/null 2>&1 || { echo "@@shipit-install fallback"; exit 0; }
 [ -x "$state/bin/$bin" ] || { echo "@@shipit-install missing"; exit 0; }
 export SHIPIT_FLEET_PIN="$config"
 exec "$state/bin/$bin" --config "$state/config/$digest.toml" fleet-agent "$@"

@@ -77,8 +77,8 @@ fn a_rollout_keeps_the_three_newest_shipit_builds_on_a_host() {
     assert!(used + 600 > now, "mtime {used}, now {now}");
 }
 
-/// The agent runs as root here, and tar as root restored the setuid and
-/// setgid bits of the controller's build, and made its device nodes.
+/// The agent runs as root here, and tar as root would restore the setuid and
+/// setgid bits of the controller's build, and make its device nodes.
 #[test]
 fn a_host_unpacks_no_setuid_bit_device_or_fifo() {
     let w = World::new(1, Options::default());

@@ -1,6 +1,6 @@
 //! Sources other than a repository's root, in a fleet: the
 //! controller unpacks a CI artifact, or exports a subdirectory, and ships
-//! the tree as it ships any build; the hosts need only tar.
+//! the tree as it ships any build; the hosts need no unpacker.
 
 use std::fs;
 use std::io::Write;
