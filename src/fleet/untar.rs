@@ -13,9 +13,11 @@
 //! agent runs as; the permission bits as archived when that is root, and
 //! otherwise without the bits its umask clears (and without the sticky
 //! bit). A member whose path leaves the release (`..`) is skipped, and a
-//! leading `/` is dropped, as GNU tar does. What was changed is returned,
-//! for the host to say so.
+//! leading `/` is dropped, as GNU tar does; one beneath a symlink of the
+//! same archive is refused. What was changed is returned, for the host to
+//! say so.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
@@ -79,6 +81,10 @@ pub fn unpack(input: impl Read, dst: &Path, permissions: Permissions) -> io::Res
     // Directories get their bits and times once everything is in them
     // (one archived read-only still takes its files), deepest first.
     let mut directories: Vec<(PathBuf, u32, Option<u64>)> = Vec::new();
+    // The symlinks unpacked so far: nothing is written through one (a
+    // symlink to `/etc`, then a member `<it>/passwd`), as GNU tar, which
+    // makes such links last, never does.
+    let mut links: HashSet<PathBuf> = HashSet::new();
     for entry in archive.entries()? {
         let mut entry = entry?;
         let kind = entry.header().entry_type();
@@ -98,6 +104,7 @@ pub fn unpack(input: impl Read, dst: &Path, permissions: Permissions) -> io::Res
         let Some(target) = inside(dst, &path) else {
             continue;
         };
+        beneath_no_link(dst, &target, &links, &path)?;
         let archived = entry.header().mode()?;
         if archived & 0o6000 != 0 {
             filtered.cleared.push(path.clone());
@@ -121,6 +128,7 @@ pub fn unpack(input: impl Read, dst: &Path, permissions: Permissions) -> io::Res
                 let Some(source) = inside(dst, &name).filter(|s| *s != dst) else {
                     continue;
                 };
+                beneath_no_link(dst, &source, &links, &path)?;
                 with_parent(&target, || fs::hard_link(&source, &target)).map_err(located)?;
             }
             _ => {
@@ -129,6 +137,9 @@ pub fn unpack(input: impl Read, dst: &Path, permissions: Permissions) -> io::Res
                 entry.set_preserve_permissions(true);
                 entry.set_mask(0o7777 & !mode);
                 with_parent(&target, || entry.unpack(&target).map(drop)).map_err(located)?;
+                if kind == EntryType::Symlink {
+                    links.insert(target);
+                }
             }
         }
     }
@@ -165,6 +176,33 @@ fn inside(dst: &Path, path: &Path) -> Option<PathBuf> {
         }
     }
     Some(target)
+}
+
+/// Refuse `target` (of member `path`) when a symlink this archive made
+/// lies between it and `dst`.
+fn beneath_no_link(
+    dst: &Path,
+    target: &Path,
+    links: &HashSet<PathBuf>,
+    path: &Path,
+) -> io::Result<()> {
+    let through = target
+        .ancestors()
+        .skip(1)
+        .take_while(|a| *a != dst)
+        .find(|a| links.contains(*a));
+    match through {
+        Some(link) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} lies beneath the symlink {} of the same archive, and is not written \
+                 through it",
+                path.display(),
+                link.strip_prefix(dst).unwrap_or(link).display()
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A directory, or one that is there already (made for a member inside it
@@ -264,6 +302,34 @@ mod tests {
         );
         for gone in ["null", "pipe", "../escape.tx"] {
             assert!(fs::symlink_metadata(dst.join(gone)).is_err(), "{gone}");
+        }
+    }
+
+    #[test]
+    fn nothing_is_written_through_a_symlink_of_the_same_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        let dst = dir.path().join("release");
+        fs::create_dir(&dst).unwrap();
+        for planted in ["s/planted", "s/deeper/planted"] {
+            let mut b = tar::Builder::new(Vec::new());
+            b.append_link(&mut header(EntryType::Symlink, 0o777, 0), "s", &outside)
+                .unwrap();
+            b.append_data(
+                &mut header(EntryType::Regular, 0o644, 1),
+                planted,
+                &b"p"[..],
+            )
+            .unwrap();
+            let tar = b.into_inner().unwrap();
+            let _ = fs::remove_file(dst.join("s"));
+            let refused = unpack(&tar[..], &dst, ROOT).unwrap_err();
+            assert!(
+                refused.to_string().contains("lies beneath the symlink s"),
+                "{refused}"
+            );
+            assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "{planted}");
         }
     }
 
