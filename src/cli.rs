@@ -211,8 +211,9 @@ pub enum FleetAgentAction {
         id: String,
     },
     /// Whether a release an agent answered as live is recorded as proven
-    /// live here: at once when it is, else once nothing holds the deploy
-    /// lock (that agent records before it lets go), waiting at most 60 s
+    /// live here, once nothing holds the deploy lock (that agent records
+    /// before it lets go): waiting at most 5 s when it is marked proven
+    /// already, else at most 60 s
     Recorded {
         #[arg(long)]
         id: String,

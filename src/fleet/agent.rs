@@ -303,6 +303,9 @@ fn serve(ctx: &Ctx, fleet_lock: Flock<fs::File>) {
                         // Not asked for: what it recorded or failed to is said
                         // here, and its pruned releases are deleted first.
                         if let Some(recorded) = recorded {
+                            if let Err(e) = &recorded {
+                                ctx.ui.error(e);
+                            }
                             after_answer(ctx, &recorded);
                         }
                         request.and_then(|request| match request {
@@ -800,6 +803,12 @@ fn unpack(
             names(&filtered.skipped)
         ));
     }
+    if !filtered.escaping.is_empty() {
+        ctx.ui.warn(format!(
+            "left out {}: a path that leaves the release is not unpacked",
+            names(&filtered.escaping)
+        ));
+    }
     Ok(())
 }
 
@@ -1045,10 +1054,16 @@ fn switch(ctx: &Ctx, to: &str, wait: Option<Duration>, force: bool) -> Result<Do
 /// exits. Longer than a recording should take; bounded.
 const RECORDING_WAIT: Duration = Duration::from_secs(60);
 
+/// How long `fleet-agent recorded` waits for the deploy lock when the
+/// release is marked proven already (the rest of a recording takes
+/// milliseconds).
+const RECORDED_GRACE: Duration = Duration::from_secs(5);
+
 /// Whether `id` is live here and recorded as proven; asked in a process of
 /// its own when the session of the agent that switched is gone, and
-/// answered from the disk: at once when it is, or else once nothing holds
-/// the deploy lock (that agent may still be recording). A lock still busy
+/// answered from the disk once nothing holds the deploy lock (that agent
+/// may still be recording). Marked proven, it is answered after
+/// [`RECORDED_GRACE`] whatever holds the lock. Not yet, a lock still busy
 /// after [`RECORDING_WAIT`] is a `LockBusy` failure: whether it will be
 /// recorded is unknown.
 fn recorded(ctx: &Ctx, id: &ReleaseId) -> Result<Done> {
@@ -1060,9 +1075,14 @@ fn recorded(ctx: &Ctx, id: &ReleaseId) -> Result<Done> {
         Ok((current, proven))
     };
     let (mut current, mut proven) = read()?;
-    if !proven {
-        let _lock =
-            crate::lock::acquire(layout, Some(RECORDING_WAIT), "shipit fleet-agent recorded")?;
+    let command = "shipit fleet-agent recorded";
+    if proven {
+        // Marked proven: the agent that switched may still be writing the
+        // prune and the history. Waited for a moment, not for a lock held
+        // longer by something else (a cron `shipit prune`).
+        let _lock = crate::lock::acquire(layout, Some(RECORDED_GRACE), command);
+    } else {
+        let _lock = crate::lock::acquire(layout, Some(RECORDING_WAIT), command)?;
         (current, proven) = read()?;
     }
     if current.id() != Some(id) {

@@ -187,7 +187,10 @@ impl<'a> Fleet<'a> {
     /// The answer to what [`Fleet::send_held`] sent to `host`.
     fn answer_held(&self, held: &Held, host: &str) -> Option<Reply> {
         let mut session = held.on(host)?.lock().ok()?;
-        let out = session.answer(protocol::MARK);
+        let out = session.answer(
+            protocol::MARK,
+            Some(crate::clock::after(ssh::RECORDED_ANSWER_WAIT)),
+        );
         Some(self.answer(host, Ok(out)))
     }
 

@@ -213,6 +213,10 @@ pub struct Session {
     stderr: Option<std::thread::JoinHandle<Vec<String>>>,
 }
 
+/// How long a host may take to answer what it recorded (its agent waits
+/// at most 60 s for the deploy lock when asked in a session of its own).
+pub const RECORDED_ANSWER_WAIT: Duration = Duration::from_secs(90);
+
 /// A [`Session::ask`] that was not sent: the session is gone.
 #[derive(Debug)]
 pub struct Unsent;
@@ -239,7 +243,7 @@ impl Session {
                 drop(self.stdin.take());
             }
         }
-        Ok(self.answer(until))
+        Ok(self.answer(until, None))
     }
 
     /// Write `line` to the remote command's stdin; [`Session::answer`]
@@ -257,10 +261,26 @@ impl Session {
 
     /// Read stdout until a line starts with `until` (the answer to the
     /// oldest request sent and not yet answered), or until the session
-    /// ends: then the output it gave, with the status.
-    pub fn answer(&mut self, until: &str) -> Output {
+    /// ends: then the output it gave, with the status. Past `deadline`
+    /// the session is ended (the host sees its input end) and the output
+    /// so far is returned, with [`SSH_FAILED`].
+    pub fn answer(&mut self, until: &str, deadline: Option<std::time::Instant>) -> Output {
         let mut text = String::new();
         loop {
+            if let Some(deadline) = deadline
+                && !self.readable_by(deadline)
+            {
+                drop(self.stdin.take());
+                self.end.kill();
+                return Output {
+                    code: SSH_FAILED,
+                    stdout: text,
+                    stderr_tail: vec![format!(
+                        "no answer within {} s: the session was ended",
+                        RECORDED_ANSWER_WAIT.as_secs()
+                    )],
+                };
+            }
             let mut line = Vec::new();
             match self.stdout.read_until(b'\n', &mut line) {
                 Ok(0) | Err(_) => break,
@@ -286,6 +306,30 @@ impl Session {
                 .and_then(|t| t.join().ok())
                 .unwrap_or_default(),
         }
+    }
+
+    /// Whether stdout has something to read (or its end) before
+    /// `deadline`.
+    fn readable_by(&self, deadline: std::time::Instant) -> bool {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        while self.stdout.buffer().is_empty() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let wait = PollTimeout::try_from(left.min(Duration::from_secs(1)))
+                .unwrap_or(PollTimeout::NONE);
+            let mut fds = [PollFd::new(
+                self.stdout.get_ref().as_fd(),
+                PollFlags::POLLIN,
+            )];
+            match poll(&mut fds, wait) {
+                Ok(0) | Err(nix::errno::Errno::EINTR) => {}
+                Ok(_) | Err(_) => return true,
+            }
+        }
+        true
     }
 
     /// Close stdin and wait, bounded, for the session to end; ended after.

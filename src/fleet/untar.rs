@@ -12,10 +12,10 @@
 //! times of files, links and directories; the files owned by the user the
 //! agent runs as; the permission bits as archived when that is root, and
 //! otherwise without the bits its umask clears (and without the sticky
-//! bit). A member whose path leaves the release (`..`) is skipped, and a
+//! bit). A member whose path leaves the release (`..`) is left out, and a
 //! leading `/` is dropped, as GNU tar does; one beneath a symlink of the
-//! same archive is refused. What was changed is returned, for the host to
-//! say so.
+//! same archive, or at the path of one as a directory, is refused. What
+//! was changed is returned, for the host to say so.
 
 use std::collections::HashSet;
 use std::fs;
@@ -31,6 +31,9 @@ pub struct Filtered {
     pub cleared: Vec<PathBuf>,
     /// Devices and fifos left out.
     pub skipped: Vec<PathBuf>,
+    /// Members left out whose path (or hard link target) leaves the
+    /// release (`..`).
+    pub escaping: Vec<PathBuf>,
 }
 
 /// How permission bits are restored: GNU tar's rules for the user it runs
@@ -78,13 +81,10 @@ impl Permissions {
 pub fn unpack(input: impl Read, dst: &Path, permissions: Permissions) -> io::Result<Filtered> {
     let mut archive = tar::Archive::new(input);
     let mut filtered = Filtered::default();
+    let mut tree = Tree::new(dst);
     // Directories get their bits and times once everything is in them
     // (one archived read-only still takes its files), deepest first.
     let mut directories: Vec<(PathBuf, u32, Option<u64>)> = Vec::new();
-    // The symlinks unpacked so far: nothing is written through one (a
-    // symlink to `/etc`, then a member `<it>/passwd`), as GNU tar, which
-    // makes such links last, never does.
-    let mut links: HashSet<PathBuf> = HashSet::new();
     for entry in archive.entries()? {
         let mut entry = entry?;
         let kind = entry.header().entry_type();
@@ -102,66 +102,124 @@ pub fn unpack(input: impl Read, dst: &Path, permissions: Permissions) -> io::Res
             _ => {}
         }
         let Some(target) = inside(dst, &path) else {
+            filtered.escaping.push(path);
             continue;
         };
-        beneath_no_link(dst, &target, &links, &path)?;
         let archived = entry.header().mode()?;
         if archived & 0o6000 != 0 {
             filtered.cleared.push(path.clone());
         }
         let mode = permissions.of(archived);
+        let mtime = entry.header().mtime().ok();
         let located = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
-        match kind {
-            EntryType::Directory => {
-                if target != dst {
-                    create_directory(&target).map_err(located)?;
-                }
-                directories.push((target, mode, entry.header().mtime().ok()));
-            }
-            EntryType::Link => {
-                let name = entry.link_name()?.ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("the hard link {} has no target", path.display()),
-                    )
-                })?;
-                let Some(source) = inside(dst, &name).filter(|s| *s != dst) else {
-                    continue;
-                };
-                beneath_no_link(dst, &source, &links, &path)?;
-                with_parent(&target, || fs::hard_link(&source, &target)).map_err(located)?;
-            }
-            _ => {
-                // Files (any type not named above, as POSIX says) and
-                // symlinks, with their times; a file's bits as computed.
-                entry.set_preserve_permissions(true);
-                entry.set_mask(0o7777 & !mode);
-                with_parent(&target, || entry.unpack(&target).map(drop)).map_err(located)?;
-                if kind == EntryType::Symlink {
-                    links.insert(target);
-                }
-            }
+        if kind == EntryType::Directory {
+            tree.directory(&target).map_err(located)?;
+            directories.push((target, mode, mtime));
+            continue;
         }
+        tree.directory(target.parent().unwrap_or(dst))
+            .map_err(located)?;
+        if kind == EntryType::Link {
+            let name = entry.link_name()?.ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the hard link {} has no target", path.display()),
+                )
+            })?;
+            let Some(source) = inside(dst, &name).filter(|s| *s != dst) else {
+                filtered.escaping.push(path);
+                continue;
+            };
+            tree.directory(source.parent().unwrap_or(dst))
+                .map_err(located)?;
+            fs::hard_link(&source, &target).map_err(located)?;
+            continue;
+        }
+        // Files (any type not named above, as POSIX says) and symlinks; a
+        // file's bits as computed, and the time as archived (an mtime of
+        // 0 stays 0).
+        entry.set_preserve_permissions(true);
+        entry.set_mask(0o7777 & !mode);
+        entry.set_preserve_mtime(false);
+        entry.unpack(&target).map_err(located)?;
+        set_time(&target, mtime).map_err(located)?;
     }
     directories.sort_by(|a, b| b.0.cmp(&a.0));
     for (dir, mode, mtime) in directories {
         use std::os::unix::fs::PermissionsExt;
+        // Still the directory made or checked above: a later member of its
+        // name failed (a directory is never replaced), so this follows no
+        // link.
         fs::set_permissions(&dir, fs::Permissions::from_mode(mode))?;
-        if let Some(mtime) = mtime {
-            let time = nix::sys::time::TimeSpec::new(mtime as i64, 0);
-            nix::sys::stat::utimensat(
-                nix::fcntl::AT_FDCWD,
-                &dir,
-                &time,
-                &time,
-                nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-            )
-            .map_err(|e| {
-                io::Error::new(io::Error::from(e).kind(), format!("{}: {e}", dir.display()))
-            })?;
-        }
+        set_time(&dir, mtime)?;
     }
     Ok(filtered)
+}
+
+/// The directories of the release being unpacked that are known to be
+/// directories, not symlinks: every member is written beneath those only,
+/// so none is written through a link (a symlink to `/etc`, or a hard link
+/// to that symlink, then a member `<it>/passwd`), which GNU tar, making
+/// such links last, never does either.
+struct Tree {
+    known: HashSet<PathBuf>,
+}
+
+impl Tree {
+    fn new(dst: &Path) -> Tree {
+        Tree {
+            known: HashSet::from([dst.to_path_buf()]),
+        }
+    }
+
+    /// Make `dir` (inside the release) a directory, or find it one, its
+    /// parents first; a symlink or a file there is an error.
+    fn directory(&mut self, dir: &Path) -> io::Result<()> {
+        if self.known.contains(dir) {
+            return Ok(());
+        }
+        let Some(parent) = dir.parent() else {
+            return Err(io::Error::other(format!(
+                "{} is outside the release",
+                dir.display()
+            )));
+        };
+        self.directory(parent)?;
+        match fs::symlink_metadata(dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{} is a symlink or a file of the same archive, not a directory: \
+                         nothing is written through it",
+                        dir.display()
+                    ),
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(dir)?,
+            Err(e) => return Err(e),
+        }
+        self.known.insert(dir.to_path_buf());
+        Ok(())
+    }
+}
+
+/// Set the modification (and access) time of `path`, not of what a
+/// symlink there points to.
+fn set_time(path: &Path, mtime: Option<u64>) -> io::Result<()> {
+    let Some(mtime) = mtime else {
+        return Ok(());
+    };
+    let time = nix::sys::time::TimeSpec::new(mtime as i64, 0);
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &time,
+        &time,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(io::Error::from)
 }
 
 /// Where member `path` goes under `dst`: `None` when it would leave it
@@ -176,57 +234,6 @@ fn inside(dst: &Path, path: &Path) -> Option<PathBuf> {
         }
     }
     Some(target)
-}
-
-/// Refuse `target` (of member `path`) when a symlink this archive made
-/// lies between it and `dst`.
-fn beneath_no_link(
-    dst: &Path,
-    target: &Path,
-    links: &HashSet<PathBuf>,
-    path: &Path,
-) -> io::Result<()> {
-    let through = target
-        .ancestors()
-        .skip(1)
-        .take_while(|a| *a != dst)
-        .find(|a| links.contains(*a));
-    match through {
-        Some(link) => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "{} lies beneath the symlink {} of the same archive, and is not written \
-                 through it",
-                path.display(),
-                link.strip_prefix(dst).unwrap_or(link).display()
-            ),
-        )),
-        None => Ok(()),
-    }
-}
-
-/// A directory, or one that is there already (made for a member inside it
-/// that came first).
-fn create_directory(dir: &Path) -> io::Result<()> {
-    match fs::create_dir(dir) {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir_all(dir),
-        done => done,
-    }
-}
-
-/// `make`, once more after creating the parent of `target` when it was
-/// missing (a member listed before its directory).
-fn with_parent(target: &Path, mut make: impl FnMut() -> io::Result<()>) -> io::Result<()> {
-    match make() {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            if let Some(parent) = target.parent() {
-                fs::create_dir_all(parent)?;
-            }
-            make()
-        }
-        done => done,
-    }
 }
 
 #[cfg(test)]
@@ -300,36 +307,75 @@ mod tests {
             fs::read_link(dst.join("link")).unwrap(),
             Path::new("bin/su")
         );
+        assert_eq!(filtered.escaping, [PathBuf::from("../escape.tx")]);
         for gone in ["null", "pipe", "../escape.tx"] {
             assert!(fs::symlink_metadata(dst.join(gone)).is_err(), "{gone}");
         }
     }
 
+    /// A symlink to a directory outside, then a member beneath it, whether
+    /// through the link itself or through a hard link to it; or a
+    /// directory member of the link's name, whose bits would be set on
+    /// what it points to.
     #[test]
     fn nothing_is_written_through_a_symlink_of_the_same_archive() {
         let dir = tempfile::tempdir().unwrap();
         let outside = dir.path().join("outside");
         fs::create_dir(&outside).unwrap();
+        fs::set_permissions(&outside, fs::Permissions::from_mode(0o755)).unwrap();
         let dst = dir.path().join("release");
-        fs::create_dir(&dst).unwrap();
-        for planted in ["s/planted", "s/deeper/planted"] {
+        type Then = fn(&mut tar::Builder<Vec<u8>>);
+        let cases: [(&str, Then); 4] = [
+            ("s/planted", |b| {
+                b.append_data(
+                    &mut header(EntryType::Regular, 0o644, 1),
+                    "s/planted",
+                    &b"p"[..],
+                )
+                .unwrap();
+            }),
+            ("s/deeper/planted", |b| {
+                b.append_data(
+                    &mut header(EntryType::Regular, 0o644, 1),
+                    "s/deeper/planted",
+                    &b"p"[..],
+                )
+                .unwrap();
+            }),
+            ("hard/planted", |b| {
+                b.append_link(&mut header(EntryType::Link, 0o777, 0), "hard", "s")
+                    .unwrap();
+                b.append_data(
+                    &mut header(EntryType::Regular, 0o644, 1),
+                    "hard/planted",
+                    &b"p"[..],
+                )
+                .unwrap();
+            }),
+            ("s", |b| {
+                b.append_data(&mut header(EntryType::Directory, 0o777, 0), "s", &[][..])
+                    .unwrap();
+            }),
+        ];
+        for (member, then) in cases {
+            let _ = fs::remove_dir_all(&dst);
+            fs::create_dir(&dst).unwrap();
             let mut b = tar::Builder::new(Vec::new());
             b.append_link(&mut header(EntryType::Symlink, 0o777, 0), "s", &outside)
                 .unwrap();
-            b.append_data(
-                &mut header(EntryType::Regular, 0o644, 1),
-                planted,
-                &b"p"[..],
-            )
-            .unwrap();
+            then(&mut b);
             let tar = b.into_inner().unwrap();
-            let _ = fs::remove_file(dst.join("s"));
             let refused = unpack(&tar[..], &dst, ROOT).unwrap_err();
             assert!(
-                refused.to_string().contains("lies beneath the symlink s"),
-                "{refused}"
+                refused.to_string().contains(member)
+                    && refused
+                        .to_string()
+                        .contains("nothing is written through it"),
+                "{member}: {refused}"
             );
-            assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "{planted}");
+            assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "{member}");
+            let mode = fs::metadata(&outside).unwrap().mode() & 0o7777;
+            assert_eq!(mode, 0o755, "{member}");
         }
     }
 
@@ -409,6 +455,14 @@ mod tests {
             .status()
             .unwrap();
         assert!(touched.success());
+        // A build made reproducible (SOURCE_DATE_EPOCH=0).
+        fs::write(tree.join("epoch"), "0").unwrap();
+        let touched = Command::new("touch")
+            .args(["-d", "@0"])
+            .arg(tree.join("epoch"))
+            .status()
+            .unwrap();
+        assert!(touched.success());
         let archive = dir.path().join("release.tar");
         let packed = Command::new("tar")
             .arg("-c")
@@ -445,7 +499,7 @@ mod tests {
 
     #[test]
     fn as_root_it_unpacks_what_gnu_tar_unpacks() {
-        against_gnu_tar(&[], 0o022, ROOT);
+        against_gnu_tar(&["--same-permissions"], 0o022, ROOT);
     }
 
     #[test]

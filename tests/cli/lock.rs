@@ -183,9 +183,9 @@ fn a_refusal_during_a_gate_says_the_live_release_is_not_proven_yet() {
 
 /// `fleet-agent recorded`, which a fleet controller asks in a session of
 /// its own when the agent that switched a host is gone, answers from the
-/// disk at once when the release is live and proven, whoever holds the
-/// deploy lock meanwhile (a deploy, a cron prune): it does not wait for
-/// the lock, nor report a rollout that succeeded as failed.
+/// disk when the release is live and proven, whoever holds the deploy lock
+/// meanwhile (a deploy, a cron prune): it waits for the lock a moment, not
+/// 60 s, and does not report a rollout that succeeded as failed.
 #[test]
 fn fleet_agent_recorded_answers_a_proven_live_release_while_another_command_holds_the_lock() {
     let sb = Sandbox::new();
