@@ -784,10 +784,18 @@ fn unpack(
         .cause(e)
         .hint("the transfer was cut, or the disk is full; deploy again")
     })?;
+    // A name is shown whole up to 200 characters (a crafted one can be
+    // megabytes long).
     let names = |paths: &[std::path::PathBuf]| {
         paths
             .iter()
-            .map(|p| p.display().to_string())
+            .map(|p| {
+                let name = p.display().to_string();
+                match name.char_indices().nth(200) {
+                    Some((end, _)) => format!("{}…", &name[..end]),
+                    None => name,
+                }
+            })
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -805,7 +813,8 @@ fn unpack(
     }
     if !filtered.escaping.is_empty() {
         ctx.ui.warn(format!(
-            "left out {}: a path that leaves the release is not unpacked",
+            "left out {}: a path that leaves the release, or is longer than 4096 bytes, is not \
+             unpacked",
             names(&filtered.escaping)
         ));
     }
@@ -1074,17 +1083,16 @@ fn recorded(ctx: &Ctx, id: &ReleaseId) -> Result<Done> {
             && store::read_metadata(layout, id)?.and_then(|m| m.proven) == Some(true);
         Ok((current, proven))
     };
-    let (mut current, mut proven) = read()?;
     let command = "shipit fleet-agent recorded";
-    if proven {
-        // Marked proven: the agent that switched may still be writing the
-        // prune and the history. Waited for a moment, not for a lock held
-        // longer by something else (a cron `shipit prune`).
-        let _lock = crate::lock::acquire(layout, Some(RECORDED_GRACE), command);
+    // Marked proven, the agent that switched may still be writing the prune
+    // and the history: waited for a moment, not for a lock held longer by
+    // something else (a cron `shipit prune`). Then read again.
+    let _lock = if read()?.1 {
+        crate::lock::acquire(layout, Some(RECORDED_GRACE), command).ok()
     } else {
-        let _lock = crate::lock::acquire(layout, Some(RECORDING_WAIT), command)?;
-        (current, proven) = read()?;
-    }
+        Some(crate::lock::acquire(layout, Some(RECORDING_WAIT), command)?)
+    };
+    let (current, proven) = read()?;
     if current.id() != Some(id) {
         return Err(
             Error::internal(format!("{} is not live here", Layout::display(id)))

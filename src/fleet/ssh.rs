@@ -266,37 +266,50 @@ impl Session {
     /// so far is returned, with [`SSH_FAILED`].
     pub fn answer(&mut self, until: &str, deadline: Option<std::time::Instant>) -> Output {
         let mut text = String::new();
+        // The line read so far: taken as it comes, so a line cut short
+        // does not hold the reading past the deadline.
+        let mut line: Vec<u8> = Vec::new();
         loop {
             if let Some(deadline) = deadline
                 && !self.readable_by(deadline)
             {
                 drop(self.stdin.take());
                 self.end.kill();
+                text.push_str(&String::from_utf8_lossy(&line));
                 return Output {
                     code: SSH_FAILED,
                     stdout: text,
-                    stderr_tail: vec![format!(
-                        "no answer within {} s: the session was ended",
-                        RECORDED_ANSWER_WAIT.as_secs()
-                    )],
+                    stderr_tail: vec!["no answer in time: the session was ended".into()],
                 };
             }
-            let mut line = Vec::new();
-            match self.stdout.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let line = String::from_utf8_lossy(&line);
-                    text.push_str(&line);
-                    if line.starts_with(until) {
-                        return Output {
-                            code: 0,
-                            stdout: text,
-                            stderr_tail: Vec::new(),
-                        };
+            let (ended_line, used) = match self.stdout.fill_buf() {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Ok([]) | Err(_) => break,
+                Ok(buffer) => match buffer.iter().position(|&b| b == b'\n') {
+                    Some(end) => {
+                        line.extend_from_slice(&buffer[..=end]);
+                        (true, end + 1)
                     }
+                    None => {
+                        line.extend_from_slice(buffer);
+                        (false, buffer.len())
+                    }
+                },
+            };
+            self.stdout.consume(used);
+            if ended_line {
+                let done = String::from_utf8_lossy(&std::mem::take(&mut line)).into_owned();
+                text.push_str(&done);
+                if done.starts_with(until) {
+                    return Output {
+                        code: 0,
+                        stdout: text,
+                        stderr_tail: Vec::new(),
+                    };
                 }
             }
         }
+        text.push_str(&String::from_utf8_lossy(&line));
         Output {
             code: self.end(),
             stdout: text,
@@ -837,6 +850,52 @@ fn show_stderr(ui: &Ui, host: &str, stderr: impl std::io::Read) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An answer read against a deadline: whole lines as they come; a line
+    /// cut short, then nothing more, ends the session when the deadline
+    /// passes instead of waiting for the rest of the line (which comes,
+    /// with an answer, 120 s later).
+    #[test]
+    fn a_line_cut_short_does_not_hold_an_answer_past_its_deadline() {
+        use std::os::fd::OwnedFd;
+        let dir = tempfile::tempdir().unwrap();
+        let ready = dir.path().join("ready");
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(
+                "printf '@@a 1\\n@@a 2\\npartial' && : > \"$0\" && sleep 120 && \
+                 printf '\\n@@a 3\\n'",
+            )
+            .arg(&ready)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = File::from(OwnedFd::from(child.stdin.take().unwrap()));
+        let stdout = File::from(OwnedFd::from(child.stdout.take().unwrap()));
+        let pid = child.id();
+        let mut session = Session {
+            stdin: Some(stdin),
+            stdout: BufReader::new(stdout),
+            end: Ending::Ssh(child),
+            stderr: None,
+        };
+        let far = crate::clock::after(Duration::from_secs(60));
+        assert_eq!(session.answer("@@a", None).stdout, "@@a 1\n");
+        assert_eq!(session.answer("@@a", Some(far)).stdout, "@@a 2\n");
+        let deadline = crate::clock::after(Duration::from_secs(20));
+        while !ready.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(ready.exists(), "the child never printed its partial line");
+        let cut = session.answer("@@a", Some(crate::clock::after(Duration::from_millis(200))));
+        assert_eq!(cut.code, SSH_FAILED);
+        assert_eq!(cut.stdout, "partial");
+        // The session was ended: the child is gone.
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            assert!(stat.contains(") Z "), "the child still runs: {stat}");
+        }
+    }
 
     #[test]
     fn masters_are_kept_only_in_a_private_directory_of_this_user() {

@@ -32,7 +32,7 @@ pub struct Filtered {
     /// Devices and fifos left out.
     pub skipped: Vec<PathBuf>,
     /// Members left out whose path (or hard link target) leaves the
-    /// release (`..`).
+    /// release (`..`), or is longer than any the system takes.
     pub escaping: Vec<PathBuf>,
 }
 
@@ -162,12 +162,14 @@ pub fn unpack(input: impl Read, dst: &Path, permissions: Permissions) -> io::Res
 /// to that symlink, then a member `<it>/passwd`), which GNU tar, making
 /// such links last, never does either.
 struct Tree {
+    root: PathBuf,
     known: HashSet<PathBuf>,
 }
 
 impl Tree {
     fn new(dst: &Path) -> Tree {
         Tree {
+            root: dst.to_path_buf(),
             known: HashSet::from([dst.to_path_buf()]),
         }
     }
@@ -178,29 +180,35 @@ impl Tree {
         if self.known.contains(dir) {
             return Ok(());
         }
-        let Some(parent) = dir.parent() else {
+        let Some(relative) = dir.strip_prefix(&self.root).ok() else {
             return Err(io::Error::other(format!(
                 "{} is outside the release",
                 dir.display()
             )));
         };
-        self.directory(parent)?;
-        match fs::symlink_metadata(dir) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "{} is a symlink or a file of the same archive, not a directory: \
-                         nothing is written through it",
-                        dir.display()
-                    ),
-                ));
+        let mut walked = self.root.clone();
+        for part in relative.components() {
+            walked.push(part);
+            if self.known.contains(&walked) {
+                continue;
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(dir)?,
-            Err(e) => return Err(e),
+            match fs::symlink_metadata(&walked) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{} is a symlink or a file of the same archive, not a directory: \
+                             nothing is written through it",
+                            walked.display()
+                        ),
+                    ));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(&walked)?,
+                Err(e) => return Err(e),
+            }
+            self.known.insert(walked.clone());
         }
-        self.known.insert(dir.to_path_buf());
         Ok(())
     }
 }
@@ -223,8 +231,13 @@ fn set_time(path: &Path, mtime: Option<u64>) -> io::Result<()> {
 }
 
 /// Where member `path` goes under `dst`: `None` when it would leave it
-/// (a `..`); a leading `/` and `.` parts are dropped.
+/// (a `..`), or is longer than any path the system takes (4096 bytes); a
+/// leading `/` and `.` parts are dropped.
 fn inside(dst: &Path, path: &Path) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    if path.as_os_str().as_bytes().len() > 4096 {
+        return None;
+    }
     let mut target = dst.to_path_buf();
     for part in path.components() {
         match part {
@@ -285,6 +298,10 @@ mod tests {
         escape.as_old_mut().name[..12].copy_from_slice(b"../escape.tx");
         escape.set_cksum();
         b.append(&escape, &b"e"[..]).unwrap();
+        // Deeper than any path the system takes: left out, at once.
+        let deep = "a/".repeat(2500) + "deep";
+        b.append_data(&mut header(EntryType::Regular, 0o644, 1), &deep, &b"d"[..])
+            .unwrap();
         let tar = b.into_inner().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let dst = dir.path().join("release");
@@ -307,7 +324,11 @@ mod tests {
             fs::read_link(dst.join("link")).unwrap(),
             Path::new("bin/su")
         );
-        assert_eq!(filtered.escaping, [PathBuf::from("../escape.tx")]);
+        assert_eq!(
+            filtered.escaping,
+            [PathBuf::from("../escape.tx"), PathBuf::from(&deep)]
+        );
+        assert!(!dst.join("a").exists());
         for gone in ["null", "pipe", "../escape.tx"] {
             assert!(fs::symlink_metadata(dst.join(gone)).is_err(), "{gone}");
         }
