@@ -18,7 +18,8 @@
 //! fewer: a 3-host rollout takes less than 0.1 s, so the ratio of 24 hosts
 //! to 3 moves with any one slow round), with the controller's phases
 //! (`SHIPIT_TIMINGS=1`), and prints the cost of 24 hosts against 3 measured
-//! in this one run. `SHIPIT_BENCH_FILES=10000` rolls out a repository of
+//! in this one run. The rounds are interleaved (each rolls every row out
+//! once), so the rows are measured under the same load. `SHIPIT_BENCH_FILES=10000` rolls out a repository of
 //! that many 1 KB files instead.
 //!
 //! With Capistrano installed (`cap` on the PATH; `apt-get install
@@ -200,6 +201,8 @@ struct Row {
     persist: &'static str,
     first: Duration,
     second: Duration,
+    /// Each round's time (`second` is their median), in round order.
+    rounds: Vec<Duration>,
     reach: f64,
     connect: f64,
     build: f64,
@@ -239,45 +242,56 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
+    let mut options: Vec<String> = hosts.ssh_options.iter().map(|o| format!("{o:?}")).collect();
+    if let Ok(kex) = std::env::var("SHIPIT_BENCH_KEX") {
+        options.insert(0, format!("\"KexAlgorithms={kex}\""));
+        options.insert(0, "\"-o\"".into());
+    }
     let mut table = Vec::new();
-    for &(n, batch) in &rows {
-        let list: Vec<String> = hosts.hosts[..n]
+    // Every rollout with fresh connections (`ssh_persist = "0s"`), then
+    // every one reusing the masters the one before left (the default,
+    // 60 s). The rounds are interleaved: each rolls every row out once, so
+    // a load that comes and goes on this machine weighs on all rows alike,
+    // and the ratios compare rollouts made under the same conditions.
+    for persist in ["0s", "60s"] {
+        let configs: Vec<std::path::PathBuf> = rows
             .iter()
-            .map(|h| format!("{:?}", h.dest))
+            .map(|&(n, batch)| {
+                let list: Vec<String> = hosts.hosts[..n]
+                    .iter()
+                    .map(|h| format!("{:?}", h.dest))
+                    .collect();
+                let config = root
+                    .path()
+                    .join(format!("fleet-{n}-{batch}-{persist}.toml"));
+                fs::write(
+                    &config,
+                    format!(
+                        "deploy_to = {:?}\nkeep_releases = 2\n[source]\ngit = \"app\"\n[fleet]\n\
+                         hosts = [{}]\nssh_options = [{}]\nssh_persist = \"{persist}\"\n\
+                         batch = {batch}\nstate = \"state-{n}-{batch}\"\n",
+                        hosts.deploy_to.display().to_string(),
+                        list.join(", "),
+                        options.join(", ")
+                    ),
+                )
+                .unwrap();
+                config
+            })
             .collect();
-        let mut options: Vec<String> = hosts.ssh_options.iter().map(|o| format!("{o:?}")).collect();
-        if let Ok(kex) = std::env::var("SHIPIT_BENCH_KEX") {
-            options.insert(0, format!("\"KexAlgorithms={kex}\""));
-            options.insert(0, "\"-o\"".into());
-        }
-        // Each rollout with fresh connections (`ssh_persist = "0s"`), then
-        // each reusing the masters the one before left (the default, 60 s).
-        for persist in ["0s", "60s"] {
-            let config = root
-                .path()
-                .join(format!("fleet-{n}-{batch}-{persist}.toml"));
-            fs::write(
-                &config,
-                format!(
-                    "deploy_to = {:?}\nkeep_releases = 2\n[source]\ngit = \"app\"\n[fleet]\n\
-                     hosts = [{}]\nssh_options = [{}]\nssh_persist = \"{persist}\"\n\
-                     batch = {batch}\nstate = \"state-{n}-{batch}\"\n",
-                    hosts.deploy_to.display().to_string(),
-                    list.join(", "),
-                    options.join(", ")
-                ),
-            )
-            .unwrap();
-            let (first, _) = deploy(&config);
-            let mut times = Vec::new();
-            let mut phases: Vec<Vec<(String, f64)>> = Vec::new();
-            for _ in 0..rounds() {
-                let (t, p) = deploy(&config);
-                times.push(t);
-                phases.push(p);
+        let firsts: Vec<Duration> = configs.iter().map(|c| deploy(c).0).collect();
+        let mut times: Vec<Vec<Duration>> = vec![Vec::new(); rows.len()];
+        let mut phases: Vec<Vec<Vec<(String, f64)>>> = vec![Vec::new(); rows.len()];
+        for _ in 0..rounds() {
+            for (i, config) in configs.iter().enumerate() {
+                let (t, p) = deploy(config);
+                times[i].push(t);
+                phases[i].push(p);
             }
+        }
+        for (i, &(n, batch)) in rows.iter().enumerate() {
             let phase = |name: &str| {
-                let mut v: Vec<f64> = phases
+                let mut v: Vec<f64> = phases[i]
                     .iter()
                     .filter_map(|p| p.iter().find(|(n, _)| n == name).map(|(_, v)| *v))
                     .collect();
@@ -288,8 +302,9 @@ fn main() {
                 hosts: n,
                 batch,
                 persist,
-                first,
-                second: median(times),
+                first: firsts[i],
+                second: median(times[i].clone()),
+                rounds: times[i].clone(),
                 reach: phase("reach"),
                 connect: phase("connect"),
                 build: phase("build"),
@@ -298,6 +313,7 @@ fn main() {
             });
         }
     }
+    table.sort_by_key(|r| (r.hosts, r.batch, r.persist != "0s"));
     println!(
         "\n| hosts | batch | connections | first rollout | next rollouts (median of {}) | reach | of which connect | build | ship + publish | roll |",
         rounds()
@@ -322,18 +338,30 @@ fn main() {
             r.roll
         );
     }
-    // 24 hosts against 3, for each way of rolling 24 out.
+    // 24 hosts against 3, for each way of rolling 24 out: the ratio of the
+    // medians, and the range of the ratios round by round (the two
+    // rollouts of a round were made one after the other).
     for many in table.iter().filter(|r| r.hosts == 24) {
         if let Some(three) = table
             .iter()
             .find(|r| r.hosts == 3 && r.persist == many.persist)
         {
+            let mut paired: Vec<f64> = many
+                .rounds
+                .iter()
+                .zip(&three.rounds)
+                .map(|(m, t)| m.as_secs_f64() / t.as_secs_f64())
+                .collect();
+            paired.sort_by(|a, b| a.partial_cmp(b).unwrap());
             println!(
-                "\n24 hosts (batch {}) cost {:.1}x 3 hosts (batch {}), ssh_persist = \"{}\"",
+                "\n24 hosts (batch {}) cost {:.1}x 3 hosts (batch {}), ssh_persist = \"{}\" \
+                 (round by round: {:.1}x to {:.1}x)",
                 many.batch,
                 many.second.as_secs_f64() / three.second.as_secs_f64(),
                 three.batch,
-                many.persist
+                many.persist,
+                paired.first().copied().unwrap_or(0.0),
+                paired.last().copied().unwrap_or(0.0),
             );
         }
     }
