@@ -29,7 +29,13 @@ fn fleet_checks(config: &Config, fleet: &crate::config::FleetConfig, ui: &Ui) ->
     checks.push(source_reachable(config));
     checks.extend(programs(config));
     let on_hosts = host_programs(config);
-    let names: Vec<String> = on_hosts.iter().map(|(_, p, _)| p.clone()).collect();
+    let mut names: Vec<String> = on_hosts.iter().map(|(_, p, _)| p.clone()).collect();
+    // fleet.keep_special_files hands each release tar to the host's `tar`
+    // (else the agent unpacks it itself): looked up after the hooks'.
+    let tar = fleet.keep_special_files.then(|| {
+        names.push("tar".into());
+        names.len() - 1
+    });
     // Through sudo too, as on one host.
     let systemctl = on_hosts.iter().find(|(_, _, command)| {
         simple_commands(command)
@@ -209,6 +215,21 @@ fn fleet_checks(config: &Config, fleet: &crate::config::FleetConfig, ui: &Ui) ->
                     "hooks",
                     format!("{program} (in {key}: `{command}`) is not on PATH"),
                     format!("install {program} there, or give its full path in {key}"),
+                )
+            }));
+        }
+        if let Some(found) = tar.and_then(|i| answer.programs.get(i)) {
+            checks.push(on(if *found {
+                pass(
+                    "tar",
+                    "tar is on PATH (fleet.keep_special_files = true unpacks releases with it)",
+                )
+            } else {
+                fail(
+                    "tar",
+                    "tar is not on PATH, and fleet.keep_special_files = true unpacks releases \
+                     with it: a deploy would fail there before any host is switched",
+                    "install tar there, or set fleet.keep_special_files = false",
                 )
             }));
         }

@@ -119,3 +119,76 @@ fn check_names_each_host_that_is_broken_and_how() {
         );
     }
 }
+
+/// `fleet.keep_special_files = true` hands each release to the host's
+/// `tar`: a host without one would fail the deploy at receive. `check`
+/// looks for it on each host then, and only then (the agent unpacks a
+/// release itself otherwise).
+#[test]
+fn check_looks_for_tar_on_each_host_only_when_keep_special_files_needs_it() {
+    let w = World::new(2, Options::default());
+    let dests: Vec<String> = w.hosts.hosts.iter().map(|h| h.dest.clone()).collect();
+    // host1's login shell finds only what the check asks for, and no tar.
+    let host = &w.hosts.hosts[0];
+    let bin = host.dir.join("path-without-tar");
+    fs::create_dir_all(&bin).unwrap();
+    for tool in ["sh", "uname", "dirname", "id", "grep", "tail"] {
+        let real = crate::support::hosts::which(tool).unwrap();
+        std::os::unix::fs::symlink(real, bin.join(tool)).unwrap();
+    }
+    fs::write(
+        host.home().join(".bashrc"),
+        format!("export PATH=\"{}\"\n", bin.display()),
+    )
+    .unwrap();
+    let tar_checks = |json: &Value, dest: &str| -> Vec<(bool, String)> {
+        on(json, dest)
+            .into_iter()
+            .filter(|(name, _, _)| name == "tar")
+            .map(|(_, ok, detail)| (ok, detail))
+            .collect()
+    };
+
+    // Not needed: not looked for.
+    let run = w.shipit(&["check", "--json"]);
+    let json = run.json();
+    for dest in &dests {
+        assert_eq!(tar_checks(&json, dest), [], "{}", run.stdout);
+    }
+
+    let text = fs::read_to_string(w.config())
+        .unwrap()
+        .replace("[fleet]\n", "[fleet]\nkeep_special_files = true\n");
+    fs::write(w.config(), text).unwrap();
+    let run = w.shipit(&["check", "--json"]);
+    run.code(2);
+    let json = run.json();
+    let missing = tar_checks(&json, &dests[0]);
+    assert_eq!(missing.len(), 1, "{}", run.stdout);
+    assert!(!missing[0].0, "{missing:?}");
+    assert!(missing[0].1.contains("tar is not on PATH"), "{missing:?}");
+    assert_eq!(
+        failed(&on(&json, &dests[0])),
+        ["tar"],
+        "only tar is missing there: {}",
+        run.stdout
+    );
+    assert_eq!(
+        tar_checks(&json, &dests[1]),
+        [(
+            true,
+            "tar is on PATH (fleet.keep_special_files = true unpacks releases with it)".to_string()
+        )]
+    );
+    let fix = json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["host"] == dests[0].as_str() && c["name"] == "tar")
+        .unwrap()["fix"]
+        .clone();
+    assert_eq!(
+        fix,
+        "install tar there, or set fleet.keep_special_files = false"
+    );
+}
