@@ -19,8 +19,9 @@
 //! to 3 moves with any one slow round), with the controller's phases
 //! (`SHIPIT_TIMINGS=1`), and prints the cost of 24 hosts against 3 measured
 //! in this one run. The rounds are interleaved (each rolls every row out
-//! once), so the rows are measured under the same load. `SHIPIT_BENCH_FILES=10000` rolls out a repository of
-//! that many 1 KB files instead.
+//! once), so the rows are measured under the same load.
+//! `SHIPIT_BENCH_FILES=10000` rolls out a repository of that many 1 KB
+//! files instead.
 //!
 //! With Capistrano installed (`cap` on the PATH; `apt-get install
 //! capistrano`), it deploys the same repository to the same hosts with a
