@@ -155,8 +155,11 @@ pub fn acquire(layout: &Layout, wait: Option<Duration>, command: &str) -> Result
 }
 
 /// How long a lock left by a dead holder may stay held by its dying
-/// children (see [`holders`]).
-const ORPHAN_GRACE: Duration = Duration::from_secs(3);
+/// children (see [`holders`]). The wait ends as soon as the lock is free
+/// (or a live holder names itself), so this bounds only how long a fork
+/// that a busy machine has not yet scheduled may take to die: seconds, on
+/// a loaded 2-core machine, before such a fork is reported as the holder.
+const ORPHAN_GRACE: Duration = Duration::from_secs(10);
 
 /// Who holds the lock, as far as this process can tell.
 #[derive(Debug)]
