@@ -19,7 +19,8 @@
 //! to 3 moves with any one slow round), with the controller's phases
 //! (`SHIPIT_TIMINGS=1`), and prints the cost of 24 hosts against 3 measured
 //! in this one run. The rounds are interleaved (each rolls every row out
-//! once), so the rows are measured under the same load.
+//! once, starting with another row each time), so the rows are measured
+//! under the same load.
 //! `SHIPIT_BENCH_FILES=10000` rolls out a repository of that many 1 KB
 //! files instead.
 //!
@@ -251,9 +252,10 @@ fn main() {
     let mut table = Vec::new();
     // Every rollout with fresh connections (`ssh_persist = "0s"`), then
     // every one reusing the masters the one before left (the default,
-    // 60 s). The rounds are interleaved: each rolls every row out once, so
-    // a load that comes and goes on this machine weighs on all rows alike,
-    // and the ratios compare rollouts made under the same conditions.
+    // 60 s). The rounds are interleaved: each rolls every row out once,
+    // the rows in turn first, so a load that comes and goes on this machine
+    // weighs on all rows alike, and the ratios compare rollouts made under
+    // the same conditions.
     for persist in ["0s", "60s"] {
         let configs: Vec<std::path::PathBuf> = rows
             .iter()
@@ -283,9 +285,13 @@ fn main() {
         let firsts: Vec<Duration> = configs.iter().map(|c| deploy(c).0).collect();
         let mut times: Vec<Vec<Duration>> = vec![Vec::new(); rows.len()];
         let mut phases: Vec<Vec<Vec<(String, f64)>>> = vec![Vec::new(); rows.len()];
-        for _ in 0..rounds() {
-            for (i, config) in configs.iter().enumerate() {
-                let (t, p) = deploy(config);
+        for round in 0..rounds() {
+            // Each round starts with another row, so that what one
+            // rollout leaves running (agents exiting, pruned releases
+            // being deleted) falls on every row in turn.
+            for k in 0..configs.len() {
+                let i = (round + k) % configs.len();
+                let (t, p) = deploy(&configs[i]);
                 times[i].push(t);
                 phases[i].push(p);
             }
@@ -341,7 +347,8 @@ fn main() {
     }
     // 24 hosts against 3, for each way of rolling 24 out: the ratio of the
     // medians, and the range of the ratios round by round (the two
-    // rollouts of a round were made one after the other).
+    // rollouts of a round were made in the same round, under the same
+    // load).
     for many in table.iter().filter(|r| r.hosts == 24) {
         if let Some(three) = table
             .iter()
