@@ -3,7 +3,17 @@
 //!
 //! Hosts are real sshd processes on 127.0.0.1, each in a mount namespace of
 //! its own (the fleet suite's `hosts.rs`), so it needs root, sshd, ssh and
-//! tar. Each host's home directory is an empty directory of its own, so the
+//! tar. Each also has a process table (a pid namespace) and a filesystem
+//! (an ext4 image on a loop device) of its own, as a separate machine
+//! has. With one of each for all, the cost of a host would grow with the
+//! number of hosts: its shipit looks through the processes (which use a
+//! release, who opened a lock) and would see every host's sessions, and
+//! on a filesystem without a journal (this machine's root) ext4 passes
+//! over every inode deleted in the last few seconds, by any host, before
+//! it picks one for a new file. `SHIPIT_BENCH_SHARED=1` measures them so.
+//! The hosts' filesystems have no journal, like this machine's root;
+//! `SHIPIT_BENCH_JOURNAL=1` gives them one (on a loop device, each
+//! fsync then commits through two filesystems on these same cores). Each host's home directory is an empty directory of its own, so the
 //! login shell of every remote command starts with no `.bashrc` (a neutral
 //! shell); `SHIPIT_BENCH_BASHRC=pyenv` gives them one that starts pyenv, as
 //! many real hosts run something there (about 140 ms per remote command
@@ -216,7 +226,13 @@ fn main() {
     let rows = rows();
     let most = rows.iter().map(|r| r.0).max().unwrap_or(0);
     let root = tempfile::tempdir().unwrap();
-    let hosts = Hosts::start(root.path(), most);
+    let shared = std::env::var_os("SHIPIT_BENCH_SHARED").is_some();
+    let journal = std::env::var_os("SHIPIT_BENCH_JOURNAL").is_some();
+    let hosts = if shared {
+        Hosts::start(root.path(), most)
+    } else {
+        Hosts::start_apart(root.path(), most, journal)
+    };
     let shell = login_shell(&hosts);
     let app = root.path().join("app");
     let files = files();
@@ -239,8 +255,13 @@ fn main() {
         &["-c", "gc.autoDetach=false", "commit", "-q", "-m", "tree"],
     );
     println!(
-        "fleet benchmark: {files} files, hosts are sshd in mount namespaces on this machine \
-         ({} cores), login shell: {shell}",
+        "fleet benchmark: {files} files, hosts are sshd in {} on this machine ({} cores), \
+         login shell: {shell}",
+        match (shared, journal) {
+            (true, _) => "mount namespaces, one process table and filesystem for all",
+            (false, false) => "mount and pid namespaces, each on an ext4 of its own (no journal)",
+            (false, true) => "mount and pid namespaces, each on an ext4 of its own with a journal",
+        },
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 

@@ -85,6 +85,15 @@ pub struct Host {
     /// The deploy directory is mounted read-only on this host (from the
     /// next start): not writable, even by root.
     pub read_only: bool,
+    /// The host has a process table of its own (a pid namespace, with its
+    /// own `/proc`), as a separate machine has: its shipit sees only its
+    /// own processes, not every other host's sessions. Off in the fleet
+    /// suite, whose apps leave pid files read from outside; the benchmark
+    /// turns it on ([`Hosts::start_apart`]).
+    pub own_pids: bool,
+    /// `deploy/` is a filesystem of its own (an ext4 image on a loop
+    /// device, mounted here), unmounted when the host is dropped.
+    own_disk: bool,
 }
 
 impl Host {
@@ -145,8 +154,17 @@ impl Host {
         // The user's home is the host's own too: its login scripts
         // (`.bashrc`) are the test's to write.
         let script = r#"mount --bind "$1" "$2" && { [ "$8" = rw ] || mount -o remount,bind,ro "$2"; } && mount --bind "$3" /etc/hosts && mount --bind "$6" "$7" && exec "$4" -D -e -f "$5""#;
+        // With a pid namespace, unshare forks: sshd is the namespace's
+        // first process, and every process of the host ends with it, which
+        // `--kill-child` does when unshare is stopped.
+        let namespaces: &[&str] = if self.own_pids {
+            &["-m", "-p", "-f", "--mount-proc", "--kill-child"]
+        } else {
+            &["-m"]
+        };
         let child = Command::new("unshare")
-            .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+            .args(namespaces)
+            .args(["--propagation", "private", "sh", "-c", script, "sh"])
             .arg(self.deploy())
             .arg(&self.mount_point)
             .arg(self.dir.join("hosts"))
@@ -160,7 +178,8 @@ impl Host {
             .stderr(log)
             .spawn()
             .expect("unshare runs");
-        // unshare and sh exec: the child's pid is sshd's.
+        // unshare and sh exec: the child's pid is sshd's (or, with a pid
+        // namespace, unshare's, whose one child is sshd).
         self.sshd = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -211,8 +230,13 @@ impl Host {
             .unwrap_or_default()
     }
 
-    /// Stop the app the reload hook started here (by its pid file).
+    /// Stop the app the reload hook started here (by its pid file). With
+    /// a process table of its own, the pid it wrote is not this one's:
+    /// the app ended with the host's first process ([`Host::stop`]).
     pub fn stop_app(&self) {
+        if self.own_pids {
+            return;
+        }
         if let Ok(pid) = fs::read_to_string(self.deploy().join("shared/app.pid"))
             && let Ok(pid) = pid.trim().parse::<i32>()
         {
@@ -277,7 +301,38 @@ impl Drop for Host {
     fn drop(&mut self) {
         self.stop();
         self.stop_app();
+        if self.own_disk {
+            // Lazily: the loop device is freed once nothing uses it.
+            let _ = Command::new("umount").arg("-l").arg(self.deploy()).status();
+        }
     }
+}
+
+/// Give `dir/deploy` a filesystem of its own: a sparse ext4 image beside
+/// it (an inode per 4 KiB, room for a few releases of the benchmark's
+/// 10,000 files), mounted on a loop device that goes with the mount.
+/// Without a journal, like this machine's root filesystem, unless
+/// `journal` (a journal's commits go through the loop device to the
+/// image's own filesystem: two filesystems' work on this machine's cores
+/// for each fsync).
+fn own_disk(dir: &Path, journal: bool) {
+    fs::create_dir_all(dir.join("deploy")).unwrap();
+    let image = dir.join("disk.img");
+    fs::File::create(&image).unwrap().set_len(1 << 30).unwrap();
+    run(Command::new(
+        which("mkfs.ext4").expect("mkfs.ext4 is installed (apt-get install e2fsprogs)"),
+    )
+    .args(["-q", "-F", "-i", "4096"])
+    .args(if journal {
+        &[][..]
+    } else {
+        &["-O", "^has_journal"][..]
+    })
+    .arg(&image));
+    run(Command::new("mount")
+        .args(["-o", "loop"])
+        .arg(&image)
+        .arg(dir.join("deploy")));
 }
 
 /// The hosts, their keys, and the ssh options that reach them.
@@ -296,6 +351,21 @@ impl Hosts {
     /// `app.env` (its address and the app port), `name` and the example
     /// reload script.
     pub fn start(root: &Path, n: usize) -> Hosts {
+        Hosts::start_with(root, n, None)
+    }
+
+    /// The same, each host with a process table ([`Host::own_pids`]) and
+    /// a filesystem of its own too, as on separate machines: its `/proc`
+    /// shows its own processes only, and the files its releases create and
+    /// delete are on its own disk.
+    /// `journal`: their filesystems have one ([`own_disk`]).
+    pub fn start_apart(root: &Path, n: usize, journal: bool) -> Hosts {
+        Hosts::start_with(root, n, Some(journal))
+    }
+
+    /// `apart`: each host has a pid namespace and a filesystem of its own,
+    /// with a journal or not.
+    fn start_with(root: &Path, n: usize, apart: Option<bool>) -> Hosts {
         require_tools();
         let keys = root.join("keys");
         fs::create_dir_all(&keys).unwrap();
@@ -330,11 +400,28 @@ impl Hosts {
         let mut hosts = Vec::new();
         for index in 0..n {
             let dir = root.join(format!("host{}", index + 1));
+            let port = free_port();
+            let addr = format!("127.0.0.{}", index + 2);
+            let mut host = Host {
+                index,
+                dest: format!("ssh://{user}@127.0.0.1:{port}"),
+                port,
+                addr: addr.clone(),
+                dir: dir.clone(),
+                mount_point: deploy_to.clone(),
+                sshd: None,
+                read_only: false,
+                own_pids: apart.is_some(),
+                own_disk: false,
+            };
+            if let Some(journal) = apart {
+                // Unmounted when `host` is dropped, a panic included.
+                own_disk(&dir, journal);
+                host.own_disk = true;
+            }
             let shared = dir.join("deploy/shared");
             fs::create_dir_all(&shared).unwrap();
             fs::create_dir_all(dir.join("home")).unwrap();
-            let port = free_port();
-            let addr = format!("127.0.0.{}", index + 2);
             fs::write(
                 dir.join("sshd_config"),
                 format!(
@@ -368,16 +455,6 @@ impl Hosts {
                 "[127.0.0.1]:{port} {} {}\n",
                 host_pub[0], host_pub[1]
             ));
-            let mut host = Host {
-                index,
-                dest: format!("ssh://{user}@127.0.0.1:{port}"),
-                port,
-                addr,
-                dir,
-                mount_point: deploy_to.clone(),
-                sshd: None,
-                read_only: false,
-            };
             host.start();
             hosts.push(host);
         }
