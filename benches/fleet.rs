@@ -2,25 +2,33 @@
 //! `cargo bench --bench fleet`.
 //!
 //! Hosts are real sshd processes on 127.0.0.1, each in a mount namespace of
-//! its own (the fleet suite's `hosts.rs`), so it needs root, sshd, ssh and
-//! tar. Each also has a process table (a pid namespace) and a filesystem
-//! (an ext4 image on a loop device) of its own, as a separate machine
-//! has. With one of each for all, the cost of a host would grow with the
-//! number of hosts: its shipit looks through the processes (which use a
-//! release, who opened a lock) and would see every host's sessions, and
-//! on a filesystem without a journal (this machine's root) ext4 passes
-//! over every inode deleted in the last few seconds, by any host, before
-//! it picks one for a new file. `SHIPIT_BENCH_SHARED=1` measures them so.
-//! The hosts' filesystems have no journal, like this machine's root;
-//! `SHIPIT_BENCH_JOURNAL=1` gives them one (on a loop device, each
-//! fsync then commits through two filesystems on these same cores). Each host's home directory is an empty directory of its own, so the
+//! its own (the fleet suite's `hosts.rs`), so it needs root, sshd, ssh, tar
+//! and mkfs.ext4. Each also has a process table (a pid namespace) and a
+//! filesystem (an ext4 image on a loop device) of its own. With one of
+//! each for all, a host's cost would grow with the number of hosts: its
+//! shipit looks through the processes (which of them use a release) and
+//! would see every host's sessions, and on an ext4 without a journal each
+//! new file's inode is picked past every inode deleted in the last minute
+//! or more, by any host (`recently_deleted` in the kernel's
+//! `fs/ext4/ialloc.c`). `SHIPIT_BENCH_SHARED=1` measures them so.
+//!
+//! A host's process table holds, besides sshd and its sessions, what the
+//! 2-core machine of docs/benchmarks.md lists in `/proc` at rest: 8
+//! processes and 60 kernel threads, for which zombies stand in (for both,
+//! the look finds no executable to read); `SHIPIT_BENCH_HOST_PROCS=8,60`
+//! sets the two. Its filesystem has no journal; `SHIPIT_BENCH_JOURNAL=1`
+//! gives it one (each fsync then commits through the loop device into a
+//! second filesystem, on the same cores).
+//!
+//! Each host's home directory is an empty directory of its own, so the
 //! login shell of every remote command starts with no `.bashrc` (a neutral
 //! shell); `SHIPIT_BENCH_BASHRC=pyenv` gives them one that starts pyenv, as
 //! many real hosts run something there (about 140 ms per remote command
 //! here). `SHIPIT_BENCH_KEX=curve25519-sha256` adds `-o KexAlgorithms=...`
-//! to `fleet.ssh_options` (see docs/benchmarks.md). The app is a repository of 3 files; there is no reload hook and
-//! no gate, so the figures are shipit's own cost per host: connect, install
-//! check, lock, state, ship, publish, swap.
+//! to `fleet.ssh_options` (see docs/benchmarks.md). The app is a
+//! repository of 3 files; there is no reload hook and no gate, so the
+//! figures are shipit's own cost per host: connect, install check, lock,
+//! state, ship, publish, swap.
 //!
 //! For 3, 24 and 48 hosts (`SHIPIT_BENCH_HOSTS=3,24` picks some), it times
 //! the second rollout and later ones (the median of 7, after a first one
@@ -52,7 +60,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::git::git;
-use support::hosts::{self, Hosts};
+use support::hosts::{self, Hosts, Idle, World};
 
 const SHIPIT: &str = env!("CARGO_BIN_EXE_shipit");
 
@@ -222,17 +230,39 @@ struct Row {
     roll: f64,
 }
 
+/// How far apart the hosts are (see the top of this file).
+fn world() -> World {
+    let on = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0");
+    if on("SHIPIT_BENCH_SHARED") {
+        return World::Shared;
+    }
+    let idle = std::env::var("SHIPIT_BENCH_HOST_PROCS")
+        .ok()
+        .and_then(|v| {
+            let (user, kernel) = v.split_once(',')?;
+            Some(Idle {
+                user: user.trim().parse().ok()?,
+                kernel: kernel.trim().parse().ok()?,
+            })
+        })
+        .unwrap_or(Idle {
+            user: 8,
+            kernel: 60,
+        });
+    World::Apart {
+        idle,
+        journal: on("SHIPIT_BENCH_JOURNAL"),
+    }
+}
+
 fn main() {
     let rows = rows();
     let most = rows.iter().map(|r| r.0).max().unwrap_or(0);
     let root = tempfile::tempdir().unwrap();
-    let shared = std::env::var_os("SHIPIT_BENCH_SHARED").is_some();
-    let journal = std::env::var_os("SHIPIT_BENCH_JOURNAL").is_some();
-    let hosts = if shared {
-        Hosts::start(root.path(), most)
-    } else {
-        Hosts::start_apart(root.path(), most, journal)
-    };
+    let world = world();
+    // Declared after `root`, so dropped before it: every host, with its
+    // namespaces and mounts, ends before their directory is removed.
+    let hosts = Hosts::start_in(root.path(), most, world);
     let shell = login_shell(&hosts);
     let app = root.path().join("app");
     let files = files();
@@ -257,10 +287,19 @@ fn main() {
     println!(
         "fleet benchmark: {files} files, hosts are sshd in {} on this machine ({} cores), \
          login shell: {shell}",
-        match (shared, journal) {
-            (true, _) => "mount namespaces, one process table and filesystem for all",
-            (false, false) => "mount and pid namespaces, each on an ext4 of its own (no journal)",
-            (false, true) => "mount and pid namespaces, each on an ext4 of its own with a journal",
+        match world {
+            World::Shared => "mount namespaces, one process table and filesystem for all".into(),
+            World::Apart { idle, journal } => format!(
+                "mount and pid namespaces (each with {} idle processes and {} zombies for \
+                 kernel threads), each on an ext4 of its own ({})",
+                idle.user,
+                idle.kernel,
+                if journal {
+                    "with a journal"
+                } else {
+                    "no journal"
+                }
+            ),
         },
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );

@@ -5,9 +5,12 @@
 //! So the same `deploy_to` is a different directory on each host, and the
 //! same health URL reaches each host's own app, as on separate machines.
 //! Nothing of shipit is installed on the hosts: the controller does that.
+//! The benchmark's hosts are further apart ([`World::Apart`]): a process
+//! table and a filesystem of their own too.
 //!
 //! Every sshd is stopped by its pid, and every app a reload hook started by
-//! the pid file it left, when the world is dropped (panics included).
+//! the pid file it left (or, on a host apart, every process of the host,
+//! with its first), when the world is dropped (panics included).
 //! Used by the fleet suite and the fleet benchmark.
 
 #![allow(dead_code)]
@@ -86,14 +89,40 @@ pub struct Host {
     /// next start): not writable, even by root.
     pub read_only: bool,
     /// The host has a process table of its own (a pid namespace, with its
-    /// own `/proc`), as a separate machine has: its shipit sees only its
-    /// own processes, not every other host's sessions. Off in the fleet
-    /// suite, whose apps leave pid files read from outside; the benchmark
-    /// turns it on ([`Hosts::start_apart`]).
-    pub own_pids: bool,
+    /// own `/proc`), holding these idle processes besides its sshd and
+    /// sessions: its shipit looks through its own processes, not every
+    /// other host's sessions ([`World::Apart`]). `None` in the fleet suite,
+    /// whose apps leave pid files read from outside (a host apart is not
+    /// for a world with a reload hook: its pid files name pids of its own
+    /// table).
+    own_pids: Option<Idle>,
     /// `deploy/` is a filesystem of its own (an ext4 image on a loop
     /// device, mounted here), unmounted when the host is dropped.
     own_disk: bool,
+}
+
+/// How far apart the hosts of a world are.
+#[derive(Clone, Copy, Debug)]
+pub enum World {
+    /// A mount namespace each; one process table and one filesystem for
+    /// all (the fleet suite).
+    Shared,
+    /// A process table of their own too, holding `idle` besides sshd and
+    /// its sessions, and an ext4 of their own, with a journal or not
+    /// ([`own_disk`]).
+    Apart { idle: Idle, journal: bool },
+}
+
+/// What a host's process table holds at rest, as a machine's `/proc`
+/// lists it.
+#[derive(Clone, Copy, Debug)]
+pub struct Idle {
+    /// Processes (sleeping ones here): a look through `/proc` reads where
+    /// each one's executable and working directory are.
+    pub user: usize,
+    /// Kernel threads, which a pid namespace does not list: zombies stand
+    /// in for them, since for both the look finds no executable to read.
+    pub kernel: usize,
 }
 
 impl Host {
@@ -153,11 +182,16 @@ impl Host {
         let log = fs::File::create(self.dir.join("sshd.log")).unwrap();
         // The user's home is the host's own too: its login scripts
         // (`.bashrc`) are the test's to write.
-        let script = r#"mount --bind "$1" "$2" && { [ "$8" = rw ] || mount -o remount,bind,ro "$2"; } && mount --bind "$3" /etc/hosts && mount --bind "$6" "$7" && exec "$4" -D -e -f "$5""#;
-        // With a pid namespace, unshare forks: sshd is the namespace's
-        // first process, and every process of the host ends with it, which
-        // `--kill-child` does when unshare is stopped.
-        let namespaces: &[&str] = if self.own_pids {
+        // The idle processes: `$9` sleeping ones, which become sshd's
+        // children when sh execs it, and `${10}` zombies, children of a
+        // process that never waits for them (each exits a second later,
+        // after that process has exec'd `sleep`, so no shell reaps it).
+        let script = r#"mount --bind "$1" "$2" && { [ "$8" = rw ] || mount -o remount,bind,ro "$2"; } && mount --bind "$3" /etc/hosts && mount --bind "$6" "$7" && cd / && i=0 && while [ "$i" -lt "$9" ]; do sleep infinity & i=$((i + 1)); done && { [ "${10}" = 0 ] || sh -c 'i=0; while [ "$i" -lt "$1" ]; do sleep 1 & i=$((i + 1)); done; exec sleep infinity' sh "${10}" & } && exec "$4" -D -e -f "$5""#;
+        // With a pid namespace, unshare forks and waits (ignoring SIGTERM
+        // meanwhile): sshd is the namespace's first process, and when it
+        // ends the kernel ends every other process of the host.
+        // `--kill-child`: it ends if unshare is killed.
+        let namespaces: &[&str] = if self.own_pids.is_some() {
             &["-m", "-p", "-f", "--mount-proc", "--kill-child"]
         } else {
             &["-m"]
@@ -173,6 +207,8 @@ impl Host {
             .arg(self.home())
             .arg(user_home())
             .arg(if self.read_only { "ro" } else { "rw" })
+            .arg(self.own_pids.map_or(0, |idle| idle.user).to_string())
+            .arg(self.own_pids.map_or(0, |idle| idle.kernel).to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -204,7 +240,9 @@ impl Host {
 
     /// Stop sshd and the sessions it forked, by their pids: the host is
     /// gone, and the controller's master connections to it (which outlive
-    /// a command by `fleet.ssh_persist`) end with their sessions.
+    /// a command by `fleet.ssh_persist`) end with their sessions. (On a
+    /// host apart, sshd is among the child's descendants, and the host's
+    /// other processes end with it.)
     pub fn stop(&mut self) {
         let Some(mut child) = self.sshd.take() else {
             return;
@@ -222,19 +260,26 @@ impl Host {
         let _ = child.wait();
     }
 
-    /// The processes its sshd started (sessions and what runs in them).
+    /// The processes its sshd started (sessions and what runs in them;
+    /// on a host apart, its idle processes too).
     pub fn processes(&self) -> Vec<i32> {
-        self.sshd
-            .as_ref()
-            .map(|c| descendants(c.id() as i32))
-            .unwrap_or_default()
+        let Some(child) = self.sshd.as_ref() else {
+            return Vec::new();
+        };
+        let mut found = descendants(child.id() as i32);
+        // On a host apart the child is unshare, and sshd its one child,
+        // found first.
+        if self.own_pids.is_some() && !found.is_empty() {
+            found.remove(0);
+        }
+        found
     }
 
     /// Stop the app the reload hook started here (by its pid file). With
     /// a process table of its own, the pid it wrote is not this one's:
     /// the app ended with the host's first process ([`Host::stop`]).
     pub fn stop_app(&self) {
-        if self.own_pids {
+        if self.own_pids.is_some() {
             return;
         }
         if let Ok(pid) = fs::read_to_string(self.deploy().join("shared/app.pid"))
@@ -302,7 +347,9 @@ impl Drop for Host {
         self.stop();
         self.stop_app();
         if self.own_disk {
-            // Lazily: the loop device is freed once nothing uses it.
+            // Lazily. The hosts started after this one hold copies of the
+            // mount in their namespaces (which copied the mount table),
+            // so the loop device is freed when the last of them ends.
             let _ = Command::new("umount").arg("-l").arg(self.deploy()).status();
         }
     }
@@ -311,10 +358,12 @@ impl Drop for Host {
 /// Give `dir/deploy` a filesystem of its own: a sparse ext4 image beside
 /// it (an inode per 4 KiB, room for a few releases of the benchmark's
 /// 10,000 files), mounted on a loop device that goes with the mount.
-/// Without a journal, like this machine's root filesystem, unless
-/// `journal` (a journal's commits go through the loop device to the
-/// image's own filesystem: two filesystems' work on this machine's cores
-/// for each fsync).
+/// Without a journal unless `journal` (there, each fsync commits the
+/// journal through the loop device into the image's own filesystem: two
+/// filesystems' work on the same cores). On one filesystem for all hosts,
+/// without a journal, each new file's inode would be picked past every
+/// host's recently deleted ones (`recently_deleted` in the kernel's
+/// `fs/ext4/ialloc.c`).
 fn own_disk(dir: &Path, journal: bool) {
     fs::create_dir_all(dir.join("deploy")).unwrap();
     let image = dir.join("disk.img");
@@ -351,21 +400,11 @@ impl Hosts {
     /// `app.env` (its address and the app port), `name` and the example
     /// reload script.
     pub fn start(root: &Path, n: usize) -> Hosts {
-        Hosts::start_with(root, n, None)
+        Hosts::start_in(root, n, World::Shared)
     }
 
-    /// The same, each host with a process table ([`Host::own_pids`]) and
-    /// a filesystem of its own too, as on separate machines: its `/proc`
-    /// shows its own processes only, and the files its releases create and
-    /// delete are on its own disk.
-    /// `journal`: their filesystems have one ([`own_disk`]).
-    pub fn start_apart(root: &Path, n: usize, journal: bool) -> Hosts {
-        Hosts::start_with(root, n, Some(journal))
-    }
-
-    /// `apart`: each host has a pid namespace and a filesystem of its own,
-    /// with a journal or not.
-    fn start_with(root: &Path, n: usize, apart: Option<bool>) -> Hosts {
+    /// `n` hosts under `root`, as far apart as `world` says.
+    pub fn start_in(root: &Path, n: usize, world: World) -> Hosts {
         require_tools();
         let keys = root.join("keys");
         fs::create_dir_all(&keys).unwrap();
@@ -411,10 +450,13 @@ impl Hosts {
                 mount_point: deploy_to.clone(),
                 sshd: None,
                 read_only: false,
-                own_pids: apart.is_some(),
+                own_pids: match world {
+                    World::Shared => None,
+                    World::Apart { idle, .. } => Some(idle),
+                },
                 own_disk: false,
             };
-            if let Some(journal) = apart {
+            if let World::Apart { journal, .. } = world {
                 // Unmounted when `host` is dropped, a panic included.
                 own_disk(&dir, journal);
                 host.own_disk = true;
