@@ -37,7 +37,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::fleet::ssh::Ssh;
+use crate::fleet::ssh::{Ssh, quote, remote_command};
 use crate::ui::Ui;
 
 /// The controller's binary and host config, ready to install.
@@ -149,40 +149,41 @@ impl Payload {
 
     /// A rollout's one remote command per host when all is in place:
     /// check that this build is there, and run the agent with `args`,
-    /// which first pins the config (its text is an argument of the
-    /// script, handed to the agent in its environment: stdin is the
-    /// session that holds the fleet lock). Where anything else is needed
-    /// (an upload) it says so on a [`SAYS`] line and runs
-    /// nothing: [`ensure`] does the rest.
+    /// which first pins the config (its text is handed to the agent in its
+    /// environment: stdin is the session that holds the fleet lock). Where
+    /// anything else is needed (an upload) it says so on a [`SAYS`] line
+    /// and runs nothing: [`ensure`] does the rest.
+    ///
+    /// The host's login shell runs it itself, with builtins only (`[`,
+    /// `echo`, `export`, `exec`), every word quoted: its process becomes
+    /// the agent, with no `sh` started between them.
     ///
     /// The platform is not asked again: this build is put on a host only
     /// once [`ensure`] found the host's `uname -sm` to be the
     /// controller's (or it is `fleet.binary`, built for the hosts). A host
     /// whose platform changed under its `deploy_to` since fails to run it
-    /// (dash and bash: `Exec format error`, status 126); that answer is no
-    /// state, so the rollout takes the longer path, where [`ensure`]
-    /// compares the platforms again. (Where an emulator is registered for
-    /// the controller's platform, the build runs there, emulated.)
+    /// (`Exec format error`, status 126); that answer is no state, so the
+    /// rollout takes the longer path, where [`ensure`] compares the
+    /// platforms again. (Where an emulator is registered for the
+    /// controller's platform, the build runs there, emulated.)
     /// `None` when this path does not apply: `fleet.host_shipit`, or a
     /// config too long for one argument.
-    pub fn reach(&self, args: &[String]) -> Option<Vec<String>> {
-        // Linux limits one argument to 128 KiB (MAX_ARG_STRLEN); a config
-        // is a few KiB.
+    pub fn reach(&self, args: &[String]) -> Option<String> {
+        // Linux limits one argument (the login shell's command) to 128 KiB
+        // (MAX_ARG_STRLEN); a config is a few KiB.
         if self.host_shipit.is_some() || self.config_text.len() > 64 * 1024 {
             return None;
         }
-        let mut argv = vec![
-            "sh".to_string(),
-            "-c".into(),
-            REACH_SCRIPT.into(),
-            "shipit-reach".into(),
-            self.state_dir(),
-            self.name.clone(),
-            self.config_digest.clone(),
-            self.config_text.clone(),
-        ];
-        argv.extend(args.iter().cloned());
-        Some(argv)
+        let binary = quote(&self.binary_path());
+        let mut agent = self.agent_at(&self.binary_path());
+        agent.extend(args.iter().cloned());
+        Some(format!(
+            "[ -x {binary} ] || {{ echo {missing}; exit 0; }}; export {var}={config}; exec {agent}",
+            missing = quote("@@shipit-install missing"),
+            var = crate::fleet::agent::PIN_VAR,
+            config = quote(&self.config_text),
+            agent = remote_command(&agent),
+        ))
     }
 
     /// The same for a read-only command: the agent of this build and the
@@ -347,18 +348,6 @@ if [ -n "$4" ] && [ "$plat" != "$5" ] && p=$(command -v "$4" 2>/dev/null); then
   "$p" fleet-hello </dev/null 2>/dev/null || true
 fi
 if [ -x "$state/bin/$bin" ]; then echo "@@shipit-install present"; else echo "@@shipit-install missing"; fi
-"#;
-
-/// [`Payload::reach`]: when the binary is in place, the agent, in the
-/// same remote process; it pins the config itself
-/// ([`crate::fleet::agent::pin`]: no `mkdir`, no `mv`, no process but the
-/// agent). Otherwise [`SAYS`] what is missing, and
-/// [`CONFIG_SCRIPT`] does the rest.
-const REACH_SCRIPT: &str = r#"set -e
-state="$1"; bin="$2"; digest="$3"; config="$4"; shift 4
-[ -x "$state/bin/$bin" ] || { echo "@@shipit-install missing"; exit 0; }
-export SHIPIT_FLEET_PIN="$config"
-exec "$state/bin/$bin" --config "$state/config/$digest.toml" fleet-agent "$@"
 "#;
 
 /// `uname -sm` of the controller (what a host's is compared with).

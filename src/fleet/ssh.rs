@@ -544,7 +544,7 @@ impl Ssh {
             stderr,
             mut end,
             ..
-        } = self.remote(dest, argv, Some(&stdin))?;
+        } = self.remote(dest, &remote_command(argv), Some(&stdin))?;
         drop(stdin);
         let ui = *ui;
         let (stdout_text, tail) = std::thread::scope(|scope| {
@@ -563,26 +563,20 @@ impl Ssh {
         })
     }
 
-    /// Start `argv` on `dest`: a session asked of the master connection
+    /// Start `command` on `dest`: a session asked of the master connection
     /// ([`mux`]), or, where that cannot be asked, an `ssh` process. With
     /// `stdin`, the command reads that file; else [`Remote::stdin`]
     /// writes to it.
-    fn remote(&self, dest: &str, argv: &[String], stdin: Option<&File>) -> Result<Remote> {
-        match self.on_master(dest, argv, stdin)? {
+    fn remote(&self, dest: &str, command: &str, stdin: Option<&File>) -> Result<Remote> {
+        match self.on_master(dest, command, stdin)? {
             Some(remote) => Ok(remote),
-            None => self.ssh_process(dest, argv, stdin),
+            None => self.ssh_process(dest, command, stdin),
         }
     }
 
     /// [`Ssh::remote`] as a session of the master, if it can be asked.
-    fn on_master(
-        &self,
-        dest: &str,
-        argv: &[String],
-        stdin: Option<&File>,
-    ) -> Result<Option<Remote>> {
-        let remote = remote_command(argv);
-        match mux::open(&self.control.socket(dest), &remote, stdin, CONNECT_TIMEOUT) {
+    fn on_master(&self, dest: &str, command: &str, stdin: Option<&File>) -> Result<Option<Remote>> {
+        match mux::open(&self.control.socket(dest), command, stdin, CONNECT_TIMEOUT) {
             Ok(opened) => Ok(Some(Remote {
                 stdin: opened.stdin,
                 stdout: opened.stdout,
@@ -598,8 +592,7 @@ impl Ssh {
     }
 
     /// [`Ssh::remote`] through an `ssh` process.
-    fn ssh_process(&self, dest: &str, argv: &[String], stdin: Option<&File>) -> Result<Remote> {
-        let remote = remote_command(argv);
+    fn ssh_process(&self, dest: &str, remote: &str, stdin: Option<&File>) -> Result<Remote> {
         let mut command = self.command(dest, &["-o", "ControlMaster=no"]);
         command.arg(remote);
         let input = match stdin {
@@ -635,7 +628,7 @@ impl Ssh {
         argv: &[String],
         until: &str,
     ) -> Result<(Output, Option<Session>)> {
-        let child = self.start(dest, argv)?;
+        let child = self.start(dest, &remote_command(argv))?;
         await_answer(ui, dest, child, until)
     }
 
@@ -651,7 +644,7 @@ impl Ssh {
         argv: &[String],
         until: &str,
     ) -> Result<(Output, Option<Session>)> {
-        let Started(mut remote) = self.start(dest, argv)?;
+        let Started(mut remote) = self.start(dest, &remote_command(argv))?;
         let stdin = remote.stdin.take();
         let answered = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let watcher = {
@@ -676,18 +669,20 @@ impl Ssh {
         held
     }
 
-    /// Start `argv` on `dest` for [`await_answer`]: the first half of
+    /// Start `command` on `dest` for [`await_answer`]: the first half of
     /// [`Ssh::hold`], to be called from the thread that keeps the session;
-    /// the wait for the answer may run on another.
-    pub fn start(&self, dest: &str, argv: &[String]) -> Result<Started> {
-        self.remote(dest, argv, None).map(Started)
+    /// the wait for the answer may run on another. `command` is what the
+    /// host's login shell runs: an argv's [`remote_command`], or a script
+    /// of words quoted the same way.
+    pub fn start(&self, dest: &str, command: &str) -> Result<Started> {
+        self.remote(dest, command, None).map(Started)
     }
 
     /// [`Ssh::start`] as a session of the master connection, which starts
     /// no process and so may be called from any thread; `Ok(None)` where
     /// the master cannot be asked ([`Ssh::start`] then).
-    pub fn start_on_master(&self, dest: &str, argv: &[String]) -> Result<Option<Started>> {
-        Ok(self.on_master(dest, argv, None)?.map(Started))
+    pub fn start_on_master(&self, dest: &str, command: &str) -> Result<Option<Started>> {
+        Ok(self.on_master(dest, command, None)?.map(Started))
     }
 }
 

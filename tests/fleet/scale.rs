@@ -60,12 +60,16 @@ fn a_rollout_runs_one_remote_command_per_host() {
             commands.join("\n")
         );
         // One command: the config, the install check, the lock, the state,
-        // then the requests on its stdin.
+        // then the requests on its stdin; the login shell checks for the
+        // binary itself and becomes the agent, with no `sh` between them.
         assert!(
-            commands[0].contains("'shipit-reach'") && commands[0].ends_with("' '--state'"),
+            commands[0].starts_with("[ -x '")
+                && commands[0].contains("; exec '")
+                && commands[0].ends_with("' '--state'"),
             "{}",
             commands[0]
         );
+        assert!(!commands[0].contains("'sh' '-c'"), "{}", commands[0]);
     }
     // A fleet rollback's switch is asked the same way: one more each.
     w.shipit(&["rollback"]).code(0);
