@@ -27,7 +27,7 @@ use crate::cli::{FleetAgentAction, FleetAgentArgs};
 use crate::context::Ctx;
 use crate::deploy::{self, Published};
 use crate::error::{Error, IoContext, Kind, Result};
-use crate::fleet::protocol::{self, Done, Failure, HostState, Reply, Request};
+use crate::fleet::protocol::{self, Done, Failure, HostState, PIN_VAR, Reply, Request};
 use crate::history::{self, Event};
 use crate::layout::{Layout, ReleaseId};
 use crate::lock::Holder;
@@ -617,26 +617,20 @@ fn prune_binaries(ctx: &Ctx) {
     }
 }
 
-/// The variable in which the controller's reach hands the agent the text
-/// of the rollout's config ([`crate::fleet::install::Payload::reach`]): in
-/// the environment, which only its user and root may read, not on the
-/// command line, which `ps` shows everyone for as long as the lock
-/// holder lives (the config may name a git URL with a token).
-pub const PIN_VAR: &str = "SHIPIT_FLEET_PIN";
-
 static PINNED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
 /// Take [`PIN_VAR`] out of the environment, keeping its text for [`pin`],
 /// so that no hook or other child inherits it. Called first thing in
 /// `main`, before any thread exists.
 pub fn take_pin_from_env() {
-    let text = std::env::var(PIN_VAR).ok();
+    let text = std::env::var_os(PIN_VAR);
     if text.is_some() {
         // SAFETY: called at the start of main, while this process has one
         // thread: nothing reads the environment meanwhile.
         unsafe { std::env::remove_var(PIN_VAR) };
     }
-    let _ = PINNED.set(text);
+    // Taken out whatever it holds; text that is not UTF-8 is no config.
+    let _ = PINNED.set(text.and_then(|t| t.into_string().ok()));
 }
 
 /// Write the rollout's config that the reach handed over ([`PIN_VAR`])

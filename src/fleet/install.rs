@@ -37,6 +37,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::fleet::protocol::PIN_VAR;
 use crate::fleet::ssh::{Ssh, quote, remote_command};
 use crate::ui::Ui;
 
@@ -167,23 +168,24 @@ impl Payload {
     /// platforms again. (Where an emulator is registered for the
     /// controller's platform, the build runs there, emulated.)
     /// `None` when this path does not apply: `fleet.host_shipit`, or a
-    /// config too long for one argument.
+    /// command too long for one argument.
     pub fn reach(&self, args: &[String]) -> Option<String> {
-        // Linux limits one argument (the login shell's command) to 128 KiB
-        // (MAX_ARG_STRLEN); a config is a few KiB.
-        if self.host_shipit.is_some() || self.config_text.len() > 64 * 1024 {
+        if self.host_shipit.is_some() {
             return None;
         }
         let binary = quote(&self.binary_path());
         let mut agent = self.agent_at(&self.binary_path());
         agent.extend(args.iter().cloned());
-        Some(format!(
-            "[ -x {binary} ] || {{ echo {missing}; exit 0; }}; export {var}={config}; exec {agent}",
+        let command = format!(
+            "[ -x {binary} ] || {{ echo {missing}; exit 0; }}; export {PIN_VAR}={config}; \
+             exec {agent}",
             missing = quote("@@shipit-install missing"),
-            var = crate::fleet::agent::PIN_VAR,
             config = quote(&self.config_text),
             agent = remote_command(&agent),
-        ))
+        );
+        // Linux limits one argument (the login shell's command) to 128 KiB
+        // (MAX_ARG_STRLEN); a config is a few KiB, quoted.
+        (command.len() <= MAX_REACH_COMMAND).then_some(command)
     }
 
     /// The same for a read-only command: the agent of this build and the
@@ -322,6 +324,10 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         .map(|b| format!("{b:02x}"))
         .collect())
 }
+
+/// The longest command [`Payload::reach`] hands a host's login shell, with
+/// room to spare below Linux's 128 KiB for one argument.
+const MAX_REACH_COMMAND: usize = 120 * 1024;
 
 /// What the install and read-only scripts say, on a line of its own (a
 /// login script may print other lines around it).
@@ -544,6 +550,7 @@ pub fn last_words(out: &crate::fleet::ssh::Output) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::time::{Duration, SystemTime};
 
     #[test]
@@ -577,5 +584,91 @@ mod tests {
             ["shipit-1-b", "shipit-1-a"]
         );
         assert!(binaries_to_prune(&found[..2], "shipit-1-a", 3).is_empty());
+    }
+
+    fn payload(deploy_to: &Path, config_text: &str) -> Payload {
+        Payload {
+            binary: PathBuf::from("/nonexistent"),
+            foreign_binary: false,
+            host_shipit: None,
+            platform: String::new(),
+            name: "shipit-test".into(),
+            sha256: String::new(),
+            config_digest: "0123456789abcdef".into(),
+            config: tempfile::NamedTempFile::new().unwrap(),
+            config_text: config_text.into(),
+            deploy_to: deploy_to.to_path_buf(),
+        }
+    }
+
+    /// The reach, run by a POSIX shell as a login shell runs it: with the
+    /// binary there, it becomes that binary with every argument and the
+    /// config in its environment byte for byte; without, it says so.
+    #[test]
+    fn the_reach_becomes_the_agent_with_its_arguments_and_config_intact() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let config = "a = \"it's $HOME `id` $(id) \\ !! ~ *\"\nb = '\"'\n";
+        let args = [
+            "lock".to_string(),
+            "--holder={\"who\":\"o'brien $x\"}".into(),
+        ];
+        let reach = payload(dir.path(), config).reach(&args).unwrap();
+        let run = || {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&reach)
+                .output()
+                .unwrap()
+        };
+        let out = run();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "@@shipit-install missing\n"
+        );
+        let bin = dir.path().join(".shipit/bin");
+        fs::create_dir_all(&bin).unwrap();
+        fs::write(
+            bin.join("shipit-test"),
+            "#!/bin/sh\nprintf '%s\\0' \"$0\" \"$@\" \"$SHIPIT_FLEET_PIN\"\n",
+        )
+        .unwrap();
+        fs::set_permissions(bin.join("shipit-test"), fs::Permissions::from_mode(0o755)).unwrap();
+        let out = run();
+        let said: Vec<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .split_terminator('\0')
+            .map(String::from)
+            .collect();
+        let pinned = dir.path().join(".shipit/config/0123456789abcdef.toml");
+        assert_eq!(
+            said,
+            [
+                bin.join("shipit-test").display().to_string(),
+                "--config".into(),
+                pinned.display().to_string(),
+                "fleet-agent".into(),
+                args[0].clone(),
+                args[1].clone(),
+                config.into(),
+            ]
+        );
+    }
+
+    /// A command longer than one argument may be is not tried: quoting
+    /// makes each `'` four bytes.
+    #[test]
+    fn a_reach_too_long_for_one_argument_is_not_tried() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(
+            payload(dir.path(), &"'".repeat(20 * 1024))
+                .reach(&[])
+                .is_some()
+        );
+        assert!(
+            payload(dir.path(), &"'".repeat(40 * 1024))
+                .reach(&[])
+                .is_none()
+        );
     }
 }

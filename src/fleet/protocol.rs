@@ -19,6 +19,13 @@ use crate::history::{Event, Migrate};
 use crate::layout::ReleaseId;
 use crate::views::{Probe, ReleaseRow};
 
+/// The variable in which the controller's reach hands the agent the text
+/// of the rollout's config ([`crate::fleet::install::Payload::reach`]): in
+/// the environment, which only its user and root may read, not on the
+/// agent's command line, which `ps` shows everyone for as long as the
+/// lock holder lives (the config may name a git URL with a token).
+pub const PIN_VAR: &str = "SHIPIT_FLEET_PIN";
+
 /// Bumped whenever a message changes shape or a side expects another
 /// exchange (2: the agent holding the fleet lock serves [`Request`]s; 3:
 /// it answers an activation once live, and [`Request::Recorded`] once

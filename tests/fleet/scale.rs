@@ -49,8 +49,28 @@ fn a_rollout_runs_one_remote_command_per_host() {
     fs::write(w.config(), config).unwrap();
     let first = w.deploy_ok();
     log_remote_commands(&w);
+    // A changed config: the one command hands it to the agent, which pins
+    // it before anything reads it.
+    let config = fs::read_to_string(w.config()).unwrap();
+    assert!(config.contains("keep_releases = 10\n"), "{config}");
+    fs::write(
+        w.config(),
+        config.replace("keep_releases = 10\n", "keep_releases = 9\n"),
+    )
+    .unwrap();
     w.commit("VERSION", "2\n");
     let id = w.deploy_ok();
+    for host in &w.hosts.hosts {
+        let pinned: Vec<String> = fs::read_dir(host.deploy().join(".shipit/config"))
+            .unwrap()
+            .map(|e| fs::read_to_string(e.unwrap().path()).unwrap())
+            .collect();
+        assert!(
+            pinned.iter().any(|text| text.contains("keep_releases = 9")),
+            "{}: {pinned:?}",
+            host.name()
+        );
+    }
     for (host, commands) in w.hosts.hosts.iter().zip(remote_commands(&w)) {
         assert_eq!(
             commands.len(),
