@@ -342,7 +342,7 @@ impl<'a> Fleet<'a> {
     /// before, waiting for the locks in order when asked to.
     pub fn reach_locked(&self, command: &str) -> Option<(Held, Vec<HostState>)> {
         let holder = serde_json::to_string(&Holder::me(command)).expect("a holder serializes");
-        let command = self.payload.reach(&[
+        let remote = self.payload.reach(&[
             "lock".to_string(),
             format!("--holder={holder}"),
             "--wait-ms=0".into(),
@@ -355,7 +355,7 @@ impl<'a> Fleet<'a> {
         let mut answers: Vec<Option<ssh::Answer>> = parallel(
             self.config.concurrency,
             &self.config.hosts,
-            |host| match self.ssh.start_on_master(host, &command) {
+            |host| match self.ssh.start_on_master(host, &remote) {
                 Ok(Some(started)) => Some(ssh::await_answer(ui, host, started, protocol::MARK)),
                 Ok(None) => None,
                 Err(e) => Some(Err(e)),
@@ -370,7 +370,7 @@ impl<'a> Fleet<'a> {
         for chunk in missing.chunks(self.config.concurrency.max(1)) {
             let started: Vec<ssh::Started> = chunk
                 .iter()
-                .map(|&i| self.ssh.start(&self.config.hosts[i], &command))
+                .map(|&i| self.ssh.start(&self.config.hosts[i], &remote))
                 .collect::<Result<_>>()
                 .ok()?;
             let hosts = &self.config.hosts;
